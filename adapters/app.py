@@ -1,0 +1,197 @@
+"""The payment app's own channel: ``POST /v1/messages`` in, replies shown through the API.
+
+A plugin like any other: settings, authenticity (the app's API key), parse, send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.params import Parameter
+
+from gateway.auth import ROLE_APP, principal_of, roles_guard
+from gateway.paths import MESSAGE, MESSAGES
+from gateway.problems import ProblemError
+from gateway.requests import decode_json, read_body, require_json
+from gateway.store import new_id
+from normalizer.inbound import AttachmentIn, InputRejected, build_message, clean_text, money, store_attachments
+from normalizer.inbound import transaction_id as check_transaction_id
+from normalizer.schema import CHANNEL_APP, Contact, DeliveryResult, OutboundMessage
+from plugins.contract import GatewayServices, RouteMount
+from plugins.hookspecs import hookimpl
+from router.categorise import CATEGORIES
+
+_USER_ID = r"^[A-Za-z0-9_.:@-]{1,128}$"
+_CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
+class AppMessageIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A customer message from the payment app."""
+
+    user_id: Annotated[str, msgspec.Meta(pattern=_USER_ID, description="The app's stable user id")]
+    text: Annotated[str, msgspec.Meta(description="What the customer wrote")] = ""
+    client_message_id: Annotated[
+        str | None, msgspec.Meta(pattern=_CLIENT_MESSAGE_ID, description="Idempotency key chosen by the app")
+    ] = None
+    transaction_id: str | None = None
+    amount: Annotated[str | None, msgspec.Meta(description='Decimal string, e.g. "128.50"')] = None
+    currency: Annotated[str | None, msgspec.Meta(description="ISO 4217; CNY when omitted")] = None
+    category_hint: str | None = None
+    attachments: list[AttachmentIn] = []
+    language: Annotated[str | None, msgspec.Meta(pattern=r"^(zh|en)$")] = None
+    #: The user's phone and e-mail from the app profile (the app vouches for them).
+    phone: Annotated[str | None, msgspec.Meta(max_length=32)] = None
+    email: Annotated[str | None, msgspec.Meta(max_length=254)] = None
+    #: An existing case (id or case number) this message continues.
+    complaint_id: Annotated[str | None, msgspec.Meta(max_length=64)] = None
+
+
+class MessageAccepted(msgspec.Struct):
+    message_id: str
+    status: str
+
+
+class MessageState(msgspec.Struct):
+    message_id: str
+    status: str
+    complaint_id: str | None = None
+    case_number: str | None = None
+
+
+class AppChannel:
+    """The built-in plugin for the payment app."""
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        #: Most attachments one message may carry.
+        max_attachments: int = 5
+
+    def __init__(self, settings: "AppChannel.Settings | None" = None) -> None:
+        self.settings = settings or AppChannel.Settings()
+
+    @hookimpl
+    def gateway_routes(self, services: GatewayServices) -> RouteMount:
+        plugin_settings = self.settings
+
+        @post(
+            MESSAGES,
+            operation_id="submitAppMessage",
+            summary="A customer message from the payment app",
+            description="Answers 202 once the message and its processing job are durable in Redis.",
+            guards=[roles_guard],
+            opt={"roles": {ROLE_APP}},
+            status_code=202,
+            tags=["app"],
+        )
+        async def submit_message(request: Request[Any, Any, Any]) -> Response[MessageAccepted]:
+            require_json(request)
+            settings = services.settings
+            body = await read_body(request, settings.max_body_bytes)
+            incoming = decode_json(body, AppMessageIn)
+            try:
+                text = clean_text(incoming.text, settings.max_text_chars)
+                if not text and not incoming.attachments:
+                    raise InputRejected("text_missing", "text is empty and there are no attachments", "text")
+                if incoming.category_hint is not None and incoming.category_hint not in CATEGORIES:
+                    raise InputRejected(
+                        "invalid_category_hint",
+                        f"category_hint must be one of {', '.join(CATEGORIES)}",
+                        "category_hint",
+                    )
+                amount = money(incoming.amount, incoming.currency)
+                txn = check_transaction_id(incoming.transaction_id)
+            except InputRejected as exc:
+                raise ProblemError(422, exc.code, str(exc), field=exc.field) from None
+
+            scope = None
+            request_hash = ""
+            if incoming.client_message_id:
+                scope = f"{incoming.user_id}:{incoming.client_message_id}"
+                request_hash = hashlib.sha256(msgspec.json.encode(incoming)).hexdigest()[:32]
+                state = await services.store.r.get(services.store.keys.idem(CHANNEL_APP, scope))
+                if state is not None:  # a retry: answer without storing attachments again
+                    mid, _, stored_hash = state.decode().partition("|")
+                    if stored_hash != request_hash:
+                        raise _idempotency_conflict(mid)
+                    return Response(MessageAccepted(mid, "received"), status_code=202,
+                                    headers={"Location": f"/v1/messages/{mid}"})
+            try:
+                evidence = await store_attachments(
+                    incoming.attachments, services.blobs, max_count=plugin_settings.max_attachments,
+                    max_bytes=settings.max_evidence_bytes, source="app",
+                )
+            except InputRejected as exc:
+                raise ProblemError(422, exc.code, str(exc), field=exc.field) from None
+            verified = []
+            if incoming.phone:
+                verified.append(Contact(kind="phone", value=incoming.phone.strip()))
+            if incoming.email:
+                verified.append(Contact(kind="email", value=incoming.email.strip().casefold()))
+            message = build_message(
+                message_id=new_id("msg"),
+                channel=CHANNEL_APP,
+                sender=Contact(kind="app_user", value=incoming.user_id),
+                text=text,
+                provider_message_id=incoming.client_message_id,
+                language=incoming.language,
+                amount=amount,
+                transaction=txn,
+                category_hint=incoming.category_hint,
+                attachments=evidence,
+                verified_contacts=verified,
+                complaint_ref=incoming.complaint_id,
+                metadata={"app_key": principal_of(request).id},
+            )
+            outcome = await services.intake.submit(message, idempotency_scope=scope, request_hash=request_hash)
+            if outcome.status == "conflict":
+                raise _idempotency_conflict(outcome.message_id)
+            return Response(
+                MessageAccepted(outcome.message_id, "received"),
+                status_code=202,
+                headers={"Location": f"/v1/messages/{outcome.message_id}"},
+            )
+
+        @get(
+            MESSAGE,
+            operation_id="getAppMessage",
+            summary="Processing state of a message and, once known, its complaint",
+            guards=[roles_guard],
+            opt={"roles": {ROLE_APP, "agent", "supervisor"}},
+            tags=["app"],
+        )
+        async def message_state(
+            message_id: Annotated[str, Parameter(max_length=80)],
+        ) -> MessageState:
+            state = await services.store.message_state(message_id)
+            if state is None:
+                raise ProblemError(404, "message_not_found", f"No message {message_id}.")
+            case_number = None
+            if state["complaint_id"]:
+                complaint = await services.store.get(state["complaint_id"])
+                case_number = complaint.case_number
+            return MessageState(message_id, state["status"], state["complaint_id"], case_number)
+
+        return RouteMount(handlers=[submit_message, message_state], prefix="")
+
+    @hookimpl
+    def channel_sender(self, channel: str, services: GatewayServices) -> "AppSender | None":
+        return AppSender() if channel == CHANNEL_APP else None
+
+
+class AppSender:
+    """App replies are read by the app through ``GET /v1/complaints/{id}``: being stored on the
+    complaint is delivery."""
+
+    async def send(self, message: OutboundMessage) -> DeliveryResult:
+        return DeliveryResult(status="delivered", provider_message_id=message.id)
+
+
+def _idempotency_conflict(message_id: str) -> ProblemError:
+    return ProblemError(
+        409,
+        "idempotency_key_reused",
+        "This client_message_id was already used with a different body.",
+        extra={"message_id": message_id},
+    )

@@ -1,0 +1,101 @@
+"""The Litestar app factory: plugin routes, the operations API, health, OpenAPI at /schema."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from litestar import Litestar, Response, Router, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from redis.asyncio import Redis
+
+from gateway import paths
+from gateway.api import ComplaintsController, QuarantineController, QueuesController
+from gateway.auth import Authenticator
+from gateway.intake import Intake
+from gateway.problems import exception_handlers
+from gateway.settings import Settings
+from gateway.store import ComplaintStore
+from normalizer.evidence import DirectoryBlobStore
+from plugins.contract import GatewayServices
+from plugins.manager import GatewayPlugins
+
+log = logging.getLogger("gateway.app")
+
+
+def redis_client(url: str) -> Redis:
+    """One pool per process; timeouts so a dead Redis answers 503 quickly instead of hanging."""
+    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10,
+                          max_connections=200)
+
+
+def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> Litestar:
+    """Build the HTTP app. ``settings.redis_url`` must be set (the CLI resolves the embedded one)."""
+    if settings.redis_url is None:
+        raise ValueError("create_app needs settings.redis_url (the CLI starts the embedded Redis)")
+    plugins = plugins or GatewayPlugins.load(settings.plugins_path, autoload=settings.plugins_autoload)
+    store = ComplaintStore(settings.redis_prefix, worker_wake=settings.worker_wake)
+    blobs = DirectoryBlobStore(settings.evidence_dir, max_bytes=settings.max_evidence_bytes)
+    services = GatewayServices(settings=settings, intake=Intake(store), store=store, blobs=blobs)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        redis = redis_client(settings.redis_url or "")
+        store.bind(redis)
+        services.redis = redis
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    @get(paths.HEALTH, operation_id="health", tags=["operations"], summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @get(paths.READY, operation_id="ready", tags=["operations"],
+         summary="Readiness: Redis reachable and a worker alive")
+    async def ready() -> Response[dict[str, Any]]:
+        checks: dict[str, str] = {}
+        try:
+            await store.r.ping()
+            checks["redis"] = "ok"
+            checks["worker"] = "ok" if await store.worker_alive() else "no worker heartbeat in 15 s"
+        except Exception as exc:
+            checks["redis"] = f"unreachable ({type(exc).__name__})"
+            checks["worker"] = "unknown"
+        ok = all(v == "ok" for v in checks.values())
+        return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+    route_handlers: list[Any] = [health, ready, ComplaintsController, QueuesController, QuarantineController]
+    for plugin_name, mount in plugins.routes(services):
+        prefix = f"{paths.WEBHOOKS}/{plugin_name}" if mount.prefix is None else mount.prefix
+        if prefix:
+            route_handlers.append(Router(path=prefix, route_handlers=list(mount.handlers)))
+        else:
+            route_handlers.extend(mount.handlers)
+
+    app = Litestar(
+        route_handlers=route_handlers,
+        lifespan=[lifespan],
+        dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
+        exception_handlers=exception_handlers,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Complaint intake gateway",
+            version="0.1.0",
+            path="/schema",
+            components=Components(security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer",
+                                         description="App key, agent token or supervisor token"),
+            }),
+            security=[{"bearer": []}],
+        ),
+        debug=False,
+    )
+    app.state.authenticator = Authenticator(settings)
+    app.state.services = services
+    app.state.plugins = plugins
+    return app

@@ -1,0 +1,81 @@
+"""Who may call what: the app's key, agent and supervisor tokens, as ``Authorization: Bearer``.
+
+Tokens are compared by their SHA-256 digest, so lookup time says nothing about a token's
+characters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Iterable
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from gateway.problems import ProblemError
+from gateway.settings import Settings
+
+ROLE_APP = "app"
+ROLE_AGENT = "agent"
+ROLE_SUPERVISOR = "supervisor"
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    id: str
+
+    @property
+    def actor(self) -> str:
+        return f"{self.role}:{self.id}"
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class Authenticator:
+    def __init__(self, settings: Settings) -> None:
+        self._by_digest: dict[bytes, Principal] = {}
+        for role, creds in (
+            (ROLE_APP, settings.app_keys),
+            (ROLE_AGENT, settings.agent_tokens),
+            (ROLE_SUPERVISOR, settings.supervisor_tokens),
+        ):
+            for cred in creds:
+                self._by_digest[_digest(cred.token)] = Principal(role, cred.principal)
+
+    def principal(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise ProblemError(
+                401, "credentials_missing", "Send 'Authorization: Bearer <key or token>'.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ProblemError(
+                401, "credentials_malformed", "The Authorization header must be 'Bearer <key or token>'.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        found = self._by_digest.get(_digest(token.strip()))
+        if found is None:
+            raise ProblemError(
+                401, "credentials_invalid", "That key or token is not valid.",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        return found
+
+
+def roles_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Guard for every /v1 route: the handler's ``opt["roles"]`` lists who may call it."""
+    authenticator: Authenticator = connection.app.state.authenticator
+    principal = authenticator.principal(connection.headers.get("authorization"))
+    allowed: Iterable[str] = handler.opt.get("roles", ())
+    if principal.role not in allowed:
+        raise ProblemError(403, "forbidden", f"A {principal.role} credential may not call this.")
+    connection.scope.setdefault("state", {})["principal"] = principal
+
+
+def principal_of(connection: ASGIConnection) -> Principal:
+    return connection.scope["state"]["principal"]

@@ -1,0 +1,217 @@
+"""``python -m gateway``: serve, worker, run (both + embedded Redis), plugins list / check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from msgspec.structs import replace
+from pathlib import Path
+
+import msgspec
+
+from gateway.settings import Settings, SettingsError, load_settings
+from normalizer.pii import MaskingFilter
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(MaskingFilter())  # personal data never reaches the logs
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("uvicorn.access",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"gateway: bad setting: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _with_redis(settings: Settings) -> Settings:
+    if settings.redis_url:
+        return settings
+    from gateway.embedded_redis import EmbeddedRedisError, ensure_embedded_redis
+
+    try:
+        url = ensure_embedded_redis(settings.var_dir)
+    except EmbeddedRedisError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return replace(settings, redis_url=url)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _with_redis(_settings_or_exit())
+    setup_logging(settings.log_level)
+    from plugins.manager import PluginConfigError
+
+    os.environ["REDIS_URL"] = settings.redis_url or ""
+    try:
+        from gateway.app import create_app
+
+        create_app(settings)  # fail here, with a clear message, on bad plugins.toml
+    except PluginConfigError as exc:
+        print(f"gateway: plugins: {exc}", file=sys.stderr)
+        return 2
+    if args.server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces
+
+        Granian("gateway.asgi:app", address=args.host, port=args.port, interface=Interfaces.ASGI,
+                workers=args.workers, log_access=False).serve()
+        return 0
+    import uvicorn
+
+    uvicorn.run("gateway.asgi:app", host=args.host, port=args.port, workers=args.workers, loop="uvloop",
+                http="httptools", access_log=False, log_config=None, lifespan="on")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _with_redis(_settings_or_exit())
+    setup_logging(settings.log_level)
+    from plugins.manager import PluginConfigError
+    from router.worker import run_worker
+
+    try:
+        run_worker(settings)
+    except PluginConfigError as exc:
+        print(f"gateway: plugins: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _dev_credentials(var_dir: Path) -> dict[str, str]:
+    """Development credentials, made once and kept under var/ so they survive restarts."""
+    path = var_dir / "dev-credentials.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    creds = {
+        "GATEWAY_APP_KEYS": f"app:{secrets.token_urlsafe(24)}",
+        "GATEWAY_AGENT_TOKENS": f"alice:{secrets.token_urlsafe(24)},bob:{secrets.token_urlsafe(24)}",
+        "GATEWAY_SUPERVISOR_TOKENS": f"sam:{secrets.token_urlsafe(24)}",
+    }
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(creds, indent=2))
+    path.chmod(0o600)
+    return creds
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Gateway + one worker (+ the embedded Redis when REDIS_URL is unset), for development."""
+    settings = _settings_or_exit()
+    env = dict(os.environ)
+    for name, value in _dev_credentials(settings.var_dir).items():
+        env.setdefault(name, value)
+        if not env[name]:
+            env[name] = value
+    settings = _with_redis(settings)
+    env["REDIS_URL"] = settings.redis_url or ""
+    env.setdefault("GATEWAY_PUBLIC_URL", f"http://{args.host}:{args.port}")
+    base = [sys.executable, "-m", "gateway"]
+    children = [
+        subprocess.Popen(base + ["serve", "--host", args.host, "--port", str(args.port)], env=env),
+        subprocess.Popen(base + ["worker"], env=env),
+    ]
+    url = f"http://{args.host}:{args.port}"
+    app_key = env["GATEWAY_APP_KEYS"].split(",")[0].split(":", 1)[-1]
+    agent = env["GATEWAY_AGENT_TOKENS"].split(",")[0].split(":", 1)[-1]
+    supervisor = env["GATEWAY_SUPERVISOR_TOKENS"].split(",")[0].split(":", 1)[-1]
+    print(
+        f"\n  Complaint gateway on {url}  (OpenAPI: {url}/schema)\n"
+        f"  Redis: {settings.redis_url}{' (embedded, AOF under ' + str(settings.var_dir / 'redis') + ')' if not os.environ.get('REDIS_URL') else ''}\n"
+        f"  Development credentials (kept in {settings.var_dir / 'dev-credentials.json'}):\n"
+        f"    app key         {app_key}\n"
+        f"    agent token     {agent}\n"
+        f"    supervisor      {supervisor}\n\n"
+        f"  Try:  curl -s -X POST {url}/v1/messages -H 'Authorization: Bearer {app_key}' \\\n"
+        f"          -H 'Content-Type: application/json' -d '{{\"user_id\":\"u1\",\"text\":\"我被重复扣款了 ¥128.50\"}}'\n",
+        flush=True,
+    )
+
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(c.poll() is None for c in children):
+        time.sleep(0.2)
+    stop(signal.SIGTERM, None)
+    deadline = time.monotonic() + 10
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return 0 if stopping else 1
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    from plugins.manager import GatewayPlugins, PluginConfigError
+
+    try:
+        plugins = GatewayPlugins.load(settings.plugins_path, autoload=settings.plugins_autoload)
+    except PluginConfigError as exc:
+        print(f"gateway: plugins: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "check":
+        print(f"{settings.plugins_path}: ok ({len(plugins.loaded)} plugins)")
+        return 0
+    rows = plugins.describe()
+    if args.json:
+        print(msgspec.json.encode(rows).decode())
+        return 0
+    for row in rows:
+        print(f"{row['name']:<16} {row['target']:<36} {row['source']}")
+        print(f"{'':<16} hooks: {', '.join(row['hooks']) or '-'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Omnichannel complaint-intake gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="HTTP server processes")
+    serve.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run one arq worker")
+    worker.set_defaults(func=cmd_worker)
+
+    run = sub.add_parser("run", help="gateway + worker (+ embedded Redis) for development")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.set_defaults(func=cmd_run)
+
+    plugins = sub.add_parser("plugins", help="inspect plugins")
+    plugins.add_argument("action", choices=["list", "check"])
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

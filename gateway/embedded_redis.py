@@ -1,0 +1,82 @@
+"""The zero-setup Redis: a ``redis-server`` child under ``./var/redis`` with AOF on, used when
+``REDIS_URL`` is unset. It outlives the gateway process (daemonized) so a restart of the gateway
+finds the same data; ``appendfsync always`` so an acknowledged message survives a crash."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+class EmbeddedRedisError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def ensure_embedded_redis(var_dir: Path, *, fsync: str = "always") -> str:
+    """Start (or find running) the embedded Redis and return its URL."""
+    redis_dir = (var_dir / "redis").resolve()
+    redis_dir.mkdir(parents=True, exist_ok=True)
+    port_file = redis_dir / "port"
+    if port_file.exists():
+        port = int(port_file.read_text().strip() or 0)
+        if port and _answers_ping(port):
+            return f"redis://127.0.0.1:{port}/0"
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise EmbeddedRedisError(
+            "REDIS_URL is unset and no redis-server binary is installed: run `make run` "
+            "(it installs Debian's redis-server) or set REDIS_URL"
+        )
+    port = _free_port()
+    subprocess.run(
+        [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(redis_dir),
+            "--appendonly", "yes",
+            "--appendfsync", fsync,
+            "--save", "",
+            "--daemonize", "yes",
+            "--pidfile", str(redis_dir / "redis.pid"),
+            "--logfile", str(redis_dir / "redis.log"),
+        ],
+        check=True,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if _answers_ping(port):
+            port_file.write_text(str(port))
+            return f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    raise EmbeddedRedisError(f"embedded redis-server did not answer on port {port}; see {redis_dir / 'redis.log'}")
+
+
+def stop_embedded_redis(var_dir: Path) -> None:
+    port_file = (var_dir / "redis" / "port")
+    if not port_file.exists():
+        return
+    port = int(port_file.read_text().strip() or 0)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"SHUTDOWN\r\n")
+    except OSError:
+        pass

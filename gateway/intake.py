@@ -1,0 +1,63 @@
+"""The one door every channel's messages go through before they are acknowledged."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from gateway.store import ComplaintStore, IntakeOutcome
+from normalizer.schema import InboundMessage
+
+log = logging.getLogger("gateway.intake")
+
+
+@dataclass
+class IntakeCounters:
+    accepted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    failures: int = 0
+
+
+class Intake:
+    """Adapters call ``submit`` after verifying and parsing; when it returns, the message and
+    its processing job are durable and the channel may be answered."""
+
+    def __init__(self, store: ComplaintStore) -> None:
+        self.store = store
+        self.counters = IntakeCounters()
+
+    async def submit(
+        self,
+        message: InboundMessage,
+        *,
+        idempotency_scope: str | None = None,
+        request_hash: str = "",
+        raw: bytes | None = None,
+    ) -> IntakeOutcome:
+        """Store ``message`` durably and queue its processing.
+
+        :param idempotency_scope: what makes a retry the same message (provider message id, or
+            the app's user id + client_message_id); ``None`` for no deduplication.
+        :param request_hash: with a scope, a hash of the request: a retry with the same scope and
+            a different hash is a conflict. Empty: any retry with the same scope is a duplicate.
+        :param raw: the provider's raw payload, kept for audit and quarantine replays.
+        """
+        started = time.perf_counter()
+        try:
+            outcome = await self.store.intake(
+                message, idempotency_scope=idempotency_scope, request_hash=request_hash, raw=raw
+            )
+        except Exception:
+            self.counters.failures += 1
+            raise
+        if outcome.status == "accepted":
+            self.counters.accepted += 1
+        elif outcome.status == "duplicate":
+            self.counters.duplicates += 1
+        else:
+            self.counters.conflicts += 1
+        log.debug("intake %s %s %s in %.2f ms", message.channel, outcome.status, outcome.message_id,
+                  (time.perf_counter() - started) * 1000)
+        return outcome

@@ -1,0 +1,155 @@
+"""Errors as RFC 9457 problem details: a stable ``code``, a human ``detail``, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.store import Conflict, NotFound
+
+log = logging.getLogger("gateway.http")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """Raise anywhere in a handler to answer a problem-details response."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        title: str | None = None,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.title = title or _TITLES.get(status, "Error")
+        self.field = field
+        self.headers = headers or {}
+        self.extra = extra or {}
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    412: "Precondition failed",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response[bytes]:
+    body: dict[str, Any] = {
+        "type": f"https://complaint-gateway.dev/problems/{code.replace('_', '-')}",
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if field:
+        body["field"] = field
+    if extra:
+        body.update(extra)
+    return Response(
+        content=msgspec.json.encode(body),
+        status_code=status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def field_from_msgspec_error(message: str) -> str | None:
+    """msgspec says '... - at `$.amount.value`'; clients want 'amount.value'."""
+    marker = "at `$"
+    if marker not in message:
+        return None
+    path = message.split(marker, 1)[1].rstrip("`")
+    return path.lstrip(".") or None
+
+
+def _on_problem(_: Request, exc: ProblemError) -> Response[bytes]:
+    return problem_response(
+        exc.status, exc.code, exc.detail, title=exc.title, field=exc.field, headers=exc.headers, extra=exc.extra
+    )
+
+
+def _on_http(_: Request, exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        return problem_response(400, "invalid_request", str(exc.detail))
+    code = {
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+        429: "rate_limited",
+    }.get(status, "http_error")
+    if isinstance(exc, NotFoundException):
+        code = "not_found"
+    headers = {k: v for k, v in (exc.headers or {}).items()}
+    return problem_response(status, code, str(exc.detail), headers=headers)
+
+
+def _on_not_found(_: Request, exc: NotFound) -> Response[bytes]:
+    return problem_response(404, exc.code, str(exc))
+
+
+def _on_conflict(_: Request, exc: Conflict) -> Response[bytes]:
+    return problem_response(409, exc.code, str(exc))
+
+
+def _on_redis_down(_: Request, exc: Exception) -> Response[bytes]:
+    log.error("storage unavailable: %s", type(exc).__name__)
+    return problem_response(
+        503, "storage_unavailable", "Storage is unreachable; nothing was accepted. Retry later.",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _on_unexpected(_: Request, exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error: %s", type(exc).__name__)
+    return problem_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
+
+
+exception_handlers: dict[Any, Any] = {
+    ProblemError: _on_problem,
+    HTTPException: _on_http,
+    NotFound: _on_not_found,
+    Conflict: _on_conflict,
+    RedisConnectionError: _on_redis_down,
+    RedisTimeoutError: _on_redis_down,
+    OSError: _on_redis_down,
+    Exception: _on_unexpected,
+}

@@ -1,0 +1,49 @@
+"""Decoding request bodies with our own, field-naming error messages."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request
+
+from gateway.problems import ProblemError, field_from_msgspec_error
+
+T = TypeVar("T")
+
+
+async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
+    """The raw body, refused early when its declared or actual size is over ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise ProblemError(413, "payload_too_large", f"The body is over {limit} bytes.")
+        except ValueError:
+            raise ProblemError(400, "invalid_request", "Content-Length is not a number.") from None
+    body = await request.body()
+    if len(body) > limit:
+        raise ProblemError(413, "payload_too_large", f"The body is over {limit} bytes.")
+    return body
+
+
+def decode_json(body: bytes, model: type[T]) -> T:
+    """Decode and validate; 400 for malformed JSON, 422 naming the field for bad values."""
+    if not body.strip():
+        raise ProblemError(400, "invalid_json", "The request body is empty; a JSON object is expected.")
+    try:
+        return msgspec.json.decode(body, type=model)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        return_field = field_from_msgspec_error(message)
+        if message.startswith("Object contains unknown field"):
+            return_field = message.split("`")[1] if "`" in message else return_field
+        raise ProblemError(422, "invalid_field", message, field=return_field) from None
+    except msgspec.DecodeError as exc:
+        raise ProblemError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
+
+
+def require_json(request: Request[Any, Any, Any]) -> None:
+    content_type = request.headers.get("content-type", "")
+    if content_type and "json" not in content_type.lower():
+        raise ProblemError(415, "unsupported_media_type", "Send the body as application/json.")

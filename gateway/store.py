@@ -1,0 +1,710 @@
+"""Everything the gateway keeps in Redis, and the only code that knows the key layout.
+
+Durability rules:
+- intake is one Lua script: idempotency check, message record, pending set and the arq job
+  are written together or not at all, so a 202 means the message *and* its job are stored;
+- every later change is a WATCH/MULTI transaction that re-reads what it changes, so a worker
+  retry or two agents at once cannot double-apply it;
+- jobs that must follow a change (send a reply, tell listeners) are written in the same
+  transaction as the change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Iterable, Sequence
+
+import msgspec
+from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from normalizer.schema import (
+    OPEN_STATUSES,
+    Complaint,
+    ComplaintStatus,
+    Contact,
+    InboundMessage,
+    MessageStatus,
+)
+
+JOB_EXPIRES_MS = 7 * 86_400_000  # a job waits up to a week for a worker before Redis drops it
+IDEMPOTENCY_TTL_S = 7 * 86_400  # providers (WhatsApp) retry for days
+RAW_TTL_S = 30 * 86_400
+
+_json_encoder = msgspec.json.Encoder()
+_complaint_decoder = msgspec.json.Decoder(Complaint)
+_message_encoder = msgspec.msgpack.Encoder()
+_message_decoder = msgspec.msgpack.Decoder(InboundMessage)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def ms_to_dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def dt_to_ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def new_id(kind: str) -> str:
+    """Time-ordered ids (ms timestamp + randomness), so ids sort by creation."""
+    return f"{kind}_{now_ms():012x}{os.urandom(8).hex()}"
+
+
+def queue_score(priority: int, created_ms: int) -> float:
+    """Skill queues pop the lowest score: higher priority first, then oldest first."""
+    priority = max(0, min(9, priority))
+    return float((9 - priority) * 10**13 + created_ms)
+
+
+class Conflict(Exception):
+    """A change that cannot apply to the record as it is now (HTTP 409)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NotFound(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class IntakeOutcome:
+    status: str  # "accepted", "duplicate", "conflict"
+    message_id: str
+
+
+@dataclass
+class PlannedJob:
+    """An arq job to write in the same transaction as a change."""
+
+    function: str
+    job_id: str
+    args: tuple[Any, ...] = ()
+    defer_ms: int = 0
+
+
+@dataclass
+class TxEffects:
+    """Extra writes a complaint change asks for (queued into the same MULTI)."""
+
+    jobs: list[PlannedJob] = field(default_factory=list)
+    ops: list[Callable[[Any], None]] = field(default_factory=list)
+
+
+_INTAKE_LUA = """
+-- KEYS: msg, idem ('' = none), pending, job, arq queue, wake, raw ('' = none)
+-- ARGV: message_id, data, received_ms, body_hash ('' = don't compare), job bytes,
+--       job expiry ms, idem ttl s, raw bytes, wake ('1'/'0'), channel, job id, raw ttl s
+if KEYS[2] ~= '' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then
+    local sep = string.find(existing, '|', 1, true)
+    local mid = string.sub(existing, 1, sep - 1)
+    if ARGV[4] == '' or string.sub(existing, sep + 1) == ARGV[4] then
+      return {'duplicate', mid}
+    end
+    return {'conflict', mid}
+  end
+  redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[7])
+end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'status', 'received', 'received_ms', ARGV[3], 'channel', ARGV[10])
+if KEYS[7] ~= '' then
+  redis.call('SET', KEYS[7], ARGV[8], 'EX', ARGV[12])
+end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('PSETEX', KEYS[4], ARGV[6], ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[11])
+if ARGV[9] == '1' then
+  redis.call('LPUSH', KEYS[6], '1')
+  redis.call('LTRIM', KEYS[6], 0, 7)
+end
+return {'accepted', ARGV[1]}
+"""
+
+_RESERVE_CASE_LUA = """
+-- KEYS: msg, daily sequence; ARGV: yyyymmdd
+local c = redis.call('HGET', KEYS[1], 'case_number')
+if c then return c end
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 259200)
+c = 'C-' .. ARGV[1] .. '-' .. string.format('%06d', n)
+redis.call('HSET', KEYS[1], 'case_number', c)
+return c
+"""
+
+_CLAIM_LUA = """
+-- KEYS: queue, queue age index, leases, lease hash prefix is ARGV[4]
+-- ARGV: now ms, lease ms, agent, lease key prefix, skill
+local items = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #items == 0 then return false end
+local cid = items[1]
+redis.call('ZREM', KEYS[1], cid)
+local age = redis.call('ZSCORE', KEYS[2], cid)
+redis.call('ZREM', KEYS[2], cid)
+local expires = tonumber(ARGV[1]) + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[3], expires, cid)
+redis.call('HSET', ARGV[4] .. cid, 'agent', ARGV[3], 'score', items[2], 'age', age or ARGV[1],
+           'skill', ARGV[5], 'expires', expires)
+return {cid, tostring(expires)}
+"""
+
+_REQUEUE_EXPIRED_LUA = """
+-- KEYS: leases; ARGV: now ms, lease key prefix, queue key prefix, queue-age key prefix, limit
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[5]))
+local back = {}
+for _, cid in ipairs(due) do
+  local lease = ARGV[2] .. cid
+  local skill = redis.call('HGET', lease, 'skill')
+  if skill then
+    redis.call('ZADD', ARGV[3] .. skill, redis.call('HGET', lease, 'score'), cid)
+    redis.call('ZADD', ARGV[4] .. skill, redis.call('HGET', lease, 'age'), cid)
+    table.insert(back, cid)
+    table.insert(back, redis.call('HGET', lease, 'agent') or '')
+  end
+  redis.call('DEL', lease)
+  redis.call('ZREM', KEYS[1], cid)
+end
+return back
+"""
+
+
+class Keys:
+    """The key layout. Every key starts with the configured prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.p = prefix
+        self.arq_queue = prefix + default_queue_name
+        self.wake = prefix + "wake"
+        self.pending = prefix + "pending"
+        self.leases = prefix + "leases"
+        self.skills = prefix + "skills"
+        self.quarantine = prefix + "quarantine"
+        self.workers = prefix + "workers"
+
+    def msg(self, mid: str) -> str:
+        return f"{self.p}msg:{mid}"
+
+    def raw(self, mid: str) -> str:
+        return f"{self.p}raw:{mid}"
+
+    def idem(self, channel: str, scope: str) -> str:
+        return f"{self.p}idem:{channel}:{scope}"
+
+    def complaint(self, cid: str) -> str:
+        return f"{self.p}complaint:{cid}"
+
+    def case(self, case_number: str) -> str:
+        return f"{self.p}case:{case_number}"
+
+    def case_seq(self, day: str) -> str:
+        return f"{self.p}caseseq:{day}"
+
+    def queue(self, skill: str) -> str:
+        return f"{self.p}queue:{skill}"
+
+    def queue_age(self, skill: str) -> str:
+        return f"{self.p}queueage:{skill}"
+
+    def lease(self, cid: str) -> str:
+        return f"{self.p}lease:{cid}"
+
+    def fr_due(self, skill: str) -> str:
+        return f"{self.p}frdue:{skill}"
+
+    def idx(self, field_name: str, value: str) -> str:
+        return f"{self.p}idx:{field_name}:{value}"
+
+    @property
+    def idx_all(self) -> str:
+        return f"{self.p}idx:all"
+
+    def contact(self, contact: Contact) -> str:
+        return f"{self.p}contact:{contact.kind}:{contact.value}"
+
+    def customer_contacts(self, customer_id: str) -> str:
+        return f"{self.p}customer:{customer_id}:contacts"
+
+    def quarantined(self, qid: str) -> str:
+        return f"{self.p}quarantine:{qid}"
+
+
+def job_key(job_id: str) -> str:
+    return job_key_prefix + job_id
+
+
+def body_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+class ComplaintStore:
+    """Reads and writes messages, complaints, queues and leases."""
+
+    def __init__(self, prefix: str = "cg:", *, worker_wake: bool = True) -> None:
+        self.keys = Keys(prefix)
+        self.redis: Redis | None = None
+        self.worker_wake = worker_wake
+        self._intake_script: Any = None
+        self._reserve_script: Any = None
+        self._claim_script: Any = None
+        self._requeue_script: Any = None
+
+    def bind(self, redis: Redis) -> None:
+        self.redis = redis
+        self._intake_script = redis.register_script(_INTAKE_LUA)
+        self._reserve_script = redis.register_script(_RESERVE_CASE_LUA)
+        self._claim_script = redis.register_script(_CLAIM_LUA)
+        self._requeue_script = redis.register_script(_REQUEUE_EXPIRED_LUA)
+
+    @property
+    def r(self) -> Redis:
+        if self.redis is None:
+            raise RuntimeError("ComplaintStore is not bound to Redis")
+        return self.redis
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def _job_bytes(self, job: PlannedJob, enqueue_ms: int) -> bytes:
+        return serialize_job(job.function, job.args, {}, None, enqueue_ms)
+
+    def queue_jobs(self, pipe: Any, jobs: Sequence[PlannedJob]) -> None:
+        """Write arq jobs inside an open MULTI (same layout as ``ArqRedis.enqueue_job``)."""
+        if not jobs:
+            return
+        enqueue_ms = now_ms()
+        for job in jobs:
+            score = enqueue_ms + job.defer_ms
+            pipe.psetex(job_key(job.job_id), JOB_EXPIRES_MS + job.defer_ms, self._job_bytes(job, enqueue_ms))
+            pipe.zadd(self.keys.arq_queue, {job.job_id: score})
+        if self.worker_wake:
+            pipe.lpush(self.keys.wake, "1")
+            pipe.ltrim(self.keys.wake, 0, 7)
+
+    async def enqueue(self, *jobs: PlannedJob) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            self.queue_jobs(pipe, jobs)
+            await pipe.execute()
+
+    # -- intake ------------------------------------------------------------------------------
+
+    async def intake(
+        self,
+        message: InboundMessage,
+        *,
+        idempotency_scope: str | None,
+        request_hash: str = "",
+        raw: bytes | None = None,
+    ) -> IntakeOutcome:
+        """Store a message and its processing job atomically (one round trip)."""
+        k = self.keys
+        received_ms = dt_to_ms(message.received_at)
+        job_id = f"ingest:{message.id}"
+        job = PlannedJob("process_message", job_id, (message.id,))
+        result = await self._intake_script(
+            keys=[
+                k.msg(message.id),
+                k.idem(message.channel, idempotency_scope) if idempotency_scope else "",
+                k.pending,
+                job_key(job_id),
+                k.arq_queue,
+                k.wake,
+                k.raw(message.id) if raw is not None else "",
+            ],
+            args=[
+                message.id,
+                _message_encoder.encode(message),
+                received_ms,
+                request_hash,
+                self._job_bytes(job, received_ms),
+                JOB_EXPIRES_MS,
+                IDEMPOTENCY_TTL_S,
+                raw or b"",
+                "1" if self.worker_wake else "0",
+                message.channel,
+                job_id,
+                RAW_TTL_S,
+            ],
+        )
+        status, mid = (x.decode() if isinstance(x, bytes) else x for x in result)
+        return IntakeOutcome(status, mid)
+
+    async def message_state(self, mid: str) -> dict[str, str] | None:
+        raw = await self.r.hmget(self.keys.msg(mid), "status", "complaint_id", "channel", "received_ms", "error")
+        if raw[0] is None:
+            return None
+        status, complaint_id, channel, received_ms, error = (v.decode() if v else None for v in raw)
+        return {
+            "status": status or MessageStatus.received.value,
+            "complaint_id": complaint_id,
+            "channel": channel,
+            "received_ms": received_ms,
+            "error": error,
+        }
+
+    async def load_message(self, mid: str) -> tuple[InboundMessage | None, dict[str, str]]:
+        """The message and its processing fields; ``None`` message when it cannot be decoded."""
+        fields = await self.r.hgetall(self.keys.msg(mid))
+        if not fields:
+            raise NotFound("message_not_found", f"no message {mid}")
+        state = {k.decode(): v.decode() for k, v in fields.items() if k != b"data"}
+        try:
+            return _message_decoder.decode(fields.get(b"data", b"")), state
+        except msgspec.DecodeError:
+            return None, state
+
+    async def reserve_case_number(self, mid: str, day: str) -> str:
+        value = await self._reserve_script(keys=[self.keys.msg(mid), self.keys.case_seq(day)], args=[day])
+        return value.decode() if isinstance(value, bytes) else value
+
+    # -- customers ---------------------------------------------------------------------------
+
+    async def customer_for(self, contact: Contact, verified: Iterable[Contact] = ()) -> str:
+        """The customer a contact belongs to; a first contact creates one. Contacts the channel
+        vouches for are linked to the same customer when they are not yet anyone's."""
+        key = self.keys.contact(contact)
+        existing = await self.r.get(key)
+        if existing is None:
+            candidate = new_id("cus")
+            await self.r.set(key, candidate, nx=True)
+            existing = await self.r.get(key)
+        customer_id = existing.decode()
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.sadd(self.keys.customer_contacts(customer_id), f"{contact.kind}:{contact.value}")
+            for extra in verified:
+                pipe.set(self.keys.contact(extra), customer_id, nx=True)
+                pipe.sadd(self.keys.customer_contacts(customer_id), f"{extra.kind}:{extra.value}")
+            await pipe.execute()
+        return customer_id
+
+    # -- complaints --------------------------------------------------------------------------
+
+    async def commit_new_complaint(self, mid: str, complaint: Complaint, jobs: Sequence[PlannedJob]) -> tuple[bool, str]:
+        """Store a new complaint for message ``mid`` unless that message was processed already.
+
+        Returns (created, complaint id). Safe to call twice: the second call changes nothing.
+        """
+        k = self.keys
+        created_ms = dt_to_ms(complaint.created_at)
+        async with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(k.msg(mid))
+                    status, existing = await pipe.hmget(k.msg(mid), "status", "complaint_id")
+                    if status is not None and status.decode() == MessageStatus.processed.value:
+                        return False, existing.decode()
+                    pipe.multi()
+                    pipe.set(k.complaint(complaint.id), _json_encoder.encode(complaint))
+                    pipe.set(k.case(complaint.case_number), complaint.id)
+                    self._index_new(pipe, complaint, created_ms)
+                    if complaint.skill:
+                        pipe.sadd(k.skills, complaint.skill)
+                        pipe.zadd(k.queue(complaint.skill), {complaint.id: queue_score(complaint.priority, created_ms)})
+                        pipe.zadd(k.queue_age(complaint.skill), {complaint.id: created_ms})
+                        if complaint.first_response_due:
+                            pipe.zadd(k.fr_due(complaint.skill), {complaint.id: dt_to_ms(complaint.first_response_due)})
+                    pipe.hset(k.msg(mid), mapping={"status": MessageStatus.processed.value, "complaint_id": complaint.id})
+                    pipe.zrem(k.pending, mid)
+                    self.queue_jobs(pipe, jobs)
+                    await pipe.execute()
+                    return True, complaint.id
+                except WatchError:
+                    continue
+
+    def _index_new(self, pipe: Any, complaint: Complaint, created_ms: int) -> None:
+        k = self.keys
+        pipe.zadd(k.idx_all, {complaint.id: created_ms})
+        pipe.zadd(k.idx("status", complaint.status.value), {complaint.id: created_ms})
+        pipe.zadd(k.idx("category", complaint.category), {complaint.id: created_ms})
+        pipe.zadd(k.idx("customer", complaint.customer_id), {complaint.id: created_ms})
+        pipe.zadd(k.idx("channel", complaint.channel), {complaint.id: created_ms})
+        if complaint.skill:
+            pipe.zadd(k.idx("skill", complaint.skill), {complaint.id: created_ms})
+
+    async def mark_message(self, mid: str, status: MessageStatus, **fields: str) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.msg(mid), mapping={"status": status.value, **fields})
+            pipe.zrem(self.keys.pending, mid)
+            await pipe.execute()
+
+    async def get(self, cid: str) -> Complaint:
+        data = await self.r.get(self.keys.complaint(cid))
+        if data is None:
+            raise NotFound("complaint_not_found", f"no complaint {cid}")
+        return _complaint_decoder.decode(data)
+
+    async def get_many(self, cids: Sequence[str]) -> list[Complaint]:
+        if not cids:
+            return []
+        values = await self.r.mget([self.keys.complaint(c) for c in cids])
+        return [_complaint_decoder.decode(v) for v in values if v is not None]
+
+    async def find_by_case_number(self, case_number: str) -> Complaint:
+        cid = await self.r.get(self.keys.case(case_number))
+        if cid is None:
+            raise NotFound("complaint_not_found", f"no complaint {case_number}")
+        return await self.get(cid.decode())
+
+    async def update(
+        self,
+        cid: str,
+        change: Callable[[Complaint, TxEffects], Awaitable[None] | None],
+    ) -> Complaint:
+        """Apply ``change`` to the stored complaint under optimistic locking.
+
+        ``change`` mutates the complaint and may add jobs or extra writes to ``effects``; it may
+        raise ``Conflict``. Status, skill and category index moves are derived here.
+        """
+        k = self.keys
+        async with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(k.complaint(cid))
+                    data = await pipe.get(k.complaint(cid))
+                    if data is None:
+                        raise NotFound("complaint_not_found", f"no complaint {cid}")
+                    before = _complaint_decoder.decode(data)
+                    after = _complaint_decoder.decode(data)
+                    effects = TxEffects()
+                    result = change(after, effects)
+                    if result is not None:
+                        await result
+                    after.updated_at = datetime.now(timezone.utc)
+                    pipe.multi()
+                    pipe.set(k.complaint(cid), _json_encoder.encode(after))
+                    created_ms = dt_to_ms(after.created_at)
+                    for name, old, new in (
+                        ("status", before.status.value, after.status.value),
+                        ("category", before.category, after.category),
+                        ("skill", before.skill, after.skill),
+                    ):
+                        if old != new:
+                            if old:
+                                pipe.zrem(k.idx(name, old), cid)
+                            if new:
+                                pipe.zadd(k.idx(name, new), {cid: created_ms})
+                    for op in effects.ops:
+                        op(pipe)
+                    self.queue_jobs(pipe, effects.jobs)
+                    await pipe.execute()
+                    return after
+                except WatchError:
+                    continue
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        skill: str | None = None,
+        category: str | None = None,
+        customer_id: str | None = None,
+        channel: str | None = None,
+        limit: int = 50,
+        before: tuple[int, str] | None = None,
+    ) -> tuple[list[Complaint], tuple[int, str] | None]:
+        """Newest first. Scans the most selective index and filters the rest."""
+        k = self.keys
+        filters = {"status": status, "skill": skill, "category": category, "customer": customer_id, "channel": channel}
+        given = [(name, value) for name, value in filters.items() if value]
+        index = k.idx(*given[0]) if given else k.idx_all
+        max_score: str | float = "+inf"
+        if before is not None:
+            max_score = before[0]
+        found: list[Complaint] = []
+        scanned = 0
+        while len(found) < limit and scanned < 5000:
+            batch = await self.r.zrevrangebyscore(index, max_score, "-inf", start=0, num=limit * 2 + 10, withscores=True)
+            if not batch:
+                break
+            ids = []
+            for member, score in batch:
+                cid = member.decode()
+                if before is not None and int(score) == before[0] and cid >= before[1]:
+                    continue
+                ids.append(cid)
+            scanned += len(batch)
+            for complaint in await self.get_many(ids):
+                if (
+                    (not status or complaint.status.value == status)
+                    and (not skill or complaint.skill == skill)
+                    and (not category or complaint.category == category)
+                    and (not customer_id or complaint.customer_id == customer_id)
+                    and (not channel or complaint.channel == channel)
+                ):
+                    found.append(complaint)
+                    if len(found) == limit:
+                        break
+            last_member, last_score = batch[-1]
+            before = (int(last_score), last_member.decode())
+            max_score = before[0]
+            if len(batch) < limit * 2 + 10:
+                break
+        cursor = None
+        if len(found) == limit:
+            last = found[-1]
+            cursor = (dt_to_ms(last.created_at), last.id)
+        return found, cursor
+
+    # -- skill queues ------------------------------------------------------------------------
+
+    async def claim(self, skill: str, agent: str, lease_seconds: int) -> tuple[str, int] | None:
+        """Lease the next complaint of a queue (highest priority, then oldest) to an agent."""
+        k = self.keys
+        await self.requeue_expired()
+        result = await self._claim_script(
+            keys=[k.queue(skill), k.queue_age(skill), k.leases],
+            args=[now_ms(), lease_seconds * 1000, agent, self.keys.p + "lease:", skill],
+        )
+        if not result:
+            return None
+        cid, expires = (x.decode() if isinstance(x, bytes) else x for x in result)
+        return cid, int(float(expires))
+
+    async def requeue_expired(self, limit: int = 100) -> list[tuple[str, str]]:
+        """Put complaints whose claim lease ran out back in their queue; returns (cid, agent)."""
+        k = self.keys
+        back = await self._requeue_script(
+            keys=[k.leases],
+            args=[now_ms(), k.p + "lease:", k.p + "queue:", k.p + "queueage:", limit],
+        )
+        values = [x.decode() if isinstance(x, bytes) else x for x in back]
+        return list(zip(values[0::2], values[1::2]))
+
+    def release_lease(self, pipe: Any, cid: str) -> None:
+        pipe.zrem(self.keys.leases, cid)
+        pipe.delete(self.keys.lease(cid))
+
+    def leave_queue(self, pipe: Any, complaint: Complaint) -> None:
+        if complaint.skill:
+            pipe.zrem(self.keys.queue(complaint.skill), complaint.id)
+            pipe.zrem(self.keys.queue_age(complaint.skill), complaint.id)
+
+    def stop_first_response_clock(self, pipe: Any, complaint: Complaint) -> None:
+        if complaint.skill:
+            pipe.zrem(self.keys.fr_due(complaint.skill), complaint.id)
+
+    async def lease_holder(self, cid: str) -> str | None:
+        agent = await self.r.hget(self.keys.lease(cid), "agent")
+        return agent.decode() if agent else None
+
+    async def queue_stats(self) -> list[dict[str, Any]]:
+        k = self.keys
+        skills = sorted(s.decode() for s in await self.r.smembers(k.skills))
+        now = now_ms()
+        async with self.r.pipeline(transaction=False) as pipe:
+            for skill in skills:
+                pipe.zcard(k.queue(skill))
+                pipe.zrange(k.queue_age(skill), 0, 0, withscores=True)
+                pipe.zcount(k.fr_due(skill), "-inf", now)
+                pipe.zcard(k.fr_due(skill))
+            raw = await pipe.execute()
+        stats = []
+        for i, skill in enumerate(skills):
+            depth, oldest, breached, awaiting = raw[i * 4 : i * 4 + 4]
+            oldest_age = (now - int(oldest[0][1])) / 1000 if oldest else 0.0
+            stats.append(
+                {
+                    "skill": skill,
+                    "depth": depth,
+                    "oldest_age_seconds": round(max(0.0, oldest_age), 3),
+                    "awaiting_first_response": awaiting,
+                    "deadlines_breached": breached,
+                }
+            )
+        return stats
+
+    # -- quarantine --------------------------------------------------------------------------
+
+    async def quarantine(self, *, channel: str, reason: str, raw: bytes, message_id: str | None = None) -> str:
+        qid = new_id("q")
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.keys.quarantined(qid),
+                mapping={
+                    "channel": channel,
+                    "reason": reason[:500],
+                    "raw": raw,
+                    "received_ms": now_ms(),
+                    "message_id": message_id or "",
+                },
+            )
+            pipe.zadd(self.keys.quarantine, {qid: now_ms()})
+            await pipe.execute()
+        return qid
+
+    async def quarantined(self, limit: int, before_ms: int | None = None) -> list[dict[str, Any]]:
+        ids = await self.r.zrevrangebyscore(
+            self.keys.quarantine, before_ms - 1 if before_ms else "+inf", "-inf", start=0, num=limit
+        )
+        items = []
+        for qid_b in ids:
+            qid = qid_b.decode()
+            fields = await self.r.hgetall(self.keys.quarantined(qid))
+            if fields:
+                items.append({"id": qid, **{k.decode(): v for k, v in fields.items()}})
+        return items
+
+    async def quarantined_one(self, qid: str) -> dict[str, Any]:
+        fields = await self.r.hgetall(self.keys.quarantined(qid))
+        if not fields:
+            raise NotFound("quarantine_not_found", f"no quarantined input {qid}")
+        return {"id": qid, **{k.decode(): v for k, v in fields.items()}}
+
+    async def discard_quarantined(self, qid: str) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.quarantined(qid))
+            pipe.zrem(self.keys.quarantine, qid)
+            removed = await pipe.execute()
+        if not removed[0]:
+            raise NotFound("quarantine_not_found", f"no quarantined input {qid}")
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def worker_alive(self, within_ms: int = 15_000) -> bool:
+        return bool(await self.r.zcount(self.keys.workers, now_ms() - within_ms, "+inf"))
+
+    async def worker_heartbeat(self, worker_id: str) -> None:
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.workers, {worker_id: now_ms()})
+            pipe.zremrangebyscore(self.keys.workers, "-inf", now_ms() - 3_600_000)
+            await pipe.execute()
+
+    async def job_exists(self, job_id: str) -> bool:
+        return bool(await self.r.exists(job_key(job_id), in_progress_key_prefix + job_id, result_key_prefix + job_id))
+
+    async def stale_pending(self, older_than_ms: int, limit: int = 500) -> list[str]:
+        ids = await self.r.zrangebyscore(self.keys.pending, "-inf", now_ms() - older_than_ms, start=0, num=limit)
+        return [i.decode() for i in ids]
+
+
+def is_open(complaint: Complaint) -> bool:
+    return complaint.status in OPEN_STATUSES
+
+
+__all__ = [
+    "ComplaintStore",
+    "ComplaintStatus",
+    "Conflict",
+    "IntakeOutcome",
+    "Keys",
+    "NotFound",
+    "PlannedJob",
+    "TxEffects",
+    "body_hash",
+    "dt_to_ms",
+    "ms_to_dt",
+    "new_id",
+    "now_ms",
+    "queue_score",
+]

@@ -1,0 +1,142 @@
+"""Turning what a channel parsed into an ``InboundMessage``: text clean-up, language, amounts,
+transaction ids, and attachments stored as evidence."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import datetime, timezone
+from typing import Sequence
+
+import msgspec
+
+from normalizer.evidence import BlobStore, EvidenceRejected, decode_base64_attachment
+from normalizer.extract import CURRENCIES, extract_amount, extract_transaction_id, format_amount, parse_amount
+from normalizer.language import detect_language
+from normalizer.schema import Amount, Contact, EvidenceLink, InboundMessage
+
+MAX_TRANSACTION_ID = 64
+
+
+class InputRejected(ValueError):
+    """Input that cannot become a message; ``field`` names the culprit (HTTP 422)."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+
+class AttachmentIn(msgspec.Struct, forbid_unknown_fields=True):
+    """An attachment sent inline as base64 (screenshot, receipt)."""
+
+    content_type: str
+    data_base64: str
+    filename: str | None = None
+
+
+_ALLOWED_CONTROL = {"\n", "\t"}
+
+
+def clean_text(text: str, max_chars: int, field: str = "text") -> str:
+    """NFC-normalised, control characters removed, trimmed; refused when over ``max_chars``."""
+    if len(text) > max_chars * 4:  # cheap early refusal before any work on huge input
+        raise InputRejected("text_too_long", f"{field} is longer than {max_chars} characters", field)
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n"))
+    text = "".join(ch for ch in text if ch in _ALLOWED_CONTROL or unicodedata.category(ch)[0] != "C").strip()
+    if len(text) > max_chars:
+        raise InputRejected("text_too_long", f"{field} is longer than {max_chars} characters", field)
+    return text
+
+
+def money(value: str | None, currency: str | None, field: str = "amount") -> Amount | None:
+    if value is None:
+        if currency is not None:
+            raise InputRejected("invalid_amount", "currency given without an amount", field)
+        return None
+    try:
+        amount = parse_amount(value)
+    except ValueError as exc:
+        raise InputRejected("invalid_amount", f"{field}: {exc}", field) from None
+    code = (currency or "CNY").upper()
+    if code not in CURRENCIES:
+        raise InputRejected("invalid_currency", f"currency {currency!r} is not an accepted ISO 4217 code", "currency")
+    return Amount(value=format_amount(amount), currency=code)
+
+
+def transaction_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_TRANSACTION_ID or not all(c.isalnum() or c in "-_" for c in value):
+        raise InputRejected(
+            "invalid_transaction_id",
+            f"transaction_id must be 1..{MAX_TRANSACTION_ID} letters, digits, '-' or '_'",
+            "transaction_id",
+        )
+    return value.upper()
+
+
+async def store_attachments(
+    attachments: Sequence[AttachmentIn], blobs: BlobStore, *, max_count: int, max_bytes: int, source: str
+) -> list[EvidenceLink]:
+    if len(attachments) > max_count:
+        raise InputRejected("too_many_attachments", f"at most {max_count} attachments", "attachments")
+    links = []
+    for n, item in enumerate(attachments):
+        field = f"attachments[{n}]"
+        try:
+            data = decode_base64_attachment(item.data_base64, max_bytes)
+            ref = await blobs.put(data, item.content_type, filename=item.filename, source=source)
+        except EvidenceRejected as exc:
+            raise InputRejected(exc.code, f"{field}: {exc}", field) from None
+        links.append(
+            EvidenceLink(id=ref.id, sha256=ref.sha256, content_type=ref.content_type, size=ref.size,
+                         filename=ref.filename, source=ref.source)
+        )
+    return links
+
+
+def build_message(
+    *,
+    message_id: str,
+    channel: str,
+    sender: Contact,
+    text: str,
+    provider_message_id: str | None = None,
+    received_at: datetime | None = None,
+    language: str | None = None,
+    amount: Amount | None = None,
+    transaction: str | None = None,
+    category_hint: str | None = None,
+    attachments: Sequence[EvidenceLink] = (),
+    verified_contacts: Sequence[Contact] = (),
+    complaint_ref: str | None = None,
+    recorded_by: str | None = None,
+    raw_ref: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> InboundMessage:
+    """The message with what the text says filled in where the channel did not say it."""
+    if amount is None:
+        found = extract_amount(text)
+        if found is not None:
+            amount = Amount(value=found[0], currency=found[1])
+    if transaction is None:
+        transaction = extract_transaction_id(text)
+    return InboundMessage(
+        id=message_id,
+        channel=channel,
+        provider_message_id=provider_message_id,
+        sender=sender,
+        text=text,
+        language=language or detect_language(text),
+        received_at=received_at or datetime.now(timezone.utc),
+        attachments=list(attachments),
+        raw_ref=raw_ref,
+        transaction_id=transaction,
+        amount=amount,
+        category_hint=category_hint,
+        verified_contacts=list(verified_contacts),
+        complaint_ref=complaint_ref,
+        recorded_by=recorded_by,
+        metadata=metadata or {},
+    )

@@ -1,0 +1,231 @@
+"""The one complaint schema: what every channel's traffic is turned into.
+
+Structs that cross a boundary (HTTP, Redis, plugins) are msgspec structs. New fields always
+get defaults so that records already in Redis, and jobs already queued, still decode.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+import msgspec
+
+#: The channels built in; plugins may add their own names.
+CHANNEL_APP = "app"
+CHANNEL_COUNTER = "counter"
+CHANNEL_PHONE = "phone"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ComplaintStatus(str, enum.Enum):
+    """The lifecycle: received → accepted → in_progress → responded → resolved / closed / reopened."""
+
+    received = "received"
+    accepted = "accepted"
+    in_progress = "in_progress"
+    responded = "responded"
+    resolved = "resolved"
+    closed = "closed"
+    reopened = "reopened"
+
+
+OPEN_STATUSES = frozenset(
+    {
+        ComplaintStatus.received,
+        ComplaintStatus.accepted,
+        ComplaintStatus.in_progress,
+        ComplaintStatus.responded,
+        ComplaintStatus.reopened,
+    }
+)
+
+
+class MessageStatus(str, enum.Enum):
+    """Processing state of one inbound message, as `GET /v1/messages/{id}` shows it."""
+
+    received = "received"  # durable in Redis, job queued
+    processed = "processed"  # became a complaint or a follow-up
+    quarantined = "quarantined"  # could not be processed; raw form kept
+
+
+class Amount(msgspec.Struct, frozen=True):
+    """Money as a decimal string (never a float) and an ISO 4217 currency."""
+
+    value: str
+    currency: str
+
+
+class Contact(msgspec.Struct, frozen=True):
+    """How to reach a customer on one channel: `kind` is the id space (app user id, phone,
+    e-mail, wa_id, ...), `value` the id in it."""
+
+    kind: str
+    value: str
+    display_name: str | None = None
+
+
+class EvidenceLink(msgspec.Struct, frozen=True):
+    """A reference to a stored attachment, recording or screenshot (bytes live in the blob store)."""
+
+    id: str
+    sha256: str
+    content_type: str
+    size: int
+    filename: str | None = None
+    source: str | None = None
+    # Set while the worker still has to fetch the bytes from the provider (e.g. MMS media).
+    remote_url: str | None = None
+
+
+class InboundMessage(msgspec.Struct, kw_only=True):
+    """One customer message from any channel, after the adapter has verified and parsed it."""
+
+    id: str
+    channel: str
+    provider_message_id: str | None = None
+    sender: Contact
+    text: str = ""
+    language: str = "en"
+    received_at: datetime
+    attachments: list[EvidenceLink] = []
+    #: Where the raw provider payload is kept (a Redis key), for audit and quarantine retries.
+    raw_ref: str | None = None
+    # Facts the channel states outright (the app) or the normalizer found in the text.
+    transaction_id: str | None = None
+    amount: Amount | None = None
+    category_hint: str | None = None
+    #: Extra contacts the channel vouches for (the app's profile: phone, e-mail).
+    verified_contacts: list[Contact] = []
+    #: An existing case this message explicitly belongs to (a reply in a thread).
+    complaint_ref: str | None = None
+    #: Set when an agent records the complaint on the customer's behalf.
+    recorded_by: str | None = None
+    metadata: dict[str, str] = {}
+
+
+class HistoryEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An append-only record: who did what, when, and why."""
+
+    at: datetime
+    actor: str  # "system", "worker", "agent:<id>", "supervisor:<id>", "customer"
+    action: str
+    detail: dict[str, str] = {}
+    public: bool = False  # shown to the customer (the app) as a progress update
+
+
+class MessageEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A customer message as the complaint keeps it."""
+
+    message_id: str
+    channel: str
+    text: str
+    received_at: datetime
+    provider_message_id: str | None = None
+    language: str = "en"
+
+
+class Reply(msgspec.Struct, kw_only=True):
+    """Something we said to the customer: an acknowledgement or an agent's answer."""
+
+    id: str
+    kind: str  # "ack", "agent", "status", "survey"
+    text: str
+    author: str
+    channel: str
+    created_at: datetime
+    delivery: str = "queued"  # queued → sent → delivered / failed
+    delivered_at: datetime | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+class Complaint(msgspec.Struct, kw_only=True):
+    """A case: one customer, one problem, from intake to resolution."""
+
+    id: str
+    case_number: str
+    status: ComplaintStatus
+    category: str
+    formal_complaint: bool
+    channel: str
+    customer_id: str
+    contact: Contact
+    language: str
+    created_at: datetime
+    updated_at: datetime
+    amount: Amount | None = None
+    transaction_id: str | None = None
+    skill: str | None = None
+    priority: int = 5
+    first_response_due: datetime | None = None
+    resolution_due: datetime | None = None
+    first_responded_at: datetime | None = None
+    resolved_at: datetime | None = None
+    assignee: str | None = None
+    lease_expires_at: datetime | None = None
+    outcome: str | None = None
+    outcome_reason: str | None = None
+    routed_by: str | None = None
+    messages: list[MessageEntry] = []
+    replies: list[Reply] = []
+    evidence: list[EvidenceLink] = []
+    history: list[HistoryEvent] = []
+    tags: list[str] = []
+
+
+class ComplaintEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """What listeners receive: `kind` is created, routed, replied, sla_breached or resolved."""
+
+    kind: str
+    complaint_id: str
+    case_number: str
+    at: datetime
+    actor: str = "system"
+    detail: dict[str, str] = {}
+
+
+class Classification(msgspec.Struct, frozen=True, kw_only=True):
+    """A classifier's verdict."""
+
+    category: str
+    formal_complaint: bool = False
+    source: str = "plugin"
+    matched: tuple[str, ...] = ()
+
+
+class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a complaint goes and why."""
+
+    skill: str
+    priority: int
+    rule: str
+    version: str = "builtin"
+
+
+class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message to send on a channel: what a sender plugin receives."""
+
+    id: str
+    channel: str
+    complaint_id: str
+    case_number: str
+    to: Contact
+    text: str
+    kind: str
+    language: str = "en"
+    #: Provider-specific threading data (e.g. e-mail Message-ID), opaque to the core.
+    thread: dict[str, str] = {}
+
+
+class DeliveryResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a sender answers: `sent` (handed to the provider) or `delivered` (final)."""
+
+    status: str = "sent"
+    provider_message_id: str | None = None
+    error: str | None = None
+    #: True when retrying could help (timeouts, 5xx); False for a permanent refusal.
+    retryable: bool = False

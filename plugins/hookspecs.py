@@ -1,0 +1,108 @@
+"""Every hook a plugin can implement, in one place.
+
+A plugin is an object (usually an instance of a class with a ``Settings`` struct) whose methods
+are marked with ``@hookimpl``. The gateway calls hooks through the typed wrapper in
+``plugins.manager.GatewayPlugins``; each plugin's implementation is called on its own, so a plugin
+that raises is logged and counted, and the others still run.
+
+Hooks may be plain functions or ``async def``; the wrapper awaits what needs awaiting.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+PROJECT_NAME = "complaint_gateway"
+#: The entry-point group installed packages register their plugins under.
+ENTRY_POINT_GROUP = "complaint_gateway.plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+if TYPE_CHECKING:
+    from normalizer.schema import Classification, Complaint, ComplaintEvent, InboundMessage
+
+    from .contract import GatewayServices, Poller, RouteMount, Sender
+
+
+@hookspec
+def gateway_routes(services: GatewayServices) -> RouteMount | None:
+    """Contribute HTTP routes (webhooks) to the gateway.
+
+    Called once, while the HTTP app is built (before it serves, before Redis is connected:
+    reach Redis through ``services`` inside the handlers, not here).
+
+    :param services: the gateway's shared services (intake, Redis, blob store, settings).
+    :returns: a ``RouteMount`` whose handlers are mounted under ``/webhooks/<plugin name>``
+        unless it names another ``prefix``; ``None`` when the plugin has no routes.
+    """
+
+
+@hookspec
+def gateway_pollers(services: GatewayServices) -> list[Poller] | None:
+    """Contribute long-running tasks the worker runs (an IMAP mailbox, a polled API).
+
+    Called once when a worker process starts. Each ``Poller.run`` is started as its own task,
+    restarted with backoff when it raises, and cancelled when the worker stops. A poller that
+    must run on one worker only takes a lease through ``services.leases``.
+
+    :param services: the gateway's shared services, Redis connected.
+    :returns: a list of ``Poller`` objects, or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def channel_sender(channel: str, services: GatewayServices) -> Sender | None:
+    """Give the sender that delivers messages on ``channel``.
+
+    Called by the worker each time something goes out (acknowledgement, agent reply, notice).
+    First non-``None`` answer wins.
+
+    :param channel: the channel name of the complaint (``app``, ``email``, ``twilio_sms`` ...).
+    :param services: the gateway's shared services.
+    :returns: an object with ``async send(message: OutboundMessage) -> DeliveryResult``,
+        or ``None`` when this plugin does not serve ``channel``.
+    """
+
+
+@hookspec(firstresult=True)
+def classify_message(message: InboundMessage) -> Classification | None:
+    """Categorise a new message before the built-in zh/en keyword rules do.
+
+    Called by the worker once per message that opens a complaint. First non-``None`` wins;
+    when every plugin answers ``None`` the keyword rules decide. A category that is not one
+    of the known ids is ignored (and counted as a plugin error).
+
+    :param message: the normalised inbound message.
+    :returns: a ``Classification``, or ``None`` to leave the decision to others.
+    """
+
+
+@hookspec
+def enrich_complaint(complaint: Complaint, message: InboundMessage) -> dict[str, Any] | None:
+    """Add facts to a new complaint (e.g. look the transaction up in the payment system).
+
+    Called by the worker after categorisation, before routing, once per new complaint; may be
+    called again for the same complaint if the worker retries, so it must be safe to repeat.
+
+    :param complaint: the complaint about to be opened (not yet stored).
+    :param message: the message that opens it.
+    :returns: a mapping with any of ``transaction_id`` (str), ``amount`` ({"value", "currency"}),
+        ``tags`` (list of str), ``priority_boost`` (int); ``None`` for nothing.
+    """
+
+
+@hookspec
+def complaint_event(event: ComplaintEvent, complaint: Complaint) -> None:
+    """Listen to what happens to complaints: ``created``, ``routed``, ``replied``,
+    ``sla_breached``, ``resolved``.
+
+    Called by the worker after the change is stored (at least once: a listener may see an
+    event twice after a crash, so it should key on ``event.kind`` + ``complaint_id``).
+
+    :param event: what happened, when, by whom.
+    :param complaint: the complaint as it stands after the change.
+    :returns: nothing; a raised exception is logged and counted, never retried.
+    """

@@ -1,0 +1,273 @@
+"""Loading plugins and calling their hooks through one typed wrapper.
+
+The rest of the code calls ``plugins.sender(...)``, ``plugins.routes(...)`` and so on, never
+``pm.hook.x(...)``. Each implementation is called on its own so a plugin that raises is
+isolated: logged, counted in ``errors``, and the other plugins still answer.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import inspect
+import logging
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import msgspec
+import pluggy
+
+from . import hookspecs
+from .contract import GatewayServices, Poller, RouteMount, Sender
+
+if TYPE_CHECKING:
+    from normalizer.schema import Classification, Complaint, ComplaintEvent, InboundMessage
+
+log = logging.getLogger("gateway.plugins")
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
+class PluginConfigError(ValueError):
+    """plugins.toml or a plugin's settings are wrong; the message names the plugin and field."""
+
+
+@dataclass
+class LoadedPlugin:
+    name: str
+    plugin: Any
+    source: str  # "plugins.toml" or "entry point (<distribution>)"
+    target: str  # "module:attr"
+    settings: Any = None
+    hooks: list[str] = field(default_factory=list)
+
+
+def expand_env(value: Any, env: Mapping[str, str], where: str) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a TOML value."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [expand_env(v, env, where) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def read_plugins_toml(path: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Parse plugins.toml: ``[gateway]`` options and one ``[plugins.<name>]`` table per plugin."""
+    env = os.environ if env is None else env
+    if not path.exists():
+        return {"gateway": {}, "plugins": {}}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PluginConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(data) - {"gateway", "plugins"}
+    if unknown:
+        raise PluginConfigError(f"{path}: unknown top-level table(s): {', '.join(sorted(unknown))}")
+    plugins = data.get("plugins", {})
+    if not isinstance(plugins, dict):
+        raise PluginConfigError(f"{path}: [plugins] must be a table")
+    for name, table in plugins.items():
+        if not _NAME_RE.match(name):
+            raise PluginConfigError(f"{path}: plugin name {name!r} must be lowercase letters, digits, _")
+        if not isinstance(table, dict):
+            raise PluginConfigError(f"{path}: [plugins.{name}] must be a table")
+        extra = set(table) - {"use", "enabled", "settings"}
+        if extra:
+            raise PluginConfigError(f"{path}: [plugins.{name}] unknown key(s): {', '.join(sorted(extra))}")
+        if "enabled" in table and not isinstance(table["enabled"], bool):
+            raise PluginConfigError(f"{path}: [plugins.{name}].enabled must be true or false")
+        table["settings"] = expand_env(table.get("settings", {}), env, f"plugins.{name}.settings")
+    return {"gateway": data.get("gateway", {}), "plugins": plugins}
+
+
+def _resolve(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    obj: Any = module
+    for part in filter(None, attr.split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+def instantiate(name: str, target_obj: Any, raw_settings: Mapping[str, Any]) -> tuple[Any, Any]:
+    """Build a plugin object: a class gets its ``Settings`` struct decoded from ``raw_settings``."""
+    if inspect.isclass(target_obj):
+        settings_type = getattr(target_obj, "Settings", None)
+        if settings_type is None:
+            if raw_settings:
+                raise PluginConfigError(f"plugin {name!r} takes no settings, got: {', '.join(raw_settings)}")
+            return target_obj(), None
+        try:
+            settings = msgspec.convert(dict(raw_settings), settings_type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise PluginConfigError(f"plugin {name!r} settings: {exc}") from None
+        return target_obj(settings), settings
+    if raw_settings:
+        raise PluginConfigError(f"plugin {name!r} is a module or instance and takes no settings")
+    return target_obj, None
+
+
+class GatewayPlugins:
+    """The typed face of the pluggy plugin manager."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.loaded: dict[str, LoadedPlugin] = {}
+        self.errors: collections.Counter[str] = collections.Counter()
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def register(self, name: str, plugin: Any, *, source: str = "code", target: str = "", settings: Any = None) -> None:
+        if name in self.loaded:
+            raise PluginConfigError(f"plugin {name!r} is registered twice")
+        self.pm.register(plugin, name=name)
+        hooks = sorted(
+            h.name for h in self.pm.get_hookcallers(plugin) or () if not h.name.startswith("_")
+        )
+        self.loaded[name] = LoadedPlugin(name, plugin, source, target or repr(plugin), settings, hooks)
+
+    def check(self) -> None:
+        """Fail now, not later, when a plugin implements a hook that does not exist."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginConfigError(str(exc)) from None
+
+    @classmethod
+    def load(
+        cls, plugins_path: Path, *, autoload: bool = True, env: Mapping[str, str] | None = None
+    ) -> "GatewayPlugins":
+        """Load plugins from plugins.toml, then installed packages' entry points (unless off)."""
+        config = read_plugins_toml(plugins_path, env)
+        gateway_opts = config["gateway"]
+        autoload = autoload and bool(gateway_opts.get("autoload", True))
+        tables: dict[str, dict[str, Any]] = config["plugins"]
+        eps = {ep.name: ep for ep in entry_points(group=hookspecs.ENTRY_POINT_GROUP)}
+
+        self = cls()
+        for name, table in tables.items():
+            if not table.get("enabled", True):
+                continue
+            if "use" in table:
+                target, source = str(table["use"]), f"plugins.toml ({plugins_path})"
+            elif name in eps:
+                ep = eps[name]
+                target = ep.value
+                source = f"plugins.toml + entry point ({ep.dist.name if ep.dist else '?'})"
+            else:
+                raise PluginConfigError(
+                    f"{plugins_path}: [plugins.{name}] has no 'use' and no installed entry point is called {name!r}"
+                )
+            try:
+                obj = _resolve(target)
+            except (ImportError, AttributeError) as exc:
+                raise PluginConfigError(f"plugin {name!r}: cannot import {target!r}: {exc}") from None
+            plugin, settings = instantiate(name, obj, table.get("settings", {}))
+            self.register(name, plugin, source=source, target=target, settings=settings)
+
+        if autoload:
+            for name, ep in sorted(eps.items()):
+                if name in tables:
+                    continue  # configured (or switched off) above
+                try:
+                    obj = ep.load()
+                except Exception as exc:  # a broken third-party package must not stop the desk
+                    log.error("plugin %s: entry point %s failed to load: %s", name, ep.value, exc)
+                    self.errors[name] += 1
+                    continue
+                plugin, settings = instantiate(name, obj, {})
+                dist = ep.dist.name if ep.dist else "?"
+                self.register(name, plugin, source=f"entry point ({dist})", target=ep.value, settings=settings)
+        self.check()
+        return self
+
+    # -- calling -----------------------------------------------------------------------------
+
+    def _impls(self, hook_name: str) -> list[tuple[str, Any]]:
+        caller = getattr(self.pm.hook, hook_name)
+        # pluggy calls the last registered first; keep that order (tryfirst/trylast respected).
+        return [(impl.plugin_name, impl.function) for impl in reversed(caller.get_hookimpls())]
+
+    def _failed(self, plugin_name: str, hook_name: str, exc: BaseException) -> None:
+        self.errors[plugin_name] += 1
+        log.error("plugin %s failed in %s: %s: %s", plugin_name, hook_name, type(exc).__name__, exc)
+
+    async def _call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        results = []
+        for plugin_name, fn in self._impls(hook_name):
+            try:
+                value = fn(**kwargs)
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception as exc:
+                self._failed(plugin_name, hook_name, exc)
+                continue
+            if value is not None:
+                results.append((plugin_name, value))
+        return results
+
+    def _call_each_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        results = []
+        for plugin_name, fn in self._impls(hook_name):
+            try:
+                value = fn(**kwargs)
+            except Exception as exc:
+                self._failed(plugin_name, hook_name, exc)
+                continue
+            if value is not None:
+                results.append((plugin_name, value))
+        return results
+
+    def routes(self, services: GatewayServices) -> list[tuple[str, RouteMount]]:
+        mounts = []
+        for name, mount in self._call_each_sync("gateway_routes", services=services):
+            if not isinstance(mount, RouteMount):
+                self._failed(name, "gateway_routes", TypeError(f"returned {type(mount).__name__}, not RouteMount"))
+                continue
+            mounts.append((name, mount))
+        return mounts
+
+    def pollers(self, services: GatewayServices) -> list[tuple[str, Poller]]:
+        found = []
+        for name, pollers in self._call_each_sync("gateway_pollers", services=services):
+            found.extend((name, p) for p in pollers)
+        return found
+
+    def sender(self, channel: str, services: GatewayServices) -> Sender | None:
+        for _name, sender in self._call_each_sync("channel_sender", channel=channel, services=services):
+            return sender  # first non-None wins
+        return None
+
+    async def classify(self, message: InboundMessage) -> tuple[str, Classification] | None:
+        for name, fn in self._impls("classify_message"):
+            try:
+                value = fn(message=message)
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception as exc:
+                self._failed(name, "classify_message", exc)
+                continue
+            if value is not None:
+                return name, value
+        return None
+
+    async def enrich(self, complaint: Complaint, message: InboundMessage) -> list[tuple[str, dict[str, Any]]]:
+        return await self._call_each("enrich_complaint", complaint=complaint, message=message)
+
+    async def emit(self, event: ComplaintEvent, complaint: Complaint) -> None:
+        await self._call_each("complaint_event", event=event, complaint=complaint)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {"name": p.name, "source": p.source, "target": p.target, "hooks": p.hooks}
+            for p in self.loaded.values()
+        ]

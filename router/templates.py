@@ -1,0 +1,15 @@
+"""What the desk says to customers, in the language they wrote in."""
+
+from __future__ import annotations
+
+ACKNOWLEDGEMENT = {
+    "zh": "您好，您的问题已受理，案件编号 {case}。我们会尽快处理并在此回复您。"
+    "如需查询进度，请随时发送“进度 {case}”。",
+    "en": "Hello, we have received your request. Your case number is {case}. "
+    "We will reply here as soon as possible; send \"status {case}\" at any time to see where it stands.",
+}
+
+
+def acknowledgement(case_number: str, language: str) -> str:
+    template = ACKNOWLEDGEMENT.get(language, ACKNOWLEDGEMENT["en"])
+    return template.format(case=case_number)

@@ -1,0 +1,465 @@
+"""The arq worker: turns stored messages into routed complaints and sends what must go out.
+
+Every job is safe to run twice (arq promises at-least-once): ``process_message`` checks the
+message's state inside the transaction that commits the complaint, ``send_reply`` sends only
+replies still ``queued``, and listeners are told to expect repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from datetime import datetime, timezone
+from typing import Any
+
+from arq import Retry
+from arq.connections import RedisSettings, create_pool
+from arq.worker import Worker, func
+
+from gateway.intake import Intake
+from gateway.settings import Settings, load_settings
+from gateway.store import ComplaintStore, NotFound, PlannedJob, TxEffects, dt_to_ms, ms_to_dt, new_id, now_ms
+from normalizer.evidence import DirectoryBlobStore
+from normalizer.pii import mask_text
+from normalizer.schema import (
+    Complaint,
+    ComplaintEvent,
+    ComplaintStatus,
+    DeliveryResult,
+    HistoryEvent,
+    InboundMessage,
+    MessageEntry,
+    MessageStatus,
+    OutboundMessage,
+    Reply,
+)
+from plugins.contract import GatewayServices
+from plugins.manager import GatewayPlugins
+from router import routing
+from router.categorise import CATEGORIES, categorise
+from router.templates import acknowledgement
+
+log = logging.getLogger("gateway.worker")
+
+MAX_SEND_TRIES = 8
+PENDING_RECOVERY_AFTER_MS = 60_000
+
+
+def complaint_id_for(message_id: str) -> str:
+    """Deterministic, so a retried job builds the very same complaint."""
+    return "cmp_" + message_id.split("_", 1)[-1]
+
+
+def event_job(complaint: Complaint, kind: str, actor: str, detail: dict[str, str] | None = None) -> PlannedJob:
+    at = now_ms()
+    return PlannedJob(
+        "dispatch_event",
+        f"event:{complaint.id}:{kind}:{len(complaint.history)}",
+        (complaint.id, kind, at, actor, detail or {}),
+    )
+
+
+def send_job(complaint_id: str, reply_id: str) -> PlannedJob:
+    return PlannedJob("send_reply", f"send:{reply_id}", (complaint_id, reply_id))
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+
+async def process_message(ctx: dict[str, Any], message_id: str) -> str:
+    store: ComplaintStore = ctx["store"]
+    plugins: GatewayPlugins = ctx["plugins"]
+    try:
+        message, state = await store.load_message(message_id)
+    except NotFound:
+        log.warning("message %s vanished before processing", message_id)
+        return "missing"
+    if state.get("status") in (MessageStatus.processed.value, MessageStatus.quarantined.value):
+        return "already"
+    if message is None:
+        raw = await store.r.hget(store.keys.msg(message_id), "data") or b""
+        qid = await store.quarantine(
+            channel=state.get("channel", "?"), reason="stored message does not decode", raw=raw, message_id=message_id
+        )
+        await store.mark_message(message_id, MessageStatus.quarantined, error="undecodable", quarantine_id=qid)
+        return "quarantined"
+
+    if message.complaint_ref:
+        try:
+            target = await _find_complaint(store, message.complaint_ref)
+        except NotFound:
+            target = None
+        if target is not None:
+            await attach_follow_up(store, target.id, message)
+            return "follow_up"
+
+    customer_id = await store.customer_for(message.sender, message.verified_contacts)
+    category, formal, cat_source = await _categorise(plugins, message)
+    decision = routing.route(category, formal)
+    first_allowance, resolution_allowance = routing.deadlines(message.channel, formal)
+    case_number = await store.reserve_case_number(message_id, message.received_at.strftime("%Y%m%d"))
+    now = datetime.now(timezone.utc)
+    complaint = Complaint(
+        id=complaint_id_for(message_id),
+        case_number=case_number,
+        status=ComplaintStatus.accepted,
+        category=category,
+        formal_complaint=formal,
+        channel=message.channel,
+        customer_id=customer_id,
+        contact=message.sender,
+        language=message.language,
+        created_at=message.received_at,
+        updated_at=now,
+        amount=message.amount,
+        transaction_id=message.transaction_id,
+        skill=decision.skill,
+        priority=decision.priority,
+        first_response_due=message.received_at + first_allowance,
+        resolution_due=message.received_at + resolution_allowance,
+        routed_by=f"{decision.version}:{decision.rule}",
+        messages=[_entry(message)],
+        evidence=list(message.attachments),
+    )
+    actor = message.recorded_by or "customer"
+    complaint.history.append(
+        HistoryEvent(at=message.received_at, actor=actor, action="received",
+                     detail={"channel": message.channel, "message_id": message.id})
+    )
+    await _apply_enrichment(plugins, complaint, message)
+    complaint.history.append(
+        HistoryEvent(at=now, actor="worker", action="categorised",
+                     detail={"category": complaint.category, "formal": str(formal).lower(), "by": cat_source})
+    )
+    complaint.history.append(
+        HistoryEvent(at=now, actor="worker", action="routed", public=True,
+                     detail={"skill": decision.skill, "priority": str(complaint.priority),
+                             "rule": decision.rule, "version": decision.version})
+    )
+    ack = Reply(
+        id=f"rep_{complaint.id[4:]}_ack", kind="ack", text=acknowledgement(case_number, message.language),
+        author="system", channel=message.channel, created_at=now,
+    )
+    complaint.replies.append(ack)
+    jobs = [
+        send_job(complaint.id, ack.id),
+        PlannedJob("dispatch_event", f"event:{complaint.id}:created", (complaint.id, "created", dt_to_ms(now), actor, {})),
+        PlannedJob("dispatch_event", f"event:{complaint.id}:routed", (complaint.id, "routed", dt_to_ms(now), "worker",
+                                                                        {"skill": decision.skill})),
+    ]
+    created, _ = await store.commit_new_complaint(message_id, complaint, jobs)
+    if created:
+        log.info("complaint %s opened from %s (%s → %s, p%d)", case_number, message_id, category,
+                 decision.skill, complaint.priority)
+    return "created" if created else "already"
+
+
+async def _find_complaint(store: ComplaintStore, ref: str) -> Complaint:
+    if ref.startswith("C-"):
+        return await store.find_by_case_number(ref)
+    return await store.get(ref)
+
+
+def _entry(message: InboundMessage) -> MessageEntry:
+    return MessageEntry(
+        message_id=message.id, channel=message.channel, text=message.text, received_at=message.received_at,
+        provider_message_id=message.provider_message_id, language=message.language,
+    )
+
+
+async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: InboundMessage) -> Complaint:
+    """Add a customer's further message to an open case (idempotent by message id)."""
+    keys = store.keys
+
+    def change(complaint: Complaint, effects: TxEffects) -> None:
+        if not any(m.message_id == message.id for m in complaint.messages):
+            complaint.messages.append(_entry(message))
+            complaint.evidence.extend(message.attachments)
+            complaint.history.append(
+                HistoryEvent(at=message.received_at, actor="customer", action="follow_up",
+                             detail={"channel": message.channel, "message_id": message.id})
+            )
+        effects.ops.append(lambda pipe: pipe.hset(
+            keys.msg(message.id), mapping={"status": MessageStatus.processed.value, "complaint_id": complaint.id}))
+        effects.ops.append(lambda pipe: pipe.zrem(keys.pending, message.id))
+
+    return await store.update(complaint_id, change)
+
+
+async def _categorise(plugins: GatewayPlugins, message: InboundMessage) -> tuple[str, bool, str]:
+    keyword = categorise(message.text, message.category_hint)
+    verdict = await plugins.classify(message)
+    if verdict is not None:
+        plugin_name, classification = verdict
+        if classification.category in CATEGORIES:
+            return (classification.category, classification.formal_complaint or keyword.formal_complaint,
+                    f"plugin:{plugin_name}")
+        plugins.errors[plugin_name] += 1
+        log.error("plugin %s classified into unknown category %r; ignored", plugin_name, classification.category)
+    return keyword.category, keyword.formal_complaint, keyword.source
+
+
+async def _apply_enrichment(plugins: GatewayPlugins, complaint: Complaint, message: InboundMessage) -> None:
+    from normalizer.schema import Amount
+
+    for plugin_name, facts in await plugins.enrich(complaint, message):
+        if not isinstance(facts, dict):
+            continue
+        try:
+            if facts.get("transaction_id") and not complaint.transaction_id:
+                complaint.transaction_id = str(facts["transaction_id"])[:64]
+            amount = facts.get("amount")
+            if isinstance(amount, dict) and complaint.amount is None:
+                complaint.amount = Amount(value=str(amount["value"]), currency=str(amount["currency"]))
+            for tag in facts.get("tags", ()) or ():
+                if str(tag) not in complaint.tags:
+                    complaint.tags.append(str(tag)[:64])
+            boost = int(facts.get("priority_boost", 0) or 0)
+            if boost:
+                complaint.priority = max(0, min(routing.MAX_PRIORITY, complaint.priority + boost))
+            complaint.history.append(
+                HistoryEvent(at=datetime.now(timezone.utc), actor=f"plugin:{plugin_name}", action="enriched",
+                             detail={k: str(v)[:200] for k, v in facts.items()})
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            plugins.errors[plugin_name] += 1
+            log.error("plugin %s returned unusable enrichment: %s", plugin_name, exc)
+
+
+async def send_reply(ctx: dict[str, Any], complaint_id: str, reply_id: str) -> str:
+    store: ComplaintStore = ctx["store"]
+    plugins: GatewayPlugins = ctx["plugins"]
+    services: GatewayServices = ctx["services"]
+    try:
+        complaint = await store.get(complaint_id)
+    except NotFound:
+        return "missing"
+    reply = next((r for r in complaint.replies if r.id == reply_id), None)
+    if reply is None or reply.delivery != "queued":
+        return "already"
+    sender = plugins.sender(reply.channel, services)
+    if sender is None:
+        await _record_delivery(store, complaint_id, reply_id,
+                               DeliveryResult(status="failed", error=f"no sender for channel {reply.channel!r}"))
+        return "no_sender"
+    outbound = OutboundMessage(
+        id=reply.id, channel=reply.channel, complaint_id=complaint.id, case_number=complaint.case_number,
+        to=complaint.contact, text=reply.text, kind=reply.kind, language=complaint.language,
+    )
+    job_try = ctx.get("job_try", 1)
+    try:
+        result = await sender.send(outbound)
+    except Exception as exc:  # a sender that raises is a transient failure until tries run out
+        plugins.errors[reply.channel] += 1
+        result = DeliveryResult(status="failed", error=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
+    if result.status == "failed" and result.retryable and job_try < MAX_SEND_TRIES:
+        log.warning("send %s on %s failed (try %d), retrying: %s", reply_id, reply.channel, job_try,
+                    mask_text(result.error or ""))
+        raise Retry(defer=min(300, 2**job_try))
+    await _record_delivery(store, complaint_id, reply_id, result)
+    return result.status
+
+
+async def _record_delivery(store: ComplaintStore, complaint_id: str, reply_id: str, result: DeliveryResult) -> None:
+    def change(complaint: Complaint, _: TxEffects) -> None:
+        for reply in complaint.replies:
+            if reply.id == reply_id and reply.delivery == "queued":
+                reply.delivery = result.status
+                reply.provider_message_id = result.provider_message_id
+                reply.error = result.error
+                if result.status == "delivered":
+                    reply.delivered_at = datetime.now(timezone.utc)
+
+    await store.update(complaint_id, change)
+
+
+async def dispatch_event(
+    ctx: dict[str, Any], complaint_id: str, kind: str, at_ms: int, actor: str, detail: dict[str, str]
+) -> str:
+    store: ComplaintStore = ctx["store"]
+    plugins: GatewayPlugins = ctx["plugins"]
+    try:
+        complaint = await store.get(complaint_id)
+    except NotFound:
+        return "missing"
+    event = ComplaintEvent(kind=kind, complaint_id=complaint.id, case_number=complaint.case_number,
+                           at=ms_to_dt(at_ms), actor=actor, detail=detail)
+    await plugins.emit(event, complaint)
+    return "sent"
+
+
+# -- housekeeping ---------------------------------------------------------------------------
+
+
+async def requeue_expired_leases(store: ComplaintStore) -> int:
+    returned = await store.requeue_expired()
+    for cid, agent in returned:
+        def change(complaint: Complaint, _: TxEffects, agent: str = agent) -> None:
+            if complaint.status == ComplaintStatus.in_progress and complaint.assignee == agent:
+                complaint.status = ComplaintStatus.accepted
+                complaint.assignee = None
+                complaint.lease_expires_at = None
+                complaint.history.append(HistoryEvent(at=datetime.now(timezone.utc), actor="system",
+                                                      action="lease_expired", detail={"agent": agent}))
+        try:
+            await store.update(cid, change)
+        except NotFound:
+            continue
+    return len(returned)
+
+
+async def recover_pending(store: ComplaintStore) -> int:
+    """Messages stored but never processed (their job lost or expired) are queued again."""
+    recovered = 0
+    for mid in await store.stale_pending(PENDING_RECOVERY_AFTER_MS):
+        if not await store.job_exists(f"ingest:{mid}"):
+            await store.enqueue(PlannedJob("process_message", f"ingest:{mid}", (mid,)))
+            recovered += 1
+    if recovered:
+        log.warning("re-queued %d messages whose processing job was lost", recovered)
+    return recovered
+
+
+async def _housekeeping(ctx: dict[str, Any]) -> None:
+    store: ComplaintStore = ctx["store"]
+    worker_id = ctx["worker_id"]
+    ticks = 0
+    while True:
+        try:
+            await store.worker_heartbeat(worker_id)
+            await requeue_expired_leases(store)
+            if ticks % 15 == 0:
+                await recover_pending(store)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis blips must not kill housekeeping
+            log.warning("housekeeping: %s: %s", type(exc).__name__, exc)
+        ticks += 1
+        await asyncio.sleep(2)
+
+
+async def _run_poller(services: GatewayServices, plugin: str, poller: Any, plugins: GatewayPlugins) -> None:
+    backoff = 1.0
+    while True:
+        try:
+            await poller.run(services)
+            backoff = 1.0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            plugins.errors[plugin] += 1
+            log.error("poller %s/%s failed: %s: %s; restarting in %.0f s", plugin, poller.name,
+                      type(exc).__name__, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(60.0, backoff * 2)
+
+
+# -- the worker process ---------------------------------------------------------------------
+
+
+def build_services(settings: Settings, store: ComplaintStore) -> GatewayServices:
+    blobs = DirectoryBlobStore(settings.evidence_dir, max_bytes=settings.max_evidence_bytes)
+    return GatewayServices(settings=settings, intake=Intake(store), store=store, blobs=blobs)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    store = ComplaintStore(settings.redis_prefix, worker_wake=settings.worker_wake)
+    store.bind(ctx["redis"])
+    services = build_services(settings, store)
+    services.redis = ctx["redis"]
+    ctx["store"] = store
+    ctx["services"] = services
+    if "plugins" not in ctx:
+        ctx["plugins"] = GatewayPlugins.load(settings.plugins_path, autoload=settings.plugins_autoload)
+    ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
+    tasks = [asyncio.create_task(_housekeeping(ctx), name="housekeeping")]
+    for plugin_name, poller in ctx["plugins"].pollers(services):
+        tasks.append(asyncio.create_task(_run_poller(services, plugin_name, poller, ctx["plugins"]),
+                                         name=f"poller:{plugin_name}:{poller.name}"))
+    ctx["background"] = tasks
+    await store.worker_heartbeat(ctx["worker_id"])
+    log.info("worker %s started", ctx["worker_id"])
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    for task in ctx.get("background", ()):
+        task.cancel()
+    await asyncio.gather(*ctx.get("background", ()), return_exceptions=True)
+
+
+class WakeableWorker(Worker):
+    """An arq worker that the gateway wakes through a Redis list as soon as it queues a job.
+
+    arq polls its queue every ``poll_delay`` (0.5 s by default), which alone puts up to half a
+    second between intake and routing. Here the worker blocks on ``BLPOP wake`` with the poll
+    delay as timeout: a new job starts within a round trip, and the poll still runs when no
+    wake-up comes (jobs deferred into the future, retries).
+    """
+
+    def __init__(self, *args: Any, wake_key: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake_key = wake_key
+
+    async def main(self) -> None:  # mirrors arq.Worker.main, with BLPOP in place of sleep
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        while True:
+            await self._poll_iteration()
+            if self.burst:
+                if 0 <= self.max_burst_jobs <= self._jobs_started():
+                    await asyncio.gather(*self.tasks.values())
+                    return None
+                if await self.pool.zcard(self.queue_name) == 0:
+                    await asyncio.gather(*self.tasks.values())
+                    return None
+            await self.pool.blpop([self.wake_key], timeout=self.poll_delay_s)
+
+
+def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPlugins | None = None,
+                  handle_signals: bool = True) -> WakeableWorker:
+    store_keys = ComplaintStore(settings.redis_prefix).keys
+    ctx: dict[str, Any] = {"settings": settings}
+    if plugins is not None:
+        ctx["plugins"] = plugins
+    redis_url = settings.redis_url or "redis://127.0.0.1:6379/0"
+    return WakeableWorker(
+        functions=[
+            func(process_message, name="process_message", max_tries=10),
+            func(send_reply, name="send_reply", max_tries=MAX_SEND_TRIES + 1),
+            func(dispatch_event, name="dispatch_event", max_tries=3),
+        ],
+        redis_settings=RedisSettings.from_dsn(redis_url),
+        queue_name=store_keys.arq_queue,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        ctx=ctx,
+        max_jobs=settings.worker_max_jobs,
+        job_timeout=settings.job_timeout_seconds,
+        keep_result=60,
+        poll_delay=settings.worker_poll_seconds,
+        health_check_interval=60,
+        burst=burst,
+        handle_signals=handle_signals,
+        wake_key=store_keys.wake,
+    )
+
+
+def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or load_settings()
+    worker = create_worker(settings)
+    worker.run()
+
+
+__all__ = ["create_worker", "run_worker", "process_message", "send_reply", "dispatch_event"]

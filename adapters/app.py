@@ -33,20 +33,18 @@ class AppMessageIn(msgspec.Struct, forbid_unknown_fields=True):
 
     user_id: Annotated[str, msgspec.Meta(pattern=_USER_ID, description="The app's stable user id")]
     text: Annotated[str, msgspec.Meta(description="What the customer wrote")] = ""
-    client_message_id: Annotated[
-        str | None, msgspec.Meta(pattern=_CLIENT_MESSAGE_ID, description="Idempotency key chosen by the app")
-    ] = None
+    client_message_id: Annotated[str, msgspec.Meta(pattern=_CLIENT_MESSAGE_ID, description="Idempotency key chosen by the app")] | None = None
     transaction_id: str | None = None
-    amount: Annotated[str | None, msgspec.Meta(description='Decimal string, e.g. "128.50"')] = None
-    currency: Annotated[str | None, msgspec.Meta(description="ISO 4217; CNY when omitted")] = None
+    amount: Annotated[str, msgspec.Meta(description='Decimal string, e.g. "128.50"')] | None = None
+    currency: Annotated[str, msgspec.Meta(description="ISO 4217; CNY when omitted")] | None = None
     category_hint: str | None = None
     attachments: list[AttachmentIn] = []
-    language: Annotated[str | None, msgspec.Meta(pattern=r"^(zh|en)$")] = None
+    language: Annotated[str, msgspec.Meta(pattern=r"^(zh|en)$")] | None = None
     #: The user's phone and e-mail from the app profile (the app vouches for them).
-    phone: Annotated[str | None, msgspec.Meta(max_length=32)] = None
-    email: Annotated[str | None, msgspec.Meta(max_length=254)] = None
+    phone: Annotated[str, msgspec.Meta(max_length=32)] | None = None
+    email: Annotated[str, msgspec.Meta(max_length=254)] | None = None
     #: An existing case (id or case number) this message continues.
-    complaint_id: Annotated[str | None, msgspec.Meta(max_length=64)] = None
+    complaint_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class MessageAccepted(msgspec.Struct):

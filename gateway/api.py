@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import Parameter
+from litestar.params import Dependency, Parameter
 
 from gateway import paths
 from gateway.auth import ROLE_AGENT, ROLE_APP, ROLE_SUPERVISOR, Principal, principal_of, roles_guard
@@ -33,13 +33,15 @@ from router.categorise import CATEGORIES
 from router.worker import event_job, send_job
 
 STAFF = {ROLE_AGENT, ROLE_SUPERVISOR}
+#: Injected by the app (see create_app); not validated, it is our own object.
+Services = Annotated[GatewayServices, Dependency(skip_validation=True)]
 _CONTACT_KINDS = r"^(phone|email|app_user|wechat_openid|telegram_user|wa_id|psid|igsid|id_card_last4|other)$"
 
 
 class ContactIn(msgspec.Struct, forbid_unknown_fields=True):
     kind: Annotated[str, msgspec.Meta(pattern=_CONTACT_KINDS)]
     value: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
-    display_name: Annotated[str | None, msgspec.Meta(max_length=128)] = None
+    display_name: Annotated[str, msgspec.Meta(max_length=128)] | None = None
 
 
 class ComplaintIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -48,12 +50,12 @@ class ComplaintIn(msgspec.Struct, forbid_unknown_fields=True):
     contact: ContactIn
     text: str
     channel: Literal["counter", "phone"] = "counter"
-    client_message_id: Annotated[str | None, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] = None
+    client_message_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")] | None = None
     transaction_id: str | None = None
     amount: str | None = None
     currency: str | None = None
     category_hint: str | None = None
-    language: Annotated[str | None, msgspec.Meta(pattern=r"^(zh|en)$")] = None
+    language: Annotated[str, msgspec.Meta(pattern=r"^(zh|en)$")] | None = None
     attachments: list[AttachmentIn] = []
 
 
@@ -97,7 +99,7 @@ class ComplaintsController(Controller):
 
     @post(paths.COMPLAINTS, operation_id="recordComplaint", status_code=202, opt={"roles": STAFF},
           summary="Record a complaint on a customer's behalf (service point or phone)")
-    async def record(self, request: Request[Any, Any, Any], services: GatewayServices) -> Response[dict[str, str]]:
+    async def record(self, request: Request[Any, Any, Any], services: Services) -> Response[dict[str, str]]:
         require_json(request)
         settings = services.settings
         incoming = decode_json(await read_body(request, settings.max_body_bytes), ComplaintIn)
@@ -137,7 +139,7 @@ class ComplaintsController(Controller):
 
     @get(paths.COMPLAINT, operation_id="getComplaint", opt={"roles": STAFF | {ROLE_APP}},
          summary="A complaint with its status and history (the app sees its own, public view)")
-    async def show(self, request: Request[Any, Any, Any], services: GatewayServices,
+    async def show(self, request: Request[Any, Any, Any], services: Services,
                    complaint_id: Annotated[str, Parameter(max_length=80)]) -> dict[str, Any]:
         complaint = await _load(services, complaint_id)
         return _staff_or_app(principal_of(request), complaint)
@@ -146,7 +148,7 @@ class ComplaintsController(Controller):
          summary="Complaints, newest first, filtered by status, skill, category, customer or channel")
     async def index(
         self,
-        services: GatewayServices,
+        services: Services,
         status: Annotated[ComplaintStatus | None, Parameter(query="status")] = None,
         skill: Annotated[str | None, Parameter(max_length=64)] = None,
         category: Annotated[str | None, Parameter(max_length=64)] = None,
@@ -163,7 +165,7 @@ class ComplaintsController(Controller):
 
     @get(paths.COMPLAINT_EVIDENCE, operation_id="getEvidence", opt={"roles": STAFF | {ROLE_APP}},
          summary="An attachment, recording or screenshot of a complaint")
-    async def evidence(self, request: Request[Any, Any, Any], services: GatewayServices,
+    async def evidence(self, request: Request[Any, Any, Any], services: Services,
                        complaint_id: Annotated[str, Parameter(max_length=80)],
                        evidence_id: Annotated[str, Parameter(max_length=80)]) -> Response[bytes]:
         complaint = await _load(services, complaint_id)
@@ -184,7 +186,7 @@ class ComplaintsController(Controller):
 
     @post(paths.COMPLAINT_REPLIES, operation_id="replyToComplaint", status_code=201, opt={"roles": STAFF},
           summary="Answer the customer on the complaint's channel")
-    async def reply(self, request: Request[Any, Any, Any], services: GatewayServices,
+    async def reply(self, request: Request[Any, Any, Any], services: Services,
                     complaint_id: Annotated[str, Parameter(max_length=80)]) -> dict[str, Any]:
         require_json(request)
         incoming = decode_json(await read_body(request, 256 * 1024), ReplyIn)
@@ -229,7 +231,7 @@ class ComplaintsController(Controller):
 
     @post(paths.COMPLAINT_RESOLVE, operation_id="resolveComplaint", status_code=200, opt={"roles": STAFF},
           summary="Close a complaint with its outcome")
-    async def resolve(self, request: Request[Any, Any, Any], services: GatewayServices,
+    async def resolve(self, request: Request[Any, Any, Any], services: Services,
                       complaint_id: Annotated[str, Parameter(max_length=80)]) -> dict[str, Any]:
         body = await read_body(request, 64 * 1024)
         incoming = decode_json(body, ResolveIn) if body.strip() else ResolveIn()
@@ -270,12 +272,12 @@ class QueuesController(Controller):
 
     @get(paths.QUEUES, operation_id="listQueues", opt={"roles": STAFF},
          summary="Each skill queue: depth, oldest age, deadlines breached")
-    async def index(self, services: GatewayServices) -> dict[str, Any]:
+    async def index(self, services: Services) -> dict[str, Any]:
         return {"items": await services.store.queue_stats(), "next": None}
 
     @post(paths.QUEUE_CLAIM, operation_id="claimNext", status_code=200, opt={"roles": STAFF},
           summary="Lease the next complaint of a skill queue to the calling agent (204 when empty)")
-    async def claim(self, request: Request[Any, Any, Any], services: GatewayServices,
+    async def claim(self, request: Request[Any, Any, Any], services: Services,
                     skill: Annotated[str, Parameter(max_length=64, pattern=r"^[a-z0-9_-]+$")]) -> Response[Any]:
         principal = principal_of(request)
         store = services.store
@@ -316,14 +318,14 @@ class QuarantineController(Controller):
 
     @get(paths.QUARANTINE, operation_id="listQuarantine", opt={"roles": {ROLE_SUPERVISOR}},
          summary="Inputs that could not be parsed, with their raw form")
-    async def index(self, services: GatewayServices,
+    async def index(self, services: Services,
                     limit: Annotated[int, Parameter(ge=1, le=200)] = 50) -> dict[str, Any]:
         items = await services.store.quarantined(limit)
         return {"items": [_quarantine_view(i) for i in items], "next": None}
 
     @post(paths.QUARANTINE_RETRY, operation_id="retryQuarantined", status_code=202,
           opt={"roles": {ROLE_SUPERVISOR}}, summary="Process a quarantined input again")
-    async def retry(self, services: GatewayServices,
+    async def retry(self, services: Services,
                     item_id: Annotated[str, Parameter(max_length=80)]) -> dict[str, Any]:
         store = services.store
         item = await store.quarantined_one(item_id)
@@ -338,7 +340,7 @@ class QuarantineController(Controller):
 
     @delete(paths.QUARANTINE_ITEM, operation_id="discardQuarantined", status_code=204,
             opt={"roles": {ROLE_SUPERVISOR}}, summary="Discard a quarantined input")
-    async def discard(self, services: GatewayServices, item_id: Annotated[str, Parameter(max_length=80)]) -> None:
+    async def discard(self, services: Services, item_id: Annotated[str, Parameter(max_length=80)]) -> None:
         await services.store.discard_quarantined(item_id)
 
 
@@ -355,7 +357,7 @@ def _quarantine_view(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _load(services: GatewayServices, ref: str) -> Complaint:
+async def _load(services: Services, ref: str) -> Complaint:
     if ref.startswith("C-"):
         return await services.store.find_by_case_number(ref)
     return await services.store.get(ref)

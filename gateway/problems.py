@@ -89,12 +89,16 @@ def problem_response(
 
 
 def field_from_msgspec_error(message: str) -> str | None:
-    """msgspec says '... - at `$.amount.value`'; clients want 'amount.value'."""
+    """msgspec says '... - at `$.amount.value`' or 'Object missing required field `user_id`';
+    clients want 'amount.value' / 'user_id'."""
+    path = ""
     marker = "at `$"
-    if marker not in message:
-        return None
-    path = message.split(marker, 1)[1].rstrip("`")
-    return path.lstrip(".") or None
+    if marker in message:
+        path = message.split(marker, 1)[1].rstrip("`").lstrip(".")
+    if message.startswith(("Object missing required field", "Object contains unknown field")):
+        name = message.split("`")[1]
+        path = f"{path}.{name}" if path else name
+    return path or None
 
 
 def _on_problem(_: Request, exc: ProblemError) -> Response[bytes]:

@@ -35,10 +35,7 @@ def decode_json(body: bytes, model: type[T]) -> T:
         return msgspec.json.decode(body, type=model)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        return_field = field_from_msgspec_error(message)
-        if message.startswith("Object contains unknown field"):
-            return_field = message.split("`")[1] if "`" in message else return_field
-        raise ProblemError(422, "invalid_field", message, field=return_field) from None
+        raise ProblemError(422, "invalid_field", message, field=field_from_msgspec_error(message)) from None
     except msgspec.DecodeError as exc:
         raise ProblemError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
 

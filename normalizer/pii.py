@@ -33,4 +33,7 @@ class MaskingFilter(logging.Filter):
         masked = mask_text(message)
         if masked != message or record.args:
             record.msg, record.args = masked, ()
+        if record.exc_info:  # exception texts can quote customer input too
+            record.exc_text = mask_text(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
         return True

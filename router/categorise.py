@@ -1,0 +1,72 @@
+"""Categorising a complaint by zh/en keywords (shared/domain.md's taxonomy)."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+CATEGORIES = ("account_security", "transaction", "payment_amount", "fee_dispute", "function_fault",
+              "balance_query", "other")
+CATEGORY_NAMES = {
+    "account_security": {"zh": "账户安全", "en": "Account security"},
+    "transaction": {"zh": "交易问题", "en": "Transaction"},
+    "payment_amount": {"zh": "支付金额申诉", "en": "Payment amount appeal"},
+    "fee_dispute": {"zh": "手续费争议", "en": "Fee dispute"},
+    "function_fault": {"zh": "功能故障", "en": "App fault"},
+    "balance_query": {"zh": "余额查询", "en": "Balance query"},
+    "other": {"zh": "其他", "en": "Other"},
+}
+
+KEYWORDS: dict[str, tuple[str, ...]] = {
+    "payment_amount": ("扣款", "重复扣", "扣了两次", "多扣", "金额不对", "退款", "没收到退款", "误付", "转错", "钱扣了",
+                       "charged twice", "double charge", "double-charged", "duplicate charge", "wrong amount",
+                       "refund", "paid by mistake", "overcharged", "charged but"),
+    "transaction": ("交易失败", "付款失败", "支付失败", "交易争议", "商家", "交易记录", "转账失败",
+                    "payment failed", "declined", "merchant", "dispute", "transaction history", "transaction failed"),
+    "account_security": ("密码", "重置", "冻结", "解冻", "被盗", "盗刷", "异地登录", "验证码",
+                         "password", "reset", "frozen", "locked", "hacked", "stolen", "unauthorized",
+                         "unauthorised", "otp"),
+    "fee_dispute": ("手续费", "服务费", "提现费", "减免", "fee", "fees", "service charge", "withdrawal fee", "waive"),
+    "function_fault": ("闪退", "打不开", "更新", "升级", "兼容", "无法使用", "卡顿", "崩溃",
+                       "crash", "crashes", "won't open", "update", "compatible", "bug", "error", "freezes"),
+    "balance_query": ("余额", "查余额", "balance"),
+}
+PRECEDENCE = ("payment_amount", "transaction", "account_security", "fee_dispute", "function_fault", "balance_query")
+FORMAL = ("投诉", "曝光", "12315", "银保监", "金融监管", "i want to complain", "formal complaint", "file a complaint",
+          "make a complaint", "escalate", "ombudsman", "regulator")
+
+
+def _pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    parts = []
+    for w in words:
+        if w.isascii():
+            parts.append(r"(?<![a-z])" + re.escape(w) + r"(?![a-z])")
+        else:
+            parts.append(re.escape(w))
+    return re.compile("|".join(parts), re.IGNORECASE)
+
+
+_RULES = {cat: _pattern(words) for cat, words in KEYWORDS.items()}
+_FORMAL = _pattern(FORMAL)
+
+
+class Categorisation(msgspec.Struct, frozen=True):
+    category: str
+    formal_complaint: bool
+    matched: tuple[str, ...]
+    source: str
+
+
+def categorise(text: str, category_hint: str | None = None) -> Categorisation:
+    formal = bool(_FORMAL.search(text))
+    if category_hint in CATEGORIES:
+        return Categorisation(category_hint, formal, (), "hint")
+    best, best_hits = "other", ()
+    for cat in PRECEDENCE:
+        hits = tuple(m.group(0) for m in _RULES[cat].finditer(text))
+        if sum(len(h) for h in hits) > sum(len(h) for h in best_hits):
+            best, best_hits = cat, hits
+    if not best_hits:
+        return Categorisation("other", formal, (), "default")
+    return Categorisation(best, formal, best_hits, "keywords")

@@ -222,6 +222,7 @@ class ComplaintsController(Controller):
             effects.ops.append(lambda pipe: store.leave_queue(pipe, complaint))
             complaint.history.append(HistoryEvent(at=now, actor=principal.actor, action="replied", public=True,
                                                   detail={"reply_id": reply_id}))
+            effects.ops.append(lambda pipe: store.add_to_outbox(pipe, complaint.id, reply_id))
             effects.jobs.append(send_job(complaint.id, reply_id))
             effects.jobs.append(event_job(complaint, "replied", principal.actor, {"reply_id": reply_id}))
 

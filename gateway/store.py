@@ -36,6 +36,7 @@ from normalizer.schema import (
 JOB_EXPIRES_MS = 7 * 86_400_000  # a job waits up to a week for a worker before Redis drops it
 IDEMPOTENCY_TTL_S = 7 * 86_400  # providers (WhatsApp) retry for days
 RAW_TTL_S = 30 * 86_400
+OUTBOX_GRACE_MS = 30_000  # a reply not handed over by then is sent again by housekeeping
 
 _json_encoder = msgspec.json.Encoder()
 _complaint_decoder = msgspec.json.Decoder(Complaint)
@@ -134,15 +135,71 @@ end
 return {'accepted', ARGV[1]}
 """
 
-_RESERVE_CASE_LUA = """
--- KEYS: msg, daily sequence; ARGV: yyyymmdd
-local c = redis.call('HGET', KEYS[1], 'case_number')
-if c then return c end
-local n = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], 259200)
-c = 'C-' .. ARGV[1] .. '-' .. string.format('%06d', n)
-redis.call('HSET', KEYS[1], 'case_number', c)
-return c
+_CUSTOMER_LUA = """
+-- KEYS: contact key of the sender, then contact keys the channel vouches for
+-- ARGV: new customer id (used when the sender is new), customer key prefix, then one label per KEY
+local cust = redis.call('GET', KEYS[1])
+if not cust then
+  cust = ARGV[1]
+  redis.call('SET', KEYS[1], cust)
+end
+local contacts = ARGV[2] .. cust .. ':contacts'
+redis.call('SADD', contacts, ARGV[3])
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], cust, 'NX') or redis.call('GET', KEYS[i]) == cust then
+    redis.call('SADD', contacts, ARGV[i + 2])
+  end
+end
+return cust
+"""
+
+_COMMIT_LUA = """
+-- Open a complaint for a message, once. The case number is allocated here, so a retried job
+-- neither opens a second complaint nor burns a second number.
+-- KEYS: 1 msg, 2 complaint, 3 pending, 4 case sequence, 5 queue, 6 queue age, 7 first-response due,
+--       8 idx all, 9 idx status, 10 idx category, 11 idx customer, 12 idx channel, 13 idx skill,
+--       14 skills, 15 outbox, 16 arq queue, 17 wake
+-- ARGV: 1 complaint id, 2 complaint json, 3 case placeholder, 4 yyyymmdd, 5 created ms, 6 queue score,
+--       7 first-response due ms ('' = none), 8 message id, 9 outbox member ('' = none), 10 outbox due ms,
+--       11 case key prefix, 12 skill ('' = none), 13 wake ('1'/'0'), 14 job count, then per job:
+--       job key, job id, job bytes, score, expiry ms
+local state = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number')
+if state[1] == 'processed' then
+  return {'already', state[2], state[3] or ''}
+end
+local case = state[3]
+if not case then
+  local n = redis.call('INCR', KEYS[4])
+  redis.call('EXPIRE', KEYS[4], 259200)
+  case = 'C-' .. ARGV[4] .. '-' .. string.format('%06d', n)
+end
+local body = string.gsub(ARGV[2], ARGV[3], case)
+local cid = ARGV[1]
+local created = ARGV[5]
+redis.call('SET', KEYS[2], body)
+redis.call('SET', ARGV[11] .. case, cid)
+for i = 8, 12 do redis.call('ZADD', KEYS[i], created, cid) end
+if ARGV[12] ~= '' then
+  redis.call('ZADD', KEYS[13], created, cid)
+  redis.call('SADD', KEYS[14], ARGV[12])
+  redis.call('ZADD', KEYS[5], ARGV[6], cid)
+  redis.call('ZADD', KEYS[6], created, cid)
+  if ARGV[7] ~= '' then redis.call('ZADD', KEYS[7], ARGV[7], cid) end
+end
+redis.call('HSET', KEYS[1], 'status', 'processed', 'complaint_id', cid, 'case_number', case)
+redis.call('ZREM', KEYS[3], ARGV[8])
+if ARGV[9] ~= '' then redis.call('ZADD', KEYS[15], ARGV[10], ARGV[9]) end
+local n = tonumber(ARGV[14])
+for j = 0, n - 1 do
+  local b = 15 + j * 5
+  redis.call('PSETEX', ARGV[b], ARGV[b + 4], ARGV[b + 2])
+  redis.call('ZADD', KEYS[16], ARGV[b + 3], ARGV[b + 1])
+end
+if n > 0 and ARGV[13] == '1' then
+  redis.call('LPUSH', KEYS[17], '1')
+  redis.call('LTRIM', KEYS[17], 0, 7)
+end
+return {'created', cid, case}
 """
 
 _CLAIM_LUA = """
@@ -193,6 +250,7 @@ class Keys:
         self.skills = prefix + "skills"
         self.quarantine = prefix + "quarantine"
         self.workers = prefix + "workers"
+        self.outbox = prefix + "outbox"
 
     def msg(self, mid: str) -> str:
         return f"{self.p}msg:{mid}"
@@ -237,6 +295,9 @@ class Keys:
     def customer_contacts(self, customer_id: str) -> str:
         return f"{self.p}customer:{customer_id}:contacts"
 
+    def delivery(self, cid: str) -> str:
+        return f"{self.p}delivery:{cid}"
+
     def quarantined(self, qid: str) -> str:
         return f"{self.p}quarantine:{qid}"
 
@@ -257,14 +318,16 @@ class ComplaintStore:
         self.redis: Redis | None = None
         self.worker_wake = worker_wake
         self._intake_script: Any = None
-        self._reserve_script: Any = None
+        self._customer_script: Any = None
+        self._commit_script: Any = None
         self._claim_script: Any = None
         self._requeue_script: Any = None
 
     def bind(self, redis: Redis) -> None:
         self.redis = redis
         self._intake_script = redis.register_script(_INTAKE_LUA)
-        self._reserve_script = redis.register_script(_RESERVE_CASE_LUA)
+        self._customer_script = redis.register_script(_CUSTOMER_LUA)
+        self._commit_script = redis.register_script(_COMMIT_LUA)
         self._claim_script = redis.register_script(_CLAIM_LUA)
         self._requeue_script = redis.register_script(_REQUEUE_EXPIRED_LUA)
 
@@ -364,63 +427,85 @@ class ComplaintStore:
         except msgspec.DecodeError:
             return None, state
 
-    async def reserve_case_number(self, mid: str, day: str) -> str:
-        value = await self._reserve_script(keys=[self.keys.msg(mid), self.keys.case_seq(day)], args=[day])
-        return value.decode() if isinstance(value, bytes) else value
-
     # -- customers ---------------------------------------------------------------------------
 
     async def customer_for(self, contact: Contact, verified: Iterable[Contact] = ()) -> str:
-        """The customer a contact belongs to; a first contact creates one. Contacts the channel
-        vouches for are linked to the same customer when they are not yet anyone's."""
-        key = self.keys.contact(contact)
-        existing = await self.r.get(key)
-        if existing is None:
-            candidate = new_id("cus")
-            await self.r.set(key, candidate, nx=True)
-            existing = await self.r.get(key)
-        customer_id = existing.decode()
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.sadd(self.keys.customer_contacts(customer_id), f"{contact.kind}:{contact.value}")
-            for extra in verified:
-                pipe.set(self.keys.contact(extra), customer_id, nx=True)
-                pipe.sadd(self.keys.customer_contacts(customer_id), f"{extra.kind}:{extra.value}")
-            await pipe.execute()
-        return customer_id
+        """The customer a contact belongs to (a first contact creates one), in one round trip.
+        Contacts the channel vouches for are linked to the same customer unless already someone's."""
+        extra = list(verified)
+        value = await self._customer_script(
+            keys=[self.keys.contact(contact)] + [self.keys.contact(c) for c in extra],
+            args=[new_id("cus"), self.keys.p + "customer:", f"{contact.kind}:{contact.value}"]
+            + [f"{c.kind}:{c.value}" for c in extra],
+        )
+        return value.decode() if isinstance(value, bytes) else value
 
     # -- complaints --------------------------------------------------------------------------
 
-    async def commit_new_complaint(self, mid: str, complaint: Complaint, jobs: Sequence[PlannedJob]) -> tuple[bool, str]:
+    async def commit_new_complaint(
+        self,
+        mid: str,
+        complaint: Complaint,
+        jobs: Sequence[PlannedJob] = (),
+        *,
+        case_placeholder: str,
+        outbox: Sequence[str] = (),
+    ) -> tuple[bool, str, str]:
         """Store a new complaint for message ``mid`` unless that message was processed already.
 
-        Returns (created, complaint id). Safe to call twice: the second call changes nothing.
+        ``complaint`` carries ``case_placeholder`` wherever the case number goes; the number is
+        allocated in the same script. Returns (created, complaint id, case number). Safe to call
+        twice: the second call changes nothing and answers what the first made.
         """
         k = self.keys
         created_ms = dt_to_ms(complaint.created_at)
+        skill = complaint.skill or ""
+        enqueue_ms = now_ms()
+        job_args: list[Any] = []
+        for job in jobs:
+            job_args += [job_key(job.job_id), job.job_id, self._job_bytes(job, enqueue_ms),
+                         enqueue_ms + job.defer_ms, JOB_EXPIRES_MS + job.defer_ms]
+        result = await self._commit_script(
+            keys=[
+                k.msg(mid), k.complaint(complaint.id), k.pending, k.case_seq(complaint.created_at.strftime("%Y%m%d")),
+                k.queue(skill), k.queue_age(skill), k.fr_due(skill),
+                k.idx_all, k.idx("status", complaint.status.value), k.idx("category", complaint.category),
+                k.idx("customer", complaint.customer_id), k.idx("channel", complaint.channel), k.idx("skill", skill),
+                k.skills, k.outbox, k.arq_queue, k.wake,
+            ],
+            args=[
+                complaint.id, _json_encoder.encode(complaint), case_placeholder,
+                complaint.created_at.strftime("%Y%m%d"), created_ms, queue_score(complaint.priority, created_ms),
+                dt_to_ms(complaint.first_response_due) if complaint.first_response_due else "",
+                mid, outbox[0] if outbox else "", now_ms() + OUTBOX_GRACE_MS, k.p + "case:", skill,
+                "1" if self.worker_wake else "0", len(jobs), *job_args,
+            ],
+        )
+        status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result)
+        return status == "created", cid, case
+
+    # -- deliveries --------------------------------------------------------------------------
+
+    async def record_delivery(self, complaint_id: str, reply_id: str, state: dict[str, Any]) -> None:
+        """Delivery state lives beside the complaint, so provider callbacks never rewrite it."""
         async with self.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(k.msg(mid))
-                    status, existing = await pipe.hmget(k.msg(mid), "status", "complaint_id")
-                    if status is not None and status.decode() == MessageStatus.processed.value:
-                        return False, existing.decode()
-                    pipe.multi()
-                    pipe.set(k.complaint(complaint.id), _json_encoder.encode(complaint))
-                    pipe.set(k.case(complaint.case_number), complaint.id)
-                    self._index_new(pipe, complaint, created_ms)
-                    if complaint.skill:
-                        pipe.sadd(k.skills, complaint.skill)
-                        pipe.zadd(k.queue(complaint.skill), {complaint.id: queue_score(complaint.priority, created_ms)})
-                        pipe.zadd(k.queue_age(complaint.skill), {complaint.id: created_ms})
-                        if complaint.first_response_due:
-                            pipe.zadd(k.fr_due(complaint.skill), {complaint.id: dt_to_ms(complaint.first_response_due)})
-                    pipe.hset(k.msg(mid), mapping={"status": MessageStatus.processed.value, "complaint_id": complaint.id})
-                    pipe.zrem(k.pending, mid)
-                    self.queue_jobs(pipe, jobs)
-                    await pipe.execute()
-                    return True, complaint.id
-                except WatchError:
-                    continue
+            pipe.hset(self.keys.delivery(complaint_id), reply_id, _json_encoder.encode(state))
+            if state.get("delivery") != "queued":
+                pipe.zrem(self.keys.outbox, f"{complaint_id}|{reply_id}")
+            await pipe.execute()
+
+    async def overdue_outbox(self, limit: int = 200) -> list[tuple[str, str]]:
+        """Replies still not handed to their channel after the grace period (their sender crashed)."""
+        due = await self.r.zrangebyscore(self.keys.outbox, "-inf", now_ms(), start=0, num=limit)
+        pairs = []
+        for member in due:
+            cid, _, rid = member.decode().partition("|")
+            pairs.append((cid, rid))
+            await self.r.zadd(self.keys.outbox, {member: now_ms() + OUTBOX_GRACE_MS * 2})
+        return pairs
+
+    def add_to_outbox(self, pipe: Any, complaint_id: str, reply_id: str) -> None:
+        pipe.zadd(self.keys.outbox, {f"{complaint_id}|{reply_id}": now_ms() + OUTBOX_GRACE_MS})
 
     def _index_new(self, pipe: Any, complaint: Complaint, created_ms: int) -> None:
         k = self.keys
@@ -439,16 +524,23 @@ class ComplaintStore:
             await pipe.execute()
 
     async def get(self, cid: str) -> Complaint:
-        data = await self.r.get(self.keys.complaint(cid))
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.complaint(cid))
+            pipe.hgetall(self.keys.delivery(cid))
+            data, deliveries = await pipe.execute()
         if data is None:
             raise NotFound("complaint_not_found", f"no complaint {cid}")
-        return _complaint_decoder.decode(data)
+        return _with_deliveries(_complaint_decoder.decode(data), deliveries)
 
     async def get_many(self, cids: Sequence[str]) -> list[Complaint]:
         if not cids:
             return []
-        values = await self.r.mget([self.keys.complaint(c) for c in cids])
-        return [_complaint_decoder.decode(v) for v in values if v is not None]
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.mget([self.keys.complaint(c) for c in cids])
+            for c in cids:
+                pipe.hgetall(self.keys.delivery(c))
+            values, *deliveries = await pipe.execute()
+        return [_with_deliveries(_complaint_decoder.decode(v), d) for v, d in zip(values, deliveries) if v is not None]
 
     async def find_by_case_number(self, case_number: str) -> Complaint:
         cid = await self.r.get(self.keys.case(case_number))
@@ -686,6 +778,20 @@ class ComplaintStore:
     async def stale_pending(self, older_than_ms: int, limit: int = 500) -> list[str]:
         ids = await self.r.zrangebyscore(self.keys.pending, "-inf", now_ms() - older_than_ms, start=0, num=limit)
         return [i.decode() for i in ids]
+
+
+def _with_deliveries(complaint: Complaint, deliveries: dict[bytes, bytes]) -> Complaint:
+    if deliveries:
+        for reply in complaint.replies:
+            state = deliveries.get(reply.id.encode())
+            if state is not None:
+                fields = msgspec.json.decode(state)
+                reply.delivery = fields.get("delivery", reply.delivery)
+                reply.provider_message_id = fields.get("provider_message_id")
+                reply.error = fields.get("error")
+                at = fields.get("delivered_at")
+                reply.delivered_at = datetime.fromisoformat(at) if at else None
+    return complaint
 
 
 def is_open(complaint: Complaint) -> bool:

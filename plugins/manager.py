@@ -266,6 +266,11 @@ class GatewayPlugins:
     async def emit(self, event: ComplaintEvent, complaint: Complaint) -> None:
         await self._call_each("complaint_event", event=event, complaint=complaint)
 
+    @property
+    def has_listeners(self) -> bool:
+        """Whether any plugin listens to complaint events (no listener: no event jobs)."""
+        return bool(self.pm.hook.complaint_event.get_hookimpls())
+
     def describe(self) -> list[dict[str, Any]]:
         return [
             {"name": p.name, "source": p.source, "target": p.target, "hooks": p.hooks}

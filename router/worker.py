@@ -99,11 +99,11 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     category, formal, cat_source = await _categorise(plugins, message)
     decision = routing.route(category, formal)
     first_allowance, resolution_allowance = routing.deadlines(message.channel, formal)
-    case_number = await store.reserve_case_number(message_id, message.received_at.strftime("%Y%m%d"))
+    placeholder = "CASENUMBER" + os.urandom(8).hex()  # replaced by the number the commit allocates
     now = datetime.now(timezone.utc)
     complaint = Complaint(
         id=complaint_id_for(message_id),
-        case_number=case_number,
+        case_number=placeholder,
         status=ComplaintStatus.accepted,
         category=category,
         formal_complaint=formal,
@@ -139,21 +139,28 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
                              "rule": decision.rule, "version": decision.version})
     )
     ack = Reply(
-        id=f"rep_{complaint.id[4:]}_ack", kind="ack", text=acknowledgement(case_number, message.language),
+        id=f"rep_{complaint.id[4:]}_ack", kind="ack", text=acknowledgement(placeholder, message.language),
         author="system", channel=message.channel, created_at=now,
     )
     complaint.replies.append(ack)
-    jobs = [
-        send_job(complaint.id, ack.id),
-        PlannedJob("dispatch_event", f"event:{complaint.id}:created", (complaint.id, "created", dt_to_ms(now), actor, {})),
-        PlannedJob("dispatch_event", f"event:{complaint.id}:routed", (complaint.id, "routed", dt_to_ms(now), "worker",
-                                                                        {"skill": decision.skill})),
-    ]
-    created, _ = await store.commit_new_complaint(message_id, complaint, jobs)
-    if created:
-        log.info("complaint %s opened from %s (%s → %s, p%d)", case_number, message_id, category,
-                 decision.skill, complaint.priority)
-    return "created" if created else "already"
+    jobs = []
+    if plugins.has_listeners:
+        jobs.append(PlannedJob("dispatch_event", f"event:{complaint.id}:created",
+                               (complaint.id, "created", dt_to_ms(now), actor, {})))
+        jobs.append(PlannedJob("dispatch_event", f"event:{complaint.id}:routed",
+                               (complaint.id, "routed", dt_to_ms(now), "worker", {"skill": decision.skill})))
+    created, cid, case_number = await store.commit_new_complaint(
+        message_id, complaint, jobs, case_placeholder=placeholder, outbox=[f"{complaint.id}|{ack.id}"]
+    )
+    if not created:
+        return "already"
+    log.info("complaint %s opened from %s (%s → %s, p%d)", case_number, message_id, category,
+             decision.skill, complaint.priority)
+    # The acknowledgement goes out now; if this process dies first, the outbox sends it later.
+    complaint.case_number = case_number
+    ack.text = ack.text.replace(placeholder, case_number)
+    await deliver(ctx, complaint, ack)
+    return "created"
 
 
 async def _find_complaint(store: ComplaintStore, ref: str) -> Complaint:
@@ -229,9 +236,8 @@ async def _apply_enrichment(plugins: GatewayPlugins, complaint: Complaint, messa
 
 
 async def send_reply(ctx: dict[str, Any], complaint_id: str, reply_id: str) -> str:
+    """The job behind every reply that was not sent inline (agent replies, outbox retries)."""
     store: ComplaintStore = ctx["store"]
-    plugins: GatewayPlugins = ctx["plugins"]
-    services: GatewayServices = ctx["services"]
     try:
         complaint = await store.get(complaint_id)
     except NotFound:
@@ -239,40 +245,47 @@ async def send_reply(ctx: dict[str, Any], complaint_id: str, reply_id: str) -> s
     reply = next((r for r in complaint.replies if r.id == reply_id), None)
     if reply is None or reply.delivery != "queued":
         return "already"
-    sender = plugins.sender(reply.channel, services)
+    result = await deliver(ctx, complaint, reply)
+    if result.status == "failed" and result.retryable:
+        job_try = ctx.get("job_try", 1)
+        if job_try < MAX_SEND_TRIES:
+            log.warning("send %s on %s failed (try %d), retrying: %s", reply_id, reply.channel, job_try,
+                        mask_text(result.error or ""))
+            raise Retry(defer=min(300, 2**job_try))
+        await _record(store, complaint.id, reply.id, DeliveryResult(status="failed", error=result.error))
+    return result.status
+
+
+async def deliver(ctx: dict[str, Any], complaint: Complaint, reply: Reply) -> DeliveryResult:
+    """Hand one reply to its channel's sender and record the outcome (a retryable failure is
+    left queued for the caller to retry)."""
+    store: ComplaintStore = ctx["store"]
+    plugins: GatewayPlugins = ctx["plugins"]
+    sender = plugins.sender(reply.channel, ctx["services"])
     if sender is None:
-        await _record_delivery(store, complaint_id, reply_id,
-                               DeliveryResult(status="failed", error=f"no sender for channel {reply.channel!r}"))
-        return "no_sender"
+        result = DeliveryResult(status="failed", error=f"no sender for channel {reply.channel!r}")
+        await _record(store, complaint.id, reply.id, result)
+        return result
     outbound = OutboundMessage(
         id=reply.id, channel=reply.channel, complaint_id=complaint.id, case_number=complaint.case_number,
         to=complaint.contact, text=reply.text, kind=reply.kind, language=complaint.language,
     )
-    job_try = ctx.get("job_try", 1)
     try:
         result = await sender.send(outbound)
     except Exception as exc:  # a sender that raises is a transient failure until tries run out
         plugins.errors[reply.channel] += 1
         result = DeliveryResult(status="failed", error=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
-    if result.status == "failed" and result.retryable and job_try < MAX_SEND_TRIES:
-        log.warning("send %s on %s failed (try %d), retrying: %s", reply_id, reply.channel, job_try,
-                    mask_text(result.error or ""))
-        raise Retry(defer=min(300, 2**job_try))
-    await _record_delivery(store, complaint_id, reply_id, result)
-    return result.status
+    if not (result.status == "failed" and result.retryable):
+        await _record(store, complaint.id, reply.id, result)
+    return result
 
 
-async def _record_delivery(store: ComplaintStore, complaint_id: str, reply_id: str, result: DeliveryResult) -> None:
-    def change(complaint: Complaint, _: TxEffects) -> None:
-        for reply in complaint.replies:
-            if reply.id == reply_id and reply.delivery == "queued":
-                reply.delivery = result.status
-                reply.provider_message_id = result.provider_message_id
-                reply.error = result.error
-                if result.status == "delivered":
-                    reply.delivered_at = datetime.now(timezone.utc)
-
-    await store.update(complaint_id, change)
+async def _record(store: ComplaintStore, complaint_id: str, reply_id: str, result: DeliveryResult) -> None:
+    state: dict[str, Any] = {"delivery": result.status, "provider_message_id": result.provider_message_id,
+                             "error": result.error}
+    if result.status == "delivered":
+        state["delivered_at"] = datetime.now(timezone.utc).isoformat()
+    await store.record_delivery(complaint_id, reply_id, state)
 
 
 async def dispatch_event(
@@ -322,6 +335,15 @@ async def recover_pending(store: ComplaintStore) -> int:
     return recovered
 
 
+async def resend_overdue(store: ComplaintStore) -> int:
+    """Replies whose inline send never completed (a crash) get a send job."""
+    overdue = await store.overdue_outbox()
+    if overdue:
+        await store.enqueue(*(send_job(cid, rid) for cid, rid in overdue))
+        log.warning("re-sending %d replies left in the outbox", len(overdue))
+    return len(overdue)
+
+
 async def _housekeeping(ctx: dict[str, Any]) -> None:
     store: ComplaintStore = ctx["store"]
     worker_id = ctx["worker_id"]
@@ -330,6 +352,7 @@ async def _housekeeping(ctx: dict[str, Any]) -> None:
         try:
             await store.worker_heartbeat(worker_id)
             await requeue_expired_leases(store)
+            await resend_overdue(store)
             if ticks % 15 == 0:
                 await recover_pending(store)
         except asyncio.CancelledError:

@@ -1,0 +1,225 @@
+"""Benchmark: POST /v1/messages as `make run` serves it, against a bare Litestar endpoint that
+answers 202 without touching Redis, same server and settings, same run.
+
+    .venv/bin/python bench/intake.py [--server uvicorn|granian|both] [--quick]
+
+Prints closed-loop throughput of both and their ratio, open-loop latency at --rate req/s,
+and ingress → in-skill-queue latency at --queue-rate msg/s with the worker running.
+Redis is a redis-server started here with AOF and appendfsync always (as the embedded one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadgen import build_request, closed_loop, open_loop  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_KEY = "bench-app-key-0001"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def server_cmd(server: str, target: str, port: int) -> list[str]:
+    if server == "granian":
+        return [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "1", "--no-access-log", "--loop", "uvloop", target]
+    return [sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+            "--http", "httptools", "--no-access-log", "--log-level", "warning", "--workers", "1"]
+
+
+class Stack:
+    def __init__(self, server: str, tmp: Path) -> None:
+        self.server, self.tmp = server, tmp
+        self.procs: list[subprocess.Popen] = []
+        self.redis_port = free_port()
+        self.gw_port = free_port()
+        self.bare_port = free_port()
+        self.prefix = "bench:"
+
+    def start(self) -> None:
+        rdir = self.tmp / "redis"
+        rdir.mkdir(exist_ok=True)
+        self.procs.append(subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+             "--dir", str(rdir), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL))
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(self.redis_url).ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        env = {**os.environ, "REDIS_URL": self.redis_url, "GATEWAY_REDIS_PREFIX": self.prefix,
+               "GATEWAY_APP_KEYS": f"app:{APP_KEY}", "GATEWAY_AGENT_TOKENS": "a:bench-agent-01",
+               "GATEWAY_VAR_DIR": str(self.tmp / "var"), "GATEWAY_PLUGINS": str(ROOT / "plugins.toml"),
+               "GATEWAY_LOG_LEVEL": "WARNING"}
+        log = open(self.tmp / "processes.log", "ab")
+        self.procs.append(subprocess.Popen(server_cmd(self.server, "gateway.asgi:app", self.gw_port), env=env, cwd=ROOT,
+                                           stdout=log, stderr=log))
+        self.procs.append(subprocess.Popen(server_cmd(self.server, "bare_app:app", self.bare_port), env=env,
+                                           cwd=ROOT / "bench", stdout=log, stderr=log))
+        self.procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
+                                           stdout=log, stderr=log))
+        wait_http(f"http://127.0.0.1:{self.gw_port}/health")
+        wait_http(f"http://127.0.0.1:{self.bare_port}/")
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def pending(self) -> int:
+        return redis.Redis.from_url(self.redis_url).zcard(self.prefix + "pending")
+
+    def wait_drained(self, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while self.pending() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+def message_request(port: int):
+    host = f"127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {APP_KEY}", "Content-Type": "application/json"}
+    texts = ["我被重复扣款了 ¥128.50，交易号 T2026112212345678，请尽快退款",
+             "I was charged twice for my coffee, $4.50, please refund",
+             "app闪退打不开，更新以后无法使用", "提现手续费太高了，要求减免"]
+
+    def make(i: int) -> bytes:
+        body = json.dumps({"user_id": f"u{i % 5000}", "text": texts[i % len(texts)]}, ensure_ascii=False).encode()
+        return build_request("POST", "/v1/messages", host, headers, body)
+
+    return make
+
+
+async def throughput(stack: Stack, seconds: float, connections: int) -> tuple:
+    bare = await closed_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port),
+                             connections=connections, seconds=seconds)
+    gw = await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port),
+                           connections=connections, seconds=seconds)
+    return bare, gw
+
+
+def ingress_to_queue(stack: Stack, bodies: list[bytes]) -> list[float]:
+    r = redis.Redis.from_url(stack.redis_url)
+    latencies = []
+    for body in bodies:
+        mid = json.loads(body)["message_id"]
+        received_ms, cid = r.hmget(f"{stack.prefix}msg:{mid}", "received_ms", "complaint_id")
+        if cid is None:
+            continue
+        complaint = json.loads(r.get(f"{stack.prefix}complaint:{cid.decode()}"))
+        queued_at = complaint.get("queued_at")
+        routed = next(h for h in complaint["history"] if h["action"] == "routed")
+        stamp = queued_at or routed["at"]
+        from datetime import datetime
+
+        queued_ms = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000
+        latencies.append(queued_ms - int(received_ms))
+    return latencies
+
+
+def pct(data: list[float], q: float) -> float:
+    data = sorted(data)
+    return data[min(len(data) - 1, int(q / 100 * len(data)))] if data else float("nan")
+
+
+async def run(server: str, args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
+        stack = Stack(server, Path(tmp))
+        stack.start()
+        try:
+            # warm-up
+            await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port), connections=8, seconds=2)
+            await closed_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port), connections=8, seconds=2)
+            stack.wait_drained()
+            bare, gw = await throughput(stack, args.seconds, args.connections)
+            print(f"[{server}] closed loop, {args.connections} connections, {args.seconds:.0f} s each")
+            print(f"  bare endpoint : {bare.summary()}")
+            print(f"  gateway       : {gw.summary()}")
+            ratio = gw.rate / bare.rate if bare.rate else float("nan")
+            print(f"  ratio gateway/bare = {ratio:.2f}  (goal >= 0.6)")
+            stack.wait_drained()
+
+            bare_ol = await open_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port),
+                                      rate=args.rate, seconds=args.seconds)
+            stack.wait_drained()
+            gw_ol = await open_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port),
+                                    rate=args.rate, seconds=args.seconds)
+            print(f"[{server}] open loop at {args.rate:.0f} req/s for {args.seconds:.0f} s")
+            print(f"  bare endpoint : {bare_ol.summary()}")
+            print(f"  gateway       : {gw_ol.summary()}  (goal p99 <= 25 ms)")
+            stack.wait_drained()
+
+            q = await open_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port),
+                                rate=args.queue_rate, seconds=args.queue_seconds, keep_bodies=True)
+            stack.wait_drained()
+            lat = ingress_to_queue(stack, q.bodies)
+            print(f"[{server}] ingress -> in skill queue at {args.queue_rate:.0f} msg/s for {args.queue_seconds:.0f} s "
+                  f"(worker running): {len(lat)} complaints; ms p50 {pct(lat, 50):.1f} p99 {pct(lat, 99):.1f} "
+                  f"max {pct(lat, 100):.1f} (goal p99 <= 100 ms); ack {q.summary()}")
+            return {"server": server, "bare_rps": bare.rate, "gateway_rps": gw.rate, "ratio": ratio,
+                    "open_loop_rate": args.rate, "gateway_p50": gw_ol.pct(50), "gateway_p99": gw_ol.pct(99),
+                    "bare_p99": bare_ol.pct(99), "queue_p50": pct(lat, 50), "queue_p99": pct(lat, 99)}
+        finally:
+            stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--server", choices=["uvicorn", "granian", "both"], default="uvicorn")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument("--queue-rate", type=float, default=500)
+    parser.add_argument("--queue-seconds", type=float, default=60)
+    parser.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.queue_seconds = 3, 5
+    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]
+    results = [asyncio.run(run(s, args)) for s in servers]
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

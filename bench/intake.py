@@ -93,8 +93,9 @@ class Stack:
                                            stdout=log, stderr=log))
         self.procs.append(subprocess.Popen(server_cmd(self.server, "bare_app:app", self.bare_port), env=env,
                                            cwd=ROOT / "bench", stdout=log, stderr=log))
-        self.procs.append(subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
-                                           stdout=log, stderr=log))
+        self.worker = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
+                                       stdout=log, stderr=log)
+        self.procs.append(self.worker)
         wait_http(f"http://127.0.0.1:{self.gw_port}/health")
         wait_http(f"http://127.0.0.1:{self.bare_port}/")
 
@@ -128,6 +129,13 @@ def message_request(port: int):
         return build_request("POST", "/v1/messages", host, headers, body)
 
     return make
+
+
+def pause_worker(stack: Stack, paused: bool) -> None:
+    """SIGSTOP / SIGCONT: measure intake alone, the worker catching up afterwards."""
+    import signal
+
+    stack.worker.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
 
 
 async def throughput(stack: Stack, seconds: float, connections: int) -> tuple:
@@ -176,7 +184,14 @@ async def run(server: str, args: argparse.Namespace) -> dict:
             print(f"  bare endpoint : {bare.summary()}")
             print(f"  gateway       : {gw.summary()}")
             ratio = gw.rate / bare.rate if bare.rate else float("nan")
-            print(f"  ratio gateway/bare = {ratio:.2f}  (goal >= 0.6)")
+            print(f"  ratio gateway/bare = {ratio:.2f}  (goal >= 0.6; worker running, as in make run)")
+            stack.wait_drained()
+            pause_worker(stack, True)
+            bare2, gw2 = await throughput(stack, args.seconds, args.connections)
+            pause_worker(stack, False)
+            ratio_alone = gw2.rate / bare2.rate if bare2.rate else float("nan")
+            print(f"  worker paused: bare {bare2.rate:,.0f} req/s, gateway {gw2.rate:,.0f} req/s "
+                  f"(p99 {gw2.pct(99):.1f} ms), ratio {ratio_alone:.2f}")
             stack.wait_drained()
 
             bare_ol = await open_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port),
@@ -197,6 +212,7 @@ async def run(server: str, args: argparse.Namespace) -> dict:
                   f"(worker running): {len(lat)} complaints; ms p50 {pct(lat, 50):.1f} p99 {pct(lat, 99):.1f} "
                   f"max {pct(lat, 100):.1f} (goal p99 <= 100 ms); ack {q.summary()}")
             return {"server": server, "bare_rps": bare.rate, "gateway_rps": gw.rate, "ratio": ratio,
+                    "ratio_worker_paused": ratio_alone,
                     "open_loop_rate": args.rate, "gateway_p50": gw_ol.pct(50), "gateway_p99": gw_ol.pct(99),
                     "bare_p99": bare_ol.pct(99), "queue_p50": pct(lat, 50), "queue_p99": pct(lat, 99)}
         finally:

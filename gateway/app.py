@@ -10,13 +10,13 @@ from litestar import Litestar, Response, Router, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from redis.asyncio import Redis
 
 from gateway import paths
 from gateway.api import ComplaintsController, QuarantineController, QueuesController
 from gateway.auth import Authenticator
 from gateway.intake import Intake
 from gateway.problems import exception_handlers
+from gateway.redis_pool import redis_client
 from gateway.settings import Settings
 from gateway.store import ComplaintStore
 from normalizer.evidence import DirectoryBlobStore
@@ -24,12 +24,6 @@ from plugins.contract import GatewayServices
 from plugins.manager import GatewayPlugins
 
 log = logging.getLogger("gateway.app")
-
-
-def redis_client(url: str) -> Redis:
-    """One pool per process; timeouts so a dead Redis answers 503 quickly instead of hanging."""
-    return Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10,
-                          max_connections=200)
 
 
 def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> Litestar:

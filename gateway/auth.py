@@ -67,7 +67,7 @@ class Authenticator:
         return found
 
 
-def roles_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+async def roles_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Guard for every /v1 route: the handler's ``opt["roles"]`` lists who may call it."""
     authenticator: Authenticator = connection.app.state.authenticator
     principal = authenticator.principal(connection.headers.get("authorization"))

@@ -108,7 +108,8 @@ class TxEffects:
 _INTAKE_LUA = """
 -- KEYS: msg, idem ('' = none), pending, job, arq queue, wake, raw ('' = none)
 -- ARGV: message_id, data, received_ms, body_hash ('' = don't compare), job bytes,
---       job expiry ms, idem ttl s, raw bytes, wake ('1'/'0'), channel, job id, raw ttl s
+--       job expiry ms, idem ttl s, raw bytes, wake ('1'/'0'), channel, job id, raw ttl s,
+--       sender contact key, vouched-for contact keys (newline-separated)
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])
   if existing then
@@ -121,7 +122,8 @@ if KEYS[2] ~= '' then
   end
   redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[7])
 end
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'status', 'received', 'received_ms', ARGV[3], 'channel', ARGV[10])
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'status', 'received', 'received_ms', ARGV[3], 'channel', ARGV[10],
+           'contact', ARGV[13], 'vouched', ARGV[14])
 if KEYS[7] ~= '' then
   redis.call('SET', KEYS[7], ARGV[8], 'EX', ARGV[12])
 end
@@ -135,22 +137,32 @@ end
 return {'accepted', ARGV[1]}
 """
 
-_CUSTOMER_LUA = """
--- KEYS: contact key of the sender, then contact keys the channel vouches for
--- ARGV: new customer id (used when the sender is new), customer key prefix, then one label per KEY
-local cust = redis.call('GET', KEYS[1])
-if not cust then
-  cust = ARGV[1]
-  redis.call('SET', KEYS[1], cust)
-end
-local contacts = ARGV[2] .. cust .. ':contacts'
-redis.call('SADD', contacts, ARGV[3])
-for i = 2, #KEYS do
-  if redis.call('SET', KEYS[i], cust, 'NX') or redis.call('GET', KEYS[i]) == cust then
-    redis.call('SADD', contacts, ARGV[i + 2])
+_PREPARE_LUA = """
+-- Load a message for processing and resolve its customer, in one round trip.
+-- KEYS: msg; ARGV: new customer id (used when the sender is new), key prefix
+local f = redis.call('HMGET', KEYS[1], 'status', 'data', 'channel', 'contact', 'vouched', 'complaint_id')
+if not f[1] then return {'missing'} end
+if f[1] == 'processed' or f[1] == 'quarantined' then return {f[1], f[6] or ''} end
+local cust = ''
+if f[4] and f[4] ~= '' then
+  local contact_key = ARGV[2] .. 'contact:' .. f[4]
+  cust = redis.call('GET', contact_key)
+  if not cust then
+    cust = ARGV[1]
+    redis.call('SET', contact_key, cust)
+  end
+  local contacts = ARGV[2] .. 'customer:' .. cust .. ':contacts'
+  redis.call('SADD', contacts, f[4])
+  if f[5] and f[5] ~= '' then
+    for label in string.gmatch(f[5], '[^\\n]+') do
+      local key = ARGV[2] .. 'contact:' .. label
+      if redis.call('SET', key, cust, 'NX') or redis.call('GET', key) == cust then
+        redis.call('SADD', contacts, label)
+      end
+    end
   end
 end
-return cust
+return {f[1], f[2] or '', f[3] or '', cust}
 """
 
 _COMMIT_LUA = """
@@ -318,7 +330,7 @@ class ComplaintStore:
         self.redis: Redis | None = None
         self.worker_wake = worker_wake
         self._intake_script: Any = None
-        self._customer_script: Any = None
+        self._prepare_script: Any = None
         self._commit_script: Any = None
         self._claim_script: Any = None
         self._requeue_script: Any = None
@@ -326,7 +338,7 @@ class ComplaintStore:
     def bind(self, redis: Redis) -> None:
         self.redis = redis
         self._intake_script = redis.register_script(_INTAKE_LUA)
-        self._customer_script = redis.register_script(_CUSTOMER_LUA)
+        self._prepare_script = redis.register_script(_PREPARE_LUA)
         self._commit_script = redis.register_script(_COMMIT_LUA)
         self._claim_script = redis.register_script(_CLAIM_LUA)
         self._requeue_script = redis.register_script(_REQUEUE_EXPIRED_LUA)
@@ -398,6 +410,8 @@ class ComplaintStore:
                 message.channel,
                 job_id,
                 RAW_TTL_S,
+                f"{message.sender.kind}:{message.sender.value}",
+                "\n".join(f"{c.kind}:{c.value}" for c in message.verified_contacts),
             ],
         )
         status, mid = (x.decode() if isinstance(x, bytes) else x for x in result)
@@ -416,29 +430,28 @@ class ComplaintStore:
             "error": error,
         }
 
-    async def load_message(self, mid: str) -> tuple[InboundMessage | None, dict[str, str]]:
-        """The message and its processing fields; ``None`` message when it cannot be decoded."""
-        fields = await self.r.hgetall(self.keys.msg(mid))
-        if not fields:
-            raise NotFound("message_not_found", f"no message {mid}")
-        state = {k.decode(): v.decode() for k, v in fields.items() if k != b"data"}
-        try:
-            return _message_decoder.decode(fields.get(b"data", b"")), state
-        except msgspec.DecodeError:
-            return None, state
-
     # -- customers ---------------------------------------------------------------------------
 
-    async def customer_for(self, contact: Contact, verified: Iterable[Contact] = ()) -> str:
-        """The customer a contact belongs to (a first contact creates one), in one round trip.
-        Contacts the channel vouches for are linked to the same customer unless already someone's."""
-        extra = list(verified)
-        value = await self._customer_script(
-            keys=[self.keys.contact(contact)] + [self.keys.contact(c) for c in extra],
-            args=[new_id("cus"), self.keys.p + "customer:", f"{contact.kind}:{contact.value}"]
-            + [f"{c.kind}:{c.value}" for c in extra],
-        )
-        return value.decode() if isinstance(value, bytes) else value
+    async def prepare(self, mid: str) -> tuple[str, InboundMessage | None, dict[str, str]]:
+        """Load message ``mid`` for processing and resolve its sender to a customer (a first
+        contact creates one; contacts the channel vouches for join the same customer unless they
+        are someone's already), in one round trip.
+
+        Returns (status, message, fields): status ``missing``, ``processed``, ``quarantined`` or
+        ``received``; message ``None`` when it is not to be processed or does not decode.
+        """
+        result = await self._prepare_script(keys=[self.keys.msg(mid)], args=[new_id("cus"), self.keys.p])
+        values = [v.decode() if isinstance(v, bytes) and i != 1 else v for i, v in enumerate(result)]
+        status = values[0]
+        if status != "received" and status != MessageStatus.received.value:
+            fields = {"complaint_id": values[1]} if len(values) > 1 else {}
+            return status, None, fields
+        data, channel, customer = result[1], values[2], values[3]
+        fields = {"channel": channel, "customer_id": customer, "raw": data}
+        try:
+            return status, _message_decoder.decode(data), fields
+        except msgspec.DecodeError:
+            return status, None, fields
 
     # -- complaints --------------------------------------------------------------------------
 

@@ -15,10 +15,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from arq import Retry
-from arq.connections import RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
 from gateway.intake import Intake
+from gateway.redis_pool import BufferCheckConnectionPool
 from gateway.settings import Settings, load_settings
 from gateway.store import ComplaintStore, NotFound, PlannedJob, TxEffects, dt_to_ms, ms_to_dt, new_id, now_ms
 from normalizer.evidence import DirectoryBlobStore
@@ -71,18 +74,15 @@ def send_job(complaint_id: str, reply_id: str) -> PlannedJob:
 async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     store: ComplaintStore = ctx["store"]
     plugins: GatewayPlugins = ctx["plugins"]
-    try:
-        message, state = await store.load_message(message_id)
-    except NotFound:
+    status, message, fields = await store.prepare(message_id)
+    if status == "missing":
         log.warning("message %s vanished before processing", message_id)
         return "missing"
-    if state.get("status") in (MessageStatus.processed.value, MessageStatus.quarantined.value):
+    if status in (MessageStatus.processed.value, MessageStatus.quarantined.value):
         return "already"
     if message is None:
-        raw = await store.r.hget(store.keys.msg(message_id), "data") or b""
-        qid = await store.quarantine(
-            channel=state.get("channel", "?"), reason="stored message does not decode", raw=raw, message_id=message_id
-        )
+        qid = await store.quarantine(channel=fields.get("channel") or "?", reason="stored message does not decode",
+                                     raw=fields.get("raw") or b"", message_id=message_id)
         await store.mark_message(message_id, MessageStatus.quarantined, error="undecodable", quarantine_id=qid)
         return "quarantined"
 
@@ -95,7 +95,7 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
             await attach_follow_up(store, target.id, message)
             return "follow_up"
 
-    customer_id = await store.customer_for(message.sender, message.verified_contacts)
+    customer_id = fields["customer_id"]
     category, formal, cat_source = await _categorise(plugins, message)
     decision = routing.route(category, formal)
     first_allowance, resolution_allowance = routing.deadlines(message.channel, formal)
@@ -413,6 +413,16 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     await asyncio.gather(*ctx.get("background", ()), return_exceptions=True)
 
 
+_CLAIM_JOB_LUA = """
+-- KEYS: in-progress key, queue; ARGV: job id, now ms, in-progress timeout ms
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+return score
+"""
+
+
 class WakeableWorker(Worker):
     """An arq worker that the gateway wakes through a Redis list as soon as it queues a job.
 
@@ -422,19 +432,44 @@ class WakeableWorker(Worker):
     wake-up comes (jobs deferred into the future, retries).
     """
 
-    def __init__(self, *args: Any, wake_key: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wake_key: str, redis_url: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.wake_key = wake_key
+        self.redis_url = redis_url
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's start_jobs with its WATCH / EXISTS / ZSCORE / MULTI claim done in one script:
+        the same check (not running elsewhere, still queued, due) in one round trip, not three."""
+        for job_id_b in job_ids:
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return None
+            self.job_counter = self.job_counter + 1
+            job_id = job_id_b.decode()
+            score = await self._claim_job(
+                keys=[in_progress_key_prefix + job_id, self.queue_name],
+                args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)],
+            )
+            if not score:
+                self.job_counter = self.job_counter - 1
+                self.sem.release()
+                continue
+            task = self.loop.create_task(self.run_job(job_id, int(score)))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
 
     async def main(self) -> None:  # mirrors arq.Worker.main, with BLPOP in place of sleep
         if self._pool is None:
-            self._pool = await create_pool(
-                self.redis_settings,
+            self._pool = ArqRedis(
+                BufferCheckConnectionPool.from_url(self.redis_url, socket_connect_timeout=2, socket_keepalive=True,
+                                                   max_connections=self.max_jobs * 2 + 20),
                 job_deserializer=self.job_deserializer,
                 job_serializer=self.job_serializer,
                 default_queue_name=self.queue_name,
                 expires_extra_ms=self.expires_extra_ms,
             )
+        self._claim_job = self.pool.register_script(_CLAIM_JOB_LUA)
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
@@ -470,17 +505,20 @@ def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPl
         ctx=ctx,
         max_jobs=settings.worker_max_jobs,
         job_timeout=settings.job_timeout_seconds,
-        keep_result=60,
+        keep_result=0,  # nobody reads job results; the complaint is the result
         poll_delay=settings.worker_poll_seconds,
         health_check_interval=60,
         burst=burst,
         handle_signals=handle_signals,
         wake_key=store_keys.wake,
+        redis_url=redis_url,
     )
 
 
 def run_worker(settings: Settings | None = None) -> None:
     settings = settings or load_settings()
+    if settings.log_level != "DEBUG":
+        logging.getLogger("arq.worker").setLevel(logging.WARNING)  # two lines per job otherwise
     worker = create_worker(settings)
     worker.run()
 

@@ -1,0 +1,165 @@
+"""Worker behaviour under faults: undecodable input is quarantined (and visible, retryable,
+discardable), a sender that fails is retried through the outbox, listeners hear events, a lost
+job is recovered, and the app's key sees only app cases."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.store import ComplaintStore, PlannedJob, now_ms
+from normalizer.schema import Classification, DeliveryResult
+from plugins.hookspecs import hookimpl
+from plugins.manager import GatewayPlugins
+from router.worker import create_worker, recover_pending, resend_overdue
+from tests.conftest import ALICE, APP, SUPERVISOR
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def store(settings):
+    r = aioredis.Redis.from_url(settings.redis_url)
+    s = ComplaintStore(settings.redis_prefix)
+    s.bind(r)
+    yield s
+    await r.aclose()
+
+
+async def drain_with(settings, plugins):
+    worker = create_worker(settings, burst=True, handle_signals=False, plugins=plugins)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+
+
+def app_plugins(*extra):
+    from adapters.app import AppChannel
+
+    plugins = GatewayPlugins()
+    plugins.register("app", AppChannel())
+    for n, plugin in enumerate(extra):
+        plugins.register(f"extra{n}", plugin)
+    plugins.check()
+    return plugins
+
+
+async def test_undecodable_message_is_quarantined_listed_retried_and_discarded(client, drain, store):
+    mid = (await client.post("/v1/messages", json={"user_id": "u1", "text": "hello"}, headers=APP)).json()["message_id"]
+    good_data = await store.r.hget(store.keys.msg(mid), "data")
+    await store.r.hset(store.keys.msg(mid), "data", b"\xc1 not msgpack")
+    await drain()
+    assert (await client.get(f"/v1/messages/{mid}", headers=APP)).json()["status"] == "quarantined"
+    items = (await client.get("/v1/quarantine", headers=SUPERVISOR)).json()["items"]
+    assert len(items) == 1 and items[0]["message_id"] == mid and items[0]["raw_size"] > 0
+    qid = items[0]["id"]
+
+    # the operator repairs the record and retries: it becomes a complaint
+    await store.r.hset(store.keys.msg(mid), "data", good_data)
+    r = await client.post(f"/v1/quarantine/{qid}/retry", headers=SUPERVISOR)
+    assert r.status_code == 202
+    await drain()
+    assert (await client.get(f"/v1/messages/{mid}", headers=APP)).json()["status"] == "processed"
+    assert (await client.get("/v1/quarantine", headers=SUPERVISOR)).json()["items"] == []
+
+    qid2 = await store.quarantine(channel="x", reason="test", raw=b"raw")
+    assert (await client.delete(f"/v1/quarantine/{qid2}", headers=SUPERVISOR)).status_code == 204
+    assert (await client.delete(f"/v1/quarantine/{qid2}", headers=SUPERVISOR)).status_code == 404
+
+
+class FlakySender:
+    def __init__(self):
+        self.calls = []
+
+    async def send(self, message):
+        self.calls.append(message.id)
+        if len(self.calls) == 1:
+            raise ConnectionError("provider down")
+        return DeliveryResult(status="sent", provider_message_id=f"p-{message.id}")
+
+
+class FlakyChannel:
+    def __init__(self):
+        self.sender = FlakySender()
+
+    @hookimpl(tryfirst=True)
+    def channel_sender(self, channel, services):
+        return self.sender if channel == "app" else None
+
+
+async def test_failed_acknowledgement_is_sent_again_from_the_outbox(client, settings, store):
+    channel = FlakyChannel()
+    plugins = app_plugins(channel)
+    r = await client.post("/v1/messages", json={"user_id": "u1", "text": "refund please"}, headers=APP)
+    await drain_with(settings, plugins)
+    cid = (await client.get(f"/v1/messages/{r.json()['message_id']}", headers=APP)).json()["complaint_id"]
+    complaint = await store.get(cid)
+    assert complaint.replies[0].delivery == "queued"  # first try failed, still owed
+    # time passes: the outbox hands the reply to a send job
+    await store.r.zadd(store.keys.outbox, {f"{cid}|{complaint.replies[0].id}": now_ms() - 1})
+    assert await resend_overdue(store) == 1
+    await drain_with(settings, plugins)
+    complaint = await store.get(cid)
+    assert complaint.replies[0].delivery == "sent"
+    assert complaint.replies[0].provider_message_id == f"p-{complaint.replies[0].id}"
+    assert channel.sender.calls == [complaint.replies[0].id] * 2
+    assert await store.r.zcard(store.keys.outbox) == 0
+
+
+class Listener:
+    def __init__(self):
+        self.events = []
+
+    @hookimpl
+    async def complaint_event(self, event, complaint):
+        self.events.append((event.kind, complaint.case_number))
+
+
+class Classifier:
+    @hookimpl
+    def classify_message(self, message):
+        return Classification(category="balance_query", source="test")
+
+
+async def test_listeners_hear_events_and_plugin_classifier_wins(client, settings):
+    listener = Listener()
+    plugins = app_plugins(listener, Classifier())
+    r = await client.post("/v1/messages", json={"user_id": "u1", "text": "charged twice"}, headers=APP)
+    await drain_with(settings, plugins)
+    state = (await client.get(f"/v1/messages/{r.json()['message_id']}", headers=APP)).json()
+    assert sorted(listener.events) == [("created", state["case_number"]), ("routed", state["case_number"])]
+    complaint = (await client.get(f"/v1/complaints/{state['complaint_id']}", headers=ALICE)).json()
+    assert complaint["category"] == "balance_query"
+    categorised = next(h for h in complaint["history"] if h["action"] == "categorised")
+    assert categorised["detail"]["by"] == "plugin:extra1"
+
+
+async def test_a_lost_job_is_recovered(client, drain, store, settings):
+    mid = (await client.post("/v1/messages", json={"user_id": "u1", "text": "hi"}, headers=APP)).json()["message_id"]
+    # the job vanishes (Redis lost it, or it expired while no worker ran)
+    from arq.constants import job_key_prefix
+
+    await store.r.delete(job_key_prefix + f"ingest:{mid}")
+    await store.r.zrem(store.keys.arq_queue, f"ingest:{mid}")
+    await store.r.zadd(store.keys.pending, {mid: now_ms() - 120_000})
+    assert await recover_pending(store) == 1
+    await drain()
+    assert (await client.get(f"/v1/messages/{mid}", headers=APP)).json()["status"] == "processed"
+    assert await recover_pending(store) == 0
+
+
+async def test_the_app_key_sees_only_app_cases(client, drain):
+    await client.post("/v1/complaints", headers=ALICE, json={
+        "channel": "counter", "contact": {"kind": "phone", "value": "+8613800138000"}, "text": "fee too high"})
+    await drain()
+    cid = (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"][0]["id"]
+    assert (await client.get(f"/v1/complaints/{cid}", headers=APP)).status_code == 404
+    assert (await client.get(f"/v1/complaints/{cid}", headers=ALICE)).status_code == 200
+
+
+async def test_enqueue_is_idempotent_by_job_id(store):
+    job = PlannedJob("dispatch_event", "event:x:created", ("x", "created", 0, "t", {}))
+    await store.enqueue(job)
+    await store.enqueue(job)
+    assert await store.r.zcard(store.keys.arq_queue) == 1

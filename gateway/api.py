@@ -145,7 +145,7 @@ class ComplaintsController(Controller):
         return _staff_or_app(principal_of(request), complaint)
 
     @get(paths.COMPLAINTS, operation_id="listComplaints", opt={"roles": STAFF},
-         summary="Complaints, newest first, filtered by status, skill, category, customer or channel")
+         summary="Complaints, newest first, filtered by status, skill, category, customer, contact or channel")
     async def index(
         self,
         services: Services,
@@ -153,10 +153,19 @@ class ComplaintsController(Controller):
         skill: Annotated[str | None, Parameter(max_length=64)] = None,
         category: Annotated[str | None, Parameter(max_length=64)] = None,
         customer: Annotated[str | None, Parameter(max_length=80)] = None,
+        contact: Annotated[str | None, Parameter(max_length=300, description="kind:value, e.g. phone:+8613800138000")] = None,
         channel: Annotated[str | None, Parameter(max_length=40)] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Parameter(query="next", max_length=200)] = None,
     ) -> dict[str, Any]:
+        if contact:
+            kind, sep, value = contact.partition(":")
+            if not sep or not kind or not value:
+                raise ProblemError(400, "invalid_contact", "contact must be kind:value", field="contact")
+            owner = await services.store.customer_of(Contact(kind=kind, value=value.casefold() if kind == "email" else value))
+            if owner is None or (customer and customer != owner):
+                return {"items": [], "next": None}
+            customer = owner
         items, position = await services.store.list(
             status=status.value if status else None, skill=skill, category=category, customer_id=customer,
             channel=channel, limit=limit, before=_parse_cursor(cursor),

@@ -453,6 +453,10 @@ class ComplaintStore:
         except msgspec.DecodeError:
             return status, None, fields
 
+    async def customer_of(self, contact: Contact) -> str | None:
+        value = await self.r.get(self.keys.contact(contact))
+        return value.decode() if value else None
+
     # -- complaints --------------------------------------------------------------------------
 
     async def commit_new_complaint(

@@ -271,3 +271,35 @@ async def test_health_and_openapi(client):
     ops = {op.get("operationId") for p in schema["paths"].values() for op in p.values() if isinstance(op, dict)}
     assert {"submitAppMessage", "getComplaint", "listComplaints", "claimNext", "replyToComplaint",
             "resolveComplaint", "listQueues"} <= ops
+
+
+async def test_queue_serves_higher_priority_first_then_oldest(client, drain):
+    # priority: payment_amount 6, formal complaint 8, balance 3
+    for text in ("what's my balance", "charged twice, refund", "我要投诉：重复扣款，退款", "charged twice again, refund"):
+        await submit(client, text=text)
+    await drain()
+    order = []
+    while (r := await client.post("/v1/queues/payments/claim", headers=ALICE)).status_code == 200:
+        order.append(r.json()["complaint"]["messages"][0]["text"])
+    assert order == ["我要投诉：重复扣款，退款", "charged twice, refund", "charged twice again, refund"]
+    general = await client.post("/v1/queues/general/claim", headers=ALICE)
+    assert general.json()["complaint"]["category"] == "balance_query"
+
+
+async def test_list_filters_and_pagination(client, drain):
+    for n in range(5):
+        await submit(client, text=f"app crashes, case {n}", user_id=f"u{n}", phone=f"+861380013800{n}")
+    await submit(client, text="my balance please", user_id="u9")
+    await drain()
+    page1 = (await client.get("/v1/complaints", params={"category": "function_fault", "limit": 3}, headers=SUPERVISOR)).json()
+    assert len(page1["items"]) == 3 and page1["next"]
+    page2 = (await client.get("/v1/complaints", params={"category": "function_fault", "limit": 3, "next": page1["next"]},
+                              headers=SUPERVISOR)).json()
+    ids = [c["id"] for c in page1["items"] + page2["items"]]
+    assert len(ids) == len(set(ids)) == 5 and page2["next"] is None
+    by_contact = (await client.get("/v1/complaints", params={"contact": "phone:+8613800138002"}, headers=SUPERVISOR)).json()
+    assert [c["messages"][0]["text"] for c in by_contact["items"]] == ["app crashes, case 2"]
+    by_status = (await client.get("/v1/complaints", params={"status": "accepted", "skill": "general"}, headers=SUPERVISOR)).json()
+    assert len(by_status["items"]) == 1
+    bad = await client.get("/v1/complaints", params={"status": "nonsense"}, headers=SUPERVISOR)
+    assert bad.status_code == 400

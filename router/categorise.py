@@ -33,6 +33,9 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "balance_query": ("余额", "查余额", "balance"),
 }
 PRECEDENCE = ("payment_amount", "transaction", "account_security", "fee_dispute", "function_fault", "balance_query")
+# Money taken outweighs the surrounding story: "payment failed but the money was taken" is an
+# amount appeal, not a failed transaction (shared/domain.md).
+MONEY_WEIGHT = {"payment_amount": 2}
 FORMAL = ("投诉", "曝光", "12315", "银保监", "金融监管", "i want to complain", "formal complaint", "file a complaint",
           "make a complaint", "escalate", "ombudsman", "regulator")
 
@@ -62,11 +65,12 @@ def categorise(text: str, category_hint: str | None = None) -> Categorisation:
     formal = bool(_FORMAL.search(text))
     if category_hint in CATEGORIES:
         return Categorisation(category_hint, formal, (), "hint")
-    best, best_hits = "other", ()
+    best, best_hits, best_score = "other", (), 0
     for cat in PRECEDENCE:
         hits = tuple(m.group(0) for m in _RULES[cat].finditer(text))
-        if sum(len(h) for h in hits) > sum(len(h) for h in best_hits):
-            best, best_hits = cat, hits
+        score = sum(len(h) for h in hits) * MONEY_WEIGHT.get(cat, 1)
+        if score > best_score:
+            best, best_hits, best_score = cat, hits, score
     if not best_hits:
         return Categorisation("other", formal, (), "default")
     return Categorisation(best, formal, best_hits, "keywords")

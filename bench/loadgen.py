@@ -51,12 +51,16 @@ class Connection:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
+        reused = self.writer is not None
         if self.writer is None:
             await self.open()
         assert self.writer and self.reader
         self.writer.write(raw)
         status_line = await self.reader.readline()
         if not status_line:
+            self.close()
+            if reused:  # the server closed an idle keep-alive connection: retry once, as clients do
+                return await self.request(raw)
             raise ConnectionError("closed")
         status = int(status_line.split(b" ", 2)[1])
         length = 0

@@ -27,6 +27,7 @@ from gateway.store import ComplaintStore, NotFound, PlannedJob, TxEffects, dt_to
 from normalizer.evidence import DirectoryBlobStore
 from normalizer.pii import mask_text
 from normalizer.schema import (
+    Amount,
     Complaint,
     ComplaintEvent,
     ComplaintStatus,
@@ -55,12 +56,15 @@ def complaint_id_for(message_id: str) -> str:
     return "cmp_" + message_id.split("_", 1)[-1]
 
 
-def event_job(complaint: Complaint, kind: str, actor: str, detail: dict[str, str] | None = None) -> PlannedJob:
-    at = now_ms()
+def event_job(complaint: Complaint, kind: str, actor: str, detail: dict[str, str] | None = None, *,
+              at: datetime | None = None) -> PlannedJob:
+    """A listener notification; its id is fixed by the complaint's history, so a retried step
+    queues the same job, not a second one."""
+    at_ms = dt_to_ms(at) if at else now_ms()
     return PlannedJob(
         "dispatch_event",
         f"event:{complaint.id}:{kind}:{len(complaint.history)}",
-        (complaint.id, kind, at, actor, detail or {}),
+        (complaint.id, kind, at_ms, actor, detail or {}),
     )
 
 
@@ -145,10 +149,8 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     complaint.replies.append(ack)
     jobs = []
     if plugins.has_listeners:
-        jobs.append(PlannedJob("dispatch_event", f"event:{complaint.id}:created",
-                               (complaint.id, "created", dt_to_ms(now), actor, {})))
-        jobs.append(PlannedJob("dispatch_event", f"event:{complaint.id}:routed",
-                               (complaint.id, "routed", dt_to_ms(now), "worker", {"skill": decision.skill})))
+        jobs.append(event_job(complaint, "created", actor, at=now))
+        jobs.append(event_job(complaint, "routed", "worker", {"skill": decision.skill}, at=now))
     created, cid, case_number = await store.commit_new_complaint(
         message_id, complaint, jobs, case_placeholder=placeholder, outbox=[f"{complaint.id}|{ack.id}"]
     )
@@ -209,8 +211,6 @@ async def _categorise(plugins: GatewayPlugins, message: InboundMessage) -> tuple
 
 
 async def _apply_enrichment(plugins: GatewayPlugins, complaint: Complaint, message: InboundMessage) -> None:
-    from normalizer.schema import Amount
-
     for plugin_name, facts in await plugins.enrich(complaint, message):
         if not isinstance(facts, dict):
             continue
@@ -436,11 +436,17 @@ class WakeableWorker(Worker):
         super().__init__(*args, **kwargs)
         self.wake_key = wake_key
         self.redis_url = redis_url
+        self._slot_free = asyncio.Event()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs with its WATCH / EXISTS / ZSCORE / MULTI claim done in one script:
-        the same check (not running elsewhere, still queued, due) in one round trip, not three."""
+        the same check (not running elsewhere, still queued, due) in one round trip, not three.
+        Jobs this worker is already running stay at the head of the queue until they finish;
+        they are skipped without asking Redis (arq asks, once per poll each: under a backlog
+        that is most of its round trips)."""
         for job_id_b in job_ids:
+            if job_id_b.decode() in self.tasks:
+                continue
             await self.sem.acquire()
             if self.job_counter >= self.max_jobs:
                 self.sem.release()
@@ -482,7 +488,20 @@ class WakeableWorker(Worker):
                 if await self.pool.zcard(self.queue_name) == 0:
                     await asyncio.gather(*self.tasks.values())
                     return None
-            await self.pool.blpop([self.wake_key], timeout=self.poll_delay_s)
+            if self.job_counter >= self.max_jobs:
+                # at capacity with work waiting: poll again as soon as a slot frees, not after
+                # the poll delay (which left the worker idle while draining a backlog)
+                self._slot_free.clear()
+                try:
+                    await asyncio.wait_for(self._slot_free.wait(), timeout=self.poll_delay_s)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await self.pool.blpop([self.wake_key], timeout=self.poll_delay_s)
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._slot_free.set()
 
 
 def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPlugins | None = None,

@@ -62,8 +62,8 @@ def server_cmd(server: str, target: str, port: int) -> list[str]:
 
 
 class Stack:
-    def __init__(self, server: str, tmp: Path) -> None:
-        self.server, self.tmp = server, tmp
+    def __init__(self, server: str, tmp: Path, fsync: str = "always") -> None:
+        self.server, self.tmp, self.fsync = server, tmp, fsync
         self.procs: list[subprocess.Popen] = []
         self.redis_port = free_port()
         self.gw_port = free_port()
@@ -75,7 +75,7 @@ class Stack:
         rdir.mkdir(exist_ok=True)
         self.procs.append(subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-             "--dir", str(rdir), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+             "--dir", str(rdir), "--appendonly", "yes", "--appendfsync", self.fsync, "--save", ""],
             stdout=subprocess.DEVNULL))
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         for _ in range(100):
@@ -170,11 +170,36 @@ def pct(data: list[float], q: float) -> float:
     return data[min(len(data) - 1, int(q / 100 * len(data)))] if data else float("nan")
 
 
+def redis_persistence(stack: Stack) -> dict:
+    info = redis.Redis.from_url(stack.redis_url).info()
+    return {k: info.get(k) for k in ("aof_rewrites", "latest_fork_usec", "aof_current_size", "used_memory_human",
+                                     "aof_delayed_fsync")}
+
+
+async def queue_phase(stack: Stack, server: str, args: argparse.Namespace) -> list[float]:
+    before = redis_persistence(stack)
+    q = await open_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port),
+                        rate=args.queue_rate, seconds=args.queue_seconds, keep_bodies=True)
+    stack.wait_drained()
+    after = redis_persistence(stack)
+    lat = ingress_to_queue(stack, q.bodies)
+    print(f"[{server}] ingress -> in skill queue at {args.queue_rate:.0f} msg/s for {args.queue_seconds:.0f} s "
+          f"(worker running): {len(lat)} complaints; ms p50 {pct(lat, 50):.1f} p99 {pct(lat, 99):.1f} "
+          f"max {pct(lat, 100):.1f} (goal p99 <= 100 ms); ack {q.summary()}")
+    print(f"  redis during the phase: AOF rewrites {before['aof_rewrites']} -> {after['aof_rewrites']}, "
+          f"latest fork {after['latest_fork_usec']} us, AOF {after['aof_current_size'] / 1e6:.0f} MB, "
+          f"memory {after['used_memory_human']}, delayed fsyncs {after['aof_delayed_fsync']}")
+    return lat
+
+
 async def run(server: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
-        stack = Stack(server, Path(tmp))
+        stack = Stack(server, Path(tmp), args.fsync)
         stack.start()
         try:
+            if args.only_queue:
+                lat = await queue_phase(stack, server, args)
+                return {"server": server, "queue_p50": pct(lat, 50), "queue_p99": pct(lat, 99)}
             # warm-up
             await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port), connections=8, seconds=2)
             await closed_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port), connections=8, seconds=2)
@@ -204,13 +229,7 @@ async def run(server: str, args: argparse.Namespace) -> dict:
             print(f"  gateway       : {gw_ol.summary()}  (goal p99 <= 25 ms)")
             stack.wait_drained()
 
-            q = await open_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port),
-                                rate=args.queue_rate, seconds=args.queue_seconds, keep_bodies=True)
-            stack.wait_drained()
-            lat = ingress_to_queue(stack, q.bodies)
-            print(f"[{server}] ingress -> in skill queue at {args.queue_rate:.0f} msg/s for {args.queue_seconds:.0f} s "
-                  f"(worker running): {len(lat)} complaints; ms p50 {pct(lat, 50):.1f} p99 {pct(lat, 99):.1f} "
-                  f"max {pct(lat, 100):.1f} (goal p99 <= 100 ms); ack {q.summary()}")
+            lat = await queue_phase(stack, server, args)
             return {"server": server, "bare_rps": bare.rate, "gateway_rps": gw.rate, "ratio": ratio,
                     "ratio_worker_paused": ratio_alone,
                     "open_loop_rate": args.rate, "gateway_p50": gw_ol.pct(50), "gateway_p99": gw_ol.pct(99),
@@ -228,6 +247,9 @@ def main() -> None:
     parser.add_argument("--queue-rate", type=float, default=500)
     parser.add_argument("--queue-seconds", type=float, default=60)
     parser.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
+    parser.add_argument("--only-queue", action="store_true", help="only the ingress -> queue phase, on a fresh Redis")
+    parser.add_argument("--fsync", choices=["always", "everysec"], default="always",
+                        help="the bench Redis's appendfsync (the embedded Redis uses always)")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.queue_seconds = 3, 5

@@ -45,7 +45,7 @@ def _with_redis(settings: Settings) -> Settings:
     from gateway.embedded_redis import EmbeddedRedisError, ensure_embedded_redis
 
     try:
-        url = ensure_embedded_redis(settings.var_dir)
+        url = ensure_embedded_redis(settings.var_dir, fsync=settings.embedded_redis_fsync)
     except EmbeddedRedisError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

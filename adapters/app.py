@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.params import Parameter
+from litestar.params import PathParameter
 
 from gateway.auth import ROLE_APP, principal_of, roles_guard
 from gateway.paths import MESSAGE, MESSAGES
@@ -160,7 +160,7 @@ class AppChannel:
             tags=["app"],
         )
         async def message_state(
-            message_id: Annotated[str, Parameter(max_length=80)],
+            message_id: Annotated[str, PathParameter(max_length=80)],
         ) -> MessageState:
             state = await services.store.message_state(message_id)
             if state is None:

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import Dependency, Parameter
+from litestar.di import NamedDependency
+from litestar.params import PathParameter, QueryParameter, SkipValidation
 
 from gateway import paths
 from gateway.auth import ROLE_AGENT, ROLE_APP, ROLE_SUPERVISOR, Principal, principal_of, roles_guard
@@ -34,7 +35,7 @@ from router.worker import event_job, send_job
 
 STAFF = {ROLE_AGENT, ROLE_SUPERVISOR}
 #: Injected by the app (see create_app); not validated, it is our own object.
-Services = Annotated[GatewayServices, Dependency(skip_validation=True)]
+Services = NamedDependency[SkipValidation[GatewayServices]]
 _CONTACT_KINDS = r"^(phone|email|app_user|wechat_openid|telegram_user|wa_id|psid|igsid|id_card_last4|other)$"
 
 
@@ -140,7 +141,7 @@ class ComplaintsController(Controller):
     @get(paths.COMPLAINT, operation_id="getComplaint", opt={"roles": STAFF | {ROLE_APP}},
          summary="A complaint with its status and history (the app sees its own, public view)")
     async def show(self, request: Request[Any, Any, Any], services: Services,
-                   complaint_id: Annotated[str, Parameter(max_length=80)]) -> dict[str, Any]:
+                   complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
         complaint = await _load(services, complaint_id)
         return _staff_or_app(principal_of(request), complaint)
 
@@ -149,14 +150,14 @@ class ComplaintsController(Controller):
     async def index(
         self,
         services: Services,
-        status: Annotated[ComplaintStatus | None, Parameter(query="status")] = None,
-        skill: Annotated[str | None, Parameter(max_length=64)] = None,
-        category: Annotated[str | None, Parameter(max_length=64)] = None,
-        customer: Annotated[str | None, Parameter(max_length=80)] = None,
-        contact: Annotated[str | None, Parameter(max_length=300, description="kind:value, e.g. phone:+8613800138000")] = None,
-        channel: Annotated[str | None, Parameter(max_length=40)] = None,
-        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, Parameter(query="next", max_length=200)] = None,
+        status: Annotated[ComplaintStatus | None, QueryParameter()] = None,
+        skill: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        category: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        customer: Annotated[str | None, QueryParameter(max_length=80)] = None,
+        contact: Annotated[str | None, QueryParameter(max_length=300, description="kind:value, e.g. phone:+8613800138000")] = None,
+        channel: Annotated[str | None, QueryParameter(max_length=40)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, QueryParameter(name="next", max_length=200)] = None,
     ) -> dict[str, Any]:
         if contact:
             kind, sep, value = contact.partition(":")
@@ -175,8 +176,8 @@ class ComplaintsController(Controller):
     @get(paths.COMPLAINT_EVIDENCE, operation_id="getEvidence", opt={"roles": STAFF | {ROLE_APP}},
          summary="An attachment, recording or screenshot of a complaint")
     async def evidence(self, request: Request[Any, Any, Any], services: Services,
-                       complaint_id: Annotated[str, Parameter(max_length=80)],
-                       evidence_id: Annotated[str, Parameter(max_length=80)]) -> Response[bytes]:
+                       complaint_id: Annotated[str, PathParameter(max_length=80)],
+                       evidence_id: Annotated[str, PathParameter(max_length=80)]) -> Response[bytes]:
         complaint = await _load(services, complaint_id)
         _staff_or_app(principal_of(request), complaint)
         link = next((e for e in complaint.evidence if e.id == evidence_id), None)
@@ -196,7 +197,7 @@ class ComplaintsController(Controller):
     @post(paths.COMPLAINT_REPLIES, operation_id="replyToComplaint", status_code=201, opt={"roles": STAFF},
           summary="Answer the customer on the complaint's channel")
     async def reply(self, request: Request[Any, Any, Any], services: Services,
-                    complaint_id: Annotated[str, Parameter(max_length=80)]) -> dict[str, Any]:
+                    complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
         require_json(request)
         incoming = decode_json(await read_body(request, 256 * 1024), ReplyIn)
         try:
@@ -242,7 +243,7 @@ class ComplaintsController(Controller):
     @post(paths.COMPLAINT_RESOLVE, operation_id="resolveComplaint", status_code=200, opt={"roles": STAFF},
           summary="Close a complaint with its outcome")
     async def resolve(self, request: Request[Any, Any, Any], services: Services,
-                      complaint_id: Annotated[str, Parameter(max_length=80)]) -> dict[str, Any]:
+                      complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
         body = await read_body(request, 64 * 1024)
         incoming = decode_json(body, ResolveIn) if body.strip() else ResolveIn()
         if incoming.outcome == "rejected" and not incoming.reason.strip():
@@ -288,7 +289,7 @@ class QueuesController(Controller):
     @post(paths.QUEUE_CLAIM, operation_id="claimNext", status_code=200, opt={"roles": STAFF},
           summary="Lease the next complaint of a skill queue to the calling agent (204 when empty)")
     async def claim(self, request: Request[Any, Any, Any], services: Services,
-                    skill: Annotated[str, Parameter(max_length=64, pattern=r"^[a-z0-9_-]+$")]) -> Response[Any]:
+                    skill: Annotated[str, PathParameter(max_length=64, pattern=r"^[a-z0-9_-]+$")]) -> Response[Any]:
         principal = principal_of(request)
         store = services.store
         lease_seconds = services.settings.claim_lease_seconds
@@ -329,14 +330,14 @@ class QuarantineController(Controller):
     @get(paths.QUARANTINE, operation_id="listQuarantine", opt={"roles": {ROLE_SUPERVISOR}},
          summary="Inputs that could not be parsed, with their raw form")
     async def index(self, services: Services,
-                    limit: Annotated[int, Parameter(ge=1, le=200)] = 50) -> dict[str, Any]:
+                    limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50) -> dict[str, Any]:
         items = await services.store.quarantined(limit)
         return {"items": [_quarantine_view(i) for i in items], "next": None}
 
     @post(paths.QUARANTINE_RETRY, operation_id="retryQuarantined", status_code=202,
           opt={"roles": {ROLE_SUPERVISOR}}, summary="Process a quarantined input again")
     async def retry(self, services: Services,
-                    item_id: Annotated[str, Parameter(max_length=80)]) -> dict[str, Any]:
+                    item_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
         store = services.store
         item = await store.quarantined_one(item_id)
         mid = item.get("message_id", b"").decode()
@@ -350,7 +351,7 @@ class QuarantineController(Controller):
 
     @delete(paths.QUARANTINE_ITEM, operation_id="discardQuarantined", status_code=204,
             opt={"roles": {ROLE_SUPERVISOR}}, summary="Discard a quarantined input")
-    async def discard(self, services: Services, item_id: Annotated[str, Parameter(max_length=80)]) -> None:
+    async def discard(self, services: Services, item_id: Annotated[str, PathParameter(max_length=80)]) -> None:
         await services.store.discard_quarantined(item_id)
 
 

@@ -10,21 +10,10 @@ import hashlib
 import os
 import re
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-import msgspec
-
-
-class EvidenceRef(msgspec.Struct, frozen=True):
-    id: str
-    sha256: str
-    content_type: str
-    size: int
-    filename: str | None = None
-    source: str | None = None
-    created_at: datetime = msgspec.field(default_factory=lambda: datetime.now(timezone.utc))
+from normalizer.schema import EvidenceLink
 
 
 class EvidenceRejected(ValueError):
@@ -83,7 +72,7 @@ def _normalise_type(declared: str | None) -> str | None:
 
 class BlobStore(Protocol):
     async def put(self, data: bytes, declared_type: str | None, *, filename: str | None = None,
-                  source: str | None = None) -> EvidenceRef: ...
+                  source: str | None = None) -> EvidenceLink: ...
 
     async def get(self, sha256: str) -> bytes: ...
 
@@ -119,14 +108,14 @@ class DirectoryBlobStore:
         return sniffed
 
     async def put(self, data: bytes, declared_type: str | None, *, filename: str | None = None,
-                  source: str | None = None) -> EvidenceRef:
+                  source: str | None = None) -> EvidenceLink:
         content_type = self.check(data, declared_type)
         sha256 = hashlib.sha256(data).hexdigest()
         await asyncio.to_thread(self._write, sha256, data)
         safe_name = None
         if filename:
             safe_name = re.sub(r"[^\w.\- ]", "_", os.path.basename(filename))[:120] or None
-        return EvidenceRef(id=f"ev_{sha256[:32]}", sha256=sha256, content_type=content_type, size=len(data),
+        return EvidenceLink(id=f"ev_{sha256[:32]}", sha256=sha256, content_type=content_type, size=len(data),
                            filename=safe_name, source=source)
 
     def _write(self, sha256: str, data: bytes) -> None:

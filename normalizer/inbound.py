@@ -86,13 +86,9 @@ async def store_attachments(
         field = f"attachments[{n}]"
         try:
             data = decode_base64_attachment(item.data_base64, max_bytes)
-            ref = await blobs.put(data, item.content_type, filename=item.filename, source=source)
+            links.append(await blobs.put(data, item.content_type, filename=item.filename, source=source))
         except EvidenceRejected as exc:
             raise InputRejected(exc.code, f"{field}: {exc}", field) from None
-        links.append(
-            EvidenceLink(id=ref.id, sha256=ref.sha256, content_type=ref.content_type, size=ref.size,
-                         filename=ref.filename, source=ref.source)
-        )
     return links
 
 

@@ -201,13 +201,13 @@ class GatewayPlugins:
         self.errors[plugin_name] += 1
         log.error("plugin %s failed in %s: %s: %s", plugin_name, hook_name, type(exc).__name__, exc)
 
-    async def _call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+    def _call_each_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every implementation on its own; a raising plugin is counted and skipped.
+        Values may be awaitables (``async def`` hooks): ``_call_each`` awaits them."""
         results = []
         for plugin_name, fn in self._impls(hook_name):
             try:
                 value = fn(**kwargs)
-                if inspect.isawaitable(value):
-                    value = await value
             except Exception as exc:
                 self._failed(plugin_name, hook_name, exc)
                 continue
@@ -215,14 +215,15 @@ class GatewayPlugins:
                 results.append((plugin_name, value))
         return results
 
-    def _call_each_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+    async def _call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         results = []
-        for plugin_name, fn in self._impls(hook_name):
-            try:
-                value = fn(**kwargs)
-            except Exception as exc:
-                self._failed(plugin_name, hook_name, exc)
-                continue
+        for plugin_name, value in self._call_each_sync(hook_name, **kwargs):
+            if inspect.isawaitable(value):
+                try:
+                    value = await value
+                except Exception as exc:
+                    self._failed(plugin_name, hook_name, exc)
+                    continue
             if value is not None:
                 results.append((plugin_name, value))
         return results

@@ -110,6 +110,8 @@ def build_message(
     recorded_by: str | None = None,
     raw_ref: str | None = None,
     metadata: dict[str, str] | None = None,
+    subject: str | None = None,
+    suppress_acknowledgement: str | None = None,
 ) -> InboundMessage:
     """The message with what the text says filled in where the channel did not say it."""
     if amount is None:
@@ -135,4 +137,6 @@ def build_message(
         complaint_ref=complaint_ref,
         recorded_by=recorded_by,
         metadata=metadata or {},
+        subject=subject,
+        suppress_acknowledgement=suppress_acknowledgement,
     )

@@ -105,6 +105,10 @@ class InboundMessage(msgspec.Struct, kw_only=True):
     #: Set when an agent records the complaint on the customer's behalf.
     recorded_by: str | None = None
     metadata: dict[str, str] = {}
+    #: The channel's subject line, where it has one (e-mail).
+    subject: str | None = None
+    #: Why no automatic acknowledgement may be sent (an auto-reply, a bounce, a mailing list).
+    suppress_acknowledgement: str | None = None
 
 
 class HistoryEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +130,7 @@ class MessageEntry(msgspec.Struct, frozen=True, kw_only=True):
     received_at: datetime
     provider_message_id: str | None = None
     language: str = "en"
+    subject: str | None = None
 
 
 class Reply(msgspec.Struct, kw_only=True):

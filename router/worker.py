@@ -142,17 +142,23 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
                      detail={"skill": decision.skill, "priority": str(complaint.priority),
                              "rule": decision.rule, "version": decision.version})
     )
-    ack = Reply(
-        id=f"rep_{complaint.id[4:]}_ack", kind="ack", text=acknowledgement(placeholder, message.language),
-        author="system", channel=message.channel, created_at=now,
-    )
-    complaint.replies.append(ack)
+    ack: Reply | None = None
+    if message.suppress_acknowledgement:
+        complaint.history.append(HistoryEvent(at=now, actor="worker", action="acknowledgement_suppressed",
+                                              detail={"reason": message.suppress_acknowledgement}))
+    else:
+        ack = Reply(
+            id=f"rep_{complaint.id[4:]}_ack", kind="ack", text=acknowledgement(placeholder, message.language),
+            author="system", channel=message.channel, created_at=now,
+        )
+        complaint.replies.append(ack)
     jobs = []
     if plugins.has_listeners:
         jobs.append(event_job(complaint, "created", actor, at=now))
         jobs.append(event_job(complaint, "routed", "worker", {"skill": decision.skill}, at=now))
     created, cid, case_number = await store.commit_new_complaint(
-        message_id, complaint, jobs, case_placeholder=placeholder, outbox=[f"{complaint.id}|{ack.id}"]
+        message_id, complaint, jobs, case_placeholder=placeholder,
+        outbox=[f"{complaint.id}|{ack.id}"] if ack else [],
     )
     if not created:
         return "already"
@@ -160,8 +166,9 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
              decision.skill, complaint.priority)
     # The acknowledgement goes out now; if this process dies first, the outbox sends it later.
     complaint.case_number = case_number
-    ack.text = ack.text.replace(placeholder, case_number)
-    await deliver(ctx, complaint, ack)
+    if ack is not None:
+        ack.text = ack.text.replace(placeholder, case_number)
+        await deliver(ctx, complaint, ack)
     return "created"
 
 
@@ -174,7 +181,7 @@ async def _find_complaint(store: ComplaintStore, ref: str) -> Complaint:
 def _entry(message: InboundMessage) -> MessageEntry:
     return MessageEntry(
         message_id=message.id, channel=message.channel, text=message.text, received_at=message.received_at,
-        provider_message_id=message.provider_message_id, language=message.language,
+        provider_message_id=message.provider_message_id, language=message.language, subject=message.subject,
     )
 
 
@@ -269,6 +276,7 @@ async def deliver(ctx: dict[str, Any], complaint: Complaint, reply: Reply) -> De
     outbound = OutboundMessage(
         id=reply.id, channel=reply.channel, complaint_id=complaint.id, case_number=complaint.case_number,
         to=complaint.contact, text=reply.text, kind=reply.kind, language=complaint.language,
+        thread=thread_of(complaint, reply.channel),
     )
     try:
         result = await sender.send(outbound)
@@ -278,6 +286,20 @@ async def deliver(ctx: dict[str, Any], complaint: Complaint, reply: Reply) -> De
     if not (result.status == "failed" and result.retryable):
         await _record(store, complaint.id, reply.id, result)
     return result
+
+
+def thread_of(complaint: Complaint, channel: str) -> dict[str, str]:
+    """What a threaded channel (e-mail) needs to answer in the customer's thread: the provider ids
+    of the customer's messages on that channel, newest last, and the subject."""
+    ids = [m.provider_message_id for m in complaint.messages if m.channel == channel and m.provider_message_id]
+    thread: dict[str, str] = {}
+    if ids:
+        thread["in_reply_to"] = ids[-1]
+        thread["references"] = " ".join(ids[-10:])
+    subject = next((m.subject for m in reversed(complaint.messages) if m.channel == channel and m.subject), None)
+    if subject:
+        thread["subject"] = subject
+    return thread
 
 
 async def _record(store: ComplaintStore, complaint_id: str, reply_id: str, result: DeliveryResult) -> None:

@@ -1,0 +1,492 @@
+"""The e-mail channel: IMAP in (one poller per mailbox, exact sync), SMTP out (threaded replies).
+
+One module, one shape: settings, authenticity (the mailbox login; mail itself is not signed),
+parse (``normalizer.mail``), send (``aiosmtplib``).
+
+Sync rules: a mailbox is worked by the worker that holds its Redis lease; progress is the pair
+UIDVALIDITY + last UID, advanced only after the mail is durably taken; after a UIDVALIDITY
+change every mail is looked at again and skipped when its Message-ID (or content hash) was
+taken before. Mail is never deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import logging
+import re
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from typing import Any, Literal
+
+import msgspec
+
+from gateway.store import new_id
+from normalizer.evidence import EvidenceRejected
+from normalizer.inbound import build_message
+from normalizer.mail import MailParseError, ParsedMail, parse_mail
+from normalizer.schema import Contact, DeliveryResult, OutboundMessage
+from plugins.contract import GatewayServices, Poller
+from plugins.hookspecs import hookimpl
+
+log = logging.getLogger("gateway.email")
+
+CHANNEL = "email"
+CASE_IN_SUBJECT = re.compile(r"\bC-\d{8}-\d{6,7}\b")
+IDLE_REISSUE_SECONDS = 25 * 60  # servers may drop IDLE after 30 min (RFC 2177): re-issue before 29
+LEASE_MS = 15_000
+FETCH_BATCH = 50
+
+Security = Literal["none", "starttls", "tls"]
+
+
+class MailboxSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """One IMAP mailbox. An empty ``host`` switches it off (the example's IMAP_HOST unset)."""
+
+    host: str = ""
+    name: str = ""
+    port: int = 0
+    security: Security = "tls"
+    user: str = ""
+    password: str = ""
+    folder: str = "INBOX"
+    #: After intake: leave the mail as it is ("none"), flag it \Seen ("seen"), or move it.
+    after_intake: Literal["none", "seen", "move"] = "none"
+    move_to: str = "Processed"
+    #: Polling interval where the server has no IDLE (and the longest wait with IDLE).
+    poll_seconds: float = 30.0
+    use_idle: bool = True
+    verify_tls: bool = True
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.user}@{self.host}/{self.folder}"
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security == "tls" else 143)
+
+
+class SmtpSettings(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = ""
+    port: int = 0
+    security: Security = "starttls"
+    user: str = ""
+    password: str = ""
+    from_address: str = "desk@localhost"
+    from_name: str = "Customer Care / 客户服务"
+    timeout_seconds: float = 20.0
+    verify_tls: bool = True
+
+
+class EmailChannel:
+    """The built-in e-mail plugin."""
+
+    class Settings(msgspec.Struct, forbid_unknown_fields=True):
+        mailboxes: list[MailboxSettings] = []
+        smtp: SmtpSettings = SmtpSettings()
+        max_attachment_bytes: int = 10 * 1024 * 1024
+        max_attachments: int = 10
+        #: Acknowledgements to one address per hour; more are not sent (mail-loop brake).
+        acks_per_address_per_hour: int = 3
+
+    def __init__(self, settings: "EmailChannel.Settings | None" = None) -> None:
+        self.settings = settings or EmailChannel.Settings()
+        names = [m.label for m in self.settings.mailboxes if m.host]
+        if len(set(names)) != len(names):
+            raise ValueError("email: two mailboxes share a name; give each a distinct `name`")
+
+    @hookimpl
+    def gateway_pollers(self, services: GatewayServices) -> list[Poller]:
+        pollers = []
+        for mailbox in self.settings.mailboxes:
+            if not mailbox.host:
+                continue  # switched off
+            poller = MailboxPoller(mailbox, self.settings)
+            pollers.append(Poller(name=f"imap:{mailbox.label}", run=poller.run))
+        return pollers
+
+    @hookimpl
+    def channel_sender(self, channel: str, services: GatewayServices) -> "SmtpSender | None":
+        if channel != CHANNEL or not self.settings.smtp.host:
+            return None
+        return SmtpSender(self.settings, services)
+
+
+# -- intake ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Taken:
+    """What happened to one mail."""
+
+    outcome: str  # "accepted", "duplicate", "quarantined"
+    message_id: str | None = None
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class MailboxLease:
+    """Exactly one poller per mailbox: a Redis key with a token, renewed while held."""
+
+    _ACQUIRE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
+                "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end return 0")
+    _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+    _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+    def __init__(self, services: GatewayServices, label: str, ttl_ms: int = LEASE_MS) -> None:
+        self.redis = services.require_redis()
+        self.key = f"{services.store.keys.p}imap:lease:{label}"
+        self.token = new_id("lease")
+        self.ttl_ms = ttl_ms
+
+    async def acquire(self) -> bool:
+        """Take the lease, or keep it when this poller holds it already."""
+        return bool(await self.redis.eval(self._ACQUIRE, 1, self.key, self.token, self.ttl_ms))
+
+    async def renew(self) -> bool:
+        return bool(await self.redis.eval(self._RENEW, 1, self.key, self.token, self.ttl_ms))
+
+    async def release(self) -> None:
+        await self.redis.eval(self._RELEASE, 1, self.key, self.token)
+
+
+class MailboxState:
+    """Checkpoint (UIDVALIDITY, last UID) and the ids of mails already taken."""
+
+    def __init__(self, services: GatewayServices, label: str) -> None:
+        self.redis = services.require_redis()
+        prefix = services.store.keys.p
+        self.state_key = f"{prefix}imap:state:{label}"
+        self.seen_key = f"{prefix}imap:seen:{label}"
+
+    async def checkpoint(self) -> tuple[int | None, int]:
+        validity, last = await self.redis.hmget(self.state_key, "uidvalidity", "last_uid")
+        return (int(validity) if validity else None), int(last or 0)
+
+    async def advance(self, uidvalidity: int, uid: int) -> None:
+        await self.redis.hset(self.state_key, mapping={"uidvalidity": uidvalidity, "last_uid": uid})
+
+    async def seen(self, identity: str) -> bool:
+        return bool(await self.redis.sismember(self.seen_key, identity))
+
+    async def remember(self, identity: str) -> None:
+        await self.redis.sadd(self.seen_key, identity)
+
+
+def mail_identity(parsed: ParsedMail | None, raw: bytes) -> str:
+    """What makes two deliveries the same mail: the Message-ID, else sender + content hash."""
+    if parsed is not None and parsed.message_id:
+        return f"id:{parsed.message_id}"
+    if parsed is not None:
+        return f"hash:{parsed.from_address or ''}:{parsed.content_hash}"
+    return "raw:" + hashlib.sha256(raw).hexdigest()
+
+
+def parse_or_none(raw: bytes, settings: "EmailChannel.Settings") -> tuple[ParsedMail | None, str]:
+    """The parsed mail (``None`` when unparseable) and why it could not be parsed."""
+    try:
+        return parse_mail(raw, max_attachment_bytes=settings.max_attachment_bytes,
+                          max_attachments=settings.max_attachments), ""
+    except MailParseError as exc:
+        return None, str(exc)
+
+
+async def take_mail(services: GatewayServices, settings: EmailChannel.Settings, mailbox: str, raw: bytes,
+                    parsed: ParsedMail | None = None, problem: str = "") -> Taken:
+    """Turn one raw mail into a durable inbound message (or a quarantine entry). Idempotent:
+    the same mail taken twice is one message."""
+    store = services.store
+    if parsed is None and not problem:
+        parsed, problem = parse_or_none(raw, settings)
+    if parsed is None:
+        exc = problem
+        identity = mail_identity(None, raw)
+        marker = f"{store.keys.p}mail:quarantined:{identity}"
+        if await store.r.set(marker, "1", nx=True, ex=30 * 86400):
+            await store.quarantine(channel=CHANNEL, reason=f"unparseable mail in {mailbox}: {exc}"[:300], raw=raw)
+        return Taken("quarantined")
+    if not parsed.from_address:
+        identity = mail_identity(parsed, raw)
+        marker = f"{store.keys.p}mail:quarantined:{identity}"
+        if await store.r.set(marker, "1", nx=True, ex=30 * 86400):
+            await store.quarantine(channel=CHANNEL, reason=f"mail without a usable From address in {mailbox}",
+                                   raw=raw)
+        return Taken("quarantined")
+
+    evidence = []
+    for attachment in parsed.attachments:
+        try:
+            evidence.append(await services.blobs.put(attachment.data, attachment.content_type,
+                                                     filename=attachment.filename, source="email"))
+        except EvidenceRejected as exc:
+            log.info("mail attachment not kept (%s): %s", exc.code, attachment.content_type)
+
+    text = parsed.text or parsed.full_text or parsed.subject
+    text = text[: services.settings.max_text_chars]
+    message = build_message(
+        message_id=new_id("msg"),
+        channel=CHANNEL,
+        sender=Contact(kind="email", value=parsed.from_address, display_name=parsed.from_name),
+        text=text,
+        provider_message_id=parsed.message_id,
+        received_at=datetime.now(timezone.utc),
+        attachments=evidence,
+        complaint_ref=await _thread_target(services, parsed),
+        subject=parsed.subject or None,
+        suppress_acknowledgement=parsed.loop_reason,
+        metadata={"mailbox": mailbox, "full_text": parsed.full_text[:20_000]},
+    )
+    outcome = await services.intake.submit(message, idempotency_scope=mail_identity(parsed, raw), raw=raw)
+    if outcome.status == "accepted" and parsed.message_id:
+        await store.r.set(f"{store.keys.p}mail:thread:{parsed.message_id}", f"msg:{outcome.message_id}",
+                          ex=400 * 86400)
+    return Taken("accepted" if outcome.status == "accepted" else "duplicate", outcome.message_id)
+
+
+async def _thread_target(services: GatewayServices, parsed: ParsedMail) -> str | None:
+    """The complaint a reply belongs to: by In-Reply-To / References, else the case number in
+    the subject."""
+    store = services.store
+    candidates = ([parsed.in_reply_to] if parsed.in_reply_to else []) + list(reversed(parsed.references))
+    for mail_id in candidates:
+        target = await store.r.get(f"{store.keys.p}mail:thread:{mail_id}")
+        if target is None:
+            continue
+        kind, _, value = target.decode().partition(":")
+        if kind == "cmp":
+            return value
+        state = await store.message_state(value)
+        if state and state.get("complaint_id"):
+            return state["complaint_id"]
+    found = CASE_IN_SUBJECT.search(parsed.subject or "")
+    return found.group(0) if found else None
+
+
+class MailboxPoller:
+    """Works one mailbox while holding its lease: catch up, then IDLE (or poll), repeat."""
+
+    def __init__(self, mailbox: MailboxSettings, settings: EmailChannel.Settings) -> None:
+        self.mailbox = mailbox
+        self.settings = settings
+        self.stop = asyncio.Event()
+
+    async def run(self, services: GatewayServices) -> None:
+        lease = MailboxLease(services, self.mailbox.label)
+        backoff = 1.0
+        try:
+            while not self.stop.is_set():
+                if not await lease.acquire():
+                    await asyncio.sleep(LEASE_MS / 3000)  # another worker has it; ready to take over
+                    continue
+                renewer = asyncio.create_task(self._keep_lease(lease))
+                try:
+                    await self._session(services, renewer)
+                    backoff = 1.0
+                except LeaseLost:
+                    log.error("imap %s: lease lost; stopping until it can be taken again", self.mailbox.label)
+                except Exception as exc:  # connection trouble: reconnect with backoff, lease kept
+                    log.warning("imap %s: %s: %s; reconnecting in %.0f s", self.mailbox.label,
+                                type(exc).__name__, exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(60.0, backoff * 2)
+                finally:
+                    renewer.cancel()
+                    await asyncio.gather(renewer, return_exceptions=True)
+        finally:
+            try:
+                await asyncio.shield(lease.release())  # let another worker take over at once
+            except Exception:
+                pass
+
+    async def _keep_lease(self, lease: MailboxLease) -> None:
+        while True:
+            await asyncio.sleep(LEASE_MS / 3000)
+            if not await lease.renew():
+                log.error("imap %s: lease lost", self.mailbox.label)
+                return
+
+    def _connect(self) -> Any:
+        from imapclient import IMAPClient
+
+        box = self.mailbox
+        context = ssl.create_default_context()
+        if not box.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        client = IMAPClient(box.host, port=box.effective_port, ssl=box.security == "tls",
+                            ssl_context=context, timeout=60)
+        if box.security == "starttls":
+            client.starttls(context)
+        client.login(box.user, box.password)
+        return client
+
+    async def _session(self, services: GatewayServices, renewer: asyncio.Task[None]) -> None:
+        state = MailboxState(services, self.mailbox.label)
+        client = await asyncio.to_thread(self._connect)
+        try:
+            has_idle = self.mailbox.use_idle and b"IDLE" in await asyncio.to_thread(client.capabilities)
+            while not self.stop.is_set():
+                if renewer.done():
+                    raise LeaseLost(self.mailbox.label)
+                await self.catch_up(services, client, state, renewer)
+                if has_idle:
+                    await asyncio.to_thread(self._idle_until_news, client, renewer)
+                else:
+                    await asyncio.sleep(self.mailbox.poll_seconds)
+                    await asyncio.to_thread(client.noop)
+        finally:
+            await asyncio.to_thread(_quietly_logout, client)
+
+    def _idle_until_news(self, client: Any, renewer: asyncio.Task[None]) -> None:
+        started = time.monotonic()
+        client.idle()
+        try:
+            while time.monotonic() - started < min(IDLE_REISSUE_SECONDS, max(self.mailbox.poll_seconds, 1) * 60):
+                if renewer.done() or self.stop.is_set():
+                    return
+                responses = client.idle_check(timeout=1)
+                if any(r[1] in (b"EXISTS", b"RECENT") for r in responses if len(r) > 1):
+                    return
+        finally:
+            client.idle_done()
+
+    async def catch_up(self, services: GatewayServices, client: Any, state: MailboxState,
+                       renewer: asyncio.Task[None]) -> int:
+        """Take every mail after the checkpoint (all of them after a UIDVALIDITY change)."""
+        selected = await asyncio.to_thread(client.select_folder, self.mailbox.folder)
+        uidvalidity = int(selected[b"UIDVALIDITY"])
+        known_validity, last_uid = await state.checkpoint()
+        rescan = known_validity is not None and known_validity != uidvalidity
+        if rescan:
+            log.warning("imap %s: UIDVALIDITY changed %s -> %s; re-scanning by Message-ID",
+                        self.mailbox.label, known_validity, uidvalidity)
+            last_uid = 0
+        uids = sorted(u for u in await asyncio.to_thread(client.search, ["UID", f"{last_uid + 1}:*"]) if u > last_uid)
+        taken = 0
+        for i in range(0, len(uids), FETCH_BATCH):
+            batch = uids[i : i + FETCH_BATCH]
+            fetched = await asyncio.to_thread(client.fetch, batch, ["BODY.PEEK[]"])
+            for uid in batch:
+                if renewer.done():
+                    raise LeaseLost(self.mailbox.label)
+                raw = fetched.get(uid, {}).get(b"BODY[]")
+                if raw is None:
+                    continue  # expunged meanwhile
+                parsed, problem = parse_or_none(raw, self.settings)
+                identity = mail_identity(parsed, raw)
+                if rescan and await state.seen(identity):
+                    await state.advance(uidvalidity, uid)
+                    continue
+                result = await take_mail(services, self.settings, self.mailbox.label, raw, parsed, problem)
+                await state.remember(identity)
+                await state.advance(uidvalidity, uid)  # only now: the mail is durable
+                taken += result.outcome == "accepted"
+                await self._after_intake(client, uid)
+        if rescan or not uids:
+            await state.advance(uidvalidity, max([last_uid, *uids]))
+        return taken
+
+    async def _after_intake(self, client: Any, uid: int) -> None:
+        if self.mailbox.after_intake == "seen":
+            await asyncio.to_thread(client.add_flags, [uid], [b"\\Seen"])
+        elif self.mailbox.after_intake == "move":
+            await asyncio.to_thread(client.move, [uid], self.mailbox.move_to)
+
+
+def _quietly_logout(client: Any) -> None:
+    try:
+        client.logout()
+    except Exception:
+        pass
+
+
+# -- replies --------------------------------------------------------------------------------
+
+SUBJECTS = {
+    "ack": {"zh": "我们已收到您的来信", "en": "We have received your message"},
+    "agent": {"zh": "关于您的问题", "en": "About your request"},
+}
+
+
+class SmtpSender:
+    """Sends replies by SMTP in the customer's thread, with the case number in the subject."""
+
+    def __init__(self, settings: EmailChannel.Settings, services: GatewayServices) -> None:
+        self.settings = settings
+        self.smtp = settings.smtp
+        self.services = services
+
+    def build(self, message: OutboundMessage) -> EmailMessage:
+        mail = EmailMessage()
+        domain = self.smtp.from_address.rpartition("@")[2] or "localhost"
+        mail["Message-ID"] = f"<{message.id}@{domain}>"  # stable: a re-send is the same mail
+        mail["From"] = email.utils.formataddr((self.smtp.from_name, self.smtp.from_address))
+        mail["To"] = message.to.value
+        mail["Date"] = email.utils.formatdate(localtime=False)
+        original = message.thread.get("subject")
+        tag = f"[{message.case_number}]"
+        if original:
+            base = original if original.lower().startswith(("re:", "回复:", "回复：")) else f"Re: {original}"
+            subject = base if message.case_number in base else f"{base} {tag}"
+        else:
+            lang = "zh" if message.language == "zh" else "en"
+            subject = f"{SUBJECTS.get(message.kind, SUBJECTS['agent'])[lang]} {tag}"
+        mail["Subject"] = subject
+        if message.thread.get("in_reply_to"):
+            mail["In-Reply-To"] = f"<{message.thread['in_reply_to']}>"
+            mail["References"] = " ".join(f"<{r}>" for r in message.thread.get("references", "").split())
+        if message.kind in ("ack", "status", "survey"):
+            mail["Auto-Submitted"] = "auto-replied"  # RFC 3834: other robots must not answer this
+        mail.set_content(message.text)
+        return mail
+
+    async def _over_limit(self, address: str) -> bool:
+        redis = self.services.require_redis()
+        key = f"{self.services.store.keys.p}mail:acks:{address}:{int(time.time() // 3600)}"
+        count = await redis.incr(key)
+        if count == 1:
+            await redis.expire(key, 3600)
+        return count > self.settings.acks_per_address_per_hour
+
+    async def send(self, message: OutboundMessage) -> DeliveryResult:
+        import aiosmtplib
+
+        if message.kind == "ack" and await self._over_limit(message.to.value):
+            return DeliveryResult(status="suppressed", error="acknowledgement rate limit for this address")
+        mail = self.build(message)
+        context = ssl.create_default_context()
+        if not self.smtp.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        port = self.smtp.port or {"tls": 465, "starttls": 587, "none": 25}[self.smtp.security]
+        try:
+            await aiosmtplib.send(
+                mail,
+                hostname=self.smtp.host,
+                port=port,
+                username=self.smtp.user or None,
+                password=self.smtp.password or None,
+                use_tls=self.smtp.security == "tls",
+                start_tls=True if self.smtp.security == "starttls" else False,
+                tls_context=context,
+                timeout=self.smtp.timeout_seconds,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            return DeliveryResult(status="failed", error=f"recipient refused: {exc}"[:300], retryable=False)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            return DeliveryResult(status="failed", error=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
+        redis = self.services.require_redis()
+        our_id = mail["Message-ID"].strip("<>")
+        await redis.set(f"{self.services.store.keys.p}mail:thread:{our_id}", f"cmp:{message.complaint_id}",
+                        ex=400 * 86400)
+        return DeliveryResult(status="sent", provider_message_id=our_id)
+
+
+__all__ = ["EmailChannel", "MailboxSettings", "SmtpSettings", "take_mail", "MailboxPoller", "SmtpSender"]

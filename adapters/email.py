@@ -88,7 +88,7 @@ class EmailChannel:
 
     class Settings(msgspec.Struct, forbid_unknown_fields=True):
         mailboxes: list[MailboxSettings] = []
-        smtp: SmtpSettings = SmtpSettings()
+        smtp: SmtpSettings = msgspec.field(default_factory=SmtpSettings)
         max_attachment_bytes: int = 10 * 1024 * 1024
         max_attachments: int = 10
         #: Acknowledgements to one address per hour; more are not sent (mail-loop brake).
@@ -184,8 +184,9 @@ def mail_identity(parsed: ParsedMail | None, raw: bytes) -> str:
     """What makes two deliveries the same mail: the Message-ID, else sender + content hash."""
     if parsed is not None and parsed.message_id:
         return f"id:{parsed.message_id}"
-    if parsed is not None:
-        return f"hash:{parsed.from_address or ''}:{parsed.content_hash}"
+    if parsed is not None:  # a re-delivery keeps From, Subject, Date and body; two mails rarely all
+        key = f"{parsed.from_address}|{parsed.subject}|{parsed.date}|{parsed.content_hash}"
+        return "hash:" + hashlib.sha256(key.encode()).hexdigest()
     return "raw:" + hashlib.sha256(raw).hexdigest()
 
 

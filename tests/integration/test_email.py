@@ -1,0 +1,358 @@
+"""The e-mail channel against a real IMAP server (Dovecot) and a real SMTP sink (aiosmtpd)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import pathlib
+import shutil
+import tempfile
+from email.message import EmailMessage
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+
+import pytest
+import redis.asyncio as aioredis
+
+from adapters.app import AppChannel
+from adapters.email import EmailChannel, MailboxPoller, MailboxSettings, SmtpSettings
+from gateway.intake import Intake
+from gateway.store import ComplaintStore
+from normalizer.evidence import DirectoryBlobStore
+from plugins.contract import GatewayServices
+from plugins.manager import GatewayPlugins
+from router.worker import create_worker
+from tests.mailservers import Dovecot, dovecot_available, start_smtp_sink
+
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(not dovecot_available(), reason="needs Debian's dovecot-imapd")]
+
+USER = "desk@example.com"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
+
+
+@pytest.fixture(scope="module")
+def dovecot():
+    # Dovecot's own processes (user dovecot) must reach the files: pytest's temp dirs are 0700
+    root = pathlib.Path(tempfile.mkdtemp(prefix="cg-dovecot-"))
+    root.chmod(0o755)
+    server = Dovecot(root, {USER: "secret", "other@example.com": "secret2"}).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+class Box:
+    """One folder of the desk's mailbox per test, so tests do not see each other's mail."""
+
+    def __init__(self, dovecot, folder):
+        self.dovecot, self.folder = dovecot, folder
+        imap = dovecot.client(USER)
+        imap.create(folder)
+        imap.logout()
+
+    def append(self, raw: bytes) -> None:
+        self.dovecot.append(USER, raw, self.folder)
+
+    def set_uidvalidity(self, value: int) -> None:
+        self.dovecot.set_uidvalidity(USER, value, self.folder)
+
+
+@pytest.fixture
+def box(dovecot, prefix):
+    return Box(dovecot, "t" + prefix.strip(":"))
+
+
+@pytest.fixture
+def smtp():
+    controller, sink = start_smtp_sink()
+    yield controller, sink
+    controller.stop()
+
+
+@pytest.fixture
+async def services(settings):
+    r = aioredis.Redis.from_url(settings.redis_url)
+    store = ComplaintStore(settings.redis_prefix)
+    store.bind(r)
+    yield GatewayServices(settings=settings, intake=Intake(store), store=store,
+                          blobs=DirectoryBlobStore(settings.evidence_dir), redis=r)
+    await r.aclose()
+
+
+def channel_settings(box, smtp_port, **mailbox):
+    return EmailChannel.Settings(
+        mailboxes=[MailboxSettings(host="127.0.0.1", port=box.dovecot.port, security="none", user=USER,
+                                   password=box.dovecot.users[USER], folder=box.folder, name=box.folder,
+                                   poll_seconds=0.2, **mailbox)],
+        smtp=SmtpSettings(host="127.0.0.1", port=smtp_port, security="none", from_address="care@pay.example"),
+    )
+
+
+async def drain(settings, channel):
+    plugins = GatewayPlugins()
+    plugins.register("app", AppChannel())
+    plugins.register("email", channel)
+    plugins.check()
+    worker = create_worker(settings, burst=True, handle_signals=False, plugins=plugins)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+
+
+async def catch_up(services, channel_settings_):
+    """One pass of the poller's sync, as the running poller does it between IDLEs."""
+    from adapters.email import MailboxState
+
+    poller = MailboxPoller(channel_settings_.mailboxes[0], channel_settings_)
+    client = await asyncio.to_thread(poller._connect)
+    try:
+        done = asyncio.get_running_loop().create_future()  # a lease renewer that never fails
+        return await poller.catch_up(services, client, MailboxState(services, poller.mailbox.label), done)
+    finally:
+        await asyncio.to_thread(client.logout)
+
+
+def mail(subject="Refund", body="I was charged twice, please refund $35.99", sender="Li Wei <liwei@example.com>",
+         message_id=None, **headers) -> bytes:
+    m = EmailMessage()
+    m["From"] = sender
+    m["To"] = USER
+    m["Subject"] = subject
+    if message_id:
+        m["Message-ID"] = f"<{message_id}>"
+    for k, v in headers.items():
+        m[k.replace("_", "-")] = v
+    m.set_content(body)
+    return bytes(m)
+
+
+def raw_mail(headers: str, body: bytes) -> bytes:
+    return headers.replace("\n", "\r\n").encode() + b"\r\n" + body
+
+
+CHARSET_CASES = [
+    # (raw mail, expected text fragment, expected subject)
+    (raw_mail("From: a@example.com\nSubject: =?GB2312?B?1ti4tL/bv+4=?=\nMessage-ID: <gb1@x>\n"
+              "Content-Type: text/plain; charset=GB2312\nContent-Transfer-Encoding: base64\n",
+              base64.b64encode("我被重复扣款了 ￥128.50".encode("gb2312")) + b"\r\n"), "重复扣款", "重复扣款"),
+    (raw_mail("From: b@example.com\nSubject: =?GBK?Q?=CD=CB=BF=EE?=\nMessage-ID: <gbk1@x>\n"
+              "Content-Type: text/plain; charset=GBK\nContent-Transfer-Encoding: 8bit\n",
+              "退款没有收到，交易号 T2026112212345678".encode("gbk")), "退款没有收到", "退款"),
+    (raw_mail("From: c@example.com\nSubject: gb18030\nMessage-ID: <gb18@x>\n"
+              "Content-Type: text/plain; charset=GB18030\nContent-Transfer-Encoding: 8bit\n",
+              "手续费太高 𠀀".encode("gb18030")), "手续费太高", "gb18030"),
+    (raw_mail("From: d@example.com\nSubject: =?big5?B?sWK4ubNRreG1sg==?=\nMessage-ID: <big5@x>\n"
+              "Content-Type: text/plain; charset=big5\nContent-Transfer-Encoding: 8bit\n",
+              "帳號被凍結了".encode("big5")), "帳號被凍結了", "帳號被凍結"),
+    (raw_mail("From: e@example.com\nSubject: undeclared\nMessage-ID: <u8@x>\n", "余额查询 请帮忙".encode("gbk")),
+     "余额查询", "undeclared"),
+    (raw_mail("From: f@example.com\nSubject: =?utf-8?Q?App_=E9=97=AA=E9=80=80?=\nMessage-ID: <html@x>\n"
+              "Content-Type: text/html; charset=utf-8\n",
+              "<html><head><style>p{}</style></head><body><p>应用<b>闪退</b>&amp;打不开</p></body></html>".encode()),
+     "应用闪退&打不开", "App 闪退"),
+]
+
+
+async def test_charsets_and_structures_become_complaints(box, dovecot, smtp, services, settings):
+    controller, sink = smtp
+    for raw, _, _ in CHARSET_CASES:
+        box.append(raw)
+    cs = channel_settings(box, controller.port)
+    assert await catch_up(services, cs) == len(CHARSET_CASES)
+    await drain(settings, EmailChannel(cs))
+    complaints, _ = await services.store.list(limit=50)
+    by_subject = {c.messages[0].subject: c for c in complaints}
+    for _, fragment, subject in CHARSET_CASES:
+        match = [c for s, c in by_subject.items() if subject in (s or "")]
+        assert match, f"no complaint with subject {subject!r}: {list(by_subject)}"
+        assert fragment in match[0].messages[0].text
+    assert len(sink.messages) == len(CHARSET_CASES)  # one acknowledgement each
+
+
+async def test_acknowledgement_threads_and_a_reply_joins_the_case(box, dovecot, smtp, services, settings):
+    controller, sink = smtp
+    box.append(mail(message_id="first@customer.example", subject="Charged twice"))
+    cs = channel_settings(box, controller.port)
+    channel = EmailChannel(cs)
+    await catch_up(services, cs)
+    await drain(settings, channel)
+    (complaint,), _ = await services.store.list(limit=5)
+    ack = sink.messages[0]
+    assert ack["In-Reply-To"] == "<first@customer.example>"
+    assert complaint.case_number in ack["Subject"] and ack["Subject"].startswith("Re: Charged twice")
+    assert ack["Auto-Submitted"] == "auto-replied"
+    assert sink.envelopes[0][1] == ["liwei@example.com"]
+    assert complaint.case_number in ack.get_content()
+
+    # the customer answers the acknowledgement: a follow-up, not a new case, no second ack
+    box.append(mail(message_id="second@customer.example", subject=f"Re: {ack['Subject']}",
+                                      body="Here is the screenshot\n\nOn Mon, Nov 23 2026, Care wrote:\n> old text",
+                                      In_Reply_To=ack["Message-ID"], References=f"<first@customer.example> {ack['Message-ID']}"))
+    # and a mail quoting only the case number in its subject joins too
+    box.append(mail(message_id="third@customer.example", subject=f"about {complaint.case_number}",
+                                      body="any news?"))
+    await catch_up(services, cs)
+    await drain(settings, channel)
+    complaints, _ = await services.store.list(limit=5)
+    assert len(complaints) == 1
+    texts = [m.text for m in complaints[0].messages]
+    assert texts[1:] == ["Here is the screenshot", "any news?"]
+    assert len(sink.messages) == 1
+
+    # an agent's reply goes out in the same thread
+    from router.worker import send_reply
+    from tests.conftest import AGENT_TOKENS  # noqa: F401 - documents who answers
+
+    from gateway.store import TxEffects
+    from normalizer.schema import Reply
+    from datetime import datetime, timezone
+
+    def add_reply(c, effects: TxEffects):
+        c.replies.append(Reply(id="rep_agent1", kind="agent", text="已为您退款", author="agent:alice",
+                               channel="email", created_at=datetime.now(timezone.utc)))
+
+    await services.store.update(complaint.id, add_reply)
+    plugins = GatewayPlugins()
+    plugins.register("email", channel)
+    await send_reply({"store": services.store, "plugins": plugins, "services": services}, complaint.id, "rep_agent1")
+    answer = sink.messages[-1]
+    assert answer["In-Reply-To"] == "<third@customer.example>"
+    assert "first@customer.example" in answer["References"]
+    assert answer["Auto-Submitted"] is None
+    assert (await services.store.get(complaint.id)).replies[-1].delivery == "sent"
+
+
+LOOP_CASES = [
+    {"Auto_Submitted": "auto-replied"},
+    {"Auto_Submitted": "auto-generated"},
+    {"Precedence": "bulk"},
+    {"Precedence": "list"},
+    {"List_Id": "<news.example.com>"},
+]
+
+
+async def test_no_acknowledgement_to_robots(box, dovecot, smtp, services, settings):
+    controller, sink = smtp
+    for n, headers in enumerate(LOOP_CASES):
+        box.append(mail(message_id=f"robot{n}@x", sender=f"robot{n}@example.com", **headers))
+    box.append(mail(message_id="daemon@x", sender="MAILER-DAEMON@mx.example.com",
+                                      subject="Undelivered Mail Returned to Sender"))
+    report = MIMEMultipart("report", report_type="delivery-status")
+    report["From"] = "postmaster@mx.example.com"
+    report["Subject"] = "Delivery Status Notification (Failure)"
+    report["Message-ID"] = "<bounce@x>"
+    report.attach(MIMEText("Delivery to liwei@example.com failed"))
+    box.append(report.as_bytes())
+    # a human auto-ack rate limit: the same address writing 5 times gets at most 3 acknowledgements
+    for n in range(5):
+        box.append(mail(message_id=f"human{n}@x", sender="busy@example.com", subject=f"issue {n}"))
+    cs = channel_settings(box, controller.port)
+    await catch_up(services, cs)
+    await drain(settings, EmailChannel(cs))
+    recipients = [to for _, tos in sink.envelopes for to in tos]
+    assert not any(r.startswith(("robot", "mailer-daemon", "postmaster")) for r in recipients)
+    assert recipients.count("busy@example.com") == 3
+    complaints, _ = await services.store.list(limit=50)
+    suppressed = [c for c in complaints if any(h.action == "acknowledgement_suppressed" for h in c.history)]
+    assert len(suppressed) == len(LOOP_CASES) + 2
+
+
+async def test_attachments_kept_as_evidence_and_unparseable_mail_quarantined(box, dovecot, smtp, services, settings):
+    controller, sink = smtp
+    m = MIMEMultipart()
+    m["From"] = "payer@example.com"
+    m["Subject"] = "receipt"
+    m["Message-ID"] = "<att@x>"
+    m.attach(MIMEText("see the receipt and screenshot", "plain", "utf-8"))
+    pdf = MIMEApplication(b"%PDF-1.4 receipt", "pdf")
+    pdf.add_header("Content-Disposition", "attachment", filename=("utf-8", "", "收据.pdf"))
+    m.attach(pdf)
+    png = MIMEApplication(PNG, "octet-stream")
+    png.add_header("Content-Disposition", "attachment", filename="shot.png")
+    m.attach(png)
+    exe = MIMEApplication(b"MZ\x90\x00 evil", "octet-stream")
+    exe.add_header("Content-Disposition", "attachment", filename="run.exe")
+    m.attach(exe)
+    box.append(m.as_bytes())
+    box.append(b"this is not a mail at all, just words\r\n")
+    cs = channel_settings(box, controller.port)
+    await catch_up(services, cs)
+    await drain(settings, EmailChannel(cs))
+    (complaint,), _ = await services.store.list(limit=5)
+    kinds = sorted((e.content_type, e.filename) for e in complaint.evidence)
+    assert kinds == [("application/pdf", "收据.pdf"), ("image/png", "shot.png")]
+    quarantined = await services.store.quarantined(10)
+    assert len(quarantined) == 1 and quarantined[0]["raw"].startswith(b"this is not a mail")
+
+
+async def test_restart_uidvalidity_change_and_racing_pollers_take_each_mail_once(box, dovecot, smtp, services, settings):
+    controller, sink = smtp
+    cs = channel_settings(box, controller.port)
+    for n in range(6):
+        box.append(mail(message_id=f"m{n}@x", sender=f"c{n}@example.com", subject=f"case {n}"))
+    # two pollers (as on two workers) race for the mailbox: one lease, one taker
+    pollers = [MailboxPoller(cs.mailboxes[0], cs) for _ in range(2)]
+    tasks = [asyncio.create_task(p.run(services)) for p in pollers]
+    await _wait_for(lambda: _pending_count(services), 6)
+    # a poller killed mid-flight (cancelled), and the server restarted under the other
+    tasks[0].cancel()
+    dovecot.restart()
+    for n in range(6, 9):
+        box.append(mail(message_id=f"m{n}@x", sender=f"c{n}@example.com", subject=f"case {n}"))
+    await _wait_for(lambda: _pending_count(services), 9, timeout=30)
+    for p in pollers:
+        p.stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+    # UIDVALIDITY changes (mailbox rebuilt): a re-scan finds nothing new
+    box.set_uidvalidity(4242)
+    assert await catch_up(services, cs) == 0
+    box.append(mail(message_id="m9@x", sender="c9@example.com", subject="case 9"))
+    assert await catch_up(services, cs) == 1
+    await drain(settings, EmailChannel(cs))
+    complaints, _ = await services.store.list(limit=50)
+    assert sorted(c.messages[0].subject for c in complaints) == sorted(f"case {n}" for n in range(10))
+    assert len(sink.messages) == 10
+
+
+async def _pending_count(services):
+    return await services.store.r.zcard(services.store.keys.pending)
+
+
+async def _wait_for(probe, expected, timeout=20.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    value = None
+    while asyncio.get_running_loop().time() < deadline:
+        value = await probe()
+        if value >= expected:
+            assert value == expected
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"expected {expected}, saw {value}")
+
+
+async def test_stdlib_email_test_messages_are_taken_or_quarantined(box, dovecot, smtp, services, settings):
+    test_email = pytest.importorskip("test.test_email", reason="this Python has no test package")
+    data = pathlib.Path(test_email.__file__).parent / "data"
+    files = sorted(data.glob("msg_*.txt"))
+    assert files
+    for f in files:
+        box.append(f.read_bytes())
+    controller, _ = smtp
+    cs = channel_settings(box, controller.port)
+    accepted = await catch_up(services, cs)  # no sample may crash the poller
+    quarantined = await services.store.quarantined(200)
+    pending = await services.store.r.zcard(services.store.keys.pending)
+    # several samples share a Message-ID: those are one message; the rest are taken or quarantined
+    from adapters.email import mail_identity, parse_or_none
+
+    identities = {mail_identity(*(parse_or_none(f.read_bytes(), cs)[:1]), f.read_bytes()) for f in files}
+    assert accepted == pending
+    assert accepted + len(quarantined) == len(identities)
+    assert all(q["reason"].decode().startswith(("unparseable", "mail without a usable From")) for q in quarantined)
+    await drain(settings, EmailChannel(cs))
+    assert await services.store.r.zcard(services.store.keys.pending) == 0

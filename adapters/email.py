@@ -61,6 +61,8 @@ class MailboxSettings(msgspec.Struct, forbid_unknown_fields=True):
     poll_seconds: float = 30.0
     use_idle: bool = True
     verify_tls: bool = True
+    #: Seconds an IMAP command may take before the connection counts as dead.
+    timeout_seconds: float = 30.0
 
     @property
     def label(self) -> str:
@@ -322,7 +324,7 @@ class MailboxPoller:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         client = IMAPClient(box.host, port=box.effective_port, ssl=box.security == "tls",
-                            ssl_context=context, timeout=60)
+                            ssl_context=context, timeout=box.timeout_seconds)
         if box.security == "starttls":
             client.starttls(context)
         client.login(box.user, box.password)
@@ -342,7 +344,11 @@ class MailboxPoller:
                 else:
                     await asyncio.sleep(self.mailbox.poll_seconds)
                     await asyncio.to_thread(client.noop)
-        finally:
+        except asyncio.CancelledError:
+            # a thread may be blocked in an IMAP read: closing the socket frees it now
+            _quietly_shutdown(client)
+            raise
+        else:
             await asyncio.to_thread(_quietly_logout, client)
 
     def _idle_until_news(self, client: Any, renewer: asyncio.Task[None]) -> None:
@@ -399,6 +405,13 @@ class MailboxPoller:
             await asyncio.to_thread(client.add_flags, [uid], [b"\\Seen"])
         elif self.mailbox.after_intake == "move":
             await asyncio.to_thread(client.move, [uid], self.mailbox.move_to)
+
+
+def _quietly_shutdown(client: Any) -> None:
+    try:
+        client.shutdown()
+    except Exception:
+        pass
 
 
 def _quietly_logout(client: Any) -> None:

@@ -84,7 +84,7 @@ def channel_settings(box, smtp_port, **mailbox):
     return EmailChannel.Settings(
         mailboxes=[MailboxSettings(host="127.0.0.1", port=box.dovecot.port, security="none", user=USER,
                                    password=box.dovecot.users[USER], folder=box.folder, name=box.folder,
-                                   poll_seconds=0.2, **mailbox)],
+                                   poll_seconds=0.2, timeout_seconds=5, **mailbox)],
         smtp=SmtpSettings(host="127.0.0.1", port=smtp_port, security="none", from_address="care@pay.example"),
     )
 

@@ -356,3 +356,61 @@ async def test_stdlib_email_test_messages_are_taken_or_quarantined(box, dovecot,
     assert all(q["reason"].decode().startswith(("unparseable", "mail without a usable From")) for q in quarantined)
     await drain(settings, EmailChannel(cs))
     assert await services.store.r.zcard(services.store.keys.pending) == 0
+
+
+async def test_a_crash_between_intake_and_checkpoint_takes_nothing_twice(box, smtp, services, settings):
+    controller, sink = smtp
+    for n in range(3):
+        box.append(mail(message_id=f"k{n}@x", sender=f"k{n}@example.com", subject=f"crash {n}"))
+    box.append(mail(sender="noid@example.com", subject="no message id"))  # deduplicated by content
+    cs = channel_settings(box, controller.port)
+    assert await catch_up(services, cs) == 4
+    # the poller died after taking the mails but before its checkpoint reached Redis
+    from adapters.email import MailboxState
+
+    state = MailboxState(services, cs.mailboxes[0].label)
+    validity, _ = await state.checkpoint()
+    await state.advance(validity, 0)
+    assert await catch_up(services, cs) == 0
+    await drain(settings, EmailChannel(cs))
+    complaints, _ = await services.store.list(limit=10)
+    assert len(complaints) == 4 and len(sink.messages) == 4
+
+
+@pytest.mark.parametrize("after, flag_expected", [("seen", True), ("move", False)])
+async def test_after_intake_mark_seen_or_move(box, smtp, services, after, flag_expected):
+    controller, _ = smtp
+    box.append(mail(message_id=f"after-{after}@x"))
+    cs = channel_settings(box, controller.port, after_intake=after, move_to=box.folder + "-done")
+    imap = box.dovecot.client(USER)
+    imap.create(box.folder + "-done")
+    imap.logout()
+    assert await catch_up(services, cs) == 1
+    imap = box.dovecot.client(USER)
+    imap.select(box.folder)
+    _, data = imap.uid("fetch", "1:*", "(FLAGS)")
+    if flag_expected:
+        assert b"\\Seen" in data[0]
+    else:
+        assert data == [None]  # moved away, never deleted:
+        imap.select(box.folder + "-done")
+        _, moved = imap.uid("search", None, "ALL")
+        assert moved[0]
+    imap.logout()
+
+
+async def test_running_poller_picks_up_new_mail_by_idle(box, smtp, services):
+    controller, _ = smtp
+    cs = channel_settings(box, controller.port)
+    cs.mailboxes[0].poll_seconds = 30  # only IDLE can make this fast
+    poller = MailboxPoller(cs.mailboxes[0], cs)
+    task = asyncio.create_task(poller.run(services))
+    await asyncio.sleep(1.0)  # connected and idling
+    started = asyncio.get_running_loop().time()
+    box.append(mail(message_id="pushed@x"))
+    await _wait_for(lambda: _pending_count(services), 1, timeout=10)
+    elapsed = asyncio.get_running_loop().time() - started
+    poller.stop.set()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert elapsed < 3, f"IDLE push took {elapsed:.2f} s"

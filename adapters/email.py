@@ -63,6 +63,8 @@ class MailboxSettings(msgspec.Struct, forbid_unknown_fields=True):
     verify_tls: bool = True
     #: Seconds an IMAP command may take before the connection counts as dead.
     timeout_seconds: float = 30.0
+    #: The mailbox lease: a worker that dies is replaced within this many seconds.
+    lease_seconds: float = 15.0
 
     @property
     def label(self) -> str:
@@ -281,13 +283,14 @@ class MailboxPoller:
         self.stop = asyncio.Event()
 
     async def run(self, services: GatewayServices) -> None:
-        lease = MailboxLease(services, self.mailbox.label)
+        lease = MailboxLease(services, self.mailbox.label, int(self.mailbox.lease_seconds * 1000))
         backoff = 1.0
         try:
             while not self.stop.is_set():
                 if not await lease.acquire():
-                    await asyncio.sleep(LEASE_MS / 3000)  # another worker has it; ready to take over
+                    await asyncio.sleep(lease.ttl_ms / 3000)  # another worker has it; ready to take over
                     continue
+                log.info("imap %s: lease taken", self.mailbox.label)
                 renewer = asyncio.create_task(self._keep_lease(lease))
                 try:
                     await self._session(services, renewer)
@@ -310,7 +313,7 @@ class MailboxPoller:
 
     async def _keep_lease(self, lease: MailboxLease) -> None:
         while True:
-            await asyncio.sleep(LEASE_MS / 3000)
+            await asyncio.sleep(lease.ttl_ms / 3000)
             if not await lease.renew():
                 log.error("imap %s: lease lost", self.mailbox.label)
                 return

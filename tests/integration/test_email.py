@@ -414,3 +414,23 @@ async def test_running_poller_picks_up_new_mail_by_idle(box, smtp, services):
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert elapsed < 3, f"IDLE push took {elapsed:.2f} s"
+
+
+async def test_a_dead_workers_lease_is_taken_over_within_seconds(box, smtp, services):
+    controller, _ = smtp
+    cs = channel_settings(box, controller.port)
+    cs.mailboxes[0].lease_seconds = 2
+    # a worker took the lease and died (SIGKILL: it never released it)
+    key = f"{services.store.keys.p}imap:lease:{cs.mailboxes[0].label}"
+    await services.store.r.set(key, "dead-worker", px=2000)
+    box.append(mail(message_id="after-death@x"))
+    poller = MailboxPoller(cs.mailboxes[0], cs)
+    started = asyncio.get_running_loop().time()
+    task = asyncio.create_task(poller.run(services))
+    await _wait_for(lambda: _pending_count(services), 1, timeout=10)
+    took = asyncio.get_running_loop().time() - started
+    poller.stop.set()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert 1.0 < took < 5.0, took  # not before the dead lease expired, soon after
+    assert await services.store.r.get(key) is None  # released on a clean stop

@@ -347,8 +347,9 @@ class MailboxPoller:
                 else:
                     await asyncio.sleep(self.mailbox.poll_seconds)
                     await asyncio.to_thread(client.noop)
-        except asyncio.CancelledError:
-            # a thread may be blocked in an IMAP read: closing the socket frees it now
+        except BaseException:
+            # cancelled, or the connection broke: a thread may be blocked in an IMAP read, and
+            # closing the socket frees it now
             _quietly_shutdown(client)
             raise
         else:

@@ -207,23 +207,13 @@ async def take_mail(services: GatewayServices, settings: EmailChannel.Settings, 
                     parsed: ParsedMail | None = None, problem: str = "") -> Taken:
     """Turn one raw mail into a durable inbound message (or a quarantine entry). Idempotent:
     the same mail taken twice is one message."""
-    store = services.store
     if parsed is None and not problem:
         parsed, problem = parse_or_none(raw, settings)
     if parsed is None:
-        exc = problem
-        identity = mail_identity(None, raw)
-        marker = f"{store.keys.p}mail:quarantined:{identity}"
-        if await store.r.set(marker, "1", nx=True, ex=30 * 86400):
-            await store.quarantine(channel=CHANNEL, reason=f"unparseable mail in {mailbox}: {exc}"[:300], raw=raw)
-        return Taken("quarantined")
+        return await _quarantine_once(services, mail_identity(None, raw), f"unparseable mail in {mailbox}: {problem}", raw)
     if not parsed.from_address:
-        identity = mail_identity(parsed, raw)
-        marker = f"{store.keys.p}mail:quarantined:{identity}"
-        if await store.r.set(marker, "1", nx=True, ex=30 * 86400):
-            await store.quarantine(channel=CHANNEL, reason=f"mail without a usable From address in {mailbox}",
-                                   raw=raw)
-        return Taken("quarantined")
+        return await _quarantine_once(services, mail_identity(parsed, raw),
+                                      f"mail without a usable From address in {mailbox}", raw)
 
     evidence = []
     for attachment in parsed.attachments:
@@ -249,10 +239,19 @@ async def take_mail(services: GatewayServices, settings: EmailChannel.Settings, 
         metadata={"mailbox": mailbox, "full_text": parsed.full_text[:20_000]},
     )
     outcome = await services.intake.submit(message, idempotency_scope=mail_identity(parsed, raw), raw=raw)
+    store = services.store
     if outcome.status == "accepted" and parsed.message_id:
         await store.r.set(f"{store.keys.p}mail:thread:{parsed.message_id}", f"msg:{outcome.message_id}",
                           ex=400 * 86400)
     return Taken("accepted" if outcome.status == "accepted" else "duplicate", outcome.message_id)
+
+
+async def _quarantine_once(services: GatewayServices, identity: str, reason: str, raw: bytes) -> Taken:
+    """Quarantine a mail, once however often it is read again (restarts, re-scans)."""
+    store = services.store
+    if await store.r.set(f"{store.keys.p}mail:quarantined:{identity}", "1", nx=True, ex=30 * 86400):
+        await store.quarantine(channel=CHANNEL, reason=reason[:300], raw=raw)
+    return Taken("quarantined")
 
 
 async def _thread_target(services: GatewayServices, parsed: ParsedMail) -> str | None:

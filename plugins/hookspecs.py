@@ -22,7 +22,7 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 if TYPE_CHECKING:
-    from normalizer.schema import Classification, Complaint, ComplaintEvent, InboundMessage
+    from normalizer.schema import Classification, Complaint, ComplaintEvent, EvidenceLink, InboundMessage
 
     from .contract import GatewayServices, Poller, RouteMount, Sender
 
@@ -105,4 +105,20 @@ def complaint_event(event: ComplaintEvent, complaint: Complaint) -> None:
     :param event: what happened, when, by whom.
     :param complaint: the complaint as it stands after the change.
     :returns: nothing; a raised exception is logged and counted, never retried.
+    """
+
+
+@hookspec(firstresult=True)
+def fetch_evidence(evidence: EvidenceLink, channel: str, services: GatewayServices) -> tuple[bytes, str] | None:
+    """Fetch an attachment the channel only announced by URL (MMS media, a WhatsApp media id).
+
+    Called by the worker, never in a webhook, for each attachment of a new message whose
+    ``remote_url`` is set and whose bytes are not stored yet. First non-``None`` answer wins.
+    Raise to have the whole message retried later (a transient failure); answer ``None`` when
+    this plugin does not serve ``channel``.
+
+    :param evidence: the announced attachment (``remote_url``, declared ``content_type``).
+    :param channel: the channel of the message.
+    :param services: the gateway's shared services.
+    :returns: ``(bytes, content type)``, or ``None``.
     """

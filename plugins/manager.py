@@ -261,6 +261,16 @@ class GatewayPlugins:
                 return name, value
         return None
 
+    async def fetch_evidence(self, evidence: Any, channel: str, services: GatewayServices) -> tuple[bytes, str] | None:
+        """First plugin that serves ``channel`` fetches; its exceptions propagate (retry the job)."""
+        for _name, fn in self._impls("fetch_evidence"):
+            value = fn(evidence=evidence, channel=channel, services=services)
+            if inspect.isawaitable(value):
+                value = await value
+            if value is not None:
+                return value
+        return None
+
     async def enrich(self, complaint: Complaint, message: InboundMessage) -> list[tuple[str, dict[str, Any]]]:
         return await self._call_each("enrich_complaint", complaint=complaint, message=message)
 

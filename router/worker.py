@@ -24,7 +24,7 @@ from gateway.intake import Intake
 from gateway.redis_pool import BufferCheckConnectionPool
 from gateway.settings import Settings, load_settings
 from gateway.store import ComplaintStore, NotFound, PlannedJob, TxEffects, dt_to_ms, ms_to_dt, new_id, now_ms
-from normalizer.evidence import DirectoryBlobStore
+from normalizer.evidence import DirectoryBlobStore, EvidenceRejected
 from normalizer.pii import mask_text
 from normalizer.schema import (
     Amount,
@@ -99,6 +99,8 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
             await attach_follow_up(store, target.id, message)
             return "follow_up"
 
+    if any(a.remote_url and not a.sha256 for a in message.attachments):
+        message.attachments = await _fetch_remote_evidence(ctx, message)
     customer_id = fields["customer_id"]
     category, formal, cat_source = await _categorise(plugins, message)
     decision = routing.route(category, formal)
@@ -170,6 +172,33 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
         ack.text = ack.text.replace(placeholder, case_number)
         await deliver(ctx, complaint, ack)
     return "created"
+
+
+async def _fetch_remote_evidence(ctx: dict[str, Any], message: InboundMessage) -> list[Any]:
+    """Attachments the channel only announced (MMS media) are fetched here, not in the webhook.
+    A transient failure retries the whole job; a refused file is left out and noted."""
+    plugins: GatewayPlugins = ctx["plugins"]
+    services: GatewayServices = ctx["services"]
+    kept = []
+    for link in message.attachments:
+        if not link.remote_url or link.sha256:
+            kept.append(link)
+            continue
+        try:
+            fetched = await plugins.fetch_evidence(link, message.channel, services)
+        except Exception as exc:
+            log.warning("fetching evidence for %s failed: %s; retrying", message.id, type(exc).__name__)
+            raise Retry(defer=min(60, 2 ** ctx.get("job_try", 1))) from None
+        if fetched is None:
+            continue
+        data, content_type = fetched
+        try:
+            stored = await services.blobs.put(data, content_type, filename=link.filename, source=link.source)
+        except EvidenceRejected as exc:
+            log.info("evidence of %s not kept: %s", message.id, exc.code)
+            continue
+        kept.append(stored)
+    return kept
 
 
 async def _find_complaint(store: ComplaintStore, ref: str) -> Complaint:

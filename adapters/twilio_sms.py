@@ -196,17 +196,22 @@ class TwilioSmsChannel:
                              services: GatewayServices) -> tuple[bytes, str] | None:
         if channel != CHANNEL or not evidence.remote_url:
             return None
-        import httpx
+        return await fetch_twilio_media(self.settings, evidence.remote_url, evidence.content_type)
 
-        # Twilio media URLs answer with the account's credentials (and redirect to storage)
-        async with httpx.AsyncClient(timeout=20, follow_redirects=True,
-                                     auth=(self.settings.account_sid, self.settings.auth_token)) as http:
-            response = await http.get(evidence.remote_url)
-        if response.status_code >= 500 or response.status_code == 429:
-            raise RuntimeError(f"media fetch answered {response.status_code}")
-        if response.status_code >= 400:
-            return None  # gone or refused: the message goes on without it
-        return response.content, response.headers.get("content-type", evidence.content_type)
+
+async def fetch_twilio_media(settings: TwilioSettings, url: str, declared: str) -> tuple[bytes, str] | None:
+    """Media and recordings answer with the account's credentials (and may redirect to storage).
+    A 5xx or 429 raises (the job retries); a 4xx answers ``None`` (gone: go on without it)."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=20, follow_redirects=True,
+                                 auth=(settings.account_sid, settings.auth_token)) as http:
+        response = await http.get(url)
+    if response.status_code >= 500 or response.status_code == 429:
+        raise RuntimeError(f"media fetch answered {response.status_code}")
+    if response.status_code >= 400:
+        return None
+    return response.content, response.headers.get("content-type", declared)
 
 
 class TwilioSmsSender:

@@ -35,7 +35,7 @@ def route(category: str, formal_complaint: bool) -> RouteDecision:
 
 # Service standards (shared/domain.md): first response 60 s online / app, 30 s on the phone;
 # a formal complaint handled within 24 h; a complex case solved within 48 h.
-FIRST_RESPONSE = {CHANNEL_PHONE: timedelta(seconds=30)}
+FIRST_RESPONSE = {CHANNEL_PHONE: timedelta(seconds=30), "twilio_voice": timedelta(seconds=30)}
 FIRST_RESPONSE_DEFAULT = timedelta(seconds=60)
 RESOLUTION_FORMAL = timedelta(hours=24)
 RESOLUTION_DEFAULT = timedelta(hours=48)

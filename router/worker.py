@@ -202,8 +202,19 @@ async def _fetch_remote_evidence(ctx: dict[str, Any], message: InboundMessage) -
 
 
 async def _find_complaint(store: ComplaintStore, ref: str) -> Complaint:
+    """A case number, a complaint id, or the id of an earlier message of the same conversation
+    (whose complaint may not exist yet: then this job waits a moment and tries again)."""
     if ref.startswith("C-"):
         return await store.find_by_case_number(ref)
+    if ref.startswith("msg_"):
+        state = await store.message_state(ref)
+        if state is None:
+            raise NotFound("message_not_found", ref)
+        if state.get("complaint_id"):
+            return await store.get(state["complaint_id"])
+        if state.get("status") == MessageStatus.received.value:
+            raise Retry(defer=1)
+        raise NotFound("complaint_not_found", ref)
     return await store.get(ref)
 
 

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
+MP3 = b"ID3\x04\x00" + b"\x00" * 60
 
 
 @dataclass
@@ -71,6 +72,8 @@ class FakeTwilio:
                 if self.path.startswith("/media/"):
                     if not self._authorised():
                         return self._answer(401, b"")
+                    if self.path.endswith(".mp3"):
+                        return self._answer(200, MP3, "audio/mpeg")
                     return self._answer(200, PNG, "image/png")
                 return self._answer(404, b"")
 

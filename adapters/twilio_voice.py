@@ -1,0 +1,233 @@
+"""Phone calls through Twilio: ``POST /webhooks/twilio/voice`` and its callbacks.
+
+A call is answered at once with TwiML: language (中文 / English), a menu whose digits are the
+complaint categories (9: the status of a case), then a recording with transcription. The
+recording callback opens the complaint (the recording is its evidence, fetched by the worker);
+the transcription, when Twilio manages one, joins it as text. Replies go out by SMS.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response, post
+from twilio.twiml.voice_response import VoiceResponse
+
+from adapters.twilio_sms import (
+    TwilioSettings,
+    TwilioSmsChannel,
+    TwilioSmsSender,
+    e164,
+    fetch_twilio_media,
+    twiml,
+    verified_form,
+)
+from gateway.store import NotFound, new_id
+from normalizer.inbound import build_message, clean_text
+from normalizer.schema import Contact, EvidenceLink
+from plugins.contract import GatewayServices, RouteMount
+from plugins.hookspecs import hookimpl
+from router.categorise import CATEGORY_NAMES
+
+log = logging.getLogger("gateway.twilio")
+
+CHANNEL = "twilio_voice"
+PREFIX = "/webhooks/twilio/voice"
+VOICE = {"zh": "zh-CN", "en": "en-US"}
+MENU = ["account_security", "transaction", "payment_amount", "fee_dispute", "function_fault", "balance_query", "other"]
+CALL_STATE_TTL = 7 * 86400
+
+SAY = {
+    "greeting_zh": "您好，这里是客户服务中心。中文服务请按1。",
+    "greeting_en": "For English, press 2.",
+    "menu": {
+        "zh": "".join(f"{CATEGORY_NAMES[c]['zh']}请按{i}，" for i, c in enumerate(MENU, 1)) + "查询案件进度请按9。",
+        "en": " ".join(f"For {CATEGORY_NAMES[c]['en'].lower()}, press {i}." for i, c in enumerate(MENU, 1))
+        + " To hear the status of a case, press 9.",
+    },
+    "record": {"zh": "请在提示音后说明您的问题，说完请按井号键。",
+               "en": "Please describe your problem after the tone, then press the pound key."},
+    "thanks": {"zh": "谢谢，您的问题已记录。我们会尽快通过短信与您联系。",
+               "en": "Thank you, your problem is recorded. We will contact you by text message shortly."},
+    "ask_case": {"zh": "请输入案件编号中的十四位数字，以井号键结束。",
+                 "en": "Please enter the fourteen digits of your case number, then press pound."},
+    "not_found": {"zh": "没有找到这个案件编号。", "en": "We could not find that case number."},
+    "invalid": {"zh": "输入无效。", "en": "That is not a valid choice."},
+}
+STATUS_WORDS = {
+    "received": ("已收到", "received"), "accepted": ("已受理，正在排队", "accepted and waiting for an agent"),
+    "in_progress": ("正在处理", "being handled"), "responded": ("已答复", "answered"),
+    "resolved": ("已解决", "resolved"), "closed": ("已关闭", "closed"), "reopened": ("已重新打开", "reopened"),
+}
+
+
+def _lang(request: Request[Any, Any, Any]) -> str:
+    return "en" if request.query_params.get("lang") == "en" else "zh"
+
+
+class TwilioVoiceChannel:
+    """The built-in voice plugin (same Twilio account settings as SMS)."""
+
+    Settings = TwilioSettings
+
+    def __init__(self, settings: TwilioSettings | None = None) -> None:
+        self.settings = settings or TwilioSettings()
+
+    def _state_key(self, services: GatewayServices, call_sid: str) -> str:
+        return f"{services.store.keys.p}call:{call_sid}"
+
+    @hookimpl
+    def gateway_routes(self, services: GatewayServices) -> RouteMount:
+        settings = self.settings
+
+        def menu(lang: str) -> VoiceResponse:
+            response = VoiceResponse()
+            gather = response.gather(num_digits=1, action=f"{PREFIX}/menu?lang={lang}", timeout=6)
+            gather.say(SAY["menu"][lang], language=VOICE[lang])
+            response.redirect(f"{PREFIX}/menu?lang={lang}&Digits=7")  # silence: record as "other"
+            return response
+
+        @post("", operation_id="twilioVoiceIn", summary="Twilio: a call comes in", tags=["webhooks"], status_code=200)
+        async def call_in(request: Request[Any, Any, Any]) -> Response[bytes]:
+            form = await verified_form(services, settings, request)
+            call_sid = form.get("CallSid", "")
+            if call_sid and form.get("From"):
+                key = self._state_key(services, call_sid)
+                await services.require_redis().hset(key, mapping={"from": e164(form["From"])})
+                await services.require_redis().expire(key, CALL_STATE_TTL)
+            response = VoiceResponse()
+            gather = response.gather(num_digits=1, action=f"{PREFIX}/language", timeout=4)
+            gather.say(SAY["greeting_zh"], language=VOICE["zh"])
+            gather.say(SAY["greeting_en"], language=VOICE["en"])
+            response.redirect(f"{PREFIX}/language?Digits=1")
+            return twiml(response)
+
+        @post("/language", operation_id="twilioVoiceLanguage", tags=["webhooks"], status_code=200)
+        async def language(request: Request[Any, Any, Any]) -> Response[bytes]:
+            form = await verified_form(services, settings, request)
+            digits = form.get("Digits") or request.query_params.get("Digits", "1")
+            lang = "en" if digits == "2" else "zh"
+            call_sid = form.get("CallSid", "")
+            if call_sid:
+                await services.require_redis().hset(self._state_key(services, call_sid), "lang", lang)
+            return twiml(menu(lang))
+
+        @post("/menu", operation_id="twilioVoiceMenu", tags=["webhooks"], status_code=200)
+        async def menu_choice(request: Request[Any, Any, Any]) -> Response[bytes]:
+            form = await verified_form(services, settings, request)
+            lang = _lang(request)
+            digits = form.get("Digits") or request.query_params.get("Digits", "")
+            response = VoiceResponse()
+            if digits == "9":
+                gather = response.gather(num_digits=14, finish_on_key="#", action=f"{PREFIX}/status?lang={lang}",
+                                         timeout=10)
+                gather.say(SAY["ask_case"][lang], language=VOICE[lang])
+                return twiml(response)
+            if not digits.isdigit() or not 1 <= int(digits) <= len(MENU):
+                response.say(SAY["invalid"][lang], language=VOICE[lang])
+                response.redirect(f"{PREFIX}/language?Digits={'2' if lang == 'en' else '1'}")
+                return twiml(response)
+            category = MENU[int(digits) - 1]
+            query = f"lang={lang}&category={category}"
+            response.say(SAY["record"][lang], language=VOICE[lang])
+            response.record(max_length=120, finish_on_key="#", play_beep=True, transcribe=True,
+                            transcribe_callback=f"{PREFIX}/transcription?{query}",
+                            recording_status_callback=f"{PREFIX}/recording?{query}",
+                            recording_status_callback_event="completed",
+                            action=f"{PREFIX}/recorded?{query}")
+            return twiml(response)
+
+        @post("/recorded", operation_id="twilioVoiceRecorded", tags=["webhooks"], status_code=200)
+        async def recorded(request: Request[Any, Any, Any]) -> Response[bytes]:
+            await verified_form(services, settings, request)
+            lang = _lang(request)
+            response = VoiceResponse()
+            response.say(SAY["thanks"][lang], language=VOICE[lang])
+            response.hangup()
+            return twiml(response)
+
+        @post("/recording", operation_id="twilioVoiceRecording", tags=["webhooks"], status_code=204)
+        async def recording(request: Request[Any, Any, Any]) -> None:
+            form = await verified_form(services, settings, request)
+            if form.get("RecordingStatus", "completed") != "completed" or not form.get("RecordingUrl"):
+                return None
+            evidence = EvidenceLink(id="ev_pending_recording", sha256="", content_type="audio/mpeg", size=0,
+                                    source="recording", remote_url=form["RecordingUrl"] + ".mp3",
+                                    filename=f"{form.get('RecordingSid', 'recording')}.mp3")
+            await self._take(services, request, form, kind="recording", text="", attachments=[evidence])
+            return None
+
+        @post("/transcription", operation_id="twilioVoiceTranscription", tags=["webhooks"], status_code=204)
+        async def transcription(request: Request[Any, Any, Any]) -> None:
+            form = await verified_form(services, settings, request)
+            if form.get("TranscriptionStatus") != "completed" or not form.get("TranscriptionText", "").strip():
+                return None  # recording-only: the complaint stands on the recording
+            text = clean_text(form["TranscriptionText"], services.settings.max_text_chars)
+            await self._take(services, request, form, kind="transcription", text=text, attachments=[])
+            return None
+
+        @post("/status", operation_id="twilioVoiceStatus", tags=["webhooks"], status_code=200)
+        async def case_status(request: Request[Any, Any, Any]) -> Response[bytes]:
+            form = await verified_form(services, settings, request)
+            lang = _lang(request)
+            digits = "".join(ch for ch in form.get("Digits", "") if ch.isdigit())
+            response = VoiceResponse()
+            complaint = None
+            if len(digits) == 14:
+                try:
+                    complaint = await services.store.find_by_case_number(f"C-{digits[:8]}-{digits[8:]}")
+                except NotFound:
+                    complaint = None
+            if complaint is None:
+                response.say(SAY["not_found"][lang], language=VOICE[lang])
+            else:
+                zh, en = STATUS_WORDS.get(complaint.status.value, (complaint.status.value, complaint.status.value))
+                spoken = " ".join(digits[8:])
+                text = (f"案件 {spoken} 当前状态：{zh}。" if lang == "zh" else f"Case {spoken} is {en}.")
+                response.say(text, language=VOICE[lang])
+            response.hangup()
+            return twiml(response)
+
+        return RouteMount(handlers=[call_in, language, menu_choice, recorded, recording, transcription, case_status],
+                          prefix=PREFIX)
+
+    async def _take(self, services: GatewayServices, request: Request[Any, Any, Any], form: dict[str, str], *,
+                    kind: str, text: str, attachments: list[EvidenceLink]) -> None:
+        """The first of the recording / transcription callbacks opens the complaint; the second
+        joins it. Twilio's retries of either are harmless (idempotency per call and kind)."""
+        call_sid = form.get("CallSid", "")
+        if not call_sid:
+            return
+        redis = services.require_redis()
+        key = self._state_key(services, call_sid)
+        state = {k.decode(): v.decode() for k, v in (await redis.hgetall(key)).items()}
+        caller = state.get("from") or e164(form.get("From", "") or "+0")
+        lang = _lang(request)
+        category = request.query_params.get("category")
+        message_id = new_id("msg")
+        first = await redis.hsetnx(key, "message_id", message_id)
+        await redis.expire(key, CALL_STATE_TTL)
+        complaint_ref = None
+        if not first:
+            complaint_ref = (await redis.hget(key, "message_id")).decode()
+        message = build_message(
+            message_id=message_id, channel=CHANNEL, sender=Contact(kind="phone", value=caller), text=text,
+            provider_message_id=call_sid, language=lang, category_hint=category if category in MENU else None,
+            attachments=attachments, complaint_ref=complaint_ref,
+            metadata={"call_sid": call_sid, "part": kind},
+        )
+        await services.intake.submit(message, idempotency_scope=f"call:{call_sid}:{kind}")
+
+    @hookimpl
+    def channel_sender(self, channel: str, services: GatewayServices) -> TwilioSmsSender | None:
+        if channel != CHANNEL or not self.settings.account_sid:
+            return None
+        return TwilioSmsSender(self.settings, services, TwilioSmsChannel(self.settings)._optout_key)
+
+    @hookimpl
+    async def fetch_evidence(self, evidence: EvidenceLink, channel: str,
+                             services: GatewayServices) -> tuple[bytes, str] | None:
+        if channel != CHANNEL or not evidence.remote_url:
+            return None
+        return await fetch_twilio_media(self.settings, evidence.remote_url, evidence.content_type)

@@ -1,0 +1,160 @@
+"""Phone calls through Twilio: the incoming call, gather, recording and transcription callbacks,
+each posted as Twilio posts them and signed as Twilio signs them."""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from datetime import datetime
+
+import pytest
+
+from adapters.app import AppChannel
+from adapters.twilio_sms import TwilioSettings
+from adapters.twilio_voice import TwilioVoiceChannel
+from plugins.manager import GatewayPlugins
+from tests.conftest import SUPERVISOR
+from tests.fake_twilio import FakeTwilio
+from tests.integration.test_twilio_sms import PUBLIC, SID, TOKEN, drain, post_signed
+
+pytestmark = pytest.mark.integration
+
+CALLER = "+8613700137000"
+
+
+@pytest.fixture
+def fake_twilio():
+    fake = FakeTwilio(SID, TOKEN).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def voice_plugins(fake_twilio):
+    plugins = GatewayPlugins()
+    plugins.register("app", AppChannel())
+    plugins.register("twilio_voice", TwilioVoiceChannel(TwilioSettings(
+        account_sid=SID, auth_token=TOKEN, from_number="+15005550006", api_base=fake_twilio.base)))
+    plugins.check()
+    return plugins
+
+
+@pytest.fixture
+async def client(settings, voice_plugins):
+    from litestar.testing import AsyncTestClient
+    from msgspec.structs import replace
+
+    from gateway.app import create_app
+
+    app = create_app(replace(settings, public_url=PUBLIC), plugins=voice_plugins)
+    async with AsyncTestClient(app=app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def call_params(call_sid, **extra):
+    """The fields Twilio sends on every voice webhook."""
+    params = {
+        "AccountSid": SID, "ApiVersion": "2010-04-01", "CallSid": call_sid, "CallStatus": "in-progress",
+        "Called": "+15005550006", "CalledCountry": "US", "Caller": CALLER, "CallerCountry": "CN",
+        "Direction": "inbound", "From": CALLER, "FromCountry": "CN", "To": "+15005550006", "ToCountry": "US",
+    }
+    params.update(extra)
+    return params
+
+
+def twiml_of(response):
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/xml")
+    return ET.fromstring(response.content)
+
+
+async def test_a_call_becomes_a_complaint_with_recording_and_transcription(client, voice_plugins, settings, fake_twilio):
+    call = "CA" + uuid.uuid4().hex
+    root = twiml_of(await post_signed(client, "/webhooks/twilio/voice", call_params(call, CallStatus="ringing")))
+    says = root.findall("./Gather/Say")
+    assert {s.get("language") for s in says} == {"zh-CN", "en-US"}
+    assert root.find("Gather").get("action") == "/webhooks/twilio/voice/language"
+
+    root = twiml_of(await post_signed(client, "/webhooks/twilio/voice/language", call_params(call, Digits="1")))
+    menu = root.find("./Gather/Say")
+    assert menu.get("language") == "zh-CN" and "支付金额申诉请按3" in menu.text
+
+    path = "/webhooks/twilio/voice/menu?lang=zh"
+    root = twiml_of(await post_signed(client, path, call_params(call, Digits="3")))
+    record = root.find("Record")
+    assert record.get("transcribe") == "true" and record.get("finishOnKey") == "#"
+    callback = record.get("recordingStatusCallback")
+    assert callback == "/webhooks/twilio/voice/recording?lang=zh&category=payment_amount"
+
+    recording_sid = "RE" + uuid.uuid4().hex
+    recording = call_params(call, RecordingSid=recording_sid, RecordingUrl=f"{fake_twilio.base}/media/{recording_sid}",
+                            RecordingStatus="completed", RecordingDuration="14", RecordingChannels="1",
+                            RecordingSource="RecordVerb", RecordingStartTime="Mon, 23 Nov 2026 10:00:00 +0000")
+    for _ in range(3):  # Twilio retries: harmless
+        r = await post_signed(client, callback, recording)
+        assert r.status_code == 204
+    transcription = call_params(call, TranscriptionSid="TR" + uuid.uuid4().hex, TranscriptionStatus="completed",
+                                TranscriptionText="我被重复扣款了一百二十八元，请帮我退款",
+                                TranscriptionUrl=f"{fake_twilio.base}/Transcriptions/x", RecordingSid=recording_sid,
+                                RecordingUrl=recording["RecordingUrl"], url="")
+    r = await post_signed(client, "/webhooks/twilio/voice/transcription?lang=zh&category=payment_amount", transcription)
+    assert r.status_code == 204
+    root = twiml_of(await post_signed(client, "/webhooks/twilio/voice/recorded?lang=zh&category=payment_amount",
+                                      call_params(call, RecordingUrl=recording["RecordingUrl"], Digits="#")))
+    assert root.find("Hangup") is not None
+
+    await drain(settings, voice_plugins)
+    items = (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]
+    assert len(items) == 1
+    c = items[0]
+    assert (c["channel"], c["category"], c["contact"]["value"]) == ("twilio_voice", "payment_amount", CALLER)
+    assert [e["content_type"] for e in c["evidence"]] == ["audio/mpeg"]
+    assert [m["text"] for m in c["messages"]] == ["", "我被重复扣款了一百二十八元，请帮我退款"]
+    # the phone standard: first response due 30 s after the call
+    due = datetime.fromisoformat(c["first_response_due"]) - datetime.fromisoformat(c["created_at"])
+    assert due.total_seconds() == 30
+    # the acknowledgement went out by SMS, in Chinese, with the case number
+    sent = fake_twilio.sent_messages()
+    assert len(sent) == 1 and sent[0]["To"] == CALLER and c["case_number"] in sent[0]["Body"]
+
+    # the caller rings again and keys in the case number: the status is spoken
+    digits = c["case_number"][2:].replace("-", "")
+    root = twiml_of(await post_signed(client, "/webhooks/twilio/voice/menu?lang=zh", call_params("CA2", Digits="9")))
+    assert root.find("Gather").get("numDigits") == "14"
+    root = twiml_of(await post_signed(client, "/webhooks/twilio/voice/status?lang=zh", call_params("CA2", Digits=digits)))
+    assert "已受理" in root.find("Say").text
+    root = twiml_of(await post_signed(client, "/webhooks/twilio/voice/status?lang=en",
+                                      call_params("CA2", Digits="20000101000001")))
+    assert "could not find" in root.find("Say").text
+
+
+async def test_recording_only_when_transcription_fails(client, voice_plugins, settings, fake_twilio):
+    call = "CA" + uuid.uuid4().hex
+    await post_signed(client, "/webhooks/twilio/voice", call_params(call))
+    await post_signed(client, "/webhooks/twilio/voice/language", call_params(call, Digits="2"))
+    failed = call_params(call, TranscriptionStatus="failed", TranscriptionText="", RecordingSid="RE1")
+    assert (await post_signed(client, "/webhooks/twilio/voice/transcription?lang=en&category=function_fault",
+                              failed)).status_code == 204
+    recording = call_params(call, RecordingSid="RE1", RecordingUrl=f"{fake_twilio.base}/media/RE1",
+                            RecordingStatus="completed", RecordingDuration="5")
+    await post_signed(client, "/webhooks/twilio/voice/recording?lang=en&category=function_fault", recording)
+    await drain(settings, voice_plugins)
+    (c,) = (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]
+    assert c["category"] == "function_fault" and c["language"] == "en" and len(c["evidence"]) == 1
+    assert "case number" in fake_twilio.sent_messages()[0]["Body"]
+
+
+async def test_every_voice_callback_refuses_a_bad_signature(client):
+    for path in ("", "/language", "/menu?lang=zh", "/recorded", "/recording", "/transcription", "/status"):
+        r = await client.post(f"/webhooks/twilio/voice{path}", content="CallSid=CA1&Digits=1",
+                              headers={"X-Twilio-Signature": "forged", "Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 403, path
+
+
+async def test_menu_answers_at_once_and_invalid_digits_repeat(client):
+    import time
+
+    started = time.perf_counter()
+    root = twiml_of(await post_signed(client, "/webhooks/twilio/voice/menu?lang=en", call_params("CA3", Digits="8")))
+    assert time.perf_counter() - started < 0.5
+    assert root.find("Say").get("language") == "en-US" and root.find("Redirect") is not None

@@ -24,10 +24,13 @@ from normalizer.inbound import build_message, clean_text
 from normalizer.schema import Contact, DeliveryResult, EvidenceLink, OutboundMessage
 from plugins.contract import GatewayServices, RouteMount
 from plugins.hookspecs import hookimpl
+from router.text import split_text as split_sms
 
 log = logging.getLogger("gateway.twilio")
 
 CHANNEL = "twilio_sms"
+#: Provider message ids of everything we send through Twilio (SMS and the voice channel's SMS).
+OUTBOUND_NAMESPACE = "twilio"
 MAX_FORM_BYTES = 64 * 1024
 STOP_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "退订", "TD"}
 START_WORDS = {"START", "YES", "UNSTOP"}
@@ -84,27 +87,6 @@ def twiml(response: Any) -> Response[bytes]:
 def e164(number: str) -> str:
     digits = re.sub(r"[^\d+]", "", number)
     return digits if digits.startswith("+") else "+" + digits
-
-
-def split_sms(text: str, limit: int) -> list[str]:
-    """Split a long reply into messages of at most ``limit`` characters, at sentence ends where
-    possible (Chinese 。！？ or Latin .!? or line breaks), never inside a surrogate pair."""
-    text = text.strip()
-    if len(text) <= limit:
-        return [text] if text else []
-    parts, rest = [], text
-    while len(rest) > limit:
-        window = rest[:limit]
-        cut = max(window.rfind(ch) for ch in "。！？!?.\n；;")
-        if cut < limit // 2:
-            cut = window.rfind(" ")
-        if cut < limit // 2:
-            cut = limit - 1
-        parts.append(rest[: cut + 1].strip())
-        rest = rest[cut + 1 :].lstrip()
-    if rest:
-        parts.append(rest)
-    return [p for p in parts if p]
 
 
 class TwilioSmsChannel:
@@ -168,19 +150,11 @@ class TwilioSmsChannel:
               tags=["webhooks"], status_code=204)
         async def sms_status(request: Request[Any, Any, Any]) -> None:
             form = await verified_form(services, settings, request)
-            sid, status = form.get("MessageSid", ""), form.get("MessageStatus", "")
-            target = await services.require_redis().get(f"{services.store.keys.p}sms:sid:{sid}")
-            if target is None or status not in ("sent", "delivered", "undelivered", "failed", "read"):
-                return None
-            complaint_id, _, reply_id = target.decode().partition("|")
-            state: dict[str, Any] = {"delivery": "failed" if status == "undelivered" else status,
-                                     "provider_message_id": sid,
-                                     "error": form.get("ErrorCode") or None}
-            if status == "delivered":
-                from datetime import datetime, timezone
-
-                state["delivered_at"] = datetime.now(timezone.utc).isoformat()
-            await services.store.record_delivery(complaint_id, reply_id, state)
+            status = form.get("MessageStatus", "")
+            if status in ("sent", "delivered", "undelivered", "failed", "read"):
+                await services.store.apply_provider_status(
+                    OUTBOUND_NAMESPACE, form.get("MessageSid", ""), "failed" if status == "undelivered" else status,
+                    error=form.get("ErrorCode") or None)
             return None
 
         return RouteMount(handlers=[sms_in, sms_status], prefix="/webhooks/twilio")
@@ -247,8 +221,8 @@ class TwilioSmsSender:
                     kwargs["from_"] = self.settings.from_number
                 created = await asyncio.to_thread(client.messages.create, **kwargs)
                 sids.append(created.sid)
-                await redis.set(f"{self.services.store.keys.p}sms:sid:{created.sid}",
-                                f"{message.complaint_id}|{message.id}", ex=30 * 86400)
+                await self.services.store.remember_outbound(OUTBOUND_NAMESPACE, created.sid,
+                                                            message.complaint_id, message.id)
         except Exception as exc:
             from twilio.base.exceptions import TwilioRestException
 

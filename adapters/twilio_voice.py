@@ -23,12 +23,13 @@ from adapters.twilio_sms import (
     twiml,
     verified_form,
 )
-from gateway.store import NotFound, new_id
+from gateway.store import new_id
 from normalizer.inbound import build_message, clean_text
 from normalizer.schema import Contact, EvidenceLink
 from plugins.contract import GatewayServices, RouteMount
 from plugins.hookspecs import hookimpl
 from router.categorise import CATEGORY_NAMES
+from router.status import STATUS_WORDS, case_for_contact
 
 log = logging.getLogger("gateway.twilio")
 
@@ -54,11 +55,6 @@ SAY = {
                  "en": "Please enter the fourteen digits of your case number, then press pound."},
     "not_found": {"zh": "没有找到这个案件编号。", "en": "We could not find that case number."},
     "invalid": {"zh": "输入无效。", "en": "That is not a valid choice."},
-}
-STATUS_WORDS = {
-    "received": ("已收到", "received"), "accepted": ("已受理，正在排队", "accepted and waiting for an agent"),
-    "in_progress": ("正在处理", "being handled"), "responded": ("已答复", "answered"),
-    "resolved": ("已解决", "resolved"), "closed": ("已关闭", "closed"), "reopened": ("已重新打开", "reopened"),
 }
 
 
@@ -174,11 +170,9 @@ class TwilioVoiceChannel:
             digits = "".join(ch for ch in form.get("Digits", "") if ch.isdigit())
             response = VoiceResponse()
             complaint = None
-            if len(digits) == 14:
-                try:
-                    complaint = await services.store.find_by_case_number(f"C-{digits[:8]}-{digits[8:]}")
-                except NotFound:
-                    complaint = None
+            if len(digits) == 14:  # only the caller's own cases: a case number is not a password
+                caller = Contact(kind="phone", value=e164(form.get("From", "") or "+0"))
+                complaint = await case_for_contact(services.store, f"C-{digits[:8]}-{digits[8:]}", caller)
             if complaint is None:
                 response.say(SAY["not_found"][lang], language=VOICE[lang])
             else:

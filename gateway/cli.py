@@ -27,7 +27,7 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("uvicorn.access",):
+    for noisy in ("uvicorn.access", "httpx", "httpcore"):  # httpx logs request URLs (tokens in them)
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

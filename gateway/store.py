@@ -34,7 +34,9 @@ from normalizer.schema import (
 )
 
 JOB_EXPIRES_MS = 7 * 86_400_000  # a job waits up to a week for a worker before Redis drops it
-IDEMPOTENCY_TTL_S = 7 * 86_400  # providers (WhatsApp) retry for days
+IDEMPOTENCY_TTL_S = 7 * 86_400
+OUTBOUND_TTL_S = 30 * 86_400  # how long a provider's status callback can still find its reply
+DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}  # providers (WhatsApp) retry for days
 RAW_TTL_S = 30 * 86_400
 OUTBOX_GRACE_MS = 30_000  # a reply not handed over by then is sent again by housekeeping
 
@@ -163,6 +165,22 @@ if f[4] and f[4] ~= '' then
   end
 end
 return {f[1], f[2] or '', f[3] or '', cust}
+"""
+
+_STATUS_LUA = """
+-- KEYS: delivery hash, outbox; ARGV: reply id, new state json, new rank, outbox member
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local ok, old = pcall(cjson.decode, cur)
+  if ok and type(old) == 'table' then
+    local ranks = {queued = 0, sent = 1, delivered = 2, read = 3, failed = 4}
+    local old_rank = ranks[old['delivery']] or 0
+    if old_rank >= tonumber(ARGV[3]) then return 0 end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('ZREM', KEYS[2], ARGV[4]) end
+return 1
 """
 
 _COMMIT_LUA = """
@@ -313,6 +331,15 @@ class Keys:
     def quarantined(self, qid: str) -> str:
         return f"{self.p}quarantine:{qid}"
 
+    def outbound(self, channel: str, provider_id: str) -> str:
+        return f"{self.p}outbound:{channel}:{provider_id}"
+
+    def outbound_by_contact(self, channel: str, contact_value: str) -> str:
+        return f"{self.p}outbound-to:{channel}:{contact_value}"
+
+    def last_inbound(self, channel: str, contact_value: str) -> str:
+        return f"{self.p}lastin:{channel}:{contact_value}"
+
 
 def job_key(job_id: str) -> str:
     return job_key_prefix + job_id
@@ -342,6 +369,7 @@ class ComplaintStore:
         self._commit_script = redis.register_script(_COMMIT_LUA)
         self._claim_script = redis.register_script(_CLAIM_LUA)
         self._requeue_script = redis.register_script(_REQUEUE_EXPIRED_LUA)
+        self._status_script = redis.register_script(_STATUS_LUA)
 
     @property
     def r(self) -> Redis:
@@ -416,6 +444,11 @@ class ComplaintStore:
         )
         status, mid = (x.decode() if isinstance(x, bytes) else x for x in result)
         return IntakeOutcome(status, mid)
+
+    async def idempotent_message(self, channel: str, scope: str) -> str | None:
+        """The id of the message an idempotency scope was first taken as (within the TTL)."""
+        value = await self.r.get(self.keys.idem(channel, scope))
+        return value.decode().split("|", 1)[0] if value else None
 
     async def message_state(self, mid: str) -> dict[str, str] | None:
         raw = await self.r.hmget(self.keys.msg(mid), "status", "complaint_id", "channel", "received_ms", "error")
@@ -503,13 +536,53 @@ class ComplaintStore:
 
     # -- deliveries --------------------------------------------------------------------------
 
-    async def record_delivery(self, complaint_id: str, reply_id: str, state: dict[str, Any]) -> None:
-        """Delivery state lives beside the complaint, so provider callbacks never rewrite it."""
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.delivery(complaint_id), reply_id, _json_encoder.encode(state))
-            if state.get("delivery") != "queued":
-                pipe.zrem(self.keys.outbox, f"{complaint_id}|{reply_id}")
+    async def record_delivery(self, complaint_id: str, reply_id: str, state: dict[str, Any]) -> bool:
+        """Delivery state lives beside the complaint, so provider callbacks never rewrite it; it only
+        moves forward (a provider's "delivered" that beats our own "sent" to Redis stays)."""
+        changed = await self._status_script(
+            keys=[self.keys.delivery(complaint_id), self.keys.outbox],
+            args=[reply_id, _json_encoder.encode(state), DELIVERY_RANK.get(state.get("delivery", ""), 0),
+                  f"{complaint_id}|{reply_id}"],
+        )
+        return bool(changed)
+
+    async def remember_outbound(self, channel: str, provider_id: str, complaint_id: str, reply_id: str, *,
+                                contact_value: str | None = None) -> None:
+        """Note which reply a provider's message id belongs to, so its status callbacks find it.
+        With ``contact_value`` the id is also kept per recipient, for read receipts that only say
+        "everything up to this time" (Messenger's watermark)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.outbound(channel, provider_id), f"{complaint_id}|{reply_id}", ex=OUTBOUND_TTL_S)
+            if contact_value:
+                key = self.keys.outbound_by_contact(channel, contact_value)
+                pipe.zadd(key, {provider_id: now_ms()})
+                pipe.expire(key, OUTBOUND_TTL_S)
             await pipe.execute()
+
+    async def apply_provider_status(self, channel: str, provider_id: str, status: str, *,
+                                    error: str | None = None, at: datetime | None = None) -> bool:
+        """A provider's delivery report for one of our messages. Reports arrive late, twice and out
+        of order, so a state only moves forward (sent → delivered → read; failed is final).
+        Answers whether anything changed."""
+        target = await self.r.get(self.keys.outbound(channel, provider_id))
+        if target is None or status not in DELIVERY_RANK:
+            return False
+        complaint_id, _, reply_id = target.decode().partition("|")
+        state: dict[str, Any] = {"delivery": status, "provider_message_id": provider_id, "error": error}
+        if status in ("delivered", "read"):
+            state["delivered_at"] = (at or datetime.now(timezone.utc)).isoformat()
+        return await self.record_delivery(complaint_id, reply_id, state)
+
+    async def apply_read_watermark(self, channel: str, contact_value: str, watermark_ms: int) -> int:
+        """Everything we sent to ``contact_value`` up to ``watermark_ms`` has been read."""
+        key = self.keys.outbound_by_contact(channel, contact_value)
+        ids = await self.r.zrangebyscore(key, "-inf", watermark_ms, start=0, num=500)
+        changed = 0
+        for pid in ids:
+            changed += await self.apply_provider_status(channel, pid.decode(), "read", at=ms_to_dt(watermark_ms))
+        if ids:
+            await self.r.zrem(key, *ids)
+        return changed
 
     async def overdue_outbox(self, limit: int = 200) -> list[tuple[str, str]]:
         """Replies still not handed to their channel after the grace period (their sender crashed)."""

@@ -9,6 +9,12 @@ import re
 # an ID number may end in X.
 _DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z_-])\+?\d(?:[ -]?\d){6,}[Xx]?(?![0-9A-Za-z])")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# Credentials that providers put in URLs: Telegram's /bot<token>/, access_token=... query values.
+_SECRET = re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+|((?:access_token|secret|appsecret_proof)=)[^&\s\"']+")
+
+
+def _mask_secret(match: re.Match[str]) -> str:
+    return (match.group(1) or match.group(2)) + "[secret]"
 
 
 def _mask_digits(match: re.Match[str]) -> str:
@@ -17,7 +23,9 @@ def _mask_digits(match: re.Match[str]) -> str:
 
 
 def mask_text(text: str) -> str:
-    """Replace anything that looks like a personal number or address with a placeholder."""
+    """Replace anything that looks like a personal number or address, or a credential in a URL,
+    with a placeholder."""
+    text = _SECRET.sub(_mask_secret, text)
     text = _EMAIL.sub("[email]", text)
     return _DIGIT_RUN.sub(_mask_digits, text)
 

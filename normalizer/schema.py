@@ -131,6 +131,9 @@ class MessageEntry(msgspec.Struct, frozen=True, kw_only=True):
     provider_message_id: str | None = None
     language: str = "en"
     subject: str | None = None
+    #: Set when the customer edited an earlier message (Telegram): the id of the message this
+    #: text replaces. The earlier text stays, so the complaint keeps the whole text history.
+    edit_of: str | None = None
 
 
 class Reply(msgspec.Struct, kw_only=True):

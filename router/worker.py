@@ -222,6 +222,7 @@ def _entry(message: InboundMessage) -> MessageEntry:
     return MessageEntry(
         message_id=message.id, channel=message.channel, text=message.text, received_at=message.received_at,
         provider_message_id=message.provider_message_id, language=message.language, subject=message.subject,
+        edit_of=message.metadata.get("edit_of"),
     )
 
 
@@ -233,10 +234,10 @@ async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: In
         if not any(m.message_id == message.id for m in complaint.messages):
             complaint.messages.append(_entry(message))
             complaint.evidence.extend(message.attachments)
-            complaint.history.append(
-                HistoryEvent(at=message.received_at, actor="customer", action="follow_up",
-                             detail={"channel": message.channel, "message_id": message.id})
-            )
+            edit_of = message.metadata.get("edit_of")
+            detail = {"channel": message.channel, "message_id": message.id, **({"edit_of": edit_of} if edit_of else {})}
+            complaint.history.append(HistoryEvent(at=message.received_at, actor="customer",
+                                                  action="message_edited" if edit_of else "follow_up", detail=detail))
         effects.ops.append(lambda pipe: pipe.hset(
             keys.msg(message.id), mapping={"status": MessageStatus.processed.value, "complaint_id": complaint.id}))
         effects.ops.append(lambda pipe: pipe.zrem(keys.pending, message.id))

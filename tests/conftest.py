@@ -3,6 +3,7 @@ the gateway app on real HTTP plumbing, and a worker run in burst mode."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -135,3 +136,43 @@ def drain(settings: Settings) -> Any:
         return worker.jobs_complete
 
     return run
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(settings: Settings, plugins: Any, public_url: str | None = None) -> AsyncIterator[Any]:
+    """The app with the given plugins (and the public URL providers sign against)."""
+    from litestar.testing import AsyncTestClient
+    from msgspec.structs import replace
+
+    from gateway.app import create_app
+
+    if public_url:
+        settings = replace(settings, public_url=public_url)
+    async with AsyncTestClient(app=create_app(settings, plugins=plugins), raise_server_exceptions=False) as c:
+        yield c
+
+
+async def run_worker(settings: Settings, plugins: Any) -> int:
+    """A worker with the given plugins, in burst mode, until the queue is empty."""
+    from router.worker import create_worker
+
+    worker = create_worker(settings, burst=True, handle_signals=False, plugins=plugins)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return worker.jobs_complete
+
+
+async def stored_keys(settings: Settings) -> list[str]:
+    """Every key under the test's prefix, and arq's job keys (to prove a refused request stored
+    nothing)."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(settings.redis_url)
+    try:
+        keys = [k.decode() async for k in r.scan_iter(match=settings.redis_prefix + "*")]
+        keys += [k.decode() async for k in r.scan_iter(match=job_key_prefix + "*")]  # arq's jobs are global
+        return sorted(keys)
+    finally:
+        await r.aclose()

@@ -170,7 +170,9 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     complaint.case_number = case_number
     if ack is not None:
         ack.text = ack.text.replace(placeholder, case_number)
-        await deliver(ctx, complaint, ack)
+        result = await deliver(ctx, complaint, ack)
+        if result.status == "failed" and result.retryable:  # the provider hiccuped: try again soon
+            await store.enqueue(PlannedJob("send_reply", f"send:{ack.id}", (complaint.id, ack.id), defer_ms=1000))
     return "created"
 
 

@@ -11,4 +11,11 @@ async def submit(request: Request) -> Response[dict[str, str]]:
     return Response({"message_id": "msg_" + os.urandom(12).hex(), "status": "received"}, status_code=202)
 
 
-app = Litestar(route_handlers=[submit], debug=False)
+@post("/webhooks/{provider:str}", status_code=200)
+async def webhook(request: Request) -> Response[bytes]:
+    """The webhook baseline: read the body, answer at once, store nothing."""
+    await request.body()
+    return Response(b"success", media_type="text/plain")
+
+
+app = Litestar(route_handlers=[submit, webhook], debug=False)

@@ -62,8 +62,9 @@ def server_cmd(server: str, target: str, port: int) -> list[str]:
 
 
 class Stack:
-    def __init__(self, server: str, tmp: Path, fsync: str = "always") -> None:
+    def __init__(self, server: str, tmp: Path, fsync: str = "always", extra_env: dict[str, str] | None = None) -> None:
         self.server, self.tmp, self.fsync = server, tmp, fsync
+        self.extra_env = extra_env or {}
         self.procs: list[subprocess.Popen] = []
         self.redis_port = free_port()
         self.gw_port = free_port()
@@ -87,7 +88,7 @@ class Stack:
         env = {**os.environ, "REDIS_URL": self.redis_url, "GATEWAY_REDIS_PREFIX": self.prefix,
                "GATEWAY_APP_KEYS": f"app:{APP_KEY}", "GATEWAY_AGENT_TOKENS": "a:bench-agent-01",
                "GATEWAY_VAR_DIR": str(self.tmp / "var"), "GATEWAY_PLUGINS": str(ROOT / "plugins.toml"),
-               "GATEWAY_LOG_LEVEL": "WARNING"}
+               "GATEWAY_LOG_LEVEL": "WARNING", **self.extra_env}
         log = open(self.tmp / "processes.log", "ab")
         self.procs.append(subprocess.Popen(server_cmd(self.server, "gateway.asgi:app", self.gw_port), env=env, cwd=ROOT,
                                            stdout=log, stderr=log))

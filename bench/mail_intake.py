@@ -1,6 +1,6 @@
 """Benchmark: e-mail intake through a real `python -m gateway worker` and a real Dovecot.
 
-    .venv/bin/python bench/email.py [--backlog 2000] [--pushes 20]
+    .venv/bin/python bench/mail_intake.py [--backlog 2000] [--pushes 20]
 
 1. Backlog: N mails waiting in the mailbox when the worker starts -> mails/s until every one
    is a complaint, against the baseline of fetching the same N mails with imapclient alone.

@@ -29,7 +29,7 @@ from gateway.store import new_id
 from normalizer.evidence import EvidenceRejected
 from normalizer.inbound import build_message
 from normalizer.mail import MailParseError, ParsedMail, parse_mail
-from normalizer.schema import Contact, DeliveryResult, OutboundMessage
+from normalizer.schema import AUTOMATIC_REPLY_KINDS, Contact, DeliveryResult, OutboundMessage
 from plugins.contract import GatewayServices, Poller
 from plugins.hookspecs import hookimpl
 
@@ -428,6 +428,7 @@ def _quietly_logout(client: Any) -> None:
 
 SUBJECTS = {
     "ack": {"zh": "我们已收到您的来信", "en": "We have received your message"},
+    "repeat_ack": {"zh": "您的来信已加入原案件", "en": "Your message was added to your case"},
     "agent": {"zh": "关于您的问题", "en": "About your request"},
 }
 
@@ -459,7 +460,7 @@ class SmtpSender:
         if message.thread.get("in_reply_to"):
             mail["In-Reply-To"] = f"<{message.thread['in_reply_to']}>"
             mail["References"] = " ".join(f"<{r}>" for r in message.thread.get("references", "").split())
-        if message.kind in ("ack", "status", "survey"):
+        if message.kind in AUTOMATIC_REPLY_KINDS:
             mail["Auto-Submitted"] = "auto-replied"  # RFC 3834: other robots must not answer this
         mail.set_content(message.text)
         return mail
@@ -475,7 +476,7 @@ class SmtpSender:
     async def send(self, message: OutboundMessage) -> DeliveryResult:
         import aiosmtplib
 
-        if message.kind == "ack" and await self._over_limit(message.to.value):
+        if message.kind in ("ack", "repeat_ack") and await self._over_limit(message.to.value):
             return DeliveryResult(status="suppressed", error="acknowledgement rate limit for this address")
         mail = self.build(message)
         context = ssl.create_default_context()

@@ -57,6 +57,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_max_jobs: int = 50
     #: GATEWAY_JOB_TIMEOUT_SECONDS: a job running longer is cancelled and retried.
     job_timeout_seconds: int = 20
+    #: GATEWAY_REPEAT_WINDOW_HOURS: how far back a same-amount or near-identical report by the
+    #: same customer counts as a repeat of an open case (same transaction id: any age).
+    repeat_window_hours: int = 72
+    #: GATEWAY_INCIDENT_WINDOW_MINUTES / GATEWAY_INCIDENT_MIN_CUSTOMERS: this many different
+    #: customers reporting the same fault within the window form an incident.
+    incident_window_minutes: int = 10
+    incident_min_customers: int = 10
+    #: GATEWAY_PII_ROLES: roles that see full card / ID / phone numbers and e-mail addresses in a
+    #: case's messages (everyone else, every list view and every plugin that does not declare
+    #: ``needs_personal_data`` sees them masked).
+    pii_roles: tuple[str, ...] = ("supervisor", "agent")
     #: GATEWAY_LOG_LEVEL: DEBUG, INFO, WARNING, ERROR.
     log_level: str = "INFO"
     #: GATEWAY_WORKER_WAKE: let the gateway wake workers at once instead of waiting for the next poll.
@@ -171,4 +182,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_wake=_bool(env, "GATEWAY_WORKER_WAKE", True),
         worker_poll_seconds=poll,
         embedded_redis_fsync=fsync,
+        repeat_window_hours=_int(env, "GATEWAY_REPEAT_WINDOW_HOURS", 72, 0, 24 * 90),
+        incident_window_minutes=_int(env, "GATEWAY_INCIDENT_WINDOW_MINUTES", 10, 1, 24 * 60),
+        incident_min_customers=_int(env, "GATEWAY_INCIDENT_MIN_CUSTOMERS", 10, 2, 100_000),
+        pii_roles=_roles(env.get("GATEWAY_PII_ROLES")),
     )
+
+
+def _roles(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return ("supervisor", "agent")
+    roles = tuple(r.strip() for r in raw.split(",") if r.strip())
+    unknown = set(roles) - {"supervisor", "agent", "app"}
+    if unknown:
+        raise SettingsError(f"GATEWAY_PII_ROLES: unknown role(s) {sorted(unknown)} (supervisor, agent, app)")
+    return roles

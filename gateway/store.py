@@ -32,11 +32,12 @@ from normalizer.schema import (
     InboundMessage,
     MessageStatus,
 )
+from router.repeats import fingerprint_of
 
 JOB_EXPIRES_MS = 7 * 86_400_000  # a job waits up to a week for a worker before Redis drops it
-IDEMPOTENCY_TTL_S = 7 * 86_400
+IDEMPOTENCY_TTL_S = 7 * 86_400  # providers (WhatsApp) retry for days
 OUTBOUND_TTL_S = 30 * 86_400  # how long a provider's status callback can still find its reply
-DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}  # providers (WhatsApp) retry for days
+DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 RAW_TTL_S = 30 * 86_400
 OUTBOX_GRACE_MS = 30_000  # a reply not handed over by then is sent again by housekeeping
 
@@ -140,31 +141,54 @@ return {'accepted', ARGV[1]}
 """
 
 _PREPARE_LUA = """
--- Load a message for processing and resolve its customer, in one round trip.
--- KEYS: msg; ARGV: new customer id (used when the sender is new), key prefix
-local f = redis.call('HMGET', KEYS[1], 'status', 'data', 'channel', 'contact', 'vouched', 'complaint_id')
+-- Load a message for processing, resolve its customer, and read that customer's open-case
+-- fingerprints (the repeat-report candidates), in one round trip.
+-- KEYS: msg; ARGV: new customer id (used when nobody knows the sender), key prefix, now ms
+-- The customer is the sender contact's; else that of a contact the channel vouches for (the
+-- app says "this user's phone is P" and P wrote by SMS before); else a new one. Vouched-for
+-- contacts nobody owns yet join the customer; each link is written to the customer's history.
+local f = redis.call('HMGET', KEYS[1], 'status', 'data', 'channel', 'contact', 'vouched', 'complaint_id', 'nodedup')
 if not f[1] then return {'missing'} end
 if f[1] == 'processed' or f[1] == 'quarantined' then return {f[1], f[6] or ''} end
 local cust = ''
+local fps = {}
 if f[4] and f[4] ~= '' then
-  local contact_key = ARGV[2] .. 'contact:' .. f[4]
-  cust = redis.call('GET', contact_key)
-  if not cust then
-    cust = ARGV[1]
-    redis.call('SET', contact_key, cust)
-  end
-  local contacts = ARGV[2] .. 'customer:' .. cust .. ':contacts'
-  redis.call('SADD', contacts, f[4])
+  local p = ARGV[2]
+  local vouched = {}
   if f[5] and f[5] ~= '' then
-    for label in string.gmatch(f[5], '[^\\n]+') do
-      local key = ARGV[2] .. 'contact:' .. label
-      if redis.call('SET', key, cust, 'NX') or redis.call('GET', key) == cust then
-        redis.call('SADD', contacts, label)
-      end
+    for label in string.gmatch(f[5], '[^\\n]+') do table.insert(vouched, label) end
+  end
+  local contact_key = p .. 'contact:' .. f[4]
+  cust = redis.call('GET', contact_key)
+  local how = 'channel'
+  if not cust then
+    for _, label in ipairs(vouched) do
+      cust = redis.call('GET', p .. 'contact:' .. label)
+      if cust then how = 'vouched:' .. label break end
     end
   end
+  if not cust then
+    cust = ARGV[1]
+    how = 'new'
+  end
+  local history = p .. 'customer:' .. cust .. ':history'
+  local contacts = p .. 'customer:' .. cust .. ':contacts'
+  if redis.call('SET', contact_key, cust, 'NX') then
+    redis.call('SADD', contacts, f[4])
+    redis.call('RPUSH', history, cjson.encode({at_ms = tonumber(ARGV[3]), action = 'linked', contact = f[4],
+                                               by = 'system', reason = how}))
+  end
+  for _, label in ipairs(vouched) do
+    local key = p .. 'contact:' .. label
+    if redis.call('SET', key, cust, 'NX') then
+      redis.call('SADD', contacts, label)
+      redis.call('RPUSH', history, cjson.encode({at_ms = tonumber(ARGV[3]), action = 'linked', contact = label,
+                                                 by = 'system', reason = 'vouched by ' .. f[3]}))
+    end
+  end
+  fps = redis.call('HGETALL', p .. 'customer:' .. cust .. ':open')
 end
-return {f[1], f[2] or '', f[3] or '', cust}
+return {f[1], f[2] or '', f[3] or '', cust, f[7] or '', fps}
 """
 
 _STATUS_LUA = """
@@ -188,11 +212,11 @@ _COMMIT_LUA = """
 -- neither opens a second complaint nor burns a second number.
 -- KEYS: 1 msg, 2 complaint, 3 pending, 4 case sequence, 5 queue, 6 queue age, 7 first-response due,
 --       8 idx all, 9 idx status, 10 idx category, 11 idx customer, 12 idx channel, 13 idx skill,
---       14 skills, 15 outbox, 16 arq queue, 17 wake
+--       14 skills, 15 outbox, 16 arq queue, 17 wake, 18 the customer's open-case fingerprints
 -- ARGV: 1 complaint id, 2 complaint json, 3 case placeholder, 4 yyyymmdd, 5 created ms, 6 queue score,
 --       7 first-response due ms ('' = none), 8 message id, 9 outbox member ('' = none), 10 outbox due ms,
 --       11 case key prefix, 12 skill ('' = none), 13 wake ('1'/'0'), 14 job count, then per job:
---       job key, job id, job bytes, score, expiry ms
+--       job key, job id, job bytes, score, expiry ms; then the fingerprint ('' = none)
 local state = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number')
 if state[1] == 'processed' then
   return {'already', state[2], state[3] or ''}
@@ -229,6 +253,8 @@ if n > 0 and ARGV[13] == '1' then
   redis.call('LPUSH', KEYS[17], '1')
   redis.call('LTRIM', KEYS[17], 0, 7)
 end
+local fp = ARGV[15 + n * 5]
+if fp and fp ~= '' then redis.call('HSET', KEYS[18], cid, fp) end
 return {'created', cid, case}
 """
 
@@ -321,6 +347,13 @@ class Keys:
 
     def contact(self, contact: Contact) -> str:
         return f"{self.p}contact:{contact.kind}:{contact.value}"
+
+    def open_cases(self, customer_id: str) -> str:
+        """The customer's open cases' fingerprints (repeat-report lookup)."""
+        return f"{self.p}customer:{customer_id}:open"
+
+    def customer_history(self, customer_id: str) -> str:
+        return f"{self.p}customer:{customer_id}:history"
 
     def customer_contacts(self, customer_id: str) -> str:
         return f"{self.p}customer:{customer_id}:contacts"
@@ -465,22 +498,27 @@ class ComplaintStore:
 
     # -- customers ---------------------------------------------------------------------------
 
-    async def prepare(self, mid: str) -> tuple[str, InboundMessage | None, dict[str, str]]:
+    async def prepare(self, mid: str) -> tuple[str, InboundMessage | None, dict[str, Any]]:
         """Load message ``mid`` for processing and resolve its sender to a customer (a first
         contact creates one; contacts the channel vouches for join the same customer unless they
         are someone's already), in one round trip.
 
         Returns (status, message, fields): status ``missing``, ``processed``, ``quarantined`` or
-        ``received``; message ``None`` when it is not to be processed or does not decode.
+        ``received``; message ``None`` when it is not to be processed or does not decode; fields
+        ``channel``, ``customer_id``, ``raw``, ``nodedup`` (an agent split this message off a
+        case: open a case of its own) and ``open_cases`` (complaint id → fingerprint bytes).
         """
-        result = await self._prepare_script(keys=[self.keys.msg(mid)], args=[new_id("cus"), self.keys.p])
+        result = await self._prepare_script(keys=[self.keys.msg(mid)], args=[new_id("cus"), self.keys.p, now_ms()])
         values = [v.decode() if isinstance(v, bytes) and i != 1 else v for i, v in enumerate(result)]
         status = values[0]
         if status != "received" and status != MessageStatus.received.value:
             fields = {"complaint_id": values[1]} if len(values) > 1 else {}
             return status, None, fields
         data, channel, customer = result[1], values[2], values[3]
-        fields = {"channel": channel, "customer_id": customer, "raw": data}
+        flat = result[5] if len(result) > 5 else []
+        open_cases = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+        fields = {"channel": channel, "customer_id": customer, "raw": data, "nodedup": values[4] == "1",
+                  "open_cases": open_cases}
         try:
             return status, _message_decoder.decode(data), fields
         except msgspec.DecodeError:
@@ -500,6 +538,7 @@ class ComplaintStore:
         *,
         case_placeholder: str,
         outbox: Sequence[str] = (),
+        fingerprint: bytes = b"",
     ) -> tuple[bool, str, str]:
         """Store a new complaint for message ``mid`` unless that message was processed already.
 
@@ -521,14 +560,14 @@ class ComplaintStore:
                 k.queue(skill), k.queue_age(skill), k.fr_due(skill),
                 k.idx_all, k.idx("status", complaint.status.value), k.idx("category", complaint.category),
                 k.idx("customer", complaint.customer_id), k.idx("channel", complaint.channel), k.idx("skill", skill),
-                k.skills, k.outbox, k.arq_queue, k.wake,
+                k.skills, k.outbox, k.arq_queue, k.wake, k.open_cases(complaint.customer_id),
             ],
             args=[
                 complaint.id, _json_encoder.encode(complaint), case_placeholder,
                 complaint.created_at.strftime("%Y%m%d"), created_ms, queue_score(complaint.priority, created_ms),
                 dt_to_ms(complaint.first_response_due) if complaint.first_response_due else "",
                 mid, outbox[0] if outbox else "", now_ms() + OUTBOX_GRACE_MS, k.p + "case:", skill,
-                "1" if self.worker_wake else "0", len(jobs), *job_args,
+                "1" if self.worker_wake else "0", len(jobs), *job_args, fingerprint,
             ],
         )
         status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result)
@@ -676,6 +715,12 @@ class ComplaintStore:
                                 pipe.zrem(k.idx(name, old), cid)
                             if new:
                                 pipe.zadd(k.idx(name, new), {cid: created_ms})
+                    if is_open(before) and not is_open(after):
+                        pipe.hdel(k.open_cases(after.customer_id), cid)
+                    elif is_open(after) and not is_open(before):
+                        pipe.hset(k.open_cases(after.customer_id), cid, fingerprint_of(after, created_ms))
+                    if before.priority != after.priority and after.skill:  # re-rank it where it waits
+                        pipe.zadd(k.queue(after.skill), {cid: queue_score(after.priority, created_ms)}, xx=True)
                     for op in effects.ops:
                         op(pipe)
                     self.queue_jobs(pipe, effects.jobs)

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import msgspec
 
+from normalizer import contacts
 from normalizer.evidence import BlobStore, EvidenceRejected, decode_base64_attachment
 from normalizer.extract import CURRENCIES, extract_amount, extract_transaction_id, format_amount, parse_amount
 from normalizer.language import detect_language
@@ -120,6 +121,12 @@ def build_message(
             amount = Amount(value=found[0], currency=found[1])
     if transaction is None:
         transaction = extract_transaction_id(text)
+    # One spelling per contact (E.164 phones, case-folded e-mail) so that the same person is the
+    # same customer on every channel; a verified channel's implied contacts are vouched for too.
+    sender = contacts.normalise_or_keep(sender)
+    vouched = [contacts.normalise_or_keep(c) for c in verified_contacts]
+    vouched += [c for c in contacts.implied_contacts(sender) if c not in vouched]
+    verified_contacts = vouched
     return InboundMessage(
         id=message_id,
         channel=channel,

@@ -15,6 +15,8 @@ import msgspec
 CHANNEL_APP = "app"
 CHANNEL_COUNTER = "counter"
 CHANNEL_PHONE = "phone"
+#: Replies nobody wrote by hand (RFC 3834 ``Auto-Submitted`` on e-mail, rate-limited).
+AUTOMATIC_REPLY_KINDS = frozenset({"ack", "repeat_ack", "status", "survey"})
 
 
 def utcnow() -> datetime:
@@ -149,6 +151,24 @@ class Reply(msgspec.Struct, kw_only=True):
     delivered_at: datetime | None = None
     provider_message_id: str | None = None
     error: str | None = None
+    #: Where it goes when not to the complaint's own contact (a repeat report that came in on
+    #: another channel is answered there).
+    to: Contact | None = None
+    language: str | None = None
+
+
+class Merge(msgspec.Struct, kw_only=True):
+    """A customer message attached to an existing case as a repeat report, and why."""
+
+    message_id: str
+    reason: str  # same_transaction, same_amount, similar_text
+    detail: dict[str, str] = {}
+    at: datetime
+    by: str = "worker"
+    evidence_ids: list[str] = []
+    split: bool = False
+    split_by: str | None = None
+    split_reason: str | None = None
 
 
 class Complaint(msgspec.Struct, kw_only=True):
@@ -183,6 +203,10 @@ class Complaint(msgspec.Struct, kw_only=True):
     evidence: list[EvidenceLink] = []
     history: list[HistoryEvent] = []
     tags: list[str] = []
+    #: How often the customer reported the same problem again while this case was open.
+    repeat_count: int = 0
+    merges: list[Merge] = []
+    incident_id: str | None = None
 
 
 class ComplaintEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,3 +13,16 @@ ACKNOWLEDGEMENT = {
 def acknowledgement(case_number: str, language: str) -> str:
     template = ACKNOWLEDGEMENT.get(language, ACKNOWLEDGEMENT["en"])
     return template.format(case=case_number)
+
+
+REPEAT_ACKNOWLEDGEMENT = {
+    "zh": "您好，我们已收到您的补充信息，并已加入您正在处理中的案件 {case}，无需重复提交。"
+    "我们会尽快在此回复您；如需查询进度，请发送“进度 {case}”。",
+    "en": "Hello, we have added your message to your open case {case}; there is no need to report it "
+    "again. We will reply as soon as possible; send \"status {case}\" to see where it stands.",
+}
+
+
+def repeat_acknowledgement(case_number: str, language: str) -> str:
+    template = REPEAT_ACKNOWLEDGEMENT.get(language, REPEAT_ACKNOWLEDGEMENT["en"])
+    return template.format(case=case_number)

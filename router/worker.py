@@ -23,7 +23,18 @@ from arq.worker import Worker, func
 from gateway.intake import Intake
 from gateway.redis_pool import BufferCheckConnectionPool
 from gateway.settings import Settings, load_settings
-from gateway.store import ComplaintStore, NotFound, PlannedJob, TxEffects, dt_to_ms, ms_to_dt, new_id, now_ms
+from gateway.store import (
+    ComplaintStore,
+    Conflict,
+    NotFound,
+    PlannedJob,
+    TxEffects,
+    dt_to_ms,
+    is_open,
+    ms_to_dt,
+    new_id,
+    now_ms,
+)
 from normalizer.evidence import DirectoryBlobStore, EvidenceRejected
 from normalizer.pii import mask_text
 from normalizer.schema import (
@@ -34,6 +45,7 @@ from normalizer.schema import (
     DeliveryResult,
     HistoryEvent,
     InboundMessage,
+    Merge,
     MessageEntry,
     MessageStatus,
     OutboundMessage,
@@ -43,7 +55,8 @@ from plugins.contract import GatewayServices
 from plugins.manager import GatewayPlugins
 from router import routing
 from router.categorise import CATEGORIES, categorise
-from router.templates import acknowledgement
+from router import repeats
+from router.templates import acknowledgement, repeat_acknowledgement
 
 log = logging.getLogger("gateway.worker")
 
@@ -103,6 +116,13 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
         message.attachments = await _fetch_remote_evidence(ctx, message)
     customer_id = fields["customer_id"]
     category, formal, cat_source = await _categorise(plugins, message)
+    if not fields.get("nodedup"):
+        candidates = {cid: fp for cid, raw in fields.get("open_cases", {}).items()
+                      if (fp := repeats.decode(raw)) is not None}
+        window_ms = ctx["settings"].repeat_window_hours * 3_600_000
+        match = repeats.find_repeat(candidates, message, category, now_ms(), window_ms) if candidates else None
+        if match is not None and await merge_repeat(ctx, match, message):
+            return "merged"
     decision = routing.route(category, formal)
     first_allowance, resolution_allowance = routing.deadlines(message.channel, formal)
     placeholder = "CASENUMBER" + os.urandom(8).hex()  # replaced by the number the commit allocates
@@ -161,6 +181,7 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     created, cid, case_number = await store.commit_new_complaint(
         message_id, complaint, jobs, case_placeholder=placeholder,
         outbox=[f"{complaint.id}|{ack.id}"] if ack else [],
+        fingerprint=repeats.fingerprint_of(complaint, dt_to_ms(complaint.created_at)),
     )
     if not created:
         return "already"
@@ -228,9 +249,15 @@ def _entry(message: InboundMessage) -> MessageEntry:
     )
 
 
+def _taken_into(keys: Any, message: InboundMessage, complaint_id: str, effects: TxEffects) -> None:
+    """The message's own record says where it went, in the same transaction."""
+    effects.ops.append(lambda pipe: pipe.hset(
+        keys.msg(message.id), mapping={"status": MessageStatus.processed.value, "complaint_id": complaint_id}))
+    effects.ops.append(lambda pipe: pipe.zrem(keys.pending, message.id))
+
+
 async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: InboundMessage) -> Complaint:
     """Add a customer's further message to an open case (idempotent by message id)."""
-    keys = store.keys
 
     def change(complaint: Complaint, effects: TxEffects) -> None:
         if not any(m.message_id == message.id for m in complaint.messages):
@@ -240,11 +267,57 @@ async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: In
             detail = {"channel": message.channel, "message_id": message.id, **({"edit_of": edit_of} if edit_of else {})}
             complaint.history.append(HistoryEvent(at=message.received_at, actor="customer",
                                                   action="message_edited" if edit_of else "follow_up", detail=detail))
-        effects.ops.append(lambda pipe: pipe.hset(
-            keys.msg(message.id), mapping={"status": MessageStatus.processed.value, "complaint_id": complaint.id}))
-        effects.ops.append(lambda pipe: pipe.zrem(keys.pending, message.id))
+        _taken_into(store.keys, message, complaint.id, effects)
 
     return await store.update(complaint_id, change)
+
+
+REPEAT_PRIORITY_STEPS = 3  # each of the first three repeats raises the priority by one
+
+
+async def merge_repeat(ctx: dict[str, Any], match: repeats.Match, message: InboundMessage) -> bool:
+    """Attach a repeat report to the open case it repeats: the customer is told that case's
+    number (on the channel they wrote on), the agent sees the message, the reason and the repeat
+    count, and the case moves up its queue. Answers ``False`` when the case is gone or closed
+    meanwhile (then the message opens a case of its own)."""
+    store: ComplaintStore = ctx["store"]
+    plugins: GatewayPlugins = ctx["plugins"]
+    now = datetime.now(timezone.utc)
+    reply_id = f"rep_{message.id.split('_', 1)[-1]}_repeat"
+
+    def change(complaint: Complaint, effects: TxEffects) -> None:
+        if not is_open(complaint):
+            raise Conflict("complaint_closed", "closed meanwhile")
+        if not any(m.message_id == message.id for m in complaint.messages):
+            complaint.messages.append(_entry(message))
+            complaint.evidence.extend(message.attachments)
+            complaint.repeat_count += 1
+            if complaint.repeat_count <= REPEAT_PRIORITY_STEPS:
+                complaint.priority = min(routing.MAX_PRIORITY, complaint.priority + 1)
+            complaint.merges.append(Merge(message_id=message.id, reason=match.reason, detail=match.detail, at=now,
+                                          evidence_ids=[e.id for e in message.attachments]))
+            complaint.history.append(HistoryEvent(
+                at=now, actor="worker", action="merged",
+                detail={"message_id": message.id, "reason": match.reason, "channel": message.channel,
+                        "repeat_count": str(complaint.repeat_count), **match.detail}))
+            if not message.suppress_acknowledgement:
+                to = None if message.sender == complaint.contact else message.sender
+                complaint.replies.append(Reply(
+                    id=reply_id, kind="repeat_ack", text=repeat_acknowledgement(complaint.case_number, message.language),
+                    author="system", channel=message.channel, created_at=now, to=to, language=message.language))
+                effects.ops.append(lambda pipe: store.add_to_outbox(pipe, complaint.id, reply_id))
+                effects.jobs.append(send_job(complaint.id, reply_id))
+            if plugins.has_listeners:
+                effects.jobs.append(event_job(complaint, "merged", "worker",
+                                              {"message_id": message.id, "reason": match.reason}, at=now))
+        _taken_into(store.keys, message, complaint.id, effects)
+
+    try:
+        complaint = await store.update(match.complaint_id, change)
+    except (NotFound, Conflict):
+        return False
+    log.info("message %s merged into %s (%s)", message.id, complaint.case_number, match.reason)
+    return True
 
 
 async def _categorise(plugins: GatewayPlugins, message: InboundMessage) -> tuple[str, bool, str]:
@@ -318,7 +391,7 @@ async def deliver(ctx: dict[str, Any], complaint: Complaint, reply: Reply) -> De
         return result
     outbound = OutboundMessage(
         id=reply.id, channel=reply.channel, complaint_id=complaint.id, case_number=complaint.case_number,
-        to=complaint.contact, text=reply.text, kind=reply.kind, language=complaint.language,
+        to=reply.to or complaint.contact, text=reply.text, kind=reply.kind, language=reply.language or complaint.language,
         thread=thread_of(complaint, reply.channel),
     )
     try:

@@ -275,8 +275,9 @@ async def test_health_and_openapi(client):
 
 async def test_queue_serves_higher_priority_first_then_oldest(client, drain):
     # priority: payment_amount 6, formal complaint 8, balance 3
-    for text in ("what's my balance", "charged twice, refund", "我要投诉：重复扣款，退款", "charged twice again, refund"):
-        await submit(client, text=text)
+    texts = ("what's my balance", "charged twice, refund", "我要投诉：重复扣款，退款", "charged twice again, refund")
+    for n, text in enumerate(texts):  # four customers (one customer's repeat would join the first case)
+        await submit(client, text=text, user_id=f"queue-user-{n}")
     await drain()
     order = []
     while (r := await client.post("/v1/queues/payments/claim", headers=ALICE)).status_code == 200:

@@ -16,7 +16,10 @@ from gateway.auth import ROLE_AGENT, ROLE_APP, ROLE_SUPERVISOR, Principal, princ
 from gateway.problems import ProblemError
 from gateway.requests import decode_json, read_body, require_json
 from gateway.store import Conflict, PlannedJob, TxEffects, dt_to_ms, new_id
-from gateway.views import complaint_json, complaint_public
+from gateway.customers import Customers
+from gateway.views import complaint_json, complaint_list_item, complaint_public, masked
+from normalizer.contacts import KINDS as CONTACT_KINDS
+from normalizer.contacts import normalise_or_keep
 from normalizer.inbound import AttachmentIn, InputRejected, build_message, clean_text, money, store_attachments
 from normalizer.inbound import transaction_id as check_transaction_id
 from normalizer.schema import (
@@ -36,7 +39,7 @@ from router.worker import event_job, send_job
 STAFF = {ROLE_AGENT, ROLE_SUPERVISOR}
 #: Injected by the app (see create_app); not validated, it is our own object.
 Services = NamedDependency[SkipValidation[GatewayServices]]
-_CONTACT_KINDS = r"^(phone|email|app_user|wechat_openid|telegram_user|wa_id|psid|igsid|id_card_last4|other)$"
+_CONTACT_KINDS = "^(" + "|".join((*CONTACT_KINDS, "id_card_last4", "other")) + ")$"
 
 
 class ContactIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -69,9 +72,10 @@ class ResolveIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
 
 
-def _staff_or_app(principal: Principal, complaint: Complaint) -> dict[str, Any]:
+def _staff_or_app(principal: Principal, complaint: Complaint, pii_roles: tuple[str, ...] = ()) -> dict[str, Any]:
     if principal.role in STAFF:
-        return complaint_json(complaint)
+        view = complaint_json(complaint)
+        return view if principal.role in pii_roles else masked(view)
     if complaint.channel == "app":
         return complaint_public(complaint)
     raise ProblemError(404, "complaint_not_found", "No such complaint.")
@@ -143,7 +147,14 @@ class ComplaintsController(Controller):
     async def show(self, request: Request[Any, Any, Any], services: Services,
                    complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
         complaint = await _load(services, complaint_id)
-        return _staff_or_app(principal_of(request), complaint)
+        principal = principal_of(request)
+        view = _staff_or_app(principal, complaint, services.settings.pii_roles)
+        if principal.role in STAFF:  # who the customer is: every contact, every open case
+            customers = Customers(services.store)
+            open_cases, total = await customers.cases(complaint.customer_id)
+            view["customer"] = {"id": complaint.customer_id, "contacts": await customers.contacts(complaint.customer_id),
+                                "open_cases": open_cases, "cases_total": total}
+        return view
 
     @get(paths.COMPLAINTS, operation_id="listComplaints", opt={"roles": STAFF},
          summary="Complaints, newest first, filtered by status, skill, category, customer, contact or channel")
@@ -163,7 +174,7 @@ class ComplaintsController(Controller):
             kind, sep, value = contact.partition(":")
             if not sep or not kind or not value:
                 raise ProblemError(400, "invalid_contact", "contact must be kind:value", field="contact")
-            owner = await services.store.customer_of(Contact(kind=kind, value=value.casefold() if kind == "email" else value))
+            owner = await services.store.customer_of(normalise_or_keep(Contact(kind=kind, value=value)))
             if owner is None or (customer and customer != owner):
                 return {"items": [], "next": None}
             customer = owner
@@ -171,7 +182,7 @@ class ComplaintsController(Controller):
             status=status.value if status else None, skill=skill, category=category, customer_id=customer,
             channel=channel, limit=limit, before=_parse_cursor(cursor),
         )
-        return {"items": [complaint_json(c) for c in items], "next": _make_cursor(position)}
+        return {"items": [complaint_list_item(c) for c in items], "next": _make_cursor(position)}
 
     @get(paths.COMPLAINT_EVIDENCE, operation_id="getEvidence", opt={"roles": STAFF | {ROLE_APP}},
          summary="An attachment, recording or screenshot of a complaint")
@@ -179,7 +190,7 @@ class ComplaintsController(Controller):
                        complaint_id: Annotated[str, PathParameter(max_length=80)],
                        evidence_id: Annotated[str, PathParameter(max_length=80)]) -> Response[bytes]:
         complaint = await _load(services, complaint_id)
-        _staff_or_app(principal_of(request), complaint)
+        _staff_or_app(principal_of(request), complaint)  # may this reader see this case at all
         link = next((e for e in complaint.evidence if e.id == evidence_id), None)
         if link is None:
             raise ProblemError(404, "evidence_not_found", f"Complaint has no evidence {evidence_id}.")
@@ -274,6 +285,50 @@ class ComplaintsController(Controller):
             effects.jobs.append(event_job(complaint, "resolved", principal.actor, {"outcome": incoming.outcome}))
 
         return complaint_json(await store.update(cid, change))
+
+
+class SplitIn(msgspec.Struct, forbid_unknown_fields=True):
+    message_id: Annotated[str, msgspec.Meta(max_length=80)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class SplitController(Controller):
+    path = ""
+    guards = [roles_guard]
+    tags = ["complaints"]
+
+    @post(paths.COMPLAINT_SPLIT, operation_id="splitRepeat", status_code=202, opt={"roles": STAFF},
+          summary="Undo a repeat-report merge: the message leaves this case and opens its own")
+    async def split(self, request: Request[Any, Any, Any], services: Services,
+                    complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
+        require_json(request)
+        incoming = decode_json(await read_body(request, 16 * 1024), SplitIn)
+        principal = principal_of(request)
+        store = services.store
+        keys = store.keys
+        mid = incoming.message_id
+        cid = (await _load(services, complaint_id)).id
+
+        def change(complaint: Complaint, effects: TxEffects) -> None:
+            merge = next((m for m in complaint.merges if m.message_id == mid and not m.split), None)
+            if merge is None:
+                raise Conflict("not_merged", f"{mid} was not merged into {complaint.case_number} (or was split already).")
+            now = datetime.now(timezone.utc)
+            merge.split, merge.split_by, merge.split_reason = True, principal.actor, incoming.reason
+            complaint.messages = [m for m in complaint.messages if m.message_id != mid]
+            complaint.evidence = [e for e in complaint.evidence if e.id not in merge.evidence_ids]
+            complaint.repeat_count = max(0, complaint.repeat_count - 1)
+            complaint.history.append(HistoryEvent(at=now, actor=principal.actor, action="split",
+                                                  detail={"message_id": mid, "reason": incoming.reason[:500],
+                                                          "merge_reason": merge.reason}))
+            # the message goes through the worker again, this time to a case of its own
+            effects.ops.append(lambda pipe: pipe.hset(keys.msg(mid), mapping={
+                "status": MessageStatus.received.value, "nodedup": "1", "complaint_id": ""}))
+            effects.ops.append(lambda pipe: pipe.zadd(keys.pending, {mid: dt_to_ms(now)}))
+            effects.jobs.append(PlannedJob("process_message", f"ingest:{mid}:split", (mid,)))
+
+        complaint = await store.update(cid, change)
+        return {"complaint": complaint_json(complaint), "message_id": mid, "status": "requeued"}
 
 
 class QueuesController(Controller):

@@ -12,7 +12,8 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from gateway import paths
-from gateway.api import ComplaintsController, QuarantineController, QueuesController
+from gateway.api import ComplaintsController, QuarantineController, QueuesController, SplitController
+from gateway.api_people import CustomersController, IncidentsController
 from gateway.auth import Authenticator
 from gateway.intake import Intake
 from gateway.problems import exception_handlers
@@ -63,7 +64,8 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         ok = all(v == "ok" for v in checks.values())
         return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
-    route_handlers: list[Any] = [health, ready, ComplaintsController, QueuesController, QuarantineController]
+    route_handlers: list[Any] = [health, ready, ComplaintsController, SplitController, QueuesController,
+                                 QuarantineController, CustomersController, IncidentsController]
     for plugin_name, mount in plugins.routes(services):
         prefix = f"{paths.WEBHOOKS}/{plugin_name}" if mount.prefix is None else mount.prefix
         if prefix:

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from normalizer.pii import mask_pii
 from normalizer.schema import Complaint
 
 _encoder = msgspec.json.Encoder()
@@ -16,9 +17,28 @@ def complaint_json(complaint: Complaint) -> dict[str, Any]:
     return msgspec.json.decode(_encoder.encode(complaint))
 
 
+def masked(view: dict[str, Any]) -> dict[str, Any]:
+    """Card, ID and phone numbers and e-mail addresses inside the texts replaced by placeholders
+    (list views, and readers whose role may not see them)."""
+    for entry in view.get("messages", []):
+        entry["text"] = mask_pii(entry.get("text") or "")
+        if entry.get("subject"):
+            entry["subject"] = mask_pii(entry["subject"])
+    for reply in view.get("replies", []):
+        reply["text"] = mask_pii(reply.get("text") or "")
+    view["pii_masked"] = True
+    return view
+
+
+def complaint_list_item(complaint: Complaint) -> dict[str, Any]:
+    return masked(complaint_json(complaint))
+
+
 def complaint_public(complaint: Complaint) -> dict[str, Any]:
-    """What the customer's app may see: no internal history, no agent names."""
-    view = complaint_json(complaint)
+    """What the customer's app may see: no internal history, no agent names, no repeat-report
+    mechanics; personal numbers masked (a lost phone must not show a card number)."""
+    view = masked(complaint_json(complaint))
+    view.pop("merges", None)
     view["history"] = [h for h in view["history"] if h.get("public")]
     for entry in view["history"]:
         entry["actor"] = "desk" if entry["actor"] not in ("customer", "system") else entry["actor"]

@@ -6,6 +6,11 @@ are marked with ``@hookimpl``. The gateway calls hooks through the typed wrapper
 that raises is logged and counted, and the others still run.
 
 Hooks may be plain functions or ``async def``; the wrapper awaits what needs awaiting.
+
+Personal data: ``classify_message``, ``enrich_complaint`` and ``complaint_event`` receive copies
+in which card, ID and phone numbers and e-mail addresses (in texts and contacts) are masked,
+unless the plugin object has ``needs_personal_data = True`` (a plugin that looks a payment up
+by card number, say). Senders get the real contact: they must reach the customer.
 """
 
 from __future__ import annotations

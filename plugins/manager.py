@@ -197,6 +197,28 @@ class GatewayPlugins:
         # pluggy calls the last registered first; keep that order (tryfirst/trylast respected).
         return [(impl.plugin_name, impl.function) for impl in reversed(caller.get_hookimpls())]
 
+    def _needs_personal_data(self, plugin_name: str) -> bool:
+        plugin = self.pm.get_plugin(plugin_name)
+        return bool(getattr(plugin, "needs_personal_data", False))
+
+    async def _call_each_private(self, hook_name: str, full: dict[str, Any],
+                                 masked: dict[str, Any]) -> list[tuple[str, Any]]:
+        """Like ``_call_each``, but a plugin sees personal data (card, ID and phone numbers,
+        e-mail addresses) only if it declares ``needs_personal_data = True``; the others get
+        copies with those masked."""
+        results = []
+        for plugin_name, fn in self._impls(hook_name):
+            try:
+                value = fn(**(full if self._needs_personal_data(plugin_name) else masked))
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception as exc:
+                self._failed(plugin_name, hook_name, exc)
+                continue
+            if value is not None:
+                results.append((plugin_name, value))
+        return results
+
     def _failed(self, plugin_name: str, hook_name: str, exc: BaseException) -> None:
         self.errors[plugin_name] += 1
         log.error("plugin %s failed in %s: %s: %s", plugin_name, hook_name, type(exc).__name__, exc)
@@ -249,9 +271,10 @@ class GatewayPlugins:
         return None
 
     async def classify(self, message: InboundMessage) -> tuple[str, Classification] | None:
+        safe = masked_message(message)
         for name, fn in self._impls("classify_message"):
             try:
-                value = fn(message=message)
+                value = fn(message=message if self._needs_personal_data(name) else safe)
                 if inspect.isawaitable(value):
                     value = await value
             except Exception as exc:
@@ -272,10 +295,13 @@ class GatewayPlugins:
         return None
 
     async def enrich(self, complaint: Complaint, message: InboundMessage) -> list[tuple[str, dict[str, Any]]]:
-        return await self._call_each("enrich_complaint", complaint=complaint, message=message)
+        return await self._call_each_private(
+            "enrich_complaint", {"complaint": complaint, "message": message},
+            {"complaint": masked_complaint(complaint), "message": masked_message(message)})
 
     async def emit(self, event: ComplaintEvent, complaint: Complaint) -> None:
-        await self._call_each("complaint_event", event=event, complaint=complaint)
+        await self._call_each_private("complaint_event", {"event": event, "complaint": complaint},
+                                      {"event": event, "complaint": masked_complaint(complaint)})
 
     @property
     def has_listeners(self) -> bool:
@@ -287,3 +313,34 @@ class GatewayPlugins:
             {"name": p.name, "source": p.source, "target": p.target, "hooks": p.hooks}
             for p in self.loaded.values()
         ]
+
+
+_PERSONAL_CONTACTS = frozenset({"phone", "email", "wa_id"})
+
+
+def _masked_contact(contact: Any) -> Any:
+    from normalizer.pii import mask_pii
+
+    if contact.kind not in _PERSONAL_CONTACTS:
+        return contact
+    return msgspec.structs.replace(contact, value=mask_pii(contact.value) if contact.kind != "wa_id"
+                                   else "···" + contact.value[-2:], display_name=None)
+
+
+def masked_message(message: InboundMessage) -> InboundMessage:
+    """A copy for plugins that do not need personal data."""
+    from normalizer.pii import mask_pii
+
+    return msgspec.structs.replace(
+        message, text=mask_pii(message.text), sender=_masked_contact(message.sender),
+        verified_contacts=[_masked_contact(c) for c in message.verified_contacts],
+        subject=mask_pii(message.subject) if message.subject else message.subject)
+
+
+def masked_complaint(complaint: Complaint) -> Complaint:
+    from normalizer.pii import mask_pii
+
+    copy = msgspec.structs.replace(complaint, contact=_masked_contact(complaint.contact))
+    copy.messages = [msgspec.structs.replace(m, text=mask_pii(m.text)) for m in complaint.messages]
+    copy.replies = [msgspec.structs.replace(r, text=mask_pii(r.text)) for r in complaint.replies]
+    return copy

@@ -56,6 +56,7 @@ from plugins.manager import GatewayPlugins
 from router import routing
 from router.categorise import CATEGORIES, categorise
 from router import repeats
+from router.incidents import Incidents
 from router.templates import acknowledgement, repeat_acknowledgement
 
 log = logging.getLogger("gateway.worker")
@@ -194,6 +195,7 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
         result = await deliver(ctx, complaint, ack)
         if result.status == "failed" and result.retryable:  # the provider hiccuped: try again soon
             await store.enqueue(PlannedJob("send_reply", f"send:{ack.id}", (complaint.id, ack.id), defer_ms=1000))
+    await _consider_incident(ctx, complaint, message)
     return "created"
 
 
@@ -270,6 +272,68 @@ async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: In
         _taken_into(store.keys, message, complaint.id, effects)
 
     return await store.update(complaint_id, change)
+
+
+async def _consider_incident(ctx: dict[str, Any], complaint: Complaint, message: InboundMessage) -> None:
+    """Many customers, one fault: link the new complaint to an incident when it joins or forms one.
+    A failure here never costs the complaint (it is committed already); it is logged."""
+    settings: Settings = ctx["settings"]
+    incidents = Incidents(ctx["store"], settings.incident_window_minutes, settings.incident_min_customers)
+    try:
+        iid, linked = await incidents.consider(complaint.id, complaint.customer_id, complaint.category, message.text)
+        if iid:
+            incident = await incidents.get(iid)
+            for cid in linked:
+                await link_to_incident(ctx["store"], cid, incident or {"id": iid})
+            log.info("incident %s: %d complaint(s) linked", iid, len(linked))
+    except Exception as exc:  # noqa: BLE001 - incidents are an overlay; the case stands without one
+        log.error("incident detection failed for %s: %s", complaint.id, type(exc).__name__)
+
+
+async def link_to_incident(store: ComplaintStore, complaint_id: str, incident: dict[str, Any]) -> Complaint | None:
+    """Mark a complaint as part of an incident; if the incident has been answered already, the
+    customer gets that answer now."""
+    iid = incident["id"]
+    answer = incident.get("answer")
+
+    def change(complaint: Complaint, effects: TxEffects) -> None:
+        if complaint.incident_id == iid:
+            return
+        complaint.incident_id = iid
+        if "incident" not in complaint.tags:
+            complaint.tags.append("incident")
+        complaint.history.append(HistoryEvent(at=datetime.now(timezone.utc), actor="worker", action="incident_linked",
+                                              detail={"incident_id": iid}))
+        if answer and is_open(complaint):
+            answer_from_incident(store, complaint, effects, incident, answer.get("by", "supervisor"))
+
+    try:
+        return await store.update(complaint_id, change)
+    except NotFound:
+        return None
+
+
+def answer_from_incident(store: ComplaintStore, complaint: Complaint, effects: TxEffects, incident: dict[str, Any],
+                         actor: str) -> str:
+    """One incident answer as an agent reply on one complaint (in the customer's language)."""
+    answer = incident["answer"]
+    text = answer.get(complaint.language) or answer.get("en") or answer.get("zh") or ""
+    now = datetime.now(timezone.utc)
+    reply_id = f"rep_{complaint.id.split('_', 1)[-1]}_{incident['id']}"
+    if any(r.id == reply_id for r in complaint.replies):
+        return reply_id
+    complaint.replies.append(Reply(id=reply_id, kind="agent", text=text, author=actor, channel=complaint.channel,
+                                   created_at=now))
+    if complaint.first_responded_at is None:
+        complaint.first_responded_at = now
+        effects.ops.append(lambda pipe: store.stop_first_response_clock(pipe, complaint))
+    complaint.status = ComplaintStatus.responded
+    effects.ops.append(lambda pipe: store.leave_queue(pipe, complaint))
+    complaint.history.append(HistoryEvent(at=now, actor=actor, action="replied", public=True,
+                                          detail={"reply_id": reply_id, "incident_id": incident["id"]}))
+    effects.ops.append(lambda pipe: store.add_to_outbox(pipe, complaint.id, reply_id))
+    effects.jobs.append(send_job(complaint.id, reply_id))
+    return reply_id
 
 
 REPEAT_PRIORITY_STEPS = 3  # each of the first three repeats raises the priority by one

@@ -66,7 +66,13 @@ async def test_a_raising_plugin_is_isolated_and_counted():
     plugins.register("fixed", Fixed())
     plugins.register("exploding", Exploding())  # registered last: called first
     plugins.check()
-    name, verdict = await plugins.classify(object())
+    from datetime import datetime, timezone
+
+    from normalizer.schema import Contact, InboundMessage
+
+    message = InboundMessage(id="msg_1", channel="app", sender=Contact(kind="app_user", value="u1"),
+                             text="fee too high", received_at=datetime.now(timezone.utc))
+    name, verdict = await plugins.classify(message)
     assert name == "fixed" and verdict.category == "fee_dispute"
     assert plugins.errors["exploding"] == 1
 

@@ -90,6 +90,9 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
             security=[{"bearer": []}],
         ),
         debug=False,
+        # Logging belongs to gateway.cli.setup_logging (its handler masks personal data); left to
+        # itself Litestar would replace the root handlers with its own, unmasked.
+        logging_config=None,
     )
     app.state.authenticator = Authenticator(settings)
     app.state.services = services

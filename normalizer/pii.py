@@ -63,7 +63,7 @@ def china_id_ok(value: str) -> bool:
     if len(value) != 18 or not value[:17].isdigit():
         return False
     month, day = int(value[10:12]), int(value[12:14])
-    if not (1 <= month <= 12 and 1 <= day <= 31 and 1900 <= int(value[6:10]) <= 2100):
+    if not (1 <= month <= 12 and 1 <= day <= 31 and 1850 <= int(value[6:10]) <= 2100):
         return False
     check = _ID_CHECK[sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS)) % 11]
     return value[17].upper() == check

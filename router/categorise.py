@@ -29,7 +29,7 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
                          "unauthorised", "otp"),
     "fee_dispute": ("手续费", "服务费", "提现费", "减免", "fee", "fees", "service charge", "withdrawal fee", "waive"),
     "function_fault": ("闪退", "打不开", "更新", "升级", "兼容", "无法使用", "卡顿", "崩溃",
-                       "crash", "crashes", "won't open", "update", "compatible", "bug", "error", "freezes"),
+                       "crash", "crashes", "crashed", "crashing", "won't open", "update", "compatible", "bug", "error", "freezes"),
     "balance_query": ("余额", "查余额", "balance"),
 }
 PRECEDENCE = ("payment_amount", "transaction", "account_security", "fee_dispute", "function_fault", "balance_query")

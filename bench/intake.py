@@ -30,6 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadgen import build_request, closed_loop, open_loop  # noqa: E402
 
+import msgspec  # noqa: E402
+
+from gateway.store import decode_complaint  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 APP_KEY = "bench-app-key-0001"
 
@@ -155,7 +159,7 @@ def ingress_to_queue(stack: Stack, bodies: list[bytes]) -> list[float]:
         received_ms, cid = r.hmget(f"{stack.prefix}msg:{mid}", "received_ms", "complaint_id")
         if cid is None:
             continue
-        complaint = json.loads(r.get(f"{stack.prefix}complaint:{cid.decode()}"))
+        complaint = msgspec.to_builtins(decode_complaint(r.get(f"{stack.prefix}complaint:{cid.decode()}")))
         queued_at = complaint.get("queued_at")
         routed = next(h for h in complaint["history"] if h["action"] == "routed")
         stamp = queued_at or routed["at"]

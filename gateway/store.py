@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Sequence
@@ -59,9 +60,21 @@ def dt_to_ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
 
 
+_B32 = "0123456789abcdefghijklmnopqrstuv"  # base32hex: sorts like the numbers it encodes
+
+
+def _b32(number: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        number, digit = divmod(number, 32)
+        out.append(_B32[digit])
+    return "".join(reversed(out))
+
+
 def new_id(kind: str) -> str:
-    """Time-ordered ids (ms timestamp + randomness), so ids sort by creation."""
-    return f"{kind}_{now_ms():012x}{os.urandom(8).hex()}"
+    """Time-ordered ids: 9 base32 characters of ms timestamp + 10 of randomness (50 bits), so
+    ids sort by creation and stay short (ids appear in many index entries: memory)."""
+    return f"{kind}_{_b32(now_ms(), 9)}{_b32(int.from_bytes(os.urandom(7), 'big') >> 6, 10)}"
 
 
 def queue_score(priority: int, created_ms: int) -> float:
@@ -207,13 +220,26 @@ if tonumber(ARGV[3]) > 0 then redis.call('ZREM', KEYS[2], ARGV[4]) end
 return 1
 """
 
+_CASE_LUA = """
+-- The case number of a message's complaint, allocated once: a retried job gets the same one.
+-- KEYS: msg, day sequence; ARGV: yyyymmdd
+local s = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number')
+if s[1] == 'processed' then return {'processed', s[2] or '', s[3] or ''} end
+if s[3] then return {'ok', '', s[3]} end
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 259200)
+local case = 'C-' .. ARGV[1] .. '-' .. string.format('%06d', n)
+redis.call('HSET', KEYS[1], 'case_number', case)
+return {'ok', '', case}
+"""
+
 _COMMIT_LUA = """
 -- Open a complaint for a message, once. The case number is allocated here, so a retried job
 -- neither opens a second complaint nor burns a second number.
 -- KEYS: 1 msg, 2 complaint, 3 pending, 4 case sequence, 5 queue, 6 queue age, 7 first-response due,
 --       8 idx all, 9 idx status, 10 idx category, 11 idx customer, 12 idx channel, 13 idx skill,
 --       14 skills, 15 outbox, 16 arq queue, 17 wake, 18 the customer's open-case fingerprints
--- ARGV: 1 complaint id, 2 complaint json, 3 case placeholder, 4 yyyymmdd, 5 created ms, 6 queue score,
+-- ARGV: 1 complaint id, 2 complaint record, 3 case number, 4 yyyymmdd, 5 created ms, 6 queue score,
 --       7 first-response due ms ('' = none), 8 message id, 9 outbox member ('' = none), 10 outbox due ms,
 --       11 case key prefix, 12 skill ('' = none), 13 wake ('1'/'0'), 14 job count, then per job:
 --       job key, job id, job bytes, score, expiry ms; then the fingerprint ('' = none)
@@ -221,13 +247,8 @@ local state = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_numbe
 if state[1] == 'processed' then
   return {'already', state[2], state[3] or ''}
 end
-local case = state[3]
-if not case then
-  local n = redis.call('INCR', KEYS[4])
-  redis.call('EXPIRE', KEYS[4], 259200)
-  case = 'C-' .. ARGV[4] .. '-' .. string.format('%06d', n)
-end
-local body = string.gsub(ARGV[2], ARGV[3], case)
+local case = ARGV[3]
+local body = ARGV[2]
 local cid = ARGV[1]
 local created = ARGV[5]
 redis.call('SET', KEYS[2], body)
@@ -240,7 +261,12 @@ if ARGV[12] ~= '' then
   redis.call('ZADD', KEYS[6], created, cid)
   if ARGV[7] ~= '' then redis.call('ZADD', KEYS[7], ARGV[7], cid) end
 end
-redis.call('HSET', KEYS[1], 'status', 'processed', 'complaint_id', cid, 'case_number', case)
+-- the complaint holds the text now: the message record keeps only where it went (rewritten,
+-- not HDEL'd, so that Redis gives the larger allocation back)
+local kept = redis.call('HMGET', KEYS[1], 'received_ms', 'channel')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'status', 'processed', 'complaint_id', cid, 'case_number', case,
+           'received_ms', kept[1] or '0', 'channel', kept[2] or '')
 redis.call('ZREM', KEYS[3], ARGV[8])
 if ARGV[9] ~= '' then redis.call('ZADD', KEYS[15], ARGV[10], ARGV[9]) end
 local n = tonumber(ARGV[14])
@@ -403,6 +429,7 @@ class ComplaintStore:
         self._claim_script = redis.register_script(_CLAIM_LUA)
         self._requeue_script = redis.register_script(_REQUEUE_EXPIRED_LUA)
         self._status_script = redis.register_script(_STATUS_LUA)
+        self._case_script = redis.register_script(_CASE_LUA)
 
     @property
     def r(self) -> Redis:
@@ -547,6 +574,11 @@ class ComplaintStore:
         twice: the second call changes nothing and answers what the first made.
         """
         k = self.keys
+        day = complaint.created_at.strftime("%Y%m%d")
+        state, done_cid, case = (x.decode() if isinstance(x, bytes) else x for x in await self._case_script(
+            keys=[k.msg(mid), k.case_seq(day)], args=[day]))
+        if state == "processed":
+            return False, done_cid, case
         created_ms = dt_to_ms(complaint.created_at)
         skill = complaint.skill or ""
         enqueue_ms = now_ms()
@@ -556,15 +588,15 @@ class ComplaintStore:
                          enqueue_ms + job.defer_ms, JOB_EXPIRES_MS + job.defer_ms]
         result = await self._commit_script(
             keys=[
-                k.msg(mid), k.complaint(complaint.id), k.pending, k.case_seq(complaint.created_at.strftime("%Y%m%d")),
+                k.msg(mid), k.complaint(complaint.id), k.pending, k.case_seq(day),
                 k.queue(skill), k.queue_age(skill), k.fr_due(skill),
                 k.idx_all, k.idx("status", complaint.status.value), k.idx("category", complaint.category),
                 k.idx("customer", complaint.customer_id), k.idx("channel", complaint.channel), k.idx("skill", skill),
                 k.skills, k.outbox, k.arq_queue, k.wake, k.open_cases(complaint.customer_id),
             ],
             args=[
-                complaint.id, _json_encoder.encode(complaint), case_placeholder,
-                complaint.created_at.strftime("%Y%m%d"), created_ms, queue_score(complaint.priority, created_ms),
+                complaint.id, encode_complaint(complaint, {case_placeholder: case}), case,
+                day, created_ms, queue_score(complaint.priority, created_ms),
                 dt_to_ms(complaint.first_response_due) if complaint.first_response_due else "",
                 mid, outbox[0] if outbox else "", now_ms() + OUTBOX_GRACE_MS, k.p + "case:", skill,
                 "1" if self.worker_wake else "0", len(jobs), *job_args, fingerprint,
@@ -580,7 +612,7 @@ class ComplaintStore:
         moves forward (a provider's "delivered" that beats our own "sent" to Redis stays)."""
         changed = await self._status_script(
             keys=[self.keys.delivery(complaint_id), self.keys.outbox],
-            args=[reply_id, _json_encoder.encode(state), DELIVERY_RANK.get(state.get("delivery", ""), 0),
+            args=[reply_id, _json_encoder.encode({k: v for k, v in state.items() if v is not None}), DELIVERY_RANK.get(state.get("delivery", ""), 0),
                   f"{complaint_id}|{reply_id}"],
         )
         return bool(changed)
@@ -659,7 +691,7 @@ class ComplaintStore:
             data, deliveries = await pipe.execute()
         if data is None:
             raise NotFound("complaint_not_found", f"no complaint {cid}")
-        return _with_deliveries(_complaint_decoder.decode(data), deliveries)
+        return _with_deliveries(decode_complaint(data), deliveries)
 
     async def get_many(self, cids: Sequence[str]) -> list[Complaint]:
         if not cids:
@@ -669,7 +701,7 @@ class ComplaintStore:
             for c in cids:
                 pipe.hgetall(self.keys.delivery(c))
             values, *deliveries = await pipe.execute()
-        return [_with_deliveries(_complaint_decoder.decode(v), d) for v, d in zip(values, deliveries) if v is not None]
+        return [_with_deliveries(decode_complaint(v), d) for v, d in zip(values, deliveries) if v is not None]
 
     async def find_by_case_number(self, case_number: str) -> Complaint:
         cid = await self.r.get(self.keys.case(case_number))
@@ -695,15 +727,15 @@ class ComplaintStore:
                     data = await pipe.get(k.complaint(cid))
                     if data is None:
                         raise NotFound("complaint_not_found", f"no complaint {cid}")
-                    before = _complaint_decoder.decode(data)
-                    after = _complaint_decoder.decode(data)
+                    before = decode_complaint(data)
+                    after = decode_complaint(data)
                     effects = TxEffects()
                     result = change(after, effects)
                     if result is not None:
                         await result
                     after.updated_at = datetime.now(timezone.utc)
                     pipe.multi()
-                    pipe.set(k.complaint(cid), _json_encoder.encode(after))
+                    pipe.set(k.complaint(cid), encode_complaint(after))
                     created_ms = dt_to_ms(after.created_at)
                     for name, old, new in (
                         ("status", before.status.value, after.status.value),
@@ -927,6 +959,35 @@ def _with_deliveries(complaint: Complaint, deliveries: dict[bytes, bytes]) -> Co
                 at = fields.get("delivered_at")
                 reply.delivered_at = datetime.fromisoformat(at) if at else None
     return complaint
+
+
+def _strip(value: Any) -> Any:
+    """Drop None, empty lists and empty dicts (every such field has that default, so decoding
+    restores them): stored complaints carry only what they say."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if v is not None and v != [] and v != {}}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+COMPRESSED = b"z"
+
+
+def encode_complaint(complaint: Complaint, replace: dict[str, str] | None = None) -> bytes:
+    """A complaint as stored: JSON without empty fields, zlib-compressed (about a third of the
+    plain JSON; Redis memory per open complaint is a design goal). ``replace`` substitutes text
+    (the case number for its placeholder) before compression."""
+    data = _json_encoder.encode(_strip(msgspec.to_builtins(complaint)))
+    for old, new in (replace or {}).items():
+        data = data.replace(old.encode(), new.encode())
+    return COMPRESSED + zlib.compress(data, 1)
+
+
+def decode_complaint(data: bytes) -> Complaint:
+    if data[:1] == COMPRESSED:
+        data = zlib.decompress(data[1:])
+    return _complaint_decoder.decode(data)
 
 
 def is_open(complaint: Complaint) -> bool:

@@ -16,6 +16,7 @@ them all by time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import unicodedata
@@ -49,7 +50,7 @@ _CONCEPT_RE = re.compile("|".join(sorted((re.escape(t) for ts in CONCEPTS.values
 _CANON = {t: c for c, ts in CONCEPTS.items() for t in ts}
 _TOKEN = re.compile(r"<[a-z]+>|[a-z0-9]+|[\u4e00-\u9fff]")
 MIN_TOKENS = 3
-MAX_RECENT = 1000  # complaints compared per category and window
+MAX_RECENT = 300  # newest complaints compared per category and window (bounded work per complaint)
 SAMPLES = 5
 
 
@@ -106,46 +107,42 @@ class Incidents:
             return "", []
         now = now_ms()
         recent, texts = f"{self.p}inc:recent:{category}", f"{self.p}inc:text:{category}"
+        old = await self.r.zrangebyscore(recent, "-inf", now - self.window_ms)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.zadd(recent, {complaint_id: now})
+            pipe.hset(texts, complaint_id, customer_id + "\t" + " ".join(sorted(toks)))
+            if old:
+                pipe.zrem(recent, *old)
+                pipe.hdel(texts, *old)
+            pipe.zremrangebyrank(recent, 0, -MAX_RECENT - 1)
+            await pipe.execute()
+        joined = await self._join_open(category, complaint_id, toks)
+        if joined:
+            return joined, [complaint_id]
+        # enough different customers in the window to form one?
+        ids = [i.decode() for i in await self.r.zrange(recent, 0, -1)]
+        values = await self.r.hmget(texts, ids) if ids else []
+        similar: dict[str, str] = {}
+        customers = {customer_id}
+        for cid, raw in zip(ids, values):
+            if raw is None or cid == complaint_id:
+                continue
+            other_customer, _, other_tokens = raw.decode().partition("\t")
+            if same_fault(toks, frozenset(other_tokens.split(" "))):
+                similar[cid] = other_customer
+                customers.add(other_customer)
+        if len(customers) < self.min_customers:
+            return "", []
+        # forming is rare: one worker at a time per category, and whoever comes second joins
         lock = f"{self.p}inc:lock:{category}"
-        for _ in range(100):  # one worker at a time decides per category (no two incidents for one fault)
+        for _ in range(250):
             if await self.r.set(lock, "1", nx=True, px=5000):
                 break
-            import asyncio
-
             await asyncio.sleep(0.02)
         try:
-            old = await self.r.zrangebyscore(recent, "-inf", now - self.window_ms)
-            async with self.r.pipeline(transaction=True) as pipe:
-                pipe.zadd(recent, {complaint_id: now})
-                pipe.hset(texts, complaint_id, json.dumps([customer_id, sorted(toks)], ensure_ascii=False))
-                if old:
-                    pipe.zrem(recent, *old)
-                    pipe.hdel(texts, *old)
-                pipe.zremrangebyrank(recent, 0, -MAX_RECENT - 1)
-                await pipe.execute()
-            # an open incident of this category that describes the same fault
-            for iid_b in await self.r.smembers(f"{self.p}incidents:open:{category}"):
-                iid = iid_b.decode()
-                incident = await self.get(iid)
-                if incident is None:
-                    continue
-                if any(same_fault(toks, frozenset(s)) for s in incident["sample_tokens"]):
-                    await self._link(incident, [complaint_id])
-                    return iid, [complaint_id]
-            # or enough different customers in the window to form one
-            ids = [i.decode() for i in await self.r.zrange(recent, 0, -1)]
-            values = await self.r.hmget(texts, ids) if ids else []
-            similar: dict[str, str] = {}
-            customers = {customer_id}
-            for cid, raw in zip(ids, values):
-                if raw is None or cid == complaint_id:
-                    continue
-                other_customer, other_tokens = json.loads(raw)
-                if same_fault(toks, frozenset(other_tokens)):
-                    similar[cid] = other_customer
-                    customers.add(other_customer)
-            if len(customers) < self.min_customers:
-                return "", []
+            joined = await self._join_open(category, complaint_id, toks)
+            if joined:
+                return joined, [complaint_id]
             linked = [complaint_id, *similar]
             incident = {
                 "id": new_id("inc"), "category": category, "status": "open",
@@ -153,17 +150,26 @@ class Incidents:
                 "sample_tokens": [sorted(toks)], "customers": len(customers), "answer": None,
             }
             await self.r.zadd(f"{self.p}incidents", {incident["id"]: now})
-            await self.r.sadd(f"{self.p}incidents:open:{category}", incident["id"])
+            await self.save(incident)
             await self._link(incident, linked)
+            await self.r.sadd(f"{self.p}incidents:open:{category}", incident["id"])
             return incident["id"], linked
         finally:
             await self.r.delete(lock)
 
+    async def _join_open(self, category: str, complaint_id: str, toks: frozenset[str]) -> str:
+        """The open incident of this category that describes the same fault, joined; or ""."""
+        ids = [i.decode() for i in await self.r.smembers(f"{self.p}incidents:open:{category}")]
+        records = await self.r.mget([self.key(i) for i in ids]) if ids else []
+        for data in records:
+            incident = json.loads(data) if data else None
+            if incident is not None and any(same_fault(toks, frozenset(s)) for s in incident["sample_tokens"]):
+                await self._link(incident, [complaint_id])
+                return incident["id"]
+        return ""
+
     async def _link(self, incident: dict[str, Any], complaint_ids: list[str]) -> None:
         await self.r.sadd(self.key(incident["id"]) + ":complaints", *complaint_ids)
-        incident["customers"] = max(incident.get("customers", 0), await self.r.scard(
-            self.key(incident["id"]) + ":complaints"))
-        await self.save(incident)
 
     async def close(self, iid: str) -> None:
         incident = await self.get(iid)

@@ -28,7 +28,7 @@ from rapidfuzz import fuzz
 
 from normalizer.schema import Complaint, InboundMessage
 
-FINGERPRINT_TEXT = 160  # characters of normalised text kept per open case
+FINGERPRINT_TEXT = 100  # characters of normalised text kept per open case (near-identical shows early)
 SIMILAR_TEXT = 85.0  # rapidfuzz ratio (0–100) that counts as near-identical
 MIN_TEXT = 8  # shorter texts ("hi", "?") say too little to match on
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)

@@ -34,7 +34,8 @@ from normalizer.schema import (
 )
 from plugins.contract import GatewayServices
 from router.categorise import CATEGORIES
-from router.worker import event_job, send_job
+from router import templates, timers
+from router.worker import _reply_template, after_key, event_job, send_job
 
 STAFF = {ROLE_AGENT, ROLE_SUPERVISOR}
 #: Injected by the app (see create_app); not validated, it is our own object.
@@ -65,11 +66,15 @@ class ComplaintIn(msgspec.Struct, forbid_unknown_fields=True):
 
 class ReplyIn(msgspec.Struct, forbid_unknown_fields=True):
     text: str
+    #: The answer asks the customer for something: the resolution clock pauses until they reply.
+    awaiting_customer: bool = False
 
 
 class ResolveIn(msgspec.Struct, forbid_unknown_fields=True):
     outcome: Literal["upheld", "partly_upheld", "rejected", "answered"] = "answered"
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    #: Skip the satisfaction survey (e.g. the customer asked not to be contacted again).
+    no_survey: bool = False
 
 
 def _staff_or_app(principal: Principal, complaint: Complaint, pii_roles: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -236,6 +241,12 @@ class ComplaintsController(Controller):
             if complaint.first_responded_at is None:
                 complaint.first_responded_at = now
                 effects.ops.append(lambda pipe: store.stop_first_response_clock(pipe, complaint))
+            # an agent answered: the first-response clock and any escalation clock are met
+            timers.stop(store, complaint, effects, {"first_response"} | {
+                d.kind for d in complaint.deadlines if d.kind.startswith("escalation_")}, "met", now)
+            if incoming.awaiting_customer and timers.pause(store, complaint, effects, "resolution", now):
+                complaint.history.append(HistoryEvent(at=now, actor=principal.actor, action="clock_paused",
+                                                      detail={"deadline": "resolution", "until": "customer replies"}))
             complaint.status = ComplaintStatus.responded
             complaint.assignee = complaint.assignee or principal.id
             complaint.lease_expires_at = None
@@ -260,6 +271,7 @@ class ComplaintsController(Controller):
         if incoming.outcome == "rejected" and not incoming.reason.strip():
             raise ProblemError(422, "reason_required", "A rejected appeal needs a reason the customer can read.",
                                field="reason")
+        await templates.refresh(services.store.r, services.store.keys.p)
         principal = principal_of(request)
         cid = (await _load(services, complaint_id)).id
         store = services.store
@@ -279,10 +291,22 @@ class ComplaintsController(Controller):
             effects.ops.append(lambda pipe: store.release_lease(pipe, complaint.id))
             effects.ops.append(lambda pipe: store.leave_queue(pipe, complaint))
             effects.ops.append(lambda pipe: store.stop_first_response_clock(pipe, complaint))
+            timers.stop(store, complaint, effects, {"resolution"}, "met", now)
+            timers.stop(store, complaint, effects, None, "cancelled", now)
             complaint.history.append(HistoryEvent(at=now, actor=principal.actor, action="resolved", public=True,
                                                   detail={"outcome": incoming.outcome,
                                                           "reason": incoming.reason.strip()[:500]}))
             effects.jobs.append(event_job(complaint, "resolved", principal.actor, {"outcome": incoming.outcome}))
+            # the customer hears the outcome (and, if rejected, why and what route is open), then
+            # the survey; their next message answers the survey or reopens the case
+            _reply_template(store, complaint, effects, f"outcome_{incoming.outcome}",
+                            reason=incoming.reason.strip())
+            if not incoming.no_survey:
+                _reply_template(store, complaint, effects, "survey")
+            window = services.settings.reopen_window_hours * 3600
+            if window:
+                effects.ops.append(lambda pipe: pipe.set(after_key(store, complaint.contact), complaint.id,
+                                                         ex=window))
 
         return complaint_json(await store.update(cid, change))
 

@@ -68,6 +68,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: case's messages (everyone else, every list view and every plugin that does not declare
     #: ``needs_personal_data`` sees them masked).
     pii_roles: tuple[str, ...] = ("supervisor", "agent")
+    #: GATEWAY_REOPEN_WINDOW_HOURS: a customer's reply this long after resolution reopens the case
+    #: (a survey score is recorded instead).
+    reopen_window_hours: int = 72
+    #: GATEWAY_TEST_CLOCK=1: the deadline clock is real time plus an offset in Redis that tests
+    #: and benchmarks move (never in production).
+    test_clock: bool = False
     #: GATEWAY_LOG_LEVEL: DEBUG, INFO, WARNING, ERROR.
     log_level: str = "INFO"
     #: GATEWAY_WORKER_WAKE: let the gateway wake workers at once instead of waiting for the next poll.
@@ -186,6 +192,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         incident_window_minutes=_int(env, "GATEWAY_INCIDENT_WINDOW_MINUTES", 10, 1, 24 * 60),
         incident_min_customers=_int(env, "GATEWAY_INCIDENT_MIN_CUSTOMERS", 10, 2, 100_000),
         pii_roles=_roles(env.get("GATEWAY_PII_ROLES")),
+        reopen_window_hours=_int(env, "GATEWAY_REOPEN_WINDOW_HOURS", 72, 0, 24 * 365),
+        test_clock=_bool(env, "GATEWAY_TEST_CLOCK", False),
     )
 
 

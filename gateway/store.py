@@ -40,6 +40,7 @@ IDEMPOTENCY_TTL_S = 7 * 86_400  # providers (WhatsApp) retry for days
 OUTBOUND_TTL_S = 30 * 86_400  # how long a provider's status callback can still find its reply
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 RAW_TTL_S = 30 * 86_400
+ESCALATION_QUEUE = "escalation"  # where breached cases are copied (router/deadlines.py's default)
 OUTBOX_GRACE_MS = 30_000  # a reply not handed over by then is sent again by housekeeping
 
 _json_encoder = msgspec.json.Encoder()
@@ -238,11 +239,12 @@ _COMMIT_LUA = """
 -- neither opens a second complaint nor burns a second number.
 -- KEYS: 1 msg, 2 complaint, 3 pending, 4 case sequence, 5 queue, 6 queue age, 7 first-response due,
 --       8 idx all, 9 idx status, 10 idx category, 11 idx customer, 12 idx channel, 13 idx skill,
---       14 skills, 15 outbox, 16 arq queue, 17 wake, 18 the customer's open-case fingerprints
+--       14 skills, 15 outbox, 16 arq queue, 17 wake, 18 the customer's open-case fingerprints, 19 timers
 -- ARGV: 1 complaint id, 2 complaint record, 3 case number, 4 yyyymmdd, 5 created ms, 6 queue score,
 --       7 first-response due ms ('' = none), 8 message id, 9 outbox member ('' = none), 10 outbox due ms,
 --       11 case key prefix, 12 skill ('' = none), 13 wake ('1'/'0'), 14 job count, then per job:
---       job key, job id, job bytes, score, expiry ms; then the fingerprint ('' = none)
+--       job key, job id, job bytes, score, expiry ms; then the fingerprint ('' = none), the timer
+--       count and per timer: member, due ms
 local state = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number')
 if state[1] == 'processed' then
   return {'already', state[2], state[3] or ''}
@@ -281,6 +283,11 @@ if n > 0 and ARGV[13] == '1' then
 end
 local fp = ARGV[15 + n * 5]
 if fp and fp ~= '' then redis.call('HSET', KEYS[18], cid, fp) end
+local t0 = 16 + n * 5
+local timers = tonumber(ARGV[t0] or '0')
+for j = 0, timers - 1 do
+  redis.call('ZADD', KEYS[19], ARGV[t0 + 1 + j * 2 + 1], ARGV[t0 + 1 + j * 2])
+end
 return {'created', cid, case}
 """
 
@@ -333,6 +340,9 @@ class Keys:
         self.quarantine = prefix + "quarantine"
         self.workers = prefix + "workers"
         self.outbox = prefix + "outbox"
+        self.timers = prefix + "timers"
+        self.timers_inflight = prefix + "timers:inflight"
+        self.escalations = prefix + "escalations"
 
     def msg(self, mid: str) -> str:
         return f"{self.p}msg:{mid}"
@@ -566,6 +576,7 @@ class ComplaintStore:
         case_placeholder: str,
         outbox: Sequence[str] = (),
         fingerprint: bytes = b"",
+        timers: dict[str, int] | None = None,
     ) -> tuple[bool, str, str]:
         """Store a new complaint for message ``mid`` unless that message was processed already.
 
@@ -592,7 +603,7 @@ class ComplaintStore:
                 k.queue(skill), k.queue_age(skill), k.fr_due(skill),
                 k.idx_all, k.idx("status", complaint.status.value), k.idx("category", complaint.category),
                 k.idx("customer", complaint.customer_id), k.idx("channel", complaint.channel), k.idx("skill", skill),
-                k.skills, k.outbox, k.arq_queue, k.wake, k.open_cases(complaint.customer_id),
+                k.skills, k.outbox, k.arq_queue, k.wake, k.open_cases(complaint.customer_id), k.timers,
             ],
             args=[
                 complaint.id, encode_complaint(complaint, {case_placeholder: case}), case,
@@ -600,6 +611,7 @@ class ComplaintStore:
                 dt_to_ms(complaint.first_response_due) if complaint.first_response_due else "",
                 mid, outbox[0] if outbox else "", now_ms() + OUTBOX_GRACE_MS, k.p + "case:", skill,
                 "1" if self.worker_wake else "0", len(jobs), *job_args, fingerprint,
+                len(timers or {}), *[x for member, due in (timers or {}).items() for x in (member, due)],
             ],
         )
         status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result)
@@ -848,6 +860,7 @@ class ComplaintStore:
         if complaint.skill:
             pipe.zrem(self.keys.queue(complaint.skill), complaint.id)
             pipe.zrem(self.keys.queue_age(complaint.skill), complaint.id)
+        pipe.zrem(self.keys.queue(ESCALATION_QUEUE), complaint.id)
 
     def stop_first_response_clock(self, pipe: Any, complaint: Complaint) -> None:
         if complaint.skill:

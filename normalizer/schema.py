@@ -16,7 +16,7 @@ CHANNEL_APP = "app"
 CHANNEL_COUNTER = "counter"
 CHANNEL_PHONE = "phone"
 #: Replies nobody wrote by hand (RFC 3834 ``Auto-Submitted`` on e-mail, rate-limited).
-AUTOMATIC_REPLY_KINDS = frozenset({"ack", "repeat_ack", "status", "survey"})
+AUTOMATIC_REPLY_KINDS = frozenset({"ack", "repeat_ack", "status", "survey", "notice"})
 
 
 def utcnow() -> datetime:
@@ -171,6 +171,23 @@ class Merge(msgspec.Struct, kw_only=True):
     split_reason: str | None = None
 
 
+class Deadline(msgspec.Struct, kw_only=True):
+    """One clock on a case: ``first_response``, ``resolution``, or ``escalation_<n>`` (the next
+    level's deadline after a breach). ``gen`` changes when the clock is paused or restarted, so
+    a timer set for an earlier version of it does nothing."""
+
+    kind: str
+    due: datetime
+    warn_at: datetime | None = None
+    state: str = "running"  # running, paused, met, breached, cancelled
+    gen: int = 1
+    level: int = 1
+    warned: bool = False
+    met_at: datetime | None = None
+    breached_at: datetime | None = None
+    remaining_ms: int | None = None  # while paused
+
+
 class Complaint(msgspec.Struct, kw_only=True):
     """A case: one customer, one problem, from intake to resolution."""
 
@@ -207,6 +224,11 @@ class Complaint(msgspec.Struct, kw_only=True):
     repeat_count: int = 0
     merges: list[Merge] = []
     incident_id: str | None = None
+    deadlines: list[Deadline] = []
+    #: The customer's survey answer, 1 (very dissatisfied) to 5 (very satisfied).
+    satisfaction: int | None = None
+    reopened_count: int = 0
+    customer_tier: str | None = None
 
 
 class ComplaintEvent(msgspec.Struct, frozen=True, kw_only=True):

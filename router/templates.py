@@ -1,28 +1,119 @@
-"""What the desk says to customers, in the language they wrote in."""
+"""What the desk says to customers, in the language they wrote in.
+
+Supervisors may replace any template (``GET, PUT /v1/templates``); the replacements live in
+Redis (``<prefix>templates``, field ``<name>.<lang>``) and every process reads them within a
+second. A template keeps its placeholders: ``{case}`` everywhere it appears in the default,
+``{reason}`` in the rejection.
+"""
 
 from __future__ import annotations
 
-ACKNOWLEDGEMENT = {
-    "zh": "您好，您的问题已受理，案件编号 {case}。我们会尽快处理并在此回复您。"
-    "如需查询进度，请随时发送“进度 {case}”。",
-    "en": "Hello, we have received your request. Your case number is {case}. "
-    "We will reply here as soon as possible; send \"status {case}\" at any time to see where it stands.",
+import time
+from typing import Any
+
+DEFAULTS: dict[str, dict[str, str]] = {
+    "ack": {
+        "zh": "您好，您的问题已受理，案件编号 {case}。我们会尽快处理并在此回复您。如需查询进度，请随时发送“进度 {case}”。",
+        "en": "Hello, we have received your request. Your case number is {case}. We will reply here as soon as "
+              "possible; send \"status {case}\" at any time to see where it stands.",
+    },
+    "repeat_ack": {
+        "zh": "您好，我们已收到您的补充信息，并已加入您正在处理中的案件 {case}，无需重复提交。"
+              "我们会尽快在此回复您；如需查询进度，请发送“进度 {case}”。",
+        "en": "Hello, we have added your message to your open case {case}; there is no need to report it again. "
+              "We will reply as soon as possible; send \"status {case}\" to see where it stands.",
+    },
+    "outcome_upheld": {
+        "zh": "您的案件 {case} 已处理完毕：您的申诉成立，我们已按您的要求处理。{reason}",
+        "en": "Your case {case} is resolved: your complaint was upheld and we have put it right. {reason}",
+    },
+    "outcome_partly_upheld": {
+        "zh": "您的案件 {case} 已处理完毕：您的申诉部分成立。{reason}",
+        "en": "Your case {case} is resolved: your complaint was partly upheld. {reason}",
+    },
+    "outcome_rejected": {
+        "zh": "您的案件 {case} 已处理完毕：很抱歉，您的申诉未能成立。原因：{reason}"
+              "如您对处理结果有异议，可回复本消息申请复核，或向中国人民银行金融消费权益保护部门（12363）"
+              "或当地金融监管部门投诉，亦可依法申请仲裁或提起诉讼。",
+        "en": "Your case {case} is resolved: we are sorry, but your complaint was not upheld. Reason: {reason} "
+              "If you disagree, reply to this message to ask for a review, or complain to the People's Bank of "
+              "China consumer protection line (12363) or your local financial regulator; arbitration and the "
+              "courts also remain open to you.",
+    },
+    "outcome_answered": {
+        "zh": "您的案件 {case} 已处理完毕。{reason}",
+        "en": "Your case {case} is resolved. {reason}",
+    },
+    "survey": {
+        "zh": "请为本次服务打分：回复 1 到 5 的数字（5 = 非常满意，1 = 非常不满意）。如问题仍未解决，直接回复说明即可重新打开案件 {case}。",
+        "en": "How did we do? Reply with a number from 1 to 5 (5 = very satisfied, 1 = very dissatisfied). "
+              "If the problem is not solved, just reply and we will reopen case {case}.",
+    },
+    "survey_thanks": {
+        "zh": "感谢您的评价！",
+        "en": "Thank you for your feedback!",
+    },
+    "reopened": {
+        "zh": "您的案件 {case} 已重新打开，我们会尽快跟进。",
+        "en": "Your case {case} has been reopened; we will follow up as soon as possible.",
+    },
 }
+REQUIRED = {name: {"{case}"} for name, texts in DEFAULTS.items() if "{case}" in texts["en"]}
+REQUIRED["outcome_rejected"] = {"{case}", "{reason}"}
+LANGS = ("zh", "en")
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def validate(name: str, lang: str, text: str) -> None:
+    if name not in DEFAULTS:
+        raise TemplateError(f"unknown template {name!r} (one of {', '.join(sorted(DEFAULTS))})")
+    if lang not in LANGS:
+        raise TemplateError(f"{name}: unknown language {lang!r} (zh or en)")
+    if not text.strip() or len(text) > 2000:
+        raise TemplateError(f"{name}.{lang}: 1..2000 characters")
+    missing = [p for p in REQUIRED.get(name, ()) if p not in text]
+    if missing:
+        raise TemplateError(f"{name}.{lang}: must keep {', '.join(missing)}")
+    try:
+        text.format(case="C-20260101-000001", reason="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise TemplateError(f"{name}.{lang}: only {{case}} and {{reason}} may be used ({exc})") from None
+
+
+_overrides: dict[str, str] = {}
+_read_at = 0.0
+
+
+async def refresh(redis: Any, prefix: str, *, force: bool = False) -> None:
+    """Re-read supervisors' replacements (at most once a second unless forced)."""
+    global _overrides, _read_at
+    if not force and time.monotonic() - _read_at < 1.0:
+        return
+    raw = await redis.hgetall(prefix + "templates")
+    _overrides = {k.decode(): v.decode() for k, v in raw.items()}
+    _read_at = time.monotonic()
+
+
+def text_of(name: str, language: str) -> str:
+    lang = "zh" if language == "zh" else "en"
+    return _overrides.get(f"{name}.{lang}") or DEFAULTS[name][lang]
+
+
+def render(name: str, language: str, case: str, reason: str = "") -> str:
+    return text_of(name, language).format(case=case, reason=reason).strip()
 
 
 def acknowledgement(case_number: str, language: str) -> str:
-    template = ACKNOWLEDGEMENT.get(language, ACKNOWLEDGEMENT["en"])
-    return template.format(case=case_number)
-
-
-REPEAT_ACKNOWLEDGEMENT = {
-    "zh": "您好，我们已收到您的补充信息，并已加入您正在处理中的案件 {case}，无需重复提交。"
-    "我们会尽快在此回复您；如需查询进度，请发送“进度 {case}”。",
-    "en": "Hello, we have added your message to your open case {case}; there is no need to report it "
-    "again. We will reply as soon as possible; send \"status {case}\" to see where it stands.",
-}
+    return render("ack", language, case_number)
 
 
 def repeat_acknowledgement(case_number: str, language: str) -> str:
-    template = REPEAT_ACKNOWLEDGEMENT.get(language, REPEAT_ACKNOWLEDGEMENT["en"])
-    return template.format(case=case_number)
+    return render("repeat_ack", language, case_number)
+
+
+def all_templates() -> dict[str, dict[str, dict[str, Any]]]:
+    return {name: {lang: {"text": text_of(name, lang), "default": DEFAULTS[name][lang],
+                          "customised": f"{name}.{lang}" in _overrides} for lang in LANGS} for name in DEFAULTS}

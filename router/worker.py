@@ -34,6 +34,7 @@ from gateway.store import (
     ms_to_dt,
     new_id,
     now_ms,
+    queue_score,
 )
 from normalizer.evidence import DirectoryBlobStore, EvidenceRejected
 from normalizer.pii import mask_text
@@ -56,7 +57,12 @@ from plugins.manager import GatewayPlugins
 from router import routing
 from router.categorise import CATEGORIES, categorise
 from router import repeats
+from router.deadlines import timer_members
 from router.incidents import Incidents
+from router.timers import Clock, PolicyCache, TimerLoop, resume, schedule
+from router import templates
+from router.status import case_for_contact, parse_status_query, status_text
+from router.survey import parse_score
 from router.templates import acknowledgement, repeat_acknowledgement
 
 log = logging.getLogger("gateway.worker")
@@ -104,14 +110,26 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
         await store.mark_message(message_id, MessageStatus.quarantined, error="undecodable", quarantine_id=qid)
         return "quarantined"
 
+    await templates.refresh(store.r, store.keys.p)
+    case_asked = parse_status_query(message.text)
+    if case_asked:
+        return await answer_status(ctx, message, case_asked)
+
+    target = None
     if message.complaint_ref:
         try:
             target = await _find_complaint(store, message.complaint_ref)
         except NotFound:
             target = None
-        if target is not None:
-            await attach_follow_up(store, target.id, message)
-            return "follow_up"
+    if target is None or not is_open(target):
+        resolved = target if target is not None else await _recently_resolved(store, message)
+        if resolved is not None and await _within_reopen_window(ctx, resolved):
+            return await survey_or_reopen(ctx, resolved, message)
+    if target is not None and is_open(target):
+        await attach_follow_up(store, target.id, message)
+        return "follow_up"
+    if target is not None:
+        message.complaint_ref = None  # an old closed case: this is a new problem
 
     if any(a.remote_url and not a.sha256 for a in message.attachments):
         message.attachments = await _fetch_remote_evidence(ctx, message)
@@ -125,7 +143,7 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
         if match is not None and await merge_repeat(ctx, match, message):
             return "merged"
     decision = routing.route(category, formal)
-    first_allowance, resolution_allowance = routing.deadlines(message.channel, formal)
+    policy = await _policy(ctx)
     placeholder = "CASENUMBER" + os.urandom(8).hex()  # replaced by the number the commit allocates
     now = datetime.now(timezone.utc)
     complaint = Complaint(
@@ -144,12 +162,17 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
         transaction_id=message.transaction_id,
         skill=decision.skill,
         priority=decision.priority,
-        first_response_due=message.received_at + first_allowance,
-        resolution_due=message.received_at + resolution_allowance,
         routed_by=f"{decision.version}:{decision.rule}",
         messages=[_entry(message)],
         evidence=list(message.attachments),
+        customer_tier=message.metadata.get("tier") or None,
     )
+    complaint.deadlines = policy.for_new(complaint, message.received_at)
+    complaint.first_response_due = complaint.deadlines[0].due
+    complaint.resolution_due = complaint.deadlines[1].due
+    timers: dict[str, int] = {}
+    for deadline in complaint.deadlines:
+        timers.update(timer_members(complaint.id, deadline))
     actor = message.recorded_by or "customer"
     complaint.history.append(
         HistoryEvent(at=message.received_at, actor=actor, action="received",
@@ -182,7 +205,7 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     created, cid, case_number = await store.commit_new_complaint(
         message_id, complaint, jobs, case_placeholder=placeholder,
         outbox=[f"{complaint.id}|{ack.id}"] if ack else [],
-        fingerprint=repeats.fingerprint_of(complaint, dt_to_ms(complaint.created_at)),
+        fingerprint=repeats.fingerprint_of(complaint, dt_to_ms(complaint.created_at)), timers=timers,
     )
     if not created:
         return "already"
@@ -197,6 +220,12 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
             await store.enqueue(PlannedJob("send_reply", f"send:{ack.id}", (complaint.id, ack.id), defer_ms=1000))
     await _consider_incident(ctx, complaint, message)
     return "created"
+
+
+async def _policy(ctx: dict[str, Any]) -> Any:
+    if "policy" not in ctx:
+        ctx["policy"] = PolicyCache(ctx["store"])
+    return await ctx["policy"].get()
 
 
 async def _fetch_remote_evidence(ctx: dict[str, Any], message: InboundMessage) -> list[Any]:
@@ -269,6 +298,7 @@ async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: In
             detail = {"channel": message.channel, "message_id": message.id, **({"edit_of": edit_of} if edit_of else {})}
             complaint.history.append(HistoryEvent(at=message.received_at, actor="customer",
                                                   action="message_edited" if edit_of else "follow_up", detail=detail))
+            resume(store, complaint, effects, datetime.now(timezone.utc))  # the customer answered
         _taken_into(store.keys, message, complaint.id, effects)
 
     return await store.update(complaint_id, change)
@@ -336,6 +366,137 @@ def answer_from_incident(store: ComplaintStore, complaint: Complaint, effects: T
     return reply_id
 
 
+# -- status, survey, reopen -----------------------------------------------------------------
+
+
+async def answer_status(ctx: dict[str, Any], message: InboundMessage, case_number: str) -> str:
+    """"进度 C-…" / "status C-…" on any channel: the case's state and last update, to the
+    asker's channel, in their language; only a contact of the case's own customer learns it."""
+    store: ComplaintStore = ctx["store"]
+    complaint = await case_for_contact(store, case_number, message.sender)
+    text = status_text(complaint, message.language, case_number)
+    if complaint is None:
+        sender = ctx["plugins"].sender(message.channel, ctx["services"])
+        if sender is not None:
+            try:
+                await sender.send(OutboundMessage(
+                    id=f"rep_{message.id.split('_', 1)[-1]}_status", channel=message.channel, complaint_id="",
+                    case_number=case_number, to=message.sender, text=text, kind="status", language=message.language))
+            except Exception as exc:  # noqa: BLE001 - an answer to a stranger is not retried
+                log.warning("status answer on %s failed: %s", message.channel, type(exc).__name__)
+        await store.mark_message(message.id, MessageStatus.processed)
+        return "status_unknown_case"
+    reply_id = f"rep_{message.id.split('_', 1)[-1]}_status"
+
+    def change(c: Complaint, effects: TxEffects) -> None:
+        if not any(r.id == reply_id for r in c.replies):
+            c.replies.append(Reply(id=reply_id, kind="status", text=text, author="system", channel=message.channel,
+                                   created_at=datetime.now(timezone.utc), language=message.language,
+                                   to=None if message.sender == c.contact else message.sender))
+            c.history.append(HistoryEvent(at=message.received_at, actor="customer", action="status_asked",
+                                          detail={"channel": message.channel, "message_id": message.id}))
+            effects.ops.append(lambda pipe: store.add_to_outbox(pipe, c.id, reply_id))
+            effects.jobs.append(send_job(c.id, reply_id))
+        _taken_into(store.keys, message, c.id, effects)
+
+    await store.update(complaint.id, change)
+    return "status"
+
+
+def after_key(store: ComplaintStore, contact: Any) -> str:
+    """Which resolved case a customer's next message answers (survey or reopen), per contact."""
+    return f"{store.keys.p}after:{contact.kind}:{contact.value}"
+
+
+async def _recently_resolved(store: ComplaintStore, message: InboundMessage) -> Complaint | None:
+    cid = await store.r.get(after_key(store, message.sender))
+    if cid is None:
+        return None
+    try:
+        complaint = await store.get(cid.decode())
+    except NotFound:
+        return None
+    return None if is_open(complaint) else complaint
+
+
+async def _within_reopen_window(ctx: dict[str, Any], complaint: Complaint) -> bool:
+    if complaint.status != ComplaintStatus.resolved or complaint.resolved_at is None:
+        return False
+    age = datetime.now(timezone.utc) - complaint.resolved_at
+    return age.total_seconds() <= ctx["settings"].reopen_window_hours * 3600
+
+
+async def survey_or_reopen(ctx: dict[str, Any], complaint: Complaint, message: InboundMessage) -> str:
+    """After resolution: a score (1–5, in words or digits) answers the survey; anything else
+    within the window reopens the case, back in its queue with fresh first-response and
+    resolution clocks."""
+    store: ComplaintStore = ctx["store"]
+    policy = await _policy(ctx)
+    score = parse_score(message.text) if complaint.satisfaction is None else None
+    now = datetime.now(timezone.utc)
+    result = {"outcome": "survey" if score is not None else "reopened"}
+
+    def change(c: Complaint, effects: TxEffects) -> None:
+        if any(m.message_id == message.id for m in c.messages) or any(
+                h.detail.get("message_id") == message.id for h in c.history):
+            _taken_into(store.keys, message, c.id, effects)
+            return
+        if score is not None:
+            c.satisfaction = score
+            c.history.append(HistoryEvent(at=now, actor="customer", action="survey_answered",
+                                          detail={"score": str(score), "message_id": message.id}))
+            _reply_template(store, c, effects, "survey_thanks", message)
+        elif c.status == ComplaintStatus.resolved:
+            c.status = ComplaintStatus.reopened
+            c.reopened_count += 1
+            c.resolved_at = None
+            c.messages.append(_entry(message))
+            c.evidence.extend(message.attachments)
+            c.history.append(HistoryEvent(at=now, actor="customer", action="reopened", public=True,
+                                          detail={"message_id": message.id, "channel": message.channel}))
+            fresh = policy.for_new(c, now)
+            for new in fresh:
+                old = next((d for d in c.deadlines if d.kind == new.kind), None)
+                if old is not None:
+                    new.gen = old.gen + 1
+                    c.deadlines.remove(old)
+                c.deadlines.append(new)
+            c.first_response_due, c.resolution_due = fresh[0].due, fresh[1].due
+            schedule(store, effects, c.id, fresh)
+            created_ms = dt_to_ms(c.created_at)
+            if c.skill:
+                effects.ops.append(lambda pipe: pipe.zadd(store.keys.queue(c.skill),
+                                                          {c.id: queue_score(c.priority, created_ms)}))
+                effects.ops.append(lambda pipe: pipe.zadd(store.keys.queue_age(c.skill), {c.id: created_ms}))
+                effects.ops.append(lambda pipe: pipe.zadd(store.keys.fr_due(c.skill), {c.id: dt_to_ms(fresh[0].due)}))
+            effects.ops.append(lambda pipe: pipe.delete(after_key(store, message.sender)))
+            _reply_template(store, c, effects, "reopened", message)
+            if ctx["plugins"].has_listeners:
+                effects.jobs.append(event_job(c, "reopened", "customer", {"message_id": message.id}, at=now))
+        else:
+            raise Conflict("not_resolved", c.status.value)
+        _taken_into(store.keys, message, c.id, effects)
+
+    try:
+        await store.update(complaint.id, change)
+    except Conflict:
+        return "not_reopened"
+    return result["outcome"]
+
+
+def _reply_template(store: ComplaintStore, c: Complaint, effects: TxEffects, name: str,
+                    message: InboundMessage | None = None, reason: str = "") -> None:
+    language = message.language if message is not None else c.language
+    reply_id = f"rep_{new_id('r')[2:]}_{name}"
+    to = message.sender if message is not None and message.sender != c.contact else None
+    c.replies.append(Reply(id=reply_id, kind="survey" if name == "survey" else "notice",
+                           text=templates.render(name, language, c.case_number, reason), author="system",
+                           channel=message.channel if message is not None else c.channel,
+                           created_at=datetime.now(timezone.utc), to=to, language=language))
+    effects.ops.append(lambda pipe: store.add_to_outbox(pipe, c.id, reply_id))
+    effects.jobs.append(send_job(c.id, reply_id))
+
+
 REPEAT_PRIORITY_STEPS = 3  # each of the first three repeats raises the priority by one
 
 
@@ -360,6 +521,7 @@ async def merge_repeat(ctx: dict[str, Any], match: repeats.Match, message: Inbou
                 complaint.priority = min(routing.MAX_PRIORITY, complaint.priority + 1)
             complaint.merges.append(Merge(message_id=message.id, reason=match.reason, detail=match.detail, at=now,
                                           evidence_ids=[e.id for e in message.attachments]))
+            resume(store, complaint, effects, now)
             complaint.history.append(HistoryEvent(
                 at=now, actor="worker", action="merged",
                 detail={"message_id": message.id, "reason": match.reason, "channel": message.channel,
@@ -600,7 +762,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     if "plugins" not in ctx:
         ctx["plugins"] = GatewayPlugins.load(settings.plugins_path, autoload=settings.plugins_autoload)
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
-    tasks = [asyncio.create_task(_housekeeping(ctx), name="housekeeping")]
+    ctx["clock"] = Clock(store, settings.test_clock)
+    ctx["policy"] = PolicyCache(store)
+    ctx["timers"] = TimerLoop(ctx)
+    tasks = [asyncio.create_task(_housekeeping(ctx), name="housekeeping"),
+             asyncio.create_task(ctx["timers"].run(), name="timers")]
     for plugin_name, poller in ctx["plugins"].pollers(services):
         tasks.append(asyncio.create_task(_run_poller(services, plugin_name, poller, ctx["plugins"]),
                                          name=f"poller:{plugin_name}:{poller.name}"))

@@ -202,14 +202,16 @@ async def test_a_repeat_on_another_channel_is_answered_there_and_can_be_split(cl
     assert r.status_code == 409
 
 
-async def test_a_closed_case_is_not_reopened_by_a_repeat(client, desk):
-    m1 = await send(client, "u-closed", "交易号 T2026112300000088 扣款两次")
-    await drain(desk)
-    case = await complaint_of(client, m1)
-    await client.post(f"/v1/complaints/{case['id']}/resolve", json={"outcome": "upheld"}, headers=ALICE)
-    m2 = await send(client, "u-closed", "交易号 T2026112300000088 又扣了一次")
-    await drain(desk)
-    assert (await complaint_of(client, m2))["id"] != case["id"]
+async def test_a_closed_case_is_not_merged_into_after_the_reopen_window(settings):
+    desk = (replace(settings, reopen_window_hours=0), make_plugins())
+    async with gateway_client(*desk) as client:
+        m1 = await send(client, "u-closed", "交易号 T2026112300000088 扣款两次")
+        await drain(desk)
+        case = await complaint_of(client, m1)
+        await client.post(f"/v1/complaints/{case['id']}/resolve", json={"outcome": "upheld"}, headers=ALICE)
+        m2 = await send(client, "u-closed", "交易号 T2026112300000088 又扣了一次")
+        await drain(desk)
+        assert (await complaint_of(client, m2))["id"] != case["id"]
 
 
 # -- incidents --------------------------------------------------------------------------------

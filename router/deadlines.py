@@ -1,0 +1,160 @@
+"""Deadlines from the service standards (shared/domain.md), as a policy supervisors can change.
+
+- first response: 60 s online / app, 30 s on the phone (per channel, per category override);
+- resolution: 48 h for a complex case, 24 h first handling for a formal complaint;
+- a customer tier scales them (``vip`` 0.5 by default); a routing rule may override them;
+- a warning at ``warn_fraction`` of the allowance, escalation levels after a breach;
+- optional business hours (7 × 24 by default): allowances then count working time only.
+
+Timers are members of one Redis sorted set scored by their due time (ms):
+``<complaint id>|<deadline kind>|<warn or due>|<generation>``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+
+from normalizer.schema import Complaint, Deadline
+
+FIRST_RESPONSE, RESOLUTION = "first_response", "resolution"
+
+
+class BusinessHours(msgspec.Struct, forbid_unknown_fields=True):
+    timezone: str = "Asia/Shanghai"
+    #: ISO weekdays that are working days (1 = Monday).
+    days: list[Annotated[int, msgspec.Meta(ge=1, le=7)]] = msgspec.field(default_factory=lambda: [1, 2, 3, 4, 5])
+    start: Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")] = "09:00"
+    end: Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-4]):[0-5]\d$")] = "18:00"
+    holidays: list[date] = []
+
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def add(self, start: datetime, seconds: float) -> datetime:
+        """``start`` plus ``seconds`` of working time."""
+        zone = self.zone()
+        t = start.astimezone(zone)
+        left = timedelta(seconds=seconds)
+        open_t = time.fromisoformat(self.start)
+        close_t = time.max if self.end == "24:00" else time.fromisoformat(self.end)
+        for _ in range(3700):  # ten years of days at most
+            day = t.date()
+            if day.isoweekday() in self.days and day not in self.holidays:
+                opens = datetime.combine(day, open_t, zone)
+                closes = datetime.combine(day, close_t, zone)
+                begin = max(t, opens)
+                if begin < closes:
+                    if begin + left <= closes:
+                        return (begin + left).astimezone(timezone.utc)
+                    left -= closes - begin
+            t = datetime.combine(day + timedelta(days=1), time.min, zone)
+        raise ValueError("business hours leave no working time")
+
+
+class DeadlinePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: First response allowance per channel; "default" for channels not named (online channels).
+    first_response_seconds: dict[str, Annotated[int, msgspec.Meta(ge=1)]] = msgspec.field(
+        default_factory=lambda: {"default": 60, "phone": 30, "twilio_voice": 30})
+    #: Per-category first-response overrides (win over the channel's).
+    first_response_by_category: dict[str, Annotated[int, msgspec.Meta(ge=1)]] = {}
+    #: A complex case: a solution within 48 h.
+    resolution_seconds: Annotated[int, msgspec.Meta(ge=1)] = 48 * 3600
+    #: A formal complaint: first handling within 24 h.
+    formal_resolution_seconds: Annotated[int, msgspec.Meta(ge=1)] = 24 * 3600
+    #: Customer tier → factor on every allowance.
+    tier_factor: dict[str, Annotated[float, msgspec.Meta(gt=0, le=10)]] = msgspec.field(
+        default_factory=lambda: {"vip": 0.5})
+    #: Warn when this fraction of an allowance has passed (0 = no warnings).
+    warn_fraction: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.8
+    #: After a breach, the next level's allowance (level 2, level 3, ...); empty = no further level.
+    escalation_seconds: list[Annotated[int, msgspec.Meta(ge=1)]] = msgspec.field(default_factory=lambda: [900, 3600])
+    #: Priority added on each breach (0..9 scale, higher first).
+    breach_priority_boost: Annotated[int, msgspec.Meta(ge=0, le=9)] = 2
+    #: The queue a breached case is copied to (supervisors watch it).
+    escalation_queue: str = "escalation"
+    #: None = 7 × 24.
+    business_hours: BusinessHours | None = None
+
+    def validate(self) -> list[str]:
+        problems = []
+        if "default" not in self.first_response_seconds:
+            problems.append("first_response_seconds: a 'default' entry is required")
+        if self.business_hours is not None:
+            try:
+                self.business_hours.zone()
+            except (ZoneInfoNotFoundError, ValueError):
+                problems.append(f"business_hours.timezone: unknown time zone {self.business_hours.timezone!r}")
+            if self.business_hours.start >= self.business_hours.end:
+                problems.append("business_hours: start must be before end")
+            if not self.business_hours.days:
+                problems.append("business_hours.days: at least one working day")
+        return problems
+
+    def _after(self, start: datetime, seconds: float) -> datetime:
+        if self.business_hours is None:
+            return start + timedelta(seconds=seconds)
+        return self.business_hours.add(start, seconds)
+
+    def _factor(self, tier: str | None) -> float:
+        return self.tier_factor.get(tier or "", 1.0)
+
+    def first_response_allowance(self, channel: str, category: str, tier: str | None,
+                                 override: int | None = None) -> float:
+        seconds = override or self.first_response_by_category.get(category) or self.first_response_seconds.get(
+            channel, self.first_response_seconds.get("default", 60))
+        return seconds * self._factor(tier)
+
+    def resolution_allowance(self, formal: bool, tier: str | None, override: int | None = None) -> float:
+        seconds = override or (self.formal_resolution_seconds if formal else self.resolution_seconds)
+        return seconds * self._factor(tier)
+
+    def deadline(self, kind: str, start: datetime, allowance: float, *, level: int = 1) -> Deadline:
+        due = self._after(start, allowance)
+        warn = self._after(start, allowance * self.warn_fraction) if self.warn_fraction else None
+        return Deadline(kind=kind, due=due, warn_at=warn, level=level)
+
+    def for_new(self, complaint: Complaint, start: datetime, *, first_override: int | None = None,
+                resolution_override: int | None = None) -> list[Deadline]:
+        return [
+            self.deadline(FIRST_RESPONSE, start, self.first_response_allowance(
+                complaint.channel, complaint.category, complaint.customer_tier, first_override)),
+            self.deadline(RESOLUTION, start, self.resolution_allowance(
+                complaint.formal_complaint, complaint.customer_tier, resolution_override)),
+        ]
+
+    def next_level(self, breached: Deadline, now: datetime) -> Deadline | None:
+        """The escalation deadline that starts when ``breached`` passes, if the policy has one."""
+        steps = self.escalation_seconds
+        if breached.level > len(steps):
+            return None
+        return self.deadline(f"escalation_{breached.level + 1}", now, steps[breached.level - 1],
+                             level=breached.level + 1)
+
+
+def timer_members(complaint_id: str, deadline: Deadline) -> dict[str, int]:
+    """The timers a running deadline needs: member → due ms."""
+    if deadline.state != "running":
+        return {}
+    base = f"{complaint_id}|{deadline.kind}"
+    members = {f"{base}|due|{deadline.gen}": int(deadline.due.timestamp() * 1000)}
+    if deadline.warn_at is not None and not deadline.warned:
+        members[f"{base}|warn|{deadline.gen}"] = int(deadline.warn_at.timestamp() * 1000)
+    return members
+
+
+def parse_member(member: str) -> tuple[str, str, str, int] | None:
+    parts = member.split("|")
+    if len(parts) != 4 or not parts[3].isdigit():
+        return None
+    return parts[0], parts[1], parts[2], int(parts[3])
+
+
+_policy_decoder = msgspec.json.Decoder(DeadlinePolicy)
+
+
+def decode_policy(data: bytes) -> DeadlinePolicy:
+    return _policy_decoder.decode(data)

@@ -43,6 +43,8 @@ class AppMessageIn(msgspec.Struct, forbid_unknown_fields=True):
     #: The user's phone and e-mail from the app profile (the app vouches for them).
     phone: Annotated[str, msgspec.Meta(max_length=32)] | None = None
     email: Annotated[str, msgspec.Meta(max_length=254)] | None = None
+    #: The customer's service tier as the app knows it ("vip" shortens the deadlines by policy).
+    customer_tier: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_-]{1,32}$")] | None = None
     #: An existing case (id or case number) this message continues.
     complaint_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
@@ -140,7 +142,8 @@ class AppChannel:
                 attachments=evidence,
                 verified_contacts=verified,
                 complaint_ref=incoming.complaint_id,
-                metadata={"app_key": principal_of(request).id},
+                metadata={"app_key": principal_of(request).id,
+                          **({"tier": incoming.customer_tier} if incoming.customer_tier else {})},
             )
             outcome = await services.intake.submit(message, idempotency_scope=scope, request_hash=request_hash)
             if outcome.status == "conflict":

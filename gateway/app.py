@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from gateway import paths
 from gateway.api import ComplaintsController, QuarantineController, QueuesController, SplitController
 from gateway.api_people import CustomersController, IncidentsController
+from gateway.api_service import PolicyController, ReportsController
 from gateway.auth import Authenticator
 from gateway.intake import Intake
 from gateway.problems import exception_handlers
@@ -65,7 +66,8 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
     route_handlers: list[Any] = [health, ready, ComplaintsController, SplitController, QueuesController,
-                                 QuarantineController, CustomersController, IncidentsController]
+                                 QuarantineController, CustomersController, IncidentsController, PolicyController,
+                                 ReportsController]
     for plugin_name, mount in plugins.routes(services):
         prefix = f"{paths.WEBHOOKS}/{plugin_name}" if mount.prefix is None else mount.prefix
         if prefix:

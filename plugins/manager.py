@@ -306,7 +306,7 @@ class GatewayPlugins:
     @property
     def has_listeners(self) -> bool:
         """Whether any plugin listens to complaint events (no listener: no event jobs)."""
-        return bool(self.pm.hook.complaint_event.get_hookimpls())
+        return any(getattr(impl.plugin, "listening", True) for impl in self.pm.hook.complaint_event.get_hookimpls())
 
     def describe(self) -> list[dict[str, Any]]:
         return [

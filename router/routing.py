@@ -6,9 +6,7 @@ records the rule that made it.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from normalizer.schema import CHANNEL_PHONE, RouteDecision
+from normalizer.schema import RouteDecision
 
 #: category → (skill queue, base priority 0..9; higher is served first)
 DEFAULT_TABLE: dict[str, tuple[str, int]] = {
@@ -31,17 +29,3 @@ def route(category: str, formal_complaint: bool) -> RouteDecision:
         priority = min(MAX_PRIORITY, priority + FORMAL_PRIORITY_BOOST)
         rule += "+formal"
     return RouteDecision(skill=skill, priority=priority, rule=rule, version="builtin")
-
-
-# Service standards (shared/domain.md): first response 60 s online / app, 30 s on the phone;
-# a formal complaint handled within 24 h; a complex case solved within 48 h.
-FIRST_RESPONSE = {CHANNEL_PHONE: timedelta(seconds=30), "twilio_voice": timedelta(seconds=30)}
-FIRST_RESPONSE_DEFAULT = timedelta(seconds=60)
-RESOLUTION_FORMAL = timedelta(hours=24)
-RESOLUTION_DEFAULT = timedelta(hours=48)
-
-
-def deadlines(channel: str, formal_complaint: bool) -> tuple[timedelta, timedelta]:
-    """(first response, resolution) allowances for a new complaint."""
-    first = FIRST_RESPONSE.get(channel, FIRST_RESPONSE_DEFAULT)
-    return first, RESOLUTION_FORMAL if formal_complaint else RESOLUTION_DEFAULT

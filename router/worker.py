@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from arq import Retry
@@ -126,7 +126,7 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
         if resolved is not None and await _within_reopen_window(ctx, resolved):
             return await survey_or_reopen(ctx, resolved, message)
     if target is not None and is_open(target):
-        await attach_follow_up(store, target.id, message)
+        await attach_follow_up(store, target.id, message, _clock_now(ctx))
         return "follow_up"
     if target is not None:
         message.complaint_ref = None  # an old closed case: this is a new problem
@@ -167,7 +167,11 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
         evidence=list(message.attachments),
         customer_tier=message.metadata.get("tier") or None,
     )
-    complaint.deadlines = policy.for_new(complaint, message.received_at)
+    clock = ctx.get("clock")
+    if clock is not None:
+        await clock.refresh()
+    offset = timedelta(milliseconds=clock.offset_ms if clock is not None else 0)  # the test clock's
+    complaint.deadlines = policy.for_new(complaint, message.received_at + offset)
     complaint.first_response_due = complaint.deadlines[0].due
     complaint.resolution_due = complaint.deadlines[1].due
     timers: dict[str, int] = {}
@@ -220,6 +224,11 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
             await store.enqueue(PlannedJob("send_reply", f"send:{ack.id}", (complaint.id, ack.id), defer_ms=1000))
     await _consider_incident(ctx, complaint, message)
     return "created"
+
+
+def _clock_now(ctx: dict[str, Any]) -> datetime:
+    clock = ctx.get("clock")
+    return clock.now() if clock is not None else datetime.now(timezone.utc)
 
 
 async def _policy(ctx: dict[str, Any]) -> Any:
@@ -287,8 +296,10 @@ def _taken_into(keys: Any, message: InboundMessage, complaint_id: str, effects: 
     effects.ops.append(lambda pipe: pipe.zrem(keys.pending, message.id))
 
 
-async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: InboundMessage) -> Complaint:
-    """Add a customer's further message to an open case (idempotent by message id)."""
+async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: InboundMessage,
+                           now: datetime | None = None) -> Complaint:
+    """Add a customer's further message to an open case (idempotent by message id); a clock that
+    was paused waiting on the customer runs again."""
 
     def change(complaint: Complaint, effects: TxEffects) -> None:
         if not any(m.message_id == message.id for m in complaint.messages):
@@ -298,7 +309,7 @@ async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: In
             detail = {"channel": message.channel, "message_id": message.id, **({"edit_of": edit_of} if edit_of else {})}
             complaint.history.append(HistoryEvent(at=message.received_at, actor="customer",
                                                   action="message_edited" if edit_of else "follow_up", detail=detail))
-            resume(store, complaint, effects, datetime.now(timezone.utc))  # the customer answered
+            resume(store, complaint, effects, now or datetime.now(timezone.utc))  # the customer answered
         _taken_into(store.keys, message, complaint.id, effects)
 
     return await store.update(complaint_id, change)
@@ -433,7 +444,7 @@ async def survey_or_reopen(ctx: dict[str, Any], complaint: Complaint, message: I
     store: ComplaintStore = ctx["store"]
     policy = await _policy(ctx)
     score = parse_score(message.text) if complaint.satisfaction is None else None
-    now = datetime.now(timezone.utc)
+    now = _clock_now(ctx)
     result = {"outcome": "survey" if score is not None else "reopened"}
 
     def change(c: Complaint, effects: TxEffects) -> None:
@@ -507,7 +518,7 @@ async def merge_repeat(ctx: dict[str, Any], match: repeats.Match, message: Inbou
     meanwhile (then the message opens a case of its own)."""
     store: ComplaintStore = ctx["store"]
     plugins: GatewayPlugins = ctx["plugins"]
-    now = datetime.now(timezone.utc)
+    now = _clock_now(ctx)
     reply_id = f"rep_{message.id.split('_', 1)[-1]}_repeat"
 
     def change(complaint: Complaint, effects: TxEffects) -> None:

@@ -101,8 +101,8 @@ def enrich_complaint(complaint: Complaint, message: InboundMessage) -> dict[str,
 
 @hookspec
 def complaint_event(event: ComplaintEvent, complaint: Complaint) -> None:
-    """Listen to what happens to complaints: ``created``, ``routed``, ``replied``,
-    ``sla_breached``, ``resolved``.
+    """Listen to what happens to complaints: ``created``, ``routed``, ``replied``, ``merged`` (a
+    repeat report joined it), ``sla_warning``, ``sla_breached``, ``resolved``, ``reopened``.
 
     Called by the worker after the change is stored (at least once: a listener may see an
     event twice after a crash, so it should key on ``event.kind`` + ``complaint_id``).

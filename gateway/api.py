@@ -363,12 +363,48 @@ class QueuesController(Controller):
     @get(paths.QUEUES, operation_id="listQueues", opt={"roles": STAFF},
          summary="Each skill queue: depth, oldest age, deadlines breached")
     async def index(self, services: Services) -> dict[str, Any]:
-        return {"items": await services.store.queue_stats(), "next": None}
+        from router.rulestore import RuleStore
+
+        active = await RuleStore(services.store.r, services.store.keys.p).active()
+        return {"items": await services.store.queue_stats(extra=active.rules.queues), "next": None,
+                "rules_version": active.version}
+
+    @post(paths.QUEUES_CLAIM_NEXT, operation_id="claimNextForMe", status_code=200, opt={"roles": STAFF},
+          summary="Lease the most urgent complaint across the calling agent's skills (204 when none)")
+    async def claim_any(self, request: Request[Any, Any, Any], services: Services) -> Response[Any]:
+        from gateway.api_routing import skills_of
+
+        principal = principal_of(request)
+        skills = await skills_of(services.store, principal.id)
+        if skills is None:
+            skills = [q["skill"] for q in await services.store.queue_stats()]
+        for _ in range(20):
+            heads = []
+            for skill in skills:
+                head = await services.store.r.zrange(services.store.keys.queue(skill), 0, 0, withscores=True)
+                if head:
+                    heads.append((head[0][1], skill))
+            if not heads:
+                return Response(None, status_code=204)
+            response = await self._claim(request, services, min(heads)[1])
+            if response.status_code != 204:  # None: the handler's 200
+                return response
+        return Response(None, status_code=204)
 
     @post(paths.QUEUE_CLAIM, operation_id="claimNext", status_code=200, opt={"roles": STAFF},
           summary="Lease the next complaint of a skill queue to the calling agent (204 when empty)")
     async def claim(self, request: Request[Any, Any, Any], services: Services,
                     skill: Annotated[str, PathParameter(max_length=64, pattern=r"^[a-z0-9_-]+$")]) -> Response[Any]:
+        from gateway.api_routing import skills_of
+
+        principal = principal_of(request)
+        if principal.role == ROLE_AGENT:
+            allowed = await skills_of(services.store, principal.id)
+            if allowed is not None and skill not in allowed:
+                raise ProblemError(403, "skill_not_allowed", f"Agent {principal.id} does not work the {skill} queue.")
+        return await self._claim(request, services, skill)
+
+    async def _claim(self, request: Request[Any, Any, Any], services: Services, skill: str) -> Response[Any]:
         principal = principal_of(request)
         store = services.store
         lease_seconds = services.settings.claim_lease_seconds

@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from gateway import paths
 from gateway.api import ComplaintsController, QuarantineController, QueuesController, SplitController
 from gateway.api_people import CustomersController, IncidentsController
+from gateway.api_routing import AgentsController, RoutingController
 from gateway.api_service import PolicyController, ReportsController
 from gateway.auth import Authenticator
 from gateway.intake import Intake
@@ -67,7 +68,7 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
 
     route_handlers: list[Any] = [health, ready, ComplaintsController, SplitController, QueuesController,
                                  QuarantineController, CustomersController, IncidentsController, PolicyController,
-                                 ReportsController]
+                                 ReportsController, RoutingController, AgentsController]
     for plugin_name, mount in plugins.routes(services):
         prefix = f"{paths.WEBHOOKS}/{plugin_name}" if mount.prefix is None else mount.prefix
         if prefix:

@@ -186,6 +186,58 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    """``gateway rules validate FILE`` / ``gateway rules dry-run FILE`` (JSON or TOML)."""
+    from router.rules import load_file, validate
+
+    try:
+        rule_set = load_file(Path(args.file))
+    except (OSError, ValueError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    problems = validate(rule_set)
+    for p in problems:
+        print(f"{args.file}: rule {p.rule}: {p.field}: {p.problem}", file=sys.stderr)
+    if problems:
+        return 1
+    if args.action == "validate":
+        print(f"{args.file}: ok ({len(rule_set.rules)} rules, {len(rule_set.queues)} queues)")
+        return 0
+    settings = _settings_or_exit()
+    if not settings.redis_url:
+        print("gateway rules dry-run: set REDIS_URL to the gateway's Redis", file=sys.stderr)
+        return 2
+
+    async def go() -> dict:
+        import redis.asyncio as aioredis
+
+        from gateway.api_routing import dry_run
+        from gateway.store import ComplaintStore
+
+        redis_client = aioredis.from_url(settings.redis_url)
+        store = ComplaintStore(settings.redis_prefix)
+        store.bind(redis_client)
+        try:
+            return await dry_run(store, rule_set, limit=args.limit, since_minutes=args.since_minutes)
+        finally:
+            await redis_client.aclose()
+
+    import asyncio
+
+    report = asyncio.run(go())
+    print(msgspec.json.encode(report).decode() if args.json else _dry_run_text(report))
+    return 0
+
+
+def _dry_run_text(report: dict) -> str:
+    lines = [f"examined {report['examined']} complaints: {report['would_move']} would move, "
+             f"{report['unchanged']} unchanged"]
+    for move in report["moves"]:
+        cases = ", ".join(e["case_number"] for e in move["examples"])
+        lines.append(f"  {move['from'] or '-'} -> {move['to']}: {move['count']} (e.g. {cases})")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Omnichannel complaint-intake gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("action", choices=["list", "check"])
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
+
+    rules = sub.add_parser("rules", help="check a routing rule file, or what it would do")
+    rules.add_argument("action", choices=["validate", "dry-run"])
+    rules.add_argument("file", help="a rule set, .json or .toml")
+    rules.add_argument("--limit", type=int, default=500, help="dry-run: the last N complaints")
+    rules.add_argument("--since-minutes", type=int, default=None, help="dry-run: or those of the last N minutes")
+    rules.add_argument("--json", action="store_true")
+    rules.set_defaults(func=cmd_rules)
     return parser
 
 

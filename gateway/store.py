@@ -870,9 +870,10 @@ class ComplaintStore:
         agent = await self.r.hget(self.keys.lease(cid), "agent")
         return agent.decode() if agent else None
 
-    async def queue_stats(self) -> list[dict[str, Any]]:
+    async def queue_stats(self, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Each skill queue (those complaints went to, and ``extra``: the rules' queues, empty or not)."""
         k = self.keys
-        skills = sorted(s.decode() for s in await self.r.smembers(k.skills))
+        skills = sorted({s.decode() for s in await self.r.smembers(k.skills)} | set(extra))
         now = now_ms()
         async with self.r.pipeline(transaction=False) as pipe:
             for skill in skills:

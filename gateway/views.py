@@ -10,6 +10,8 @@ from normalizer.pii import mask_pii
 from normalizer.schema import Complaint
 
 _encoder = msgspec.json.Encoder()
+#: What of a history entry's detail the customer sees (not rules, versions, workers, agents).
+PUBLIC_DETAIL = frozenset({"channel", "outcome", "reason", "skill", "lease_expires_at"})
 
 
 def complaint_json(complaint: Complaint) -> dict[str, Any]:
@@ -42,6 +44,7 @@ def complaint_public(complaint: Complaint) -> dict[str, Any]:
     view["history"] = [h for h in view["history"] if h.get("public")]
     for entry in view["history"]:
         entry["actor"] = "desk" if entry["actor"] not in ("customer", "system") else entry["actor"]
+        entry["detail"] = {k: v for k, v in entry.get("detail", {}).items() if k in PUBLIC_DETAIL}
     view.pop("assignee", None)
     view.pop("lease_expires_at", None)
     view.pop("routed_by", None)

@@ -34,6 +34,13 @@ class BusinessHours(msgspec.Struct, forbid_unknown_fields=True):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    def contains(self, moment: datetime) -> bool:
+        t = moment.astimezone(self.zone())
+        if t.isoweekday() not in self.days or t.date() in self.holidays:
+            return False
+        close_t = time.max if self.end == "24:00" else time.fromisoformat(self.end)
+        return time.fromisoformat(self.start) <= t.time() < close_t
+
     def add(self, start: datetime, seconds: float) -> datetime:
         """``start`` plus ``seconds`` of working time."""
         zone = self.zone()
@@ -116,6 +123,9 @@ class DeadlinePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         due = self._after(start, allowance)
         warn = self._after(start, allowance * self.warn_fraction) if self.warn_fraction else None
         return Deadline(kind=kind, due=due, warn_at=warn, level=level)
+
+    def in_business_hours(self, moment: datetime) -> bool:
+        return True if self.business_hours is None else self.business_hours.contains(moment)
 
     def for_new(self, complaint: Complaint, start: datetime, *, first_override: int | None = None,
                 resolution_override: int | None = None) -> list[Deadline]:

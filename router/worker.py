@@ -8,6 +8,7 @@ replies still ``queued``, and listeners are told to expect repeats.
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal, InvalidOperation
 import logging
 import os
 import socket
@@ -58,6 +59,8 @@ from router import routing
 from router.categorise import CATEGORIES, categorise
 from router import repeats
 from router.deadlines import timer_members
+from router.rules import Engine, Facts
+from router.rulestore import EngineCache, RuleStore
 from router.incidents import Incidents
 from router.timers import Clock, PolicyCache, TimerLoop, resume, schedule
 from router import templates
@@ -142,8 +145,10 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
         match = repeats.find_repeat(candidates, message, category, now_ms(), window_ms) if candidates else None
         if match is not None and await merge_repeat(ctx, match, message):
             return "merged"
-    decision = routing.route(category, formal)
     policy = await _policy(ctx)
+    engine = await _rules(ctx)
+    decided = engine.decide(facts_of(message, category, formal, policy))
+    decision = decided.as_route()
     placeholder = "CASENUMBER" + os.urandom(8).hex()  # replaced by the number the commit allocates
     now = datetime.now(timezone.utc)
     complaint = Complaint(
@@ -171,7 +176,10 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     if clock is not None:
         await clock.refresh()
     offset = timedelta(milliseconds=clock.offset_ms if clock is not None else 0)  # the test clock's
-    complaint.deadlines = policy.for_new(complaint, message.received_at + offset)
+    complaint.deadlines = policy.for_new(complaint, message.received_at + offset,
+                                         first_override=decided.first_response_seconds,
+                                         resolution_override=decided.resolution_seconds)
+    complaint.tags.extend(t for t in decided.tags if t not in complaint.tags)
     complaint.first_response_due = complaint.deadlines[0].due
     complaint.resolution_due = complaint.deadlines[1].due
     timers: dict[str, int] = {}
@@ -190,7 +198,8 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     complaint.history.append(
         HistoryEvent(at=now, actor="worker", action="routed", public=True,
                      detail={"skill": decision.skill, "priority": str(complaint.priority),
-                             "rule": decision.rule, "version": decision.version})
+                             "rule": decision.rule, "version": decision.version,
+                             "worker": ctx.get("worker_id", "")})
     )
     ack: Reply | None = None
     if message.suppress_acknowledgement:
@@ -229,6 +238,25 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
 def _clock_now(ctx: dict[str, Any]) -> datetime:
     clock = ctx.get("clock")
     return clock.now() if clock is not None else datetime.now(timezone.utc)
+
+
+def facts_of(message: InboundMessage, category: str, formal: bool, policy: Any, repeat_count: int = 0) -> Facts:
+    amount = None
+    if message.amount is not None:
+        try:
+            amount = Decimal(message.amount.value)
+        except InvalidOperation:
+            amount = None
+    return Facts(category=category, formal=formal, channel=message.channel, language=message.language,
+                 text=message.text, amount=amount, currency=message.amount.currency if message.amount else None,
+                 tier=message.metadata.get("tier") or None, repeat_count=repeat_count,
+                 in_business_hours=policy.in_business_hours(message.received_at))
+
+
+async def _rules(ctx: dict[str, Any]) -> Engine:
+    if "rules" not in ctx:
+        ctx["rules"] = EngineCache(RuleStore(ctx["store"].r, ctx["store"].keys.p))
+    return await ctx["rules"].get()
 
 
 async def _policy(ctx: dict[str, Any]) -> Any:
@@ -508,7 +536,52 @@ def _reply_template(store: ComplaintStore, c: Complaint, effects: TxEffects, nam
     effects.jobs.append(send_job(c.id, reply_id))
 
 
-REPEAT_PRIORITY_STEPS = 3  # each of the first three repeats raises the priority by one
+REPEAT_PRIORITY_STEPS = 3
+
+
+def _reroute_on_repeat(store: ComplaintStore, complaint: Complaint, effects: TxEffects, engine: Engine, policy: Any,
+                       now: datetime) -> None:
+    """Rules may look at the repeat count: a case still waiting in its queue moves when the
+    active rules now send it elsewhere (recorded with the rule and version that decided)."""
+    if complaint.status not in (ComplaintStatus.accepted, ComplaintStatus.reopened) or not complaint.messages:
+        return
+    first = complaint.messages[0]
+    amount = None
+    if complaint.amount is not None:
+        try:
+            amount = Decimal(complaint.amount.value)
+        except InvalidOperation:
+            amount = None
+    decided = engine.decide(Facts(
+        category=complaint.category, formal=complaint.formal_complaint, channel=complaint.channel,
+        language=complaint.language, text=first.text, amount=amount,
+        currency=complaint.amount.currency if complaint.amount else None, tier=complaint.customer_tier,
+        repeat_count=complaint.repeat_count, in_business_hours=policy.in_business_hours(complaint.created_at)))
+    if decided.skill == complaint.skill:
+        return
+    old = complaint.skill
+    created_ms = dt_to_ms(complaint.created_at)
+    complaint.skill = decided.skill
+    complaint.priority = max(complaint.priority, decided.priority)
+    complaint.routed_by = f"{decided.version}:{decided.rule}"
+    complaint.tags.extend(t for t in decided.tags if t not in complaint.tags)
+    complaint.history.append(HistoryEvent(at=now, actor="worker", action="rerouted", public=False, detail={
+        "from": old or "", "skill": decided.skill, "rule": decided.rule, "version": str(decided.version),
+        "repeat_count": str(complaint.repeat_count)}))
+    fr_due = next((d.due for d in complaint.deadlines if d.kind == "first_response" and d.state == "running"), None)
+
+    def move(pipe: Any) -> None:
+        if old:
+            pipe.zrem(store.keys.queue(old), complaint.id)
+            pipe.zrem(store.keys.queue_age(old), complaint.id)
+            pipe.zrem(store.keys.fr_due(old), complaint.id)
+        pipe.zadd(store.keys.queue(decided.skill), {complaint.id: queue_score(complaint.priority, created_ms)})
+        pipe.zadd(store.keys.queue_age(decided.skill), {complaint.id: created_ms})
+        pipe.sadd(store.keys.skills, decided.skill)
+        if fr_due is not None:
+            pipe.zadd(store.keys.fr_due(decided.skill), {complaint.id: dt_to_ms(fr_due)})
+
+    effects.ops.append(move)  # each of the first three repeats raises the priority by one
 
 
 async def merge_repeat(ctx: dict[str, Any], match: repeats.Match, message: InboundMessage) -> bool:
@@ -520,6 +593,7 @@ async def merge_repeat(ctx: dict[str, Any], match: repeats.Match, message: Inbou
     plugins: GatewayPlugins = ctx["plugins"]
     now = _clock_now(ctx)
     reply_id = f"rep_{message.id.split('_', 1)[-1]}_repeat"
+    engine, policy = await _rules(ctx), await _policy(ctx)
 
     def change(complaint: Complaint, effects: TxEffects) -> None:
         if not is_open(complaint):
@@ -530,6 +604,7 @@ async def merge_repeat(ctx: dict[str, Any], match: repeats.Match, message: Inbou
             complaint.repeat_count += 1
             if complaint.repeat_count <= REPEAT_PRIORITY_STEPS:
                 complaint.priority = min(routing.MAX_PRIORITY, complaint.priority + 1)
+            _reroute_on_repeat(store, complaint, effects, engine, policy, now)
             complaint.merges.append(Merge(message_id=message.id, reason=match.reason, detail=match.detail, at=now,
                                           evidence_ids=[e.id for e in message.attachments]))
             resume(store, complaint, effects, now)

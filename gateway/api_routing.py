@@ -4,7 +4,6 @@ history, rollback, dry run) and agents' skills."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import msgspec
@@ -17,11 +16,10 @@ from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
 from gateway.problems import ProblemError
 from gateway.requests import decode_json, read_body, require_json
 from gateway.store import ESCALATION_QUEUE, ComplaintStore
-from normalizer.schema import Complaint
-from router.deadlines import DeadlinePolicy
-from router.rules import Engine, Facts, RuleSet, StoredVersion, validate
+from router.rules import Engine, RuleSet, StoredVersion, validate
 from router.rulestore import InvalidRules, PreconditionFailed, RuleStore
 from router.timers import load_policy
+from router.worker import facts_of_complaint
 
 DRY_RUN_MAX = 5000
 EXAMPLES = 5
@@ -70,19 +68,6 @@ def _if_match(request: Request[Any, Any, Any]) -> int:
 def _invalid(exc: InvalidRules) -> ProblemError:
     return ProblemError(422, "invalid_rules", f"{len(exc.problems)} problem(s): {exc}",
                         extra={"problems": [p.as_dict() for p in exc.problems]})
-
-
-def facts_of_complaint(c: Complaint, policy: DeadlinePolicy) -> Facts:
-    amount = None
-    if c.amount is not None:
-        try:
-            amount = Decimal(c.amount.value)
-        except InvalidOperation:
-            amount = None
-    return Facts(category=c.category, formal=c.formal_complaint, channel=c.channel, language=c.language,
-                 text=c.messages[0].text if c.messages else "", amount=amount,
-                 currency=c.amount.currency if c.amount else None, tier=c.customer_tier,
-                 repeat_count=c.repeat_count, in_business_hours=policy.in_business_hours(c.created_at))
 
 
 async def dry_run(store: ComplaintStore, candidate: RuleSet, *, limit: int, since_minutes: int | None) -> dict[str, Any]:

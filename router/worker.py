@@ -240,17 +240,30 @@ def _clock_now(ctx: dict[str, Any]) -> datetime:
     return clock.now() if clock is not None else datetime.now(timezone.utc)
 
 
-def facts_of(message: InboundMessage, category: str, formal: bool, policy: Any, repeat_count: int = 0) -> Facts:
-    amount = None
-    if message.amount is not None:
-        try:
-            amount = Decimal(message.amount.value)
-        except InvalidOperation:
-            amount = None
+def _decimal(amount: Any) -> Decimal | None:
+    if amount is None:
+        return None
+    try:
+        return Decimal(amount.value)
+    except InvalidOperation:
+        return None
+
+
+def facts_of(message: InboundMessage, category: str, formal: bool, policy: Any) -> Facts:
+    """What the rules look at for a new message."""
     return Facts(category=category, formal=formal, channel=message.channel, language=message.language,
-                 text=message.text, amount=amount, currency=message.amount.currency if message.amount else None,
-                 tier=message.metadata.get("tier") or None, repeat_count=repeat_count,
+                 text=message.text, amount=_decimal(message.amount),
+                 currency=message.amount.currency if message.amount else None,
+                 tier=message.metadata.get("tier") or None,
                  in_business_hours=policy.in_business_hours(message.received_at))
+
+
+def facts_of_complaint(c: Complaint, policy: Any) -> Facts:
+    """What the rules look at for a case as it stands (re-routing, dry runs)."""
+    return Facts(category=c.category, formal=c.formal_complaint, channel=c.channel, language=c.language,
+                 text=c.messages[0].text if c.messages else "", amount=_decimal(c.amount),
+                 currency=c.amount.currency if c.amount else None, tier=c.customer_tier,
+                 repeat_count=c.repeat_count, in_business_hours=policy.in_business_hours(c.created_at))
 
 
 async def _rules(ctx: dict[str, Any]) -> Engine:
@@ -545,18 +558,7 @@ def _reroute_on_repeat(store: ComplaintStore, complaint: Complaint, effects: TxE
     active rules now send it elsewhere (recorded with the rule and version that decided)."""
     if complaint.status not in (ComplaintStatus.accepted, ComplaintStatus.reopened) or not complaint.messages:
         return
-    first = complaint.messages[0]
-    amount = None
-    if complaint.amount is not None:
-        try:
-            amount = Decimal(complaint.amount.value)
-        except InvalidOperation:
-            amount = None
-    decided = engine.decide(Facts(
-        category=complaint.category, formal=complaint.formal_complaint, channel=complaint.channel,
-        language=complaint.language, text=first.text, amount=amount,
-        currency=complaint.amount.currency if complaint.amount else None, tier=complaint.customer_tier,
-        repeat_count=complaint.repeat_count, in_business_hours=policy.in_business_hours(complaint.created_at)))
+    decided = engine.decide(facts_of_complaint(complaint, policy))
     if decided.skill == complaint.skill:
         return
     old = complaint.skill

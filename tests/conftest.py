@@ -152,6 +152,19 @@ async def gateway_client(settings: Settings, plugins: Any, public_url: str | Non
         yield c
 
 
+def app_plugins(*extra: Any) -> Any:
+    """The app channel plus the given plugin objects (named extra0, extra1, ...)."""
+    from adapters.app import AppChannel
+    from plugins.manager import GatewayPlugins
+
+    plugins = GatewayPlugins()
+    plugins.register("app", AppChannel())
+    for n, plugin in enumerate(extra):
+        plugins.register(f"extra{n}", plugin)
+    plugins.check()
+    return plugins
+
+
 async def run_worker(settings: Settings, plugins: Any) -> int:
     """A worker with the given plugins, in burst mode, until the queue is empty."""
     from router.worker import create_worker

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,22 +20,11 @@ import pytest
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 
-from adapters.app import AppChannel
 from adapters.notify_webhook import NotifySettings, NotifyWebhook
-from plugins.manager import GatewayPlugins
 from router.worker import create_worker
-from tests.conftest import ALICE, APP, ROOT, SUPERVISOR, gateway_client, make_env
+from tests.conftest import ALICE, APP, ROOT, SUPERVISOR, gateway_client, make_env, app_plugins
 
 pytestmark = pytest.mark.integration
-
-
-def make_plugins(*extra):
-    plugins = GatewayPlugins()
-    plugins.register("app", AppChannel())
-    for n, plugin in enumerate(extra):
-        plugins.register(f"extra{n}", plugin)
-    plugins.check()
-    return plugins
 
 
 @pytest.fixture
@@ -98,7 +86,7 @@ async def eventually(check, timeout=8.0):
 
 @pytest.fixture
 async def desk(clocked):
-    plugins = make_plugins()
+    plugins = app_plugins()
     async with gateway_client(clocked, plugins) as client:
         d = Desk(clocked, plugins, client)
         await d.start()
@@ -281,7 +269,7 @@ async def test_breaches_reach_supervisors_through_the_webhook(clocked):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    plugins = make_plugins(NotifyWebhook(NotifySettings(url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+    plugins = app_plugins(NotifyWebhook(NotifySettings(url=f"http://127.0.0.1:{server.server_address[1]}/hook",
                                                         secret="s3cret")))
     try:
         async with gateway_client(clocked, plugins) as client:

@@ -9,10 +9,8 @@ import logging
 import pytest
 from msgspec.structs import replace
 
-from adapters.app import AppChannel
 from plugins.hookspecs import hookimpl
-from plugins.manager import GatewayPlugins
-from tests.conftest import ALICE, APP, SUPERVISOR, gateway_client, run_worker
+from tests.conftest import ALICE, APP, SUPERVISOR, gateway_client, run_worker, app_plugins
 
 pytestmark = pytest.mark.integration
 
@@ -29,19 +27,10 @@ class Listener:
         self.seen.append(" ".join(m.text for m in complaint.messages) + " " + complaint.contact.value)
 
 
-def make_plugins(*extra):
-    plugins = GatewayPlugins()
-    plugins.register("app", AppChannel())
-    for n, plugin in enumerate(extra):
-        plugins.register(f"extra{n}", plugin)
-    plugins.check()
-    return plugins
-
-
 @pytest.fixture
 def desk(settings):
     """(settings, plugins): incidents from 5 customers, so the tests stay small."""
-    return replace(settings, incident_min_customers=5), make_plugins()
+    return replace(settings, incident_min_customers=5), app_plugins()
 
 
 @pytest.fixture
@@ -203,7 +192,7 @@ async def test_a_repeat_on_another_channel_is_answered_there_and_can_be_split(cl
 
 
 async def test_a_closed_case_is_not_merged_into_after_the_reopen_window(settings):
-    desk = (replace(settings, reopen_window_hours=0), make_plugins())
+    desk = (replace(settings, reopen_window_hours=0), app_plugins())
     async with gateway_client(*desk) as client:
         m1 = await send(client, "u-closed", "交易号 T2026112300000088 扣款两次")
         await drain(desk)
@@ -264,7 +253,7 @@ PII_VALUES = ["6222 0212 3456 7890 128", "11010519491231002X", "13800138000", "l
 
 async def test_personal_data_is_masked_in_lists_for_other_roles_and_for_plugins(settings):
     quiet, trusted = Listener(), Listener(needs=True)
-    plugins = make_plugins(quiet, trusted)
+    plugins = app_plugins(quiet, trusted)
     desk = (replace(settings, pii_roles=("supervisor",)), plugins)
     async with gateway_client(*desk) as client:
         mid = await send(client, "u-pii", PII_TEXT)
@@ -290,7 +279,7 @@ async def test_no_personal_data_reaches_the_logs(settings):
     stream = io.StringIO()
     root.handlers[0].setStream(stream)
     try:
-        plugins = make_plugins(Listener())
+        plugins = app_plugins(Listener())
         desk = (settings, plugins)
         async with gateway_client(*desk) as client:
             mid = await send(client, "u-pii-log", PII_TEXT, phone="13800138000", email="li.lei@example.com")

@@ -10,9 +10,8 @@ import redis.asyncio as aioredis
 from gateway.store import ComplaintStore, PlannedJob, now_ms
 from normalizer.schema import Classification, DeliveryResult
 from plugins.hookspecs import hookimpl
-from plugins.manager import GatewayPlugins
-from router.worker import create_worker, recover_pending, resend_overdue
-from tests.conftest import ALICE, APP, SUPERVISOR
+from router.worker import recover_pending, resend_overdue
+from tests.conftest import ALICE, APP, SUPERVISOR, app_plugins, run_worker
 
 pytestmark = pytest.mark.integration
 
@@ -26,23 +25,7 @@ async def store(settings):
     await r.aclose()
 
 
-async def drain_with(settings, plugins):
-    worker = create_worker(settings, burst=True, handle_signals=False, plugins=plugins)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
-
-
-def app_plugins(*extra):
-    from adapters.app import AppChannel
-
-    plugins = GatewayPlugins()
-    plugins.register("app", AppChannel())
-    for n, plugin in enumerate(extra):
-        plugins.register(f"extra{n}", plugin)
-    plugins.check()
-    return plugins
+drain_with = run_worker
 
 
 async def test_undecodable_message_is_quarantined_listed_retried_and_discarded(client, drain, store):

@@ -45,9 +45,11 @@ class Desk:
         self.task = asyncio.create_task(self.worker.main())
 
     async def stop(self):
+        # let running jobs finish (a job cancelled mid-way makes close() raise), then stop
+        await asyncio.wait_for(asyncio.gather(*self.worker.tasks.values(), return_exceptions=True), 10)
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
-        await self.worker.close()
+        await asyncio.gather(self.worker.close(), return_exceptions=True)
         await self.redis.aclose()
 
     async def advance(self, seconds):

@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+EXAMPLE := examples/signed_webhook_channel
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(EXAMPLE)/pyproject.toml | sha1sum | cut -c1-12)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_UPDATED := /tmp/.complaint-gateway-apt-updated
 
@@ -13,9 +14,11 @@ APT_UPDATED := /tmp/.complaint-gateway-apt-updated
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
+	# the example external plugin, installed as an integrator's package would be (its entry point)
+	$(BIN)/python -m pip install -q --no-deps -e $(EXAMPLE)
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Debian packages the gateway and its tests need; installed only when missing.

@@ -16,6 +16,7 @@ from gateway.auth import ROLE_APP, principal_of, roles_guard
 from gateway.paths import MESSAGE, MESSAGES
 from gateway.problems import ProblemError
 from gateway.requests import decode_json, read_body, require_json
+from gateway import metrics
 from gateway.store import new_id
 from normalizer.inbound import AttachmentIn, InputRejected, build_message, clean_text, money, store_attachments
 from normalizer.inbound import transaction_id as check_transaction_id
@@ -113,7 +114,10 @@ class AppChannel:
                 state = await services.store.r.get(services.store.keys.idem(CHANNEL_APP, scope))
                 if state is not None:  # a retry: answer without storing attachments again
                     mid, _, stored_hash = state.decode().partition("|")
-                    if stored_hash != request_hash:
+                    outcome = "duplicate" if stored_hash == request_hash else "conflict"
+                    await metrics.incr(services.store.r, services.store.keys.p, "gateway_messages_in",
+                                       channel=CHANNEL_APP, outcome=outcome)
+                    if outcome == "conflict":
                         raise _idempotency_conflict(mid)
                     return Response(MessageAccepted(mid, "received"), status_code=202,
                                     headers={"Location": f"/v1/messages/{mid}"})

@@ -401,6 +401,9 @@ class MailboxPoller:
                 await self._after_intake(client, uid)
         if rescan or not uids:
             await state.advance(uidvalidity, max([last_uid, *uids]))
+        # in sync now: /metrics reports the time since (IMAP sync lag)
+        await services.require_redis().set(f"{services.store.keys.p}metrics:imap_synced:{self.mailbox.label}",
+                                           int(time.time() * 1000), ex=86_400)
         return taken
 
     async def _after_intake(self, client: Any, uid: int) -> None:

@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter, SkipValidation
 
-from gateway import paths
+from gateway import metrics, paths
 from gateway.auth import ROLE_AGENT, ROLE_APP, ROLE_SUPERVISOR, Principal, principal_of, roles_guard
 from gateway.problems import ProblemError
 from gateway.requests import decode_json, read_body, require_json
@@ -241,6 +241,9 @@ class ComplaintsController(Controller):
             if complaint.first_responded_at is None:
                 complaint.first_responded_at = now
                 effects.ops.append(lambda pipe: store.stop_first_response_clock(pipe, complaint))
+                waited = (now - complaint.created_at).total_seconds()
+                effects.ops.append(lambda pipe: metrics.observe(pipe, store.keys.p, "gateway_first_response_seconds",
+                                                                waited, channel=complaint.channel))
             # an agent answered: the first-response clock and any escalation clock are met
             timers.stop(store, complaint, effects, {"first_response"} | {
                 d.kind for d in complaint.deadlines if d.kind.startswith("escalation_")}, "met", now)

@@ -18,7 +18,7 @@ from gateway.api_routing import AgentsController, RoutingController
 from gateway.api_service import PolicyController, ReportsController
 from gateway.auth import Authenticator
 from gateway.intake import Intake
-from gateway.problems import exception_handlers
+from gateway.problems import ProblemError, exception_handlers
 from gateway.redis_pool import redis_client
 from gateway.settings import Settings
 from gateway.store import ComplaintStore
@@ -66,7 +66,20 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         ok = all(v == "ok" for v in checks.values())
         return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
-    route_handlers: list[Any] = [health, ready, ComplaintsController, SplitController, QueuesController,
+    @get(paths.METRICS, operation_id="metrics", tags=["operations"], media_type="text/plain",
+         summary="Prometheus metrics (the whole desk's counters, this process's intake latency)")
+    async def metrics_endpoint() -> Response[bytes]:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        from gateway.metrics import render
+
+        try:
+            body = await render(store, dict(plugins.errors))
+        except Exception as exc:  # Redis away: say so, as a metric endpoint should
+            raise ProblemError(503, "redis_unavailable", f"metrics need Redis ({type(exc).__name__})") from None
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    route_handlers: list[Any] = [health, ready, metrics_endpoint, ComplaintsController, SplitController, QueuesController,
                                  QuarantineController, CustomersController, IncidentsController, PolicyController,
                                  ReportsController, RoutingController, AgentsController]
     for plugin_name, mount in plugins.routes(services):

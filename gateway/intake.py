@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from gateway.metrics import INTAKE_SECONDS
 from gateway.store import ComplaintStore, IntakeOutcome
 from normalizer.schema import InboundMessage
 
@@ -58,6 +59,7 @@ class Intake:
             self.counters.duplicates += 1
         else:
             self.counters.conflicts += 1
-        log.debug("intake %s %s %s in %.2f ms", message.channel, outcome.status, outcome.message_id,
-                  (time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started
+        INTAKE_SECONDS.labels(message.channel).observe(elapsed)
+        log.debug("intake %s %s %s in %.2f ms", message.channel, outcome.status, outcome.message_id, elapsed * 1000)
         return outcome

@@ -123,7 +123,7 @@ class TxEffects:
 
 
 _INTAKE_LUA = """
--- KEYS: msg, idem ('' = none), pending, job, arq queue, wake, raw ('' = none)
+-- KEYS: msg, idem ('' = none), pending, job, arq queue, wake, raw ('' = none), metrics
 -- ARGV: message_id, data, received_ms, body_hash ('' = don't compare), job bytes,
 --       job expiry ms, idem ttl s, raw bytes, wake ('1'/'0'), channel, job id, raw ttl s,
 --       sender contact key, vouched-for contact keys (newline-separated)
@@ -133,8 +133,10 @@ if KEYS[2] ~= '' then
     local sep = string.find(existing, '|', 1, true)
     local mid = string.sub(existing, 1, sep - 1)
     if ARGV[4] == '' or string.sub(existing, sep + 1) == ARGV[4] then
+      redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=duplicate', 1)
       return {'duplicate', mid}
     end
+    redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=conflict', 1)
     return {'conflict', mid}
   end
   redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[7])
@@ -151,6 +153,7 @@ if ARGV[9] == '1' then
   redis.call('LPUSH', KEYS[6], '1')
   redis.call('LTRIM', KEYS[6], 0, 7)
 end
+redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=accepted', 1)
 return {'accepted', ARGV[1]}
 """
 
@@ -494,6 +497,7 @@ class ComplaintStore:
                 k.arq_queue,
                 k.wake,
                 k.raw(message.id) if raw is not None else "",
+                k.p + "metrics",
             ],
             args=[
                 message.id,

@@ -22,6 +22,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from gateway import metrics
 from gateway.store import ComplaintStore, Conflict, NotFound, TxEffects
 from normalizer.schema import Complaint, HistoryEvent
 from router.deadlines import DeadlinePolicy, decode_policy, parse_member, timer_members
@@ -185,6 +186,9 @@ async def fire(ctx: dict[str, Any], member: str, due_ms: int) -> str:
             outcome["result"] = "warned"
             return
         deadline.state, deadline.breached_at = "breached", now
+        effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys.p, "gateway_deadline_breaches",
+                                                     deadline=kind.split("_")[0] if kind.startswith("escalation")
+                                                     else kind))
         complaint.priority = min(9, complaint.priority + policy.breach_priority_boost)
         complaint.history.append(HistoryEvent(at=now, actor="system", action="sla_breached", detail=detail))
         effects.jobs.append(event_job(complaint, "sla_breached", "system", detail, at=now))

@@ -21,6 +21,7 @@ from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
+from gateway import metrics
 from gateway.intake import Intake
 from gateway.redis_pool import BufferCheckConnectionPool
 from gateway.settings import Settings, load_settings
@@ -98,7 +99,30 @@ def send_job(complaint_id: str, reply_id: str) -> PlannedJob:
 # -- jobs -----------------------------------------------------------------------------------
 
 
+CONTACT_LOCK_MS = 15_000
+
+
 async def process_message(ctx: dict[str, Any], message_id: str) -> str:
+    """One message at a time per sender: two messages a customer sends a moment apart must see
+    each other (the second is a repeat of the first, not a second case)."""
+    store: ComplaintStore = ctx["store"]
+    contact = await store.r.hget(store.keys.msg(message_id), "contact")
+    if not contact:
+        return await _process_message(ctx, message_id)
+    lock, token = f"{store.keys.p}lock:contact:{contact.decode()}", os.urandom(8).hex()
+    deadline = asyncio.get_running_loop().time() + CONTACT_LOCK_MS / 1000
+    while not await store.r.set(lock, token, nx=True, px=CONTACT_LOCK_MS):
+        if asyncio.get_running_loop().time() > deadline:
+            raise Retry(defer=1)
+        await asyncio.sleep(0.02)
+    try:
+        return await _process_message(ctx, message_id)
+    finally:
+        if await store.r.get(lock) == token.encode():
+            await store.r.delete(lock)
+
+
+async def _process_message(ctx: dict[str, Any], message_id: str) -> str:
     store: ComplaintStore = ctx["store"]
     plugins: GatewayPlugins = ctx["plugins"]
     status, message, fields = await store.prepare(message_id)
@@ -609,6 +633,8 @@ async def merge_repeat(ctx: dict[str, Any], match: repeats.Match, message: Inbou
             _reroute_on_repeat(store, complaint, effects, engine, policy, now)
             complaint.merges.append(Merge(message_id=message.id, reason=match.reason, detail=match.detail, at=now,
                                           evidence_ids=[e.id for e in message.attachments]))
+            effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys.p, "gateway_repeat_merges",
+                                                         reason=match.reason))
             resume(store, complaint, effects, now)
             complaint.history.append(HistoryEvent(
                 at=now, actor="worker", action="merged",
@@ -850,6 +876,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     if "plugins" not in ctx:
         ctx["plugins"] = GatewayPlugins.load(settings.plugins_path, autoload=settings.plugins_autoload)
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
+    ctx["plugin_errors_reported"] = {}  # shared by the per-job copies of ctx
     ctx["clock"] = Clock(store, settings.test_clock)
     ctx["policy"] = PolicyCache(store)
     ctx["timers"] = TimerLoop(ctx)
@@ -960,6 +987,46 @@ class WakeableWorker(Worker):
         self._slot_free.set()
 
 
+def instrumented(fn: Any) -> Any:
+    """Count a job's result (ok, retry, failed) and time it, in the shared metrics; pass on the
+    plugin errors this process counted since the last job."""
+    import functools
+    import time as _time
+
+    @functools.wraps(fn)
+    async def run(ctx: dict[str, Any], *args: Any) -> Any:
+        started = _time.perf_counter()
+        result = "ok"
+        try:
+            return await fn(ctx, *args)
+        except Retry:
+            result = "retry"
+            raise
+        except Exception:
+            result = "failed"
+            raise
+        finally:
+            store: ComplaintStore | None = ctx.get("store")
+            if store is not None:
+                try:
+                    async with store.r.pipeline(transaction=False) as pipe:
+                        metrics.incr(pipe, store.keys.p, "gateway_worker_jobs", job=fn.__name__, result=result)
+                        metrics.observe(pipe, store.keys.p, "gateway_worker_job_seconds",
+                                        _time.perf_counter() - started, job=fn.__name__)
+                        plugins = ctx.get("plugins")
+                        seen = ctx.setdefault("plugin_errors_reported", {})
+                        for name, count in (plugins.errors.items() if plugins is not None else ()):
+                            if count > seen.get(name, 0):
+                                metrics.incr(pipe, store.keys.p, "gateway_plugin_errors", count - seen.get(name, 0),
+                                             plugin=name)
+                                seen[name] = count
+                        await pipe.execute()
+                except Exception:  # noqa: BLE001 - metrics never fail a job
+                    pass
+
+    return run
+
+
 def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPlugins | None = None,
                   handle_signals: bool = True) -> WakeableWorker:
     store_keys = ComplaintStore(settings.redis_prefix).keys
@@ -969,9 +1036,9 @@ def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPl
     redis_url = settings.redis_url or "redis://127.0.0.1:6379/0"
     return WakeableWorker(
         functions=[
-            func(process_message, name="process_message", max_tries=10),
-            func(send_reply, name="send_reply", max_tries=MAX_SEND_TRIES + 1),
-            func(dispatch_event, name="dispatch_event", max_tries=3),
+            func(instrumented(process_message), name="process_message", max_tries=10),
+            func(instrumented(send_reply), name="send_reply", max_tries=MAX_SEND_TRIES + 1),
+            func(instrumented(dispatch_event), name="dispatch_event", max_tries=3),
         ],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=store_keys.arq_queue,

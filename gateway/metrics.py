@@ -1,0 +1,135 @@
+"""``GET /metrics`` for Prometheus.
+
+Counters and histograms that several processes add to (gateways, workers) live in one Redis
+hash (``<prefix>metrics``), so whichever gateway process is scraped reports the whole desk;
+gauges (queue depths, oldest ages, breaches, IMAP sync lag) are read from Redis at scrape time.
+The intake latency histogram is per gateway process (``prometheus_client``'s own registry), the
+usual Prometheus way for request latencies.
+
+Field names in the hash: ``<metric>|<label>=<value>,<label>=<value>`` (counters) and
+``<metric>_bucket|<labels>,le=<bound>`` / ``_sum`` / ``_count`` (histograms).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import REGISTRY
+
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+FIRST_RESPONSE_BUCKETS = (5, 15, 30, 60, 120, 300, 900, 3600, 4 * 3600, 24 * 3600)
+
+INTAKE_SECONDS = Histogram("gateway_intake_seconds", "Time to store an inbound message durably (this process)",
+                           ["channel"], buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+
+COUNTERS = {
+    "gateway_messages_in": ("Inbound messages by channel and outcome (accepted, duplicate, conflict)",
+                            ("channel", "outcome")),
+    "gateway_repeat_merges": ("Repeat reports merged into an open case, by reason", ("reason",)),
+    "gateway_deadline_breaches": ("Deadlines that passed, by kind", ("deadline",)),
+    "gateway_worker_jobs": ("Worker jobs by kind and result (ok, retry, failed)", ("job", "result")),
+    "gateway_plugin_errors": ("Exceptions raised inside plugin hooks, by plugin", ("plugin",)),
+}
+HISTOGRAMS = {
+    "gateway_first_response_seconds": ("Time from a message to the first agent reply, by channel", ("channel",),
+                                       FIRST_RESPONSE_BUCKETS),
+    "gateway_worker_job_seconds": ("Worker job durations, by kind", ("job",), SECONDS_BUCKETS),
+}
+
+
+def _field(name: str, labels: dict[str, str]) -> str:
+    return name + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def incr(pipe: Any, prefix: str, name: str, by: int = 1, **labels: str) -> None:
+    """Add to a counter inside a pipeline or on a client (not awaited here)."""
+    return pipe.hincrby(prefix + "metrics", _field(name, labels), by)
+
+
+def observe(pipe: Any, prefix: str, name: str, value: float, **labels: str) -> None:
+    buckets = HISTOGRAMS[name][2]
+    key = prefix + "metrics"
+    for bound in buckets:
+        if value <= bound:
+            pipe.hincrby(key, _field(name + "_bucket", {**labels, "le": str(bound)}), 1)
+    pipe.hincrby(key, _field(name + "_bucket", {**labels, "le": "+Inf"}), 1)
+    pipe.hincrbyfloat(key, _field(name + "_sum", labels), value)
+    pipe.hincrby(key, _field(name + "_count", labels), 1)
+
+
+def _parse(fields: dict[bytes, bytes]) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+    for raw, value in fields.items():
+        name, _, label_text = raw.decode().partition("|")
+        labels = dict(pair.split("=", 1) for pair in label_text.split(",") if "=" in pair)
+        out[name].append((labels, float(value)))
+    return out
+
+
+class _Snapshot:
+    """A prometheus_client collector over values fetched from Redis just before."""
+
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Any]:
+        return iter(self.families)
+
+
+async def render(store: Any, plugin_errors: dict[str, int]) -> bytes:
+    r, p, k = store.r, store.keys.p, store.keys
+    fields = _parse(await r.hgetall(p + "metrics"))
+    families: list[Any] = []
+    for name, (doc, labels) in COUNTERS.items():
+        family = CounterMetricFamily(name, doc, labels=list(labels))
+        for lab, value in fields.get(name, []):
+            family.add_metric([lab.get(x, "") for x in labels], value)
+        if name == "gateway_plugin_errors":
+            for plugin, count in plugin_errors.items():  # this process's own count, too
+                family.add_metric([f"{plugin} (this process)"], count)
+        families.append(family)
+    for name, (doc, labels, buckets) in HISTOGRAMS.items():
+        family = HistogramMetricFamily(name, doc, labels=list(labels))
+        series: dict[tuple[str, ...], dict[str, Any]] = defaultdict(lambda: {"b": {}, "sum": 0.0})
+        for lab, value in fields.get(name + "_bucket", []):
+            series[tuple(lab.get(x, "") for x in labels)]["b"][lab.get("le", "+Inf")] = value
+        for lab, value in fields.get(name + "_sum", []):
+            series[tuple(lab.get(x, "") for x in labels)]["sum"] = value
+        for key, data in series.items():
+            ordered = [(str(b), data["b"].get(str(b), 0.0)) for b in buckets] + [("+Inf", data["b"].get("+Inf", 0.0))]
+            family.add_metric(list(key), ordered, data["sum"])
+        families.append(family)
+    stats = await store.queue_stats()
+    depth = GaugeMetricFamily("gateway_queue_depth", "Complaints waiting in each skill queue", labels=["skill"])
+    oldest = GaugeMetricFamily("gateway_queue_oldest_age_seconds", "Age of the oldest waiting complaint",
+                               labels=["skill"])
+    breached = GaugeMetricFamily("gateway_queue_first_response_breached", "Waiting complaints past their "
+                                 "first-response deadline", labels=["skill"])
+    for q in stats:
+        depth.add_metric([q["skill"]], q["depth"])
+        oldest.add_metric([q["skill"]], q["oldest_age_seconds"])
+        breached.add_metric([q["skill"]], q["deadlines_breached"])
+    families += [depth, oldest, breached]
+    pending = GaugeMetricFamily("gateway_messages_pending", "Messages stored but not yet processed")
+    pending.add_metric([], await r.zcard(k.pending))
+    quarantined = GaugeMetricFamily("gateway_quarantine_size", "Inputs in quarantine")
+    quarantined.add_metric([], await r.zcard(k.quarantine))
+    timers = GaugeMetricFamily("gateway_timers_pending", "Deadline timers waiting to fire")
+    timers.add_metric([], await r.zcard(k.timers))
+    workers = GaugeMetricFamily("gateway_workers_alive", "Workers with a heartbeat in the last 15 s")
+    workers.add_metric([], await r.zcount(k.workers, int(time.time() * 1000) - 15_000, "+inf"))
+    lag = GaugeMetricFamily("gateway_imap_sync_lag_seconds", "Seconds since each mailbox was last in sync",
+                            labels=["mailbox"])
+    now = time.time()
+    async for key in r.scan_iter(match=p + "metrics:imap_synced:*"):
+        value = await r.get(key)
+        if value:
+            lag.add_metric([key.decode().rsplit(":", 1)[-1]], max(0.0, now - int(value) / 1000))
+    families += [pending, quarantined, timers, workers, lag]
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(families))
+    return generate_latest(registry) + generate_latest(REGISTRY)

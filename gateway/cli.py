@@ -17,12 +17,16 @@ from pathlib import Path
 import msgspec
 
 from gateway.settings import Settings, SettingsError, load_settings
-from normalizer.pii import MaskingFilter
+from normalizer.pii import JsonFormatter, MaskingFilter
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, fmt: str | None = None) -> None:
+    """JSON lines (GATEWAY_LOG_FORMAT=json, the default) or plain text (=text), personal data
+    masked either way."""
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    fmt = fmt or os.environ.get("GATEWAY_LOG_FORMAT", "json")
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     handler.addFilter(MaskingFilter())  # personal data never reaches the logs
     root = logging.getLogger()
     root.handlers[:] = [handler]

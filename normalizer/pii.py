@@ -156,3 +156,37 @@ class MaskingFilter(logging.Filter):
             record.exc_text = mask_text(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         return True
+
+
+_CASE = re.compile(r"\bC-\d{8}-\d{6}\b")
+_MSG_ID = re.compile(r"\bmsg_[0-9a-z]{10,40}\b")
+_CMP_ID = re.compile(r"\bcmp_[0-9a-z]{10,40}\b")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg (masked by ``MaskingFilter``), and the
+    case number, message id and complaint id when the record carries them (``extra=``) or the
+    message names them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import datetime, timezone
+
+        message = record.getMessage()
+        out: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "logger": record.name, "msg": message,
+        }
+        for key, pattern in (("case_number", _CASE), ("message_id", _MSG_ID), ("complaint_id", _CMP_ID)):
+            value = getattr(record, key, None)
+            if value is None:
+                found = pattern.search(message)
+                value = found.group(0) if found else None
+            if value is not None:
+                out[key] = value
+        for key in ("channel", "job", "worker"):
+            if getattr(record, key, None) is not None:
+                out[key] = getattr(record, key)
+        if record.exc_text:
+            out["exc"] = record.exc_text
+        return json.dumps(out, ensure_ascii=False)

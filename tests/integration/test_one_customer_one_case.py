@@ -293,3 +293,29 @@ async def test_no_personal_data_reaches_the_logs(settings):
     assert "customer wrote" in err  # the logs were captured
     for value in PII_VALUES + ["+8613800138000"]:
         assert value not in err, value
+
+
+async def test_logs_are_json_lines_with_case_numbers_and_no_personal_data(settings):
+    import json as jsonlib
+
+    from gateway.cli import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    setup_logging("INFO", "json")
+    stream = io.StringIO()
+    root.handlers[0].setStream(stream)
+    try:
+        desk = (settings, app_plugins())
+        async with gateway_client(*desk) as client:
+            mid = await send(client, "u-json-log", PII_TEXT)
+            await drain(desk)
+            case = await complaint_of(client, mid)
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    lines = [jsonlib.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+    opened = [line for line in lines if line.get("case_number") == case["case_number"]]
+    assert opened and opened[0]["message_id"] == mid
+    for value in PII_VALUES:
+        assert value not in stream.getvalue()

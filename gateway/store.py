@@ -41,6 +41,7 @@ OUTBOUND_TTL_S = 30 * 86_400  # how long a provider's status callback can still 
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 RAW_TTL_S = 30 * 86_400
 ESCALATION_QUEUE = "escalation"  # where breached cases are copied (router/deadlines.py's default)
+DEADLINE_NEAR_MS = 30_000  # a first response due within this counts as "near" in queue views
 OUTBOX_GRACE_MS = 30_000  # a reply not handed over by then is sent again by housekeeping
 
 _json_encoder = msgspec.json.Encoder()
@@ -885,10 +886,11 @@ class ComplaintStore:
                 pipe.zrange(k.queue_age(skill), 0, 0, withscores=True)
                 pipe.zcount(k.fr_due(skill), "-inf", now)
                 pipe.zcard(k.fr_due(skill))
+                pipe.zcount(k.fr_due(skill), now, now + DEADLINE_NEAR_MS)
             raw = await pipe.execute()
         stats = []
         for i, skill in enumerate(skills):
-            depth, oldest, breached, awaiting = raw[i * 4 : i * 4 + 4]
+            depth, oldest, breached, awaiting, near = raw[i * 5 : i * 5 + 5]
             oldest_age = (now - int(oldest[0][1])) / 1000 if oldest else 0.0
             stats.append(
                 {
@@ -897,6 +899,7 @@ class ComplaintStore:
                     "oldest_age_seconds": round(max(0.0, oldest_age), 3),
                     "awaiting_first_response": awaiting,
                     "deadlines_breached": breached,
+                    "deadlines_near": near,
                 }
             )
         return stats

@@ -238,7 +238,8 @@ async def take_mail(services: GatewayServices, settings: EmailChannel.Settings, 
         suppress_acknowledgement=parsed.loop_reason,
         metadata={"mailbox": mailbox, "full_text": parsed.full_text[:20_000]},
     )
-    outcome = await services.intake.submit(message, idempotency_scope=mail_identity(parsed, raw), raw=raw)
+    outcome = await services.intake.submit(message, idempotency_scope=mail_identity(parsed, raw), raw=raw,
+                                           limits=False)  # a mailbox never stalls on one sender
     store = services.store
     if outcome.status == "accepted" and parsed.message_id:
         await store.r.set(f"{store.keys.p}mail:thread:{parsed.message_id}", f"msg:{outcome.message_id}",

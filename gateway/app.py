@@ -19,7 +19,7 @@ from gateway.api_routing import AgentsController, RoutingController
 from gateway.api_service import PolicyController, ReportsController
 from gateway.auth import Authenticator
 from gateway.intake import Intake
-from gateway.problems import ProblemError, exception_handlers
+from gateway.problems import ProblemError, body_limit_middleware, exception_handlers
 from gateway.redis_pool import redis_client
 from gateway.settings import Settings
 from gateway.store import ComplaintStore
@@ -35,7 +35,7 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
     if settings.redis_url is None:
         raise ValueError("create_app needs settings.redis_url (the CLI starts the embedded Redis)")
     plugins = plugins or GatewayPlugins.load(settings.plugins_path, autoload=settings.plugins_autoload)
-    store = ComplaintStore(settings.redis_prefix, worker_wake=settings.worker_wake)
+    store = ComplaintStore(settings.redis_prefix, worker_wake=settings.worker_wake, limits=settings.intake_limits())
     blobs = DirectoryBlobStore(settings.evidence_dir, max_bytes=settings.max_evidence_bytes)
     services = GatewayServices(settings=settings, intake=Intake(store), store=store, blobs=blobs)
 
@@ -107,6 +107,7 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         request_max_body_size=settings.max_body_bytes,
+        middleware=[body_limit_middleware(settings.max_body_bytes)],
         openapi_config=OpenAPIConfig(
             title="Complaint intake gateway",
             version="0.1.0",

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from gateway.metrics import INTAKE_SECONDS
+from gateway.problems import ProblemError
 from gateway.store import ComplaintStore, IntakeOutcome
 from normalizer.schema import InboundMessage
 
@@ -36,6 +37,7 @@ class Intake:
         idempotency_scope: str | None = None,
         request_hash: str = "",
         raw: bytes | None = None,
+        limits: bool = True,
     ) -> IntakeOutcome:
         """Store ``message`` durably and queue its processing.
 
@@ -44,15 +46,26 @@ class Intake:
         :param request_hash: with a scope, a hash of the request: a retry with the same scope and
             a different hash is a conflict. Empty: any retry with the same scope is a duplicate.
         :param raw: the provider's raw payload, kept for audit and quarantine replays.
+        :param limits: apply the per-sender / per-channel rate limits (a pull channel such as
+            e-mail passes False: it must never stall on one sender).
+        :raises ProblemError: 503 + Retry-After when the workers are too far behind, 429 +
+            Retry-After when a sender or channel is over its budget (nothing is stored).
         """
         started = time.perf_counter()
         try:
             outcome = await self.store.intake(
-                message, idempotency_scope=idempotency_scope, request_hash=request_hash, raw=raw
+                message, idempotency_scope=idempotency_scope, request_hash=request_hash, raw=raw, limits=limits
             )
         except Exception:
             self.counters.failures += 1
             raise
+        if outcome.status == "backpressure":
+            raise ProblemError(503, "overloaded", "The desk is behind on processing; try again shortly.",
+                               headers={"Retry-After": "5"})
+        if outcome.status == "rate_limited":
+            who = "this sender" if outcome.message_id == "contact" else f"the {message.channel} channel"
+            raise ProblemError(429, "rate_limited", f"Too many messages from {who}; try again later.",
+                               headers={"Retry-After": "60" if outcome.message_id == "contact" else "1"})
         if outcome.status == "accepted":
             self.counters.accepted += 1
         elif outcome.status == "duplicate":

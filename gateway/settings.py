@@ -27,6 +27,11 @@ class Credential(msgspec.Struct, frozen=True):
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    def intake_limits(self) -> "IntakeLimits":
+        from gateway.store import IntakeLimits
+
+        return IntakeLimits(self.max_pending, self.contact_rate_per_minute, self.channel_rate_per_second)
+
     #: REDIS_URL: the Redis to use; None means the embedded one under `var_dir`.
     redis_url: str | None = None
     #: GATEWAY_REDIS_PREFIX: prefix of every key this gateway writes (lets deployments share a Redis).
@@ -74,6 +79,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: GATEWAY_TEST_CLOCK=1: the deadline clock is real time plus an offset in Redis that tests
     #: and benchmarks move (never in production).
     test_clock: bool = False
+    #: GATEWAY_MAX_PENDING: refuse new messages (503 + Retry-After) while this many wait for a worker
+    #: (0 = never).
+    max_pending: int = 100_000
+    #: GATEWAY_CONTACT_RATE_PER_MINUTE: messages one sender may send per minute (429 beyond; 0 = no
+    #: limit). E-mail, a pull channel, is not limited here (it has its own acknowledgement limit).
+    contact_rate_per_minute: int = 30
+    #: GATEWAY_CHANNEL_RATE_PER_SECOND: messages one channel may bring per second (0 = no limit).
+    channel_rate_per_second: int = 2000
     #: GATEWAY_LOG_LEVEL: DEBUG, INFO, WARNING, ERROR.
     log_level: str = "INFO"
     #: GATEWAY_WORKER_WAKE: let the gateway wake workers at once instead of waiting for the next poll.
@@ -194,6 +207,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pii_roles=_roles(env.get("GATEWAY_PII_ROLES")),
         reopen_window_hours=_int(env, "GATEWAY_REOPEN_WINDOW_HOURS", 72, 0, 24 * 365),
         test_clock=_bool(env, "GATEWAY_TEST_CLOCK", False),
+        max_pending=_int(env, "GATEWAY_MAX_PENDING", 100_000, 0, 100_000_000),
+        contact_rate_per_minute=_int(env, "GATEWAY_CONTACT_RATE_PER_MINUTE", 30, 0, 1_000_000),
+        channel_rate_per_second=_int(env, "GATEWAY_CHANNEL_RATE_PER_SECOND", 2000, 0, 10_000_000),
     )
 
 

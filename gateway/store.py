@@ -100,8 +100,15 @@ class NotFound(Exception):
 
 
 @dataclass
+class IntakeLimits:
+    max_pending: int = 0  # 0 = no limit
+    contact_per_minute: int = 0
+    channel_per_second: int = 0
+
+
+@dataclass
 class IntakeOutcome:
-    status: str  # "accepted", "duplicate", "conflict"
+    status: str  # "accepted", "duplicate", "conflict", "backpressure", "rate_limited"
     message_id: str
 
 
@@ -124,10 +131,12 @@ class TxEffects:
 
 
 _INTAKE_LUA = """
--- KEYS: msg, idem ('' = none), pending, job, arq queue, wake, raw ('' = none), metrics
+-- KEYS: msg, idem ('' = none), pending, job, arq queue, wake, raw ('' = none), metrics,
+--       sender's rate counter ('' = no limit), channel's rate counter ('' = no limit)
 -- ARGV: message_id, data, received_ms, body_hash ('' = don't compare), job bytes,
 --       job expiry ms, idem ttl s, raw bytes, wake ('1'/'0'), channel, job id, raw ttl s,
---       sender contact key, vouched-for contact keys (newline-separated)
+--       sender contact key, vouched-for contact keys (newline-separated), max pending (0 = none),
+--       sender's limit per minute, channel's limit per second
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])
   if existing then
@@ -140,6 +149,30 @@ if KEYS[2] ~= '' then
     redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=conflict', 1)
     return {'conflict', mid}
   end
+end
+-- backpressure: the workers are this far behind; refuse (the caller answers 503 + Retry-After)
+if tonumber(ARGV[15]) > 0 and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[15]) then
+  redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=backpressure', 1)
+  return {'backpressure', ''}
+end
+-- one sender, one channel: each has a budget, so a flood cannot starve everyone else
+if KEYS[9] ~= '' then
+  local n = redis.call('INCR', KEYS[9])
+  if n == 1 then redis.call('EXPIRE', KEYS[9], 60) end
+  if n > tonumber(ARGV[16]) then
+    redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=rate_limited', 1)
+    return {'rate_limited', 'contact'}
+  end
+end
+if KEYS[10] ~= '' then
+  local n = redis.call('INCR', KEYS[10])
+  if n == 1 then redis.call('EXPIRE', KEYS[10], 2) end
+  if n > tonumber(ARGV[17]) then
+    redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=rate_limited', 1)
+    return {'rate_limited', 'channel'}
+  end
+end
+if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[7])
 end
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'status', 'received', 'received_ms', ARGV[3], 'channel', ARGV[10],
@@ -425,10 +458,11 @@ def body_hash(data: bytes) -> str:
 class ComplaintStore:
     """Reads and writes messages, complaints, queues and leases."""
 
-    def __init__(self, prefix: str = "cg:", *, worker_wake: bool = True) -> None:
+    def __init__(self, prefix: str = "cg:", *, worker_wake: bool = True, limits: IntakeLimits | None = None) -> None:
         self.keys = Keys(prefix)
         self.redis: Redis | None = None
         self.worker_wake = worker_wake
+        self.limits = limits or IntakeLimits()
         self._intake_script: Any = None
         self._prepare_script: Any = None
         self._commit_script: Any = None
@@ -483,9 +517,12 @@ class ComplaintStore:
         idempotency_scope: str | None,
         request_hash: str = "",
         raw: bytes | None = None,
+        limits: bool = True,
     ) -> IntakeOutcome:
-        """Store a message and its processing job atomically (one round trip)."""
+        """Store a message and its processing job atomically (one round trip); refused with
+        ``backpressure`` or ``rate_limited`` (nothing stored) when over a limit."""
         k = self.keys
+        now_s = int(time.time())
         received_ms = dt_to_ms(message.received_at)
         job_id = f"ingest:{message.id}"
         job = PlannedJob("process_message", job_id, (message.id,))
@@ -499,6 +536,9 @@ class ComplaintStore:
                 k.wake,
                 k.raw(message.id) if raw is not None else "",
                 k.p + "metrics",
+                f"{k.p}rate:contact:{message.sender.kind}:{message.sender.value}:{now_s // 60}"
+                if limits and self.limits.contact_per_minute else "",
+                f"{k.p}rate:channel:{message.channel}:{now_s}" if limits and self.limits.channel_per_second else "",
             ],
             args=[
                 message.id,
@@ -515,6 +555,7 @@ class ComplaintStore:
                 RAW_TTL_S,
                 f"{message.sender.kind}:{message.sender.value}",
                 "\n".join(f"{c.kind}:{c.value}" for c in message.verified_contacts),
+                self.limits.max_pending, self.limits.contact_per_minute, self.limits.channel_per_second,
             ],
         )
         status, mid = (x.decode() if isinstance(x, bytes) else x for x in result)

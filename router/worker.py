@@ -867,7 +867,7 @@ def build_services(settings: Settings, store: ComplaintStore) -> GatewayServices
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    store = ComplaintStore(settings.redis_prefix, worker_wake=settings.worker_wake)
+    store = ComplaintStore(settings.redis_prefix, worker_wake=settings.worker_wake, limits=settings.intake_limits())
     store.bind(ctx["redis"])
     services = build_services(settings, store)
     services.redis = ctx["redis"]

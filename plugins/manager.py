@@ -201,11 +201,11 @@ class GatewayPlugins:
         plugin = self.pm.get_plugin(plugin_name)
         return bool(getattr(plugin, "needs_personal_data", False))
 
-    async def _call_each_private(self, hook_name: str, full: dict[str, Any],
-                                 masked: dict[str, Any]) -> list[tuple[str, Any]]:
+    async def _call_each_private(self, hook_name: str, full: dict[str, Any], masked: dict[str, Any], *,
+                                 first: bool = False) -> list[tuple[str, Any]]:
         """Like ``_call_each``, but a plugin sees personal data (card, ID and phone numbers,
         e-mail addresses) only if it declares ``needs_personal_data = True``; the others get
-        copies with those masked."""
+        copies with those masked. ``first``: stop at the first answer (firstresult hooks)."""
         results = []
         for plugin_name, fn in self._impls(hook_name):
             try:
@@ -217,6 +217,8 @@ class GatewayPlugins:
                 continue
             if value is not None:
                 results.append((plugin_name, value))
+                if first:
+                    break
         return results
 
     def _failed(self, plugin_name: str, hook_name: str, exc: BaseException) -> None:
@@ -271,18 +273,9 @@ class GatewayPlugins:
         return None
 
     async def classify(self, message: InboundMessage) -> tuple[str, Classification] | None:
-        safe = masked_message(message)
-        for name, fn in self._impls("classify_message"):
-            try:
-                value = fn(message=message if self._needs_personal_data(name) else safe)
-                if inspect.isawaitable(value):
-                    value = await value
-            except Exception as exc:
-                self._failed(name, "classify_message", exc)
-                continue
-            if value is not None:
-                return name, value
-        return None
+        found = await self._call_each_private("classify_message", {"message": message},
+                                              {"message": masked_message(message)}, first=True)
+        return found[0] if found else None
 
     async def fetch_evidence(self, evidence: Any, channel: str, services: GatewayServices) -> tuple[bytes, str] | None:
         """First plugin that serves ``channel`` fetches; its exceptions propagate (retry the job)."""

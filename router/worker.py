@@ -369,6 +369,7 @@ async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: In
     def change(complaint: Complaint, effects: TxEffects) -> None:
         if not any(m.message_id == message.id for m in complaint.messages):
             complaint.messages.append(_entry(message))
+            complaint.messages.sort(key=lambda m: m.received_at)  # in the order the customer wrote
             complaint.evidence.extend(message.attachments)
             edit_of = message.metadata.get("edit_of")
             detail = {"channel": message.channel, "message_id": message.id, **({"edit_of": edit_of} if edit_of else {})}
@@ -626,6 +627,7 @@ async def merge_repeat(ctx: dict[str, Any], match: repeats.Match, message: Inbou
             raise Conflict("complaint_closed", "closed meanwhile")
         if not any(m.message_id == message.id for m in complaint.messages):
             complaint.messages.append(_entry(message))
+            complaint.messages.sort(key=lambda m: m.received_at)  # in the order the customer wrote
             complaint.evidence.extend(message.attachments)
             complaint.repeat_count += 1
             if complaint.repeat_count <= REPEAT_PRIORITY_STEPS:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from adapters.webhooks import quarantine_once
 from gateway.store import new_id
 from normalizer.evidence import EvidenceRejected
 from normalizer.inbound import build_message
@@ -249,9 +250,7 @@ async def take_mail(services: GatewayServices, settings: EmailChannel.Settings, 
 
 async def _quarantine_once(services: GatewayServices, identity: str, reason: str, raw: bytes) -> Taken:
     """Quarantine a mail, once however often it is read again (restarts, re-scans)."""
-    store = services.store
-    if await store.r.set(f"{store.keys.p}mail:quarantined:{identity}", "1", nx=True, ex=30 * 86400):
-        await store.quarantine(channel=CHANNEL, reason=reason[:300], raw=raw)
+    await quarantine_once(services, CHANNEL, reason, raw, identity=identity)
     return Taken("quarantined")
 
 

@@ -29,9 +29,11 @@ from adapters.webhooks import (
     bounded_body,
     http_failure,
     last_inbound_ms,
+    payload_digest,
     note_inbound,
     provider_error_code,
     quarantine_once,
+    raise_if_transient,
     require_configured,
     same_secret,
 )
@@ -309,14 +311,13 @@ class MetaChannel:
     async def take(self, services: GatewayServices, body: bytes) -> dict[str, Any]:
         """Take a signed webhook body: every good entry, the bad ones quarantined. Answers 200
         unless Redis fails (then Meta retries the whole POST, and what was taken is deduplicated)."""
-        digest = hashlib.sha256(body).hexdigest()[:32]
         try:
             payload = json.loads(body)
             obj, entries = payload["object"], payload["entry"]
             if not isinstance(entries, list):
                 raise TypeError("entry is not a list")
         except (ValueError, KeyError, TypeError) as exc:
-            await quarantine_once(services, "meta", digest, f"unparseable webhook body: {exc}", body)
+            await quarantine_once(services, "meta", f"unparseable webhook body: {exc}", body)
             return {"accepted": 0, "quarantined": 1}
         taken = statuses = quarantined = 0
         for n, entry in enumerate(entries):
@@ -324,8 +325,8 @@ class MetaChannel:
                 items = parse_entry(str(obj), entry, services.settings.max_text_chars)
             except (Malformed, InputRejected, TypeError, AttributeError, ValueError) as exc:
                 raw = json.dumps(entry, ensure_ascii=False, default=str).encode()
-                await quarantine_once(services, OBJECT_CHANNEL.get(str(obj), "meta"), f"{digest}:{n}",
-                                      f"malformed entry {n}: {exc}", raw)
+                await quarantine_once(services, OBJECT_CHANNEL.get(str(obj), "meta"), f"malformed entry {n}: {exc}",
+                                      raw, identity=f"{payload_digest(body)}:{n}")
                 quarantined += 1
                 continue
             for item in items:
@@ -375,21 +376,16 @@ async def fetch_media(settings: MetaSettings, channel: str, url: str, declared: 
         if url.startswith(MEDIA_SCHEME):
             headers = {"Authorization": f"Bearer {settings.whatsapp_token}"}
             info = await http.get(_graph(settings, url[len(MEDIA_SCHEME):]), headers=headers)
-            _raise_transient(info)
+            raise_if_transient(info, "Graph API")
             if info.status_code >= 400:
                 return None
             meta = info.json()
             url, declared = meta["url"], meta.get("mime_type", declared)
         response = await http.get(url, headers=headers)
-    _raise_transient(response)
+    raise_if_transient(response, "Graph API")
     if response.status_code >= 400:
         return None
     return response.content, response.headers.get("content-type", declared).split(";")[0] or declared
-
-
-def _raise_transient(response: httpx.Response) -> None:
-    if response.status_code >= 500 or response.status_code == 429:
-        raise RuntimeError(f"Graph API answered {response.status_code}")
 
 
 class MetaSender:

@@ -23,7 +23,14 @@ import httpx
 import msgspec
 from litestar import Request, Response, post
 
-from adapters.webhooks import bounded_body, http_failure, quarantine_once, require_configured, same_secret
+from adapters.webhooks import (
+    bounded_body,
+    http_failure,
+    quarantine_once,
+    raise_if_transient,
+    require_configured,
+    same_secret,
+)
 from gateway.problems import ProblemError
 from gateway.store import new_id
 from normalizer.inbound import InputRejected, build_message, clean_text
@@ -91,7 +98,7 @@ class TelegramChannel:
             update = json.loads(body)
             update_id = int(update["update_id"])
         except (ValueError, KeyError, TypeError) as exc:
-            await quarantine_once(services, CHANNEL, _digest(body), f"unparseable update: {exc}", body)
+            await quarantine_once(services, CHANNEL, f"unparseable update: {exc}", body)
             return None
         edited = "edited_message" in update
         message = update.get("edited_message") if edited else update.get("message")
@@ -100,7 +107,8 @@ class TelegramChannel:
         try:
             return await self._message(services, update_id, message, edited, body)
         except (KeyError, TypeError, ValueError, AttributeError, InputRejected) as exc:
-            await quarantine_once(services, CHANNEL, f"upd:{update_id}", f"malformed update {update_id}: {exc}", body)
+            await quarantine_once(services, CHANNEL, f"malformed update {update_id}: {exc}", body,
+                                  identity=f"upd:{update_id}")
             return None
 
     async def _message(self, services: GatewayServices, update_id: int, message: dict[str, Any], edited: bool,
@@ -165,21 +173,15 @@ class TelegramChannel:
         async with httpx.AsyncClient(timeout=30) as http:
             info = await http.get(f"{base}/bot{self.settings.bot_token}/getFile",
                                   params={"file_id": evidence.remote_url[len(FILE_SCHEME):]})
-            _raise_transient(info)
+            raise_if_transient(info, "Telegram")
             if info.status_code >= 400 or not info.json().get("ok"):
                 return None
             path = info.json()["result"]["file_path"]
             response = await http.get(f"{base}/file/bot{self.settings.bot_token}/{path}")
-        _raise_transient(response)
+        raise_if_transient(response, "Telegram")
         if response.status_code >= 400:
             return None
         return response.content, evidence.content_type
-
-
-def _digest(body: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(body).hexdigest()[:32]
 
 
 def _attachments(message: dict[str, Any]) -> list[EvidenceLink]:
@@ -199,11 +201,6 @@ def _attachments(message: dict[str, Any]) -> list[EvidenceLink]:
                                       content_type=str(item.get("mime_type") or default_type),
                                       filename=item.get("file_name"), remote_url=FILE_SCHEME + str(item["file_id"])))
     return links
-
-
-def _raise_transient(response: httpx.Response) -> None:
-    if response.status_code >= 500 or response.status_code == 429:
-        raise RuntimeError(f"Telegram answered {response.status_code}")
 
 
 class TelegramSender:

@@ -18,6 +18,7 @@ from litestar import Request, Response, post
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from adapters.webhooks import raise_if_transient
 from gateway.problems import ProblemError
 from gateway.store import new_id
 from normalizer.inbound import build_message, clean_text
@@ -181,8 +182,7 @@ async def fetch_twilio_media(settings: TwilioSettings, url: str, declared: str) 
     async with httpx.AsyncClient(timeout=20, follow_redirects=True,
                                  auth=(settings.account_sid, settings.auth_token)) as http:
         response = await http.get(url)
-    if response.status_code >= 500 or response.status_code == 429:
-        raise RuntimeError(f"media fetch answered {response.status_code}")
+    raise_if_transient(response, "Twilio media")
     if response.status_code >= 400:
         return None
     return response.content, response.headers.get("content-type", declared)

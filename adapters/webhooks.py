@@ -5,6 +5,7 @@ a provider's HTTP answer into a ``DeliveryResult``."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from typing import Any
@@ -54,16 +55,28 @@ def check_fresh(timestamp: str | None, window_s: int, *, now: float | None = Non
         raise ProblemError(403, "timestamp_stale", f"The signed timestamp is more than {window_s} s away from now.")
 
 
-async def quarantine_once(services: GatewayServices, channel: str, identity: str, reason: str, raw: bytes) -> str:
-    """Keep a signed payload we cannot take (its raw bytes, for a person to look at); the
-    provider's retries of the same payload do not add copies."""
+def payload_digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+async def quarantine_once(services: GatewayServices, channel: str, reason: str, raw: bytes,
+                          identity: str | None = None) -> str:
+    """Keep an input we cannot take (its raw bytes, for a person to look at), once however often
+    the provider retries it or a poller reads it again. ``identity`` says what counts as the same
+    input (default: the bytes themselves)."""
     store = services.store
-    marker = f"{store.keys.p}quarantined-once:{channel}:{identity}"
+    marker = f"{store.keys.p}quarantined-once:{channel}:{identity or payload_digest(raw)}"
     if await store.r.set(marker, "1", nx=True, ex=30 * 86_400):
         qid = await store.quarantine(channel=channel, reason=reason[:300], raw=raw)
-        services.logger.warning("%s payload quarantined as %s: %s", channel, qid, reason[:120])
+        services.logger.warning("%s input quarantined as %s: %s", channel, qid, reason[:120])
         return qid
     return ""
+
+
+def raise_if_transient(response: httpx.Response, provider: str) -> None:
+    """A 5xx or 429 from a provider raises (the worker retries the job later)."""
+    if response.status_code >= 500 or response.status_code == 429:
+        raise RuntimeError(f"{provider} answered {response.status_code}")
 
 
 async def note_inbound(services: GatewayServices, channel: str, contact_value: str, at_ms: int) -> None:

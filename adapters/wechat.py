@@ -33,7 +33,9 @@ from adapters.webhooks import (
     check_fresh,
     http_failure,
     note_inbound,
+    payload_digest,
     quarantine_once,
+    raise_if_transient,
     require_configured,
     same_secret,
 )
@@ -198,8 +200,7 @@ class WeChatChannel:
             try:
                 outer = parse_xml(body)
             except Exception as exc:  # signed but not XML: keep it, answer so WeChat stops retrying
-                await quarantine_once(services, CHANNEL, hashlib.sha256(body).hexdigest()[:32],
-                                      f"unparseable XML: {type(exc).__name__}", body)
+                await quarantine_once(services, CHANNEL, f"unparseable XML: {type(exc).__name__}", body)
                 return Response("success", media_type="text/plain")
             if safe:
                 if self.crypto is None:
@@ -216,8 +217,8 @@ class WeChatChannel:
                 try:
                     fields = parse_xml(inner)
                 except Exception as exc:
-                    await quarantine_once(services, CHANNEL, hashlib.sha256(body).hexdigest()[:32],
-                                          f"unparseable decrypted XML: {type(exc).__name__}", inner.encode())
+                    await quarantine_once(services, CHANNEL, f"unparseable decrypted XML: {type(exc).__name__}",
+                                          inner.encode(), identity=payload_digest(body))
                     return Response("success", media_type="text/plain")
             else:
                 fields = outer
@@ -235,8 +236,7 @@ class WeChatChannel:
         """Take one decrypted message; answers the text of a passive reply, if one is due."""
         openid, kind, created = fields.get("FromUserName", ""), fields.get("MsgType", ""), fields.get("CreateTime", "")
         if not openid or not kind or not created.isdigit():
-            await quarantine_once(services, CHANNEL, hashlib.sha256(raw).hexdigest()[:32],
-                                  "FromUserName, MsgType or CreateTime missing", raw)
+            await quarantine_once(services, CHANNEL, "FromUserName, MsgType or CreateTime missing", raw)
             return None
         sender = Contact(kind="wechat_openid", value=openid)
         if kind == "event":
@@ -267,7 +267,7 @@ class WeChatChannel:
             else:
                 return None
         except InputRejected as exc:
-            await quarantine_once(services, CHANNEL, fields.get("MsgId") or f"{openid}:{created}", str(exc), raw)
+            await quarantine_once(services, CHANNEL, str(exc), raw, identity=fields.get("MsgId") or f"{openid}:{created}")
             return None
         if not text and not attachments:
             return None
@@ -299,8 +299,7 @@ class WeChatChannel:
             async with httpx.AsyncClient(timeout=30) as http:
                 response = await http.get(f"{self.settings.api_base.rstrip('/')}/cgi-bin/media/get",
                                           params={"access_token": token, "media_id": media_id})
-            if response.status_code >= 500 or response.status_code == 429:
-                raise RuntimeError(f"WeChat answered {response.status_code}")
+            raise_if_transient(response, "WeChat")
             if response.headers.get("content-type", "").startswith(("application/json", "text/plain")):
                 code = (response.json() or {}).get("errcode")
                 if code in TOKEN_ERRORS:

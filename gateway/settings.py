@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 from urllib.parse import urlparse
 
 import msgspec
+
+if TYPE_CHECKING:
+    from gateway.store import IntakeLimits
 
 
 class SettingsError(ValueError):

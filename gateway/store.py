@@ -902,6 +902,18 @@ class ComplaintStore:
         pipe.zrem(self.keys.leases, cid)
         pipe.delete(self.keys.lease(cid))
 
+    def enter_queue(self, pipe: Any, complaint: Complaint, first_response_due: datetime | None) -> None:
+        """Put a waiting complaint in its skill queue (priority, then age) with its first-response
+        due time (the queue's breach count reads it)."""
+        if not complaint.skill:
+            return
+        created_ms = dt_to_ms(complaint.created_at)
+        pipe.zadd(self.keys.queue(complaint.skill), {complaint.id: queue_score(complaint.priority, created_ms)})
+        pipe.zadd(self.keys.queue_age(complaint.skill), {complaint.id: created_ms})
+        pipe.sadd(self.keys.skills, complaint.skill)
+        if first_response_due is not None:
+            pipe.zadd(self.keys.fr_due(complaint.skill), {complaint.id: dt_to_ms(first_response_due)})
+
     def leave_queue(self, pipe: Any, complaint: Complaint) -> None:
         if complaint.skill:
             pipe.zrem(self.keys.queue(complaint.skill), complaint.id)

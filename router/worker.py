@@ -36,7 +36,6 @@ from gateway.store import (
     ms_to_dt,
     new_id,
     now_ms,
-    queue_score,
 )
 from normalizer.evidence import DirectoryBlobStore, EvidenceRejected
 from normalizer.pii import mask_text
@@ -540,12 +539,7 @@ async def survey_or_reopen(ctx: dict[str, Any], complaint: Complaint, message: I
                 c.deadlines.append(new)
             c.first_response_due, c.resolution_due = fresh[0].due, fresh[1].due
             schedule(store, effects, c.id, fresh)
-            created_ms = dt_to_ms(c.created_at)
-            if c.skill:
-                effects.ops.append(lambda pipe: pipe.zadd(store.keys.queue(c.skill),
-                                                          {c.id: queue_score(c.priority, created_ms)}))
-                effects.ops.append(lambda pipe: pipe.zadd(store.keys.queue_age(c.skill), {c.id: created_ms}))
-                effects.ops.append(lambda pipe: pipe.zadd(store.keys.fr_due(c.skill), {c.id: dt_to_ms(fresh[0].due)}))
+            effects.ops.append(lambda pipe: store.enter_queue(pipe, c, fresh[0].due))
             effects.ops.append(lambda pipe: pipe.delete(after_key(store, message.sender)))
             _reply_template(store, c, effects, "reopened", message)
             if ctx["plugins"].has_listeners:
@@ -574,7 +568,7 @@ def _reply_template(store: ComplaintStore, c: Complaint, effects: TxEffects, nam
     effects.jobs.append(send_job(c.id, reply_id))
 
 
-REPEAT_PRIORITY_STEPS = 3
+REPEAT_PRIORITY_STEPS = 3  # each of the first three repeats raises the priority by one
 
 
 def _reroute_on_repeat(store: ComplaintStore, complaint: Complaint, effects: TxEffects, engine: Engine, policy: Any,
@@ -586,29 +580,23 @@ def _reroute_on_repeat(store: ComplaintStore, complaint: Complaint, effects: TxE
     decided = engine.decide(facts_of_complaint(complaint, policy))
     if decided.skill == complaint.skill:
         return
-    old = complaint.skill
-    created_ms = dt_to_ms(complaint.created_at)
+    old_skill = complaint.skill
     complaint.skill = decided.skill
     complaint.priority = max(complaint.priority, decided.priority)
     complaint.routed_by = f"{decided.version}:{decided.rule}"
     complaint.tags.extend(t for t in decided.tags if t not in complaint.tags)
     complaint.history.append(HistoryEvent(at=now, actor="worker", action="rerouted", public=False, detail={
-        "from": old or "", "skill": decided.skill, "rule": decided.rule, "version": str(decided.version),
+        "from": old_skill or "", "skill": decided.skill, "rule": decided.rule, "version": str(decided.version),
         "repeat_count": str(complaint.repeat_count)}))
     fr_due = next((d.due for d in complaint.deadlines if d.kind == "first_response" and d.state == "running"), None)
 
-    def move(pipe: Any) -> None:
-        if old:
-            pipe.zrem(store.keys.queue(old), complaint.id)
-            pipe.zrem(store.keys.queue_age(old), complaint.id)
-            pipe.zrem(store.keys.fr_due(old), complaint.id)
-        pipe.zadd(store.keys.queue(decided.skill), {complaint.id: queue_score(complaint.priority, created_ms)})
-        pipe.zadd(store.keys.queue_age(decided.skill), {complaint.id: created_ms})
-        pipe.sadd(store.keys.skills, decided.skill)
-        if fr_due is not None:
-            pipe.zadd(store.keys.fr_due(decided.skill), {complaint.id: dt_to_ms(fr_due)})
+    def move(pipe: Any) -> None:  # out of the old skill's queue (an escalation copy stays), into the new
+        if old_skill:
+            for key in (store.keys.queue(old_skill), store.keys.queue_age(old_skill), store.keys.fr_due(old_skill)):
+                pipe.zrem(key, complaint.id)
+        store.enter_queue(pipe, complaint, fr_due)
 
-    effects.ops.append(move)  # each of the first three repeats raises the priority by one
+    effects.ops.append(move)
 
 
 async def merge_repeat(ctx: dict[str, Any], match: repeats.Match, message: InboundMessage) -> bool:

@@ -208,3 +208,23 @@ def test_cli_validates_and_dry_runs_files(tmp_path, redis_url, prefix):
     dry = subprocess.run([sys.executable, "-m", "gateway", "rules", "dry-run", "examples/rules/desk.toml", "--json"],
                          cwd=ROOT, env=env, capture_output=True, text=True)
     assert dry.returncode == 0 and json.loads(dry.stdout)["examined"] == 0
+
+
+async def test_a_repeat_report_can_move_a_waiting_case_by_its_repeat_count(client, drain):
+    active, etag = await current(client)
+    rules = {**active["rules"], "queues": [*active["rules"]["queues"], "repeaters"],
+             "rules": [{"id": "reported-twice", "when": {"repeat_count_min": 1}, "then": {"skill": "repeaters"}},
+                       *active["rules"]["rules"]]}
+    r = await client.put("/v1/routing/rules", json={"rules": rules, "reason": "repeaters desk"},
+                         headers={**SUPERVISOR, "If-Match": etag})
+    assert r.status_code == 200
+    await client.post("/v1/messages", json={"user_id": "rep-1", "text": "app crashes when I open it"}, headers=APP)
+    await drain()
+    await client.post("/v1/messages", json={"user_id": "rep-1", "text": "App crashes when I open it!!"}, headers=APP)
+    await drain()
+    (c,) = (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]
+    assert (c["skill"], c["repeat_count"], c["routed_by"]) == ("repeaters", 1, "1:reported-twice")
+    assert any(h["action"] == "rerouted" and h["detail"]["from"] == "tech" for h in c["history"])
+    queues = {q["skill"]: q for q in (await client.get("/v1/queues", headers=ALICE)).json()["items"]}
+    assert queues["repeaters"]["depth"] == 1 and queues["tech"]["depth"] == 0
+    assert queues["repeaters"]["awaiting_first_response"] == 1 and queues["tech"]["awaiting_first_response"] == 0

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import msgspec
 
 from adapters.webhooks import quarantine_once
+from gateway.locks import RedisLock
 from gateway.store import new_id
 from normalizer.evidence import EvidenceRejected
 from normalizer.inbound import build_message
@@ -137,29 +138,12 @@ class LeaseLost(Exception):
     pass
 
 
-class MailboxLease:
+class MailboxLease(RedisLock):
     """Exactly one poller per mailbox: a Redis key with a token, renewed while held."""
 
-    _ACQUIRE = ("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
-                "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end return 0")
-    _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-    _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
     def __init__(self, services: GatewayServices, label: str, ttl_ms: int = LEASE_MS) -> None:
-        self.redis = services.require_redis()
-        self.key = f"{services.store.keys.p}imap:lease:{label}"
-        self.token = new_id("lease")
-        self.ttl_ms = ttl_ms
-
-    async def acquire(self) -> bool:
-        """Take the lease, or keep it when this poller holds it already."""
-        return bool(await self.redis.eval(self._ACQUIRE, 1, self.key, self.token, self.ttl_ms))
-
-    async def renew(self) -> bool:
-        return bool(await self.redis.eval(self._RENEW, 1, self.key, self.token, self.ttl_ms))
-
-    async def release(self) -> None:
-        await self.redis.eval(self._RELEASE, 1, self.key, self.token)
+        super().__init__(services.require_redis(), f"{services.store.keys.p}imap:lease:{label}", ttl_ms,
+                         token=new_id("lease"))
 
 
 class MailboxState:

@@ -39,6 +39,7 @@ from adapters.webhooks import (
     require_configured,
     same_secret,
 )
+from gateway.locks import RedisLock
 from gateway.problems import ProblemError
 from gateway.store import new_id
 from normalizer.inbound import InputRejected, build_message, clean_text
@@ -320,7 +321,8 @@ class AccessTokens:
         self.settings = settings
         self.redis = services.require_redis()
         prefix = services.store.keys.p
-        self.key, self.lock = f"{prefix}wechat:token:{settings.app_id}", f"{prefix}wechat:token-lock:{settings.app_id}"
+        self.key = f"{prefix}wechat:token:{settings.app_id}"
+        self.lock = RedisLock(self.redis, f"{prefix}wechat:token-lock:{settings.app_id}", 10_000)
 
     async def get(self, *, force: bool = False) -> str:
         token, ttl = None, -2
@@ -332,11 +334,11 @@ class AccessTokens:
                     token, ttl = await pipe.execute()
                 if token is not None and ttl > self.settings.token_refresh_margin_seconds:
                     return token.decode()
-            if await self.redis.set(self.lock, "1", nx=True, px=10_000):
+            if await self.lock.acquire():
                 try:
                     return await self._fetch()
                 finally:
-                    await self.redis.delete(self.lock)
+                    await self.lock.release()
             if not force and token is not None and ttl > 0:
                 return token.decode()  # someone is refreshing; the old one is still good
             force = False

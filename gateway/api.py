@@ -77,6 +77,11 @@ class ResolveIn(msgspec.Struct, forbid_unknown_fields=True):
     no_survey: bool = False
 
 
+class SplitIn(msgspec.Struct, forbid_unknown_fields=True):
+    message_id: Annotated[str, msgspec.Meta(max_length=80)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
 def _staff_or_app(principal: Principal, complaint: Complaint, pii_roles: tuple[str, ...] = ()) -> dict[str, Any]:
     if principal.role in STAFF:
         view = complaint_json(complaint)
@@ -312,17 +317,6 @@ class ComplaintsController(Controller):
                                                          ex=window))
 
         return complaint_json(await store.update(cid, change))
-
-
-class SplitIn(msgspec.Struct, forbid_unknown_fields=True):
-    message_id: Annotated[str, msgspec.Meta(max_length=80)]
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
-
-
-class SplitController(Controller):
-    path = ""
-    guards = [roles_guard]
-    tags = ["complaints"]
 
     @post(paths.COMPLAINT_SPLIT, operation_id="splitRepeat", status_code=202, opt={"roles": STAFF},
           summary="Undo a repeat-report merge: the message leaves this case and opens its own")

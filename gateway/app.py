@@ -13,7 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from gateway import paths
-from gateway.api import ComplaintsController, QuarantineController, QueuesController, SplitController
+from gateway.api import ComplaintsController, QuarantineController, QueuesController
 from gateway.api_people import CustomersController, IncidentsController
 from gateway.api_routing import AgentsController, RoutingController
 from gateway.api_service import PolicyController, ReportsController
@@ -91,7 +91,7 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
                                        "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
             "X-Frame-Options": "DENY", "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
-    route_handlers: list[Any] = [health, ready, metrics_endpoint, console, ComplaintsController, SplitController, QueuesController,
+    route_handlers: list[Any] = [health, ready, metrics_endpoint, console, ComplaintsController, QueuesController,
                                  QuarantineController, CustomersController, IncidentsController, PolicyController,
                                  ReportsController, RoutingController, AgentsController]
     for plugin_name, mount in plugins.routes(services):

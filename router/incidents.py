@@ -16,13 +16,13 @@ them all by time.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import unicodedata
 from datetime import datetime, timezone
 from typing import Any
 
+from gateway.locks import RedisLock
 from gateway.store import ComplaintStore, new_id, now_ms
 from normalizer.pii import mask_pii
 
@@ -134,11 +134,8 @@ class Incidents:
         if len(customers) < self.min_customers:
             return "", []
         # forming is rare: one worker at a time per category, and whoever comes second joins
-        lock = f"{self.p}inc:lock:{category}"
-        for _ in range(250):
-            if await self.r.set(lock, "1", nx=True, px=5000):
-                break
-            await asyncio.sleep(0.02)
+        lock = RedisLock(self.r, f"{self.p}inc:lock:{category}", 5000)
+        await lock.wait(5.0)  # after that, go on: a second incident is better than none
         try:
             joined = await self._join_open(category, complaint_id, toks)
             if joined:
@@ -155,7 +152,7 @@ class Incidents:
             await self.r.sadd(f"{self.p}incidents:open:{category}", incident["id"])
             return incident["id"], linked
         finally:
-            await self.r.delete(lock)
+            await lock.release()
 
     async def _join_open(self, category: str, complaint_id: str, toks: frozenset[str]) -> str:
         """The open incident of this category that describes the same fault, joined; or ""."""

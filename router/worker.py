@@ -23,6 +23,7 @@ from arq.worker import Worker, func
 
 from gateway import metrics
 from gateway.intake import Intake
+from gateway.locks import RedisLock
 from gateway.redis_pool import BufferCheckConnectionPool
 from gateway.settings import Settings, load_settings
 from gateway.store import (
@@ -108,17 +109,13 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     contact = await store.r.hget(store.keys.msg(message_id), "contact")
     if not contact:
         return await _process_message(ctx, message_id)
-    lock, token = f"{store.keys.p}lock:contact:{contact.decode()}", os.urandom(8).hex()
-    deadline = asyncio.get_running_loop().time() + CONTACT_LOCK_MS / 1000
-    while not await store.r.set(lock, token, nx=True, px=CONTACT_LOCK_MS):
-        if asyncio.get_running_loop().time() > deadline:
-            raise Retry(defer=1)
-        await asyncio.sleep(0.02)
+    lock = RedisLock(store.r, f"{store.keys.p}lock:contact:{contact.decode()}", CONTACT_LOCK_MS)
+    if not await lock.wait(CONTACT_LOCK_MS / 1000):
+        raise Retry(defer=1)
     try:
         return await _process_message(ctx, message_id)
     finally:
-        if await store.r.get(lock) == token.encode():
-            await store.r.delete(lock)
+        await lock.release()
 
 
 async def _process_message(ctx: dict[str, Any], message_id: str) -> str:

@@ -10,11 +10,8 @@ from urllib.parse import urlencode
 import pytest
 from twilio.request_validator import RequestValidator
 
-from adapters.app import AppChannel
 from adapters.twilio_sms import TwilioSettings, TwilioSmsChannel, split_sms
-from plugins.manager import GatewayPlugins
-from router.worker import create_worker
-from tests.conftest import SUPERVISOR
+from tests.conftest import SUPERVISOR, app_plugins, gateway_client, run_worker
 from tests.fake_twilio import FakeTwilio
 
 pytestmark = pytest.mark.integration
@@ -30,36 +27,27 @@ def fake_twilio():
     fake.stop()
 
 
+def twilio_account(fake):
+    """The test account's settings, its REST API being the local fake."""
+    return TwilioSettings(account_sid=SID, auth_token=TOKEN, from_number="+15005550006", api_base=fake.base)
+
+
 @pytest.fixture
 def twilio_plugins(fake_twilio):
-    plugins = GatewayPlugins()
-    plugins.register("app", AppChannel())
-    plugins.register("twilio_sms", TwilioSmsChannel(TwilioSettings(
-        account_sid=SID, auth_token=TOKEN, from_number="+15005550006", api_base=fake_twilio.base)))
-    plugins.check()
-    return plugins
+    return app_plugins(TwilioSmsChannel(twilio_account(fake_twilio)))
 
 
 @pytest.fixture
 async def twilio_client(settings, twilio_plugins):
-    from litestar.testing import AsyncTestClient
-    from msgspec.structs import replace
-
-    from gateway.app import create_app
-
-    app = create_app(replace(settings, public_url=PUBLIC), plugins=twilio_plugins)
-    async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
+    async with gateway_client(settings, twilio_plugins, PUBLIC) as client:
         yield client
 
 
 async def drain(settings, plugins):
+    """A burst worker that knows the public URL Twilio signs (status callbacks point there)."""
     from msgspec.structs import replace
 
-    worker = create_worker(replace(settings, public_url=PUBLIC), burst=True, handle_signals=False, plugins=plugins)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await run_worker(replace(settings, public_url=PUBLIC), plugins)
 
 
 def sms_params(body="我被重复扣款了 ¥128.50，请退款", sid=None, sender="+8613800138000", **extra):

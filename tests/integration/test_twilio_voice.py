@@ -9,13 +9,16 @@ from datetime import datetime
 
 import pytest
 
-from adapters.app import AppChannel
-from adapters.twilio_sms import TwilioSettings
 from adapters.twilio_voice import TwilioVoiceChannel
-from plugins.manager import GatewayPlugins
-from tests.conftest import SUPERVISOR
-from tests.fake_twilio import FakeTwilio
-from tests.integration.test_twilio_sms import PUBLIC, SID, TOKEN, drain, post_signed
+from tests.conftest import SUPERVISOR, app_plugins, gateway_client
+from tests.integration.test_twilio_sms import (  # noqa: F401  (fake_twilio: the shared fixture)
+    PUBLIC,
+    SID,
+    drain,
+    fake_twilio,
+    post_signed,
+    twilio_account,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -23,31 +26,13 @@ CALLER = "+8613700137000"
 
 
 @pytest.fixture
-def fake_twilio():
-    fake = FakeTwilio(SID, TOKEN).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def voice_plugins(fake_twilio):
-    plugins = GatewayPlugins()
-    plugins.register("app", AppChannel())
-    plugins.register("twilio_voice", TwilioVoiceChannel(TwilioSettings(
-        account_sid=SID, auth_token=TOKEN, from_number="+15005550006", api_base=fake_twilio.base)))
-    plugins.check()
-    return plugins
+    return app_plugins(TwilioVoiceChannel(twilio_account(fake_twilio)))
 
 
 @pytest.fixture
 async def client(settings, voice_plugins):
-    from litestar.testing import AsyncTestClient
-    from msgspec.structs import replace
-
-    from gateway.app import create_app
-
-    app = create_app(replace(settings, public_url=PUBLIC), plugins=voice_plugins)
-    async with AsyncTestClient(app=app, raise_server_exceptions=False) as test_client:
+    async with gateway_client(settings, voice_plugins, PUBLIC) as test_client:
         yield test_client
 
 

@@ -208,12 +208,16 @@ class AgentsController(Controller):
         return {"id": agent_id, "skills": incoming.skills}
 
 
+def _skills(value: bytes) -> list[str]:
+    return [s for s in value.decode().split(",") if s]
+
+
 async def agent_skills(store: ComplaintStore) -> dict[str, list[str]]:
     raw = await store.r.hgetall(store.keys.p + "agents:skills")
-    return {k.decode(): [s for s in v.decode().split(",") if s] for k, v in raw.items()}
+    return {k.decode(): _skills(v) for k, v in raw.items()}
 
 
 async def skills_of(store: ComplaintStore, agent: str) -> list[str] | None:
     """The agent's skills, or None when none are set (then every queue is open to them)."""
     value = await store.r.hget(store.keys.p + "agents:skills", agent)
-    return None if value is None else [s for s in value.decode().split(",") if s]
+    return None if value is None else _skills(value)

@@ -104,3 +104,10 @@ def app_plugins(*extra: Any) -> Any:
         plugins.register(f"extra{n}", plugin)
     plugins.check()
     return plugins
+
+
+async def list_complaints(client: Any, **params: Any) -> list[dict[str, Any]]:
+    """Every complaint a supervisor sees (up to 200), newest first."""
+    r = await client.get("/v1/complaints", params={"limit": 200, **params}, headers=SUPERVISOR)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]

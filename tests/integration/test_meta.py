@@ -14,7 +14,7 @@ import pytest
 
 from adapters.meta import MetaChannel, MetaSettings
 from plugins.manager import GatewayPlugins
-from tests.conftest import SUPERVISOR, gateway_client, run_worker, stored_keys
+from tests.conftest import SUPERVISOR, gateway_client, run_worker, stored_keys, list_complaints
 from tests.fake_api import FakeApi
 
 pytestmark = pytest.mark.integration
@@ -131,10 +131,6 @@ def page_event(channel, sender, text=None, mid=None, attachments=None, **extra):
     return {"id": recipient, "time": int(time.time() * 1000), "messaging": [event]}
 
 
-async def complaints(client):
-    return (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]
-
-
 async def test_subscription_handshake(client):
     q = {"hub.mode": "subscribe", "hub.verify_token": VERIFY, "hub.challenge": "1158201444"}
     r = await client.get("/webhooks/meta", params=q)
@@ -149,7 +145,7 @@ async def test_whatsapp_text_becomes_one_complaint_however_often_meta_retries(cl
         r = await post_meta(client, payload)
         assert r.status_code == 200, r.text
     await run_worker(settings, meta_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     assert (c["channel"], c["contact"]["kind"], c["contact"]["value"]) == ("whatsapp", "wa_id", "8613800138000")
     assert c["contact"]["display_name"] == "李雷" and c["language"] == "zh"
     # the acknowledgement went out as free text (the customer wrote just now) through the Graph API
@@ -162,15 +158,15 @@ async def test_whatsapp_text_becomes_one_complaint_however_often_meta_retries(cl
 async def test_whatsapp_statuses_move_our_reply_forward_only(client, settings, meta_plugins, graph):
     await post_meta(client, wa_payload(wa_text("payment failed but money was taken")))
     await run_worker(settings, meta_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     out_id = c["replies"][0]["provider_message_id"]
     assert out_id.startswith("wamid.OUT") and c["replies"][0]["delivery"] == "sent"
     for status in ("delivered", "read", "sent", "delivered"):  # late and out of order
         r = await post_meta(client, wa_payload(statuses=[wa_status(out_id, status)]))
         assert r.status_code == 200
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     assert c["replies"][0]["delivery"] == "read" and c["replies"][0]["delivered_at"]
-    assert len(await complaints(client)) == 1  # statuses never become complaints
+    assert len(await list_complaints(client)) == 1  # statuses never become complaints
 
 
 async def test_whatsapp_media_is_fetched_by_the_worker_with_the_token(client, settings, meta_plugins, graph):
@@ -183,7 +179,7 @@ async def test_whatsapp_media_is_fetched_by_the_worker_with_the_token(client, se
     r = await post_meta(client, wa_payload(image, document, wa_id="8613800138001"))
     assert r.status_code == 200 and not [c for c in graph.calls if c.method == "GET"]  # nothing fetched yet
     await run_worker(settings, meta_plugins)
-    items = await complaints(client)
+    items = await list_complaints(client)
     evidence = [e for c in items for e in c["evidence"]]
     assert len(evidence) == 2 and {e["content_type"] for e in evidence} == {"image/png"}
     fetches = [c for c in graph.calls if c.method == "GET" and c.path.startswith("/lookaside/")]
@@ -194,7 +190,7 @@ async def test_outside_the_24_hour_window_whatsapp_gets_the_template(client, set
     old = int(time.time()) - 25 * 3600  # a message Meta delivers a day late (it retries for days)
     await post_meta(client, wa_payload(wa_text("Refund never arrived for order T88", ts=old), wa_id="447700900123"))
     await run_worker(settings, meta_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     (sent,) = graph.posts_to(rf"/{PNID}/messages")
     body = sent.json()
     assert body["type"] == "template" and body["template"]["name"] == "case_update"
@@ -212,7 +208,7 @@ async def test_mixed_batch_takes_the_good_entries_and_quarantines_the_bad(client
         r = await post_meta(client, payload)
         assert r.status_code == 200 and r.json()["accepted"] == 2
     await run_worker(settings, meta_plugins)
-    items = await complaints(client)
+    items = await list_complaints(client)
     assert sorted(c["contact"]["value"] for c in items) == ["6543210987654321", "6543210987654322"]
     assert {c["channel"] for c in items} == {"messenger"} and {c["contact"]["kind"] for c in items} == {"psid"}
     assert sum(len(c["evidence"]) for c in items) == 1
@@ -226,7 +222,7 @@ async def test_instagram_and_messenger_receipts(client, settings, meta_plugins, 
     await post_meta(client, {"object": "instagram", "entry": [page_event("instagram", "17841499999", "app 闪退，无法付款")]})
     await post_meta(client, {"object": "page", "entry": [page_event("page", "555", "refund please")]})
     await run_worker(settings, meta_plugins)
-    items = {c["channel"]: c for c in await complaints(client)}
+    items = {c["channel"]: c for c in await list_complaints(client)}
     assert items["instagram"]["contact"]["kind"] == "igsid"
     ig_out = items["instagram"]["replies"][0]["provider_message_id"]
     # Instagram names the message it read; Messenger says "everything up to this time"
@@ -237,14 +233,14 @@ async def test_instagram_and_messenger_receipts(client, settings, meta_plugins, 
                                  "watermark": int(time.time() * 1000)})]})
     await post_meta(client, {"object": "page", "entry": [page_event(
         "page", "555", read={"watermark": int(time.time() * 1000) + 1000})]})
-    items = {c["channel"]: c for c in await complaints(client)}
+    items = {c["channel"]: c for c in await list_complaints(client)}
     assert items["instagram"]["replies"][0]["delivery"] == "read"
     assert items["messenger"]["replies"][0]["delivery"] == "read"
     # our own messages echoed back are not complaints
     await post_meta(client, {"object": "page", "entry": [page_event(
         "page", PAGE, message={"mid": "m_echo", "is_echo": True, "text": "ack"})]})
     await run_worker(settings, meta_plugins)
-    assert len(await complaints(client)) == 2
+    assert len(await list_complaints(client)) == 2
 
 
 @pytest.mark.parametrize("case", ["unsigned", "forged", "tampered", "other_secret"])

@@ -54,10 +54,6 @@ async def complaint_of(client, mid):
     return (await client.get(f"/v1/complaints/{state['complaint_id']}", headers=SUPERVISOR)).json()
 
 
-async def all_complaints(client):
-    return (await client.get("/v1/complaints", params={"limit": 200}, headers=SUPERVISOR)).json()["items"]
-
-
 # -- identity ---------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.telegram import TelegramChannel, TelegramSettings
 from plugins.manager import GatewayPlugins
-from tests.conftest import SUPERVISOR, gateway_client, run_worker, stored_keys
+from tests.conftest import SUPERVISOR, gateway_client, run_worker, stored_keys, list_complaints
 from tests.fake_api import FakeApi
 
 pytestmark = pytest.mark.integration
@@ -90,17 +90,13 @@ async def post_update(client, payload, secret=SECRET):
     return await client.post("/webhooks/telegram", content=body, headers=headers)
 
 
-async def complaints(client):
-    return (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]
-
-
 async def test_text_becomes_one_complaint_and_the_ack_goes_by_send_message(client, settings, tg_plugins, bot):
     payload = update("转账显示成功但对方没有收到，金额500元")
     for _ in range(5):  # Telegram re-delivers an update until it gets a 2xx
         r = await post_update(client, payload)
         assert r.status_code == 200
     await run_worker(settings, tg_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     assert (c["channel"], c["contact"]["kind"], c["contact"]["value"]) == ("telegram", "telegram", str(USER))
     (sent,) = bot.posts_to("/sendMessage")
     assert sent.json()["chat_id"] == USER and c["case_number"] in sent.json()["text"]
@@ -114,7 +110,7 @@ async def test_photo_largest_size_is_the_evidence(client, settings, tg_plugins, 
     r = await post_update(client, update(None, photo=photo, caption="Charged twice, see screenshot"))
     assert r.status_code == 200 and not bot.calls  # nothing fetched inside the webhook
     await run_worker(settings, tg_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     assert c["messages"][0]["text"] == "Charged twice, see screenshot" and c["language"] == "en"
     assert [e["content_type"] for e in c["evidence"]] == ["image/jpeg"]
     (get_file,) = [call for call in bot.calls if call.path.endswith("/getFile")]
@@ -128,7 +124,7 @@ async def test_an_edit_updates_the_text_history_not_a_new_complaint(client, sett
     for _ in range(3):
         assert (await post_update(client, edit)).status_code == 200
     await run_worker(settings, tg_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     first, second = c["messages"]
     assert second["edit_of"] == first["message_id"] and "80 USD" in second["text"]
     assert [h["action"] for h in c["history"]].count("message_edited") == 1
@@ -139,7 +135,7 @@ async def test_an_edit_that_beats_its_original_to_the_worker_still_joins_it(clie
     await post_update(client, update("余额不对，少了两百块", message_id=9))
     await post_update(client, update("余额不对，少了三百块", message_id=9, edited=True))
     await run_worker(settings, tg_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     assert len(c["messages"]) == 2
 
 
@@ -148,7 +144,7 @@ async def test_commands_are_answered_in_the_webhook_response(client, settings, t
     assert r.json()["method"] == "sendMessage" and r.json()["chat_id"] == USER and "案件编号" in r.json()["text"]
     await post_update(client, update("Withdrawal stuck for 3 days", message_id=2, language="en"))
     await run_worker(settings, tg_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     r = await post_update(client, update(f"/status {c['case_number']}", message_id=3, language="en"))
     assert c["case_number"] in r.json()["text"] and "waiting for an agent" in r.json()["text"]
     # someone else asking about this case learns nothing
@@ -156,7 +152,7 @@ async def test_commands_are_answered_in_the_webhook_response(client, settings, t
     assert "could not find" in r.json()["text"]
     r = await post_update(client, update("/status", message_id=4))
     assert "用法" in r.json()["text"]
-    assert len(await complaints(client)) == 1  # commands are not complaints
+    assert len(await list_complaints(client)) == 1  # commands are not complaints
 
 
 @pytest.mark.parametrize("secret", [None, "wrong", ""])
@@ -174,7 +170,7 @@ async def test_a_malformed_update_is_quarantined_and_does_not_block_the_next(cli
     assert r.status_code == 200
     r = await post_update(client, update("the next one is fine", message_id=5))
     await run_worker(settings, tg_plugins)
-    assert len(await complaints(client)) == 1
+    assert len(await list_complaints(client)) == 1
     assert len((await client.get("/v1/quarantine", headers=SUPERVISOR)).json()["items"]) == 2
 
 
@@ -183,10 +179,10 @@ async def test_blocked_bot_is_final_and_rate_limit_is_retried(client, settings, 
                             "parameters": {"retry_after": 1}})]
     await post_update(client, update("app crashes when I pay", message_id=11, language="en"))
     await run_worker(settings, tg_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     assert c["replies"][0]["delivery"] == "sent"  # the retry went through
     bot.fail_next = [(403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"})]
     await post_update(client, update("another problem", message_id=1, user=222, language="en"))
     await run_worker(settings, tg_plugins)
-    blocked = next(c for c in await complaints(client) if c["contact"]["value"] == "222")
+    blocked = next(c for c in await list_complaints(client) if c["contact"]["value"] == "222")
     assert blocked["replies"][0]["delivery"] == "failed" and "blocked" in blocked["replies"][0]["error"]

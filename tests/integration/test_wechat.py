@@ -13,7 +13,7 @@ import pytest
 
 from adapters.wechat import AccessTokens, Crypto, WeChatChannel, WeChatSettings, parse_xml, sha1_signature
 from plugins.manager import GatewayPlugins
-from tests.conftest import SUPERVISOR, gateway_client, run_worker, stored_keys
+from tests.conftest import SUPERVISOR, gateway_client, run_worker, stored_keys, list_complaints
 from tests.fake_api import FakeApi
 
 pytestmark = pytest.mark.integration
@@ -114,10 +114,6 @@ async def post_safe(client, xml, *, app_id=APP_ID, tamper=False):
                               headers={"Content-Type": "text/xml"})
 
 
-async def complaints(client):
-    return (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]
-
-
 async def test_url_verification_echoes_only_when_signed_and_fresh(client):
     r = await client.get("/webhooks/wechat", params=signed_query(echostr="5837397520665433"))
     assert r.status_code == 200 and r.text == "5837397520665433"
@@ -136,7 +132,7 @@ async def test_plain_text_becomes_one_complaint_and_the_ack_uses_the_service_api
         r = await post_plain(client, xml, query)
         assert r.status_code == 200 and r.text == "success"
     await run_worker(settings, wx_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     assert (c["channel"], c["contact"]["kind"], c["contact"]["value"]) == ("wechat", "wechat_openid", OPENID)
     assert c["language"] == "zh" and c["amount"]["value"] == "256.00"
     (sent,) = weixin.posts_to("/cgi-bin/message/custom/send")
@@ -150,7 +146,7 @@ async def test_safe_mode_message_and_encrypted_passive_reply(client, settings, w
     r = await post_safe(client, xml_message(Content="提现失败但余额已扣除"))
     assert r.status_code == 200 and r.text == "success"
     await run_worker(settings, wx_plugins)
-    (c,) = await complaints(client)
+    (c,) = await list_complaints(client)
     assert c["messages"][0]["text"] == "提现失败但余额已扣除"
     # a subscription is answered with a passive welcome, encrypted for the account
     r = await post_safe(client, xml_message("event", Event="subscribe"))
@@ -163,7 +159,7 @@ async def test_safe_mode_message_and_encrypted_passive_reply(client, settings, w
     r = await post_safe(client, xml_message(Content=f"进度 {c['case_number']}"))
     inner = parse_xml(Crypto(AES_KEY, APP_ID).decrypt(parse_xml(r.content)["Encrypt"]))
     assert c["case_number"] in inner["Content"] and "已受理" in inner["Content"]
-    assert len(await complaints(client)) == 1
+    assert len(await list_complaints(client)) == 1
 
 
 async def test_image_and_voice_with_recognition(client, settings, wx_plugins, weixin):
@@ -172,7 +168,7 @@ async def test_image_and_voice_with_recognition(client, settings, wx_plugins, we
                                          Recognition="我的转账没有到账，请帮我查一下"))
     assert not [c for c in weixin.calls if c.path.endswith("/media/get")]  # nothing fetched in the webhook
     await run_worker(settings, wx_plugins)
-    items = {c["contact"]["value"]: c for c in await complaints(client)}
+    items = {c["contact"]["value"]: c for c in await list_complaints(client)}
     image, voice = items[OPENID], items["oUpF8_other"]
     assert [e["content_type"] for e in image["evidence"]] == ["image/jpeg"]
     assert voice["messages"][0]["text"] == "我的转账没有到账，请帮我查一下"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from gateway import metrics
@@ -140,8 +140,6 @@ def pause(store: ComplaintStore, complaint: Complaint, effects: TxEffects, kind:
 
 def resume(store: ComplaintStore, complaint: Complaint, effects: TxEffects, now: datetime) -> bool:
     """The customer answered: paused clocks run again with the time they had left."""
-    from datetime import timedelta
-
     resumed = []
     for deadline in complaint.deadlines:
         if deadline.state == "paused":

@@ -203,9 +203,10 @@ class GatewayPlugins:
 
     async def _call_each_private(self, hook_name: str, full: dict[str, Any], masked: dict[str, Any], *,
                                  first: bool = False) -> list[tuple[str, Any]]:
-        """Like ``_call_each``, but a plugin sees personal data (card, ID and phone numbers,
-        e-mail addresses) only if it declares ``needs_personal_data = True``; the others get
-        copies with those masked. ``first``: stop at the first answer (firstresult hooks)."""
+        """Call every implementation on its own (awaiting async ones); a raising plugin is counted
+        and skipped. A plugin sees personal data (card, ID and phone numbers, e-mail addresses)
+        only if it declares ``needs_personal_data = True``; the others get the ``masked`` copies.
+        ``first``: stop at the first answer (firstresult hooks)."""
         results = []
         for plugin_name, fn in self._impls(hook_name):
             try:
@@ -226,8 +227,8 @@ class GatewayPlugins:
         log.error("plugin %s failed in %s: %s: %s", plugin_name, hook_name, type(exc).__name__, exc)
 
     def _call_each_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call every implementation on its own; a raising plugin is counted and skipped.
-        Values may be awaitables (``async def`` hooks): ``_call_each`` awaits them."""
+        """Call every implementation on its own; a raising plugin is counted and skipped. For the
+        hooks called while building the app or a worker (routes, pollers, senders)."""
         results = []
         for plugin_name, fn in self._impls(hook_name):
             try:
@@ -235,19 +236,6 @@ class GatewayPlugins:
             except Exception as exc:
                 self._failed(plugin_name, hook_name, exc)
                 continue
-            if value is not None:
-                results.append((plugin_name, value))
-        return results
-
-    async def _call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        results = []
-        for plugin_name, value in self._call_each_sync(hook_name, **kwargs):
-            if inspect.isawaitable(value):
-                try:
-                    value = await value
-                except Exception as exc:
-                    self._failed(plugin_name, hook_name, exc)
-                    continue
             if value is not None:
                 results.append((plugin_name, value))
         return results

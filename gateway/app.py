@@ -20,7 +20,7 @@ from gateway.api_service import PolicyController, ReportsController
 from gateway.auth import Authenticator
 from gateway.intake import Intake
 from gateway.problems import ProblemError, body_limit_middleware, exception_handlers
-from gateway.redis_pool import redis_client
+from gateway.redis_pool import redis_client, route_now
 from gateway.settings import Settings
 from gateway.store import ComplaintStore
 from normalizer.evidence import DirectoryBlobStore
@@ -41,7 +41,8 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        redis = redis_client(settings.redis_url or "")
+        redis = redis_client(settings.redis_url or "", follow_slot_of=settings.redis_prefix)
+        await route_now(redis)
         store.bind(redis)
         services.redis = redis
         try:

@@ -9,8 +9,10 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.redis_pool import redis_in_transition
 from gateway.store import Conflict, NotFound
 
 log = logging.getLogger("gateway.http")
@@ -142,6 +144,16 @@ def _on_redis_down(_: Request, exc: Exception) -> Response[bytes]:
     )
 
 
+def _on_redis_error(request: Request, exc: RedisResponseError) -> Response[bytes]:
+    if redis_in_transition(exc):
+        log.warning("storage in transition: %s", str(exc).split(" ", 1)[0])
+        return problem_response(
+            503, "storage_unavailable", "Storage is changing hands; nothing was accepted. Retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+    return _on_unexpected(request, exc)
+
+
 def _on_unexpected(_: Request, exc: Exception) -> Response[bytes]:
     log.exception("unhandled error: %s", type(exc).__name__)
     return problem_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
@@ -154,6 +166,7 @@ exception_handlers: dict[Any, Any] = {
     Conflict: _on_conflict,
     RedisConnectionError: _on_redis_down,
     RedisTimeoutError: _on_redis_down,
+    RedisResponseError: _on_redis_error,
     OSError: _on_redis_down,
     Exception: _on_unexpected,
 }

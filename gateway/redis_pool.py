@@ -1,18 +1,80 @@
-"""A Redis connection pool without redis-py's per-checkout socket probe.
+"""The Redis connection pool every gateway and worker process uses.
 
-redis-py 5 (the series arq allows) checks every connection it hands out by reading the socket
-under a zero timeout: a cancelled read per command, which cost a third of the intake path's
-time (bench/RESULTS.md). The same check is done here synchronously, on what the event loop has
-already buffered: a connection with unread data, or closed by the server, is reconnected.
+Two things redis-py's own pool does not do:
+
+- No per-checkout socket probe. redis-py 5 (the series arq allows) checks every connection it
+  hands out by reading the socket under a zero timeout: a cancelled read per command, which cost
+  a third of the intake path's time (bench/RESULTS.md). The same check is done here
+  synchronously, on what the event loop has already buffered: a connection with unread data, or
+  closed by the server, is reconnected.
+- Redis Cluster, for a desk whose keys share one hash tag (``GATEWAY_REDIS_PREFIX={desk}:``,
+  see README "Scaling out"). Every key of a desk lives in one slot, so every script and MULTI
+  stays whole on one node and arq (which has no cluster client) works unchanged. The pool asks
+  the node in ``REDIS_URL`` which master serves that slot (``CLUSTER SLOTS``) and connects
+  there; when the slot moves (a failover, a resharding) the first ``MOVED`` reply repoints it,
+  and when the master is gone it asks the other nodes it has seen. A plain Redis (``INFO
+  cluster`` says ``cluster_enabled:0``) is used as is.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
-from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.connection import AbstractConnection, Connection
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+log = logging.getLogger("gateway.redis")
+
+
+def hash_tag(prefix: str) -> str:
+    """The ``{tag}`` of a key prefix, as Redis Cluster reads it ('' when there is none)."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return prefix[start:end + 1] if start >= 0 and end > start + 1 else ""
+
+
+# Redis's answers while a slot or a server changes hands: the command was not executed (MOVED:
+# the slot moved, and the pool now points at the new master), so the caller may retry it.
+REDIS_IN_TRANSITION = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS")
+
+
+def redis_in_transition(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).startswith(REDIS_IN_TRANSITION)
+
+
+def _moved_to(exc: ResponseError) -> tuple[str, int] | None:
+    """('host', port) of a ``MOVED <slot> <host>:<port>`` reply."""
+    parts = str(exc).split()
+    if len(parts) == 3 and parts[0] == "MOVED" and ":" in parts[2]:
+        host, _, port = parts[2].rpartition(":")
+        return host, int(port)
+    return None
+
+
+class ClusterPrefixError(RuntimeError):
+    """The prefix has no hash tag, so a desk's keys would be spread over the cluster's slots."""
+
+
+class _SlotConnection:
+    """Mixed into the pool's connection class: tells the pool where a ``MOVED`` reply says the
+    desk's slot now lives."""
+
+    pool: "BufferCheckConnectionPool | None" = None
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except ResponseError as exc:
+            where = _moved_to(exc)
+            if where is not None and self.pool is not None:
+                self.pool.repoint(*where, reason="MOVED")
+            raise
 
 
 def _has_stale_data(connection: AbstractConnection) -> bool:
@@ -28,18 +90,108 @@ def _has_stale_data(connection: AbstractConnection) -> bool:
 
 
 class BufferCheckConnectionPool(ConnectionPool):
+    def __init__(self, *args: Any, follow_slot_of: str = "", **kwargs: Any) -> None:
+        """``follow_slot_of``: a key (the desk's prefix) whose Redis Cluster slot this pool
+        follows; '' = talk to the configured server only."""
+        base = kwargs.get("connection_class", Connection)
+        if not issubclass(base, Connection):  # a Unix socket: one server, no cluster
+            follow_slot_of = ""
+        if follow_slot_of:  # Connection or SSLConnection, taught to report MOVED
+            kwargs["connection_class"] = type("SlotConnection", (_SlotConnection, base), {"pool": self})
+        super().__init__(*args, **kwargs)
+        self.prefix = follow_slot_of
+        self.slot = key_slot(follow_slot_of.encode()) if follow_slot_of else None
+        self._routed = not follow_slot_of
+        self._route_lock = asyncio.Lock()
+        self.cluster_nodes: list[tuple[str, int]] = []
+        if follow_slot_of:
+            self.cluster_nodes.append((self.connection_kwargs.get("host", "localhost"),
+                                       int(self.connection_kwargs.get("port", 6379))))
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
+        if not self._routed:
+            await self.route()
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except (RedisConnectionError, OSError):
+            if self.slot is None or not self.cluster_nodes:
+                raise
+            await self.route(force=True)  # the master may have died: ask the others who serves now
+            return await super().get_connection(*args, **kwargs)
+
     async def ensure_connection(self, connection: AbstractConnection) -> None:
+        target = (self.connection_kwargs.get("host"), self.connection_kwargs.get("port"))
+        current = (getattr(connection, "host", None), getattr(connection, "port", None))
+        if self.slot is not None and current != target:  # made before the slot moved
+            await connection.disconnect()
+            connection.host, connection.port = target  # type: ignore[attr-defined]
         await connection.connect()
         if _has_stale_data(connection):
             await connection.disconnect()
             await connection.connect()
 
+    def repoint(self, host: str, port: int, *, reason: str) -> None:
+        """Send new connections (and old ones at their next checkout) to ``host:port``."""
+        if (self.connection_kwargs.get("host"), self.connection_kwargs.get("port")) != (host, port):
+            log.log(logging.WARNING if self._routed else logging.INFO,
+                     "redis cluster: slot %s served by %s:%s (%s)", self.slot, host, port, reason)
+            self.connection_kwargs["host"], self.connection_kwargs["port"] = host, port
+        if (host, port) not in self.cluster_nodes:
+            self.cluster_nodes.append((host, port))
+        self._routed = True
 
-def redis_client(url: str, **kwargs: Any) -> Redis:
+    async def route(self, *, force: bool = False) -> None:
+        """Find the master serving the slot, asking each known node in turn."""
+        async with self._route_lock:
+            if self._routed and not force:
+                return
+            last: Exception | None = None
+            for host, port in list(self.cluster_nodes):
+                options = {k: v for k, v in self.connection_kwargs.items() if k not in ("host", "port")}
+                probe = Redis(host=host, port=port, single_connection_client=True, **options)
+                try:
+                    info = await probe.execute_command("INFO", "cluster")
+                    if not (info or {}).get("cluster_enabled"):
+                        self.slot, self._routed = None, True  # a plain Redis: nothing to follow
+                        return
+                    if not hash_tag(self.prefix):
+                        raise ClusterPrefixError(
+                            f"REDIS_URL is a Redis Cluster node: GATEWAY_REDIS_PREFIX ({self.prefix!r}) needs a "
+                            "hash tag such as '{cg}:' so that a desk's keys share one slot")
+                    for start, end, master, *_replicas in await probe.execute_command("CLUSTER", "SLOTS"):
+                        if int(start) <= self.slot <= int(end):  # type: ignore[operator]
+                            owner_host = master[0].decode() if isinstance(master[0], bytes) else master[0]
+                            self.repoint(owner_host or host, int(master[1]), reason="CLUSTER SLOTS")
+                            return
+                    last = RedisConnectionError(f"no master serves slot {self.slot} yet")
+                except (RedisConnectionError, OSError, ResponseError) as exc:
+                    last = exc
+                finally:
+                    await probe.aclose()
+            raise RedisConnectionError(f"redis cluster: cannot route slot {self.slot}: {last}")
+
+
+def redis_client(url: str, *, follow_slot_of: str = "", **kwargs: Any) -> Redis:
     """One pool per process. A connect timeout makes a dead Redis answer 503 at once; there is no
     per-read timeout, because redis-py implements it with a task per read (a fifth of the
-    worker's time), and keep-alive finds a silently dead peer."""
+    worker's time), and keep-alive finds a silently dead peer. ``follow_slot_of`` (the key
+    prefix) makes the pool follow that key's slot on a Redis Cluster."""
     options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_keepalive": True, "max_connections": 200}
     options.update(kwargs)
-    pool = BufferCheckConnectionPool.from_url(url, **options)
+    pool = BufferCheckConnectionPool.from_url(url, follow_slot_of=follow_slot_of, **options)
     return Redis(connection_pool=pool)
+
+
+async def route_now(client: Redis) -> None:
+    """At start-up: find the desk's cluster node now, so that a prefix without a hash tag stops
+    the process with a clear message instead of failing its first request. A Redis that is not
+    up yet is left to the first command (the gateway answers 503 until then)."""
+    pool = client.connection_pool
+    if isinstance(pool, BufferCheckConnectionPool) and pool.slot is not None:
+        try:
+            await pool.route()
+        except RedisConnectionError:
+            pass
+
+
+__all__ = ["route_now", "BufferCheckConnectionPool", "ClusterPrefixError", "hash_tag", "redis_client", "redis_in_transition"]

@@ -25,6 +25,7 @@ from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from gateway.redis_pool import hash_tag
 from normalizer.schema import (
     OPEN_STATUSES,
     Complaint,
@@ -131,13 +132,14 @@ class TxEffects:
 
 
 _INTAKE_LUA = """
--- KEYS: msg, idem ('' = none), pending, job, arq queue, wake, raw ('' = none), metrics,
---       sender's rate counter ('' = no limit), channel's rate counter ('' = no limit)
+-- KEYS: msg, idem (none = no scope), pending, job, arq queue, wake, raw (none = no raw), metrics,
+--       sender's rate counter (none = no limit), channel's rate counter (none = no limit),
+--       11 none: the key that stands for "no key" (in the desk's cluster slot, unlike '')
 -- ARGV: message_id, data, received_ms, body_hash ('' = don't compare), job bytes,
 --       job expiry ms, idem ttl s, raw bytes, wake ('1'/'0'), channel, job id, raw ttl s,
 --       sender contact key, vouched-for contact keys (newline-separated), max pending (0 = none),
 --       sender's limit per minute, channel's limit per second
-if KEYS[2] ~= '' then
+if KEYS[2] ~= KEYS[11] then
   local existing = redis.call('GET', KEYS[2])
   if existing then
     local sep = string.find(existing, '|', 1, true)
@@ -156,7 +158,7 @@ if tonumber(ARGV[15]) > 0 and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[15])
   return {'backpressure', ''}
 end
 -- one sender, one channel: each has a budget, so a flood cannot starve everyone else
-if KEYS[9] ~= '' then
+if KEYS[9] ~= KEYS[11] then
   local n = redis.call('INCR', KEYS[9])
   if n == 1 then redis.call('EXPIRE', KEYS[9], 60) end
   if n > tonumber(ARGV[16]) then
@@ -164,7 +166,7 @@ if KEYS[9] ~= '' then
     return {'rate_limited', 'contact'}
   end
 end
-if KEYS[10] ~= '' then
+if KEYS[10] ~= KEYS[11] then
   local n = redis.call('INCR', KEYS[10])
   if n == 1 then redis.call('EXPIRE', KEYS[10], 2) end
   if n > tonumber(ARGV[17]) then
@@ -172,12 +174,12 @@ if KEYS[10] ~= '' then
     return {'rate_limited', 'channel'}
   end
 end
-if KEYS[2] ~= '' then
+if KEYS[2] ~= KEYS[11] then
   redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[7])
 end
 redis.call('HSET', KEYS[1], 'data', ARGV[2], 'status', 'received', 'received_ms', ARGV[3], 'channel', ARGV[10],
            'contact', ARGV[13], 'vouched', ARGV[14])
-if KEYS[7] ~= '' then
+if KEYS[7] ~= KEYS[11] then
   redis.call('SET', KEYS[7], ARGV[8], 'EX', ARGV[12])
 end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
@@ -369,6 +371,10 @@ class Keys:
 
     def __init__(self, prefix: str) -> None:
         self.p = prefix
+        # arq names a job's keys arq:job:<id>, arq:in-progress:<id>...: a job id that starts with
+        # the prefix's hash tag puts them in the desk's Redis Cluster slot with everything else
+        self.tag = hash_tag(prefix)
+        self.none = prefix + "-"  # never written: stands for an absent key in a script's KEYS
         self.arq_queue = prefix + default_queue_name
         self.wake = prefix + "wake"
         self.pending = prefix + "pending"
@@ -497,8 +503,9 @@ class ComplaintStore:
         enqueue_ms = now_ms()
         for job in jobs:
             score = enqueue_ms + job.defer_ms
-            pipe.psetex(job_key(job.job_id), JOB_EXPIRES_MS + job.defer_ms, self._job_bytes(job, enqueue_ms))
-            pipe.zadd(self.keys.arq_queue, {job.job_id: score})
+            job_id = self.keys.tag + job.job_id
+            pipe.psetex(job_key(job_id), JOB_EXPIRES_MS + job.defer_ms, self._job_bytes(job, enqueue_ms))
+            pipe.zadd(self.keys.arq_queue, {job_id: score})
         if self.worker_wake:
             pipe.lpush(self.keys.wake, "1")
             pipe.ltrim(self.keys.wake, 0, 7)
@@ -524,21 +531,23 @@ class ComplaintStore:
         k = self.keys
         now_s = int(time.time())
         received_ms = dt_to_ms(message.received_at)
-        job_id = f"ingest:{message.id}"
+        job_id = f"{k.tag}ingest:{message.id}"
         job = PlannedJob("process_message", job_id, (message.id,))
+        none = k.none
         result = await self._intake_script(
             keys=[
                 k.msg(message.id),
-                k.idem(message.channel, idempotency_scope) if idempotency_scope else "",
+                k.idem(message.channel, idempotency_scope) if idempotency_scope else none,
                 k.pending,
                 job_key(job_id),
                 k.arq_queue,
                 k.wake,
-                k.raw(message.id) if raw is not None else "",
+                k.raw(message.id) if raw is not None else none,
                 k.p + "metrics",
                 f"{k.p}rate:contact:{message.sender.kind}:{message.sender.value}:{now_s // 60}"
-                if limits and self.limits.contact_per_minute else "",
-                f"{k.p}rate:channel:{message.channel}:{now_s}" if limits and self.limits.channel_per_second else "",
+                if limits and self.limits.contact_per_minute else none,
+                f"{k.p}rate:channel:{message.channel}:{now_s}" if limits and self.limits.channel_per_second else none,
+                none,
             ],
             args=[
                 message.id,
@@ -641,7 +650,7 @@ class ComplaintStore:
         enqueue_ms = now_ms()
         job_args: list[Any] = []
         for job in jobs:
-            job_args += [job_key(job.job_id), job.job_id, self._job_bytes(job, enqueue_ms),
+            job_args += [job_key(k.tag + job.job_id), k.tag + job.job_id, self._job_bytes(job, enqueue_ms),
                          enqueue_ms + job.defer_ms, JOB_EXPIRES_MS + job.defer_ms]
         result = await self._commit_script(
             keys=[
@@ -1014,6 +1023,7 @@ class ComplaintStore:
             await pipe.execute()
 
     async def job_exists(self, job_id: str) -> bool:
+        job_id = self.keys.tag + job_id
         return bool(await self.r.exists(job_key(job_id), in_progress_key_prefix + job_id, result_key_prefix + job_id))
 
     async def stale_pending(self, older_than_ms: int, limit: int = 500) -> list[str]:

@@ -17,14 +17,17 @@ from typing import Any
 
 from arq import Retry
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import in_progress_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import metrics
 from gateway.intake import Intake
 from gateway.locks import RedisLock
-from gateway.redis_pool import BufferCheckConnectionPool
+from gateway.redis_pool import BufferCheckConnectionPool, redis_in_transition, route_now
 from gateway.settings import Settings, load_settings
 from gateway.store import (
     ComplaintStore,
@@ -854,6 +857,7 @@ def build_services(settings: Settings, store: ComplaintStore) -> GatewayServices
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
+    await route_now(ctx["redis"])
     store = ComplaintStore(settings.redis_prefix, worker_wake=settings.worker_wake, limits=settings.intake_limits())
     store.bind(ctx["redis"])
     services = build_services(settings, store)
@@ -902,9 +906,10 @@ class WakeableWorker(Worker):
     wake-up comes (jobs deferred into the future, retries).
     """
 
-    def __init__(self, *args: Any, wake_key: str, redis_url: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wake_key: str, redis_url: str, slot_key: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.wake_key = wake_key
+        self.slot_key = slot_key  # the key prefix: its Redis Cluster slot is where this desk lives
         self.redis_url = redis_url
         self._slot_free = asyncio.Event()
 
@@ -939,7 +944,8 @@ class WakeableWorker(Worker):
         if self._pool is None:
             self._pool = ArqRedis(
                 BufferCheckConnectionPool.from_url(self.redis_url, socket_connect_timeout=2, socket_keepalive=True,
-                                                   max_connections=self.max_jobs * 2 + 20),
+                                                   max_connections=self.max_jobs * 2 + 20,
+                                                   follow_slot_of=self.slot_key),
                 job_deserializer=self.job_deserializer,
                 job_serializer=self.job_serializer,
                 default_queue_name=self.queue_name,
@@ -973,6 +979,37 @@ class WakeableWorker(Worker):
         super()._release_sem_dec_counter_on_complete()
         self._slot_free.set()
 
+    # arq's finish_job / finish_failed_job, less the ZREM of its global abort set: this worker
+    # never aborts jobs, and that key (arq:abort, no hash tag) lives outside the desk's Redis
+    # Cluster slot, where it would break the transaction.
+
+    async def finish_job(self, job_id: str, finish: bool, result_data: bytes | None, result_timeout_s: float | None,
+                         keep_result_forever: bool, incr_score: int | None, keep_in_progress: float | None) -> None:
+        async with self.pool.pipeline(transaction=True) as tr:
+            delete_keys = []
+            in_progress_key = in_progress_key_prefix + job_id
+            if keep_in_progress is None:
+                delete_keys.append(in_progress_key)
+            else:
+                tr.pexpire(in_progress_key, int(keep_in_progress * 1000))
+            if finish:
+                if result_data:
+                    tr.set(result_key_prefix + job_id, result_data,
+                           px=None if keep_result_forever or result_timeout_s is None else int(result_timeout_s * 1000))
+                delete_keys += [retry_key_prefix + job_id, job_key_prefix + job_id]
+                tr.zrem(self.queue_name, job_id)
+            elif incr_score:
+                tr.zincrby(self.queue_name, incr_score, job_id)
+            if delete_keys:
+                tr.delete(*delete_keys)
+            await tr.execute()
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(retry_key_prefix + job_id, in_progress_key_prefix + job_id, job_key_prefix + job_id)
+            tr.zrem(self.queue_name, job_id)
+            await tr.execute()  # keep_result=0: no result is kept
+
 
 def instrumented(fn: Any) -> Any:
     """Count a job's result (ok, retry, failed) and time it, in the shared metrics; pass on the
@@ -989,6 +1026,14 @@ def instrumented(fn: Any) -> Any:
         except Retry:
             result = "retry"
             raise
+        except (RedisConnectionError, RedisTimeoutError, RedisResponseError) as exc:
+            if isinstance(exc, RedisResponseError) and not redis_in_transition(exc):
+                result = "failed"
+                raise
+            # Redis restarting, a failover, a slot moving: the step did not finish and is safe
+            # to run again (arq would otherwise count it failed and drop it)
+            result = "retry"
+            raise Retry(defer=1) from exc
         except Exception:
             result = "failed"
             raise
@@ -1041,6 +1086,7 @@ def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPl
         handle_signals=handle_signals,
         wake_key=store_keys.wake,
         redis_url=redis_url,
+        slot_key=settings.redis_prefix,
     )
 
 

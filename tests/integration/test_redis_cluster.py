@@ -1,0 +1,177 @@
+"""The gateway on a real Redis Cluster (three masters, three replicas, started here).
+
+A desk's keys share one hash tag (``GATEWAY_REDIS_PREFIX={desk}:``), arq's job keys included
+(job ids start with the tag), so every script and MULTI stays on one node. The gateway and the
+worker are pointed at a node that does *not* serve the desk and find the one that does; a
+failover in the middle of the traffic moves the desk to another node and nothing acknowledged
+is lost or taken twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from gateway.app import create_app
+from gateway.redis_pool import ClusterPrefixError, redis_client, route_now
+from gateway.settings import load_settings
+from tests.conftest import ALICE, APP, ROOT, SUPERVISOR, make_env
+from tests.rediscluster import local_cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with local_cluster(tmp_path_factory.mktemp("cluster")) as c:
+        yield c
+
+
+def desk_env(cluster, tmp_path, **extra):
+    prefix = "{desk" + uuid.uuid4().hex[:8] + "}:"
+    owner = cluster.owner_of(prefix)
+    elsewhere = next(p for p in cluster.masters() if p != owner)  # not the desk's node, on purpose
+    (tmp_path / "plugins.toml").write_text("[plugins.app]\nenabled = true\n")
+    env = make_env(cluster.url(elsewhere), prefix, tmp_path / "var", GATEWAY_PLUGINS=str(tmp_path / "plugins.toml"),
+                   GATEWAY_CONTACT_RATE_PER_MINUTE="0", **extra)
+    return env, prefix, owner
+
+
+async def post_until_taken(client, body, key, attempts=40):
+    """What a channel does: retry with the same idempotency key until the gateway takes it."""
+    for _ in range(attempts):
+        resp = await client.post("/v1/messages", json={**body, "client_message_id": key}, headers=APP)
+        if resp.status_code in (200, 202):
+            return resp.json()["message_id"], resp.status_code
+        assert resp.status_code == 503, resp.text
+        assert resp.headers["Retry-After"]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never taken: {key}")
+
+
+def run_worker_until(env, done, timeout=60):
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not done():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        assert done(), "the worker did not finish in time"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_a_desk_lives_in_one_slot_end_to_end(cluster, tmp_path):
+    env, prefix, owner = desk_env(cluster, tmp_path)
+    settings = load_settings(env)
+    async with AsyncTestClient(app=create_app(settings), raise_server_exceptions=False) as client:
+        ids = []
+        for n in range(12):
+            body = {"user_id": f"u{n % 6}", "text": f"I was charged twice for order {n % 6}, please refund"}
+            mid, status = await post_until_taken(client, body, f"k{n}")
+            assert status == 202
+            ids.append(mid)
+        again, status = await post_until_taken(client, {"user_id": "u0", "text": "I was charged twice for order 0, "
+                                                        "please refund"}, "k0")
+        assert again == ids[0]  # the idempotency key still answers
+
+        def all_done():
+            return all(cluster.client(owner).hget(f"{prefix}msg:{mid}", "status") == b"processed" for mid in ids)
+
+        await asyncio.to_thread(run_worker_until, env, all_done)
+
+        complaints = (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]
+        assert 1 <= len(complaints) <= 12
+        skill = complaints[0]["skill"]
+        claimed = await client.post(f"/v1/queues/{skill}/claim", headers=ALICE)
+        assert claimed.status_code == 200, claimed.text
+        cid = claimed.json()["complaint"]["id"]
+        reply = await client.post(f"/v1/complaints/{cid}/replies", json={"text": "Refunded."}, headers=ALICE)
+        assert reply.status_code == 201, reply.text
+        assert reply.json()["complaint"]["status"] == "responded"
+        reply_id = reply.json()["complaint"]["replies"][-1]["id"]
+
+        def reply_sent():
+            return b'"delivered"' in (cluster.client(owner).hget(f"{prefix}delivery:{cid}", reply_id) or b"")
+
+        await asyncio.to_thread(run_worker_until, env, reply_sent)
+        app_view = (await client.get(f"/v1/complaints/{cid}", headers=APP)).json()
+        assert ("agent", "Refunded.", "delivered") in [(x["kind"], x["text"], x["delivery"]) for x in app_view["replies"]]
+
+    # every key the desk made (arq's job keys included) is on the desk's node, none elsewhere
+    on_owner = cluster.keys_on(owner)
+    assert any(k.startswith(prefix.encode()) for k in on_owner)
+    slot = cluster.client(owner).execute_command("CLUSTER", "KEYSLOT", prefix)
+    assert {cluster.client(owner).execute_command("CLUSTER", "KEYSLOT", k) for k in on_owner} == {slot}
+    for port in cluster.masters():
+        if port != owner:
+            assert cluster.keys_on(port) == [], f"keys outside the desk's node on {port}"
+
+
+async def test_failover_in_the_middle_loses_nothing_and_repeats_nothing(cluster, tmp_path):
+    env, prefix, owner = desk_env(cluster, tmp_path)
+    settings = load_settings(env)
+    replica = cluster.replica_of(owner)
+    refused = 0
+    async with AsyncTestClient(app=create_app(settings), raise_server_exceptions=False) as client:
+        ids = {}
+        for n in range(60):
+            if n == 30:  # the replica takes over the desk's slot, with the traffic flowing
+                assert cluster.client(replica).execute_command("CLUSTER", "FAILOVER")
+            body = {"user_id": f"f{n}", "text": f"my transfer {n} never arrived"}
+            for attempt in range(40):
+                resp = await client.post("/v1/messages", json={**body, "client_message_id": f"f{n}"}, headers=APP)
+                if resp.status_code in (200, 202):
+                    ids[n] = resp.json()["message_id"]
+                    break
+                assert resp.status_code == 503 and resp.headers["Retry-After"], resp.text
+                refused += 1
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.01)
+        assert len(ids) == 60
+        pool = client.app.state  # noqa: F841  (the app keeps its client private)
+
+    for _ in range(100):
+        if cluster.owner_of(prefix) == replica:
+            break
+        time.sleep(0.1)
+    new_owner = cluster.owner_of(prefix)
+    assert new_owner == replica, "the failover did not happen"
+    r = cluster.client(new_owner)
+
+    def all_done():
+        return all(r.hget(f"{prefix}msg:{mid}", "status") == b"processed" for mid in ids.values())
+
+    await asyncio.to_thread(run_worker_until, env, all_done)  # the worker starts at a node that lost the desk
+    complaint_ids = {r.hget(f"{prefix}msg:{mid}", "complaint_id") for mid in ids.values()}
+    assert len(complaint_ids) == 60  # sixty customers, sixty complaints: none lost, none twice
+    assert len(set(ids.values())) == 60
+    print(f"requests refused with 503 during the failover: {refused}")
+
+
+async def test_a_prefix_without_a_hash_tag_is_refused_on_a_cluster(cluster, tmp_path):
+    env, _, _ = desk_env(cluster, tmp_path)
+    client = redis_client(env["REDIS_URL"], follow_slot_of="notag:")
+    with pytest.raises(ClusterPrefixError, match="hash tag such as"):
+        await route_now(client)
+    await client.aclose()
+    env["GATEWAY_REDIS_PREFIX"] = "notag:"  # the gateway does not start with it
+    with pytest.raises(BaseException) as failed:
+        async with AsyncTestClient(app=create_app(load_settings(env))):
+            pass
+    assert "hash tag such as" in repr(failed.value) or failed.group_contains(ClusterPrefixError)
+
+
+async def test_a_plain_redis_is_used_as_is(redis_url):
+    client = redis_client(redis_url, follow_slot_of="{desk}:")
+    assert await client.ping()
+    assert client.connection_pool.slot is None  # not a cluster: nothing to follow
+    await client.aclose()

@@ -16,7 +16,6 @@ from gateway.auth import ROLE_APP, principal_of, roles_guard
 from gateway.paths import MESSAGE, MESSAGES
 from gateway.problems import ProblemError
 from gateway.requests import decode_json, read_body, require_json
-from gateway import metrics
 from gateway.store import new_id
 from normalizer.inbound import AttachmentIn, InputRejected, build_message, clean_text, money, store_attachments
 from normalizer.inbound import transaction_id as check_transaction_id
@@ -115,8 +114,7 @@ class AppChannel:
                 if state is not None:  # a retry: answer without storing attachments again
                     mid, _, stored_hash = state.decode().partition("|")
                     outcome = "duplicate" if stored_hash == request_hash else "conflict"
-                    await metrics.incr(services.store.r, services.store.keys.p, "gateway_messages_in",
-                                       channel=CHANNEL_APP, outcome=outcome)
+                    await services.intake.answer_retry(CHANNEL_APP, outcome)
                     if outcome == "conflict":
                         raise _idempotency_conflict(mid)
                     return Response(MessageAccepted(mid, "received"), status_code=202,

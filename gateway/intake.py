@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from gateway import metrics
 from gateway.metrics import INTAKE_SECONDS
 from gateway.problems import ProblemError
 from gateway.store import ComplaintStore, IntakeOutcome
@@ -30,6 +31,23 @@ class Intake:
         self.store = store
         self.counters = IntakeCounters()
 
+    async def answer_retry(self, channel: str, outcome: str) -> None:
+        """Count a retry a channel answered from the idempotency record, without storing again.
+        With ``GATEWAY_REDIS_WAIT_REPLICAS`` the count (a write) is followed by WAIT on the same
+        connection: replication is in order, so once the replicas have the count they have the
+        message it answers for too.
+
+        :raises ProblemError: 503 + Retry-After when the replicas did not confirm in time.
+        """
+        store, wanted = self.store, self.store.limits.wait_replicas
+        async with store.r.pipeline(transaction=False) as pipe:
+            metrics.incr(pipe, store.keys.p, "gateway_messages_in", channel=channel, outcome=outcome)
+            if wanted:
+                pipe.wait(wanted, store.limits.wait_ms)
+            answers = await pipe.execute()
+        if wanted and outcome == "duplicate" and answers[-1] < wanted:
+            raise _not_replicated()
+
     async def submit(
         self,
         message: InboundMessage,
@@ -48,7 +66,8 @@ class Intake:
         :param raw: the provider's raw payload, kept for audit and quarantine replays.
         :param limits: apply the per-sender / per-channel rate limits (a pull channel such as
             e-mail passes False: it must never stall on one sender).
-        :raises ProblemError: 503 + Retry-After when the workers are too far behind, 429 +
+        :raises ProblemError: 503 + Retry-After when the workers are too far behind, or when
+            ``GATEWAY_REDIS_WAIT_REPLICAS`` replicas did not confirm the write in time; 429 +
             Retry-After when a sender or channel is over its budget (nothing is stored).
         """
         started = time.perf_counter()
@@ -66,6 +85,12 @@ class Intake:
             who = "this sender" if outcome.message_id == "contact" else f"the {message.channel} channel"
             raise ProblemError(429, "rate_limited", f"Too many messages from {who}; try again later.",
                                headers={"Retry-After": "60" if outcome.message_id == "contact" else "1"})
+        wanted = self.store.limits.wait_replicas
+        if wanted and outcome.status in ("accepted", "duplicate") and (outcome.replicas or 0) < wanted:
+            # stored on the master but not yet on enough replicas: not acknowledged, so the
+            # channel retries (the retry is a duplicate, answered once the copies exist)
+            self.counters.failures += 1
+            raise _not_replicated()
         if outcome.status == "accepted":
             self.counters.accepted += 1
         elif outcome.status == "duplicate":
@@ -76,3 +101,8 @@ class Intake:
         INTAKE_SECONDS.labels(message.channel).observe(elapsed)
         log.debug("intake %s %s %s in %.2f ms", message.channel, outcome.status, outcome.message_id, elapsed * 1000)
         return outcome
+
+
+def _not_replicated() -> ProblemError:
+    return ProblemError(503, "not_replicated", "Stored, but not yet copied to a standby; retry shortly.",
+                        headers={"Retry-After": "1"})

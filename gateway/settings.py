@@ -33,7 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def intake_limits(self) -> "IntakeLimits":
         from gateway.store import IntakeLimits
 
-        return IntakeLimits(self.max_pending, self.contact_rate_per_minute, self.channel_rate_per_second)
+        return IntakeLimits(self.max_pending, self.contact_rate_per_minute, self.channel_rate_per_second,
+                            self.redis_wait_replicas, self.redis_wait_ms)
 
     #: REDIS_URL: the Redis to use; None means the embedded one under `var_dir`.
     redis_url: str | None = None
@@ -85,6 +86,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: GATEWAY_MAX_PENDING: refuse new messages (503 + Retry-After) while this many wait for a worker
     #: (0 = never).
     max_pending: int = 100_000
+    #: GATEWAY_REDIS_WAIT_REPLICAS: acknowledge a message to its channel only once this many Redis
+    #: replicas hold it (Redis WAIT; 0 = the master's own AOF is enough). With Sentinel or
+    #: Cluster, 1 keeps every acknowledged message through a failover (README "Scaling out").
+    redis_wait_replicas: int = 0
+    #: GATEWAY_REDIS_WAIT_MS: how long intake waits for those replicas before answering 503.
+    redis_wait_ms: int = 500
     #: GATEWAY_CONTACT_RATE_PER_MINUTE: messages one sender may send per minute (429 beyond; 0 = no
     #: limit). E-mail, a pull channel, is not limited here (it has its own acknowledgement limit).
     contact_rate_per_minute: int = 30
@@ -211,6 +218,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reopen_window_hours=_int(env, "GATEWAY_REOPEN_WINDOW_HOURS", 72, 0, 24 * 365),
         test_clock=_bool(env, "GATEWAY_TEST_CLOCK", False),
         max_pending=_int(env, "GATEWAY_MAX_PENDING", 100_000, 0, 100_000_000),
+        redis_wait_replicas=_int(env, "GATEWAY_REDIS_WAIT_REPLICAS", 0, 0, 16),
+        redis_wait_ms=_int(env, "GATEWAY_REDIS_WAIT_MS", 500, 1, 60_000),
         contact_rate_per_minute=_int(env, "GATEWAY_CONTACT_RATE_PER_MINUTE", 30, 0, 1_000_000),
         channel_rate_per_second=_int(env, "GATEWAY_CHANNEL_RATE_PER_SECOND", 2000, 0, 10_000_000),
     )

@@ -105,12 +105,15 @@ class IntakeLimits:
     max_pending: int = 0  # 0 = no limit
     contact_per_minute: int = 0
     channel_per_second: int = 0
+    wait_replicas: int = 0  # acknowledge only once this many replicas have the message (WAIT)
+    wait_ms: int = 500
 
 
 @dataclass
 class IntakeOutcome:
     status: str  # "accepted", "duplicate", "conflict", "backpressure", "rate_limited"
     message_id: str
+    replicas: int | None = None  # how many replicas confirmed the write (when asked to wait)
 
 
 @dataclass
@@ -534,7 +537,7 @@ class ComplaintStore:
         job_id = f"{k.tag}ingest:{message.id}"
         job = PlannedJob("process_message", job_id, (message.id,))
         none = k.none
-        result = await self._intake_script(
+        keys_and_args = dict(
             keys=[
                 k.msg(message.id),
                 k.idem(message.channel, idempotency_scope) if idempotency_scope else none,
@@ -567,8 +570,19 @@ class ComplaintStore:
                 self.limits.max_pending, self.limits.contact_per_minute, self.limits.channel_per_second,
             ],
         )
+        replicas = None
+        if self.limits.wait_replicas:
+            # WAIT counts the replicas that have this connection's writes, so it must follow the
+            # script on the same connection: one pipeline (a failover to a replica then keeps
+            # every message the gateway acknowledged)
+            async with self.r.pipeline(transaction=False) as pipe:
+                await self._intake_script(**keys_and_args, client=pipe)
+                pipe.wait(self.limits.wait_replicas, self.limits.wait_ms)
+                result, replicas = await pipe.execute()
+        else:
+            result = await self._intake_script(**keys_and_args)
         status, mid = (x.decode() if isinstance(x, bytes) else x for x in result)
-        return IntakeOutcome(status, mid)
+        return IntakeOutcome(status, mid, replicas)
 
     async def idempotent_message(self, channel: str, scope: str) -> str | None:
         """The id of the message an idempotency scope was first taken as (within the TTL)."""

@@ -16,6 +16,7 @@ import time
 import uuid
 
 import pytest
+import redis as redis_sync
 from litestar.testing import AsyncTestClient
 
 from gateway.app import create_app
@@ -175,3 +176,75 @@ async def test_a_plain_redis_is_used_as_is(redis_url):
     assert await client.ping()
     assert client.connection_pool.slot is None  # not a cluster: nothing to follow
     await client.aclose()
+
+
+async def test_the_desks_master_killed_acknowledged_messages_survive_on_the_replica(tmp_path):
+    """SIGKILL of the desk's master in the middle of the traffic, with GATEWAY_REDIS_WAIT_REPLICAS=1:
+    nothing is acknowledged before a replica holds it, so the promoted replica has every
+    acknowledged message. While the desk has no replica left, intake answers 503 (not
+    replicated) instead of acknowledging what a second failure would lose; the old master comes
+    back as a replica and acknowledgements resume."""
+    with local_cluster(tmp_path / "cluster") as cluster:
+        env, prefix, owner = desk_env(cluster, tmp_path, GATEWAY_REDIS_WAIT_REPLICAS="1", GATEWAY_REDIS_WAIT_MS="300")
+        replica = cluster.replica_of(owner)
+        acked: dict[int, str] = {}
+        answers: dict[int, int] = {}
+        codes: dict[str, int] = {}
+        async with AsyncTestClient(app=create_app(load_settings(env)), raise_server_exceptions=False) as client:
+            async def send(n: int, until: float) -> None:
+                body = {"user_id": f"k{n}", "text": f"my card payment {n} was declined but money left",
+                        "client_message_id": f"k{n}"}
+                while time.monotonic() < until:
+                    resp = await client.post("/v1/messages", json=body, headers=APP)
+                    answers[resp.status_code] = answers.get(resp.status_code, 0) + 1
+                    codes[resp.json().get("code", "")] = codes.get(resp.json().get("code", ""), 0) + 1
+                    if resp.status_code in (200, 202):
+                        acked[n] = resp.json()["message_id"]
+                        return
+                    assert resp.status_code == 503 and resp.headers["Retry-After"], resp.text
+                    await asyncio.sleep(0.2)
+
+            until = time.monotonic() + 60
+            for n in range(20):
+                await send(n, until)
+            cluster.kill(owner)  # no goodbye: the replica is promoted after the node timeout
+            killed_at = time.monotonic()
+
+            def bring_back() -> None:  # the old master returns once the failover is done
+                while cluster.owner_of(prefix) != replica and time.monotonic() - killed_at < 20:
+                    time.sleep(0.2)
+                cluster.start(owner)
+
+            back = asyncio.create_task(asyncio.to_thread(bring_back))
+            for n in range(20, 50):
+                await send(n, until)
+            await back
+            assert len(acked) == 50, f"not all acknowledged in time: {answers} {codes}"
+
+        new_owner = cluster.owner_of(prefix)
+        assert new_owner == replica
+        r = cluster.client(new_owner)
+        for n, mid in acked.items():  # every acknowledged message is on the promoted replica
+            assert r.hget(f"{prefix}msg:{mid}", "status") is not None, f"acknowledged message {n} lost"
+
+        def all_done():
+            return all(r.hget(f"{prefix}msg:{mid}", "status") == b"processed" for mid in acked.values())
+
+        await asyncio.to_thread(run_worker_until, env, all_done)
+        assert len({r.hget(f"{prefix}msg:{mid}", "complaint_id") for mid in acked.values()}) == 50
+        assert answers.get(503, 0) > 0  # the gap was answered, not hidden
+        print(f"answers while the master died and came back: {answers} {codes}")
+
+
+async def test_without_the_replicas_asked_for_nothing_is_acknowledged(redis_url, prefix, tmp_path):
+    """The machine's Redis has no replica: with GATEWAY_REDIS_WAIT_REPLICAS=1 a message is stored
+    but answered 503 (the channel retries), and the retry is the same message, not a second."""
+    env = make_env(redis_url, prefix, tmp_path / "var", GATEWAY_REDIS_WAIT_REPLICAS="1", GATEWAY_REDIS_WAIT_MS="50")
+    async with AsyncTestClient(app=create_app(load_settings(env)), raise_server_exceptions=False) as client:
+        body = {"user_id": "w1", "text": "refund please", "client_message_id": "w1"}
+        first = await client.post("/v1/messages", json=body, headers=APP)
+        again = await client.post("/v1/messages", json=body, headers=APP)
+    for resp in (first, again):
+        assert resp.status_code == 503 and resp.json()["code"] == "not_replicated" and resp.headers["Retry-After"]
+    r = redis_sync.Redis.from_url(redis_url)
+    assert r.zcard(f"{prefix}pending") == 1  # stored once, to be processed; only the acknowledgement waits

@@ -33,6 +33,8 @@ COUNTERS = {
     "gateway_deadline_breaches": ("Deadlines that passed, by kind", ("deadline",)),
     "gateway_worker_jobs": ("Worker jobs by kind and result (ok, retry, failed)", ("job", "result")),
     "gateway_plugin_errors": ("Exceptions raised inside plugin hooks, by plugin", ("plugin",)),
+    "gateway_replication_waits": ("Waits for Redis replicas before something goes out (GATEWAY_REDIS_WAIT_REPLICAS)",
+                                  ("for",)),
 }
 HISTOGRAMS = {
     "gateway_first_response_seconds": ("Time from a message to the first agent reply, by channel", ("channel",),

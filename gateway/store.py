@@ -518,6 +518,20 @@ class ComplaintStore:
             self.queue_jobs(pipe, jobs)
             await pipe.execute()
 
+    async def replicated(self, why: str) -> bool:
+        """With ``wait_replicas``: True once that many replicas hold every write made so far.
+        A write (a counter) then WAIT on the same connection: replication is in order, so the
+        replicas having the counter means they have everything before it. Before anything goes
+        out to a customer, so a failover cannot make the gateway forget it sent it."""
+        wanted = self.limits.wait_replicas
+        if not wanted:
+            return True
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self.keys.p + "metrics", f"gateway_replication_waits|for={why}", 1)
+            pipe.wait(wanted, self.limits.wait_ms)
+            _, replicas = await pipe.execute()
+        return replicas >= wanted
+
     # -- intake ------------------------------------------------------------------------------
 
     async def intake(

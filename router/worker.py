@@ -724,6 +724,8 @@ async def deliver(ctx: dict[str, Any], complaint: Complaint, reply: Reply) -> De
         to=reply.to or complaint.contact, text=reply.text, kind=reply.kind, language=reply.language or complaint.language,
         thread=thread_of(complaint, reply.channel),
     )
+    if not await store.replicated("send"):  # what led to this reply must survive a failover first
+        return DeliveryResult(status="failed", error="not yet copied to a standby", retryable=True)
     try:
         result = await sender.send(outbound)
     except Exception as exc:  # a sender that raises is a transient failure until tries run out

@@ -248,3 +248,20 @@ async def test_without_the_replicas_asked_for_nothing_is_acknowledged(redis_url,
         assert resp.status_code == 503 and resp.json()["code"] == "not_replicated" and resp.headers["Retry-After"]
     r = redis_sync.Redis.from_url(redis_url)
     assert r.zcard(f"{prefix}pending") == 1  # stored once, to be processed; only the acknowledgement waits
+
+
+async def test_nothing_goes_out_before_the_replicas_have_what_led_to_it(redis_url, prefix, tmp_path):
+    """With GATEWAY_REDIS_WAIT_REPLICAS, a reply waits for the replicas before it is handed to its
+    channel (a failover must not make the gateway forget it answered, and answer again)."""
+    from gateway.store import ComplaintStore, IntakeLimits
+    from gateway.redis_pool import redis_client as client_for
+
+    r = client_for(redis_url)
+    waiting = ComplaintStore(prefix, limits=IntakeLimits(wait_replicas=1, wait_ms=20))
+    waiting.bind(r)
+    plain = ComplaintStore(prefix)
+    plain.bind(r)
+    assert await plain.replicated("send")  # not asked to wait: nothing to wait for
+    assert not await waiting.replicated("send")  # the machine's Redis has no replica
+    assert await r.hget(f"{prefix}metrics", "gateway_replication_waits|for=send") == b"1"
+    await r.aclose()

@@ -213,12 +213,11 @@ def cmd_rules(args: argparse.Namespace) -> int:
         return 2
 
     async def go() -> dict:
-        import redis.asyncio as aioredis
-
         from gateway.api_routing import dry_run
+        from gateway.redis_pool import redis_client as client_for
         from gateway.store import ComplaintStore
 
-        redis_client = aioredis.from_url(settings.redis_url)
+        redis_client = client_for(settings.redis_url or "", follow_slot_of=settings.redis_prefix)
         store = ComplaintStore(settings.redis_prefix)
         store.bind(redis_client)
         try:

@@ -14,20 +14,27 @@ Two things redis-py's own pool does not do:
   there; when the slot moves (a failover, a resharding) the first ``MOVED`` reply repoints it,
   and when the master is gone it asks the other nodes it has seen. A plain Redis (``INFO
   cluster`` says ``cluster_enabled:0``) is used as is.
+
+Redis Sentinel (``REDIS_URL=redis+sentinel://host:26379,host:26379/service``) is redis-py's own
+Sentinel pool with the same checkout check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
+from urllib.parse import unquote
 
 from redis.asyncio import ConnectionPool, Redis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import AbstractConnection, Connection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("gateway.redis")
 
@@ -44,8 +51,18 @@ def hash_tag(prefix: str) -> str:
 REDIS_IN_TRANSITION = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS")
 
 
+_TRANSITION = re.compile(r"(?:^|caused error: \(?')(?:" + "|".join(REDIS_IN_TRANSITION) + ")")
+
+
 def redis_in_transition(exc: BaseException) -> bool:
-    return isinstance(exc, ResponseError) and str(exc).startswith(REDIS_IN_TRANSITION)
+    """An error reply saying the command was not run because the data is changing hands (also
+    inside a pipeline, where redis-py prefixes "Command # n (...) of pipeline caused error:")."""
+    return isinstance(exc, ResponseError) and _TRANSITION.search(str(exc)) is not None
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """Redis unreachable, or in transition: try again shortly."""
+    return isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or redis_in_transition(exc)
 
 
 def _moved_to(exc: ResponseError) -> tuple[str, int] | None:
@@ -89,6 +106,13 @@ def _has_stale_data(connection: AbstractConnection) -> bool:
     return bool(buffered) or stream.at_eof()
 
 
+async def _ensure_fresh(connection: AbstractConnection) -> None:
+    await connection.connect()
+    if _has_stale_data(connection):
+        await connection.disconnect()
+        await connection.connect()
+
+
 class BufferCheckConnectionPool(ConnectionPool):
     def __init__(self, *args: Any, follow_slot_of: str = "", **kwargs: Any) -> None:
         """``follow_slot_of``: a key (the desk's prefix) whose Redis Cluster slot this pool
@@ -125,10 +149,7 @@ class BufferCheckConnectionPool(ConnectionPool):
         if self.slot is not None and current != target:  # made before the slot moved
             await connection.disconnect()
             connection.host, connection.port = target  # type: ignore[attr-defined]
-        await connection.connect()
-        if _has_stale_data(connection):
-            await connection.disconnect()
-            await connection.connect()
+        await _ensure_fresh(connection)
 
     def repoint(self, host: str, port: int, *, reason: str) -> None:
         """Send new connections (and old ones at their next checkout) to ``host:port``."""
@@ -171,6 +192,46 @@ class BufferCheckConnectionPool(ConnectionPool):
             raise RedisConnectionError(f"redis cluster: cannot route slot {self.slot}: {last}")
 
 
+class BufferCheckSentinelPool(SentinelConnectionPool):
+    """redis-py's Sentinel pool (asks the sentinels for the master on every new connection, and
+    drops a connection whose server turned replica), with the same cheap checkout check."""
+
+    async def ensure_connection(self, connection: AbstractConnection) -> None:
+        await _ensure_fresh(connection)
+
+
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None, str | None]:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`` → (sentinels,
+    service name, db, username, password). The password is the master's and its replicas'."""
+    rest = url[len(SENTINEL_SCHEME) + 3:]
+    auth, _, rest = rest.rpartition("@")
+    hosts, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not parts:
+        raise ValueError("REDIS_URL: redis+sentinel://host:port[,host:port]/service_name[/db]")
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.rpartition(":")
+        sentinels.append((host or item, int(port) if host else 26379))
+    username, _, password = auth.partition(":") if ":" in auth else ("", "", auth)
+    return (sentinels, unquote(parts[0]), int(parts[1]) if len(parts) > 1 else 0,
+            unquote(username) or None, unquote(password) or None)
+
+
+def make_pool(url: str, *, follow_slot_of: str = "", **options: Any) -> ConnectionPool:
+    """The pool for ``REDIS_URL``: a Redis, a Redis Cluster node (following ``follow_slot_of``'s
+    slot), or ``redis+sentinel://`` sentinels naming the master."""
+    if url.startswith(SENTINEL_SCHEME + "://"):
+        sentinels, service, db, username, password = parse_sentinel_url(url)
+        timeouts = {k: v for k, v in options.items() if k in ("socket_connect_timeout", "socket_keepalive")}
+        manager = Sentinel(sentinels, sentinel_kwargs=timeouts)  # sentinels without a password of their own
+        return BufferCheckSentinelPool(service, manager, db=db, username=username, password=password, **options)
+    return BufferCheckConnectionPool.from_url(url, follow_slot_of=follow_slot_of, **options)
+
+
 def redis_client(url: str, *, follow_slot_of: str = "", **kwargs: Any) -> Redis:
     """One pool per process. A connect timeout makes a dead Redis answer 503 at once; there is no
     per-read timeout, because redis-py implements it with a task per read (a fifth of the
@@ -178,8 +239,7 @@ def redis_client(url: str, *, follow_slot_of: str = "", **kwargs: Any) -> Redis:
     prefix) makes the pool follow that key's slot on a Redis Cluster."""
     options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_keepalive": True, "max_connections": 200}
     options.update(kwargs)
-    pool = BufferCheckConnectionPool.from_url(url, follow_slot_of=follow_slot_of, **options)
-    return Redis(connection_pool=pool)
+    return Redis(connection_pool=make_pool(url, follow_slot_of=follow_slot_of, **options))
 
 
 async def route_now(client: Redis) -> None:
@@ -194,4 +254,4 @@ async def route_now(client: Redis) -> None:
             pass
 
 
-__all__ = ["route_now", "BufferCheckConnectionPool", "ClusterPrefixError", "hash_tag", "redis_client", "redis_in_transition"]
+__all__ = ["make_pool", "parse_sentinel_url", "route_now", "BufferCheckConnectionPool", "ClusterPrefixError", "hash_tag", "redis_client", "redis_in_transition", "redis_unavailable"]

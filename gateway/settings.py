@@ -161,8 +161,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     redis_url = env.get("REDIS_URL") or None
     if redis_url is not None:
         scheme = urlparse(redis_url).scheme
-        if scheme not in {"redis", "rediss", "unix"}:
-            raise SettingsError(f"REDIS_URL: scheme must be redis://, rediss:// or unix://, got {redis_url.split(':')[0]!r}")
+        if scheme not in {"redis", "rediss", "unix", "redis+sentinel"}:
+            raise SettingsError("REDIS_URL: scheme must be redis://, rediss://, unix:// or redis+sentinel://, "
+                                f"got {redis_url.split(':')[0]!r}")
+        if scheme == "redis+sentinel":
+            from gateway.redis_pool import parse_sentinel_url
+
+            try:
+                parse_sentinel_url(redis_url)
+            except ValueError as exc:
+                raise SettingsError(str(exc).split(":", 1)[0] + ": " + str(exc).split(":", 1)[-1].strip()) from None
 
     public_url = env.get("GATEWAY_PUBLIC_URL") or "http://127.0.0.1:8000"
     parsed = urlparse(public_url)

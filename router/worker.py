@@ -20,14 +20,12 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError as RedisResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from gateway import metrics
 from gateway.intake import Intake
 from gateway.locks import RedisLock
-from gateway.redis_pool import BufferCheckConnectionPool, redis_in_transition, route_now
+from gateway.redis_pool import SENTINEL_SCHEME, make_pool, redis_unavailable, route_now
 from gateway.settings import Settings, load_settings
 from gateway.store import (
     ComplaintStore,
@@ -879,7 +877,16 @@ async def startup(ctx: dict[str, Any]) -> None:
         tasks.append(asyncio.create_task(_run_poller(services, plugin_name, poller, ctx["plugins"]),
                                          name=f"poller:{plugin_name}:{poller.name}"))
     ctx["background"] = tasks
-    await store.worker_heartbeat(ctx["worker_id"])
+    while True:  # a worker may start before its Redis (or during a failover): wait for it
+        try:
+            await store.worker_heartbeat(ctx["worker_id"])
+            break
+        except RedisError as exc:
+            if not redis_unavailable(exc):
+                raise
+            log.warning("worker %s: redis unavailable at start (%s); trying again in 1 s", ctx["worker_id"],
+                        type(exc).__name__)
+            await asyncio.sleep(1)
     log.info("worker %s started", ctx["worker_id"])
 
 
@@ -945,9 +952,8 @@ class WakeableWorker(Worker):
     async def main(self) -> None:  # mirrors arq.Worker.main, with BLPOP in place of sleep
         if self._pool is None:
             self._pool = ArqRedis(
-                BufferCheckConnectionPool.from_url(self.redis_url, socket_connect_timeout=2, socket_keepalive=True,
-                                                   max_connections=self.max_jobs * 2 + 20,
-                                                   follow_slot_of=self.slot_key),
+                make_pool(self.redis_url, socket_connect_timeout=2, socket_keepalive=True,
+                          max_connections=self.max_jobs * 2 + 20, follow_slot_of=self.slot_key),
                 job_deserializer=self.job_deserializer,
                 job_serializer=self.job_serializer,
                 default_queue_name=self.queue_name,
@@ -958,24 +964,38 @@ class WakeableWorker(Worker):
         if self.on_startup:
             await self.on_startup(self.ctx)
         while True:
-            await self._poll_iteration()
-            if self.burst:
-                if 0 <= self.max_burst_jobs <= self._jobs_started():
-                    await asyncio.gather(*self.tasks.values())
+            try:
+                if await self._iteration():
                     return None
-                if await self.pool.zcard(self.queue_name) == 0:
-                    await asyncio.gather(*self.tasks.values())
-                    return None
-            if self.job_counter >= self.max_jobs:
-                # at capacity with work waiting: poll again as soon as a slot frees, not after
-                # the poll delay (which left the worker idle while draining a backlog)
-                self._slot_free.clear()
-                try:
-                    await asyncio.wait_for(self._slot_free.wait(), timeout=self.poll_delay_s)
-                except asyncio.TimeoutError:
-                    pass
-            else:
-                await self.pool.blpop([self.wake_key], timeout=self.poll_delay_s)
+            except RedisError as exc:
+                if not redis_unavailable(exc):
+                    raise
+                # Redis restarting or failing over: keep the process (and its running jobs), poll
+                # again shortly; arq's own loop would end the worker here
+                log.warning("redis unavailable (%s); polling again in 1 s", type(exc).__name__)
+                await asyncio.sleep(1)
+
+    async def _iteration(self) -> bool:
+        """One poll; True when a burst run is done."""
+        await self._poll_iteration()
+        if self.burst:
+            if 0 <= self.max_burst_jobs <= self._jobs_started():
+                await asyncio.gather(*self.tasks.values())
+                return True
+            if await self.pool.zcard(self.queue_name) == 0:
+                await asyncio.gather(*self.tasks.values())
+                return True
+        if self.job_counter >= self.max_jobs:
+            # at capacity with work waiting: poll again as soon as a slot frees, not after
+            # the poll delay (which left the worker idle while draining a backlog)
+            self._slot_free.clear()
+            try:
+                await asyncio.wait_for(self._slot_free.wait(), timeout=self.poll_delay_s)
+            except asyncio.TimeoutError:
+                pass
+        else:
+            await self.pool.blpop([self.wake_key], timeout=self.poll_delay_s)
+        return False
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -1028,8 +1048,8 @@ def instrumented(fn: Any) -> Any:
         except Retry:
             result = "retry"
             raise
-        except (RedisConnectionError, RedisTimeoutError, RedisResponseError) as exc:
-            if isinstance(exc, RedisResponseError) and not redis_in_transition(exc):
+        except RedisError as exc:
+            if not redis_unavailable(exc):
                 result = "failed"
                 raise
             # Redis restarting, a failover, a slot moving: the step did not finish and is safe
@@ -1074,7 +1094,8 @@ def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPl
             func(instrumented(send_reply), name="send_reply", max_tries=MAX_SEND_TRIES + 1),
             func(instrumented(dispatch_event), name="dispatch_event", max_tries=3),
         ],
-        redis_settings=RedisSettings.from_dsn(redis_url),
+        # arq's own settings are not used to connect (main() builds the pool from redis_url)
+        redis_settings=RedisSettings() if redis_url.startswith(SENTINEL_SCHEME) else RedisSettings.from_dsn(redis_url),
         queue_name=store_keys.arq_queue,
         on_startup=startup,
         on_shutdown=shutdown,

@@ -10,8 +10,6 @@ is lost or taken twice.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import uuid
 
@@ -22,8 +20,8 @@ from litestar.testing import AsyncTestClient
 from gateway.app import create_app
 from gateway.redis_pool import ClusterPrefixError, redis_client, route_now
 from gateway.settings import load_settings
-from tests.conftest import ALICE, APP, ROOT, SUPERVISOR, make_env
-from tests.rediscluster import local_cluster
+from tests.conftest import ALICE, APP, SUPERVISOR, make_env
+from tests.redisha import RetryingChannel, WorkerProcess, local_cluster, run_worker_until
 
 pytestmark = pytest.mark.integration
 
@@ -54,20 +52,6 @@ async def post_until_taken(client, body, key, attempts=40):
         assert resp.headers["Retry-After"]
         await asyncio.sleep(0.1)
     raise AssertionError(f"never taken: {key}")
-
-
-def run_worker_until(env, done, timeout=60):
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not done():
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            time.sleep(0.2)
-        assert done(), "the worker did not finish in time"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def test_a_desk_lives_in_one_slot_end_to_end(cluster, tmp_path):
@@ -122,6 +106,7 @@ async def test_failover_in_the_middle_loses_nothing_and_repeats_nothing(cluster,
     settings = load_settings(env)
     replica = cluster.replica_of(owner)
     refused = 0
+    worker = WorkerProcess(env)  # works through the failover
     async with AsyncTestClient(app=create_app(settings), raise_server_exceptions=False) as client:
         ids = {}
         for n in range(60):
@@ -138,7 +123,6 @@ async def test_failover_in_the_middle_loses_nothing_and_repeats_nothing(cluster,
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.01)
         assert len(ids) == 60
-        pool = client.app.state  # noqa: F841  (the app keeps its client private)
 
     for _ in range(100):
         if cluster.owner_of(prefix) == replica:
@@ -151,7 +135,9 @@ async def test_failover_in_the_middle_loses_nothing_and_repeats_nothing(cluster,
     def all_done():
         return all(r.hget(f"{prefix}msg:{mid}", "status") == b"processed" for mid in ids.values())
 
-    await asyncio.to_thread(run_worker_until, env, all_done)  # the worker starts at a node that lost the desk
+    with worker:
+        await asyncio.to_thread(worker.wait_until, all_done)  # it followed the desk to its new node
+    await asyncio.to_thread(run_worker_until, env, all_done)  # and a new one starts at a node that lost it
     complaint_ids = {r.hget(f"{prefix}msg:{mid}", "complaint_id") for mid in ids.values()}
     assert len(complaint_ids) == 60  # sixty customers, sixty complaints: none lost, none twice
     assert len(set(ids.values())) == 60
@@ -187,26 +173,12 @@ async def test_the_desks_master_killed_acknowledged_messages_survive_on_the_repl
     with local_cluster(tmp_path / "cluster") as cluster:
         env, prefix, owner = desk_env(cluster, tmp_path, GATEWAY_REDIS_WAIT_REPLICAS="1", GATEWAY_REDIS_WAIT_MS="300")
         replica = cluster.replica_of(owner)
-        acked: dict[int, str] = {}
-        answers: dict[int, int] = {}
-        codes: dict[str, int] = {}
+        worker = WorkerProcess(env)  # works through the failover
         async with AsyncTestClient(app=create_app(load_settings(env)), raise_server_exceptions=False) as client:
-            async def send(n: int, until: float) -> None:
-                body = {"user_id": f"k{n}", "text": f"my card payment {n} was declined but money left",
-                        "client_message_id": f"k{n}"}
-                while time.monotonic() < until:
-                    resp = await client.post("/v1/messages", json=body, headers=APP)
-                    answers[resp.status_code] = answers.get(resp.status_code, 0) + 1
-                    codes[resp.json().get("code", "")] = codes.get(resp.json().get("code", ""), 0) + 1
-                    if resp.status_code in (200, 202):
-                        acked[n] = resp.json()["message_id"]
-                        return
-                    assert resp.status_code == 503 and resp.headers["Retry-After"], resp.text
-                    await asyncio.sleep(0.2)
-
+            channel = RetryingChannel(client)
             until = time.monotonic() + 60
             for n in range(20):
-                await send(n, until)
+                await channel.send(n, until)
             cluster.kill(owner)  # no goodbye: the replica is promoted after the node timeout
             killed_at = time.monotonic()
 
@@ -217,9 +189,10 @@ async def test_the_desks_master_killed_acknowledged_messages_survive_on_the_repl
 
             back = asyncio.create_task(asyncio.to_thread(bring_back))
             for n in range(20, 50):
-                await send(n, until)
+                await channel.send(n, until)
             await back
-            assert len(acked) == 50, f"not all acknowledged in time: {answers} {codes}"
+            assert len(channel.acked) == 50, f"not all acknowledged in time: {channel.answers}"
+        acked = channel.acked
 
         new_owner = cluster.owner_of(prefix)
         assert new_owner == replica
@@ -230,10 +203,11 @@ async def test_the_desks_master_killed_acknowledged_messages_survive_on_the_repl
         def all_done():
             return all(r.hget(f"{prefix}msg:{mid}", "status") == b"processed" for mid in acked.values())
 
-        await asyncio.to_thread(run_worker_until, env, all_done)
+        with worker:
+            await asyncio.to_thread(worker.wait_until, all_done)  # it never exited
         assert len({r.hget(f"{prefix}msg:{mid}", "complaint_id") for mid in acked.values()}) == 50
-        assert answers.get(503, 0) > 0  # the gap was answered, not hidden
-        print(f"answers while the master died and came back: {answers} {codes}")
+        assert channel.answers["not_replicated"] + channel.answers["storage_unavailable"] > 0  # answered, not hidden
+        print(f"answers while the master died and came back: {dict(channel.answers)}")
 
 
 async def test_without_the_replicas_asked_for_nothing_is_acknowledged(redis_url, prefix, tmp_path):

@@ -1,0 +1,279 @@
+"""Redis that fails over, for tests: a small local Redis Cluster (three masters, each with one
+replica, made with the real ``redis-cli --cluster create``) and a master + replica watched by a
+Sentinel, on free loopback ports; a channel that retries until acknowledged, and a worker
+process run until a condition holds."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis
+
+from tests.conftest import APP, ROOT
+
+
+def distinct_ports(n: int) -> list[int]:
+    """``n`` free loopback ports, all different (each socket held until all are chosen)."""
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@dataclass
+class LocalCluster:
+    ports: list[int]
+    workdir: Path
+    binary: str
+    bus_ports: dict[int, int] = field(default_factory=dict)
+    procs: dict[int, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, port: int) -> None:
+        """Start (or restart, with its data and cluster state) the node on ``port``."""
+        node_dir = self.workdir / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-port", str(self.bus_ports[port]),  # the bus port; port + 10000 may not exist
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(node_dir),
+             "--repl-diskless-sync-delay", "0", "--logfile", str(node_dir / "redis.log")],
+            stdout=subprocess.DEVNULL)
+        for _ in range(200):
+            with contextlib.suppress(redis.RedisError):
+                if self.client(port).ping():
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"node {port} did not start")
+
+    def kill(self, port: int) -> None:
+        self.procs[port].kill()
+        self.procs[port].wait(5)
+
+    def client(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+
+    def url(self, port: int) -> str:
+        return f"redis://127.0.0.1:{port}/0"
+
+    def owner_of(self, key: str) -> int:
+        """The port of the master serving ``key``'s slot."""
+        node = self.client(next(p for p in self.ports if self.procs[p].poll() is None))  # a live node
+        slot = node.execute_command("CLUSTER", "KEYSLOT", key)
+        for start, end, master, *_ in node.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return int(master[1])
+        raise LookupError(slot)
+
+    def replica_of(self, master_port: int) -> int:
+        node_id = self.client(master_port).execute_command("CLUSTER", "MYID").decode()
+        for port in self.ports:
+            info = self.client(port).info("replication")
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == master_port:
+                return port
+        raise LookupError(node_id)
+
+    def masters(self) -> list[int]:
+        return [p for p in self.ports if self.client(p).info("replication").get("role") == "master"]
+
+    def keys_on(self, port: int, match: str = "*") -> list[bytes]:
+        return list(self.client(port).scan_iter(match=match, count=1000))
+
+    def _replicas_in_sync(self) -> bool:
+        """A replica that has not finished its first sync will not stand in for its master."""
+        roles = [self.client(p).info("replication") for p in self.ports]
+        replicas = [r for r in roles if r.get("role") == "slave"]
+        return len(replicas) == len(self.ports) // 2 and all(r.get("master_link_status") == "up" for r in replicas)
+
+    def wait_ok(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO")
+                       for p in self.ports) and self._replicas_in_sync():
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError("cluster did not become ok")
+
+
+@contextlib.contextmanager
+def local_cluster(workdir: Path, masters: int = 3) -> Iterator[LocalCluster]:
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        pytest.fail("redis-server and redis-cli are needed (make test installs redis-server)")
+    ports = distinct_ports(masters * 4)
+    cluster = LocalCluster(ports[: masters * 2], workdir, binary)
+    cluster.bus_ports = dict(zip(cluster.ports, ports[masters * 2:]))
+    try:
+        for port in cluster.ports:
+            cluster.start(port)
+        subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in cluster.ports],
+                        "--cluster-replicas", "1", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        cluster.wait_ok()
+        yield cluster
+    finally:
+        for proc in cluster.procs.values():
+            proc.kill()
+        for proc in cluster.procs.values():
+            proc.wait(5)
+
+
+class RetryingChannel:
+    """Posts app messages the way a channel does: the same ``client_message_id`` again (after
+    the ``Retry-After`` pause) until the gateway acknowledges it. ``answers`` counts 202s and
+    the problem codes of the refusals."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.acked: dict[int, str] = {}
+        self.answers: collections.Counter[str] = collections.Counter()
+
+    async def send(self, n: int, until: float) -> None:
+        body = {"user_id": f"k{n}", "text": f"my card payment {n} was declined but money left",
+                "client_message_id": f"k{n}"}
+        while time.monotonic() < until:
+            resp = await self.client.post("/v1/messages", json=body, headers=APP)
+            if resp.status_code in (200, 202):
+                self.answers["accepted"] += 1
+                self.acked[n] = resp.json()["message_id"]
+                return
+            assert resp.status_code == 503 and resp.headers["Retry-After"], resp.text
+            self.answers[resp.json()["code"]] += 1
+            await asyncio.sleep(0.2)
+
+
+class WorkerProcess:
+    """A ``python -m gateway worker`` process for the length of a ``with`` block."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def __enter__(self) -> "WorkerProcess":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    def alive(self) -> None:
+        assert self.proc.poll() is None, "the worker exited: " + self.proc.stderr.read().decode()[-8000:]
+
+    def wait_until(self, done: Callable[[], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done():
+            self.alive()
+            time.sleep(0.2)
+        assert done(), "the worker did not finish in time"
+
+
+def run_worker_until(env: dict[str, str], done: Callable[[], bool], timeout: float = 60) -> None:
+    """A worker process, stopped once ``done()``."""
+    with WorkerProcess(env) as worker:
+        worker.wait_until(done, timeout)
+
+
+@dataclass
+class LocalSentinel:
+    """A master, a replica and one Sentinel watching them (quorum 1, down after 1 s)."""
+
+    workdir: Path
+    binary: str
+    service: str = "desk"
+    master: int = 0
+    replica: int = 0
+    sentinel: int = 0
+    procs: dict[int, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel}/{self.service}"
+
+    def client(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+
+    def start(self, port: int, *extra: str) -> None:
+        node_dir = self.workdir / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        self.procs[port] = subprocess.Popen(
+            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", str(node_dir), "--repl-diskless-sync-delay", "0",
+             "--logfile", str(node_dir / "redis.log"), *extra],
+            stdout=subprocess.DEVNULL)
+        _wait_ping(self.client(port))
+
+    def kill(self, port: int) -> None:
+        self.procs[port].kill()
+        self.procs[port].wait(5)
+
+    def current_master(self) -> int:
+        host, port = self.client(self.sentinel).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        return int(port)
+
+    def sentinel_knows_replica(self) -> bool:
+        """A Sentinel learns the replicas from the master's INFO; until then it has none to promote."""
+        replicas = self.client(self.sentinel).execute_command("SENTINEL", "REPLICAS", self.service)
+        return any(int(dict(zip(r[::2], r[1::2])).get(b"port", 0)) == self.replica for r in replicas)
+
+    def replica_in_sync(self, port: int) -> bool:
+        info = self.client(port).info("replication")
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+
+def _wait_ping(client: redis.Redis, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(redis.RedisError):
+            if client.ping():
+                return
+        time.sleep(0.05)
+    raise TimeoutError("redis did not start")
+
+
+@contextlib.contextmanager
+def local_sentinel(workdir: Path) -> Iterator[LocalSentinel]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is needed (make test installs it)")
+    master, replica, sentinel = distinct_ports(3)
+    ha = LocalSentinel(workdir, binary, master=master, replica=replica, sentinel=sentinel)
+    try:
+        ha.start(ha.master)
+        ha.start(ha.replica, "--replicaof", "127.0.0.1", str(ha.master))
+        conf = workdir / "sentinel.conf"  # Sentinel rewrites its configuration file: one of its own
+        conf.write_text(f"port {ha.sentinel}\nbind 127.0.0.1\ndir {workdir}\n"
+                        f"sentinel monitor {ha.service} 127.0.0.1 {ha.master} 1\n"
+                        f"sentinel down-after-milliseconds {ha.service} 1000\n"
+                        f"sentinel failover-timeout {ha.service} 5000\n")
+        ha.procs[ha.sentinel] = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
+        _wait_ping(ha.client(ha.sentinel))
+        deadline = time.monotonic() + 20
+        while not (ha.replica_in_sync(ha.replica) and ha.sentinel_knows_replica()):
+            assert time.monotonic() < deadline, "the replica did not sync, or the Sentinel does not know it"
+            time.sleep(0.1)
+        yield ha
+    finally:
+        for proc in ha.procs.values():
+            proc.kill()
+        for proc in ha.procs.values():
+            proc.wait(5)

@@ -24,6 +24,9 @@ def test_defaults_and_credentials():
         ({"GATEWAY_LOG_LEVEL": "LOUD"}, "GATEWAY_LOG_LEVEL"),
         ({"GATEWAY_REDIS_PREFIX": "has space"}, "GATEWAY_REDIS_PREFIX"),
         ({"GATEWAY_WORKER_POLL_SECONDS": "soon"}, "GATEWAY_WORKER_POLL_SECONDS"),
+        ({"REDIS_URL": "redis+sentinel://127.0.0.1:26379"}, "REDIS_URL"),  # no service name
+        ({"GATEWAY_REDIS_WAIT_REPLICAS": "-1"}, "GATEWAY_REDIS_WAIT_REPLICAS"),
+        ({"GATEWAY_REDIS_WAIT_MS": "0"}, "GATEWAY_REDIS_WAIT_MS"),
     ],
 )
 def test_a_bad_setting_is_named(env, names):

@@ -65,6 +65,10 @@ def redis_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or redis_in_transition(exc)
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _moved_to(exc: ResponseError) -> tuple[str, int] | None:
     """('host', port) of a ``MOVED <slot> <host>:<port>`` reply."""
     parts = str(exc).split()
@@ -179,11 +183,17 @@ class BufferCheckConnectionPool(ConnectionPool):
                         raise ClusterPrefixError(
                             f"REDIS_URL is a Redis Cluster node: GATEWAY_REDIS_PREFIX ({self.prefix!r}) needs a "
                             "hash tag such as '{cg}:' so that a desk's keys share one slot")
-                    for start, end, master, *_replicas in await probe.execute_command("CLUSTER", "SLOTS"):
+                    owner = None
+                    for start, end, *nodes in await probe.execute_command("CLUSTER", "SLOTS"):
+                        for node in nodes:  # every node is someone to ask next time
+                            address = (_text(node[0]) or host, int(node[1]))
+                            if address not in self.cluster_nodes:
+                                self.cluster_nodes.append(address)
                         if int(start) <= self.slot <= int(end):  # type: ignore[operator]
-                            owner_host = master[0].decode() if isinstance(master[0], bytes) else master[0]
-                            self.repoint(owner_host or host, int(master[1]), reason="CLUSTER SLOTS")
-                            return
+                            owner = (_text(nodes[0][0]) or host, int(nodes[0][1]))  # the master comes first
+                    if owner is not None:
+                        self.repoint(*owner, reason="CLUSTER SLOTS")
+                        return
                     last = RedisConnectionError(f"no master serves slot {self.slot} yet")
                 except (RedisConnectionError, OSError, ResponseError) as exc:
                     last = exc

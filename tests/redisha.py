@@ -38,37 +38,48 @@ def distinct_ports(n: int) -> list[int]:
 
 
 @dataclass
-class LocalCluster:
-    ports: list[int]
+class RedisNodes:
+    """redis-server processes on loopback, each with AOF ``always`` in its own directory."""
+
     workdir: Path
     binary: str
-    bus_ports: dict[int, int] = field(default_factory=dict)
     procs: dict[int, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, port: int) -> None:
-        """Start (or restart, with its data and cluster state) the node on ``port``."""
+    def spawn(self, port: int, *extra: str) -> None:
+        """Start (or restart, with its data) the node on ``port``; returns once it answers."""
         node_dir = self.workdir / str(port)
         node_dir.mkdir(parents=True, exist_ok=True)
         self.procs[port] = subprocess.Popen(
-            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-port", str(self.bus_ports[port]),  # the bus port; port + 10000 may not exist
-             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-             "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", str(node_dir),
-             "--repl-diskless-sync-delay", "0", "--logfile", str(node_dir / "redis.log")],
+            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", str(node_dir), "--repl-diskless-sync-delay", "0",
+             "--logfile", str(node_dir / "redis.log"), *extra],
             stdout=subprocess.DEVNULL)
-        for _ in range(200):
-            with contextlib.suppress(redis.RedisError):
-                if self.client(port).ping():
-                    return
-            time.sleep(0.05)
-        raise TimeoutError(f"node {port} did not start")
+        _wait_ping(self.client(port))
 
     def kill(self, port: int) -> None:
         self.procs[port].kill()
         self.procs[port].wait(5)
 
+    def kill_all(self) -> None:
+        for proc in self.procs.values():
+            proc.kill()
+        for proc in self.procs.values():
+            proc.wait(5)
+
     def client(self, port: int) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+
+
+@dataclass
+class LocalCluster(RedisNodes):
+    ports: list[int] = field(default_factory=list)
+    bus_ports: dict[int, int] = field(default_factory=dict)
+
+    def start(self, port: int) -> None:
+        """Start (or restart, with its data and cluster state) the node on ``port``."""
+        self.spawn(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                   "--cluster-port", str(self.bus_ports[port]),  # the bus port; port + 10000 may not exist
+                   "--cluster-node-timeout", "2000")
 
     def url(self, port: int) -> str:
         return f"redis://127.0.0.1:{port}/0"
@@ -121,7 +132,7 @@ def local_cluster(workdir: Path, masters: int = 3) -> Iterator[LocalCluster]:
     if binary is None or cli is None:
         pytest.fail("redis-server and redis-cli are needed (make test installs redis-server)")
     ports = distinct_ports(masters * 4)
-    cluster = LocalCluster(ports[: masters * 2], workdir, binary)
+    cluster = LocalCluster(workdir, binary, ports=ports[: masters * 2])
     cluster.bus_ports = dict(zip(cluster.ports, ports[masters * 2:]))
     try:
         for port in cluster.ports:
@@ -132,10 +143,7 @@ def local_cluster(workdir: Path, masters: int = 3) -> Iterator[LocalCluster]:
         cluster.wait_ok()
         yield cluster
     finally:
-        for proc in cluster.procs.values():
-            proc.kill()
-        for proc in cluster.procs.values():
-            proc.wait(5)
+        cluster.kill_all()
 
 
 class RetryingChannel:
@@ -194,37 +202,20 @@ def run_worker_until(env: dict[str, str], done: Callable[[], bool], timeout: flo
 
 
 @dataclass
-class LocalSentinel:
-    """A master, a replica and one Sentinel watching them (quorum 1, down after 1 s)."""
+class LocalSentinel(RedisNodes):
+    """A master, a replica and one Sentinel watching them (quorum 1, down after 2 s)."""
 
-    workdir: Path
-    binary: str
     service: str = "desk"
     master: int = 0
     replica: int = 0
     sentinel: int = 0
-    procs: dict[int, subprocess.Popen] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"redis+sentinel://127.0.0.1:{self.sentinel}/{self.service}"
 
-    def client(self, port: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
-
     def start(self, port: int, *extra: str) -> None:
-        node_dir = self.workdir / str(port)
-        node_dir.mkdir(parents=True, exist_ok=True)
-        self.procs[port] = subprocess.Popen(
-            [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(node_dir), "--repl-diskless-sync-delay", "0",
-             "--logfile", str(node_dir / "redis.log"), *extra],
-            stdout=subprocess.DEVNULL)
-        _wait_ping(self.client(port))
-
-    def kill(self, port: int) -> None:
-        self.procs[port].kill()
-        self.procs[port].wait(5)
+        self.spawn(port, *extra)
 
     def current_master(self) -> int:
         host, port = self.client(self.sentinel).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
@@ -261,9 +252,9 @@ def local_sentinel(workdir: Path) -> Iterator[LocalSentinel]:
         ha.start(ha.master)
         ha.start(ha.replica, "--replicaof", "127.0.0.1", str(ha.master))
         conf = workdir / "sentinel.conf"  # Sentinel rewrites its configuration file: one of its own
-        conf.write_text(f"port {ha.sentinel}\nbind 127.0.0.1\ndir {workdir}\n"
+        conf.write_text(f"port {ha.sentinel}\nbind 127.0.0.1\ndir {workdir}\nlogfile {workdir}/sentinel.log\n"
                         f"sentinel monitor {ha.service} 127.0.0.1 {ha.master} 1\n"
-                        f"sentinel down-after-milliseconds {ha.service} 1000\n"
+                        f"sentinel down-after-milliseconds {ha.service} 2000\n"
                         f"sentinel failover-timeout {ha.service} 5000\n")
         ha.procs[ha.sentinel] = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
         _wait_ping(ha.client(ha.sentinel))
@@ -273,7 +264,4 @@ def local_sentinel(workdir: Path) -> Iterator[LocalSentinel]:
             time.sleep(0.1)
         yield ha
     finally:
-        for proc in ha.procs.values():
-            proc.kill()
-        for proc in ha.procs.values():
-            proc.wait(5)
+        ha.kill_all()

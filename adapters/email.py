@@ -18,9 +18,11 @@ import logging
 import re
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
+from functools import partial
 from typing import Any, Literal
 
 import msgspec
@@ -59,12 +61,17 @@ class MailboxSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: After intake: leave the mail as it is ("none"), flag it \Seen ("seen"), or move it.
     after_intake: Literal["none", "seen", "move"] = "none"
     move_to: str = "Processed"
-    #: Polling interval where the server has no IDLE (and the longest wait with IDLE).
+    #: Polling interval where the server has no IDLE (and the longest wait with IDLE, at least
+    #: 1 s: a connection that died silently under an IDLE is noticed within this + timeout_seconds).
     poll_seconds: float = 30.0
     use_idle: bool = True
     verify_tls: bool = True
     #: Seconds an IMAP command may take before the connection counts as dead.
     timeout_seconds: float = 30.0
+    #: After a connection fails, the first wait before connecting again; it doubles with each
+    #: failure in a row up to ``reconnect_max_seconds`` and starts over once a sync succeeds.
+    reconnect_seconds: float = 1.0
+    reconnect_max_seconds: float = 60.0
     #: The mailbox lease: a worker that dies is replaced within this many seconds.
     lease_seconds: float = 15.0
 
@@ -264,10 +271,19 @@ class MailboxPoller:
         self.mailbox = mailbox
         self.settings = settings
         self.stop = asyncio.Event()
+        self.backoff = mailbox.reconnect_seconds
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def _blocking(self, fn: Any, *args: Any) -> Any:
+        """Run one blocking IMAP call on this mailbox's own thread: a stalled server holds that
+        thread, never the event loop's shared pool (other channels' evidence, senders)."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, partial(fn, *args))
 
     async def run(self, services: GatewayServices) -> None:
         lease = MailboxLease(services, self.mailbox.label, int(self.mailbox.lease_seconds * 1000))
-        backoff = 1.0
+        self.backoff = self.mailbox.reconnect_seconds
         try:
             while not self.stop.is_set():
                 if not await lease.acquire():
@@ -277,14 +293,14 @@ class MailboxPoller:
                 renewer = asyncio.create_task(self._keep_lease(lease))
                 try:
                     await self._session(services, renewer)
-                    backoff = 1.0
+                    self.backoff = self.mailbox.reconnect_seconds
                 except LeaseLost:
                     log.error("imap %s: lease lost; stopping until it can be taken again", self.mailbox.label)
                 except Exception as exc:  # connection trouble: reconnect with backoff, lease kept
-                    log.warning("imap %s: %s: %s; reconnecting in %.0f s", self.mailbox.label,
-                                type(exc).__name__, exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(60.0, backoff * 2)
+                    log.warning("imap %s: %s: %s; reconnecting in %.1f s", self.mailbox.label,
+                                type(exc).__name__, exc, self.backoff)
+                    await asyncio.sleep(self.backoff)
+                    self.backoff = min(self.mailbox.reconnect_max_seconds, self.backoff * 2)
                 finally:
                     renewer.cancel()
                     await asyncio.gather(renewer, return_exceptions=True)
@@ -293,6 +309,9 @@ class MailboxPoller:
                 await asyncio.shield(lease.release())  # let another worker take over at once
             except Exception:
                 pass
+            if self._thread is not None:
+                self._thread.shutdown(wait=False)
+                self._thread = None
 
     async def _keep_lease(self, lease: MailboxLease) -> None:
         while True:
@@ -318,35 +337,45 @@ class MailboxPoller:
 
     async def _session(self, services: GatewayServices, renewer: asyncio.Task[None]) -> None:
         state = MailboxState(services, self.mailbox.label)
-        client = await asyncio.to_thread(self._connect)
+        client = await self._blocking(self._connect)
         try:
-            has_idle = self.mailbox.use_idle and b"IDLE" in await asyncio.to_thread(client.capabilities)
+            has_idle = self.mailbox.use_idle and b"IDLE" in await self._blocking(client.capabilities)
             while not self.stop.is_set():
                 if renewer.done():
                     raise LeaseLost(self.mailbox.label)
                 await self.catch_up(services, client, state, renewer)
+                self.backoff = self.mailbox.reconnect_seconds  # in sync: this connection works
                 if has_idle:
-                    await asyncio.to_thread(self._idle_until_news, client, renewer)
+                    await self._blocking(self._idle_until_news, client, renewer)
                 else:
                     await asyncio.sleep(self.mailbox.poll_seconds)
-                    await asyncio.to_thread(client.noop)
+                    await self._blocking(client.noop)
         except BaseException:
             # cancelled, or the connection broke: a thread may be blocked in an IMAP read, and
             # closing the socket frees it now
             _quietly_shutdown(client)
             raise
         else:
-            await asyncio.to_thread(_quietly_logout, client)
+            await self._blocking(_quietly_logout, client)
 
     def _idle_until_news(self, client: Any, renewer: asyncio.Task[None]) -> None:
+        """IDLE until the server announces mail, for at most one poll interval: ending the IDLE
+        (DONE) needs an answer, so a connection that died silently is noticed then."""
         started = time.monotonic()
+        longest = min(IDLE_REISSUE_SECONDS, max(self.mailbox.poll_seconds, 1.0))
         client.idle()
         try:
-            while time.monotonic() - started < min(IDLE_REISSUE_SECONDS, max(self.mailbox.poll_seconds, 1) * 60):
+            while (left := longest - (time.monotonic() - started)) > 0:
                 if renewer.done() or self.stop.is_set():
                     return
-                responses = client.idle_check(timeout=1)
+                wait = min(1.0, left)
+                checked = time.monotonic()
+                responses = client.idle_check(timeout=wait)
                 if any(r[1] in (b"EXISTS", b"RECENT") for r in responses if len(r) > 1):
+                    return
+                if not responses and time.monotonic() - checked < wait / 2:
+                    # woken with nothing to read: imapclient hides a closed or reset connection
+                    # this way (asking again would spin); DONE below fails if it is gone
                     return
         finally:
             client.idle_done()
@@ -354,7 +383,7 @@ class MailboxPoller:
     async def catch_up(self, services: GatewayServices, client: Any, state: MailboxState,
                        renewer: asyncio.Task[None]) -> int:
         """Take every mail after the checkpoint (all of them after a UIDVALIDITY change)."""
-        selected = await asyncio.to_thread(client.select_folder, self.mailbox.folder)
+        selected = await self._blocking(client.select_folder, self.mailbox.folder)
         uidvalidity = int(selected[b"UIDVALIDITY"])
         known_validity, last_uid = await state.checkpoint()
         rescan = known_validity is not None and known_validity != uidvalidity
@@ -362,11 +391,11 @@ class MailboxPoller:
             log.warning("imap %s: UIDVALIDITY changed %s -> %s; re-scanning by Message-ID",
                         self.mailbox.label, known_validity, uidvalidity)
             last_uid = 0
-        uids = sorted(u for u in await asyncio.to_thread(client.search, ["UID", f"{last_uid + 1}:*"]) if u > last_uid)
+        uids = sorted(u for u in await self._blocking(client.search, ["UID", f"{last_uid + 1}:*"]) if u > last_uid)
         taken = 0
         for i in range(0, len(uids), FETCH_BATCH):
             batch = uids[i : i + FETCH_BATCH]
-            fetched = await asyncio.to_thread(client.fetch, batch, ["BODY.PEEK[]"])
+            fetched = await self._blocking(client.fetch, batch, ["BODY.PEEK[]"])
             for uid in batch:
                 if renewer.done():
                     raise LeaseLost(self.mailbox.label)
@@ -392,9 +421,9 @@ class MailboxPoller:
 
     async def _after_intake(self, client: Any, uid: int) -> None:
         if self.mailbox.after_intake == "seen":
-            await asyncio.to_thread(client.add_flags, [uid], [b"\\Seen"])
+            await self._blocking(client.add_flags, [uid], [b"\\Seen"])
         elif self.mailbox.after_intake == "move":
-            await asyncio.to_thread(client.move, [uid], self.mailbox.move_to)
+            await self._blocking(client.move, [uid], self.mailbox.move_to)
 
 
 def _quietly_shutdown(client: Any) -> None:

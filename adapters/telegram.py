@@ -16,6 +16,7 @@ Bot API call), without touching the queue. The stable contact id is the Telegram
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -61,6 +62,9 @@ class TelegramSettings(msgspec.Struct, forbid_unknown_fields=True):
     secret_token: str = ""
     api_base: str = "https://api.telegram.org"
     max_body_bytes: int = 256 * 1024
+    #: Seconds a Bot API call may wait to connect and for each answer, and a file fetch in all,
+    #: before it counts as failed and is retried later; keep it under GATEWAY_JOB_TIMEOUT_SECONDS.
+    timeout_seconds: float = 15.0
 
 
 def client_language(user: dict[str, Any]) -> str | None:
@@ -170,7 +174,10 @@ class TelegramChannel:
         if channel != CHANNEL or not (evidence.remote_url or "").startswith(FILE_SCHEME):
             return None
         base = f"{self.settings.api_base.rstrip('/')}"
-        async with httpx.AsyncClient(timeout=30) as http:
+        # bounded as a whole: a stalled server fails this try (the job retries with backoff)
+        # rather than outliving the job's own timeout
+        async with (asyncio.timeout(self.settings.timeout_seconds),
+                    httpx.AsyncClient(timeout=self.settings.timeout_seconds) as http):
             info = await http.get(f"{base}/bot{self.settings.bot_token}/getFile",
                                   params={"file_id": evidence.remote_url[len(FILE_SCHEME):]})
             raise_if_transient(info, "Telegram")
@@ -213,7 +220,7 @@ class TelegramSender:
     async def send(self, message: OutboundMessage) -> DeliveryResult:
         url = f"{self.settings.api_base.rstrip('/')}/bot{self.settings.bot_token}/sendMessage"
         ids = []
-        async with httpx.AsyncClient(timeout=15) as http:
+        async with httpx.AsyncClient(timeout=self.settings.timeout_seconds) as http:
             for part in split_text(message.text, TEXT_LIMIT):
                 try:
                     response = await http.post(url, json={"chat_id": int(message.to.value), "text": part})

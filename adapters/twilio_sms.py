@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -38,6 +40,11 @@ START_WORDS = {"START", "YES", "UNSTOP"}
 HELP_WORDS = {"HELP", "INFO", "帮助"}
 TWIML = "application/xml"
 
+#: The twilio client blocks, so its calls run on threads of their own: a stalled Twilio ties up
+#: these (each for at most ``timeout_seconds``), never the event loop's default pool, which the
+#: IMAP pollers and evidence files share. Threads start on demand; 64 covers a worker's jobs.
+REST_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="twilio-rest")
+
 HELP_TEXT = {
     "zh": "客户服务：直接回复短信描述您的问题；发送“进度 案件编号”查询进度；回复 STOP 退订。",
     "en": "Customer care: reply with your problem; send \"status <case number>\" for progress; reply STOP to opt out.",
@@ -53,6 +60,9 @@ class TwilioSettings(msgspec.Struct, forbid_unknown_fields=True):
     api_base: str = "https://api.twilio.com"
     #: Longest single SMS body we send; longer replies are split at sentence ends.
     max_chars_per_message: int = 670
+    #: Seconds a REST call (or a media download) may wait to connect and for each answer before
+    #: it counts as failed and is retried later; keep it under GATEWAY_JOB_TIMEOUT_SECONDS.
+    timeout_seconds: float = 10.0
 
 
 def twilio_signed_url(services: GatewayServices, request: Request[Any, Any, Any]) -> str:
@@ -179,7 +189,7 @@ async def fetch_twilio_media(settings: TwilioSettings, url: str, declared: str) 
     A 5xx or 429 raises (the job retries); a 4xx answers ``None`` (gone: go on without it)."""
     import httpx
 
-    async with httpx.AsyncClient(timeout=20, follow_redirects=True,
+    async with httpx.AsyncClient(timeout=settings.timeout_seconds, follow_redirects=True,
                                  auth=(settings.account_sid, settings.auth_token)) as http:
         response = await http.get(url)
     raise_if_transient(response, "Twilio media")
@@ -197,9 +207,12 @@ class TwilioSmsSender:
         self.optout_key = optout_key
 
     def _client(self) -> Any:
+        from twilio.http.http_client import TwilioHttpClient
         from twilio.rest import Client
 
-        client = Client(self.settings.account_sid, self.settings.auth_token)
+        # the client's own default is no timeout at all: a stalled Twilio would hold the call forever
+        client = Client(self.settings.account_sid, self.settings.auth_token,
+                        http_client=TwilioHttpClient(timeout=self.settings.timeout_seconds))
         client.api.base_url = self.settings.api_base.rstrip("/")
         return client
 
@@ -219,7 +232,8 @@ class TwilioSmsSender:
                     kwargs["messaging_service_sid"] = self.settings.from_number
                 else:
                     kwargs["from_"] = self.settings.from_number
-                created = await asyncio.to_thread(client.messages.create, **kwargs)
+                created = await asyncio.get_running_loop().run_in_executor(
+                    REST_THREADS, partial(client.messages.create, **kwargs))
                 sids.append(created.sid)
                 await self.services.store.remember_outbound(OUTBOUND_NAMESPACE, created.sid,
                                                             message.complaint_id, message.id)

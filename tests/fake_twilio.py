@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     form: dict[str, list[str]]
+    status: int = 0  # what the fake answered
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -41,6 +44,9 @@ class FakeTwilio:
                 return self.headers.get("Authorization") == f"Basic {expected}"
 
             def _answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+                record = getattr(self, "record", None)
+                if record is not None:
+                    record.status = status
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
@@ -50,7 +56,8 @@ class FakeTwilio:
             def do_POST(self):  # noqa: N802 - http.server API
                 length = int(self.headers.get("Content-Length", 0))
                 form = parse_qs(self.rfile.read(length).decode())
-                fake.requests.append(Recorded("POST", self.path, dict(self.headers), form))
+                self.record = Recorded("POST", self.path, dict(self.headers), form)
+                fake.requests.append(self.record)
                 if not self._authorised():
                     return self._answer(401, b'{"code": 20003, "message": "Authenticate", "status": 401}')
                 if fake.fail_next:
@@ -68,7 +75,8 @@ class FakeTwilio:
                 return self._answer(404, b'{"code": 20404, "status": 404}')
 
             def do_GET(self):  # noqa: N802 - http.server API
-                fake.requests.append(Recorded("GET", self.path, dict(self.headers), {}))
+                self.record = Recorded("GET", self.path, dict(self.headers), {})
+                fake.requests.append(self.record)
                 if self.path.startswith("/media/"):
                     if not self._authorised():
                         return self._answer(401, b"")
@@ -89,3 +97,8 @@ class FakeTwilio:
     def sent_messages(self) -> list[dict[str, str]]:
         return [{k: v[0] for k, v in r.form.items()} for r in self.requests
                 if r.method == "POST" and r.path.endswith("/Messages.json")]
+
+    def created_messages(self) -> list[dict[str, str]]:
+        """The messages Twilio accepted (201): what reached the customer."""
+        return [{k: v[0] for k, v in r.form.items()} for r in self.requests
+                if r.method == "POST" and r.path.endswith("/Messages.json") and r.status == 201]

@@ -724,14 +724,36 @@ async def deliver(ctx: dict[str, Any], complaint: Complaint, reply: Reply) -> De
     )
     if not await store.replicated("send"):  # what led to this reply must survive a failover first
         return DeliveryResult(status="failed", error="not yet copied to a standby", retryable=True)
+    gate = _send_gate(ctx, reply.channel)
+    try:
+        await asyncio.wait_for(gate.acquire(), timeout=SEND_GATE_WAIT_S)
+    except asyncio.TimeoutError:  # the channel's provider is stalling: back off, keep the slot for others
+        return DeliveryResult(status="failed", error="channel busy: too many sends in flight", retryable=True)
     try:
         result = await sender.send(outbound)
     except Exception as exc:  # a sender that raises is a transient failure until tries run out
         plugins.errors[reply.channel] += 1
         result = DeliveryResult(status="failed", error=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
+    finally:
+        gate.release()
     if not (result.status == "failed" and result.retryable):
         await _record(store, complaint.id, reply.id, result)
     return result
+
+
+SEND_GATE_WAIT_S = 0.5
+
+
+def _send_gate(ctx: dict[str, Any], channel: str) -> asyncio.Semaphore:
+    """Sends in flight per channel are capped at a quarter of the worker's job slots: a provider
+    that stalls (each send waiting out its timeout) must not hold every slot, or all channels'
+    messages would wait behind it. A send that finds its channel full backs off and retries."""
+    gates: dict[str, asyncio.Semaphore] = ctx.setdefault("send_gates", {})
+    gate = gates.get(channel)
+    if gate is None:
+        settings = ctx.get("settings")
+        gate = gates[channel] = asyncio.Semaphore(max(1, (settings.worker_max_jobs if settings else 50) // 4))
+    return gate
 
 
 def thread_of(complaint: Complaint, channel: str) -> dict[str, str]:
@@ -868,6 +890,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["plugins"] = GatewayPlugins.load(settings.plugins_path, autoload=settings.plugins_autoload)
     ctx["worker_id"] = f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
     ctx["plugin_errors_reported"] = {}  # shared by the per-job copies of ctx
+    ctx["send_gates"] = {}  # sends in flight per channel, shared likewise
     ctx["clock"] = Clock(store, settings.test_clock)
     ctx["policy"] = PolicyCache(store)
     ctx["timers"] = TimerLoop(ctx)
@@ -1043,8 +1066,17 @@ def instrumented(fn: Any) -> Any:
     async def run(ctx: dict[str, Any], *args: Any) -> Any:
         started = _time.perf_counter()
         result = "ok"
+        settings = ctx.get("settings")
+        # arq cancels a job at its timeout and counts it failed, never retried: stop it a little
+        # earlier and retry it with backoff instead (every step is safe to run again)
+        limit = max(1.0, settings.job_timeout_seconds - 2) if settings is not None else None
         try:
-            return await fn(ctx, *args)
+            async with asyncio.timeout(limit):
+                return await fn(ctx, *args)
+        except TimeoutError:
+            result = "retry"
+            log.warning("%s ran out of time (%.0f s); retrying", fn.__name__, limit)
+            raise Retry(defer=min(60, 2 ** ctx.get("job_try", 1))) from None
         except Retry:
             result = "retry"
             raise

@@ -162,3 +162,51 @@ async def test_enqueue_is_idempotent_by_job_id(store):
     await store.enqueue(job)
     await store.enqueue(job)
     assert await store.r.zcard(store.keys.arq_queue) == 1
+
+
+class HangsOnce:
+    """A classifier whose first call hangs (a plugin waiting on a dead service)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl
+    async def classify_message(self, message):
+        self.calls += 1
+        if self.calls == 1:
+            import asyncio
+
+            await asyncio.sleep(30)
+        return None
+
+
+async def test_a_job_that_runs_out_of_time_is_retried_not_dropped(client, settings):
+    """arq cancels a job at its timeout and counts it failed for good; the worker stops it just
+    before (job timeout - 2 s) and retries it with backoff, so the message is still processed."""
+    import asyncio
+    import time
+
+    from msgspec.structs import replace
+
+    from router.worker import create_worker
+
+    short = replace(settings, job_timeout_seconds=3)
+    hangs = HangsOnce()
+    mid = (await client.post("/v1/messages", json={"user_id": "u1", "text": "charged twice"},
+                             headers=APP)).json()["message_id"]
+    worker = create_worker(short, burst=False, handle_signals=False, plugins=app_plugins(hangs))
+    task = asyncio.create_task(worker.main())
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 15:
+            state = (await client.get(f"/v1/messages/{mid}", headers=APP)).json()
+            if state["status"] == "processed":
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await worker.close()
+    assert state["status"] == "processed", state
+    assert hangs.calls == 2  # the hung try was stopped at 1 s and the retry (after 2 s) went through
+    assert time.monotonic() - started < 8

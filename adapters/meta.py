@@ -331,8 +331,11 @@ class MetaChannel:
                 continue
             for item in items:
                 if isinstance(item, Inbound):
-                    await services.intake.submit(item.message, idempotency_scope=item.scope, raw=item.raw)
+                    # the window first: a worker woken by the intake may answer at once, and must
+                    # see that the customer just wrote (it only moves forward, so a refused or
+                    # repeated delivery does no harm)
                     await note_inbound(services, item.message.channel, item.message.sender.value, item.at_ms)
+                    await services.intake.submit(item.message, idempotency_scope=item.scope, raw=item.raw)
                     taken += 1
                 elif isinstance(item, StatusReport):
                     status = {"failed": "failed", "sent": "sent", "delivered": "delivered", "read": "read"}.get(

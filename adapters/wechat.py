@@ -278,8 +278,8 @@ class WeChatChannel:
             attachments=attachments, metadata={"to": fields.get("ToUserName", ""), "msg_type": kind},
             language="zh" if not text else None,
         )
+        await note_inbound(services, CHANNEL, openid, int(created) * 1000)  # before a worker can answer
         await services.intake.submit(message, idempotency_scope=f"msg:{msg_id}", raw=raw)
-        await note_inbound(services, CHANNEL, openid, int(created) * 1000)
         return None
 
     @hookimpl

@@ -757,8 +757,12 @@ class ComplaintStore:
         for member in due:
             cid, _, rid = member.decode().partition("|")
             pairs.append((cid, rid))
-            await self.r.zadd(self.keys.outbox, {member: now_ms() + OUTBOX_GRACE_MS * 2})
+            # XX: only an entry still there; one the reply's send removed meanwhile stays removed
+            await self.r.zadd(self.keys.outbox, {member: now_ms() + OUTBOX_GRACE_MS * 2}, xx=True)
         return pairs
+
+    async def drop_from_outbox(self, complaint_id: str, reply_id: str) -> None:
+        await self.r.zrem(self.keys.outbox, f"{complaint_id}|{reply_id}")
 
     def add_to_outbox(self, pipe: Any, complaint_id: str, reply_id: str) -> None:
         pipe.zadd(self.keys.outbox, {f"{complaint_id}|{reply_id}": now_ms() + OUTBOX_GRACE_MS})

@@ -695,6 +695,7 @@ async def send_reply(ctx: dict[str, Any], complaint_id: str, reply_id: str) -> s
         return "missing"
     reply = next((r for r in complaint.replies if r.id == reply_id), None)
     if reply is None or reply.delivery != "queued":
+        await store.drop_from_outbox(complaint_id, reply_id)  # nothing left to send for it
         return "already"
     result = await deliver(ctx, complaint, reply)
     if result.status == "failed" and result.retryable:

@@ -29,13 +29,14 @@ from adapters.webhooks import (
     bounded_body,
     http_failure,
     last_inbound_ms,
-    payload_digest,
     note_inbound,
+    payload_digest,
     provider_error_code,
     quarantine_once,
     raise_if_transient,
     require_configured,
     same_secret,
+    tls,
 )
 from gateway.problems import ProblemError
 from gateway.store import new_id
@@ -375,7 +376,7 @@ async def fetch_media(settings: MetaSettings, channel: str, url: str, declared: 
     Messenger and Instagram attachments come as signed CDN URLs. 5xx / 429 raise (retry later);
     other 4xx answer ``None`` (the media is gone)."""
     headers = {}
-    async with httpx.AsyncClient(timeout=20, follow_redirects=True) as http:
+    async with httpx.AsyncClient(verify=tls(), timeout=20, follow_redirects=True) as http:
         if url.startswith(MEDIA_SCHEME):
             headers = {"Authorization": f"Bearer {settings.whatsapp_token}"}
             info = await http.get(_graph(settings, url[len(MEDIA_SCHEME):]), headers=headers)
@@ -442,7 +443,7 @@ class MetaSender:
         else:
             url, token = _graph(self.settings, "me/messages"), self.settings.page_token
         ids = []
-        async with httpx.AsyncClient(timeout=15) as http:
+        async with httpx.AsyncClient(verify=tls(), timeout=15) as http:
             for body in bodies:
                 try:
                     response = await http.post(url, json=body, headers={"Authorization": f"Bearer {token}"})

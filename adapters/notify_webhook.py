@@ -16,6 +16,7 @@ import json
 import httpx
 import msgspec
 
+from adapters.webhooks import tls
 from normalizer.schema import Complaint, ComplaintEvent
 from plugins.hookspecs import hookimpl
 
@@ -55,7 +56,7 @@ class NotifyWebhook:
         error: Exception | None = None
         for attempt in range(3):
             try:
-                async with httpx.AsyncClient(timeout=self.settings.timeout_seconds) as http:
+                async with httpx.AsyncClient(verify=tls(), timeout=self.settings.timeout_seconds) as http:
                     response = await http.post(self.settings.url, content=body, headers=headers)
                 if response.status_code < 500:
                     return None

@@ -31,6 +31,7 @@ from adapters.webhooks import (
     raise_if_transient,
     require_configured,
     same_secret,
+    tls,
 )
 from gateway.problems import ProblemError
 from gateway.store import new_id
@@ -177,7 +178,7 @@ class TelegramChannel:
         # bounded as a whole: a stalled server fails this try (the job retries with backoff)
         # rather than outliving the job's own timeout
         async with (asyncio.timeout(self.settings.timeout_seconds),
-                    httpx.AsyncClient(timeout=self.settings.timeout_seconds) as http):
+                    httpx.AsyncClient(verify=tls(), timeout=self.settings.timeout_seconds) as http):
             info = await http.get(f"{base}/bot{self.settings.bot_token}/getFile",
                                   params={"file_id": evidence.remote_url[len(FILE_SCHEME):]})
             raise_if_transient(info, "Telegram")
@@ -220,7 +221,7 @@ class TelegramSender:
     async def send(self, message: OutboundMessage) -> DeliveryResult:
         url = f"{self.settings.api_base.rstrip('/')}/bot{self.settings.bot_token}/sendMessage"
         ids = []
-        async with httpx.AsyncClient(timeout=self.settings.timeout_seconds) as http:
+        async with httpx.AsyncClient(verify=tls(), timeout=self.settings.timeout_seconds) as http:
             for part in split_text(message.text, TEXT_LIMIT):
                 try:
                     response = await http.post(url, json={"chat_id": int(message.to.value), "text": part})

@@ -5,8 +5,10 @@ a provider's HTTP answer into a ``DeliveryResult``."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import ssl
 import time
 from typing import Any
 
@@ -16,6 +18,14 @@ from litestar import Request
 from gateway.problems import ProblemError
 from normalizer.schema import DeliveryResult
 from plugins.contract import GatewayServices
+
+
+@functools.lru_cache(maxsize=None)
+def tls() -> ssl.SSLContext:
+    """One TLS context per process, for every provider call (``httpx.AsyncClient(verify=tls())``).
+    Building one loads the CA bundle: about 30 ms of CPU, which a client per send paid every
+    time — most of a worker's time per message (bench/RESULTS.md, load)."""
+    return httpx.create_ssl_context()
 
 LAST_INBOUND_TTL_S = 8 * 86_400
 

@@ -38,6 +38,7 @@ from adapters.webhooks import (
     raise_if_transient,
     require_configured,
     same_secret,
+    tls,
 )
 from gateway.locks import RedisLock
 from gateway.problems import ProblemError
@@ -297,7 +298,7 @@ class WeChatChannel:
         media_id = evidence.remote_url[len(MEDIA_SCHEME):]
         for attempt in range(2):
             token = await tokens.get(force=attempt > 0)
-            async with httpx.AsyncClient(timeout=30) as http:
+            async with httpx.AsyncClient(verify=tls(), timeout=30) as http:
                 response = await http.get(f"{self.settings.api_base.rstrip('/')}/cgi-bin/media/get",
                                           params={"access_token": token, "media_id": media_id})
             raise_if_transient(response, "WeChat")
@@ -346,7 +347,7 @@ class AccessTokens:
         raise RuntimeError("WeChat access token: another process holds the refresh lock for too long")
 
     async def _fetch(self) -> str:
-        async with httpx.AsyncClient(timeout=15) as http:
+        async with httpx.AsyncClient(verify=tls(), timeout=15) as http:
             response = await http.get(f"{self.settings.api_base.rstrip('/')}/cgi-bin/token", params={
                 "grant_type": "client_credential", "appid": self.settings.app_id, "secret": self.settings.app_secret})
         body = response.json() if response.status_code < 500 else {}
@@ -377,7 +378,7 @@ class WeChatSender:
         for attempt in range(2):
             try:
                 token = await self.tokens.get(force=attempt > 0)
-                async with httpx.AsyncClient(timeout=15) as http:
+                async with httpx.AsyncClient(verify=tls(), timeout=15) as http:
                     response = await http.post(url, params={"access_token": token},
                                                content=msgspec.json.encode(body),  # UTF-8 as is, not \\u escapes
                                                headers={"Content-Type": "application/json"})

@@ -111,3 +111,18 @@ async def list_complaints(client: Any, **params: Any) -> list[dict[str, Any]]:
     r = await client.get("/v1/complaints", params={"limit": 200, **params}, headers=SUPERVISOR)
     assert r.status_code == 200, r.text
     return r.json()["items"]
+
+
+async def eventually(check: Any, timeout: float = 10.0, every: float = 0.05) -> Any:
+    """Await ``check()`` until it returns something true (returned), or fail after ``timeout``."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {getattr(check, '__name__', check)}")
+        await asyncio.sleep(every)

@@ -22,7 +22,7 @@ from msgspec.structs import replace
 
 from adapters.notify_webhook import NotifySettings, NotifyWebhook
 from router.worker import create_worker
-from tests.conftest import ALICE, APP, ROOT, SUPERVISOR, gateway_client, make_env, app_plugins
+from tests.conftest import ALICE, APP, ROOT, SUPERVISOR, app_plugins, eventually, gateway_client, make_env
 
 pytestmark = pytest.mark.integration
 
@@ -73,17 +73,6 @@ class Desk:
                 return state["complaint_id"]
             cid = await eventually(known)
         return (await self.client.get(f"/v1/complaints/{cid}", headers=SUPERVISOR)).json()
-
-
-async def eventually(check, timeout=8.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -30,7 +30,8 @@ from adapters.telegram import TelegramChannel, TelegramSettings
 from adapters.twilio_sms import TwilioSettings, TwilioSmsChannel
 from gateway.store import ComplaintStore
 from router.worker import MAX_SEND_TRIES, create_worker
-from tests.conftest import ALICE, APP, SUPERVISOR, app_plugins, gateway_client, list_complaints, run_worker
+from tests.conftest import (ALICE, APP, SUPERVISOR, app_plugins, eventually, gateway_client, list_complaints,
+                            run_worker)
 from tests.fake_api import note_answers
 from tests.fake_twilio import FakeTwilio
 from tests.faultproxy import DROP, PASS, REFUSE, STALL, FaultProxy, cut
@@ -132,17 +133,6 @@ def assert_backoff(planned: list[float], expected: list[float], tries: list[tupl
     if (expected[-1] - expected[0]) / scale > NOISE_S:
         assert waits[-1] > waits[0], waits
     print(f"backoff planned {planned} s; waits between tries {waits} s at 1/{scale} time")
-
-
-async def eventually(check: Any, timeout: float = 10.0, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {check.__name__}")
-        await asyncio.sleep(every)
 
 
 def connections(proxy: FaultProxy, n: int, since: float = 0.0) -> Any:

@@ -30,7 +30,7 @@ def test_soak_with_killed_workers_loses_nothing_and_repeats_nothing(tmp_path):
     out = tmp_path / "soak.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "soak.py"), "--messages", os.environ.get("GATEWAY_SOAK_MESSAGES", "500"),
-         "--baseline", "100", "--rate", os.environ.get("GATEWAY_SOAK_RATE", "25"), "--kill-min", "2",
+         "--baseline", "100", "--rate", os.environ.get("GATEWAY_SOAK_RATE", "16"), "--kill-min", "2",
          "--kill-max", "4", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     print(proc.stdout[-4000:], proc.stderr[-4000:])

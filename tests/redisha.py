@@ -195,6 +195,21 @@ class WorkerProcess:
         assert done(), "the worker did not finish in time"
 
 
+@pytest.fixture
+def worker_processes() -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
+    """Start worker processes with ``worker_processes(env)``; all are stopped after the test,
+    whatever happened in it."""
+    started: list[WorkerProcess] = []
+
+    def start(env: dict[str, str]) -> WorkerProcess:
+        started.append(WorkerProcess(env))
+        return started[-1]
+
+    yield start
+    for worker in started:
+        worker.__exit__()
+
+
 def run_worker_until(env: dict[str, str], done: Callable[[], bool], timeout: float = 60) -> None:
     """A worker process, stopped once ``done()``."""
     with WorkerProcess(env) as worker:

@@ -21,7 +21,7 @@ from gateway.app import create_app
 from gateway.redis_pool import ClusterPrefixError, redis_client, route_now
 from gateway.settings import load_settings
 from tests.conftest import ALICE, APP, SUPERVISOR, make_env
-from tests.redisha import RetryingChannel, WorkerProcess, local_cluster, run_worker_until
+from tests.redisha import RetryingChannel, local_cluster, run_worker_until, worker_processes  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -101,12 +101,12 @@ async def test_a_desk_lives_in_one_slot_end_to_end(cluster, tmp_path):
             assert cluster.keys_on(port) == [], f"keys outside the desk's node on {port}"
 
 
-async def test_failover_in_the_middle_loses_nothing_and_repeats_nothing(cluster, tmp_path):
+async def test_failover_in_the_middle_loses_nothing_and_repeats_nothing(cluster, tmp_path, worker_processes):
     env, prefix, owner = desk_env(cluster, tmp_path)
     settings = load_settings(env)
     replica = cluster.replica_of(owner)
     refused = 0
-    worker = WorkerProcess(env)  # works through the failover
+    worker = worker_processes(env)  # works through the failover
     async with AsyncTestClient(app=create_app(settings), raise_server_exceptions=False) as client:
         ids = {}
         for n in range(60):
@@ -135,8 +135,7 @@ async def test_failover_in_the_middle_loses_nothing_and_repeats_nothing(cluster,
     def all_done():
         return all(r.hget(f"{prefix}msg:{mid}", "status") == b"processed" for mid in ids.values())
 
-    with worker:
-        await asyncio.to_thread(worker.wait_until, all_done)  # it followed the desk to its new node
+    await asyncio.to_thread(worker.wait_until, all_done)  # it followed the desk to its new node
     await asyncio.to_thread(run_worker_until, env, all_done)  # and a new one starts at a node that lost it
     complaint_ids = {r.hget(f"{prefix}msg:{mid}", "complaint_id") for mid in ids.values()}
     assert len(complaint_ids) == 60  # sixty customers, sixty complaints: none lost, none twice
@@ -164,7 +163,7 @@ async def test_a_plain_redis_is_used_as_is(redis_url):
     await client.aclose()
 
 
-async def test_the_desks_master_killed_acknowledged_messages_survive_on_the_replica(tmp_path):
+async def test_the_desks_master_killed_acknowledged_messages_survive_on_the_replica(tmp_path, worker_processes):
     """SIGKILL of the desk's master in the middle of the traffic, with GATEWAY_REDIS_WAIT_REPLICAS=1:
     nothing is acknowledged before a replica holds it, so the promoted replica has every
     acknowledged message. While the desk has no replica left, intake answers 503 (not
@@ -173,7 +172,7 @@ async def test_the_desks_master_killed_acknowledged_messages_survive_on_the_repl
     with local_cluster(tmp_path / "cluster") as cluster:
         env, prefix, owner = desk_env(cluster, tmp_path, GATEWAY_REDIS_WAIT_REPLICAS="1", GATEWAY_REDIS_WAIT_MS="300")
         replica = cluster.replica_of(owner)
-        worker = WorkerProcess(env)  # works through the failover
+        worker = worker_processes(env)  # works through the failover
         async with AsyncTestClient(app=create_app(load_settings(env)), raise_server_exceptions=False) as client:
             channel = RetryingChannel(client)
             until = time.monotonic() + 60
@@ -203,8 +202,7 @@ async def test_the_desks_master_killed_acknowledged_messages_survive_on_the_repl
         def all_done():
             return all(r.hget(f"{prefix}msg:{mid}", "status") == b"processed" for mid in acked.values())
 
-        with worker:
-            await asyncio.to_thread(worker.wait_until, all_done)  # it never exited
+        await asyncio.to_thread(worker.wait_until, all_done)  # it never exited
         assert len({r.hget(f"{prefix}msg:{mid}", "complaint_id") for mid in acked.values()}) == 50
         assert channel.answers["not_replicated"] + channel.answers["storage_unavailable"] > 0  # answered, not hidden
         print(f"answers while the master died and came back: {dict(channel.answers)}")

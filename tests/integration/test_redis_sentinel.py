@@ -15,12 +15,12 @@ from litestar.testing import AsyncTestClient
 from gateway.app import create_app
 from gateway.settings import load_settings
 from tests.conftest import make_env
-from tests.redisha import RetryingChannel, WorkerProcess, local_sentinel
+from tests.redisha import RetryingChannel, local_sentinel, worker_processes  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
 
-async def test_master_killed_the_sentinel_promotes_the_replica_and_nothing_acknowledged_is_lost(tmp_path):
+async def test_master_killed_the_sentinel_promotes_the_replica_and_nothing_acknowledged_is_lost(tmp_path, worker_processes):
     with local_sentinel(tmp_path / "ha") as ha:
         prefix = f"s{uuid.uuid4().hex[:8]}:"
         (tmp_path / "plugins.toml").write_text("[plugins.app]\nenabled = true\n")
@@ -28,7 +28,7 @@ async def test_master_killed_the_sentinel_promotes_the_replica_and_nothing_ackno
                        GATEWAY_CONTACT_RATE_PER_MINUTE="0", GATEWAY_REDIS_WAIT_REPLICAS="1",
                        GATEWAY_REDIS_WAIT_MS="300")
         old_master = ha.master
-        worker = WorkerProcess(env)  # works through the failover, finding the master through the Sentinel
+        worker = worker_processes(env)  # works through the failover, finding the master through the Sentinel
         async with AsyncTestClient(app=create_app(load_settings(env)), raise_server_exceptions=False) as client:
             channel = RetryingChannel(client)
             until = time.monotonic() + 90
@@ -56,8 +56,7 @@ async def test_master_killed_the_sentinel_promotes_the_replica_and_nothing_ackno
         def all_done() -> bool:
             return all(r.hget(f"{prefix}msg:{mid}", "status") == b"processed" for mid in channel.acked.values())
 
-        with worker:
-            await asyncio.to_thread(worker.wait_until, all_done)  # it never exited
+        await asyncio.to_thread(worker.wait_until, all_done)  # it never exited
         assert len({r.hget(f"{prefix}msg:{mid}", "complaint_id") for mid in channel.acked.values()}) == 50
         assert channel.answers["not_replicated"] + channel.answers["storage_unavailable"] > 0
         print(f"answers while the master died and came back: {dict(channel.answers)}")

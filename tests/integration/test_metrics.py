@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from gateway.metrics import HISTOGRAMS
 from tests.conftest import ALICE, APP, SUPERVISOR
 
 pytestmark = pytest.mark.integration
@@ -48,6 +49,13 @@ async def test_counters_move_as_messages_flow(client, drain):
     assert value(after, "gateway_worker_jobs_total", job="process_message", result="ok") >= 5
     assert value(after, "gateway_worker_job_seconds_count", job="process_message") >= 5
     assert value(after, "gateway_intake_seconds_count", channel="app") >= 5  # the retry never reached intake
+    # worker job durations: buckets are cumulative and the +Inf bucket is the count
+    # (Redis keeps the one bucket each value fell in; the scrape adds them up)
+    counts = [float(line.rsplit(" ", 1)[1]) for line in after.splitlines()
+              if line.startswith("gateway_worker_job_seconds_bucket{") and 'job="process_message"' in line]
+    assert len(counts) == len(HISTOGRAMS["gateway_worker_job_seconds"][2]) + 1
+    assert counts == sorted(counts) and counts[-1] == value(after, "gateway_worker_job_seconds_count",
+                                                            job="process_message")
     assert value(after, "gateway_queue_depth", skill="payments") == 3
     assert value(after, "gateway_queue_depth", skill="tech") == 1
     assert value(after, "gateway_queue_oldest_age_seconds", skill="payments") > 0

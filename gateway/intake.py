@@ -33,19 +33,14 @@ class Intake:
 
     async def answer_retry(self, channel: str, outcome: str) -> None:
         """Count a retry a channel answered from the idempotency record, without storing again.
-        With ``GATEWAY_REDIS_WAIT_REPLICAS`` the count (a write) is followed by WAIT on the same
-        connection: replication is in order, so once the replicas have the count they have the
-        message it answers for too.
+        With ``GATEWAY_REDIS_WAIT_REPLICAS`` the count waits for the replicas: once they have it
+        they have the message it answers for too.
 
         :raises ProblemError: 503 + Retry-After when the replicas did not confirm in time.
         """
-        store, wanted = self.store, self.store.limits.wait_replicas
-        async with store.r.pipeline(transaction=False) as pipe:
-            metrics.incr(pipe, store.keys.p, "gateway_messages_in", channel=channel, outcome=outcome)
-            if wanted:
-                pipe.wait(wanted, store.limits.wait_ms)
-            answers = await pipe.execute()
-        if wanted and outcome == "duplicate" and answers[-1] < wanted:
+        confirmed = await self.store.count_replicated(
+            metrics.counter_field("gateway_messages_in", channel=channel, outcome=outcome))
+        if outcome == "duplicate" and not confirmed:
             raise _not_replicated()
 
     async def submit(

@@ -48,6 +48,11 @@ def _field(name: str, labels: dict[str, str]) -> str:
     return name + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
+def counter_field(name: str, **labels: str) -> str:
+    """A counter's field name in the metrics hash."""
+    return _field(name, labels)
+
+
 def incr(pipe: Any, prefix: str, name: str, by: int = 1, **labels: str) -> None:
     """Add to a counter inside a pipeline or on a client (not awaited here)."""
     return pipe.hincrby(prefix + "metrics", _field(name, labels), by)

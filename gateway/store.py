@@ -161,20 +161,16 @@ if tonumber(ARGV[15]) > 0 and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[15])
   return {'backpressure', ''}
 end
 -- one sender, one channel: each has a budget, so a flood cannot starve everyone else
-if KEYS[9] ~= KEYS[11] then
-  local n = redis.call('INCR', KEYS[9])
-  if n == 1 then redis.call('EXPIRE', KEYS[9], 60) end
-  if n > tonumber(ARGV[16]) then
-    redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=rate_limited', 1)
-    return {'rate_limited', 'contact'}
-  end
+local function over_budget(counter, window_s, limit)
+  if counter == KEYS[11] then return false end
+  local n = redis.call('INCR', counter)
+  if n == 1 then redis.call('EXPIRE', counter, window_s) end
+  return n > tonumber(limit)
 end
-if KEYS[10] ~= KEYS[11] then
-  local n = redis.call('INCR', KEYS[10])
-  if n == 1 then redis.call('EXPIRE', KEYS[10], 2) end
-  if n > tonumber(ARGV[17]) then
+for _, budget in ipairs({{KEYS[9], 60, ARGV[16], 'contact'}, {KEYS[10], 2, ARGV[17], 'channel'}}) do
+  if over_budget(budget[1], budget[2], budget[3]) then
     redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=rate_limited', 1)
-    return {'rate_limited', 'channel'}
+    return {'rate_limited', budget[4]}
   end
 end
 if KEYS[2] ~= KEYS[11] then
@@ -518,19 +514,26 @@ class ComplaintStore:
             self.queue_jobs(pipe, jobs)
             await pipe.execute()
 
+    async def count_replicated(self, metrics_field: str) -> bool:
+        """Add one to a metrics counter; with ``wait_replicas``, True only once that many
+        replicas hold every write made so far. The counter is a write, and WAIT follows it on the
+        same connection: replication is in order, so the replicas having the counter means they
+        have everything before it."""
+        wanted = self.limits.wait_replicas
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self.keys.p + "metrics", metrics_field, 1)
+            if wanted:
+                pipe.wait(wanted, self.limits.wait_ms)
+            answers = await pipe.execute()
+        return not wanted or answers[-1] >= wanted
+
     async def replicated(self, why: str) -> bool:
         """With ``wait_replicas``: True once that many replicas hold every write made so far.
-        A write (a counter) then WAIT on the same connection: replication is in order, so the
-        replicas having the counter means they have everything before it. Before anything goes
-        out to a customer, so a failover cannot make the gateway forget it sent it."""
-        wanted = self.limits.wait_replicas
-        if not wanted:
+        Before anything goes out to a customer, so a failover cannot make the gateway forget it
+        sent it."""
+        if not self.limits.wait_replicas:
             return True
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.hincrby(self.keys.p + "metrics", f"gateway_replication_waits|for={why}", 1)
-            pipe.wait(wanted, self.limits.wait_ms)
-            _, replicas = await pipe.execute()
-        return replicas >= wanted
+        return await self.count_replicated(f"gateway_replication_waits|for={why}")
 
     # -- intake ------------------------------------------------------------------------------
 

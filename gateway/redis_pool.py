@@ -33,7 +33,8 @@ from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import (AskError, BusyLoadingError, ClusterDownError, MasterDownError, MovedError, ReadOnlyError,
+                              ResponseError, TryAgainError)
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("gateway.redis")
@@ -46,23 +47,53 @@ def hash_tag(prefix: str) -> str:
     return prefix[start:end + 1] if start >= 0 and end > start + 1 else ""
 
 
-# Redis's answers while a slot or a server changes hands: the command was not executed (MOVED:
-# the slot moved, and the pool now points at the new master), so the caller may retry it.
-REDIS_IN_TRANSITION = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS")
+# Redis's answers while a slot or a server changes hands, or while a server starts or is busy:
+# the command was not executed, so the caller may run it again shortly. MOVED: the slot moved
+# (the pool now points at the new master); UNBLOCKED: a blocking command (the worker's BLPOP)
+# was ended because the server turned replica, or by CLIENT UNBLOCK; READONLY: written to a
+# master that has just become a replica; MASTERDOWN: a replica lost its master; BUSY: a script
+# runs long (never BUSYKEY, a real error).
+REDIS_IN_TRANSITION = ("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS",
+                       "UNBLOCKED", "BUSY")
+
+# redis-py gives some of these replies a class of its own and drops the code from the text
+# ("READONLY You can't write..." becomes ReadOnlyError("You can't write...")); the others are a
+# ResponseError that starts with the code, or, inside a pipeline, is annotated "Command # n
+# (...) of pipeline caused error: ('CODE ...',)" (or with double quotes when the text has an
+# apostrophe); Redis 6 put a script's failed call after ": -CODE".
+_TRANSITION_CLASSES: tuple[tuple[type[BaseException], str], ...] = (
+    (ReadOnlyError, "READONLY"), (BusyLoadingError, "LOADING"), (TryAgainError, "TRYAGAIN"), (MovedError, "MOVED"),
+    (AskError, "ASK"), (MasterDownError, "MASTERDOWN"), (ClusterDownError, "CLUSTERDOWN"))
+_TRANSITION = re.compile(r"(?:^|: -)(" + "|".join(REDIS_IN_TRANSITION) + r")(?= |$|['\"])")
+_PIPELINE = " of pipeline caused error: "
 
 
-_TRANSITION = re.compile(r"(?:^|caused error: \(?')(?:" + "|".join(REDIS_IN_TRANSITION) + ")")
+def transition_code(exc: BaseException) -> str:
+    """The code of a Redis reply meaning "not now" ("READONLY", "UNBLOCKED", ...), or ''.
+    Safe to log, unlike the reply's text (a pipeline's error quotes the command's arguments)."""
+    for cls, code in _TRANSITION_CLASSES:
+        if isinstance(exc, cls):
+            return code
+    if not isinstance(exc, ResponseError):
+        return ""
+    text = str(exc)
+    if _PIPELINE in text:  # only the reply, never the quoted command (it holds customer text)
+        text = text.rsplit(_PIPELINE, 1)[1].lstrip("(\"'")
+    found = _TRANSITION.search(text)
+    return found.group(1) if found is not None else ""
 
 
 def redis_in_transition(exc: BaseException) -> bool:
-    """An error reply saying the command was not run because the data is changing hands (also
-    inside a pipeline, where redis-py prefixes "Command # n (...) of pipeline caused error:")."""
-    return isinstance(exc, ResponseError) and _TRANSITION.search(str(exc)) is not None
+    """An error reply saying the command was not run because the data is changing hands, a
+    server is starting, or a blocking call was ended under it (also inside a pipeline)."""
+    return bool(transition_code(exc))
 
 
 def redis_unavailable(exc: BaseException) -> bool:
-    """Redis unreachable, or in transition: try again shortly."""
-    return isinstance(exc, (RedisConnectionError, RedisTimeoutError)) or redis_in_transition(exc)
+    """Redis unreachable (refused, reset, closed mid-answer, timed out, still loading its data),
+    or in transition: try again shortly."""
+    return (isinstance(exc, (RedisConnectionError, RedisTimeoutError, ConnectionError, EOFError))
+            or redis_in_transition(exc))
 
 
 def _text(value: Any) -> str:
@@ -264,4 +295,4 @@ async def route_now(client: Redis) -> None:
             pass
 
 
-__all__ = ["make_pool", "parse_sentinel_url", "route_now", "BufferCheckConnectionPool", "ClusterPrefixError", "hash_tag", "redis_client", "redis_in_transition", "redis_unavailable"]
+__all__ = ["make_pool", "parse_sentinel_url", "route_now", "BufferCheckConnectionPool", "ClusterPrefixError", "hash_tag", "redis_client", "redis_in_transition", "redis_unavailable", "transition_code"]

@@ -987,16 +987,20 @@ class WakeableWorker(Worker):
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
+        from gateway.redis_pool import transition_code  # what to log of a Redis reply (never its text)
+
         while True:
             try:
                 if await self._iteration():
                     return None
-            except RedisError as exc:
+            except Exception as exc:  # noqa: BLE001 - only Redis's "not now" is ridden out
                 if not redis_unavailable(exc):
                     raise
-                # Redis restarting or failing over: keep the process (and its running jobs), poll
-                # again shortly; arq's own loop would end the worker here
-                log.warning("redis unavailable (%s); polling again in 1 s", type(exc).__name__)
+                # Redis restarting or failing over (the wake-up BLPOP ended with UNBLOCKED, a write
+                # met READONLY, a reset, a job's own claim or finish failed): keep the process and
+                # its running jobs, poll again shortly; arq's own loop would end the worker here
+                log.warning("redis unavailable (%s); polling again in 1 s",
+                            transition_code(exc) or type(exc).__name__)
                 await asyncio.sleep(1)
 
     async def _iteration(self) -> bool:

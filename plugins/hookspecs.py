@@ -5,7 +5,13 @@ are marked with ``@hookimpl``. The gateway calls hooks through the typed wrapper
 ``plugins.manager.GatewayPlugins``; each plugin's implementation is called on its own, so a plugin
 that raises is logged and counted, and the others still run.
 
-Hooks may be plain functions or ``async def``; the wrapper awaits what needs awaiting.
+Sync or async: ``classify_message``, ``enrich_complaint``, ``complaint_event`` and
+``fetch_evidence`` may be plain functions or ``async def`` (the wrapper awaits them).
+``gateway_routes``, ``gateway_pollers`` and ``channel_sender`` must be plain functions: the
+gateway needs their answer at once (while the app is built, while a worker starts, each time a
+reply goes out), so an ``async def`` implementation is refused when the plugin is loaded, with
+an error naming the plugin and the hook. What they return does its waiting itself: a sender's
+``send``, a poller's ``run`` and the route handlers are ``async``.
 
 Personal data: ``classify_message``, ``enrich_complaint`` and ``complaint_event`` receive copies
 in which card, ID and phone numbers and e-mail addresses (in texts and contacts) are masked,
@@ -37,7 +43,8 @@ def gateway_routes(services: GatewayServices) -> RouteMount | None:
     """Contribute HTTP routes (webhooks) to the gateway.
 
     Called once, while the HTTP app is built (before it serves, before Redis is connected:
-    reach Redis through ``services`` inside the handlers, not here).
+    reach Redis through ``services`` inside the handlers, not here). A plain function, never
+    ``async def`` (refused at load); the handlers it returns are ``async``.
 
     :param services: the gateway's shared services (intake, Redis, blob store, settings).
     :returns: a ``RouteMount`` whose handlers are mounted under ``/webhooks/<plugin name>``
@@ -51,7 +58,8 @@ def gateway_pollers(services: GatewayServices) -> list[Poller] | None:
 
     Called once when a worker process starts. Each ``Poller.run`` is started as its own task,
     restarted with backoff when it raises, and cancelled when the worker stops. A poller that
-    must run on one worker only takes a lease through ``services.leases``.
+    must run on one worker only takes a lease through ``services.leases``. A plain function,
+    never ``async def`` (refused at load); ``Poller.run`` is the ``async`` part.
 
     :param services: the gateway's shared services, Redis connected.
     :returns: a list of ``Poller`` objects, or ``None``.
@@ -63,7 +71,8 @@ def channel_sender(channel: str, services: GatewayServices) -> Sender | None:
     """Give the sender that delivers messages on ``channel``.
 
     Called by the worker each time something goes out (acknowledgement, agent reply, notice).
-    First non-``None`` answer wins.
+    First non-``None`` answer wins. A plain function, never ``async def`` (refused at load): it
+    hands back the sender at once, and the sender's ``send`` is the ``async`` part.
 
     :param channel: the channel name of the complaint (``app``, ``email``, ``twilio_sms`` ...).
     :param services: the gateway's shared services.

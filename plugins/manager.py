@@ -38,6 +38,19 @@ class PluginConfigError(ValueError):
     """plugins.toml or a plugin's settings are wrong; the message names the plugin and field."""
 
 
+#: Hooks the gateway needs an answer from at once, so an ``async def`` implementation is refused
+#: when the plugin is registered (its coroutine would stand where the answer should be): why each.
+SYNC_HOOKS = {
+    "gateway_routes": "the routes are mounted while the HTTP app is built, before anything is awaited",
+    "gateway_pollers": "the pollers are collected while a worker starts, before its tasks run",
+    "channel_sender": "the sender is asked for each time a reply goes out and must be handed back at once",
+}
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+
+
 @dataclass
 class LoadedPlugin:
     name: str
@@ -130,9 +143,17 @@ class GatewayPlugins:
         if name in self.loaded:
             raise PluginConfigError(f"plugin {name!r} is registered twice")
         self.pm.register(plugin, name=name)
-        hooks = sorted(
-            h.name for h in self.pm.get_hookcallers(plugin) or () if not h.name.startswith("_")
-        )
+        callers = self.pm.get_hookcallers(plugin) or ()
+        for caller in callers:
+            if caller.name not in SYNC_HOOKS:
+                continue
+            if any(impl.plugin is plugin and _is_async(impl.function) for impl in caller.get_hookimpls()):
+                self.pm.unregister(plugin)
+                raise PluginConfigError(
+                    f"plugin {name!r}: hook {caller.name} must be a plain function (def), not async def: "
+                    f"{SYNC_HOOKS[caller.name]}. Return the object at once and do the waiting in its own "
+                    "async methods (a sender's send, a poller's run, the route handlers).")
+        hooks = sorted(h.name for h in callers if not h.name.startswith("_"))
         self.loaded[name] = LoadedPlugin(name, plugin, source, target or repr(plugin), settings, hooks)
 
     def check(self) -> None:
@@ -228,13 +249,21 @@ class GatewayPlugins:
 
     def _call_each_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call every implementation on its own; a raising plugin is counted and skipped. For the
-        hooks called while building the app or a worker (routes, pollers, senders)."""
+        hooks that must answer at once (``SYNC_HOOKS``: routes, pollers, senders). ``async def``
+        implementations are refused at registration; one that still answers with an awaitable (a
+        plain function handing back a coroutine) is counted as failed, never taken as its answer."""
         results = []
         for plugin_name, fn in self._impls(hook_name):
             try:
                 value = fn(**kwargs)
             except Exception as exc:
                 self._failed(plugin_name, hook_name, exc)
+                continue
+            if inspect.isawaitable(value):
+                if inspect.iscoroutine(value):
+                    value.close()  # never awaited, on purpose: no "never awaited" warning
+                self._failed(plugin_name, hook_name, TypeError(
+                    "answered with an awaitable; this hook must answer at once (a plain def)"))
                 continue
             if value is not None:
                 results.append((plugin_name, value))

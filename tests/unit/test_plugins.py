@@ -152,3 +152,120 @@ def test_plugins_list_cli(tmp_path):
                               "PATH": ""}, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "app" in out.stdout and "adapters.app:AppChannel" in out.stdout and "channel_sender" in out.stdout
+
+
+# -- sync and async hooks (docs/plugins.md "Sync or async") -------------------------------------
+
+
+class _Sender:
+    async def send(self, message):
+        return None
+
+
+async def _run(services):
+    return None
+
+
+class SyncChannel:
+    @hookimpl
+    def channel_sender(self, channel, services):
+        return _Sender() if channel == "sync_ch" else None
+
+    @hookimpl
+    def gateway_routes(self, services):
+        from plugins.contract import RouteMount
+
+        return RouteMount(handlers=[])
+
+    @hookimpl
+    def gateway_pollers(self, services):
+        from plugins.contract import Poller
+
+        return [Poller("inbox", _run)]
+
+
+class AsyncSender:
+    @hookimpl
+    async def channel_sender(self, channel, services):
+        return _Sender()
+
+
+class AsyncRoutes:
+    @hookimpl
+    async def gateway_routes(self, services):
+        return None
+
+
+class AsyncPollers:
+    @hookimpl
+    async def gateway_pollers(self, services):
+        return []
+
+
+class AsyncClassifier:
+    @hookimpl
+    async def classify_message(self, message):
+        return Classification(category="fee_dispute")
+
+
+def test_sync_routes_pollers_and_sender_are_taken():
+    plugins = GatewayPlugins()
+    plugins.register("sync_ch", SyncChannel())
+    plugins.check()
+    assert isinstance(plugins.sender("sync_ch", services=None), _Sender)
+    assert plugins.sender("other", services=None) is None
+    assert [name for name, _ in plugins.routes(services=None)] == ["sync_ch"]
+    assert [(name, p.name) for name, p in plugins.pollers(services=None)] == [("sync_ch", "inbox")]
+    assert not plugins.errors
+
+
+@pytest.mark.parametrize("plugin, hook", [(AsyncSender, "channel_sender"), (AsyncRoutes, "gateway_routes"),
+                                          (AsyncPollers, "gateway_pollers")])
+def test_an_async_def_routes_pollers_or_sender_is_refused_at_load_naming_plugin_and_hook(plugin, hook):
+    plugins = GatewayPlugins()
+    with pytest.raises(PluginConfigError, match=rf"plugin 'late_one': hook {hook} must be a plain function "
+                                                r"\(def\), not async def"):
+        plugins.register("late_one", plugin())
+    assert "late_one" not in plugins.loaded and plugins.pm.get_plugin("late_one") is None
+    plugins.register("late_one", SyncChannel())  # the name is free again: nothing half-registered
+
+
+def test_an_async_sender_in_plugins_toml_stops_start_up(tmp_path, monkeypatch):
+    mod = types.ModuleType("fake_async_sender_mod")
+    mod.AsyncSender = AsyncSender
+    monkeypatch.setitem(sys.modules, "fake_async_sender_mod", mod)
+    path = write(tmp_path, '[plugins.mine]\nuse = "fake_async_sender_mod:AsyncSender"\n')
+    with pytest.raises(PluginConfigError, match="plugin 'mine': hook channel_sender must be a plain function"):
+        GatewayPlugins.load(path, autoload=False, env={})
+
+
+def test_a_sender_hook_answering_with_a_coroutine_is_a_counted_failure_not_a_sender(recwarn):
+    class SneakySender:
+        @hookimpl
+        def channel_sender(self, channel, services):
+            return AsyncSender().channel_sender(channel, services)  # a plain def handing back a coroutine
+
+    plugins = GatewayPlugins()
+    plugins.register("sneaky", SneakySender())
+    plugins.register("sync_ch", SyncChannel())  # registered last: asked first
+    assert isinstance(plugins.sender("sync_ch", services=None), _Sender)
+    assert plugins.sender("other", services=None) is None  # the coroutine is not taken as a sender
+    assert plugins.errors["sneaky"] == 2
+    import gc
+
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+async def test_async_def_is_fine_for_the_hooks_the_gateway_awaits():
+    from datetime import datetime, timezone
+
+    from normalizer.schema import Contact, InboundMessage
+
+    plugins = GatewayPlugins()
+    plugins.register("async_classifier", AsyncClassifier())
+    plugins.check()
+    message = InboundMessage(id="msg_2", channel="app", sender=Contact(kind="app_user", value="u2"),
+                             text="a fee", received_at=datetime.now(timezone.utc))
+    name, verdict = await plugins.classify(message)
+    assert name == "async_classifier" and verdict.category == "fee_dispute"

@@ -12,6 +12,11 @@ Keys (per category): ``inc:recent:<category>`` (sorted set of recent complaint i
 ``inc:text:<category>`` (complaint id → customer and tokens), ``incidents:open:<category>``;
 per incident: ``incident:<id>`` (JSON) and ``incident:<id>:complaints``; ``incidents`` indexes
 them all by time.
+
+Considering a complaint is a job of its own (``consider_incident``, queued with the complaint),
+retried when Redis is briefly away, so it must be safe to run again: the incident a complaint
+forms is named after that complaint (``inc_`` + the complaint id's suffix) and written in one
+transaction, and a re-run that finds it answers it again with its complaints.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.locks import RedisLock
-from gateway.store import ComplaintStore, new_id, now_ms
+from gateway.store import ComplaintStore, now_ms
 from normalizer.pii import mask_pii
 
 CONCEPTS: dict[str, tuple[str, ...]] = {
@@ -60,6 +65,16 @@ def tokens(text: str) -> frozenset[str]:
     return frozenset(t for t in _TOKEN.findall(text) if t not in STOP and not t.isdigit())
 
 
+def comparable(text: str) -> bool:
+    """Enough words to compare with others (shorter texts never join or form an incident)."""
+    return len(tokens(text)) >= MIN_TOKENS
+
+
+def formed_by(complaint_id: str) -> str:
+    """The id of the incident ``complaint_id`` forms, if it forms one: the same on every run."""
+    return "inc_" + complaint_id.split("_", 1)[-1]
+
+
 def same_fault(a: frozenset[str], b: frozenset[str]) -> bool:
     shared = len(a & b)
     if shared < MIN_TOKENS:
@@ -74,6 +89,8 @@ class Incidents:
         self.p = store.keys.p
         self.window_ms = window_minutes * 60_000
         self.min_customers = min_customers
+
+    comparable = staticmethod(comparable)
 
     def key(self, iid: str) -> str:
         return f"{self.p}incident:{iid}"
@@ -100,11 +117,15 @@ class Incidents:
         await self.r.set(self.key(incident["id"]), json.dumps(incident, ensure_ascii=False))
 
     async def consider(self, complaint_id: str, customer_id: str, category: str, text: str) -> tuple[str, list[str]]:
-        """Note a new complaint. Answers (incident id, complaint ids newly linked to it) when it
-        joins or forms an incident, else ("", [])."""
+        """Note a new complaint. Answers (incident id, complaint ids linked to it) when it joins or
+        forms an incident, else ("", []). Safe to call again for the same complaint (a retried
+        job): it answers the incident it formed or joined, with the complaints to link."""
         toks = tokens(text)
         if len(toks) < MIN_TOKENS:
             return "", []
+        own = formed_by(complaint_id)
+        if await self.r.exists(self.key(own)):  # formed on an earlier run that did not finish linking
+            return own, await self.members(own)
         now = now_ms()
         recent, texts = f"{self.p}inc:recent:{category}", f"{self.p}inc:text:{category}"
         old = await self.r.zrangebyscore(recent, "-inf", now - self.window_ms)
@@ -141,16 +162,19 @@ class Incidents:
             if joined:
                 return joined, [complaint_id]
             linked = [complaint_id, *similar]
+            created_at = datetime.now(timezone.utc).isoformat()
             incident = {
-                "id": new_id("inc"), "category": category, "status": "open",
-                "created_at": datetime.now(timezone.utc).isoformat(), "title": mask_pii(text.strip())[:120],
-                "sample_tokens": [sorted(toks)], "customers": len(customers), "answer": None,
+                "id": own, "category": category, "status": "open", "created_at": created_at,
+                "title": mask_pii(text.strip())[:120], "sample_tokens": [sorted(toks)], "customers": len(customers),
+                "answer": None, "updated_at": created_at,
             }
-            await self.r.zadd(f"{self.p}incidents", {incident["id"]: now})
-            await self.save(incident)
-            await self._link(incident, linked)
-            await self.r.sadd(f"{self.p}incidents:open:{category}", incident["id"])
-            return incident["id"], linked
+            async with self.r.pipeline(transaction=True) as pipe:  # all of it or nothing
+                pipe.sadd(self.key(own) + ":complaints", *linked)
+                pipe.zadd(f"{self.p}incidents", {own: now})
+                pipe.set(self.key(own), json.dumps(incident, ensure_ascii=False))
+                pipe.sadd(f"{self.p}incidents:open:{category}", own)
+                await pipe.execute()
+            return own, linked
         finally:
             await lock.release()
 

@@ -232,7 +232,7 @@ async def _process_message(ctx: dict[str, Any], message_id: str) -> str:
             author="system", channel=message.channel, created_at=now,
         )
         complaint.replies.append(ack)
-    jobs = []
+    jobs = incident_job(complaint, message)
     if plugins.has_listeners:
         jobs.append(event_job(complaint, "created", actor, at=now))
         jobs.append(event_job(complaint, "routed", "worker", {"skill": decision.skill}, at=now))
@@ -252,7 +252,6 @@ async def _process_message(ctx: dict[str, Any], message_id: str) -> str:
         result = await deliver(ctx, complaint, ack)
         if result.status == "failed" and result.retryable:  # the provider hiccuped: try again soon
             await store.enqueue(PlannedJob("send_reply", f"send:{ack.id}", (complaint.id, ack.id), defer_ms=1000))
-    await _consider_incident(ctx, complaint, message)
     return "created"
 
 
@@ -378,20 +377,42 @@ async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: In
     return await store.update(complaint_id, change)
 
 
-async def _consider_incident(ctx: dict[str, Any], complaint: Complaint, message: InboundMessage) -> None:
+def incident_job(complaint: Complaint, message: InboundMessage) -> list[PlannedJob]:
+    """The incident check of a new complaint, queued in the commit that creates it (none for a
+    text too short to compare)."""
+    if not Incidents.comparable(message.text):
+        return []
+    return [PlannedJob("consider_incident", f"incident:{complaint.id}", (complaint.id, message.id))]
+
+
+async def consider_incident(ctx: dict[str, Any], complaint_id: str, message_id: str) -> str:
     """Many customers, one fault: link the new complaint to an incident when it joins or forms one.
-    A failure here never costs the complaint (it is committed already); it is logged."""
+    A job of its own, so Redis being briefly away (a failover, a restart) retries it with backoff
+    instead of skipping it for good; every step is safe to run again."""
     settings: Settings = ctx["settings"]
-    incidents = Incidents(ctx["store"], settings.incident_window_minutes, settings.incident_min_customers)
+    store: ComplaintStore = ctx["store"]
+    incidents = Incidents(store, settings.incident_window_minutes, settings.incident_min_customers)
     try:
-        iid, linked = await incidents.consider(complaint.id, complaint.customer_id, complaint.category, message.text)
-        if iid:
-            incident = await incidents.get(iid)
-            for cid in linked:
-                await link_to_incident(ctx["store"], cid, incident or {"id": iid})
-            log.info("incident %s: %d complaint(s) linked", iid, len(linked))
-    except Exception as exc:  # noqa: BLE001 - incidents are an overlay; the case stands without one
-        log.error("incident detection failed for %s: %s", complaint.id, type(exc).__name__)
+        try:
+            complaint = await store.get(complaint_id)
+        except NotFound:
+            return "missing"
+        text = next((m.text for m in complaint.messages if m.message_id == message_id), "")
+        iid, linked = await incidents.consider(complaint.id, complaint.customer_id, complaint.category, text)
+        if not iid:
+            return "none"
+        incident = await incidents.get(iid)
+        for cid in linked:
+            await link_to_incident(store, cid, incident or {"id": iid})
+        log.info("incident %s: %d complaint(s) linked", iid, len(linked))
+        return "linked"
+    except Exception as exc:
+        if not redis_unavailable(exc):
+            raise
+        defer = min(60, 2 ** ctx.get("job_try", 1))
+        log.warning("incident check of %s: redis unavailable (%s); again in %d s", complaint_id,
+                    type(exc).__name__, defer)
+        raise Retry(defer=defer) from None
 
 
 async def link_to_incident(store: ComplaintStore, complaint_id: str, incident: dict[str, Any]) -> Complaint | None:
@@ -1130,6 +1151,7 @@ def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPl
             func(instrumented(process_message), name="process_message", max_tries=10),
             func(instrumented(send_reply), name="send_reply", max_tries=MAX_SEND_TRIES + 1),
             func(instrumented(dispatch_event), name="dispatch_event", max_tries=3),
+            func(instrumented(consider_incident), name="consider_incident", max_tries=15),
         ],
         # arq's own settings are not used to connect (main() builds the pool from redis_url)
         redis_settings=RedisSettings() if redis_url.startswith(SENTINEL_SCHEME) else RedisSettings.from_dsn(redis_url),

@@ -1,0 +1,142 @@
+"""Incident detection is a step of its own that Redis going away for a moment cannot skip.
+
+The worker talks to Redis through a fault-injecting proxy (tests/faultproxy.py). Four customers
+report the same crash; the fifth report would form the incident, and the proxy resets the
+worker's connection in the middle of the very answer incident detection reads (the recent
+reports' fault tokens). The check is retried and the incident forms with all five complaints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import urlparse
+
+import pytest
+import redis.asyncio as aioredis
+from msgspec.structs import replace
+
+from tests.conftest import APP, SUPERVISOR, app_plugins, eventually, gateway_client, run_worker
+from tests.faultproxy import FaultProxy
+
+pytestmark = pytest.mark.integration
+
+CRASH_REPORTS = ["app crashes when I pay", "付款时app闪退", "The app crashed while paying!", "支付的时候应用崩溃了",
+                 "my app crashes on the payment screen"]
+
+
+@pytest.fixture
+def proxy(redis_url):
+    where = urlparse(redis_url)
+    if where.scheme != "redis":
+        pytest.skip("the fault proxy stands in front of a TCP Redis")
+    started = FaultProxy(where.port or 6379, upstream_host=where.hostname or "127.0.0.1").start()
+    yield started
+    started.stop()
+
+
+async def send(client, user, text):
+    resp = await client.post("/v1/messages", json={"user_id": user, "text": text}, headers=APP)
+    assert resp.status_code == 202, resp.text
+    return resp.json()["message_id"]
+
+
+async def complaint_of(client, mid):
+    state = (await client.get(f"/v1/messages/{mid}", headers=APP)).json()
+    return (await client.get(f"/v1/complaints/{state['complaint_id']}", headers=SUPERVISOR)).json()
+
+
+async def test_incident_detection_meeting_a_lost_connection_links_the_complaints_later(settings, proxy, redis_url):
+    settings = replace(settings, incident_min_customers=5)
+    plugins = app_plugins()
+    through_proxy = replace(settings, redis_url=f"redis://127.0.0.1:{proxy.port}/0")  # the worker's way to Redis
+    async with gateway_client(settings, plugins) as client:
+        mids = [await send(client, f"u-crash-{n}", text) for n, text in enumerate(CRASH_REPORTS[:4])]
+        await run_worker(through_proxy, plugins)
+        assert (await client.get("/v1/incidents", headers=SUPERVISOR)).json()["items"] == []  # four: not yet
+
+        mids.append(await send(client, "u-crash-4", CRASH_REPORTS[4]))
+        # the answer carrying the recent reports' tokens is cut mid-way: the connection resets
+        proxy.cut(after=b"<crash>")
+        cut_from = time.monotonic()
+
+        async def cut_once() -> bool:
+            """Once a connection has been reset by the cut, Redis is back (the proxy passes)."""
+            if any(c.ended_at is not None and c.ended_at >= cut_from for c in proxy.connections):
+                proxy.pass_through()
+                return True
+            return False
+
+        watch = asyncio.create_task(eventually(cut_once, timeout=120))
+        try:
+            await run_worker(through_proxy, plugins)  # a burst run: until nothing is left queued
+            assert await watch, "the connection was never cut"
+        finally:
+            proxy.pass_through()
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+
+        (incident,) = (await client.get("/v1/incidents", headers=SUPERVISOR)).json()["items"]
+        assert incident["complaint_count"] == 5
+        for mid in mids:
+            assert (await complaint_of(client, mid))["incident_id"] == incident["id"]
+    r = aioredis.from_url(redis_url)
+    counts = {k.decode(): int(v) for k, v in (await r.hgetall(settings.redis_prefix + "metrics")).items()
+              if b"gateway_worker_jobs|" in k and b"consider_incident" in k}
+    await r.aclose()
+    assert any("retry" in k and v >= 1 for k, v in counts.items()), counts  # it met the fault, and was retried
+
+
+async def test_the_incident_check_run_again_changes_nothing(settings, redis_url):
+    """arq runs a job at least once: a second run of every complaint's check (as after a worker
+    died before finishing one) answers the same incident with the same complaints, forms no
+    second one and links no complaint twice."""
+    from gateway.redis_pool import redis_client
+    from gateway.store import ComplaintStore
+    from router.worker import consider_incident
+
+    settings = replace(settings, incident_min_customers=5)
+    plugins = app_plugins()
+    async with gateway_client(settings, plugins) as client:
+        mids = [await send(client, f"u-again-{n}", text) for n, text in enumerate(CRASH_REPORTS)]
+        await run_worker(settings, plugins)
+        (incident,) = (await client.get("/v1/incidents", headers=SUPERVISOR)).json()["items"]
+        complaints = [await complaint_of(client, mid) for mid in mids]
+        r = redis_client(redis_url)
+        store = ComplaintStore(settings.redis_prefix)
+        store.bind(r)
+        try:
+            for complaint, mid in zip(complaints, mids):  # every check once more
+                assert await consider_incident({"store": store, "settings": settings}, complaint["id"], mid) == "linked"
+        finally:
+            await r.aclose()
+        assert (await client.get("/v1/incidents", headers=SUPERVISOR)).json()["items"] == [incident]
+        for mid in mids:
+            again = await complaint_of(client, mid)
+            assert again["incident_id"] == incident["id"]
+            assert [e["action"] for e in again["history"]].count("incident_linked") == 1
+
+
+async def test_the_complaint_that_formed_an_incident_answers_all_of_it_again(settings, redis_url):
+    """A first run that formed the incident and died before linking the complaints it found:
+    the second run answers them all again (not only itself), so none stays unlinked."""
+    from gateway.redis_pool import redis_client
+    from gateway.store import ComplaintStore
+    from router.incidents import Incidents
+
+    r = redis_client(redis_url)
+    store = ComplaintStore(settings.redis_prefix)
+    store.bind(r)
+    incidents = Incidents(store, window_minutes=10, min_customers=3)
+    try:
+        assert await incidents.consider("cmp_1", "cus_a", "function_fault", CRASH_REPORTS[0]) == ("", [])
+        assert await incidents.consider("cmp_2", "cus_b", "function_fault", CRASH_REPORTS[2]) == ("", [])
+        formed, linked = await incidents.consider("cmp_3", "cus_c", "function_fault", CRASH_REPORTS[4])
+        assert formed and sorted(linked) == ["cmp_1", "cmp_2", "cmp_3"]
+        again, relinked = await incidents.consider("cmp_3", "cus_c", "function_fault", CRASH_REPORTS[4])
+        assert again == formed and sorted(relinked) == ["cmp_1", "cmp_2", "cmp_3"]
+        assert await incidents.consider("cmp_2", "cus_b", "function_fault", CRASH_REPORTS[2]) == (formed, ["cmp_2"])
+        assert [i["id"] for i in await incidents.list()] == [formed]
+        assert await incidents.members(formed) == ["cmp_1", "cmp_2", "cmp_3"]
+    finally:
+        await r.aclose()

@@ -70,8 +70,20 @@ class Contact(msgspec.Struct, frozen=True):
     display_name: str | None = None
 
 
+#: States of an attachment: announced by the channel and still to be fetched from the provider,
+#: its bytes in the blob store, or given up on (``error`` says why).
+EVIDENCE_PENDING = "pending"
+EVIDENCE_STORED = "stored"
+EVIDENCE_FAILED = "failed"
+
+
 class EvidenceLink(msgspec.Struct, frozen=True):
-    """A reference to a stored attachment, recording or screenshot (bytes live in the blob store)."""
+    """A reference to a stored attachment, recording or screenshot (bytes live in the blob store).
+
+    An attachment the channel only announced (MMS media, a WhatsApp media id, a Telegram file)
+    is ``pending`` on its complaint until a job of its own fetches it (``stored``) or gives up
+    after a bounded number of ``tries`` (``failed``, with the reason in ``error``); the complaint
+    never waits for it. Links written before these fields existed decode as ``stored``."""
 
     id: str
     sha256: str
@@ -81,6 +93,11 @@ class EvidenceLink(msgspec.Struct, frozen=True):
     source: str | None = None
     # Set while the worker still has to fetch the bytes from the provider (e.g. MMS media).
     remote_url: str | None = None
+    state: str = EVIDENCE_STORED
+    #: Why the last fetch failed (while ``pending``) or why it was given up (``failed``).
+    error: str | None = None
+    #: Fetches tried so far.
+    tries: int = 0
 
 
 class InboundMessage(msgspec.Struct, kw_only=True):

@@ -155,8 +155,9 @@ async def _process_message(ctx: dict[str, Any], message_id: str) -> str:
     if target is not None:
         message.complaint_ref = None  # an old closed case: this is a new problem
 
-    if any(a.remote_url and not a.sha256 for a in message.attachments):
-        message.attachments = await _fetch_remote_evidence(ctx, message)
+    # announced attachments wait on the case as pending evidence, fetched by a job of their own
+    from router.evidence_fetch import announce, evidence_jobs
+    message.attachments = announce(message)
     customer_id = fields["customer_id"]
     category, formal, cat_source = await _categorise(plugins, message)
     if not fields.get("nodedup"):
@@ -233,6 +234,7 @@ async def _process_message(ctx: dict[str, Any], message_id: str) -> str:
         )
         complaint.replies.append(ack)
     jobs = incident_job(complaint, message)
+    jobs.extend(evidence_jobs(complaint))
     if plugins.has_listeners:
         jobs.append(event_job(complaint, "created", actor, at=now))
         jobs.append(event_job(complaint, "routed", "worker", {"skill": decision.skill}, at=now))
@@ -298,31 +300,12 @@ async def _policy(ctx: dict[str, Any]) -> Any:
     return await ctx["policy"].get()
 
 
-async def _fetch_remote_evidence(ctx: dict[str, Any], message: InboundMessage) -> list[Any]:
-    """Attachments the channel only announced (MMS media) are fetched here, not in the webhook.
-    A transient failure retries the whole job; a refused file is left out and noted."""
-    plugins: GatewayPlugins = ctx["plugins"]
-    services: GatewayServices = ctx["services"]
-    kept = []
-    for link in message.attachments:
-        if not link.remote_url or link.sha256:
-            kept.append(link)
-            continue
-        try:
-            fetched = await plugins.fetch_evidence(link, message.channel, services)
-        except Exception as exc:
-            log.warning("fetching evidence for %s failed: %s; retrying", message.id, type(exc).__name__)
-            raise Retry(defer=min(60, 2 ** ctx.get("job_try", 1))) from None
-        if fetched is None:
-            continue
-        data, content_type = fetched
-        try:
-            stored = await services.blobs.put(data, content_type, filename=link.filename, source=link.source)
-        except EvidenceRejected as exc:
-            log.info("evidence of %s not kept: %s", message.id, exc.code)
-            continue
-        kept.append(stored)
-    return kept
+def _evidence_fetch_job(settings: Settings) -> Any:
+    """The job that fetches announced attachments (router/evidence_fetch.py)."""
+    from router import evidence_fetch
+
+    return func(instrumented(evidence_fetch.fetch_evidence), name=evidence_fetch.JOB,
+                max_tries=evidence_fetch.arq_max_tries(settings))
 
 
 async def _find_complaint(store: ComplaintStore, ref: str) -> Complaint:
@@ -1152,6 +1135,7 @@ def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPl
             func(instrumented(send_reply), name="send_reply", max_tries=MAX_SEND_TRIES + 1),
             func(instrumented(dispatch_event), name="dispatch_event", max_tries=3),
             func(instrumented(consider_incident), name="consider_incident", max_tries=15),
+            _evidence_fetch_job(settings),
         ],
         # arq's own settings are not used to connect (main() builds the pool from redis_url)
         redis_settings=RedisSettings() if redis_url.startswith(SENTINEL_SCHEME) else RedisSettings.from_dsn(redis_url),

@@ -5,8 +5,13 @@ parse (``normalizer.mail``), send (``aiosmtplib``).
 
 Sync rules: a mailbox is worked by the worker that holds its Redis lease; progress is the pair
 UIDVALIDITY + last UID, advanced only after the mail is durably taken; after a UIDVALIDITY
-change every mail is looked at again and skipped when its Message-ID (or content hash) was
-taken before. Mail is never deleted.
+change every mail is looked at again and skipped when it was taken before. Mail is never deleted.
+
+What is "the same mail" (``mail_identity``): the bytes as their sender wrote them, without the
+header fields servers add on the way in (``normalizer.mail.mail_digest``). A mail read again is
+taken once; two different mails are two, even when a broken mailer gave both one Message-ID (the
+collision is logged with both UIDs). Auto-replies and bounces never become complaints
+(``adapters.email_automatic``).
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ from typing import Any, Literal
 
 import msgspec
 
+from adapters.email_automatic import take_automatic
 from adapters.webhooks import quarantine_once
 from gateway.locks import RedisLock
 from gateway.store import new_id
 from normalizer.evidence import EvidenceRejected
 from normalizer.inbound import build_message
-from normalizer.mail import MailParseError, ParsedMail, parse_mail
+from normalizer.mail import MailParseError, ParsedMail, mail_digest, parse_mail
 from normalizer.schema import AUTOMATIC_REPLY_KINDS, Contact, DeliveryResult, OutboundMessage
 from plugins.contract import GatewayServices, Poller
 from plugins.hookspecs import hookimpl
@@ -137,7 +143,7 @@ class EmailChannel:
 class Taken:
     """What happened to one mail."""
 
-    outcome: str  # "accepted", "duplicate", "quarantined"
+    outcome: str  # "accepted", "duplicate", "quarantined", "auto_reply", "bounce"
     message_id: str | None = None
 
 
@@ -161,6 +167,7 @@ class MailboxState:
         prefix = services.store.keys.p
         self.state_key = f"{prefix}imap:state:{label}"
         self.seen_key = f"{prefix}imap:seen:{label}"
+        self.message_ids_key = f"{prefix}imap:message-ids:{label}"
 
     async def checkpoint(self) -> tuple[int | None, int]:
         validity, last = await self.redis.hmget(self.state_key, "uidvalidity", "last_uid")
@@ -175,12 +182,30 @@ class MailboxState:
     async def remember(self, identity: str) -> None:
         await self.redis.sadd(self.seen_key, identity)
 
+    async def first_with_message_id(self, message_id: str, identity: str, where: str) -> str | None:
+        """Note that the mail at ``where`` (UIDVALIDITY/UID) carries ``message_id``; answers where
+        the first mail with that Message-ID was when that was a different mail (a collision)."""
+        field = hashlib.sha256(message_id.encode()).hexdigest()[:32]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(self.message_ids_key, field, f"{where}|{identity}")
+            pipe.hget(self.message_ids_key, field)
+            _, first = await pipe.execute()
+        first_where, _, first_identity = (first or b"").decode().partition("|")
+        return first_where if first_identity != identity else None
+
 
 def mail_identity(parsed: ParsedMail | None, raw: bytes) -> str:
-    """What makes two deliveries the same mail: the Message-ID, else sender + content hash."""
+    """What makes two deliveries the same mail: the bytes their sender wrote, servers' trace
+    fields left out (``mail_digest``). Not the Message-ID alone: broken mailers reuse one."""
+    return "mail:" + mail_digest(raw)[:40]
+
+
+def legacy_identity(parsed: ParsedMail | None, raw: bytes) -> str:
+    """The identity mails were remembered by before ``mail_identity`` (Message-ID, else sender +
+    content): a re-scan still skips the mails taken then."""
     if parsed is not None and parsed.message_id:
         return f"id:{parsed.message_id}"
-    if parsed is not None:  # a re-delivery keeps From, Subject, Date and body; two mails rarely all
+    if parsed is not None:
         key = f"{parsed.from_address}|{parsed.subject}|{parsed.date}|{parsed.content_hash}"
         return "hash:" + hashlib.sha256(key.encode()).hexdigest()
     return "raw:" + hashlib.sha256(raw).hexdigest()
@@ -201,11 +226,13 @@ async def take_mail(services: GatewayServices, settings: EmailChannel.Settings, 
     the same mail taken twice is one message."""
     if parsed is None and not problem:
         parsed, problem = parse_or_none(raw, settings)
+    identity = mail_identity(parsed, raw)
     if parsed is None:
-        return await _quarantine_once(services, mail_identity(None, raw), f"unparseable mail in {mailbox}: {problem}", raw)
+        return await _quarantine_once(services, identity, f"unparseable mail in {mailbox}: {problem}", raw)
+    if parsed.automatic is not None:  # an auto-reply or a bounce: kept for a supervisor, no complaint
+        return Taken(await take_automatic(services, CHANNEL, mailbox, raw, parsed, identity))
     if not parsed.from_address:
-        return await _quarantine_once(services, mail_identity(parsed, raw),
-                                      f"mail without a usable From address in {mailbox}", raw)
+        return await _quarantine_once(services, identity, f"mail without a usable From address in {mailbox}", raw)
 
     evidence = []
     for attachment in parsed.attachments:
@@ -230,12 +257,13 @@ async def take_mail(services: GatewayServices, settings: EmailChannel.Settings, 
         suppress_acknowledgement=parsed.loop_reason,
         metadata={"mailbox": mailbox, "full_text": parsed.full_text[:20_000]},
     )
-    outcome = await services.intake.submit(message, idempotency_scope=mail_identity(parsed, raw), raw=raw,
+    outcome = await services.intake.submit(message, idempotency_scope=identity, raw=raw,
                                            limits=False)  # a mailbox never stalls on one sender
     store = services.store
     if outcome.status == "accepted" and parsed.message_id:
+        # the first mail with this Message-ID keeps it (another mail may carry the same one)
         await store.r.set(f"{store.keys.p}mail:thread:{parsed.message_id}", f"msg:{outcome.message_id}",
-                          ex=400 * 86400)
+                          ex=400 * 86400, nx=True)
     return Taken("accepted" if outcome.status == "accepted" else "duplicate", outcome.message_id)
 
 
@@ -404,9 +432,16 @@ class MailboxPoller:
                     continue  # expunged meanwhile
                 parsed, problem = parse_or_none(raw, self.settings)
                 identity = mail_identity(parsed, raw)
-                if rescan and await state.seen(identity):
+                if rescan and (await state.seen(identity) or await state.seen(legacy_identity(parsed, raw))):
                     await state.advance(uidvalidity, uid)
                     continue
+                if parsed is not None and parsed.message_id:
+                    first = await state.first_with_message_id(parsed.message_id, identity, f"{uidvalidity}/{uid}")
+                    if first is not None:  # a broken mailer reused a Message-ID: both mails are kept
+                        first_validity, _, first_uid = first.partition("/")
+                        earlier = "" if first_validity == str(uidvalidity) else f" of UIDVALIDITY {first_validity}"
+                        log.warning("imap %s: UID %s has the Message-ID of UID %s%s but is a different mail; "
+                                    "both are taken", self.mailbox.label, uid, first_uid, earlier)
                 result = await take_mail(services, self.settings, self.mailbox.label, raw, parsed, problem)
                 await state.remember(identity)
                 await state.advance(uidvalidity, uid)  # only now: the mail is durable
@@ -481,6 +516,15 @@ class SmtpSender:
         mail.set_content(message.text)
         return mail
 
+    async def _remember(self, message: OutboundMessage, our_id: str) -> None:
+        """Before the mail leaves: a reply to it finds its case, a bounce of it finds the reply."""
+        store = self.services.store
+        if not message.complaint_id:
+            return  # an answer to a stranger (status of an unknown case) belongs to no case
+        await self.services.require_redis().set(f"{store.keys.p}mail:thread:{our_id}",
+                                                f"cmp:{message.complaint_id}", ex=400 * 86400)
+        await store.remember_outbound(CHANNEL, our_id, message.complaint_id, message.id)
+
     async def _over_limit(self, address: str) -> bool:
         redis = self.services.require_redis()
         key = f"{self.services.store.keys.p}mail:acks:{address}:{int(time.time() // 3600)}"
@@ -495,6 +539,8 @@ class SmtpSender:
         if message.kind in ("ack", "repeat_ack") and await self._over_limit(message.to.value):
             return DeliveryResult(status="suppressed", error="acknowledgement rate limit for this address")
         mail = self.build(message)
+        our_id = mail["Message-ID"].strip("<>")
+        await self._remember(message, our_id)
         context = ssl.create_default_context()
         if not self.smtp.verify_tls:
             context.check_hostname = False
@@ -516,10 +562,6 @@ class SmtpSender:
             return DeliveryResult(status="failed", error=f"recipient refused: {exc}"[:300], retryable=False)
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             return DeliveryResult(status="failed", error=f"{type(exc).__name__}: {exc}"[:300], retryable=True)
-        redis = self.services.require_redis()
-        our_id = mail["Message-ID"].strip("<>")
-        await redis.set(f"{self.services.store.keys.p}mail:thread:{our_id}", f"cmp:{message.complaint_id}",
-                        ex=400 * 86400)
         return DeliveryResult(status="sent", provider_message_id=our_id)
 
 

@@ -1,6 +1,7 @@
 """Mail as people really send it: MIME, charsets (GB2312 / GBK / GB18030 / Big5 / UTF-8,
 undeclared 8-bit), RFC 2047 headers, HTML-only bodies, quoted replies and signatures,
-attachments, and the headers that say a robot wrote it (RFC 3834)."""
+attachments, the headers that say a robot wrote it (RFC 3834; ``normalizer.mail_robots``), and
+what makes two copies the same mail (``mail_digest``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from email.message import Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
 import msgspec
+
+from normalizer.mail_robots import Automatic, classify
 
 MAX_MAIL_BYTES = 50 * 1024 * 1024
 MAX_DEPTH = 20
@@ -44,6 +47,8 @@ class ParsedMail(msgspec.Struct):
     attachments: list[MailAttachment]
     loop_reason: str | None
     content_hash: str
+    #: A robot wrote it (auto-reply, bulk mail, bounce): never a complaint.
+    automatic: Automatic | None = None
 
 
 # -- charsets -------------------------------------------------------------------------------
@@ -289,23 +294,17 @@ def _walk(msg: Message, plains: list[str], htmls: list[str], attachments: list[M
         attachments.append(msg)
 
 
-def _loop_reason(msg: Message, from_address: str | None) -> str | None:
-    auto = (_raw_header(msg, "Auto-Submitted") or "").strip().lower()
-    if auto and auto != "no":
-        return "auto-submitted"
-    if (_raw_header(msg, "Precedence") or "").strip().lower() in ("bulk", "junk", "list"):
-        return "precedence"
+def _loop_reason(msg: Message, automatic: Automatic | None) -> str | None:
+    """Why no acknowledgement may answer this mail: a robot wrote it, or it came through a list
+    (a group address relaying a person's mail: taken, not answered), or its sender asked for no
+    automatic answers."""
+    if automatic is not None:
+        return automatic.kind
     if _raw_header(msg, "List-Id") or _raw_header(msg, "List-Unsubscribe"):
         return "list"
-    ctype = _content_type(msg)
-    if ctype in ("multipart/report", "message/delivery-status"):
-        return "bounce"
-    local = (from_address or "").partition("@")[0].lower()
-    if local in ("mailer-daemon", "postmaster") or (_raw_header(msg, "Return-Path") or "").strip() == "<>":
-        return "mailer-daemon"
     suppress = (_raw_header(msg, "X-Auto-Response-Suppress") or "").lower()
-    if _raw_header(msg, "X-Autoreply") or _raw_header(msg, "X-Autorespond") or "oof" in suppress or "all" in suppress:
-        return "auto-reply"
+    if "oof" in suppress or "all" in suppress or "autoreply" in suppress:
+        return "auto-reply-suppressed"
     return None
 
 
@@ -387,11 +386,13 @@ def _parse(raw: bytes, max_attachment_bytes: int, max_attachments: int) -> Parse
         digest.update(h.encode())
     message_ids = _msg_ids(_raw_header(msg, "Message-ID"))
     in_reply = _msg_ids(_raw_header(msg, "In-Reply-To"))
+    subject = decode_header_value(_raw_header(msg, "Subject"))
+    automatic = classify(msg, from_address=from_address, subject=subject, text=full)
     return ParsedMail(
         message_id=message_ids[0] if message_ids else None,
         in_reply_to=in_reply[0] if in_reply else None,
         references=_msg_ids(_raw_header(msg, "References")),
-        subject=decode_header_value(_raw_header(msg, "Subject")),
+        subject=subject,
         from_address=from_address,
         from_name=from_name,
         to=to,
@@ -399,10 +400,51 @@ def _parse(raw: bytes, max_attachment_bytes: int, max_attachments: int) -> Parse
         text=strip_quoted(full) if full else "",
         full_text=full,
         attachments=attachments,
-        loop_reason=_loop_reason(msg, from_address),
+        loop_reason=_loop_reason(msg, automatic),
         content_hash=digest.hexdigest(),
+        automatic=automatic,
     )
 
 
+# -- identity -------------------------------------------------------------------------------
+
+#: Header fields servers add on the way in (trace, filtering, local delivery, mbox bookkeeping):
+#: two deliveries of one mail differ only in these.
+TRACE_FIELDS = frozenset({
+    b"received", b"x-received", b"return-path", b"delivered-to", b"x-original-to", b"x-delivered-to",
+    b"envelope-to", b"x-envelope-to", b"x-envelope-from", b"received-spf", b"authentication-results",
+    b"arc-authentication-results", b"arc-message-signature", b"arc-seal", b"x-uid", b"x-keywords",
+    b"x-status", b"status", b"x-imap", b"x-imapbase", b"x-mozilla-status", b"x-mozilla-status2",
+})
+TRACE_PREFIXES = (b"x-spam-", b"x-virus-", b"x-amavis-", b"x-ms-exchange-organization-",
+                  b"x-forefront-antispam-", b"x-microsoft-antispam")
+
+
+def mail_digest(raw: bytes) -> str:
+    """What makes two copies one mail: a hash of the bytes as the sender wrote them, with the
+    header fields servers add on the way in left out (``TRACE_FIELDS``). The same stored mail
+    fetched again (a restart, a second look, a re-scan after UIDVALIDITY changed: IMAP serves a
+    stored message's bytes unchanged) and a mail the sending server delivered twice (new
+    Received lines) hash the same; two mails that differ anywhere else — body, attachments, any
+    header their sender set — never do, even when they carry one Message-ID. Never raises."""
+    data = raw.replace(b"\r\n", b"\n")
+    head, sep, body = data.partition(b"\n\n")
+    kept: list[bytes] = []
+    skipping = False
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):  # a folded continuation of the field above
+            if not skipping:
+                kept.append(line)
+            continue
+        name, colon, _ = line.partition(b":")
+        name = name.strip().lower()
+        skipping = bool(colon) and (name in TRACE_FIELDS or name.startswith(TRACE_PREFIXES))
+        if not skipping:
+            kept.append(line)
+    digest = hashlib.sha256(b"\n".join(kept))
+    digest.update(sep + body)
+    return digest.hexdigest()
+
+
 __all__ = ["MailParseError", "MailAttachment", "ParsedMail", "parse_mail", "html_to_text", "strip_quoted",
-           "decode_bytes", "decode_header_value"]
+           "decode_bytes", "decode_header_value", "mail_digest"]

@@ -59,13 +59,18 @@ USAGE = {"zh": "用法：/status C-20261123-000001", "en": "Usage: /status C-202
 class TelegramSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: The bot's token from @BotFather (TELEGRAM_BOT_TOKEN).
     bot_token: str = ""
-    #: The secret_token given to setWebhook; Telegram sends it in every request (TELEGRAM_SECRET).
+    #: The secret_token given to setWebhook; Telegram sends it in every request (TELEGRAM_SECRET_TOKEN).
     secret_token: str = ""
+    #: Used while ``secret_token`` is empty: the same secret under its earlier name (TELEGRAM_SECRET).
+    secret_token_fallback: str = ""
     api_base: str = "https://api.telegram.org"
     max_body_bytes: int = 256 * 1024
     #: Seconds a Bot API call may wait to connect and for each answer, and a file fetch in all,
     #: before it counts as failed and is retried later; keep it under GATEWAY_JOB_TIMEOUT_SECONDS.
     timeout_seconds: float = 15.0
+
+    def __post_init__(self) -> None:
+        self.secret_token = self.secret_token or self.secret_token_fallback
 
 
 def client_language(user: dict[str, Any]) -> str | None:
@@ -88,7 +93,7 @@ class TelegramChannel:
 
         @post("", operation_id="telegramIn", summary="Telegram: a bot update", tags=["webhooks"], status_code=200)
         async def receive(request: Request[Any, Any, Any]) -> Response[Any]:
-            require_configured(settings.secret_token, "TELEGRAM_SECRET")
+            require_configured(settings.secret_token, "TELEGRAM_SECRET_TOKEN")
             if not same_secret(request.headers.get("x-telegram-bot-api-secret-token"), settings.secret_token):
                 raise ProblemError(403, "secret_token_invalid", "X-Telegram-Bot-Api-Secret-Token does not match.")
             body = await bounded_body(request, settings.max_body_bytes)

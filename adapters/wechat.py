@@ -65,10 +65,14 @@ WELCOME = ("感谢关注！请直接发送文字、图片或语音描述您的�
 class WeChatSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: The Token set in the official account's server configuration (WECHAT_TOKEN).
     token: str = ""
-    #: The account's AppID (WECHAT_APP_ID); safe-mode messages must name it.
+    #: The account's AppID (WECHAT_APPID); safe-mode messages must name it.
     app_id: str = ""
-    #: The AppSecret, for the access token (WECHAT_APP_SECRET).
+    #: The AppSecret, for the access token (WECHAT_APPSECRET).
     app_secret: str = ""
+    #: Used while ``app_id`` / ``app_secret`` are empty: the same values under their earlier
+    #: names (WECHAT_APP_ID, WECHAT_APP_SECRET).
+    app_id_fallback: str = ""
+    app_secret_fallback: str = ""
     #: The 43-character EncodingAESKey for safe mode ("" = plain mode only) (WECHAT_AES_KEY).
     encoding_aes_key: str = ""
     api_base: str = "https://api.weixin.qq.com"
@@ -77,6 +81,10 @@ class WeChatSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Refresh the cached access token when it has fewer seconds than this left.
     token_refresh_margin_seconds: int = 600
     max_body_bytes: int = 64 * 1024
+
+    def __post_init__(self) -> None:
+        self.app_id = self.app_id or self.app_id_fallback
+        self.app_secret = self.app_secret or self.app_secret_fallback
 
 
 # -- signatures and safe mode ---------------------------------------------------------------

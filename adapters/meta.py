@@ -66,7 +66,10 @@ class MetaSettings(msgspec.Struct, forbid_unknown_fields=True):
     app_secret: str = ""
     #: What we told Meta to send as hub.verify_token when subscribing (META_VERIFY_TOKEN).
     verify_token: str = ""
-    #: A system-user token for WhatsApp Cloud API calls (META_WHATSAPP_TOKEN).
+    #: The access token for Graph API calls (META_ACCESS_TOKEN): WhatsApp sends and media, and
+    #: Messenger / Instagram sends, unless the more specific token below is set.
+    access_token: str = ""
+    #: A system-user token for WhatsApp Cloud API calls (META_WHATSAPP_TOKEN; empty: access_token).
     whatsapp_token: str = ""
     #: The WhatsApp business phone number id we send from.
     whatsapp_phone_number_id: str = ""
@@ -75,11 +78,15 @@ class MetaSettings(msgspec.Struct, forbid_unknown_fields=True):
     whatsapp_template: str = ""
     whatsapp_template_languages: dict[str, str] = msgspec.field(default_factory=lambda: {"zh": "zh_CN",
                                                                                            "en": "en_US"})
-    #: The Page access token for Messenger and Instagram (META_PAGE_TOKEN).
+    #: The Page access token for Messenger and Instagram (META_PAGE_TOKEN; empty: access_token).
     page_token: str = ""
     graph_base: str = "https://graph.facebook.com"
     graph_version: str = "v21.0"
     max_body_bytes: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        self.whatsapp_token = self.whatsapp_token or self.access_token
+        self.page_token = self.page_token or self.access_token
 
 
 # -- parse ----------------------------------------------------------------------------------

@@ -1,7 +1,13 @@
 """Redis that fails over, for tests: a small local Redis Cluster (three masters, each with one
 replica, made with the real ``redis-cli --cluster create``) and a master + replica watched by a
 Sentinel, on free loopback ports; a channel that retries until acknowledged, and a worker
-process run until a condition holds."""
+process run until a condition holds.
+
+Nothing here waits a fixed time for Redis to act: every step (a node answering, a failover, a
+promoted replica, a resynced one) is polled for, with a bound generous enough for a loaded
+2-core machine (``FAILOVER_BOUND_S``); reaching the bound fails the test, it never lets it go on.
+The cluster's node timeout and the Sentinel's down-after are 5 s, not 2 s: a node a busy machine
+starves for two seconds must not be failed over behind the test's back."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +27,28 @@ from typing import Any, Callable, Iterator
 import pytest
 import redis
 
+from gateway.store import decode_complaint
 from tests.conftest import APP, ROOT
+
+#: How long a failover, a restart or a resync may take before the test fails (they take a few
+#: seconds on an idle machine).
+FAILOVER_BOUND_S = 90.0
+#: Redis Cluster's node timeout and the Sentinel's down-after: how long a node must be silent
+#: to be failed over.
+NODE_TIMEOUT_MS = 5000
+
+
+def poll(done: Callable[[], Any], what: str, bound: float = FAILOVER_BOUND_S, every: float = 0.1) -> Any:
+    """``done()``'s first true answer (a Redis error counts as not yet); fails after ``bound``."""
+    deadline = time.monotonic() + bound
+    while True:
+        with contextlib.suppress(redis.RedisError):
+            value = done()
+            if value:
+                return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {bound:.0f} s: {what}")
+        time.sleep(every)
 
 
 def distinct_ports(n: int) -> list[int]:
@@ -79,7 +107,7 @@ class LocalCluster(RedisNodes):
         """Start (or restart, with its data and cluster state) the node on ``port``."""
         self.spawn(port, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                    "--cluster-port", str(self.bus_ports[port]),  # the bus port; port + 10000 may not exist
-                   "--cluster-node-timeout", "2000")
+                   "--cluster-node-timeout", str(NODE_TIMEOUT_MS))
 
     def url(self, port: int) -> str:
         return f"redis://127.0.0.1:{port}/0"
@@ -113,17 +141,40 @@ class LocalCluster(RedisNodes):
         replicas = [r for r in roles if r.get("role") == "slave"]
         return len(replicas) == len(self.ports) // 2 and all(r.get("master_link_status") == "up" for r in replicas)
 
-    def wait_ok(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO")
-                       for p in self.ports) and self._replicas_in_sync():
-                    return
-            except redis.RedisError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError("cluster did not become ok")
+    def wait_ok(self, timeout: float = FAILOVER_BOUND_S) -> None:
+        poll(lambda: all(b"cluster_state:ok" in self.client(p).execute_command("CLUSTER", "INFO")
+                         for p in self.ports) and self._replicas_in_sync(),
+             "the cluster is ok, every replica in sync", timeout)
+
+    def wait_owner(self, key: str, port: int, what: str) -> None:
+        """Until every live node says ``port`` serves ``key``'s slot."""
+        def agreed() -> bool:
+            live = [p for p in self.ports if self.procs[p].poll() is None]
+            slot = self.client(live[0]).execute_command("CLUSTER", "KEYSLOT", key)
+            for node in live:
+                owners = [int(m[1]) for start, end, m, *_ in self.client(node).execute_command("CLUSTER", "SLOTS")
+                          if start <= slot <= end]
+                if owners != [port]:
+                    return False
+            return True
+
+        poll(agreed, what)
+
+    def fail_over(self, replica: int, key: str) -> None:
+        """``CLUSTER FAILOVER`` on ``replica`` until it serves ``key``'s slot (a manual failover
+        gives up after 5 s when the master is slow to answer; it is asked again)."""
+        def done() -> bool:
+            if self.owner_of(key) == replica:
+                return True
+            if time.monotonic() - asked[0] > 2 * NODE_TIMEOUT_MS / 1000:
+                with contextlib.suppress(redis.RedisError):
+                    self.client(replica).execute_command("CLUSTER", "FAILOVER")
+                asked[0] = time.monotonic()
+            return False
+
+        asked = [time.monotonic()]
+        assert self.client(replica).execute_command("CLUSTER", "FAILOVER")
+        poll(done, f"the replica on {replica} took over")
 
 
 @contextlib.contextmanager
@@ -139,7 +190,7 @@ def local_cluster(workdir: Path, masters: int = 3) -> Iterator[LocalCluster]:
             cluster.start(port)
         subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in cluster.ports],
                         "--cluster-replicas", "1", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=60)
+                       check=True, capture_output=True, timeout=FAILOVER_BOUND_S)
         cluster.wait_ok()
         yield cluster
     finally:
@@ -171,28 +222,40 @@ class RetryingChannel:
 
 
 class WorkerProcess:
-    """A ``python -m gateway worker`` process for the length of a ``with`` block."""
+    """A ``python -m gateway worker`` process for the length of a ``with`` block. Its log goes to
+    a file (a pipe nobody reads would stop the worker once full)."""
 
     def __init__(self, env: dict[str, str]) -> None:
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
 
     def __enter__(self) -> "WorkerProcess":
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def alive(self) -> None:
-        assert self.proc.poll() is None, "the worker exited: " + self.proc.stderr.read().decode()[-8000:]
+        assert self.proc.poll() is None, "the worker exited: " + self.output()[-8000:]
 
-    def wait_until(self, done: Callable[[], bool], timeout: float = 60) -> None:
+    def wait_until(self, done: Callable[[], bool], timeout: float = FAILOVER_BOUND_S) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not done():
+        while not done():
             self.alive()
+            assert time.monotonic() < deadline, "the worker did not finish in time: " + self.output()[-4000:]
             time.sleep(0.2)
-        assert done(), "the worker did not finish in time"
 
 
 @pytest.fixture
@@ -210,7 +273,7 @@ def worker_processes() -> Iterator[Callable[[dict[str, str]], WorkerProcess]]:
         worker.__exit__()
 
 
-def run_worker_until(env: dict[str, str], done: Callable[[], bool], timeout: float = 60) -> None:
+def run_worker_until(env: dict[str, str], done: Callable[[], bool], timeout: float = FAILOVER_BOUND_S) -> None:
     """A worker process, stopped once ``done()``."""
     with WorkerProcess(env) as worker:
         worker.wait_until(done, timeout)
@@ -218,7 +281,7 @@ def run_worker_until(env: dict[str, str], done: Callable[[], bool], timeout: flo
 
 @dataclass
 class LocalSentinel(RedisNodes):
-    """A master, a replica and one Sentinel watching them (quorum 1, down after 2 s)."""
+    """A master, a replica and one Sentinel watching them (quorum 1, down after 5 s)."""
 
     service: str = "desk"
     master: int = 0
@@ -246,14 +309,8 @@ class LocalSentinel(RedisNodes):
         return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
 
-def _wait_ping(client: redis.Redis, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(redis.RedisError):
-            if client.ping():
-                return
-        time.sleep(0.05)
-    raise TimeoutError("redis did not start")
+def _wait_ping(client: redis.Redis, timeout: float = FAILOVER_BOUND_S) -> None:
+    poll(client.ping, "redis answers", timeout, every=0.05)
 
 
 @contextlib.contextmanager
@@ -269,14 +326,26 @@ def local_sentinel(workdir: Path) -> Iterator[LocalSentinel]:
         conf = workdir / "sentinel.conf"  # Sentinel rewrites its configuration file: one of its own
         conf.write_text(f"port {ha.sentinel}\nbind 127.0.0.1\ndir {workdir}\nlogfile {workdir}/sentinel.log\n"
                         f"sentinel monitor {ha.service} 127.0.0.1 {ha.master} 1\n"
-                        f"sentinel down-after-milliseconds {ha.service} 2000\n"
-                        f"sentinel failover-timeout {ha.service} 5000\n")
+                        f"sentinel down-after-milliseconds {ha.service} {NODE_TIMEOUT_MS}\n"
+                        f"sentinel failover-timeout {ha.service} {3 * NODE_TIMEOUT_MS}\n")
         ha.procs[ha.sentinel] = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
         _wait_ping(ha.client(ha.sentinel))
-        deadline = time.monotonic() + 20
-        while not (ha.replica_in_sync(ha.replica) and ha.sentinel_knows_replica()):
-            assert time.monotonic() < deadline, "the replica did not sync, or the Sentinel does not know it"
-            time.sleep(0.1)
+        poll(lambda: ha.replica_in_sync(ha.replica) and ha.sentinel_knows_replica(),
+             "the replica is in sync and the Sentinel knows it")
         yield ha
     finally:
         ha.kill_all()
+
+
+def complaints_per_message(client: redis.Redis, prefix: str) -> tuple[int, collections.Counter[str]]:
+    """(how many complaints the desk holds, how many complaints took each message id), read from
+    every complaint key (not from an index, and not from the message's own record, which names
+    one complaint only): a message that made two complaints counts 2."""
+    complaints, taken = 0, collections.Counter[str]()
+    for key in client.scan_iter(match=f"{prefix}complaint:*", count=1000):
+        if client.type(key) != b"string":
+            continue
+        complaint = decode_complaint(client.get(key))
+        complaints += 1
+        taken.update({m.message_id for m in complaint.messages})
+    return complaints, taken

@@ -128,6 +128,29 @@ def _str(value: Any, what: str) -> str:
     return str(value)
 
 
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    """An optional object: absent (or null) is empty, anything but an object is malformed."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Malformed(f"{what} is not an object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    """An optional list: absent (or null) is empty, anything but a list is malformed."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Malformed(f"{what} is not a list")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    """A free-text field Meta may leave out (a name, a caption): only a string is kept."""
+    return value if isinstance(value, str) and value else None
+
+
 def _ms(value: Any, *, seconds: bool) -> int:
     try:
         number = int(value)
@@ -171,21 +194,21 @@ def _whatsapp_value(value: Any, max_chars: int) -> list[Inbound | StatusReport |
     if not isinstance(value, dict):
         raise Malformed("change.value is not an object")
     names = {}
-    for contact in value.get("contacts") or []:
-        if isinstance(contact, dict) and contact.get("wa_id"):
-            names[str(contact["wa_id"])] = (contact.get("profile") or {}).get("name")
+    for contact in _list(value.get("contacts"), "contacts"):
+        if isinstance(contact, dict) and isinstance(contact.get("wa_id"), (str, int)):
+            names[str(contact["wa_id"])] = _opt_str(_obj(contact.get("profile"), "contact.profile").get("name"))
     found: list[Inbound | StatusReport | ReadWatermark] = []
-    for status in value.get("statuses") or []:
+    for status in _list(value.get("statuses"), "statuses"):
         if not isinstance(status, dict):
             raise Malformed("statuses[] is not an object")
-        errors = status.get("errors") or []
+        errors = _list(status.get("errors"), "status.errors")
         error = None
         if errors and isinstance(errors[0], dict):
             error = f"{errors[0].get('code')}: {errors[0].get('title', '')}"[:200]
         found.append(StatusReport(WHATSAPP, _str(status.get("id"), "status.id"), str(status.get("status", "")),
                                   error, _ms(status.get("timestamp"), seconds=True)))
-    metadata = value.get("metadata") or {}
-    for raw in value.get("messages") or []:
+    metadata = _obj(value.get("metadata"), "metadata")
+    for raw in _list(value.get("messages"), "messages"):
         if not isinstance(raw, dict):
             raise Malformed("messages[] is not an object")
         wamid = _str(raw.get("id"), "message.id")
@@ -194,36 +217,37 @@ def _whatsapp_value(value: Any, max_chars: int) -> list[Inbound | StatusReport |
         at_ms = _ms(raw.get("timestamp"), seconds=True)
         text, attachments = "", []
         if kind == "text":
-            text = _str((raw.get("text") or {}).get("body"), "text.body")
+            text = _str(_obj(raw.get("text"), "text").get("body"), "text.body")
         elif kind in MEDIA_TYPES:
             media = raw.get(kind)
             if not isinstance(media, dict):
                 raise Malformed(f"{kind} is not an object")
             media_id = _str(media.get("id"), f"{kind}.id")
-            text = str(media.get("caption") or "")
+            text = _opt_str(media.get("caption")) or ""
             attachments.append(EvidenceLink(
-                id=f"ev_pending_{media_id}", sha256="", content_type=str(media.get("mime_type") or
-                                                                         "application/octet-stream"),
-                size=0, filename=media.get("filename"), source=WHATSAPP, remote_url=MEDIA_SCHEME + media_id))
+                id=f"ev_pending_{media_id}", sha256="",
+                content_type=_opt_str(media.get("mime_type")) or "application/octet-stream",
+                size=0, filename=_opt_str(media.get("filename")), source=WHATSAPP, remote_url=MEDIA_SCHEME + media_id))
         elif kind == "location":
-            loc = raw.get("location") or {}
+            loc = _obj(raw.get("location"), "location")
             text = " ".join(str(loc.get(k)) for k in ("name", "address") if loc.get(k))
         elif kind in ("button", "interactive"):
-            reply = raw.get("button") or {}
+            reply = _obj(raw.get("button"), "button")
             if kind == "interactive":
-                inner = raw.get("interactive") or {}
-                reply = inner.get("button_reply") or inner.get("list_reply") or {}
+                inner = _obj(raw.get("interactive"), "interactive")
+                reply = _obj(inner.get("button_reply") or inner.get("list_reply"), "interactive reply")
             text = str(reply.get("text") or reply.get("title") or "")
         else:
             continue  # reactions, system notices, unsupported types: not a complaint
-        context = raw.get("context") or {}
+        context = _obj(raw.get("context"), "context")
         message = build_message(
             message_id=new_id("msg"), channel=WHATSAPP,
             sender=Contact(kind="wa_id", value=wa_id, display_name=names.get(wa_id)),
             text=clean_text(text, max_chars), provider_message_id=wamid, received_at=_dt(at_ms),
             attachments=attachments,
             metadata={"phone_number_id": str(metadata.get("phone_number_id", "")),
-                      **({"in_reply_to": str(context["id"])} if context.get("id") else {})},
+                      **({"in_reply_to": str(context["id"])} if isinstance(context.get("id"), (str, int))
+                         and context["id"] != "" else {})},
         )
         found.append(Inbound(message, f"wamid:{wamid}", at_ms, json.dumps(raw, ensure_ascii=False).encode()))
     return found
@@ -232,11 +256,11 @@ def _whatsapp_value(value: Any, max_chars: int) -> list[Inbound | StatusReport |
 def _messaging_event(channel: str, event: Any, max_chars: int) -> list[Inbound | StatusReport | ReadWatermark]:
     if not isinstance(event, dict):
         raise Malformed("messaging[] is not an object")
-    sender = _str((event.get("sender") or {}).get("id"), "sender.id")
+    sender = _str(_obj(event.get("sender"), "sender").get("id"), "sender.id")
     at_ms = _ms(event.get("timestamp"), seconds=False)
     if isinstance(event.get("delivery"), dict):
         return [StatusReport(channel, str(mid), "delivered", None, at_ms)
-                for mid in event["delivery"].get("mids") or []]
+                for mid in _list(event["delivery"].get("mids"), "delivery.mids")]
     if isinstance(event.get("read"), dict):
         read = event["read"]
         if read.get("mid"):  # Instagram names the message
@@ -250,10 +274,10 @@ def _messaging_event(channel: str, event: Any, max_chars: int) -> list[Inbound |
     mid = _str(raw.get("mid"), "message.mid")
     text = str(raw.get("text") or raw.get("title") or "")
     attachments = []
-    for n, item in enumerate(raw.get("attachments") or []):
+    for n, item in enumerate(_list(raw.get("attachments"), "attachments")):
         if not isinstance(item, dict):
             raise Malformed("attachments[] is not an object")
-        url = (item.get("payload") or {}).get("url")
+        url = _obj(item.get("payload"), "attachment.payload").get("url")
         if item.get("type") in ("image", "video", "audio", "file") and isinstance(url, str) and url:
             attachments.append(EvidenceLink(
                 id=f"ev_pending_{n}", sha256="", content_type={"image": "image/jpeg", "video": "video/mp4",
@@ -266,7 +290,7 @@ def _messaging_event(channel: str, event: Any, max_chars: int) -> list[Inbound |
         message_id=new_id("msg"), channel=channel, sender=Contact(kind=CONTACT_KIND[channel], value=sender),
         text=clean_text(text, max_chars), provider_message_id=mid, received_at=_dt(at_ms),
         attachments=attachments,
-        metadata={"recipient": str((event.get("recipient") or {}).get("id", ""))},
+        metadata={"recipient": str(_obj(event.get("recipient"), "recipient").get("id", ""))},
     )
     return [Inbound(message, f"mid:{mid}", at_ms, json.dumps(event, ensure_ascii=False).encode())]
 

@@ -212,7 +212,8 @@ def _attachments(message: dict[str, Any]) -> list[EvidenceLink]:
                 continue
             links.append(EvidenceLink(id=f"ev_pending_{kind}", sha256="", size=0, source=CHANNEL,
                                       content_type=str(item.get("mime_type") or default_type),
-                                      filename=item.get("file_name"), remote_url=FILE_SCHEME + str(item["file_id"])))
+                                      filename=item["file_name"] if isinstance(item.get("file_name"), str) else None,
+                                      remote_url=FILE_SCHEME + str(item["file_id"])))
     return links
 
 

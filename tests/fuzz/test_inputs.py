@@ -197,6 +197,15 @@ def test_meta_values_of_the_wrong_type_never_reach_the_stored_message(field, val
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(item.message), type=InboundMessage) == item.message
 
 
+@pytest.mark.parametrize("file_name", [12345, ["receipt.pdf"], {"a": 1}])
+def test_telegram_a_file_name_of_the_wrong_type_never_reaches_the_stored_message(file_name):
+    from adapters.telegram import _attachments
+    from normalizer.schema import EvidenceLink
+
+    links = _attachments({"document": {"file_id": "BQACAgIAAxk", "file_name": file_name, "mime_type": "application/pdf"}})
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(links), type=list[EvidenceLink]) == links
+
+
 @given(json_values)
 @FUZZ
 def test_telegram_any_update(client, value):

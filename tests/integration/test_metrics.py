@@ -7,7 +7,9 @@ import re
 import pytest
 
 from gateway.metrics import HISTOGRAMS
-from tests.conftest import ALICE, APP, SUPERVISOR
+from tests.conftest import AGENT_TOKENS, ALICE, APP, APP_KEY, SUPERVISOR_TOKEN
+
+CUSTOMER, PHONE, EMAIL, CARD = "user-m9-4711", "13800138000", "li.lei@example.com", "6222021234567890123"
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +41,9 @@ async def test_counters_move_as_messages_flow(client, drain):
                       headers=APP)  # a retry
     await client.post("/v1/messages", json={"user_id": "m0", "text": "Charged twice! Refund."},
                       headers=APP)  # a repeat report, a moment after the first
-    mid = (await client.post("/v1/messages", json={"user_id": "m9", "text": "app crashes"}, headers=APP)).json()
+    mid = (await client.post("/v1/messages", json={
+        "user_id": CUSTOMER, "text": f"app crashes, call me on {PHONE} or write to {EMAIL}, card {CARD}"},
+        headers=APP)).json()
     await drain()
     after = await scrape(client)
     assert value(after, "gateway_messages_in_total", channel="app", outcome="accepted") - \
@@ -65,4 +69,6 @@ async def test_counters_move_as_messages_flow(client, drain):
     text = await scrape(client)
     assert value(text, "gateway_first_response_seconds_count", channel="app") == 1
     assert value(text, "gateway_queue_depth", skill="tech") == 0
-    assert "13800138000" not in text and SUPERVISOR  # no personal data, no secrets
+    # no personal data (the customer above wrote all of it) and no credentials
+    for secret in (PHONE, EMAIL, CARD, CUSTOMER, APP_KEY, SUPERVISOR_TOKEN, *AGENT_TOKENS.values()):
+        assert secret not in text and secret not in after, secret

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import ALICE, APP, BOB, ROOT, SUPERVISOR, make_env
+from tests.conftest import ALICE, APP, BOB, ROOT, SUPERVISOR, eventually, make_env
 
 pytestmark = pytest.mark.integration
 
@@ -135,8 +135,8 @@ async def test_agents_claim_only_their_skills_most_urgent_first(client, drain):
 
 
 def test_hot_reload_reaches_two_worker_processes_within_a_second(redis_url, prefix, tmp_path):
-    """Two real worker processes; the rules change; every message sent after the change (a
-    second later) is routed by the new version, by both workers."""
+    """Two real worker processes, each of which has routed by version 0; the rules change; every
+    message sent after the change (a second later) is routed by the new version, by both workers."""
     import asyncio
 
     import redis as redis_sync
@@ -153,11 +153,42 @@ def test_hot_reload_reaches_two_worker_processes_within_a_second(redis_url, pref
         from gateway.app import create_app
         from gateway.settings import load_settings
 
+        posted = 0
+
+        async def decisions(label: str) -> dict[str, set[tuple[str, str]]]:
+            """Each worker's decisions (routed_by, skill) for the customers named ``label<n>``."""
+            items = (await client.get("/v1/complaints", params={"limit": 200}, headers=SUPERVISOR)).json()["items"]
+            found: dict[str, set[tuple[str, str]]] = {}
+            for c in items:
+                if c["contact"]["value"].startswith(label):
+                    worker = next(h for h in c["history"] if h["action"] == "routed")["detail"]["worker"]
+                    found.setdefault(worker, set()).add((c["routed_by"], c["skill"]))
+            return found
+
+        async def send_until_both_workers_took_part(label: str, at_least: int) -> None:
+            """Messages in batches of six, at least ``at_least``, until each worker has routed some
+            (which worker takes a job is up to the queue)."""
+            nonlocal posted
+            sent = 0
+            while sent < at_least or len(await decisions(label)) < 2:
+                assert sent < 120, f"one worker routed all {sent} {label!r} messages"
+                for _ in range(6):
+                    await client.post("/v1/messages", json={"user_id": f"{label}{sent}", "text": "refund please"},
+                                      headers=APP)
+                    sent += 1
+                    posted += 1
+
+                async def all_routed() -> bool:
+                    return r.zcard(prefix + "idx:all") >= posted
+
+                await eventually(all_routed, timeout=60)
+
+        async def both_workers_started() -> bool:
+            return r.zcard(prefix + "workers") >= 2
+
         async with AsyncTestClient(app=create_app(load_settings(env))) as client:
-            for n in range(6):  # both workers route something by version 0 first
-                await client.post("/v1/messages", json={"user_id": f"before{n}", "text": "refund please"},
-                                  headers=APP)
-            await wait_for(lambda: r.zcard(prefix + "idx:all") == 6)
+            await eventually(both_workers_started, timeout=60)
+            await send_until_both_workers_took_part("before", 6)  # both have version 0 in hand
             active, etag = await current(client)
             new = {**active["rules"], "queues": [*active["rules"]["queues"], "hot"],
                    "rules": [{"id": "everything-hot", "when": {"keywords": ["refund"]}, "then": {"skill": "hot"}},
@@ -165,33 +196,23 @@ def test_hot_reload_reaches_two_worker_processes_within_a_second(redis_url, pref
             resp = await client.put("/v1/routing/rules", json={"rules": new, "reason": "hot reload test"},
                                     headers={**SUPERVISOR, "If-Match": etag})
             assert resp.status_code == 200
-            time.sleep(1.0)
-            for n in range(30):
-                await client.post("/v1/messages", json={"user_id": f"after{n}", "text": "refund please"},
-                                  headers=APP)
-            await wait_for(lambda: r.zcard(prefix + "idx:all") == 36)
-            items = (await client.get("/v1/complaints", params={"limit": 200}, headers=SUPERVISOR)).json()["items"]
-            return items
-
-    async def wait_for(check, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while not check():
-            assert time.monotonic() < deadline, "timed out"
-            await asyncio.sleep(0.05)
+            # the bound under test, not a wait for luck: a worker re-reads the active version when
+            # its copy is older than a quarter of a second, so any decision a second later uses it
+            await asyncio.sleep(1.0)
+            await send_until_both_workers_took_part("after", 30)
+            return await decisions("before"), await decisions("after")
 
     try:
-        time.sleep(1.5)
-        items = asyncio.run(scenario())
+        before, after = asyncio.run(scenario())
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)
         for w in workers:
             w.wait(15)
-    after = [c for c in items if c["contact"]["value"].startswith("after")]
-    assert len(after) == 30 and {c["routed_by"] for c in after} == {"1:everything-hot"}
-    assert {c["skill"] for c in after} == {"hot"}
-    routed_by_worker = {next(h for h in c["history"] if h["action"] == "routed")["detail"]["worker"] for c in after}
-    assert len(routed_by_worker) == 2, routed_by_worker  # both processes took part, both on version 1
+    assert len(before) == 2 and all(d == {("0:category-payment-amount", "payments")} for d in before.values()), \
+        before
+    # both processes took part after the change, and both decided by version 1 only
+    assert len(after) == 2 and all(d == {("1:everything-hot", "hot")} for d in after.values()), after
 
 
 def test_cli_validates_and_dry_runs_files(tmp_path, redis_url, prefix):

@@ -100,7 +100,7 @@ def cleanup_prefix(url: str, prefix: str) -> None:
     client = redis.Redis.from_url(url)
     for job_id in client.zrange(prefix + "arq:queue", 0, -1):
         client.delete(job_key_prefix.encode() + job_id)
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    keys = list(client.scan_iter(match=_glob_escape(prefix) + "*", count=1000))
     for i in range(0, len(keys), 500):
         client.delete(*keys[i : i + 500])
     client.close()
@@ -160,17 +160,45 @@ async def run_worker(settings: Any, plugins: Any) -> int:
 
 
 async def stored_keys(settings: Any) -> list[str]:
-    """Every key under the settings' prefix, and arq's job keys (to prove nothing was stored)."""
+    """Every key under the settings' prefix, and arq's keys of the jobs its queue names (to prove
+    nothing was stored). Only this gateway's own keys: other test runs sharing the Redis (their
+    own prefixes, their own jobs) do not show."""
     import redis.asyncio as aioredis
-    from arq.constants import job_key_prefix
+    from arq.constants import (
+        default_queue_name,
+        in_progress_key_prefix,
+        job_key_prefix,
+        result_key_prefix,
+        retry_key_prefix,
+    )
 
+    prefix = settings.redis_prefix
+    job_prefixes = (job_key_prefix, in_progress_key_prefix, retry_key_prefix, result_key_prefix)
     r = aioredis.from_url(settings.redis_url)
     try:
-        keys = [k.decode() async for k in r.scan_iter(match=settings.redis_prefix + "*")]
-        keys += [k.decode() async for k in r.scan_iter(match=job_key_prefix + "*")]
+        keys = {k.decode() async for k in r.scan_iter(match=_glob_escape(prefix) + "*")}
+        job_ids = [j.decode() for j in await r.zrange(prefix + default_queue_name, 0, -1)]
+        named = [p + job_id for job_id in job_ids for p in job_prefixes]
+        if named:
+            async with r.pipeline(transaction=False) as pipe:
+                for key in named:
+                    pipe.exists(key)
+                keys.update(key for key, there in zip(named, await pipe.execute()) if there)
+        # with a Redis Cluster hash tag ({...}, read as Redis reads it), this prefix's job ids
+        # start with it: their keys are found even once the queue no longer names them
+        start = prefix.find("{")
+        end = prefix.find("}", start + 1) if start >= 0 else -1
+        tag = prefix[start:end + 1] if start >= 0 and end > start + 1 else ""
+        for p in job_prefixes if tag else ():
+            keys.update([k.decode() async for k in r.scan_iter(match=_glob_escape(p + tag) + "*")])
         return sorted(keys)
     finally:
         await r.aclose()
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis SCAN MATCH pattern."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
 
 
 # -- a fake provider API --------------------------------------------------------------------

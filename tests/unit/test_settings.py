@@ -42,3 +42,56 @@ def test_cli_refuses_to_start_naming_the_setting():
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "REDIS_URL" in out.stderr
+
+
+# The design's configuration names for the channels, read by the shipped plugins.toml.
+CONTRACT_PLUGIN_NAMES = [
+    "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE",
+    "META_APP_SECRET", "META_VERIFY_TOKEN", "META_ACCESS_TOKEN", "META_GRAPH_BASE",
+    "TELEGRAM_BOT_TOKEN", "TELEGRAM_SECRET_TOKEN", "TELEGRAM_API_BASE",
+    "WECHAT_APPID", "WECHAT_APPSECRET", "WECHAT_TOKEN", "WECHAT_AES_KEY", "WECHAT_API_BASE",
+    "IMAP_HOST", "IMAP_PORT", "IMAP_USER", "IMAP_PASSWORD", "IMAP_FOLDER", "IMAP_SECURITY",
+    "SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD", "SMTP_SECURITY", "SMTP_FROM",
+]
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for inner in value.values():
+            yield from _strings(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _strings(inner)
+    elif isinstance(value, str):
+        yield value
+
+
+@pytest.mark.parametrize("name", CONTRACT_PLUGIN_NAMES)
+def test_plugins_toml_reads_every_contract_name(name):
+    from pathlib import Path
+
+    from plugins.manager import read_plugins_toml
+
+    config = read_plugins_toml(Path(__file__).resolve().parents[2] / "plugins.toml", {name: "sentinel-4711"})
+    assert any("sentinel-4711" in s for s in _strings(config["plugins"])), f"plugins.toml does not read {name}"
+
+
+@pytest.mark.parametrize("env, plugin, field, expected", [
+    ({"TELEGRAM_SECRET_TOKEN": "new", "TELEGRAM_SECRET": "old"}, "telegram", "secret_token", "new"),
+    ({"TELEGRAM_SECRET": "old"}, "telegram", "secret_token", "old"),
+    ({"WECHAT_APPID": "wx-new", "WECHAT_APP_ID": "wx-old"}, "wechat", "app_id", "wx-new"),
+    ({"WECHAT_APP_ID": "wx-old"}, "wechat", "app_id", "wx-old"),
+    ({"WECHAT_APPSECRET": "new", "WECHAT_APP_SECRET": "old"}, "wechat", "app_secret", "new"),
+    ({"WECHAT_APP_SECRET": "old"}, "wechat", "app_secret", "old"),
+    ({"META_ACCESS_TOKEN": "shared"}, "meta", "whatsapp_token", "shared"),
+    ({"META_ACCESS_TOKEN": "shared"}, "meta", "page_token", "shared"),
+    ({"META_ACCESS_TOKEN": "shared", "META_WHATSAPP_TOKEN": "wa"}, "meta", "whatsapp_token", "wa"),
+    ({"META_ACCESS_TOKEN": "shared", "META_PAGE_TOKEN": "page"}, "meta", "page_token", "page"),
+])
+def test_contract_names_win_and_earlier_names_still_work(env, plugin, field, expected):
+    from pathlib import Path
+
+    from plugins.manager import GatewayPlugins
+
+    plugins = GatewayPlugins.load(Path(__file__).resolve().parents[2] / "plugins.toml", autoload=False, env=env)
+    assert getattr(plugins.loaded[plugin].settings, field) == expected

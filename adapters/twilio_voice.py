@@ -2,8 +2,9 @@
 
 A call is answered at once with TwiML: language (中文 / English), a menu whose digits are the
 complaint categories (9: the status of a case), then a recording with transcription. The
-recording callback opens the complaint (the recording is its evidence, fetched by the worker);
-the transcription, when Twilio manages one, joins it as text. Replies go out by SMS.
+recording callback opens the complaint at once with a "recording pending" note as its text (the
+recording is its evidence, pending until a job fetches it); the transcription, when Twilio
+manages one, joins the same case as an edit of that note. Replies go out by SMS.
 """
 
 from __future__ import annotations
@@ -56,6 +57,22 @@ SAY = {
     "not_found": {"zh": "没有找到这个案件编号。", "en": "We could not find that case number."},
     "invalid": {"zh": "输入无效。", "en": "That is not a valid choice."},
 }
+
+#: The text a case opened by a recording starts with, until the transcript replaces it. It names
+#: the recording, so two calls' notes are never "near-identical text" to the repeat check.
+RECORDING_NOTE = {
+    "pending": {"zh": "〔语音留言 {sid}{seconds}，文字转写待补〕", "en": "[Voice message {sid}{seconds}; transcript pending]"},
+    "failed": {"zh": "〔语音留言 {sid}{seconds}，无文字转写〕", "en": "[Voice message {sid}{seconds}; no transcript]"},
+}
+
+
+def recording_note(form: dict[str, str], lang: str, transcription: str = "pending") -> str:
+    duration = form.get("RecordingDuration", "")
+    seconds = ""
+    if duration.isdigit():
+        seconds = f"，{duration} 秒" if lang == "zh" else f", {duration} s"
+    notes = RECORDING_NOTE["failed" if transcription == "failed" else "pending"]
+    return notes[lang].format(sid=form.get("RecordingSid", "") or "recording", seconds=seconds)
 
 
 def _lang(request: Request[Any, Any, Any]) -> str:
@@ -158,6 +175,9 @@ class TwilioVoiceChannel:
         async def transcription(request: Request[Any, Any, Any]) -> None:
             form = await verified_form(services, settings, request)
             if form.get("TranscriptionStatus") != "completed" or not form.get("TranscriptionText", "").strip():
+                call_sid = form.get("CallSid", "")
+                if call_sid:  # a recording still to come opens the case saying there is no transcript
+                    await services.require_redis().hset(self._state_key(services, call_sid), "transcription", "failed")
                 return None  # recording-only: the complaint stands on the recording
             text = clean_text(form["TranscriptionText"], services.settings.max_text_chars)
             await self._take(services, request, form, kind="transcription", text=text, attachments=[])
@@ -189,27 +209,42 @@ class TwilioVoiceChannel:
     async def _take(self, services: GatewayServices, request: Request[Any, Any, Any], form: dict[str, str], *,
                     kind: str, text: str, attachments: list[EvidenceLink]) -> None:
         """The first of the recording / transcription callbacks opens the complaint; the second
-        joins it. Twilio's retries of either are harmless (idempotency per call and kind)."""
+        joins it. Twilio's retries of either are harmless (idempotency per call and kind).
+
+        A recording that opens the case gives it a "recording pending" note for text (the
+        recording is fetched later); a transcript that comes after it joins as an edit of that
+        note (``edit_of``), so the case reads the caller's words in place of the note."""
         call_sid = form.get("CallSid", "")
         if not call_sid:
             return
         redis = services.require_redis()
         key = self._state_key(services, call_sid)
-        state = {k.decode(): v.decode() for k, v in (await redis.hgetall(key)).items()}
-        caller = state.get("from") or e164(form.get("From", "") or "+0")
         lang = _lang(request)
         category = request.query_params.get("category")
-        message_id = new_id("msg")
-        first = await redis.hsetnx(key, "message_id", message_id)
-        await redis.expire(key, CALL_STATE_TTL)
-        complaint_ref = None
-        if not first:
-            complaint_ref = (await redis.hget(key, "message_id")).decode()
+        async with redis.pipeline(transaction=True) as pipe:  # who opened the case, written at once
+            pipe.hsetnx(key, "message_id", new_id("msg"))
+            pipe.hsetnx(key, "first_part", kind)
+            pipe.expire(key, CALL_STATE_TTL)
+            pipe.hgetall(key)
+            set_id, set_part, _, raw_state = await pipe.execute()
+        state = {k.decode(): v.decode() for k, v in raw_state.items()}
+        caller = state.get("from") or e164(form.get("From", "") or "+0")
+        opened_by, first_part = state["message_id"], state.get("first_part")
+        metadata = {"call_sid": call_sid, "part": kind}
+        # this part opens the case; or it did, and Twilio retries it: the same message again (a
+        # call state from before "first_part" was kept sets it now: that part did not open it)
+        if set_id or (not set_part and first_part == kind):
+            message_id, complaint_ref = opened_by, None
+            if kind == "recording" and not text:
+                text = recording_note(form, lang, state.get("transcription", "pending"))
+        else:
+            message_id, complaint_ref = new_id("msg"), opened_by
+            if kind == "transcription" and first_part == "recording":
+                metadata["edit_of"] = opened_by  # the transcript replaces the note
         message = build_message(
             message_id=message_id, channel=CHANNEL, sender=Contact(kind="phone", value=caller), text=text,
             provider_message_id=call_sid, language=lang, category_hint=category if category in MENU else None,
-            attachments=attachments, complaint_ref=complaint_ref,
-            metadata={"call_sid": call_sid, "part": kind},
+            attachments=attachments, complaint_ref=complaint_ref, metadata=metadata,
         )
         await services.intake.submit(message, idempotency_scope=f"call:{call_sid}:{kind}")
 

@@ -24,4 +24,25 @@ def note_answers(fake: FakeApi) -> list[tuple[Call, int]]:
     return answered
 
 
-__all__ = ["Call", "FakeApi", "note_answers"]
+class Outage:
+    """Switches the fake's routes whose path pattern contains ``part`` to answer an error (a
+    provider's host in trouble) while ``on``; the other routes answer as before. Counts the calls
+    those routes get (``calls``), on or off."""
+
+    def __init__(self, fake: FakeApi, part: str, status: int = 500, body: Any = None,
+                 content_type: str = "application/json") -> None:
+        self.on = False
+        self.calls: list[Call] = []
+        self.answer = (status, body if body is not None else {"error": "unavailable"}, content_type)
+
+        def guarded(handler: Any) -> Any:
+            def answer(call: Call, match: "re.Match[str]") -> Any:
+                self.calls.append(call)
+                return self.answer if self.on else handler(call, match)
+            return answer
+
+        fake.routes = [(method, rx, guarded(handler) if part in rx.pattern else handler)
+                       for method, rx, handler in fake.routes]
+
+
+__all__ = ["Call", "FakeApi", "Outage", "note_answers"]

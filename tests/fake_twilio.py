@@ -31,6 +31,8 @@ class FakeTwilio:
     auth_token: str
     requests: list[Recorded] = field(default_factory=list)
     fail_next: list[int] = field(default_factory=list)  # statuses to answer before succeeding
+    #: While set, every media or recording download answers this status (a media host in trouble).
+    media_status: int = 0
 
     def start(self) -> "FakeTwilio":
         fake = self
@@ -80,6 +82,8 @@ class FakeTwilio:
                 if self.path.startswith("/media/"):
                     if not self._authorised():
                         return self._answer(401, b"")
+                    if fake.media_status:
+                        return self._answer(fake.media_status, b'{"code": 20500, "message": "media unavailable"}')
                     if self.path.endswith(".mp3"):
                         return self._answer(200, MP3, "audio/mpeg")
                     return self._answer(200, PNG, "image/png")
@@ -93,6 +97,9 @@ class FakeTwilio:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+    def media_requests(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "GET" and r.path.startswith("/media/")]
 
     def sent_messages(self) -> list[dict[str, str]]:
         return [{k: v[0] for k, v in r.form.items()} for r in self.requests

@@ -8,6 +8,8 @@ traffic through, stalls, drops connections, or cuts an answer in the middle.
     proxy.drop()                  # live connections reset; new ones reset (HTTP: once the request is in)
     proxy.script(DROP, STALL)     # the next two new connections get these faults, later ones the mode
     proxy.cut(after=b"BODY[]", keep=64)  # answers reset 64 bytes after the marker
+    proxy.only("/media/", "/file/")  # HTTP: faults meet only connections whose first request's
+                                     # path has one of these; the rest pass (one host, many uses)
 
 Faults:
 
@@ -20,6 +22,10 @@ Faults:
   seeing it (a server that dies while handling it); for raw TCP, the same as ``REFUSE``.
 - ``cut(after, keep)``: the upstream's answer is forwarded up to ``keep`` bytes past the first
   ``after`` marker, then both sides are reset (a connection lost mid-response).
+
+With ``only(...)`` set, a new connection is held until its first request line is in, then meets
+the faults (the next scripted one, or the mode) if its path names one of the parts, else passes
+for good; a ``REFUSE`` then resets it with the request unanswered.
 
 The proxy counts what it sees (``connections``, and for HTTP ``requests`` with the method,
 path, body and fault each met), with monotonic timestamps, so tests can assert the spacing and the
@@ -95,6 +101,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._links: list[_Link] = []
         self._closing = threading.Event()
+        self._only: tuple[str, ...] = ()
 
     # -- control ---------------------------------------------------------------------------
 
@@ -149,6 +156,14 @@ class FaultProxy:
         with self._lock:
             self._scripted.extend(faults)
 
+    def only(self, *path_parts: str) -> None:
+        """HTTP: from now on, faults meet only new connections whose first request's path contains
+        one of ``path_parts``; no parts: every connection again."""
+        if path_parts and not self.http:
+            raise ValueError("only() needs an HTTP proxy")
+        with self._lock:
+            self._only = tuple(path_parts)
+
     def reset_all(self) -> None:
         """Reset every live connection now (the mode is unchanged)."""
         for link in list(self._links):
@@ -175,8 +190,8 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except (socket.timeout, OSError):
                 continue
-            with self._lock:
-                own = self._scripted.pop(0) if self._scripted else None
+            with self._lock:  # with only(), a scripted fault waits for a connection that qualifies
+                own = self._scripted.pop(0) if self._scripted and not self._only else None
             n += 1
             record = Connection(n, time.monotonic(), str(own or self._mode))
             self.connections.append(record)
@@ -250,6 +265,8 @@ class _Link(threading.Thread):
         self.answered = b""  # the upstream's bytes seen so far (for cuts)
         self.requests = _HttpRequests() if proxy.http else None
         self.complete_requests = 0
+        self.only = proxy._only  # as it was when the connection came in
+        self.first_line = b""  # the client's bytes while the connection waits to be told apart
 
     def fault(self) -> Fault:
         return self.own or self.proxy.mode
@@ -270,8 +287,35 @@ class _Link(threading.Thread):
             _reset(self.client)
             _reset(self.upstream)
 
+    def _sort_out(self) -> bool:
+        """With ``only``: wait for the first request line, then pass the connection for good or
+        leave it to the faults. False when the client went away first."""
+        while not self.killed.is_set() and not self.proxy._closing.is_set():
+            end = self.first_line.find(b"\r\n")
+            if end >= 0:
+                parts = self.first_line[:end].decode("latin-1").split(" ")
+                path = parts[1] if len(parts) > 1 else ""
+                if not any(part in path for part in self.only):
+                    self.own = PASS
+                else:
+                    with self.proxy._lock:
+                        self.own = self.proxy._scripted.pop(0) if self.proxy._scripted else None
+                self.record.fault = str(self.fault())
+                data, self.first_line = self.first_line, b""
+                self._from_client(data, self.fault())
+                return True
+            readable, _, _ = select.select([self.client], [], [], POLL_S)
+            if readable:
+                data = self.client.recv(65536)
+                if not data:
+                    return False
+                self.first_line += data
+        return False
+
     def _pump(self) -> bool:
         """Forward until the connection ends; True when the upstream closed it after answering."""
+        if self.only and not self._sort_out():
+            return False
         while not self.killed.is_set() and not self.proxy._closing.is_set():
             fault = self.fault()
             if fault.kind == "refuse" or (fault.kind == "drop" and self.requests is None):

@@ -25,7 +25,10 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
 def graph_fake() -> FakeApi:
+    """The Graph API. WhatsApp media URLs point at the fake itself, or at ``fake.media_base`` once
+    set (a media host of its own: a fault proxy in front of this fake)."""
     fake = FakeApi()
+    fake.media_base = None
 
     def wa_send(call, match):
         if call.headers.get("Authorization") != f"Bearer {WA_TOKEN}":
@@ -42,7 +45,7 @@ def graph_fake() -> FakeApi:
             "application/json"
 
     def media_info(call, match):
-        return 200, {"messaging_product": "whatsapp", "url": f"{fake.base}/lookaside/{match.group(1)}",
+        return 200, {"messaging_product": "whatsapp", "url": f"{fake.media_base or fake.base}/lookaside/{match.group(1)}",
                      "mime_type": "image/png", "sha256": hashlib.sha256(PNG).hexdigest(), "file_size": len(PNG),
                      "id": match.group(1)}, "application/json"
 
@@ -181,7 +184,7 @@ async def test_whatsapp_media_is_fetched_by_the_worker_with_the_token(client, se
     await run_worker(settings, meta_plugins)
     items = await list_complaints(client)
     evidence = [e for c in items for e in c["evidence"]]
-    assert len(evidence) == 2 and {e["content_type"] for e in evidence} == {"image/png"}
+    assert len(evidence) == 2 and {(e["content_type"], e["state"]) for e in evidence} == {("image/png", "stored")}
     fetches = [c for c in graph.calls if c.method == "GET" and c.path.startswith("/lookaside/")]
     assert len(fetches) == 2 and all(c.headers["Authorization"] == f"Bearer {WA_TOKEN}" for c in fetches)
 

@@ -112,7 +112,7 @@ async def test_photo_largest_size_is_the_evidence(client, settings, tg_plugins, 
     await run_worker(settings, tg_plugins)
     (c,) = await list_complaints(client)
     assert c["messages"][0]["text"] == "Charged twice, see screenshot" and c["language"] == "en"
-    assert [e["content_type"] for e in c["evidence"]] == ["image/jpeg"]
+    assert [(e["content_type"], e["state"]) for e in c["evidence"]] == [("image/jpeg", "stored")]
     (get_file,) = [call for call in bot.calls if call.path.endswith("/getFile")]
     assert get_file.query["file_id"] == "large"
 

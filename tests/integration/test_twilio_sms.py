@@ -134,7 +134,7 @@ async def test_mms_media_is_fetched_by_the_worker_as_evidence(twilio_client, twi
     assert not any(r.method == "GET" for r in fake_twilio.requests)  # not fetched in the webhook
     await drain(settings, twilio_plugins)
     c = (await twilio_client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"][0]
-    assert [e["content_type"] for e in c["evidence"]] == ["image/png"]
+    assert [(e["content_type"], e["state"], e["tries"]) for e in c["evidence"]] == [("image/png", "stored", 1)]
     media = await twilio_client.get(f"/v1/complaints/{c['id']}/evidence/{c['evidence'][0]['id']}", headers=SUPERVISOR)
     assert media.content.startswith(b"\x89PNG")
 

@@ -170,9 +170,21 @@ async def test_image_and_voice_with_recognition(client, settings, wx_plugins, we
     await run_worker(settings, wx_plugins)
     items = {c["contact"]["value"]: c for c in await list_complaints(client)}
     image, voice = items[OPENID], items["oUpF8_other"]
-    assert [e["content_type"] for e in image["evidence"]] == ["image/jpeg"]
+    assert [(e["content_type"], e["state"]) for e in image["evidence"]] == [("image/jpeg", "stored")]
     assert voice["messages"][0]["text"] == "我的转账没有到账，请帮我查一下"
     assert [e["content_type"] for e in voice["evidence"]] == ["audio/amr"]
+
+
+async def test_an_expired_media_id_is_failed_evidence_on_an_open_case(client, settings, wx_plugins, weixin):
+    """WeChat keeps temporary media 3 days: a media id it no longer knows (40007) is final. The case
+    stands, the image is ``failed`` with the reason after one try."""
+    await post_plain(client, xml_message("image", PicUrl="http://mmbiz.qpic.cn/x", MediaId="expired_media_1"))
+    await run_worker(settings, wx_plugins)
+    (c,) = await list_complaints(client)
+    (ev,) = c["evidence"]
+    assert (ev["state"], ev["tries"]) == ("failed", 1) and ev["error"].startswith("not available"), ev
+    assert len([call for call in weixin.calls if call.path.endswith("/media/get")]) == 1
+    assert c["status"] == "accepted" and weixin.posts_to("/custom/send")
 
 
 @pytest.mark.parametrize("case", ["unsigned", "forged", "replayed_old", "tampered_cipher", "other_appid"])

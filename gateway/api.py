@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter, SkipValidation
 
-from gateway import metrics, paths
+from gateway import paths
 from gateway.auth import ROLE_AGENT, ROLE_APP, ROLE_SUPERVISOR, Principal, principal_of, roles_guard
 from gateway.problems import ProblemError
 from gateway.requests import decode_json, read_body, require_json
@@ -30,12 +30,11 @@ from normalizer.schema import (
     Contact,
     HistoryEvent,
     MessageStatus,
-    Reply,
 )
 from plugins.contract import GatewayServices
 from router.categorise import CATEGORIES
-from router import templates, timers
-from router.worker import _reply_template, after_key, event_job, send_job
+from router import cases, templates, timers
+from router.worker import _reply_template, after_key, event_job
 
 STAFF = {ROLE_AGENT, ROLE_SUPERVISOR}
 #: Injected by the app (see create_app); not validated, it is our own object.
@@ -231,7 +230,7 @@ class ComplaintsController(Controller):
         cid = (await _load(services, complaint_id)).id
         store = services.store
         lease_holder = await store.lease_holder(cid)
-        reply_id = new_id("rep")
+        reply_id = cases.new_reply_id()
 
         def change(complaint: Complaint, effects: TxEffects) -> None:
             if complaint.status in (ComplaintStatus.resolved, ComplaintStatus.closed):
@@ -240,31 +239,9 @@ class ComplaintsController(Controller):
                 holder = lease_holder or complaint.assignee
                 if holder is not None and holder != principal.id:
                     raise Conflict("claimed_by_other", f"{complaint.case_number} is with agent {holder}.")
-            now = datetime.now(timezone.utc)
-            complaint.replies.append(Reply(id=reply_id, kind="agent", text=text, author=principal.actor,
-                                           channel=complaint.channel, created_at=now))
-            if complaint.first_responded_at is None:
-                complaint.first_responded_at = now
-                effects.ops.append(lambda pipe: store.stop_first_response_clock(pipe, complaint))
-                waited = (now - complaint.created_at).total_seconds()
-                effects.ops.append(lambda pipe: metrics.observe(pipe, store.keys.p, "gateway_first_response_seconds",
-                                                                waited, channel=complaint.channel))
-            # an agent answered: the first-response clock and any escalation clock are met
-            timers.stop(store, complaint, effects, {"first_response"} | {
-                d.kind for d in complaint.deadlines if d.kind.startswith("escalation_")}, "met", now)
-            if incoming.awaiting_customer and timers.pause(store, complaint, effects, "resolution", now):
-                complaint.history.append(HistoryEvent(at=now, actor=principal.actor, action="clock_paused",
-                                                      detail={"deadline": "resolution", "until": "customer replies"}))
-            complaint.status = ComplaintStatus.responded
-            complaint.assignee = complaint.assignee or principal.id
-            complaint.lease_expires_at = None
-            effects.ops.append(lambda pipe: store.release_lease(pipe, complaint.id))
-            effects.ops.append(lambda pipe: store.leave_queue(pipe, complaint))
-            complaint.history.append(HistoryEvent(at=now, actor=principal.actor, action="replied", public=True,
-                                                  detail={"reply_id": reply_id}))
-            effects.ops.append(lambda pipe: store.add_to_outbox(pipe, complaint.id, reply_id))
-            effects.jobs.append(send_job(complaint.id, reply_id))
-            effects.jobs.append(event_job(complaint, "replied", principal.actor, {"reply_id": reply_id}))
+            cases.answer(store, complaint, effects, reply_id=reply_id, text=text, actor=principal.actor,
+                         now=datetime.now(timezone.utc), agent=principal.id,
+                         awaiting_customer=incoming.awaiting_customer)
 
         complaint = await store.update(cid, change)
         reply = next(r for r in complaint.replies if r.id == reply_id)
@@ -297,7 +274,7 @@ class ComplaintsController(Controller):
             complaint.outcome_reason = incoming.reason.strip() or None
             complaint.lease_expires_at = None
             effects.ops.append(lambda pipe: store.release_lease(pipe, complaint.id))
-            effects.ops.append(lambda pipe: store.leave_queue(pipe, complaint))
+            cases.leave_queues(store, complaint, effects)
             effects.ops.append(lambda pipe: store.stop_first_response_clock(pipe, complaint))
             timers.stop(store, complaint, effects, {"resolution"}, "met", now)
             timers.stop(store, complaint, effects, None, "cancelled", now)
@@ -363,7 +340,8 @@ class QueuesController(Controller):
         from router.rulestore import RuleStore
 
         active = await RuleStore(services.store.r, services.store.keys.p).active()
-        return {"items": await services.store.queue_stats(extra=active.rules.queues), "next": None,
+        escalation = (await timers.load_policy(services.store)).escalation_queue  # listed even when empty
+        return {"items": await services.store.queue_stats(extra=[*active.rules.queues, escalation]), "next": None,
                 "rules_version": active.version}
 
     @post(paths.QUEUES_CLAIM_NEXT, operation_id="claimNextForMe", status_code=200, opt={"roles": STAFF},

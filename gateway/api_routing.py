@@ -15,7 +15,7 @@ from gateway.api import STAFF, Services
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
 from gateway.problems import ProblemError
 from gateway.requests import decode_json, read_body, require_json
-from gateway.store import ESCALATION_QUEUE, ComplaintStore
+from gateway.store import ComplaintStore
 from router.rules import Engine, RuleSet, StoredVersion, validate
 from router.rulestore import InvalidRules, PreconditionFailed, RuleStore
 from router.timers import load_policy
@@ -200,7 +200,7 @@ class AgentsController(Controller):
         require_json(request)
         incoming = decode_json(await read_body(request, 16 * 1024), SkillsIn)
         active = await RuleStore(services.store.r, services.store.keys.p).active()
-        known = set(active.rules.queues) | {ESCALATION_QUEUE}
+        known = set(active.rules.queues) | {(await load_policy(services.store)).escalation_queue}
         unknown = sorted(set(incoming.skills) - known)
         if unknown:
             raise ProblemError(422, "unknown_skill", f"No such skill queue: {', '.join(unknown)}", field="skills")

@@ -17,7 +17,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 import msgspec
 from arq.constants import default_queue_name, in_progress_key_prefix, job_key_prefix, result_key_prefix
@@ -41,7 +41,6 @@ IDEMPOTENCY_TTL_S = 7 * 86_400  # providers (WhatsApp) retry for days
 OUTBOUND_TTL_S = 30 * 86_400  # how long a provider's status callback can still find its reply
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 RAW_TTL_S = 30 * 86_400
-ESCALATION_QUEUE = "escalation"  # where breached cases are copied (router/deadlines.py's default)
 DEADLINE_NEAR_MS = 30_000  # a first response due within this counts as "near" in queue views
 OUTBOX_GRACE_MS = 30_000  # a reply not handed over by then is sent again by housekeeping
 
@@ -958,11 +957,14 @@ class ComplaintStore:
         if first_response_due is not None:
             pipe.zadd(self.keys.fr_due(complaint.skill), {complaint.id: dt_to_ms(first_response_due)})
 
-    def leave_queue(self, pipe: Any, complaint: Complaint) -> None:
+    def leave_queue(self, pipe: Any, complaint: Complaint, escalation_queues: Iterable[str]) -> None:
+        """Out of its skill queue and the escalation queues it was copied to (the deadline
+        policy names them; ``router.cases.leave_queues`` knows which)."""
         if complaint.skill:
             pipe.zrem(self.keys.queue(complaint.skill), complaint.id)
             pipe.zrem(self.keys.queue_age(complaint.skill), complaint.id)
-        pipe.zrem(self.keys.queue(ESCALATION_QUEUE), complaint.id)
+        for queue in escalation_queues:
+            pipe.zrem(self.keys.queue(queue), complaint.id)
 
     def stop_first_response_clock(self, pipe: Any, complaint: Complaint) -> None:
         if complaint.skill:

@@ -12,6 +12,7 @@ Timers are members of one Redis sorted set scored by their due time (ms):
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +22,12 @@ import msgspec
 from normalizer.schema import Complaint, Deadline
 
 FIRST_RESPONSE, RESOLUTION = "first_response", "resolution"
+#: Where breached cases are copied unless the policy names another queue.
+DEFAULT_ESCALATION_QUEUE = "escalation"
+#: The key of a breach's history detail that names the queue the case was copied to.
+ESCALATION_QUEUE_DETAIL = "escalation_queue"
+#: A queue name as the skill-queue API takes it (``POST /v1/queues/{skill}/claim``).
+QUEUE_NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 
 
 class BusinessHours(msgspec.Struct, forbid_unknown_fields=True):
@@ -81,8 +88,8 @@ class DeadlinePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     escalation_seconds: list[Annotated[int, msgspec.Meta(ge=1)]] = msgspec.field(default_factory=lambda: [900, 3600])
     #: Priority added on each breach (0..9 scale, higher first).
     breach_priority_boost: Annotated[int, msgspec.Meta(ge=0, le=9)] = 2
-    #: The queue a breached case is copied to (supervisors watch it).
-    escalation_queue: str = "escalation"
+    #: The queue a breached case is copied to (supervisors watch it and may claim from it).
+    escalation_queue: str = DEFAULT_ESCALATION_QUEUE
     #: None = 7 × 24.
     business_hours: BusinessHours | None = None
 
@@ -90,6 +97,8 @@ class DeadlinePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         problems = []
         if "default" not in self.first_response_seconds:
             problems.append("first_response_seconds: a 'default' entry is required")
+        if not re.fullmatch(QUEUE_NAME, self.escalation_queue):
+            problems.append("escalation_queue: a queue name (lowercase letters, digits, _ and -; up to 40)")
         if self.business_hours is not None:
             try:
                 self.business_hours.zone()

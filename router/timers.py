@@ -9,7 +9,8 @@ that fires what is due, and a fire step that is safe to run twice.
   them back and another worker fires them.
 - **Fires once**: the effect is applied under the complaint's optimistic lock and only to a
   running deadline of the same generation, so a second firing (after a lease ran out, or two
-  workers racing) changes nothing.
+  workers racing) changes nothing. A breach that finds its warning not yet given gives it first,
+  so a warning is never lost to a breach that fell due with it.
 - **A controllable clock** (tests, benchmarks): with ``GATEWAY_TEST_CLOCK=1`` the clock is real
   time plus an offset kept in Redis (``<prefix>clock:offset``, ms), shared by every process.
 """
@@ -25,7 +26,7 @@ from typing import Any
 from gateway import metrics
 from gateway.store import ComplaintStore, Conflict, NotFound, TxEffects
 from normalizer.schema import Complaint, HistoryEvent
-from router.deadlines import DeadlinePolicy, decode_policy, parse_member, timer_members
+from router.deadlines import ESCALATION_QUEUE_DETAIL, DeadlinePolicy, decode_policy, parse_member, timer_members
 
 log = logging.getLogger("gateway.timers")
 
@@ -183,7 +184,16 @@ async def fire(ctx: dict[str, Any], member: str, due_ms: int) -> str:
             effects.jobs.append(event_job(complaint, "sla_warning", "system", detail, at=now))
             outcome["result"] = "warned"
             return
+        if deadline.warn_at is not None and not deadline.warned:
+            # its warning came due first but has not fired (both fell due together: no worker ran,
+            # or one died holding them): the warning goes first, once, whichever timer wins the race
+            deadline.warned = True
+            warn_ms = int(deadline.warn_at.timestamp() * 1000)
+            warning = {**detail, "late_ms": str(max(0, clock.now_ms() - warn_ms))}
+            complaint.history.append(HistoryEvent(at=now, actor="system", action="sla_warning", detail=warning))
+            effects.jobs.append(event_job(complaint, "sla_warning", "system", warning, at=now))
         deadline.state, deadline.breached_at = "breached", now
+        detail[ESCALATION_QUEUE_DETAIL] = policy.escalation_queue  # where the copy goes: it leaves from there
         effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys.p, "gateway_deadline_breaches",
                                                      deadline=kind.split("_")[0] if kind.startswith("escalation")
                                                      else kind))
@@ -217,6 +227,10 @@ class TimerLoop:
         self.claim = self.store.r.register_script(_CLAIM_LUA)
         self.requeue = self.store.r.register_script(_REQUEUE_LUA)
         self.fired = 0
+        #: Ticks completed. Once it has grown by two since a moment (and fewer than ``BATCH``
+        #: timers were due), every timer due at that moment has been fired or found stale: tests
+        #: wait for that before checking that something did not happen.
+        self.ticks = 0
 
     async def tick(self) -> int:
         """Fire everything due now; answers how many."""
@@ -226,6 +240,7 @@ class TimerLoop:
         pairs = [(due[i].decode(), int(float(due[i + 1]))) for i in range(0, len(due), 2)]
         if pairs:
             await asyncio.gather(*(self._fire_one(m, d) for m, d in pairs))
+        self.ticks += 1
         return len(pairs)
 
     async def _fire_one(self, member: str, due_ms: int) -> None:

@@ -65,7 +65,7 @@ from router.rules import Engine, Facts
 from router.rulestore import EngineCache, RuleStore
 from router.incidents import Incidents
 from router.timers import Clock, PolicyCache, TimerLoop, resume, schedule
-from router import templates
+from router import cases, templates
 from router.status import case_for_contact, parse_status_query, status_text
 from router.survey import parse_score
 from router.templates import acknowledgement, repeat_acknowledgement
@@ -423,25 +423,9 @@ async def link_to_incident(store: ComplaintStore, complaint_id: str, incident: d
 
 def answer_from_incident(store: ComplaintStore, complaint: Complaint, effects: TxEffects, incident: dict[str, Any],
                          actor: str) -> str:
-    """One incident answer as an agent reply on one complaint (in the customer's language)."""
-    answer = incident["answer"]
-    text = answer.get(complaint.language) or answer.get("en") or answer.get("zh") or ""
-    now = datetime.now(timezone.utc)
-    reply_id = f"rep_{complaint.id.split('_', 1)[-1]}_{incident['id']}"
-    if any(r.id == reply_id for r in complaint.replies):
-        return reply_id
-    complaint.replies.append(Reply(id=reply_id, kind="agent", text=text, author=actor, channel=complaint.channel,
-                                   created_at=now))
-    if complaint.first_responded_at is None:
-        complaint.first_responded_at = now
-        effects.ops.append(lambda pipe: store.stop_first_response_clock(pipe, complaint))
-    complaint.status = ComplaintStatus.responded
-    effects.ops.append(lambda pipe: store.leave_queue(pipe, complaint))
-    complaint.history.append(HistoryEvent(at=now, actor=actor, action="replied", public=True,
-                                          detail={"reply_id": reply_id, "incident_id": incident["id"]}))
-    effects.ops.append(lambda pipe: store.add_to_outbox(pipe, complaint.id, reply_id))
-    effects.jobs.append(send_job(complaint.id, reply_id))
-    return reply_id
+    """One incident answer as an agent reply on one complaint (in the customer's language): the
+    same first response as an agent's reply (``router.cases.answer``)."""
+    return cases.answer_incident(store, complaint, effects, incident, actor, datetime.now(timezone.utc))
 
 
 # -- status, survey, reopen -----------------------------------------------------------------

@@ -32,7 +32,7 @@ from normalizer.schema import (
     MessageStatus,
 )
 from plugins.contract import GatewayServices
-from router.categorise import CATEGORIES
+from router.category_hints import accept_category_hint
 from router import cases, templates, timers
 from router.worker import _reply_template, after_key, event_job
 
@@ -113,7 +113,7 @@ class ComplaintsController(Controller):
 
     @post(paths.COMPLAINTS, operation_id="recordComplaint", status_code=202, opt={"roles": STAFF},
           summary="Record a complaint on a customer's behalf (service point or phone)")
-    async def record(self, request: Request[Any, Any, Any], services: Services) -> Response[dict[str, str]]:
+    async def record(self, request: Request[Any, Any, Any], services: Services) -> Response[dict[str, Any]]:
         require_json(request)
         settings = services.settings
         incoming = decode_json(await read_body(request, settings.max_body_bytes), ComplaintIn)
@@ -122,9 +122,7 @@ class ComplaintsController(Controller):
             text = clean_text(incoming.text, settings.max_text_chars)
             if not text:
                 raise InputRejected("text_missing", "text is empty", "text")
-            if incoming.category_hint is not None and incoming.category_hint not in CATEGORIES:
-                raise InputRejected("invalid_category_hint", f"category_hint must be one of {', '.join(CATEGORIES)}",
-                                    "category_hint")
+            category_hint, warnings = accept_category_hint(incoming.category_hint)  # never refused over a hint
             amount = money(incoming.amount, incoming.currency)
             txn = check_transaction_id(incoming.transaction_id)
             evidence = await store_attachments(incoming.attachments, services.blobs, max_count=10,
@@ -139,7 +137,7 @@ class ComplaintsController(Controller):
             channel=CHANNEL_COUNTER if incoming.channel == "counter" else CHANNEL_PHONE,
             sender=Contact(kind=incoming.contact.kind, value=value, display_name=incoming.contact.display_name),
             text=text, provider_message_id=incoming.client_message_id, language=incoming.language,
-            amount=amount, transaction=txn, category_hint=incoming.category_hint, attachments=evidence,
+            amount=amount, transaction=txn, category_hint=category_hint, attachments=evidence,
             recorded_by=principal.actor,
         )
         scope = f"{principal.actor}:{incoming.client_message_id}" if incoming.client_message_id else None
@@ -148,7 +146,8 @@ class ComplaintsController(Controller):
         if outcome.status == "conflict":
             raise ProblemError(409, "idempotency_key_reused",
                                "This client_message_id was already used with a different body.")
-        return Response({"message_id": outcome.message_id, "status": MessageStatus.received.value},
+        return Response({"message_id": outcome.message_id, "status": MessageStatus.received.value,
+                         "warnings": warnings},
                         status_code=202, headers={"Location": f"/v1/messages/{outcome.message_id}"})
 
     @get(paths.COMPLAINT, operation_id="getComplaint", opt={"roles": STAFF | {ROLE_APP}},

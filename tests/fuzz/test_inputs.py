@@ -202,7 +202,8 @@ def test_telegram_a_file_name_of_the_wrong_type_never_reaches_the_stored_message
     from adapters.telegram import _attachments
     from normalizer.schema import EvidenceLink
 
-    links = _attachments({"document": {"file_id": "BQACAgIAAxk", "file_name": file_name, "mime_type": "application/pdf"}})
+    document = {"file_id": "BQACAgIAAxk", "file_name": file_name, "mime_type": "application/pdf"}
+    links = _attachments({"document": document})
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(links), type=list[EvidenceLink]) == links
 
 

@@ -26,18 +26,22 @@ def note_answers(fake: FakeApi) -> list[tuple[Call, int]]:
 
 class Outage:
     """Switches the fake's routes whose path pattern contains ``part`` to answer an error (a
-    provider's host in trouble) while ``on``; the other routes answer as before. Counts the calls
-    those routes get (``calls``), on or off."""
+    provider's host in trouble) while ``on``, or to the next ``times`` calls; the other routes
+    answer as before. Counts the calls those routes get (``calls``), failing or not."""
 
     def __init__(self, fake: FakeApi, part: str, status: int = 500, body: Any = None,
-                 content_type: str = "application/json") -> None:
+                 content_type: str = "application/json", *, times: int = 0) -> None:
         self.on = False
+        self.times = times
         self.calls: list[Call] = []
         self.answer = (status, body if body is not None else {"error": "unavailable"}, content_type)
 
         def guarded(handler: Any) -> Any:
             def answer(call: Call, match: "re.Match[str]") -> Any:
                 self.calls.append(call)
+                if self.times > 0:
+                    self.times -= 1
+                    return self.answer
                 return self.answer if self.on else handler(call, match)
             return answer
 

@@ -72,6 +72,8 @@ class Connection:
     fault: str  # the fault it met when accepted
     #: when it ended: answered and closed by the upstream, reset, or given up by the client
     ended_at: float | None = None
+    #: when a ``cut`` fault actually cut its answer (the marker came by), if it did
+    cut_at: float | None = None
 
 
 @dataclass
@@ -362,6 +364,7 @@ class _Link(threading.Thread):
                 if stop <= len(self.answered):
                     if stop > seen:
                         self.client.sendall(self.answered[seen:stop])
+                    self.record.cut_at = time.monotonic()
                     return False
         self.client.sendall(data)
         return True

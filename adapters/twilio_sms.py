@@ -187,7 +187,8 @@ class TwilioSmsChannel:
 
 async def fetch_twilio_media(settings: TwilioSettings, url: str, declared: str) -> tuple[bytes, str] | None:
     """Media and recordings answer with the account's credentials (and may redirect to storage).
-    A 5xx or 429 raises (the job retries); a 4xx answers ``None`` (gone: go on without it)."""
+    A 5xx or 429 raises (the attachment's fetch job tries again later, with backoff); a 4xx
+    answers ``None`` (gone: the attachment is marked failed, the case goes on without it)."""
     import httpx
 
     async with httpx.AsyncClient(verify=tls(), timeout=settings.timeout_seconds, follow_redirects=True,

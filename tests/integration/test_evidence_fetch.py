@@ -28,10 +28,10 @@ from adapters.twilio_sms import TwilioSettings, TwilioSmsChannel
 from adapters.twilio_voice import TwilioVoiceChannel
 from adapters.wechat import WeChatChannel, WeChatSettings
 from gateway.settings import Settings
-from gateway.store import ComplaintStore
+from gateway.store import ComplaintStore, PlannedJob
 from plugins.manager import GatewayPlugins
 from router.worker import create_worker
-from tests.conftest import SUPERVISOR, app_plugins, eventually, gateway_client, list_complaints
+from tests.conftest import SUPERVISOR, app_plugins, eventually, gateway_client, list_complaints, run_worker
 from tests.fake_api import Outage
 from tests.fake_twilio import FakeTwilio
 from tests.faultproxy import REFUSE, STALL, FaultProxy
@@ -359,6 +359,29 @@ async def test_a_refused_or_vanished_file_fails_at_once(family, case, settings):
         assert ev["error"].startswith("evidence_too_large" if case == "too_large" else "not available"), ev
         await no_fetch_job_left(fast)
         assert family.media_requests() == 1
+
+
+@pytest.mark.parametrize("family", ["twilio_mms"], indirect=True)
+async def test_the_fetch_job_run_again_changes_nothing(family, settings):
+    """arq runs a job at least once: the same fetch job again (a worker that died before finishing
+    it) finds the attachment stored and neither fetches nor writes anything."""
+    fast = fetch_settings(settings)
+    async with gateway_client(fast, family.plugins, PUBLIC) as client:
+        await family.post(client)
+        await run_worker(fast, family.plugins)
+        before = await opened(client, family.channel)
+        (ev,) = before["evidence"]
+        assert (ev["state"], ev["tries"]) == ("stored", 1) and family.media_requests() == 1
+        store = ComplaintStore(fast.redis_prefix)
+        store.bind(aioredis.from_url(fast.redis_url))
+        try:
+            await store.enqueue(PlannedJob("fetch_evidence", f"evidence:{before['id']}:{ev['id']}",
+                                           (before["id"], ev["id"], family.channel)))
+            assert await run_worker(fast, family.plugins) == 1
+        finally:
+            await store.r.aclose()
+        after = (await client.get(f"/v1/complaints/{before['id']}", headers=SUPERVISOR)).json()
+        assert after == before and family.media_requests() == 1
 
 
 async def test_a_transcript_that_comes_later_joins_the_case_while_the_recording_is_still_pending(settings):

@@ -302,6 +302,8 @@ async def test_the_complaint_opens_at_once_and_the_attachment_follows_when_the_h
         assert c["messages"][0]["text"] == family.text
         (ev,) = c["evidence"]
         assert ev["state"] == "pending" and ev["sha256"] == "" and ev["id"].startswith("ev_")
+        missing = await client.get(f"/v1/complaints/{c['id']}/evidence/{ev['id']}", headers=SUPERVISOR)
+        assert missing.status_code == 404 and missing.json()["code"] == "evidence_missing"
 
         ev = await evidence_once(client, c["id"], lambda e: e["tries"] >= 2, "two failed tries")
         assert ev["state"] == "pending" and ev["error"], ev  # the agent sees it is being tried, and why

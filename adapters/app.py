@@ -22,7 +22,7 @@ from normalizer.inbound import transaction_id as check_transaction_id
 from normalizer.schema import CHANNEL_APP, Contact, DeliveryResult, OutboundMessage
 from plugins.contract import GatewayServices, RouteMount
 from plugins.hookspecs import hookimpl
-from router.categorise import CATEGORIES
+from router.category_hints import accept_category_hint
 
 _USER_ID = r"^[A-Za-z0-9_.:@-]{1,128}$"
 _CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -52,6 +52,8 @@ class AppMessageIn(msgspec.Struct, forbid_unknown_fields=True):
 class MessageAccepted(msgspec.Struct):
     message_id: str
     status: str
+    #: What was accepted but not taken as sent (an unknown category_hint, ignored): code, field, detail.
+    warnings: list[dict[str, str]] = []
 
 
 class MessageState(msgspec.Struct):
@@ -94,12 +96,7 @@ class AppChannel:
                 text = clean_text(incoming.text, settings.max_text_chars)
                 if not text and not incoming.attachments:
                     raise InputRejected("text_missing", "text is empty and there are no attachments", "text")
-                if incoming.category_hint is not None and incoming.category_hint not in CATEGORIES:
-                    raise InputRejected(
-                        "invalid_category_hint",
-                        f"category_hint must be one of {', '.join(CATEGORIES)}",
-                        "category_hint",
-                    )
+                category_hint, warnings = accept_category_hint(incoming.category_hint)  # never refused over a hint
                 amount = money(incoming.amount, incoming.currency)
                 txn = check_transaction_id(incoming.transaction_id)
             except InputRejected as exc:
@@ -117,7 +114,7 @@ class AppChannel:
                     await services.intake.answer_retry(CHANNEL_APP, outcome)
                     if outcome == "conflict":
                         raise _idempotency_conflict(mid)
-                    return Response(MessageAccepted(mid, "received"), status_code=202,
+                    return Response(MessageAccepted(mid, "received", warnings), status_code=202,
                                     headers={"Location": f"/v1/messages/{mid}"})
             try:
                 evidence = await store_attachments(
@@ -140,7 +137,7 @@ class AppChannel:
                 language=incoming.language,
                 amount=amount,
                 transaction=txn,
-                category_hint=incoming.category_hint,
+                category_hint=category_hint,
                 attachments=evidence,
                 verified_contacts=verified,
                 complaint_ref=incoming.complaint_id,
@@ -151,7 +148,7 @@ class AppChannel:
             if outcome.status == "conflict":
                 raise _idempotency_conflict(outcome.message_id)
             return Response(
-                MessageAccepted(outcome.message_id, "received"),
+                MessageAccepted(outcome.message_id, "received", warnings),
                 status_code=202,
                 headers={"Location": f"/v1/messages/{outcome.message_id}"},
             )

@@ -2,9 +2,10 @@
 
 A call is answered at once with TwiML: language (中文 / English), a menu whose digits are the
 complaint categories (9: the status of a case), then a recording with transcription. The
-recording callback opens the complaint at once with a "recording pending" note as its text (the
-recording is its evidence, pending until a job fetches it); the transcription, when Twilio
-manages one, joins the same case as an edit of that note. Replies go out by SMS.
+recording callback opens the complaint at once, its message carrying a "recording pending" note
+(the recording is its evidence, pending until a job fetches it); the transcription, when Twilio
+manages one, joins the same case as the text of that message (an edit of it). Replies go out by
+SMS.
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ SAY = {
     "invalid": {"zh": "输入无效。", "en": "That is not a valid choice."},
 }
 
-#: The text a case opened by a recording starts with, until the transcript replaces it. It names
-#: the recording, so two calls' notes are never "near-identical text" to the repeat check.
+#: The note on the message of a case a recording opened, until the transcript gives it words. It
+#: is the message's subject line, not its text: the text is what the caller said (nothing yet),
+#: which is what categorising and the repeat check read - two calls' notes are not one problem.
 RECORDING_NOTE = {
-    "pending": {"zh": "〔语音留言 {sid}{seconds}，文字转写待补〕", "en": "[Voice message {sid}{seconds}; transcript pending]"},
-    "failed": {"zh": "〔语音留言 {sid}{seconds}，无文字转写〕", "en": "[Voice message {sid}{seconds}; no transcript]"},
+    "pending": {"zh": "语音留言{seconds}，文字转写待补", "en": "Voice message{seconds}; transcript pending"},
+    "failed": {"zh": "语音留言{seconds}，无文字转写", "en": "Voice message{seconds}; no transcript"},
 }
 
 
@@ -70,9 +72,8 @@ def recording_note(form: dict[str, str], lang: str, transcription: str = "pendin
     duration = form.get("RecordingDuration", "")
     seconds = ""
     if duration.isdigit():
-        seconds = f"，{duration} 秒" if lang == "zh" else f", {duration} s"
-    notes = RECORDING_NOTE["failed" if transcription == "failed" else "pending"]
-    return notes[lang].format(sid=form.get("RecordingSid", "") or "recording", seconds=seconds)
+        seconds = f"（{duration} 秒）" if lang == "zh" else f" ({duration} s)"
+    return RECORDING_NOTE["failed" if transcription == "failed" else "pending"][lang].format(seconds=seconds)
 
 
 def _lang(request: Request[Any, Any, Any]) -> str:
@@ -211,9 +212,9 @@ class TwilioVoiceChannel:
         """The first of the recording / transcription callbacks opens the complaint; the second
         joins it. Twilio's retries of either are harmless (idempotency per call and kind).
 
-        A recording that opens the case gives it a "recording pending" note for text (the
+        A recording that opens the case carries a "recording pending" note as its subject (the
         recording is fetched later); a transcript that comes after it joins as an edit of that
-        note (``edit_of``), so the case reads the caller's words in place of the note."""
+        message (``edit_of``): the caller's words, where the recording had none yet."""
         call_sid = form.get("CallSid", "")
         if not call_sid:
             return
@@ -230,21 +231,21 @@ class TwilioVoiceChannel:
         state = {k.decode(): v.decode() for k, v in raw_state.items()}
         caller = state.get("from") or e164(form.get("From", "") or "+0")
         opened_by, first_part = state["message_id"], state.get("first_part")
-        metadata = {"call_sid": call_sid, "part": kind}
+        metadata, subject = {"call_sid": call_sid, "part": kind}, None
         # this part opens the case; or it did, and Twilio retries it: the same message again (a
         # call state from before "first_part" was kept sets it now: that part did not open it)
         if set_id or (not set_part and first_part == kind):
             message_id, complaint_ref = opened_by, None
             if kind == "recording" and not text:
-                text = recording_note(form, lang, state.get("transcription", "pending"))
+                subject = recording_note(form, lang, state.get("transcription", "pending"))
         else:
             message_id, complaint_ref = new_id("msg"), opened_by
             if kind == "transcription" and first_part == "recording":
-                metadata["edit_of"] = opened_by  # the transcript replaces the note
+                metadata["edit_of"] = opened_by  # the recording's words
         message = build_message(
             message_id=message_id, channel=CHANNEL, sender=Contact(kind="phone", value=caller), text=text,
             provider_message_id=call_sid, language=lang, category_hint=category if category in MENU else None,
-            attachments=attachments, complaint_ref=complaint_ref, metadata=metadata,
+            attachments=attachments, complaint_ref=complaint_ref, metadata=metadata, subject=subject,
         )
         await services.intake.submit(message, idempotency_scope=f"call:{call_sid}:{kind}")
 

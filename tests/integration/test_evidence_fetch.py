@@ -1,7 +1,8 @@
 """An attachment never holds the customer's words back: per channel family (Twilio MMS, a Twilio
 call recording, a WhatsApp image, a Telegram photo, a WeChat image), with the provider's media
 host behind a fault proxy (tests/faultproxy.py) that refuses, stalls or fronts a host answering
-5xx, the complaint opens at once in its queue with the text and the attachment ``pending``; the
+5xx, the complaint opens at once in its queue with the text (a recording: a note saying it is
+pending) and the attachment ``pending``; the
 attachment's own job tries again with backoff and shows each failure; the host comes back and
 the attachment is ``stored``; a host down for good leaves it ``failed`` with the reason after the
 bounded number of tries, and never a try more.
@@ -79,6 +80,7 @@ class Family:
     magic: bytes
     acks: Callable[[], int]  # acknowledgements the provider accepted
     fake: Any = None  # the provider's fake
+    subject: str | None = None  # the first message's subject line (a recording's note)
     stops: list[Callable[[], None]] = field(default_factory=list)
 
     def break_host(self, fault: str) -> None:
@@ -135,8 +137,8 @@ def twilio_family(kind: str) -> Family:
             return await post_signed(client, "/webhooks/twilio/voice/recording?lang=en&category=transaction", params)
 
         family = Family("twilio_voice", app_plugins(TwilioVoiceChannel(account)), proxy, "/media/", errors, post,
-                        f"[Voice message {recording_sid}, 9 s; transcript pending]", "audio/mpeg", b"ID3",
-                        lambda: len(fake.created_messages()), fake)
+                        "", "audio/mpeg", b"ID3", lambda: len(fake.created_messages()), fake,
+                        subject="Voice message (9 s); transcript pending")
     family.stops += [fake.stop, proxy.stop]
     return family
 
@@ -299,7 +301,7 @@ async def test_the_complaint_opens_at_once_and_the_attachment_follows_when_the_h
         assert r.status_code in (200, 204), r.text
         c = await opened(client, family.channel)  # while the media host is still down
         assert c["status"] == "accepted" and c["skill"] and await queue_depth(client, c["skill"]) == 1
-        assert c["messages"][0]["text"] == family.text
+        assert (c["messages"][0]["text"], c["messages"][0]["subject"]) == (family.text, family.subject)
         (ev,) = c["evidence"]
         assert ev["state"] == "pending" and ev["sha256"] == "" and ev["id"].startswith("ev_")
         missing = await client.get(f"/v1/complaints/{c['id']}/evidence/{ev['id']}", headers=SUPERVISOR)
@@ -334,7 +336,8 @@ async def test_a_media_host_down_for_good_fails_the_attachment_after_the_bounded
     async with running_worker(fast, family.plugins), gateway_client(fast, family.plugins, PUBLIC) as client:
         await family.post(client)
         c = await opened(client, family.channel)
-        assert c["messages"][0]["text"] == family.text and [e["state"] for e in c["evidence"]] == ["pending"]
+        assert (c["messages"][0]["text"], c["messages"][0]["subject"]) == (family.text, family.subject)
+        assert [e["state"] for e in c["evidence"]] == ["pending"]
         ev = await evidence_once(client, c["id"], lambda e: e["state"] != "pending", "evidence settled")
         assert ev["state"] == "failed" and ev["tries"] == 3 and "answered 500" in ev["error"], ev
         await no_fetch_job_left(fast)  # the last try has run and nothing is left to try again
@@ -403,7 +406,7 @@ async def test_a_transcript_that_comes_later_joins_the_case_while_the_recording_
             assert (await post_signed(client, "/webhooks/twilio/voice/recording" + query, recording)).status_code == 204
             c = await opened(client, "twilio_voice")
             (note,) = c["messages"]
-            assert note["text"] == f"[Voice message {recording_sid}, 31 s; transcript pending]"
+            assert (note["text"], note["subject"]) == ("", "Voice message (31 s); transcript pending")
             assert c["category"] == "fee_dispute" and [e["state"] for e in c["evidence"]] == ["pending"]
 
             words = "You charged me a fee twice for one transfer, please refund it"

@@ -94,9 +94,10 @@ async def test_a_call_becomes_a_complaint_with_recording_and_transcription(clien
     c = items[0]
     assert (c["channel"], c["category"], c["contact"]["value"]) == ("twilio_voice", "payment_amount", CALLER)
     assert [(e["content_type"], e["state"]) for e in c["evidence"]] == [("audio/mpeg", "stored")]
-    # the recording opened the case with a note; the transcript joined it as an edit of that note
+    # the recording opened the case with a note and no words yet; the transcript joined it as the
+    # words of that message (an edit of it)
     note, words = c["messages"]
-    assert note["text"] == f"〔语音留言 {recording_sid}，14 秒，文字转写待补〕"
+    assert (note["text"], note["subject"]) == ("", "语音留言（14 秒），文字转写待补")
     assert words["text"] == "我被重复扣款了一百二十八元，请帮我退款" and words["edit_of"] == note["message_id"]
     full = (await client.get(f"/v1/complaints/{c['id']}", headers=SUPERVISOR)).json()
     assert [h["detail"]["edit_of"] for h in full["history"] if h["action"] == "message_edited"] == \
@@ -132,13 +133,13 @@ async def test_recording_only_when_transcription_fails(client, voice_plugins, se
     await drain(settings, voice_plugins)
     (c,) = (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]
     assert c["category"] == "function_fault" and c["language"] == "en" and len(c["evidence"]) == 1
-    assert [m["text"] for m in c["messages"]] == ["[Voice message RE1, 5 s; no transcript]"]
+    assert [(m["text"], m["subject"]) for m in c["messages"]] == [("", "Voice message (5 s); no transcript")]
     assert "case number" in fake_twilio.sent_messages()[0]["Body"]
 
 
 async def test_two_recordings_from_one_caller_are_two_cases(client, voice_plugins, settings, fake_twilio):
-    """The recording notes name their recordings: two calls' notes are not the "near-identical
-    text" of a repeat report (each call is its own case until an agent merges them)."""
+    """A recording's note is not the caller's words: two calls' notes are not one problem to the
+    repeat check (each call is its own case until the words, or an agent, say otherwise)."""
     for n in (1, 2):
         call, rsid = "CA" + uuid.uuid4().hex, "RE" + uuid.uuid4().hex
         recording = call_params(call, RecordingSid=rsid, RecordingUrl=f"{fake_twilio.base}/media/{rsid}",

@@ -39,7 +39,7 @@ from gateway.store import (
     new_id,
     now_ms,
 )
-from normalizer.evidence import DirectoryBlobStore, EvidenceRejected
+from normalizer.evidence import DirectoryBlobStore
 from normalizer.pii import mask_text
 from normalizer.schema import (
     Amount,
@@ -61,6 +61,7 @@ from router import routing
 from router.categorise import CATEGORIES, categorise
 from router import repeats
 from router.deadlines import timer_members
+from router.evidence_fetch import announce, evidence_jobs, fetch_jobs
 from router.rules import Engine, Facts
 from router.rulestore import EngineCache, RuleStore
 from router.incidents import Incidents
@@ -134,6 +135,9 @@ async def _process_message(ctx: dict[str, Any], message_id: str) -> str:
         await store.mark_message(message_id, MessageStatus.quarantined, error="undecodable", quarantine_id=qid)
         return "quarantined"
 
+    # announced attachments wait on the case as pending evidence, fetched by a job of their own
+    # (whichever case the message joins: a new one, a follow-up, a repeat, a reopened one)
+    message.attachments = announce(message)
     await templates.refresh(store.r, store.keys.p)
     case_asked = parse_status_query(message.text)
     if case_asked:
@@ -155,9 +159,6 @@ async def _process_message(ctx: dict[str, Any], message_id: str) -> str:
     if target is not None:
         message.complaint_ref = None  # an old closed case: this is a new problem
 
-    # announced attachments wait on the case as pending evidence, fetched by a job of their own
-    from router.evidence_fetch import announce, evidence_jobs
-    message.attachments = announce(message)
     customer_id = fields["customer_id"]
     category, formal, cat_source = await _categorise(plugins, message)
     if not fields.get("nodedup"):
@@ -350,6 +351,7 @@ async def attach_follow_up(store: ComplaintStore, complaint_id: str, message: In
             complaint.messages.append(_entry(message))
             complaint.messages.sort(key=lambda m: m.received_at)  # in the order the customer wrote
             complaint.evidence.extend(message.attachments)
+            effects.jobs.extend(fetch_jobs(complaint.id, message.channel, message.attachments))
             edit_of = message.metadata.get("edit_of")
             detail = {"channel": message.channel, "message_id": message.id, **({"edit_of": edit_of} if edit_of else {})}
             complaint.history.append(HistoryEvent(at=message.received_at, actor="customer",
@@ -514,6 +516,7 @@ async def survey_or_reopen(ctx: dict[str, Any], complaint: Complaint, message: I
             c.resolved_at = None
             c.messages.append(_entry(message))
             c.evidence.extend(message.attachments)
+            effects.jobs.extend(fetch_jobs(c.id, message.channel, message.attachments))
             c.history.append(HistoryEvent(at=now, actor="customer", action="reopened", public=True,
                                           detail={"message_id": message.id, "channel": message.channel}))
             fresh = policy.for_new(c, now)
@@ -603,6 +606,7 @@ async def merge_repeat(ctx: dict[str, Any], match: repeats.Match, message: Inbou
             complaint.messages.append(_entry(message))
             complaint.messages.sort(key=lambda m: m.received_at)  # in the order the customer wrote
             complaint.evidence.extend(message.attachments)
+            effects.jobs.extend(fetch_jobs(complaint.id, message.channel, message.attachments))
             complaint.repeat_count += 1
             if complaint.repeat_count <= REPEAT_PRIORITY_STEPS:
                 complaint.priority = min(routing.MAX_PRIORITY, complaint.priority + 1)

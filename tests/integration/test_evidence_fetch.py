@@ -429,3 +429,25 @@ async def test_a_transcript_that_comes_later_joins_the_case_while_the_recording_
     finally:
         family.stop()
 
+
+
+@pytest.mark.parametrize("family", ["twilio_mms"], indirect=True)
+async def test_an_attachment_on_a_repeat_report_is_fetched_too(family, settings):
+    """The customer writes again with a second screenshot while the case is open: the message
+    joins the case as a repeat, and its attachment is fetched by its own job like the first one
+    (before, it stayed ``pending`` for ever: no job was queued for it)."""
+    fast = fetch_settings(settings)
+    async with running_worker(fast, family.plugins), gateway_client(fast, family.plugins, PUBLIC) as client:
+        await family.post(client)
+        c = await opened(client, family.channel)
+        await evidence_once(client, c["id"], lambda e: e["state"] == "stored", "first attachment stored")
+        await family.post(client)  # the same words again, another screenshot: a repeat report
+
+        async def both_stored() -> Any:
+            now = (await client.get(f"/v1/complaints/{c['id']}", headers=SUPERVISOR)).json()
+            states = [e["state"] for e in now["evidence"]]
+            return now if states == ["stored", "stored"] else None
+        both_stored.__name__ = "both attachments stored on the one case"
+        now = await eventually(both_stored, timeout=WAIT_S)
+        assert now["repeat_count"] == 1 and len(await list_complaints(client)) == 1
+        assert family.media_requests() == 2

@@ -66,6 +66,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_max_jobs: int = 50
     #: GATEWAY_JOB_TIMEOUT_SECONDS: a job running longer is cancelled and retried.
     job_timeout_seconds: int = 20
+    #: GATEWAY_EVIDENCE_FETCH_TRIES / _BACKOFF_SECONDS / _TIMEOUT_SECONDS: an attachment a channel
+    #: only announced is fetched by a job of its own: this many tries, the first retry after the
+    #: backoff, doubling (capped at 300 s), each try bounded as a whole; then it is marked failed.
+    evidence_fetch_tries: int = 10
+    evidence_fetch_backoff_seconds: float = 1.0
+    evidence_fetch_timeout_seconds: float = 30.0
     #: GATEWAY_REPEAT_WINDOW_HOURS: how far back a same-amount or near-identical report by the
     #: same customer counts as a repeat of an open case (same transaction id: any age).
     repeat_window_hours: int = 72
@@ -137,6 +143,19 @@ def _int(env: Mapping[str, str], var: str, default: int, low: int, high: int) ->
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{var}: {raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{var}: {value} is outside {low}..{high}")
+    return value
+
+
+def _float(env: Mapping[str, str], var: str, default: float, low: float, high: float) -> float:
+    raw = env.get(var)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{var}: {raw!r} is not a number") from None
     if not low <= value <= high:
         raise SettingsError(f"{var}: {value} is outside {low}..{high}")
     return value
@@ -230,6 +249,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_wait_ms=_int(env, "GATEWAY_REDIS_WAIT_MS", 500, 1, 60_000),
         contact_rate_per_minute=_int(env, "GATEWAY_CONTACT_RATE_PER_MINUTE", 30, 0, 1_000_000),
         channel_rate_per_second=_int(env, "GATEWAY_CHANNEL_RATE_PER_SECOND", 2000, 0, 10_000_000),
+        evidence_fetch_tries=_int(env, "GATEWAY_EVIDENCE_FETCH_TRIES", 10, 1, 100),
+        evidence_fetch_backoff_seconds=_float(env, "GATEWAY_EVIDENCE_FETCH_BACKOFF_SECONDS", 1.0, 0.01, 3600.0),
+        evidence_fetch_timeout_seconds=_float(env, "GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
     )
 
 

@@ -126,10 +126,12 @@ def complaint_event(event: ComplaintEvent, complaint: Complaint) -> None:
 def fetch_evidence(evidence: EvidenceLink, channel: str, services: GatewayServices) -> tuple[bytes, str] | None:
     """Fetch an attachment the channel only announced by URL (MMS media, a WhatsApp media id).
 
-    Called by the worker, never in a webhook, for each attachment of a new message whose
-    ``remote_url`` is set and whose bytes are not stored yet. First non-``None`` answer wins.
-    Raise to have the whole message retried later (a transient failure); answer ``None`` when
-    this plugin does not serve ``channel``.
+    Called by the worker's ``fetch_evidence`` job, never in a webhook, for each attachment whose
+    ``remote_url`` is set and whose bytes are not stored yet; the complaint never waits for it
+    (the attachment shows as ``pending`` meanwhile). First non-``None`` answer wins. Raise to have
+    this attachment tried again later (doubling backoff, bounded tries, then ``failed`` with the
+    reason); answer ``None`` when the media is gone or the channel is not yours (the attachment is
+    marked failed).
 
     :param evidence: the announced attachment (``remote_url``, declared ``content_type``).
     :param channel: the channel of the message.

@@ -27,6 +27,9 @@ def test_defaults_and_credentials():
         ({"REDIS_URL": "redis+sentinel://127.0.0.1:26379"}, "REDIS_URL"),  # no service name
         ({"GATEWAY_REDIS_WAIT_REPLICAS": "-1"}, "GATEWAY_REDIS_WAIT_REPLICAS"),
         ({"GATEWAY_REDIS_WAIT_MS": "0"}, "GATEWAY_REDIS_WAIT_MS"),
+        ({"GATEWAY_EVIDENCE_FETCH_TRIES": "0"}, "GATEWAY_EVIDENCE_FETCH_TRIES"),
+        ({"GATEWAY_EVIDENCE_FETCH_BACKOFF_SECONDS": "soon"}, "GATEWAY_EVIDENCE_FETCH_BACKOFF_SECONDS"),
+        ({"GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS": "0"}, "GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS"),
     ],
 )
 def test_a_bad_setting_is_named(env, names):
@@ -95,3 +98,13 @@ def test_contract_names_win_and_earlier_names_still_work(env, plugin, field, exp
 
     plugins = GatewayPlugins.load(Path(__file__).resolve().parents[2] / "plugins.toml", autoload=False, env=env)
     assert getattr(plugins.loaded[plugin].settings, field) == expected
+
+
+def test_the_evidence_fetch_is_configured_from_the_environment():
+    from router.evidence_fetch import FetchPolicy
+
+    s = load_settings({"GATEWAY_EVIDENCE_FETCH_TRIES": "4", "GATEWAY_EVIDENCE_FETCH_BACKOFF_SECONDS": "0.5",
+                       "GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS": "7"})
+    assert (s.evidence_fetch_tries, s.evidence_fetch_backoff_seconds, s.evidence_fetch_timeout_seconds) == (4, 0.5, 7.0)
+    policy = FetchPolicy.of(s)
+    assert (policy.tries, policy.first_backoff_s) == (4, 0.5)

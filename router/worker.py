@@ -913,12 +913,18 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 _CLAIM_JOB_LUA = """
--- KEYS: in-progress key, queue; ARGV: job id, now ms, in-progress timeout ms
+-- KEYS: in-progress key, queue; ARGV: job id, now ms, in-progress timeout ms, claim token
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
+redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4])
 return score
+"""
+
+_FREE_CLAIM_LUA = """
+-- KEYS: in-progress key; ARGV: the claim token that set it
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -937,6 +943,10 @@ class WakeableWorker(Worker):
         self.slot_key = slot_key  # the key prefix: its Redis Cluster slot is where this desk lives
         self.redis_url = redis_url
         self._slot_free = asyncio.Event()
+        self._token_prefix = new_id("w") + ":"  # claims: <this worker>:<n>
+        self._claims = 0
+        self._claimed: dict[str, tuple[str, float]] = {}  # job id → (claim token, loop time before the claim)
+        self._freeing: set[asyncio.Task[None]] = set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs with its WATCH / EXISTS / ZSCORE / MULTI claim done in one script:
@@ -953,17 +963,58 @@ class WakeableWorker(Worker):
                 return None
             self.job_counter = self.job_counter + 1
             job_id = job_id_b.decode()
-            score = await self._claim_job(
-                keys=[in_progress_key_prefix + job_id, self.queue_name],
-                args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)],
-            )
+            self._claims += 1
+            token = f"{self._token_prefix}{self._claims}"  # the in-progress key's value: ours, not another's
+            claimed_at = self.loop.time()  # no later than the in-progress key's start
+            try:
+                score = await self._claim_job(
+                    keys=[in_progress_key_prefix + job_id, self.queue_name],
+                    args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000), token],
+                )
+            except BaseException:  # Redis away, the claim may have been made: give the slot back
+                score = None       # (each blip kept one for good: after max_jobs, no job was taken)
+                self._freeing.add(self.loop.create_task(self._free(job_id, token, claimed_at)))
+                raise
+            finally:
+                if not score:
+                    self.job_counter = self.job_counter - 1
+                    self.sem.release()
             if not score:
-                self.job_counter = self.job_counter - 1
-                self.sem.release()
                 continue
+            self._claimed[job_id] = (token, claimed_at)
             task = self.loop.create_task(self.run_job(job_id, int(score)))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's run_job. When Redis fails over under the job's own start or finish (the job's
+        function turns Redis errors into a retry itself), the job is freed for the next poll
+        instead of waiting for its in-progress key to expire (job timeout + 10 s); it is safe to
+        run again, like every job here."""
+        try:
+            await super().run_job(job_id, score)
+        except Exception as exc:  # noqa: BLE001 - only Redis's "not now" is ridden out
+            if not redis_unavailable(exc):
+                raise
+            log.warning("job %s met Redis failing over at its start or finish; it runs again shortly", job_id)
+            await self._free(job_id, *self._claimed[job_id])
+        finally:
+            self._claimed.pop(job_id, None)
+
+    async def _free(self, job_id: str, token: str, claimed_at: float) -> None:
+        """Remove this claim's in-progress key (only if it is still this claim's), trying while
+        Redis is away; after the key's own expiry there is nothing left to free."""
+        try:
+            while self.loop.time() < claimed_at + self.in_progress_timeout_s:
+                try:
+                    await self._free_claim(keys=[in_progress_key_prefix + job_id], args=[token])
+                    return
+                except Exception as exc:  # noqa: BLE001
+                    if not redis_unavailable(exc):
+                        raise
+                    await asyncio.sleep(1)
+        finally:
+            self._freeing.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def main(self) -> None:  # mirrors arq.Worker.main, with BLPOP in place of sleep
         if self._pool is None:
@@ -976,6 +1027,7 @@ class WakeableWorker(Worker):
                 expires_extra_ms=self.expires_extra_ms,
             )
         self._claim_job = self.pool.register_script(_CLAIM_JOB_LUA)
+        self._free_claim = self.pool.register_script(_FREE_CLAIM_LUA)
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)

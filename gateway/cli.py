@@ -1,4 +1,5 @@
-"""``python -m gateway``: serve, worker, run (both + embedded Redis), plugins list / check."""
+"""``python -m gateway``: serve, worker, run (both + embedded Redis), plugins list / check, rules,
+model train / evaluate / list."""
 
 from __future__ import annotations
 
@@ -241,6 +242,73 @@ def _dry_run_text(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _models_dir(args: argparse.Namespace) -> Path:
+    chosen = getattr(args, "out", None) or getattr(args, "models", None)
+    return Path(chosen) if chosen else _settings_or_exit().var_dir / "models"
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    """``gateway model train [--data GLOB] [--out DIR]`` / ``evaluate FILE`` / ``list``."""
+    from router.understanding import artefacts, corpus
+
+    models_dir = _models_dir(args)
+    if args.action == "train":
+        try:
+            model = artefacts.train(args.data or corpus.DEFAULT_GLOB, models_dir)
+        except (artefacts.ModelError, ValueError, OSError) as exc:
+            print(f"gateway model train: {exc}", file=sys.stderr)
+            return 2
+        m = model.manifest
+        held = m["heldout"]
+        print(f"version {model.version} -> {models_dir / model.version} (current)")
+        print(f"  {m['records']} messages from {len(m['data_files'])} files, {m['training_seconds']} s, "
+              f"{m['model_bytes'] / 1e6:.1f} MB")
+        if "macro_f1" in held:
+            print(f"  held-out ({held['heldout_records']} messages of customers never trained on): macro-F1 "
+                  f"{held['macro_f1']:.3f}, accuracy {held['accuracy']:.3f}, formal flag P "
+                  f"{held['formal']['precision'] or 0:.3f} R {held['formal']['recall'] or 0:.3f}")
+        return 0
+    if args.action == "list":
+        rows = artefacts.list_versions(models_dir)
+        if args.json:
+            print(json.dumps(rows, indent=2, ensure_ascii=False))
+            return 0
+        if not rows:
+            print(f"no models under {models_dir} (gateway model train, or the worker trains one on first use)")
+            return 0
+        would_be = artefacts.model_version(corpus.data_files(), dict(_default_params()))
+        for m in rows:
+            flags = [f for f, on in (("current", m["current"]), ("matches data/corpus now", m["version"] == would_be)) if on]
+            held = m.get("heldout", {})
+            score = f"held-out macro-F1 {held['macro_f1']:.3f}" if "macro_f1" in held else "no held-out score"
+            print(f"{m['version']}  {m.get('created_at', '?')}  {m.get('records', '?')} messages  {score}  "
+                  f"sklearn {m.get('libraries', {}).get('sklearn', '?')}  {' '.join(f'[{f}]' for f in flags)}")
+            for f in m.get("data_files", []):
+                print(f"    {f['path']}  {f['sha256'][:12]}  {f.get('records', '?')} records")
+        return 0
+    # evaluate
+    from router.understanding.evaluate import evaluate_records
+
+    try:
+        records = corpus.load_records(Path(args.file))
+        model = artefacts.load(models_dir, args.version) if args.version else artefacts.load_current(models_dir)
+        evaluation = evaluate_records(model, records)
+    except (artefacts.ModelError, ValueError, OSError) as exc:
+        print(f"gateway model evaluate: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(evaluation.summary(), indent=2, ensure_ascii=False))
+        return 0
+    print(evaluation.report(f"{args.file}: model {model.version}"))
+    return 0
+
+
+def _default_params() -> dict:
+    from router.understanding.model import DEFAULT_PARAMS
+
+    return DEFAULT_PARAMS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Omnichannel complaint-intake gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -272,6 +340,21 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--since-minutes", type=int, default=None, help="dry-run: or those of the last N minutes")
     rules.add_argument("--json", action="store_true")
     rules.set_defaults(func=cmd_rules)
+
+    model = sub.add_parser("model", help="the learned categoriser: train, evaluate, list")
+    model_sub = model.add_subparsers(dest="action", required=True)
+    train = model_sub.add_parser("train", help="train on the labelled corpus and make it current")
+    train.add_argument("--data", help="glob of labelled JSONL files (default: data/corpus/train_*.jsonl)")
+    train.add_argument("--out", help="models directory (default: $GATEWAY_VAR_DIR/models)")
+    evaluate = model_sub.add_parser("evaluate", help="scores on a labelled JSONL file (shared/corpus/dev.jsonl's format)")
+    evaluate.add_argument("file")
+    evaluate.add_argument("--models", help="models directory (default: $GATEWAY_VAR_DIR/models)")
+    evaluate.add_argument("--version", help="a stored version instead of the current one")
+    evaluate.add_argument("--json", action="store_true")
+    listing = model_sub.add_parser("list", help="stored versions, the current one marked")
+    listing.add_argument("--models", help="models directory (default: $GATEWAY_VAR_DIR/models)")
+    listing.add_argument("--json", action="store_true")
+    model.set_defaults(func=cmd_model)
     return parser
 
 

@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.redis_pool import redis_in_transition
+from gateway.redis_pool import redis_in_transition, transition_code
 from gateway.store import Conflict, NotFound
 
 log = logging.getLogger("gateway.http")
@@ -146,7 +146,7 @@ def _on_redis_down(_: Request, exc: Exception) -> Response[bytes]:
 
 def _on_redis_error(request: Request, exc: RedisResponseError) -> Response[bytes]:
     if redis_in_transition(exc):
-        log.warning("storage in transition: %s", str(exc).split(" ", 1)[0])
+        log.warning("storage in transition: %s", transition_code(exc))  # the code, never the command
         return problem_response(
             503, "storage_unavailable", "Storage is changing hands; nothing was accepted. Retry shortly.",
             headers={"Retry-After": "1"},

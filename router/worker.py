@@ -20,7 +20,6 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
-from redis.exceptions import RedisError
 
 from gateway import metrics
 from gateway.intake import Intake
@@ -897,7 +896,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         try:
             await store.worker_heartbeat(ctx["worker_id"])
             break
-        except RedisError as exc:
+        except Exception as exc:  # noqa: BLE001 - Redis's "not now" comes as more than RedisError
             if not redis_unavailable(exc):
                 raise
             log.warning("worker %s: redis unavailable at start (%s); trying again in 1 s", ctx["worker_id"],
@@ -1129,17 +1128,15 @@ def instrumented(fn: Any) -> Any:
         except Retry:
             result = "retry"
             raise
-        except RedisError as exc:
+        except Exception as exc:
             if not redis_unavailable(exc):
                 result = "failed"
                 raise
-            # Redis restarting, a failover, a slot moving: the step did not finish and is safe
-            # to run again (arq would otherwise count it failed and drop it)
+            # Redis restarting, a failover, a slot moving, a connection reset (raised as a plain
+            # OSError): the step did not finish and is safe to run again (arq would otherwise
+            # count it failed and drop it)
             result = "retry"
             raise Retry(defer=1) from exc
-        except Exception:
-            result = "failed"
-            raise
         finally:
             store: ComplaintStore | None = ctx.get("store")
             if store is not None:

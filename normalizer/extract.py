@@ -58,7 +58,8 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 
 _TXN_LABEL = (r"(?:交易单号|交易编号|交易號|交易编码|交易号|订单号|訂單號|订单编号|流水号|商户单号|支付单号|退款单号|参考编号|"
               r"參考編號|编号|編號|单号|單號|订单|訂單|(?<![a-z])(?:order\s*(?:no\.?|number|id|#)?|"
-              r"transaction\s*(?:id|no\.?|number|#|ref)?|txn\s*(?:id|no\.?|ref|#)?|ref(?:erence)?\s*(?:no\.?|number|#)?|"
+              r"transaction\s*(?:id|no\.?|number|#|ref)?|txn\s*(?:id|no\.?|ref|#)?|"
+              r"ref(?:erence)?\s*(?:no\.?|number|#)?|"
               r"(?:pmt|payment)\s*(?:id|no\.?|number|#|ref))(?![a-z]))")
 # a further group of digits of the same id ("202602284471 09"), not a count after it ("88231 10 days")
 _ID_GROUP = (r"(?: \d{2,}(?![A-Za-z0-9]|\s*(?:days?|hours?|weeks?|months?|years?|mins?|minutes?|times|天|日|号|小时|分钟|"
@@ -75,7 +76,8 @@ _TXN_BARE = re.compile(r"(?<![A-Za-z0-9])(T ?\d{12,30})(?![A-Za-z0-9])")
 # digits; letters read out one by one before digits ("P X 77120") join them
 _TXN_CODE = re.compile(r"(?<![A-Za-z0-9@./_-])((?:(?=[A-Z0-9-]*[A-Z])(?=(?:[A-Z-]*\d){5})[A-Z0-9]+(?:-[A-Z0-9]+)*"
                        r"|(?:[A-Z] ){1,3}\d{5,})" + _ID_GROUP + r"*)(?![A-Za-z0-9@/_-]|\.\w)")
-_NOT_TXN_BEFORE = re.compile(r"(?:case|ticket|conf(?:irmation)?|工单|投诉单)\s*(?:no\.?|number|#|号)?\s*#?\s*$", re.IGNORECASE)
+_NOT_TXN_BEFORE = re.compile(r"(?:case|ticket|conf(?:irmation)?|工单|投诉单)\s*(?:no\.?|number|#|号)?\s*#?\s*$",
+                             re.IGNORECASE)
 # digits in dashed groups ("7730-2291-0046"), 10+ digits, that are no phone or card number
 _TXN_DASHED = re.compile(r"(?<![A-Za-z0-9+-])(\d{4,5}(?:-\d{4,5}){2,3})(?![A-Za-z0-9-])")
 _LONG_DIGITS = re.compile(r"(?<![A-Za-z0-9.,+-])(\d{12,30})(?![A-Za-z0-9.,-])")

@@ -231,8 +231,8 @@ def _judge(cid: str, fp: Fingerprint, m: _Message, category: str, recent: bool) 
         return Match(cid, "same_transaction", 100.0, {"transaction_id": fp.transaction})
     if m.new_problem:
         return None  # the customer says it is another problem
-    fp_amounts = set(fp.amounts) | ({_value(fp.amount)} if fp.amount else set())
-    fp_amounts.discard("")
+    fp_amounts = {_value(a) for a in fp.amounts} | ({_value(fp.amount)} if fp.amount else set())
+    fp_amounts.discard("")  # (a value that does not read as a decimal is ignored)
     shared = {a for a in m.amounts for b in fp_amounts if same_amount(a, b)}
     if m.amounts and fp_amounts and not shared:
         return None  # two amounts are two problems

@@ -237,3 +237,10 @@ def test_pairwise_scoring_of_a_small_corpus():
         1.0, 1.0, 1, 0)
     merged_all = pairwise(records, {"a1": "a1", "a2": "a1", "a3": "a1", "b1": "b1"})
     assert (merged_all["false_positives"], merged_all["hard_negatives_merged"]) == (2, 1)
+
+
+def test_a_fingerprint_with_an_unreadable_amount_is_still_compared():
+    # what another version (or a hand edit) stored: a value that is no decimal is ignored, not a crash
+    stored = Fingerprint("payment_amount", NOW - HOUR, "x y", "", "", ["abc", "12.50"], ["<refund>"])
+    match = find_repeat({"cmp_1": stored}, msg("还没退 12.5元"), "payment_amount", NOW, 72 * HOUR)
+    assert match is not None and match.reason == "same_amount"

@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -118,7 +119,8 @@ def train(data_glob: str = corpus.DEFAULT_GLOB, models_dir: Path = DEFAULT_MODEL
     train_part, heldout = corpus.split(records)
     heldout_metrics: dict[str, Any] = {"percent": corpus.HELDOUT_PERCENT, "train_records": len(train_part),
                                        "heldout_records": len(heldout)}
-    if heldout and len({r["category"] for r in train_part}) > 1:
+    counts = Counter(r["category"] for r in train_part)
+    if heldout and len(counts) >= 3 and min(counts.values()) >= 2:
         measured = CategoryModel(fit_pipeline(train_part, params))
         heldout_metrics.update(evaluate_records(measured, heldout, repeats=False).summary())
     pipeline = fit_pipeline(records, params)

@@ -51,7 +51,8 @@ class FormalVerdict(msgspec.Struct, frozen=True):
 # -- cues -----------------------------------------------------------------------------------
 
 _FILING_ZH = r"投诉|申诉|客诉|告你们"
-_FILING_EN = (r"\bcomplain(?:ing|t)?\b|\bformally\b|\bon record\b|\bofficial complaint\b")
+_FILING_EN = (r"\bcomplaints? (?:department|team|dept|unit)\b|\bcomplain(?:ing|t)?\b|\bformally\b|\bon record\b"
+              r"|\bofficial complaint\b")
 _ESCALATION_ZH = (r"升级处理|要求升级|给我升级|帮我升级|申请升级|把(?:这个|这件事|我的|这事|这)[^。！？!?]{0,8}升级"
                   r"|(?:找|要|叫|让|请|要求)(?:你们|你们的|你哋|贵司|你们公司)?(?:的)?(?:领导|经理|主管|上级|上司|负责人|老板)"
                   r"|escalate")
@@ -89,17 +90,18 @@ _CONTRAST = re.compile(r"\bbut\b|但是|可是|不过|然而|\bhowever\b")
 
 # -- exceptions -----------------------------------------------------------------------------
 
-_CONDITION_ZH = re.compile(r"如果|要是|假如|假设|若是|倘若|万一|再不|再这样|再没|还不|不然|否则|要不然|的话")
-# "otherwise" needs no "then": "不然我去找电视台"
-_CONDITION_ZH_STRONG = ("如果", "要是", "假如", "假设", "若是", "倘若", "不然", "否则", "要不然")
+# "if" needs its "then" right before the cue ("再不退我就去12363投诉", "如果…我就投诉");
+_CONDITION_ZH = re.compile(r"如果|要是|假如|假设|若是|倘若|万一|再不|再这样|再没|还不|的话")
+_THEN_ZH = re.compile(r"(?:就|我会|会去|会向|会打|会找|直接|只能|只好|只有)[^。！？!?]{0,10}$")
+# "otherwise" needs none, but stands close to it ("不然我去找电视台").
+_OTHERWISE_ZH = re.compile(r"(?:不然|否则|要不然|要不)[^。！？!?]{0,8}$")
 # "now" / "already" right before the cue: it is happening, not threatened ("现在就正式投诉").
 _HAPPENING = re.compile(r"(?:现在|马上|立刻|今天|已经|已|正式|\bnow\b|\balready\b|\bi've\b|\bi have\b)[^。！？!?]{0,5}$")
-_THEN_ZH = re.compile(r"就|会|直接|便|只能|只好|只有")
 _CONDITION_EN = re.compile(r"\bif\b|\bunless\b|\botherwise\b|\bor else\b|\bor i\b")
 # Not done, only thought of: "I'm considering filing a complaint", "可能会投诉".
 _HEDGE = re.compile(r"\b(?:considering|thinking (?:about|of)|might|may|could)\b(?:\s+\S+){0,3}\s*$|(?:考虑|可能会|或许会|说不定)[^。！？!?]{0,4}$")
 _FUTURE_EN = re.compile(r"\b(?:i'll|i will|i'm going to|i am going to|im going to|i'd have to|i shall|i would|gonna"
-                        r"|will be|we'll|we will|i may|i might|next step is)\b")
+                        r"|will be|we'll|we will|i may|i might|next step is)\b(?:\s+\S+){0,8}\s*$")
 _NEGATION_ZH = re.compile(r"(?:不是|不算|并非|并不是|没有要|没打算|不打算|不想|不会|不要|不用)[^。！？!?]{0,3}$")
 _NEGATION_ZH_TIGHT = re.compile(r"不$")
 # The negation must govern the cue ("not a complaint", "don't want to file a complaint"): only words of
@@ -114,19 +116,22 @@ _NEGATION_EN = re.compile(r"\b(?:not|never|no|don't|dont|won't|wont|isn't|isnt|a
 _ESCALATED_ALREADY = re.compile(r"\b(?:was|been|is being|got|already|were)\s*$")
 # The complaint already exists: the customer asks about it, not files it.
 _REFERENCE_ZH_AFTER = re.compile(r"^(?:单号|单|的事|的那|的工单|工单|进度|电话|号|编号|结果|过|过了|了吗|了没|的结果|的进度|的|那个)")
-_REFERENCE_ZH_BEFORE = re.compile(r"(?:那个|上次|之前|前几天|已经|电话里|早就|之前的|上次的|那笔|这个|里)[^。！？!?]{0,2}$|的$")
+# ...unless this message opens it: "给我开个投诉单", "登记投诉"
+_OPENS_ZH = re.compile(r"(?:开|建|提|立|登记|记|给我)[^。！？!?]{0,2}$")
+_REFERENCE_ZH_BEFORE = re.compile(r"(?:那个|上次|之前|前几天|已经|电话里|早就|之前的|上次的|那笔)[^。！？!?]{0,2}$|的$")
 # Other people complain ("已有用户投诉"): the sender reports it, does not file it.
-_SOMEONE_ELSE = re.compile(r"(?:用户|客户|顾客|消费者|别人|有人|他们|很多人|不少人)[^。！？!?我]{0,2}$")
+_SOMEONE_ELSE = re.compile(r"(?:用户|客户|顾客|消费者|别人|有人|他们|很多人|不少人)(?:也|都|在|一直|纷纷|已经|已|又)?$")
 _REFERENCE_EN_BEFORE = re.compile(r"\b(?:my|the|that|this|your|our|previous|earlier|last|existing|open)\s+(?:\w+\s+){0,2}$"
                                   r"|\b(?:filed|made|lodged|raised|logged|registered|submitted|sent)\s+(?:a\s+|my\s+)?(?:formal\s+)?$")
 _REFERENCE_EN_AFTER = re.compile(r"^\s*(?:-\s*)?(?:(?:any|the|a|my)\s+)?(?:ref|reference|number|no\.?|id|status|i filed|i made|i raised|i lodged|i sent"
-                                 r"|filed|from|was|is still|hasn't|has not|about the)\b")
+                                 r"|filed|was|is still|hasn't|has not)\b")
 _FILING_EN_BEFORE = re.compile(r"\b(?:make|making|file|filing|lodge|lodging|raise|raising|register|registering|log|logging|"
                                r"submit|submitting|want|wish|formal|official|as a|this is a|this is now a|consider this a|"
                                r"have a|got a|another|new|second|serious|"
                                r"treat this as a|put in a|now a)\s+(?:\w+\s+){0,1}$")
 _MERCHANT_TARGET = re.compile(r"^(?:这家|那家|这个|那个|这间|呢间|那间)?(?:商家|商户|卖家|店|店家|商店|健身房|骑手|快递|外卖|司机)")
 _US = re.compile(r"你们|贵司|平台|客服|贵公司")
+_NOT_US = re.compile(r"不是(?:投诉|针对|说)?(?:你们|平台|贵司)|\bnot (?:about )?you\b")
 _ALSO_US = re.compile(r"^.{0,10}(?:和|跟|同埋|同|及|以及|还有|也|连同)(?:你们|平台|贵司)")
 # 申诉 of a restricted or frozen account is the unfreezing procedure, not a complaint.
 _RESTRICTION_APPEAL = re.compile(r"限制|冻结|封号|解封|风控|材料|解冻")
@@ -166,31 +171,31 @@ def _judge(kind: str, clause: str, start: int, end: int) -> str:
         if _CONDITION_EN.search(clause) and _FUTURE_EN.search(before):
             return "conditional"
         cond = list(_CONDITION_ZH.finditer(before))
-        if cond and (_THEN_ZH.search(before[cond[-1].start() + 1:])
-                     or before[cond[-1].start():].startswith(_CONDITION_ZH_STRONG)):
+        if cond and _THEN_ZH.search(before[cond[-1].end():]):
+            return "conditional"
+        if _OTHERWISE_ZH.search(before):
             return "conditional"
     if kind == "filing" and cue == "申诉" and _RESTRICTION_APPEAL.search(clause):
         return "appeal"
     if kind == "filing":
         if is_en:
-            if cue.startswith("complain") and cue not in ("complain", "complaining"):
+            if cue.startswith("complaint") and " " not in cue:
                 # "complaint": a filing only when something files it, else it names an existing one
-                if _REFERENCE_EN_AFTER.match(after) or (_REFERENCE_EN_BEFORE.search(before)
-                                                       and not _FILING_EN_BEFORE.search(before)):
+                if _REFERENCE_EN_AFTER.match(after):
                     return "reference"
                 # "Complaint about ..." opening a clause (a mail's subject) files one; mid-sentence,
-                # without a verb that files it, it names one that exists
+                # without a verb that files it, it names one that exists ("my complaint from Tuesday")
                 if not _FILING_EN_BEFORE.search(before) and before.strip():
                     return "reference"
             if cue == "complained":
                 return "reference"
         else:
-            if _REFERENCE_ZH_AFTER.match(after) and not re.match(r"^的(?:话)", after) \
+            if _REFERENCE_ZH_AFTER.match(after) and not re.match(r"^的(?:话)", after) and not _OPENS_ZH.search(before) \
                     and not _US.match(after) and not re.search(r"(?:要|想|必须|正式|我|现在)$", before):
                 return "reference"
             if _REFERENCE_ZH_BEFORE.search(before) and not re.search(r"(?:要|想|正式)[^。！？!?]{0,2}$", before):
                 return "reference"
-            if _MERCHANT_TARGET.match(after) and not _ALSO_US.match(after):
+            if _MERCHANT_TARGET.match(after) and _NOT_US.search(clause) and not _ALSO_US.match(after):
                 return "merchant"
             if _SOMEONE_ELSE.search(before):
                 return "someone_else"
@@ -203,15 +208,22 @@ def formal_verdict(text: str) -> FormalVerdict:
     clauses = _clauses(folded)
     cues: list[FormalCue] = []
     for clause in clauses:
-        taken: list[tuple[int, int]] = []
+        found: list[tuple[int, int, str]] = []
         for kind, pattern in _CUES:
             for m in pattern.finditer(clause):
-                if any(a < m.end() and m.start() < b for a, b in taken):
-                    continue
-                taken.append((m.start(), m.end()))
-                cues.append(FormalCue(kind, m.group(0), _judge(kind, clause, m.start(), m.end())))
-    # "我要投诉商家 不是投诉你们": a cue that only names someone else is outweighed by the explicit
-    # "not you"; any counted cue wins otherwise.
+                if not any(a < m.end() and m.start() < b for a, b, _ in found):
+                    found.append((m.start(), m.end(), kind))
+        found.sort()
+        previous: tuple[int, str] | None = None  # (end, verdict) of the cue before
+        for start, end, kind in found:
+            # cues a few characters apart are one phrase ("去12363投诉", "escalate ... formal complaint"
+            # excepted): the first one's verdict holds for the rest
+            if previous is not None and start - previous[0] <= 3 and previous[1] != "counted":
+                verdict = previous[1]
+            else:
+                verdict = _judge(kind, clause, start, end)
+            cues.append(FormalCue(kind, clause[start:end], verdict))
+            previous = (end, verdict)
     formal = any(c.verdict == "counted" for c in cues)
     return FormalVerdict(formal, tuple(cues))
 

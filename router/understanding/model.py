@@ -15,6 +15,7 @@ text into a sparse row, and the calibrated linear models are applied with numpy 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -48,7 +49,7 @@ class Prediction(msgspec.Struct, frozen=True):
     formal_reason: str = ""
 
 
-def build_pipeline(params: dict[str, Any]):
+def build_pipeline(params: dict[str, Any], smallest_category: int | None = None):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.model_selection import StratifiedKFold
@@ -62,14 +63,22 @@ def build_pipeline(params: dict[str, Any]):
                                   sublinear_tf=True, min_df=params["min_df"], lowercase=False, dtype=np.float64)),
     ])
     svm = LinearSVC(C=params["svm_C"], random_state=params["random_state"])
-    folds = StratifiedKFold(n_splits=params["calibration_folds"], shuffle=True, random_state=params["random_state"])
+    n_folds = params["calibration_folds"]
+    if smallest_category is not None:
+        # a small training set (tests, a new category) calibrates over fewer folds rather than fail
+        n_folds = max(2, min(n_folds, smallest_category))
+    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=params["random_state"])
     classifier = CalibratedClassifierCV(svm, method=params["calibration"], cv=folds)
     return Pipeline([("features", features), ("classify", classifier)])
 
 
 def fit_pipeline(records: Sequence[dict], params: dict[str, Any]):
-    pipeline = build_pipeline(params)
-    pipeline.fit([prepare(r["text"]) for r in records], [r["category"] for r in records])
+    labels = [r["category"] for r in records]
+    counts = Counter(labels)
+    if len(counts) < 3 or min(counts.values()) < 2:
+        raise ValueError(f"training needs at least 3 categories with 2 messages each, got {dict(counts)}")
+    pipeline = build_pipeline(params, min(counts.values()))
+    pipeline.fit([prepare(r["text"]) for r in records], labels)
     return pipeline
 
 

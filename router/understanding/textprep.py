@@ -83,14 +83,14 @@ def tokens_for_numbers(text: str) -> str:
 def prepare(text: str) -> str:
     """What the categoriser reads: the new part of a mail, folded, without speaker labels, numbers
     as tokens, whitespace collapsed."""
-    text = tokens_for_numbers(fold(without_form_fields(strip_quoted(text))))
+    text = tokens_for_numbers(without_form_fields(fold(strip_quoted(text))))
     return _SPACES.sub(" ", text).strip()
 
 
 def prepare_for_rules(text: str) -> str:
     """What the formal-flag rules read: like :func:`prepare` but numbers kept (regulator hotlines
     such as 12315 are cues) and line breaks kept as sentence ends."""
-    return fold(without_form_fields(strip_quoted(text)))
+    return without_form_fields(fold(strip_quoted(text)))
 
 
 __all__ = ["without_form_fields", "fold", "prepare", "prepare_for_rules", "tokens_for_numbers", "without_speakers"]

@@ -12,21 +12,24 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.params import PathParameter
 
-from gateway.auth import ROLE_APP, principal_of, roles_guard
-from gateway.paths import MESSAGE, MESSAGES
-from gateway.problems import ProblemError
-from gateway.requests import decode_json, read_body, require_json
-from gateway.store import new_id
+from plugins.auth import ROLE_APP, principal_of, roles_guard
+from plugins.problems import ProblemError
+from plugins.requests import decode_json, read_body, require_json
+from normalizer.ids import new_id
 from normalizer.inbound import AttachmentIn, InputRejected, build_message, clean_text, money, store_attachments
 from normalizer.inbound import transaction_id as check_transaction_id
 from normalizer.schema import CHANNEL_APP, Contact, DeliveryResult, OutboundMessage
 from plugins.contract import GatewayServices, RouteMount
 from plugins.hookspecs import hookimpl
-from router.category_hints import accept_category_hint
+from normalizer.categories import accept_category_hint
 
 _USER_ID = r"^[A-Za-z0-9_.:@-]{1,128}$"
 _CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
 
+
+#: The paths the payment app posts to and reads from (shared/design.md).
+MESSAGES = "/v1/messages"
+MESSAGE = "/v1/messages/{message_id:str}"
 
 class AppMessageIn(msgspec.Struct, forbid_unknown_fields=True):
     """A customer message from the payment app."""

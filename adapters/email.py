@@ -33,9 +33,9 @@ from typing import Any, Literal
 import msgspec
 
 from adapters.email_automatic import take_automatic
-from adapters.webhooks import quarantine_once
-from gateway.locks import RedisLock
-from gateway.store import new_id
+from plugins.webhooks import quarantine_once
+from plugins.locks import RedisLock
+from normalizer.ids import new_id
 from normalizer.evidence import EvidenceRejected
 from normalizer.inbound import build_message
 from normalizer.mail import MailParseError, ParsedMail, mail_digest, parse_mail

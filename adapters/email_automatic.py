@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from adapters.webhooks import quarantine_once
+from plugins.webhooks import quarantine_once
 from normalizer.mail import ParsedMail
 from normalizer.mail_robots import BOUNCE, BounceReport
 from normalizer.pii import mask_pii

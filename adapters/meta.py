@@ -25,7 +25,7 @@ import httpx
 import msgspec
 from litestar import Request, Response, get, post
 
-from adapters.webhooks import (
+from plugins.webhooks import (
     bounded_body,
     http_failure,
     last_inbound_ms,
@@ -38,13 +38,13 @@ from adapters.webhooks import (
     same_secret,
     tls,
 )
-from gateway.problems import ProblemError
-from gateway.store import new_id
+from plugins.problems import ProblemError
+from normalizer.ids import new_id
 from normalizer.inbound import InputRejected, build_message, clean_text
 from normalizer.schema import Contact, DeliveryResult, EvidenceLink, InboundMessage, OutboundMessage
 from plugins.contract import GatewayServices, RouteMount
 from plugins.hookspecs import hookimpl
-from router.text import split_text
+from normalizer.text import split_text
 
 WHATSAPP, MESSENGER, INSTAGRAM = "whatsapp", "messenger", "instagram"
 CHANNELS = (WHATSAPP, MESSENGER, INSTAGRAM)

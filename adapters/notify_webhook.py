@@ -16,7 +16,7 @@ import json
 import httpx
 import msgspec
 
-from adapters.webhooks import tls
+from plugins.webhooks import tls
 from normalizer.schema import Complaint, ComplaintEvent
 from plugins.hookspecs import hookimpl
 

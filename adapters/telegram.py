@@ -24,7 +24,7 @@ import httpx
 import msgspec
 from litestar import Request, Response, post
 
-from adapters.webhooks import (
+from plugins.webhooks import (
     bounded_body,
     http_failure,
     quarantine_once,
@@ -33,14 +33,14 @@ from adapters.webhooks import (
     same_secret,
     tls,
 )
-from gateway.problems import ProblemError
-from gateway.store import new_id
+from plugins.problems import ProblemError
+from normalizer.ids import new_id
 from normalizer.inbound import InputRejected, build_message, clean_text
 from normalizer.schema import Contact, DeliveryResult, EvidenceLink, OutboundMessage
 from plugins.contract import GatewayServices, RouteMount
 from plugins.hookspecs import hookimpl
-from router.status import case_for_contact, normalise_case_number, status_text
-from router.text import split_text
+from normalizer.status import normalise_case_number, status_text
+from normalizer.text import split_text
 
 CHANNEL = "telegram"
 FILE_SCHEME = "tg-file:"
@@ -140,7 +140,7 @@ class TelegramChannel:
                 case_number = normalise_case_number(argument)
                 if case_number is None:
                     return self._say(chat_id, USAGE[lang or "zh"])
-                complaint = await case_for_contact(services.store, case_number, sender)
+                complaint = await services.store.case_for_contact(case_number, sender)
                 return self._say(chat_id, status_text(complaint, lang or (complaint.language if complaint else "zh"),
                                                       case_number))
         attachments = _attachments(message)

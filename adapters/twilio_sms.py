@@ -21,14 +21,14 @@ from litestar import Request, Response, post
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from adapters.webhooks import raise_if_transient, tls
-from gateway.problems import ProblemError
-from gateway.store import new_id
+from plugins.webhooks import raise_if_transient, tls
+from plugins.problems import ProblemError
+from normalizer.ids import new_id
 from normalizer.inbound import build_message, clean_text
 from normalizer.schema import Contact, DeliveryResult, EvidenceLink, OutboundMessage
 from plugins.contract import GatewayServices, RouteMount
 from plugins.hookspecs import hookimpl
-from router.text import split_text as split_sms
+from normalizer.text import split_text as split_sms
 
 log = logging.getLogger("gateway.twilio")
 

@@ -25,13 +25,13 @@ from adapters.twilio_sms import (
     twiml,
     verified_form,
 )
-from gateway.store import new_id
+from normalizer.ids import new_id
 from normalizer.inbound import build_message, clean_text
 from normalizer.schema import Contact, EvidenceLink
 from plugins.contract import GatewayServices, RouteMount
 from plugins.hookspecs import hookimpl
-from router.categorise import CATEGORY_NAMES
-from router.status import STATUS_WORDS, case_for_contact
+from normalizer.categories import CATEGORY_NAMES
+from normalizer.status import STATUS_WORDS
 
 log = logging.getLogger("gateway.twilio")
 
@@ -193,7 +193,7 @@ class TwilioVoiceChannel:
             complaint = None
             if len(digits) == 14:  # only the caller's own cases: a case number is not a password
                 caller = Contact(kind="phone", value=e164(form.get("From", "") or "+0"))
-                complaint = await case_for_contact(services.store, f"C-{digits[:8]}-{digits[8:]}", caller)
+                complaint = await services.store.case_for_contact(f"C-{digits[:8]}-{digits[8:]}", caller)
             if complaint is None:
                 response.say(SAY["not_found"][lang], language=VOICE[lang])
             else:

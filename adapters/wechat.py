@@ -28,7 +28,7 @@ import msgspec
 from defusedxml import ElementTree as SafeET
 from litestar import Request, Response, get, post
 
-from adapters.webhooks import (
+from plugins.webhooks import (
     bounded_body,
     check_fresh,
     http_failure,
@@ -40,15 +40,15 @@ from adapters.webhooks import (
     same_secret,
     tls,
 )
-from gateway.locks import RedisLock
-from gateway.problems import ProblemError
-from gateway.store import new_id
+from plugins.locks import RedisLock
+from plugins.problems import ProblemError
+from normalizer.ids import new_id
 from normalizer.inbound import InputRejected, build_message, clean_text
 from normalizer.schema import Contact, DeliveryResult, EvidenceLink, OutboundMessage
 from plugins.contract import GatewayServices, RouteMount
 from plugins.hookspecs import hookimpl
-from router.status import case_for_contact, parse_status_query, status_text
-from router.text import split_text
+from normalizer.status import parse_status_query, status_text
+from normalizer.text import split_text
 
 CHANNEL = "wechat"
 MEDIA_SCHEME = "wechat-media:"
@@ -258,7 +258,7 @@ class WeChatChannel:
                 text = clean_text(fields.get("Content", ""), services.settings.max_text_chars)
                 case_number = parse_status_query(text)
                 if case_number:
-                    complaint = await case_for_contact(services.store, case_number, sender)
+                    complaint = await services.store.case_for_contact(case_number, sender)
                     return status_text(complaint, "zh" if complaint is None else complaint.language, case_number)
             elif kind in ("image", "voice", "video", "shortvideo"):
                 media_id = fields.get("MediaId", "")

@@ -39,7 +39,8 @@ import redis.asyncio as aioredis  # noqa: E402
 from msgspec.structs import replace  # noqa: E402
 
 from gateway.settings import load_settings  # noqa: E402
-from gateway.store import ComplaintStore, dt_to_ms, encode_complaint, new_id  # noqa: E402
+from router.store import ComplaintStore, encode_complaint, new_id  # noqa: E402
+from normalizer.ids import dt_to_ms
 from normalizer.inbound import build_message  # noqa: E402
 from normalizer.schema import Complaint, Contact  # noqa: E402
 from plugins.manager import GatewayPlugins  # noqa: E402

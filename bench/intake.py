@@ -32,7 +32,7 @@ from loadgen import build_request, closed_loop, open_loop  # noqa: E402
 
 import msgspec  # noqa: E402
 
-from gateway.store import decode_complaint  # noqa: E402
+from router.store import decode_complaint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_KEY = "bench-app-key-0001"

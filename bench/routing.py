@@ -22,7 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from router.categorise import CATEGORIES, categorise  # noqa: E402
+from router.categorise import categorise  # noqa: E402
+
+from normalizer.categories import CATEGORIES
 from router.rules import Condition, Engine, Facts, Rule, RuleSet, Target, builtin_rules, validate  # noqa: E402
 
 TEXTS = ["我被重复扣款了 ¥128.50，交易号 T2026112212345678，请尽快退款", "I was charged twice for my coffee, $4.50",

@@ -217,7 +217,7 @@ def check(cluster: Cluster, traffic: Traffic) -> dict:
                for mid, (st, cid) in zip(mids.values(), pipe.execute())}
     not_processed = {mid: st for mid, (st, _) in records.items() if st != "processed"}
     # 3. complaints: where did each message go
-    from gateway.store import ComplaintStore
+    from router.store import ComplaintStore
 
     async def load_all() -> list:
         import redis.asyncio as aioredis

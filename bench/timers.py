@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 import redis.asyncio as aioredis  # noqa: E402
 
-from gateway.store import ComplaintStore, encode_complaint  # noqa: E402
+from router.store import ComplaintStore, encode_complaint  # noqa: E402
 from normalizer.schema import Complaint, ComplaintStatus, Contact, Deadline  # noqa: E402
 from router.deadlines import timer_members  # noqa: E402
 

@@ -13,10 +13,11 @@ from litestar.params import PathParameter, QueryParameter, SkipValidation
 
 from gateway import paths
 from gateway.auth import ROLE_AGENT, ROLE_APP, ROLE_SUPERVISOR, Principal, principal_of, roles_guard
-from gateway.problems import ProblemError
-from gateway.requests import decode_json, read_body, require_json
-from gateway.store import Conflict, PlannedJob, TxEffects, dt_to_ms, new_id
-from gateway.customers import Customers
+from plugins.problems import ProblemError
+from plugins.requests import decode_json, read_body, require_json
+from router.store import Conflict, PlannedJob, TxEffects
+from normalizer.ids import dt_to_ms, new_id
+from router.customers import Customers
 from gateway.views import complaint_json, complaint_list_item, complaint_public, masked
 from normalizer.contacts import KINDS as CONTACT_KINDS
 from normalizer.contacts import normalise_or_keep
@@ -32,9 +33,10 @@ from normalizer.schema import (
     MessageStatus,
 )
 from plugins.contract import GatewayServices
-from router.category_hints import accept_category_hint
+from normalizer.categories import accept_category_hint
 from router import cases, templates, timers
-from router.worker import _reply_template, after_key, event_job
+from router.worker import _reply_template, after_key
+from router.jobs import event_job
 
 STAFF = {ROLE_AGENT, ROLE_SUPERVISOR}
 #: Injected by the app (see create_app); not validated, it is our own object.

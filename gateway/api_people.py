@@ -13,10 +13,10 @@ from litestar.params import PathParameter, QueryParameter
 from gateway import paths
 from gateway.api import STAFF, Services, _CONTACT_KINDS
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
-from gateway.customers import Customers
-from gateway.problems import ProblemError
-from gateway.requests import decode_json, read_body, require_json
-from gateway.store import Conflict, NotFound, TxEffects
+from router.customers import Customers
+from plugins.problems import ProblemError
+from plugins.requests import decode_json, read_body, require_json
+from router.store import Conflict, NotFound, TxEffects
 from normalizer.contacts import InvalidContact, normalise, parse_label
 from normalizer.inbound import InputRejected, clean_text
 from normalizer.schema import Complaint, Contact

@@ -13,9 +13,9 @@ from litestar.params import PathParameter
 from gateway import paths
 from gateway.api import STAFF, Services
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
-from gateway.problems import ProblemError
-from gateway.requests import decode_json, read_body, require_json
-from gateway.store import ComplaintStore
+from plugins.problems import ProblemError
+from plugins.requests import decode_json, read_body, require_json
+from router.store import ComplaintStore
 from router.rules import Engine, RuleSet, StoredVersion, validate
 from router.rulestore import InvalidRules, PreconditionFailed, RuleStore
 from router.timers import load_policy
@@ -72,7 +72,7 @@ def _invalid(exc: InvalidRules) -> ProblemError:
 
 async def dry_run(store: ComplaintStore, candidate: RuleSet, *, limit: int, since_minutes: int | None) -> dict[str, Any]:
     """What the candidate would do to recent complaints, changing nothing."""
-    from gateway.store import now_ms
+    from normalizer.ids import now_ms
 
     problems = validate(candidate)
     if problems:

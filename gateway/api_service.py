@@ -15,9 +15,9 @@ from litestar.params import QueryParameter
 from gateway import paths
 from gateway.api import STAFF, Services
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
-from gateway.problems import ProblemError
-from gateway.requests import decode_json, read_body, require_json
-from gateway.store import dt_to_ms
+from plugins.problems import ProblemError
+from plugins.requests import decode_json, read_body, require_json
+from normalizer.ids import dt_to_ms
 from router import templates
 from router.deadlines import DeadlinePolicy
 from router.timers import POLICY_KEY, load_policy

@@ -18,11 +18,12 @@ from gateway.api_people import CustomersController, IncidentsController
 from gateway.api_routing import AgentsController, RoutingController
 from gateway.api_service import PolicyController, ReportsController
 from gateway.auth import Authenticator
-from gateway.intake import Intake
-from gateway.problems import ProblemError, body_limit_middleware, exception_handlers
-from gateway.redis_pool import redis_client, route_now
-from gateway.settings import Settings
-from gateway.store import ComplaintStore
+from router.intake import Intake
+from gateway.problems import body_limit_middleware, exception_handlers
+from plugins.problems import ProblemError
+from router.redis_pool import redis_client, route_now
+from plugins.settings import Settings
+from router.store import ComplaintStore
 from normalizer.evidence import DirectoryBlobStore
 from plugins.contract import GatewayServices
 from plugins.manager import GatewayPlugins
@@ -73,7 +74,7 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
     async def metrics_endpoint() -> Response[bytes]:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        from gateway.metrics import render
+        from router.metrics import render
 
         try:
             body = await render(store, dict(plugins.errors))

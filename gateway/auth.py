@@ -7,28 +7,10 @@ characters.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Iterable
 
-from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
-
-from gateway.problems import ProblemError
-from gateway.settings import Settings
-
-ROLE_APP = "app"
-ROLE_AGENT = "agent"
-ROLE_SUPERVISOR = "supervisor"
-
-
-@dataclass(frozen=True)
-class Principal:
-    role: str
-    id: str
-
-    @property
-    def actor(self) -> str:
-        return f"{self.role}:{self.id}"
+from plugins.auth import ROLE_AGENT, ROLE_APP, ROLE_SUPERVISOR, Principal, principal_of, roles_guard
+from plugins.problems import ProblemError
+from plugins.settings import Settings
 
 
 def _digest(token: str) -> bytes:
@@ -67,15 +49,4 @@ class Authenticator:
         return found
 
 
-async def roles_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Guard for every /v1 route: the handler's ``opt["roles"]`` lists who may call it."""
-    authenticator: Authenticator = connection.app.state.authenticator
-    principal = authenticator.principal(connection.headers.get("authorization"))
-    allowed: Iterable[str] = handler.opt.get("roles", ())
-    if principal.role not in allowed:
-        raise ProblemError(403, "forbidden", f"A {principal.role} credential may not call this.")
-    connection.scope.setdefault("state", {})["principal"] = principal
-
-
-def principal_of(connection: ASGIConnection) -> Principal:
-    return connection.scope["state"]["principal"]
+__all__ = ["Authenticator", "Principal", "ROLE_AGENT", "ROLE_APP", "ROLE_SUPERVISOR", "principal_of", "roles_guard"]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.settings import load_settings
+from plugins.settings import Settings, SettingsError
 from normalizer.pii import JsonFormatter, MaskingFilter
 
 
@@ -215,8 +216,8 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
     async def go() -> dict:
         from gateway.api_routing import dry_run
-        from gateway.redis_pool import redis_client as client_for
-        from gateway.store import ComplaintStore
+        from router.redis_pool import redis_client as client_for
+        from router.store import ComplaintStore
 
         redis_client = client_for(settings.redis_url or "", follow_slot_of=settings.redis_prefix)
         store = ComplaintStore(settings.redis_prefix)

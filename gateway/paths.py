@@ -1,7 +1,7 @@
 """Public HTTP paths (design.md's contract) in one place. Add freely; never rename."""
 
-MESSAGES = "/v1/messages"
-MESSAGE = "/v1/messages/{message_id:str}"
+from adapters.app import MESSAGE, MESSAGES  # noqa: F401 - the payment app's channel serves these
+
 COMPLAINTS = "/v1/complaints"
 COMPLAINT = "/v1/complaints/{complaint_id:str}"
 COMPLAINT_EVIDENCE = "/v1/complaints/{complaint_id:str}/evidence/{evidence_id:str}"

@@ -5,103 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.redis_pool import redis_in_transition, transition_code
-from gateway.store import Conflict, NotFound
+from router.redis_pool import redis_in_transition, transition_code
+from plugins.problems import ProblemError, problem_response
+from router.store import Conflict, NotFound
 
 log = logging.getLogger("gateway.http")
-
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-
-
-class ProblemError(Exception):
-    """Raise anywhere in a handler to answer a problem-details response."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        *,
-        title: str | None = None,
-        field: str | None = None,
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.title = title or _TITLES.get(status, "Error")
-        self.field = field
-        self.headers = headers or {}
-        self.extra = extra or {}
-
-
-_TITLES = {
-    400: "Bad request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not found",
-    405: "Method not allowed",
-    409: "Conflict",
-    412: "Precondition failed",
-    413: "Payload too large",
-    415: "Unsupported media type",
-    422: "Unprocessable content",
-    429: "Too many requests",
-    500: "Internal server error",
-    503: "Service unavailable",
-}
-
-
-def problem_response(
-    status: int,
-    code: str,
-    detail: str,
-    *,
-    title: str | None = None,
-    field: str | None = None,
-    headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Response[bytes]:
-    body: dict[str, Any] = {
-        "type": f"https://complaint-gateway.dev/problems/{code.replace('_', '-')}",
-        "title": title or _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    if field:
-        body["field"] = field
-    if extra:
-        body.update(extra)
-    return Response(
-        content=msgspec.json.encode(body),
-        status_code=status,
-        media_type=PROBLEM_MEDIA_TYPE,
-        headers=headers,
-    )
-
-
-def field_from_msgspec_error(message: str) -> str | None:
-    """msgspec says '... - at `$.amount.value`' or 'Object missing required field `user_id`';
-    clients want 'amount.value' / 'user_id'."""
-    path = ""
-    marker = "at `$"
-    if marker in message:
-        path = message.split(marker, 1)[1].rstrip("`").lstrip(".")
-    if message.startswith(("Object missing required field", "Object contains unknown field")):
-        name = message.split("`")[1]
-        path = f"{path}.{name}" if path else name
-    return path or None
-
 
 def _on_problem(_: Request, exc: ProblemError) -> Response[bytes]:
     return problem_response(

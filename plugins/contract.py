@@ -9,11 +9,30 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, Sequence
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from gateway.intake import Intake
-    from gateway.settings import Settings
-    from gateway.store import ComplaintStore
     from normalizer.evidence import BlobStore
-    from normalizer.schema import DeliveryResult, OutboundMessage
+    from normalizer.schema import Complaint, Contact, DeliveryResult, InboundMessage, OutboundMessage
+    from plugins.settings import Settings
+
+
+@dataclass
+class IntakeLimits:
+    """What intake refuses beyond (the deployment's settings; 0 = no limit)."""
+
+    max_pending: int = 0  # 0 = no limit
+    contact_per_minute: int = 0
+    channel_per_second: int = 0
+    wait_replicas: int = 0  # acknowledge only once this many replicas have the message (WAIT)
+    wait_ms: int = 500
+
+
+@dataclass
+class IntakeOutcome:
+    """What ``services.intake.submit`` answers: the message is durable when ``status`` is
+    ``accepted`` or ``duplicate`` (then acknowledge the channel)."""
+
+    status: str  # "accepted", "duplicate", "conflict", "backpressure", "rate_limited"
+    message_id: str
+    replicas: int | None = None  # how many replicas confirmed the write (when asked to wait)
 
 
 class Sender(Protocol):
@@ -42,13 +61,47 @@ class Poller:
     run: Callable[["GatewayServices"], Awaitable[None]]
 
 
+class IntakePort(Protocol):
+    """The one door every channel's messages go through (``services.intake``)."""
+
+    async def submit(self, message: InboundMessage, *, idempotency_scope: str | None = None,
+                     request_hash: str = "", raw: bytes | None = None, limits: bool = True) -> IntakeOutcome:
+        """Store ``message`` durably and queue its processing; when it returns ``accepted`` or
+        ``duplicate``, answer the channel."""
+        ...
+
+    async def answer_retry(self, channel: str, outcome: str) -> None:
+        """Count a retry answered from the idempotency record, without storing again."""
+        ...
+
+
+class StorePort(Protocol):
+    """What a channel may ask of the gateway's store (``services.store``); the rest is internal.
+
+    ``keys`` names every key (a plugin's own under ``keys.plugin(name, ...)``), ``r`` is the
+    Redis client for a plugin's own keys."""
+
+    keys: Any
+    r: Any
+
+    async def quarantine(self, *, channel: str, reason: str, raw: bytes, message_id: str | None = None) -> str: ...
+    async def idempotent_message(self, channel: str, scope: str) -> str | None: ...
+    async def message_state(self, mid: str) -> dict[str, str] | None: ...
+    async def get(self, cid: str) -> Complaint: ...
+    async def case_for_contact(self, case_number: str, contact: Contact) -> Complaint | None: ...
+    async def remember_outbound(self, channel: str, provider_id: str, complaint_id: str, reply_id: str,
+                                **kwargs: Any) -> None: ...
+    async def apply_provider_status(self, channel: str, provider_id: str, status: str, **kwargs: Any) -> Any: ...
+    async def apply_read_watermark(self, channel: str, contact_value: str, watermark_ms: int) -> int: ...
+
+
 @dataclass
 class GatewayServices:
     """What the gateway shares with plugins. ``redis`` is set once the process has connected."""
 
     settings: Settings
-    intake: Intake
-    store: ComplaintStore
+    intake: IntakePort
+    store: StorePort
     blobs: BlobStore
     redis: Redis | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("gateway.plugins"))

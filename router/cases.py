@@ -14,10 +14,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway import metrics
-from gateway.store import ComplaintStore, TxEffects, new_id
+from router import metrics
+from router.store import ComplaintStore, TxEffects
+from normalizer.ids import new_id
 from normalizer.schema import Complaint, ComplaintStatus, HistoryEvent, Reply
 from router import timers
+from router.jobs import event_job, send_job
 from router.deadlines import DEFAULT_ESCALATION_QUEUE, ESCALATION_QUEUE_DETAIL, FIRST_RESPONSE
 
 
@@ -79,8 +81,6 @@ def answer(store: ComplaintStore, complaint: Complaint, effects: TxEffects, *, r
     ``replied``. ``agent``: the agent answering, who becomes the assignee if there is none.
     ``awaiting_customer``: the answer asks the customer for something, so the resolution clock
     pauses until they reply."""
-    from router.worker import event_job, send_job  # the worker module imports this one
-
     reply = Reply(id=reply_id, kind="agent", text=text, author=actor, channel=complaint.channel, created_at=now)
     complaint.replies.append(reply)
     _responded(store, complaint, effects, now)

@@ -6,17 +6,7 @@ import re
 
 import msgspec
 
-CATEGORIES = ("account_security", "transaction", "payment_amount", "fee_dispute", "function_fault",
-              "balance_query", "other")
-CATEGORY_NAMES = {
-    "account_security": {"zh": "账户安全", "en": "Account security"},
-    "transaction": {"zh": "交易问题", "en": "Transaction"},
-    "payment_amount": {"zh": "支付金额申诉", "en": "Payment amount appeal"},
-    "fee_dispute": {"zh": "手续费争议", "en": "Fee dispute"},
-    "function_fault": {"zh": "功能故障", "en": "App fault"},
-    "balance_query": {"zh": "余额查询", "en": "Balance query"},
-    "other": {"zh": "其他", "en": "Other"},
-}
+from normalizer.categories import CATEGORIES
 
 KEYWORDS: dict[str, tuple[str, ...]] = {
     "payment_amount": ("扣款", "重复扣", "扣了两次", "多扣", "金额不对", "退款", "没收到退款", "误付", "转错", "钱扣了",

@@ -40,7 +40,7 @@ from typing import Any, Iterable
 from arq import Retry
 from msgspec.structs import replace
 
-from gateway.store import ComplaintStore, Conflict, NotFound, PlannedJob, TxEffects
+from router.store import ComplaintStore, Conflict, NotFound, PlannedJob, TxEffects
 from normalizer.evidence import EvidenceRejected
 from normalizer.pii import mask_text
 from normalizer.schema import (

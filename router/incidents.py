@@ -27,8 +27,9 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Any
 
-from gateway.locks import RedisLock
-from gateway.store import ComplaintStore, now_ms
+from plugins.locks import RedisLock
+from router.store import ComplaintStore
+from normalizer.ids import now_ms
 from normalizer.pii import mask_pii
 
 CONCEPTS: dict[str, tuple[str, ...]] = {

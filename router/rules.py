@@ -30,7 +30,7 @@ from typing import Annotated, Any
 import msgspec
 
 from normalizer.schema import RouteDecision
-from router.categorise import CATEGORIES
+from normalizer.categories import CATEGORIES
 from router.routing import DEFAULT_TABLE, FORMAL_PRIORITY_BOOST, MAX_PRIORITY
 
 _NAME = r"^[a-z0-9][a-z0-9_-]{0,39}$"

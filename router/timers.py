@@ -23,9 +23,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from gateway import metrics
-from gateway.store import ComplaintStore, Conflict, NotFound, TxEffects
+from router import metrics
+from router.store import ComplaintStore, Conflict, NotFound, TxEffects
 from normalizer.schema import Complaint, HistoryEvent
+from router.jobs import event_job
 from router.deadlines import ESCALATION_QUEUE_DETAIL, DeadlinePolicy, decode_policy, parse_member, timer_members
 
 log = logging.getLogger("gateway.timers")
@@ -158,7 +159,6 @@ def resume(store: ComplaintStore, complaint: Complaint, effects: TxEffects, now:
 async def fire(ctx: dict[str, Any], member: str, due_ms: int) -> str:
     """Apply one due timer. Safe to run twice: only a running deadline of the same generation
     changes."""
-    from router.worker import event_job  # the worker module imports this one
 
     parsed = parse_member(member)
     if parsed is None:

@@ -21,23 +21,13 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_pre
 from arq.utils import timestamp_ms
 from arq.worker import Worker, func
 
-from gateway import metrics
-from gateway.intake import Intake
-from gateway.locks import RedisLock
-from gateway.redis_pool import SENTINEL_SCHEME, make_pool, redis_unavailable, route_now
-from gateway.settings import Settings, load_settings
-from gateway.store import (
-    ComplaintStore,
-    Conflict,
-    NotFound,
-    PlannedJob,
-    TxEffects,
-    dt_to_ms,
-    is_open,
-    ms_to_dt,
-    new_id,
-    now_ms,
-)
+from router import metrics
+from router.intake import Intake
+from plugins.locks import RedisLock
+from router.redis_pool import SENTINEL_SCHEME, make_pool, redis_unavailable, route_now
+from plugins.settings import Settings
+from router.store import ComplaintStore, Conflict, NotFound, PlannedJob, TxEffects, is_open
+from normalizer.ids import dt_to_ms, ms_to_dt, new_id, now_ms
 from normalizer.evidence import DirectoryBlobStore
 from normalizer.pii import mask_text
 from normalizer.schema import (
@@ -57,16 +47,18 @@ from normalizer.schema import (
 from plugins.contract import GatewayServices
 from plugins.manager import GatewayPlugins
 from router import routing
-from router.categorise import CATEGORIES, categorise
+from router.categorise import categorise
+from normalizer.categories import CATEGORIES
 from router import repeats
 from router.deadlines import timer_members
 from router.evidence_fetch import announce, evidence_jobs, fetch_jobs
+from router.jobs import complaint_id_for, event_job, send_job
 from router.rules import Engine, Facts
 from router.rulestore import EngineCache, RuleStore
 from router.incidents import Incidents
 from router.timers import Clock, PolicyCache, TimerLoop, resume, schedule
 from router import cases, templates
-from router.status import case_for_contact, parse_status_query, status_text
+from normalizer.status import parse_status_query, status_text
 from router.survey import parse_score
 from router.templates import acknowledgement, repeat_acknowledgement
 
@@ -74,27 +66,6 @@ log = logging.getLogger("gateway.worker")
 
 MAX_SEND_TRIES = 8
 PENDING_RECOVERY_AFTER_MS = 60_000
-
-
-def complaint_id_for(message_id: str) -> str:
-    """Deterministic, so a retried job builds the very same complaint."""
-    return "cmp_" + message_id.split("_", 1)[-1]
-
-
-def event_job(complaint: Complaint, kind: str, actor: str, detail: dict[str, str] | None = None, *,
-              at: datetime | None = None) -> PlannedJob:
-    """A listener notification; its id is fixed by the complaint's history, so a retried step
-    queues the same job, not a second one."""
-    at_ms = dt_to_ms(at) if at else now_ms()
-    return PlannedJob(
-        "dispatch_event",
-        f"event:{complaint.id}:{kind}:{len(complaint.history)}",
-        (complaint.id, kind, at_ms, actor, detail or {}),
-    )
-
-
-def send_job(complaint_id: str, reply_id: str) -> PlannedJob:
-    return PlannedJob("send_reply", f"send:{reply_id}", (complaint_id, reply_id))
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -436,7 +407,7 @@ async def answer_status(ctx: dict[str, Any], message: InboundMessage, case_numbe
     """"进度 C-…" / "status C-…" on any channel: the case's state and last update, to the
     asker's channel, in their language; only a contact of the case's own customer learns it."""
     store: ComplaintStore = ctx["store"]
-    complaint = await case_for_contact(store, case_number, message.sender)
+    complaint = await store.case_for_contact(case_number, message.sender)
     text = status_text(complaint, message.language, case_number)
     if complaint is None:
         sender = ctx["plugins"].sender(message.channel, ctx["services"])
@@ -1030,7 +1001,7 @@ class WakeableWorker(Worker):
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
-        from gateway.redis_pool import transition_code  # what to log of a Redis reply (never its text)
+        from router.redis_pool import transition_code  # what to log of a Redis reply (never its text)
 
         while True:
             try:
@@ -1193,8 +1164,8 @@ def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPl
     )
 
 
-def run_worker(settings: Settings | None = None) -> None:
-    settings = settings or load_settings()
+def run_worker(settings: Settings) -> None:
+    """The worker process (``python -m gateway worker`` loads the settings and calls this)."""
     if settings.log_level != "DEBUG":
         logging.getLogger("arq.worker").setLevel(logging.WARNING)  # two lines per job otherwise
     worker = create_worker(settings)

@@ -9,9 +9,11 @@ from typing import Any, AsyncIterator, Iterator
 
 import pytest
 
-from gateway.settings import Settings, load_settings
-from plugins.testkit import cleanup_prefix, free_port, redis_for_tests  # noqa: F401  (free_port: used by tests)
-from plugins.testkit import gateway_client, run_worker, stored_keys  # noqa: F401  (shared with integrators)
+from gateway.settings import load_settings
+
+from plugins.settings import Settings
+from gateway.testkit import cleanup_prefix, free_port, redis_for_tests  # noqa: F401  (free_port: used by tests)
+from gateway.testkit import gateway_client, run_worker, stored_keys  # noqa: F401  (shared with integrators)
 
 APP_KEY = "test-app-key-0001"
 AGENT_TOKENS = {"alice": "test-agent-alice-0001", "bob": "test-agent-bob-00001"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from plugins.testkit import Call, FakeApi
+from gateway.testkit import Call, FakeApi
 
 
 def note_answers(fake: FakeApi) -> list[tuple[Call, int]]:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import redis
 
-from gateway.store import decode_complaint
+from router.store import decode_complaint
 from tests.conftest import APP, ROOT
 
 #: How long a failover, a restart or a resync may take before the test fails (they take a few

@@ -15,7 +15,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings as hsettings
 
-from plugins.testkit import cleanup_prefix
+from gateway.testkit import cleanup_prefix
 from tests.conftest import ROOT, SUPERVISOR, free_port, make_env
 
 pytestmark = pytest.mark.integration

@@ -117,7 +117,7 @@ async def test_worker_job_run_twice_makes_one_complaint(client, drain, settings)
     await drain()
     worker_ctx = {}
     # a replay of the same job, as arq may do after a crash, changes nothing
-    from gateway.store import ComplaintStore
+    from router.store import ComplaintStore
     from plugins.manager import GatewayPlugins
     from router.worker import build_services
     import redis.asyncio as aioredis
@@ -135,7 +135,7 @@ async def test_worker_job_run_twice_makes_one_complaint(client, drain, settings)
 async def test_expired_claim_goes_back_to_the_queue(client, drain, settings):
     from msgspec.structs import replace
 
-    from gateway.store import ComplaintStore
+    from router.store import ComplaintStore
 
     await submit(client, text="my account is frozen 账户被冻结")
     await drain()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.categorise import CATEGORIES
-from router.category_hints import HINT_IGNORED, accept_category_hint
+from normalizer.categories import CATEGORIES
+from normalizer.categories import HINT_IGNORED, accept_category_hint
 from tests.conftest import ALICE, SUPERVISOR
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """Every built-in webhook channel (and the app's API) passes the same conformance suite an
-external plugin runs against itself (plugins/testkit.py). E-mail is a poller, not a webhook:
+external plugin runs against itself (gateway/testkit.py). E-mail is a poller, not a webhook:
 its duplicates, quarantine and replies are tested against a real IMAP server in test_email.py."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from adapters.telegram import TelegramChannel, TelegramSettings
 from adapters.twilio_sms import TwilioSettings, TwilioSmsChannel
 from adapters.twilio_voice import TwilioVoiceChannel
 from adapters.wechat import WeChatChannel, WeChatSettings, sha1_signature
-from plugins.testkit import TESTKIT_APP_KEY, ChannelConformance, ChannelProbe, FakeApi, HttpRequest, bearer
+from gateway.testkit import TESTKIT_APP_KEY, ChannelConformance, ChannelProbe, FakeApi, HttpRequest, bearer
 
 pytestmark = pytest.mark.integration
 PUBLIC = "https://gateway.example.test"
@@ -45,7 +45,7 @@ class AppProbe(ChannelProbe):
                            {**request.headers, "Authorization": "Bearer not-a-key"})
 
     async def delivered_texts(self, fake, client, complaint_id):
-        from plugins.testkit import TESTKIT_SUPERVISOR
+        from gateway.testkit import TESTKIT_SUPERVISOR
 
         c = (await client.get(f"/v1/complaints/{complaint_id}", headers=bearer(TESTKIT_SUPERVISOR[1]))).json()
         return [r["text"] for r in c["replies"] if r["delivery"] == "delivered"]

@@ -401,7 +401,7 @@ async def test_a_breached_case_leaves_the_policys_escalation_queue_when_answered
 async def test_a_breach_that_wins_the_race_gives_its_warning_first(client, drain, settings):
     """Warning and due time fell due together (no worker ran at 80 %) and the due timer fires
     first: the warning is given first, once; the warning's own timer then changes nothing."""
-    from gateway.store import ComplaintStore
+    from router.store import ComplaintStore
     from router.timers import Clock, PolicyCache, fire
 
     r = await client.post("/v1/messages", json={"user_id": "u-race", "text": "my refund is missing"}, headers=APP)
@@ -470,7 +470,7 @@ def test_a_timer_taken_by_a_worker_that_dies_comes_back_and_fires_once(redis_url
         return int(time.time() * 1000) + int(r.get(prefix + "clock:offset") or 0)
 
     def fired():
-        from gateway.store import decode_complaint
+        from router.store import decode_complaint
 
         cases = [decode_complaint(r.get(key)) for key in r.scan_iter(match=prefix + "complaint:*")]
         return {c.case_number: sorted(f"{h.action}:{h.detail['deadline']}" for h in c.history

@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 
 from adapters.app import AppChannel
 from adapters.email import EmailChannel, MailboxPoller, MailboxSettings, SmtpSettings
-from gateway.intake import Intake
-from gateway.store import ComplaintStore
+from router.intake import Intake
+from router.store import ComplaintStore
 from normalizer.evidence import DirectoryBlobStore
 from plugins.contract import GatewayServices
 from plugins.manager import GatewayPlugins
@@ -212,7 +212,7 @@ async def test_acknowledgement_threads_and_a_reply_joins_the_case(box, dovecot, 
     from router.worker import send_reply
     from tests.conftest import AGENT_TOKENS  # noqa: F401 - documents who answers
 
-    from gateway.store import TxEffects
+    from router.store import TxEffects
     from normalizer.schema import Reply
     from datetime import datetime, timezone
 

@@ -28,8 +28,8 @@ from adapters.telegram import TelegramChannel, TelegramSettings
 from adapters.twilio_sms import TwilioSettings, TwilioSmsChannel
 from adapters.twilio_voice import TwilioVoiceChannel
 from adapters.wechat import WeChatChannel, WeChatSettings
-from gateway.settings import Settings
-from gateway.store import ComplaintStore, PlannedJob
+from plugins.settings import Settings
+from router.store import ComplaintStore, PlannedJob
 from plugins.manager import GatewayPlugins
 from router.worker import create_worker
 from tests.conftest import SUPERVISOR, app_plugins, eventually, gateway_client, list_complaints, run_worker

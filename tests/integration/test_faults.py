@@ -28,7 +28,7 @@ from msgspec.structs import replace
 from adapters.email import EmailChannel, MailboxSettings, SmtpSettings
 from adapters.telegram import TelegramChannel, TelegramSettings
 from adapters.twilio_sms import TwilioSettings, TwilioSmsChannel
-from gateway.store import ComplaintStore
+from router.store import ComplaintStore
 from router.worker import MAX_SEND_TRIES, create_worker, resend_overdue
 from tests.conftest import (ALICE, APP, SUPERVISOR, app_plugins, eventually, gateway_client, list_complaints,
                             run_worker)

@@ -93,8 +93,8 @@ async def test_the_incident_check_run_again_changes_nothing(settings, redis_url)
     """arq runs a job at least once: a second run of every complaint's check (as after a worker
     died before finishing one) answers the same incident with the same complaints, forms no
     second one and links no complaint twice."""
-    from gateway.redis_pool import redis_client
-    from gateway.store import ComplaintStore
+    from router.redis_pool import redis_client
+    from router.store import ComplaintStore
     from router.worker import consider_incident
 
     settings = replace(settings, incident_min_customers=5)
@@ -122,8 +122,8 @@ async def test_the_incident_check_run_again_changes_nothing(settings, redis_url)
 async def test_the_complaint_that_formed_an_incident_answers_all_of_it_again(settings, redis_url):
     """A first run that formed the incident and died before linking the complaints it found:
     the second run answers them all again (not only itself), so none stays unlinked."""
-    from gateway.redis_pool import redis_client
-    from gateway.store import ComplaintStore
+    from router.redis_pool import redis_client
+    from router.store import ComplaintStore
     from router.incidents import Incidents
 
     r = redis_client(redis_url)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from gateway.metrics import HISTOGRAMS
+from router.metrics import HISTOGRAMS
 from tests.conftest import AGENT_TOKENS, ALICE, APP, APP_KEY, SUPERVISOR_TOKEN
 
 CUSTOMER, PHONE, EMAIL, CARD = "user-m9-4711", "13800138000", "li.lei@example.com", "6222021234567890123"

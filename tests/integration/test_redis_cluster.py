@@ -20,7 +20,7 @@ import redis as redis_sync
 from litestar.testing import AsyncTestClient
 
 from gateway.app import create_app
-from gateway.redis_pool import ClusterPrefixError, redis_client, route_now
+from router.redis_pool import ClusterPrefixError, redis_client, route_now
 from gateway.settings import load_settings
 from tests.conftest import ALICE, APP, SUPERVISOR, make_env
 from tests.redisha import (FAILOVER_BOUND_S, RetryingChannel, complaints_per_message, local_cluster, poll,
@@ -236,8 +236,9 @@ async def test_without_the_replicas_asked_for_nothing_is_acknowledged(redis_url,
 async def test_nothing_goes_out_before_the_replicas_have_what_led_to_it(redis_url, prefix, tmp_path):
     """With GATEWAY_REDIS_WAIT_REPLICAS, a reply waits for the replicas before it is handed to its
     channel (a failover must not make the gateway forget it answered, and answer again)."""
-    from gateway.store import ComplaintStore, IntakeLimits
-    from gateway.redis_pool import redis_client as client_for
+    from router.store import ComplaintStore
+    from plugins.contract import IntakeLimits
+    from router.redis_pool import redis_client as client_for
 
     r = client_for(redis_url)
     waiting = ComplaintStore(prefix, limits=IntakeLimits(wait_replicas=1, wait_ms=20))

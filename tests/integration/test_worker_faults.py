@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.store import ComplaintStore, PlannedJob, now_ms
+from router.store import ComplaintStore, PlannedJob
+
+from normalizer.ids import now_ms
 from normalizer.schema import Classification, DeliveryResult
 from plugins.hookspecs import hookimpl
 from router.worker import recover_pending, resend_overdue
@@ -93,7 +95,7 @@ async def test_the_outbox_sends_a_reply_whose_send_job_was_lost(client, settings
     cid = (await client.get(f"/v1/messages/{r.json()['message_id']}", headers=APP)).json()["complaint_id"]
     r = await client.post(f"/v1/complaints/{cid}/replies", json={"text": "We are on it."}, headers=SUPERVISOR)
     reply_id = r.json()["reply"]["id"]
-    from gateway.store import job_key
+    from router.store import job_key
 
     await store.r.delete(job_key(f"send:{reply_id}"))  # the job is gone
     await store.r.zrem(store.keys.arq_queue, f"send:{reply_id}")

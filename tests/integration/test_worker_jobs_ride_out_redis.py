@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 
-from gateway.store import ComplaintStore, PlannedJob
+from router.store import ComplaintStore, PlannedJob
 from router.worker import create_worker
 from tests.conftest import app_plugins, eventually
 from tests.faultproxy import FaultProxy

@@ -14,7 +14,7 @@ import time
 import pytest
 import redis as redis_sync
 
-from gateway.store import decode_complaint
+from router.store import decode_complaint
 from tests.conftest import APP, ROOT, make_env
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 
-from plugins.testkit import cleanup_prefix
+from gateway.testkit import cleanup_prefix
 from router.worker import create_worker
 from tests.conftest import APP, app_plugins, eventually, gateway_client, make_env
 from tests.redisha import RedisNodes, distinct_ports

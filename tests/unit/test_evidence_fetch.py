@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from gateway.settings import load_settings
-from gateway.store import decode_complaint, encode_complaint
+from router.store import decode_complaint, encode_complaint
 from normalizer.schema import Complaint, ComplaintStatus, Contact, EvidenceLink, InboundMessage
 from router.evidence_fetch import FetchPolicy, announce, arq_max_tries, evidence_jobs, reason_of
 

@@ -10,7 +10,7 @@ from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.redis_pool import (hash_tag, parse_sentinel_url, redis_in_transition, redis_unavailable,
+from router.redis_pool import (hash_tag, parse_sentinel_url, redis_in_transition, redis_unavailable,
                                 transition_code)
 from gateway.settings import load_settings
 

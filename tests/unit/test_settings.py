@@ -1,6 +1,8 @@
 import pytest
 
-from gateway.settings import SettingsError, load_settings
+from gateway.settings import load_settings
+
+from plugins.settings import SettingsError
 
 
 def test_defaults_and_credentials():

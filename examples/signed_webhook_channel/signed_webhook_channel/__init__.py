@@ -24,8 +24,8 @@ import httpx
 import msgspec
 from litestar import Request, Response, post
 
-from gateway.problems import ProblemError
-from gateway.store import new_id
+from plugins.problems import ProblemError
+from normalizer.ids import new_id
 from normalizer.inbound import InputRejected, build_message, clean_text
 from normalizer.schema import Contact, DeliveryResult, OutboundMessage
 from plugins.contract import GatewayServices, RouteMount

@@ -3,7 +3,7 @@
 import json
 import time
 
-from plugins.testkit import ChannelConformance, ChannelProbe, HttpRequest, gateway_client
+from gateway.testkit import ChannelConformance, ChannelProbe, HttpRequest, gateway_client
 from signed_webhook_channel import SignedWebhookChannel, Settings, sign
 
 SECRET = "partner-shared-secret"

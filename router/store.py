@@ -12,7 +12,6 @@ Durability rules:
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -25,7 +24,9 @@ from arq.jobs import serialize_job
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from gateway.redis_pool import hash_tag
+from router.redis_pool import hash_tag
+from normalizer.ids import dt_to_ms, ms_to_dt, new_id, now_ms
+from plugins.contract import IntakeLimits, IntakeOutcome
 from normalizer.schema import (
     OPEN_STATUSES,
     Complaint,
@@ -50,35 +51,6 @@ _message_encoder = msgspec.msgpack.Encoder()
 _message_decoder = msgspec.msgpack.Decoder(InboundMessage)
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def ms_to_dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-
-
-def dt_to_ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
-
-
-_B32 = "0123456789abcdefghijklmnopqrstuv"  # base32hex: sorts like the numbers it encodes
-
-
-def _b32(number: int, width: int) -> str:
-    out = []
-    for _ in range(width):
-        number, digit = divmod(number, 32)
-        out.append(_B32[digit])
-    return "".join(reversed(out))
-
-
-def new_id(kind: str) -> str:
-    """Time-ordered ids: 9 base32 characters of ms timestamp + 10 of randomness (50 bits), so
-    ids sort by creation and stay short (ids appear in many index entries: memory)."""
-    return f"{kind}_{_b32(now_ms(), 9)}{_b32(int.from_bytes(os.urandom(7), 'big') >> 6, 10)}"
-
-
 def queue_score(priority: int, created_ms: int) -> float:
     """Skill queues pop the lowest score: higher priority first, then oldest first."""
     priority = max(0, min(9, priority))
@@ -97,22 +69,6 @@ class NotFound(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass
-class IntakeLimits:
-    max_pending: int = 0  # 0 = no limit
-    contact_per_minute: int = 0
-    channel_per_second: int = 0
-    wait_replicas: int = 0  # acknowledge only once this many replicas have the message (WAIT)
-    wait_ms: int = 500
-
-
-@dataclass
-class IntakeOutcome:
-    status: str  # "accepted", "duplicate", "conflict", "backpressure", "rate_limited"
-    message_id: str
-    replicas: int | None = None  # how many replicas confirmed the write (when asked to wait)
 
 
 @dataclass
@@ -803,6 +759,18 @@ class ComplaintStore:
                 pipe.hgetall(self.keys.delivery(c))
             values, *deliveries = await pipe.execute()
         return [_with_deliveries(decode_complaint(v), d) for v, d in zip(values, deliveries) if v is not None]
+
+    async def case_for_contact(self, case_number: str, contact: Contact) -> Complaint | None:
+        """The case, if ``contact`` is its customer's (directly or through a linked contact)."""
+        try:
+            complaint = await self.find_by_case_number(case_number)
+        except NotFound:
+            return None
+        if complaint.contact.kind == contact.kind and complaint.contact.value == contact.value:
+            return complaint
+        if await self.customer_of(contact) == complaint.customer_id:
+            return complaint
+        return None
 
     async def find_by_case_number(self, case_number: str) -> Complaint:
         cid = await self.r.get(self.keys.case(case_number))

@@ -3,7 +3,7 @@
 Redis-backed gateway and worker, a fake provider API that records what a sender sends, and the
 **channel conformance suite** a plugin runs against itself in one line::
 
-    from plugins.testkit import ChannelConformance
+    from gateway.testkit import ChannelConformance
     class TestMyChannel(ChannelConformance):
         probe = MyChannelProbe()      # how to talk to *your* channel (see ChannelProbe)
 

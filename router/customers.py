@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.store import ComplaintStore, Conflict, NotFound, is_open, ms_to_dt, now_ms
+from router.store import ComplaintStore, Conflict, NotFound, is_open
+
+from normalizer.ids import ms_to_dt, now_ms
 from normalizer.contacts import label
 from normalizer.schema import Contact
 

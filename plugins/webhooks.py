@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from litestar import Request
 
-from gateway.problems import ProblemError
+from plugins.problems import ProblemError
 from normalizer.schema import DeliveryResult
 from plugins.contract import GatewayServices
 

@@ -6,10 +6,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-from gateway import metrics
-from gateway.metrics import INTAKE_SECONDS
-from gateway.problems import ProblemError
-from gateway.store import ComplaintStore, IntakeOutcome
+from router import metrics
+from router.metrics import INTAKE_SECONDS
+from plugins.problems import ProblemError
+from router.store import ComplaintStore
+from plugins.contract import IntakeOutcome
 from normalizer.schema import InboundMessage
 
 log = logging.getLogger("gateway.intake")

@@ -1,13 +1,16 @@
 """A customer asks where their case stands: "进度 C-20261123-000042", "status C-…", "/status C-…",
 or the digits keyed on the phone. Every channel answers the same way, and only to the customer
-the case belongs to (a case number is not a password: someone else's number says "not found")."""
+the case belongs to (a case number is not a password: someone else's number says "not found").
+
+This module reads and words the question and the answer; finding the case for the asking
+contact is the store's (``store.case_for_contact``, which channels reach as
+``services.store.case_for_contact``)."""
 
 from __future__ import annotations
 
 import re
 
-from gateway.store import ComplaintStore, NotFound
-from normalizer.schema import Complaint, Contact
+from normalizer.schema import Complaint
 
 CASE_NUMBER = re.compile(r"C-?(\d{8})-?(\d{6})", re.IGNORECASE)
 _QUERY = re.compile(
@@ -40,19 +43,6 @@ def parse_status_query(text: str) -> str | None:
     """The case number when ``text`` is nothing but a status question, else ``None``."""
     match = _QUERY.match(text or "")
     return normalise_case_number(match.group(1)) if match else None
-
-
-async def case_for_contact(store: ComplaintStore, case_number: str, contact: Contact) -> Complaint | None:
-    """The case, if ``contact`` is its customer's (directly or through a linked contact)."""
-    try:
-        complaint = await store.find_by_case_number(case_number)
-    except NotFound:
-        return None
-    if complaint.contact.kind == contact.kind and complaint.contact.value == contact.value:
-        return complaint
-    if await store.customer_of(contact) == complaint.customer_id:
-        return complaint
-    return None
 
 
 def last_public_update(complaint: Complaint) -> str | None:

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 import msgspec
 from litestar import Request
 
-from gateway.problems import ProblemError, field_from_msgspec_error
+from plugins.problems import ProblemError, field_from_msgspec_error
 
 T = TypeVar("T")
 

@@ -1,0 +1,42 @@
+"""Who is calling: the roles a bearer credential stands for, and the guard every protected route
+uses (``opt={"roles": [...]}`` on the handler). A channel that serves a public API path (the
+payment app's ``/v1/messages``) guards it with these; the gateway checks the credentials
+(``gateway/auth.py``'s ``Authenticator``, kept in ``app.state.authenticator``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from plugins.problems import ProblemError
+
+ROLE_APP = "app"
+ROLE_AGENT = "agent"
+ROLE_SUPERVISOR = "supervisor"
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    id: str
+
+    @property
+    def actor(self) -> str:
+        return f"{self.role}:{self.id}"
+
+
+async def roles_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Guard for every /v1 route: the handler's ``opt["roles"]`` lists who may call it."""
+    authenticator: Any = connection.app.state.authenticator  # gateway.auth.Authenticator
+    principal = authenticator.principal(connection.headers.get("authorization"))
+    allowed: Iterable[str] = handler.opt.get("roles", ())
+    if principal.role not in allowed:
+        raise ProblemError(403, "forbidden", f"A {principal.role} credential may not call this.")
+    connection.scope.setdefault("state", {})["principal"] = principal
+
+
+def principal_of(connection: ASGIConnection) -> Principal:
+    return connection.scope["state"]["principal"]

@@ -1,0 +1,31 @@
+"""The jobs a change writes with itself (in the same transaction), with ids fixed by what they
+are about, so a retried step queues the same job, not a second one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from normalizer.ids import dt_to_ms, now_ms
+from normalizer.schema import Complaint
+from router.store import PlannedJob
+
+
+def complaint_id_for(message_id: str) -> str:
+    """Deterministic, so a retried job builds the very same complaint."""
+    return "cmp_" + message_id.split("_", 1)[-1]
+
+
+def event_job(complaint: Complaint, kind: str, actor: str, detail: dict[str, str] | None = None, *,
+              at: datetime | None = None) -> PlannedJob:
+    """A listener notification; its id is fixed by the complaint's history, so a retried step
+    queues the same job, not a second one."""
+    at_ms = dt_to_ms(at) if at else now_ms()
+    return PlannedJob(
+        "dispatch_event",
+        f"event:{complaint.id}:{kind}:{len(complaint.history)}",
+        (complaint.id, kind, at_ms, actor, detail or {}),
+    )
+
+
+def send_job(complaint_id: str, reply_id: str) -> PlannedJob:
+    return PlannedJob("send_reply", f"send:{reply_id}", (complaint_id, reply_id))

@@ -1,0 +1,235 @@
+"""Complaints: opening one for a message (once, with its case number), reading them, changing one
+under optimistic locking (the indexes, the customer's open cases and its queue rank follow), the
+lists and the look-ups by case number."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+
+from redis.exceptions import WatchError
+
+from normalizer.ids import dt_to_ms, now_ms
+from normalizer.schema import OPEN_STATUSES, Complaint, Contact
+from router.repeats import fingerprint_of
+from router.store.base import JOB_EXPIRES_MS, NotFound, PlannedJob, StoreBase, TxEffects
+from router.store.codec import decode_complaint, encode_complaint, with_deliveries
+from router.store.deliveries import OUTBOX_GRACE_MS
+from router.store.keys import Keys, job_key
+from router.store.queues import queue_score
+
+
+def is_open(complaint: Complaint) -> bool:
+    return complaint.status in OPEN_STATUSES
+
+
+class Complaints(StoreBase):
+    if TYPE_CHECKING:
+        async def customer_of(self, contact: Contact) -> str | None: ...
+
+    async def commit_new_complaint(
+        self,
+        mid: str,
+        complaint: Complaint,
+        jobs: Sequence[PlannedJob] = (),
+        *,
+        case_placeholder: str,
+        outbox: Sequence[str] = (),
+        fingerprint: bytes = b"",
+        timers: dict[str, int] | None = None,
+    ) -> tuple[bool, str, str]:
+        """Store a new complaint for message ``mid`` unless that message was processed already.
+
+        ``complaint`` carries ``case_placeholder`` wherever the case number goes; the number is
+        allocated in the same script. Returns (created, complaint id, case number). Safe to call
+        twice: the second call changes nothing and answers what the first made.
+        """
+        k = self.keys
+        day = complaint.created_at.strftime("%Y%m%d")
+        state, done_cid, case = (x.decode() if isinstance(x, bytes) else x for x in await self._case_script(
+            keys=[k.msg(mid), k.case_seq(day)], args=[day]))
+        if state == "processed":
+            return False, done_cid, case
+        created_ms = dt_to_ms(complaint.created_at)
+        skill = complaint.skill or ""
+        enqueue_ms = now_ms()
+        job_args: list[Any] = []
+        for job in jobs:
+            job_id = k.job_id(job.job_id)
+            job_args += [job_key(job_id), job_id, self._job_bytes(job, enqueue_ms),
+                         enqueue_ms + job.defer_ms, JOB_EXPIRES_MS + job.defer_ms]
+        result = await self._commit_script(
+            keys=[
+                k.msg(mid), k.complaint(complaint.id), k.pending, k.case_seq(day),
+                k.queue(skill), k.queue_age(skill), k.fr_due(skill),
+                k.idx_all, k.idx("status", complaint.status.value), k.idx("category", complaint.category),
+                k.idx("customer", complaint.customer_id), k.idx("channel", complaint.channel), k.idx("skill", skill),
+                k.skills, k.outbox, k.arq_queue, k.wake, k.open_cases(complaint.customer_id), k.timers,
+            ],
+            args=[
+                complaint.id, encode_complaint(complaint, {case_placeholder: case}), case,
+                day, created_ms, queue_score(complaint.priority, created_ms),
+                dt_to_ms(complaint.first_response_due) if complaint.first_response_due else "",
+                mid, outbox[0] if outbox else "", now_ms() + OUTBOX_GRACE_MS, Keys.head(k.case), skill,
+                "1" if self.worker_wake else "0", len(jobs), *job_args, fingerprint,
+                len(timers or {}), *[x for member, due in (timers or {}).items() for x in (member, due)],
+            ],
+        )
+        status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result)
+        return status == "created", cid, case
+
+    def _index_new(self, pipe: Any, complaint: Complaint, created_ms: int) -> None:
+        k = self.keys
+        pipe.zadd(k.idx_all, {complaint.id: created_ms})
+        pipe.zadd(k.idx("status", complaint.status.value), {complaint.id: created_ms})
+        pipe.zadd(k.idx("category", complaint.category), {complaint.id: created_ms})
+        pipe.zadd(k.idx("customer", complaint.customer_id), {complaint.id: created_ms})
+        pipe.zadd(k.idx("channel", complaint.channel), {complaint.id: created_ms})
+        if complaint.skill:
+            pipe.zadd(k.idx("skill", complaint.skill), {complaint.id: created_ms})
+
+    async def get(self, cid: str) -> Complaint:
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.complaint(cid))
+            pipe.hgetall(self.keys.delivery(cid))
+            data, deliveries = await pipe.execute()
+        if data is None:
+            raise NotFound("complaint_not_found", f"no complaint {cid}")
+        return with_deliveries(decode_complaint(data), deliveries)
+
+    async def get_many(self, cids: Sequence[str]) -> list[Complaint]:
+        if not cids:
+            return []
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.mget([self.keys.complaint(c) for c in cids])
+            for c in cids:
+                pipe.hgetall(self.keys.delivery(c))
+            values, *deliveries = await pipe.execute()
+        return [with_deliveries(decode_complaint(v), d) for v, d in zip(values, deliveries) if v is not None]
+
+    async def case_for_contact(self, case_number: str, contact: Contact) -> Complaint | None:
+        """The case, if ``contact`` is its customer's (directly or through a linked contact)."""
+        try:
+            complaint = await self.find_by_case_number(case_number)
+        except NotFound:
+            return None
+        if complaint.contact.kind == contact.kind and complaint.contact.value == contact.value:
+            return complaint
+        if await self.customer_of(contact) == complaint.customer_id:
+            return complaint
+        return None
+
+    async def find_by_case_number(self, case_number: str) -> Complaint:
+        cid = await self.r.get(self.keys.case(case_number))
+        if cid is None:
+            raise NotFound("complaint_not_found", f"no complaint {case_number}")
+        return await self.get(cid.decode())
+
+    async def update(
+        self,
+        cid: str,
+        change: Callable[[Complaint, TxEffects], Awaitable[None] | None],
+    ) -> Complaint:
+        """Apply ``change`` to the stored complaint under optimistic locking.
+
+        ``change`` mutates the complaint and may add jobs or extra writes to ``effects``; it may
+        raise ``Conflict``. Status, skill and category index moves are derived here.
+        """
+        k = self.keys
+        async with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(k.complaint(cid))
+                    data = await pipe.get(k.complaint(cid))
+                    if data is None:
+                        raise NotFound("complaint_not_found", f"no complaint {cid}")
+                    before = decode_complaint(data)
+                    after = decode_complaint(data)
+                    effects = TxEffects()
+                    result = change(after, effects)
+                    if result is not None:
+                        await result
+                    after.updated_at = datetime.now(timezone.utc)
+                    pipe.multi()
+                    pipe.set(k.complaint(cid), encode_complaint(after))
+                    created_ms = dt_to_ms(after.created_at)
+                    for name, old, new in (
+                        ("status", before.status.value, after.status.value),
+                        ("category", before.category, after.category),
+                        ("skill", before.skill, after.skill),
+                    ):
+                        if old != new:
+                            if old:
+                                pipe.zrem(k.idx(name, old), cid)
+                            if new:
+                                pipe.zadd(k.idx(name, new), {cid: created_ms})
+                    if is_open(before) and not is_open(after):
+                        pipe.hdel(k.open_cases(after.customer_id), cid)
+                    elif is_open(after) and not is_open(before):
+                        pipe.hset(k.open_cases(after.customer_id), cid, fingerprint_of(after, created_ms))
+                    if before.priority != after.priority and after.skill:  # re-rank it where it waits
+                        pipe.zadd(k.queue(after.skill), {cid: queue_score(after.priority, created_ms)}, xx=True)
+                    for op in effects.ops:
+                        op(pipe)
+                    self.queue_jobs(pipe, effects.jobs)
+                    await pipe.execute()
+                    return after
+                except WatchError:
+                    continue
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        skill: str | None = None,
+        category: str | None = None,
+        customer_id: str | None = None,
+        channel: str | None = None,
+        limit: int = 50,
+        before: tuple[int, str] | None = None,
+    ) -> tuple[list[Complaint], tuple[int, str] | None]:
+        """Newest first. Scans the most selective index and filters the rest."""
+        k = self.keys
+        filters = {"status": status, "skill": skill, "category": category, "customer": customer_id, "channel": channel}
+        given = [(name, value) for name, value in filters.items() if value]
+        index = k.idx(*given[0]) if given else k.idx_all
+        max_score: str | float = "+inf"
+        if before is not None:
+            max_score = before[0]
+        found: list[Complaint] = []
+        scanned = 0
+        while len(found) < limit and scanned < 5000:
+            batch = await self.r.zrevrangebyscore(index, max_score, "-inf", start=0, num=limit * 2 + 10, withscores=True)
+            if not batch:
+                break
+            ids = []
+            for member, score in batch:
+                cid = member.decode()
+                if before is not None and int(score) == before[0] and cid >= before[1]:
+                    continue
+                ids.append(cid)
+            scanned += len(batch)
+            for complaint in await self.get_many(ids):
+                if (
+                    (not status or complaint.status.value == status)
+                    and (not skill or complaint.skill == skill)
+                    and (not category or complaint.category == category)
+                    and (not customer_id or complaint.customer_id == customer_id)
+                    and (not channel or complaint.channel == channel)
+                ):
+                    found.append(complaint)
+                    if len(found) == limit:
+                        break
+            last_member, last_score = batch[-1]
+            before = (int(last_score), last_member.decode())
+            max_score = before[0]
+            if len(batch) < limit * 2 + 10:
+                break
+        cursor = None
+        if len(found) == limit:
+            last = found[-1]
+            cursor = (dt_to_ms(last.created_at), last.id)
+        return found, cursor
+
+
+__all__ = ["Complaints", "is_open"]

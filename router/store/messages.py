@@ -1,0 +1,156 @@
+"""Messages: intake (the message, its idempotency record and its processing job, written together
+or not at all), loading a message for processing with its customer resolved, and its state."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import msgspec
+
+from normalizer.ids import dt_to_ms, new_id, now_ms
+from normalizer.schema import Contact, InboundMessage, MessageStatus
+from plugins.contract import IntakeOutcome
+from router.store.base import JOB_EXPIRES_MS, PlannedJob, StoreBase
+from router.store.keys import Keys, job_key
+
+IDEMPOTENCY_TTL_S = 7 * 86_400  # providers (WhatsApp) retry for days
+RAW_TTL_S = 30 * 86_400
+
+_message_encoder = msgspec.msgpack.Encoder()
+_message_decoder = msgspec.msgpack.Decoder(InboundMessage)
+
+
+def body_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+class Messages(StoreBase):
+    async def intake(
+        self,
+        message: InboundMessage,
+        *,
+        idempotency_scope: str | None,
+        request_hash: str = "",
+        raw: bytes | None = None,
+        limits: bool = True,
+    ) -> IntakeOutcome:
+        """Store a message and its processing job atomically (one round trip); refused with
+        ``backpressure`` or ``rate_limited`` (nothing stored) when over a limit."""
+        k = self.keys
+        now_s = int(time.time())
+        received_ms = dt_to_ms(message.received_at)
+        job_id = k.job_id(f"ingest:{message.id}")
+        job = PlannedJob("process_message", job_id, (message.id,))
+        none = k.none
+        keys_and_args = dict(
+            keys=[
+                k.msg(message.id),
+                k.idem(message.channel, idempotency_scope) if idempotency_scope else none,
+                k.pending,
+                job_key(job_id),
+                k.arq_queue,
+                k.wake,
+                k.raw(message.id) if raw is not None else none,
+                k.metrics,
+                k.rate_contact(message.sender.kind, message.sender.value, now_s // 60)
+                if limits and self.limits.contact_per_minute else none,
+                k.rate_channel(message.channel, now_s) if limits and self.limits.channel_per_second else none,
+                none,
+            ],
+            args=[
+                message.id,
+                _message_encoder.encode(message),
+                received_ms,
+                request_hash,
+                self._job_bytes(job, received_ms),
+                JOB_EXPIRES_MS,
+                IDEMPOTENCY_TTL_S,
+                raw or b"",
+                "1" if self.worker_wake else "0",
+                message.channel,
+                job_id,
+                RAW_TTL_S,
+                f"{message.sender.kind}:{message.sender.value}",
+                "\n".join(f"{c.kind}:{c.value}" for c in message.verified_contacts),
+                self.limits.max_pending, self.limits.contact_per_minute, self.limits.channel_per_second,
+            ],
+        )
+        replicas = None
+        if self.limits.wait_replicas:
+            # WAIT counts the replicas that have this connection's writes, so it must follow the
+            # script on the same connection: one pipeline (a failover to a replica then keeps
+            # every message the gateway acknowledged)
+            async with self.r.pipeline(transaction=False) as pipe:
+                await self._intake_script(**keys_and_args, client=pipe)
+                pipe.wait(self.limits.wait_replicas, self.limits.wait_ms)
+                result, replicas = await pipe.execute()
+        else:
+            result = await self._intake_script(**keys_and_args)
+        status, mid = (x.decode() if isinstance(x, bytes) else x for x in result)
+        return IntakeOutcome(status, mid, replicas)
+
+    async def idempotent_message(self, channel: str, scope: str) -> str | None:
+        """The id of the message an idempotency scope was first taken as (within the TTL)."""
+        value = await self.r.get(self.keys.idem(channel, scope))
+        return value.decode().split("|", 1)[0] if value else None
+
+    async def message_state(self, mid: str) -> dict[str, str] | None:
+        raw = await self.r.hmget(self.keys.msg(mid), "status", "complaint_id", "channel", "received_ms", "error")
+        if raw[0] is None:
+            return None
+        status, complaint_id, channel, received_ms, error = (v.decode() if v else None for v in raw)
+        return {
+            "status": status or MessageStatus.received.value,
+            "complaint_id": complaint_id,
+            "channel": channel,
+            "received_ms": received_ms,
+            "error": error,
+        }
+
+    async def mark_message(self, mid: str, status: MessageStatus, **fields: str) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.msg(mid), mapping={"status": status.value, **fields})
+            pipe.zrem(self.keys.pending, mid)
+            await pipe.execute()
+
+    # -- customers ---------------------------------------------------------------------------
+
+    async def prepare(self, mid: str) -> tuple[str, InboundMessage | None, dict[str, Any]]:
+        """Load message ``mid`` for processing and resolve its sender to a customer (a first
+        contact creates one; contacts the channel vouches for join the same customer unless they
+        are someone's already), in one round trip.
+
+        Returns (status, message, fields): status ``missing``, ``processed``, ``quarantined`` or
+        ``received``; message ``None`` when it is not to be processed or does not decode; fields
+        ``channel``, ``customer_id``, ``raw``, ``nodedup`` (an agent split this message off a
+        case: open a case of its own) and ``open_cases`` (complaint id → fingerprint bytes).
+        """
+        k = self.keys
+        result = await self._prepare_script(
+            keys=[k.msg(mid)],
+            args=[new_id("cus"), Keys.head(k.contact_label), now_ms(), *Keys.around(k.customer_history),
+                  *Keys.around(k.customer_contacts), *Keys.around(k.open_cases)],
+        )
+        values = [v.decode() if isinstance(v, bytes) and i != 1 else v for i, v in enumerate(result)]
+        status = values[0]
+        if status != "received" and status != MessageStatus.received.value:
+            fields = {"complaint_id": values[1]} if len(values) > 1 else {}
+            return status, None, fields
+        data, channel, customer = result[1], values[2], values[3]
+        flat = result[5] if len(result) > 5 else []
+        open_cases = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+        fields = {"channel": channel, "customer_id": customer, "raw": data, "nodedup": values[4] == "1",
+                  "open_cases": open_cases}
+        try:
+            return status, _message_decoder.decode(data), fields
+        except msgspec.DecodeError:
+            return status, None, fields
+
+    async def customer_of(self, contact: Contact) -> str | None:
+        value = await self.r.get(self.keys.contact(contact))
+        return value.decode() if value else None
+
+
+__all__ = ["IDEMPOTENCY_TTL_S", "Messages", "RAW_TTL_S", "body_hash"]

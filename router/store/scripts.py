@@ -1,0 +1,241 @@
+"""The store's Lua scripts: each is one atomic step in Redis (what its header says it takes).
+
+A script that only learns a key's variable part as it runs (the customer a message resolves to,
+the skill of an expired lease) is given that key's head and tail from ``Keys`` (keys.py), so the
+layout is still named in one place. ``ComplaintStore.bind`` registers them all.
+"""
+
+from __future__ import annotations
+
+INTAKE_LUA = """
+-- KEYS: msg, idem (none = no scope), pending, job, arq queue, wake, raw (none = no raw), metrics,
+--       sender's rate counter (none = no limit), channel's rate counter (none = no limit),
+--       11 none: the key that stands for "no key" (in the desk's cluster slot, unlike '')
+-- ARGV: message_id, data, received_ms, body_hash ('' = don't compare), job bytes,
+--       job expiry ms, idem ttl s, raw bytes, wake ('1'/'0'), channel, job id, raw ttl s,
+--       sender contact key, vouched-for contact keys (newline-separated), max pending (0 = none),
+--       sender's limit per minute, channel's limit per second
+if KEYS[2] ~= KEYS[11] then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then
+    local sep = string.find(existing, '|', 1, true)
+    local mid = string.sub(existing, 1, sep - 1)
+    if ARGV[4] == '' or string.sub(existing, sep + 1) == ARGV[4] then
+      redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=duplicate', 1)
+      return {'duplicate', mid}
+    end
+    redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=conflict', 1)
+    return {'conflict', mid}
+  end
+end
+-- backpressure: the workers are this far behind; refuse (the caller answers 503 + Retry-After)
+if tonumber(ARGV[15]) > 0 and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[15]) then
+  redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=backpressure', 1)
+  return {'backpressure', ''}
+end
+-- one sender, one channel: each has a budget, so a flood cannot starve everyone else
+local function over_budget(counter, window_s, limit)
+  if counter == KEYS[11] then return false end
+  local n = redis.call('INCR', counter)
+  if n == 1 then redis.call('EXPIRE', counter, window_s) end
+  return n > tonumber(limit)
+end
+for _, budget in ipairs({{KEYS[9], 60, ARGV[16], 'contact'}, {KEYS[10], 2, ARGV[17], 'channel'}}) do
+  if over_budget(budget[1], budget[2], budget[3]) then
+    redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=rate_limited', 1)
+    return {'rate_limited', budget[4]}
+  end
+end
+if KEYS[2] ~= KEYS[11] then
+  redis.call('SET', KEYS[2], ARGV[1] .. '|' .. ARGV[4], 'EX', ARGV[7])
+end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'status', 'received', 'received_ms', ARGV[3], 'channel', ARGV[10],
+           'contact', ARGV[13], 'vouched', ARGV[14])
+if KEYS[7] ~= KEYS[11] then
+  redis.call('SET', KEYS[7], ARGV[8], 'EX', ARGV[12])
+end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('PSETEX', KEYS[4], ARGV[6], ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[11])
+if ARGV[9] == '1' then
+  redis.call('LPUSH', KEYS[6], '1')
+  redis.call('LTRIM', KEYS[6], 0, 7)
+end
+redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=accepted', 1)
+return {'accepted', ARGV[1]}
+"""
+
+PREPARE_LUA = """
+-- Load a message for processing, resolve its customer, and read that customer's open-case
+-- fingerprints (the repeat-report candidates), in one round trip.
+-- KEYS: msg; ARGV: 1 new customer id (used when nobody knows the sender), 2 contact key head (the
+--       contact's kind:value follows), 3 now ms, then head and tail of a customer's keys (the customer
+--       id goes between): 4, 5 history; 6, 7 contacts; 8, 9 open-case fingerprints
+-- The customer is the sender contact's; else that of a contact the channel vouches for (the
+-- app says "this user's phone is P" and P wrote by SMS before); else a new one. Vouched-for
+-- contacts nobody owns yet join the customer; each link is written to the customer's history.
+local f = redis.call('HMGET', KEYS[1], 'status', 'data', 'channel', 'contact', 'vouched', 'complaint_id', 'nodedup')
+if not f[1] then return {'missing'} end
+if f[1] == 'processed' or f[1] == 'quarantined' then return {f[1], f[6] or ''} end
+local cust = ''
+local fps = {}
+if f[4] and f[4] ~= '' then
+  local vouched = {}
+  if f[5] and f[5] ~= '' then
+    for label in string.gmatch(f[5], '[^\\n]+') do table.insert(vouched, label) end
+  end
+  local contact_key = ARGV[2] .. f[4]
+  cust = redis.call('GET', contact_key)
+  local how = 'channel'
+  if not cust then
+    for _, label in ipairs(vouched) do
+      cust = redis.call('GET', ARGV[2] .. label)
+      if cust then how = 'vouched:' .. label break end
+    end
+  end
+  if not cust then
+    cust = ARGV[1]
+    how = 'new'
+  end
+  local history = ARGV[4] .. cust .. ARGV[5]
+  local contacts = ARGV[6] .. cust .. ARGV[7]
+  if redis.call('SET', contact_key, cust, 'NX') then
+    redis.call('SADD', contacts, f[4])
+    redis.call('RPUSH', history, cjson.encode({at_ms = tonumber(ARGV[3]), action = 'linked', contact = f[4],
+                                               by = 'system', reason = how}))
+  end
+  for _, label in ipairs(vouched) do
+    local key = ARGV[2] .. label
+    if redis.call('SET', key, cust, 'NX') then
+      redis.call('SADD', contacts, label)
+      redis.call('RPUSH', history, cjson.encode({at_ms = tonumber(ARGV[3]), action = 'linked', contact = label,
+                                                 by = 'system', reason = 'vouched by ' .. f[3]}))
+    end
+  end
+  fps = redis.call('HGETALL', ARGV[8] .. cust .. ARGV[9])
+end
+return {f[1], f[2] or '', f[3] or '', cust, f[7] or '', fps}
+"""
+
+STATUS_LUA = """
+-- KEYS: delivery hash, outbox; ARGV: reply id, new state json, new rank, outbox member
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local ok, old = pcall(cjson.decode, cur)
+  if ok and type(old) == 'table' then
+    local ranks = {queued = 0, sent = 1, delivered = 2, read = 3, failed = 4}
+    local old_rank = ranks[old['delivery']] or 0
+    if old_rank >= tonumber(ARGV[3]) then return 0 end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('ZREM', KEYS[2], ARGV[4]) end
+return 1
+"""
+
+CASE_LUA = """
+-- The case number of a message's complaint, allocated once: a retried job gets the same one.
+-- KEYS: msg, day sequence; ARGV: yyyymmdd
+local s = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number')
+if s[1] == 'processed' then return {'processed', s[2] or '', s[3] or ''} end
+if s[3] then return {'ok', '', s[3]} end
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 259200)
+local case = 'C-' .. ARGV[1] .. '-' .. string.format('%06d', n)
+redis.call('HSET', KEYS[1], 'case_number', case)
+return {'ok', '', case}
+"""
+
+COMMIT_LUA = """
+-- Open a complaint for a message, once. The case number is allocated here, so a retried job
+-- neither opens a second complaint nor burns a second number.
+-- KEYS: 1 msg, 2 complaint, 3 pending, 4 case sequence, 5 queue, 6 queue age, 7 first-response due,
+--       8 idx all, 9 idx status, 10 idx category, 11 idx customer, 12 idx channel, 13 idx skill,
+--       14 skills, 15 outbox, 16 arq queue, 17 wake, 18 the customer's open-case fingerprints, 19 timers
+-- ARGV: 1 complaint id, 2 complaint record, 3 case number, 4 yyyymmdd, 5 created ms, 6 queue score,
+--       7 first-response due ms ('' = none), 8 message id, 9 outbox member ('' = none), 10 outbox due ms,
+--       11 case key prefix, 12 skill ('' = none), 13 wake ('1'/'0'), 14 job count, then per job:
+--       job key, job id, job bytes, score, expiry ms; then the fingerprint ('' = none), the timer
+--       count and per timer: member, due ms
+local state = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number')
+if state[1] == 'processed' then
+  return {'already', state[2], state[3] or ''}
+end
+local case = ARGV[3]
+local body = ARGV[2]
+local cid = ARGV[1]
+local created = ARGV[5]
+redis.call('SET', KEYS[2], body)
+redis.call('SET', ARGV[11] .. case, cid)
+for i = 8, 12 do redis.call('ZADD', KEYS[i], created, cid) end
+if ARGV[12] ~= '' then
+  redis.call('ZADD', KEYS[13], created, cid)
+  redis.call('SADD', KEYS[14], ARGV[12])
+  redis.call('ZADD', KEYS[5], ARGV[6], cid)
+  redis.call('ZADD', KEYS[6], created, cid)
+  if ARGV[7] ~= '' then redis.call('ZADD', KEYS[7], ARGV[7], cid) end
+end
+-- the complaint holds the text now: the message record keeps only where it went (rewritten,
+-- not HDEL'd, so that Redis gives the larger allocation back)
+local kept = redis.call('HMGET', KEYS[1], 'received_ms', 'channel')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'status', 'processed', 'complaint_id', cid, 'case_number', case,
+           'received_ms', kept[1] or '0', 'channel', kept[2] or '')
+redis.call('ZREM', KEYS[3], ARGV[8])
+if ARGV[9] ~= '' then redis.call('ZADD', KEYS[15], ARGV[10], ARGV[9]) end
+local n = tonumber(ARGV[14])
+for j = 0, n - 1 do
+  local b = 15 + j * 5
+  redis.call('PSETEX', ARGV[b], ARGV[b + 4], ARGV[b + 2])
+  redis.call('ZADD', KEYS[16], ARGV[b + 3], ARGV[b + 1])
+end
+if n > 0 and ARGV[13] == '1' then
+  redis.call('LPUSH', KEYS[17], '1')
+  redis.call('LTRIM', KEYS[17], 0, 7)
+end
+local fp = ARGV[15 + n * 5]
+if fp and fp ~= '' then redis.call('HSET', KEYS[18], cid, fp) end
+local t0 = 16 + n * 5
+local timers = tonumber(ARGV[t0] or '0')
+for j = 0, timers - 1 do
+  redis.call('ZADD', KEYS[19], ARGV[t0 + 1 + j * 2 + 1], ARGV[t0 + 1 + j * 2])
+end
+return {'created', cid, case}
+"""
+
+CLAIM_LUA = """
+-- KEYS: queue, queue age index, leases, lease hash prefix is ARGV[4]
+-- ARGV: now ms, lease ms, agent, lease key prefix, skill
+local items = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #items == 0 then return false end
+local cid = items[1]
+redis.call('ZREM', KEYS[1], cid)
+local age = redis.call('ZSCORE', KEYS[2], cid)
+redis.call('ZREM', KEYS[2], cid)
+local expires = tonumber(ARGV[1]) + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[3], expires, cid)
+redis.call('HSET', ARGV[4] .. cid, 'agent', ARGV[3], 'score', items[2], 'age', age or ARGV[1],
+           'skill', ARGV[5], 'expires', expires)
+return {cid, tostring(expires)}
+"""
+
+REQUEUE_EXPIRED_LUA = """
+-- KEYS: leases; ARGV: now ms, lease key prefix, queue key prefix, queue-age key prefix, limit
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[5]))
+local back = {}
+for _, cid in ipairs(due) do
+  local lease = ARGV[2] .. cid
+  local skill = redis.call('HGET', lease, 'skill')
+  if skill then
+    redis.call('ZADD', ARGV[3] .. skill, redis.call('HGET', lease, 'score'), cid)
+    redis.call('ZADD', ARGV[4] .. skill, redis.call('HGET', lease, 'age'), cid)
+    table.insert(back, cid)
+    table.insert(back, redis.call('HGET', lease, 'agent') or '')
+  end
+  redis.call('DEL', lease)
+  redis.call('ZREM', KEYS[1], cid)
+end
+return back
+"""
+
+__all__ = ["CASE_LUA", "CLAIM_LUA", "COMMIT_LUA", "INTAKE_LUA", "PREPARE_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

@@ -1,0 +1,29 @@
+"""Workers: heartbeats, whether a job is still queued or running, messages waiting too long."""
+
+from __future__ import annotations
+
+from normalizer.ids import now_ms
+from router.store.base import StoreBase
+from router.store.keys import Keys
+
+
+class Workers(StoreBase):
+    async def worker_alive(self, within_ms: int = 15_000) -> bool:
+        return bool(await self.r.zcount(self.keys.workers, now_ms() - within_ms, "+inf"))
+
+    async def worker_heartbeat(self, worker_id: str) -> None:
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.workers, {worker_id: now_ms()})
+            pipe.zremrangebyscore(self.keys.workers, "-inf", now_ms() - 3_600_000)
+            await pipe.execute()
+
+    async def job_exists(self, job_id: str) -> bool:
+        job_id = self.keys.job_id(job_id)
+        return bool(await self.r.exists(Keys.arq_job(job_id), Keys.arq_in_progress(job_id), Keys.arq_result(job_id)))
+
+    async def stale_pending(self, older_than_ms: int, limit: int = 500) -> list[str]:
+        ids = await self.r.zrangebyscore(self.keys.pending, "-inf", now_ms() - older_than_ms, start=0, num=limit)
+        return [i.decode() for i in ids]
+
+
+__all__ = ["Workers"]

@@ -116,7 +116,7 @@ class RoutingController(Controller):
     @get(paths.ROUTING_RULES, operation_id="getRoutingRules", opt={"roles": STAFF},
          summary="The active rule set and its version (also as ETag)")
     async def show(self, services: Services) -> Response[dict[str, Any]]:
-        stored = await RuleStore(services.store.r, services.store.keys.p).active()
+        stored = await RuleStore(services.store.r, services.store.keys).active()
         return Response(_version_view(stored), headers={"ETag": _etag(stored.version)})
 
     @put(paths.ROUTING_RULES, operation_id="putRoutingRules", opt={"roles": {ROLE_SUPERVISOR}},
@@ -126,7 +126,7 @@ class RoutingController(Controller):
         expected = _if_match(request)
         incoming = decode_json(await read_body(request, 512 * 1024), PutRulesIn)
         try:
-            stored = await RuleStore(services.store.r, services.store.keys.p).put(
+            stored = await RuleStore(services.store.r, services.store.keys).put(
                 incoming.rules, expected=expected, by=principal_of(request).actor, reason=incoming.reason)
         except InvalidRules as exc:
             raise _invalid(exc) from None
@@ -139,13 +139,13 @@ class RoutingController(Controller):
     @get(paths.ROUTING_HISTORY, operation_id="routingRulesHistory", opt={"roles": STAFF},
          summary="Every version: who, when, why, and what changed")
     async def history(self, services: Services) -> dict[str, Any]:
-        return {"items": await RuleStore(services.store.r, services.store.keys.p).history(), "next": None}
+        return {"items": await RuleStore(services.store.r, services.store.keys).history(), "next": None}
 
     @get(paths.ROUTING_VERSION, operation_id="getRoutingRulesVersion", opt={"roles": STAFF},
          summary="One version of the rules")
     async def version(self, services: Services,
                       version: Annotated[int, PathParameter(ge=0)]) -> dict[str, Any]:
-        stored = await RuleStore(services.store.r, services.store.keys.p).get(version)
+        stored = await RuleStore(services.store.r, services.store.keys).get(version)
         if stored is None:
             raise ProblemError(404, "version_not_found", f"No version {version}.")
         return _version_view(stored)
@@ -155,7 +155,7 @@ class RoutingController(Controller):
     async def rollback(self, request: Request[Any, Any, Any], services: Services) -> Response[dict[str, Any]]:
         require_json(request)
         incoming = decode_json(await read_body(request, 16 * 1024), RollbackIn)
-        store = RuleStore(services.store.r, services.store.keys.p)
+        store = RuleStore(services.store.r, services.store.keys)
         old = await store.get(incoming.version)
         if old is None:
             raise ProblemError(404, "version_not_found", f"No version {incoming.version}.", field="version")
@@ -199,12 +199,12 @@ class AgentsController(Controller):
                          agent_id: Annotated[str, PathParameter(max_length=64)]) -> dict[str, Any]:
         require_json(request)
         incoming = decode_json(await read_body(request, 16 * 1024), SkillsIn)
-        active = await RuleStore(services.store.r, services.store.keys.p).active()
+        active = await RuleStore(services.store.r, services.store.keys).active()
         known = set(active.rules.queues) | {(await load_policy(services.store)).escalation_queue}
         unknown = sorted(set(incoming.skills) - known)
         if unknown:
             raise ProblemError(422, "unknown_skill", f"No such skill queue: {', '.join(unknown)}", field="skills")
-        await services.store.r.hset(services.store.keys.p + "agents:skills", agent_id, ",".join(incoming.skills))
+        await services.store.r.hset(services.store.keys.agent_skills, agent_id, ",".join(incoming.skills))
         return {"id": agent_id, "skills": incoming.skills}
 
 
@@ -213,11 +213,11 @@ def _skills(value: bytes) -> list[str]:
 
 
 async def agent_skills(store: ComplaintStore) -> dict[str, list[str]]:
-    raw = await store.r.hgetall(store.keys.p + "agents:skills")
+    raw = await store.r.hgetall(store.keys.agent_skills)
     return {k.decode(): _skills(v) for k, v in raw.items()}
 
 
 async def skills_of(store: ComplaintStore, agent: str) -> list[str] | None:
     """The agent's skills, or None when none are set (then every queue is open to them)."""
-    value = await store.r.hget(store.keys.p + "agents:skills", agent)
+    value = await store.r.hget(store.keys.agent_skills, agent)
     return None if value is None else _skills(value)

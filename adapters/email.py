@@ -155,7 +155,7 @@ class MailboxLease(RedisLock):
     """Exactly one poller per mailbox: a Redis key with a token, renewed while held."""
 
     def __init__(self, services: GatewayServices, label: str, ttl_ms: int = LEASE_MS) -> None:
-        super().__init__(services.require_redis(), f"{services.store.keys.p}imap:lease:{label}", ttl_ms,
+        super().__init__(services.require_redis(), services.store.keys.plugin("imap", "lease", label), ttl_ms,
                          token=new_id("lease"))
 
 
@@ -164,10 +164,10 @@ class MailboxState:
 
     def __init__(self, services: GatewayServices, label: str) -> None:
         self.redis = services.require_redis()
-        prefix = services.store.keys.p
-        self.state_key = f"{prefix}imap:state:{label}"
-        self.seen_key = f"{prefix}imap:seen:{label}"
-        self.message_ids_key = f"{prefix}imap:message-ids:{label}"
+        keys = services.store.keys
+        self.state_key = keys.plugin("imap", "state", label)
+        self.seen_key = keys.plugin("imap", "seen", label)
+        self.message_ids_key = keys.plugin("imap", "message-ids", label)
 
     async def checkpoint(self) -> tuple[int | None, int]:
         validity, last = await self.redis.hmget(self.state_key, "uidvalidity", "last_uid")
@@ -262,7 +262,7 @@ async def take_mail(services: GatewayServices, settings: EmailChannel.Settings, 
     store = services.store
     if outcome.status == "accepted" and parsed.message_id:
         # the first mail with this Message-ID keeps it (another mail may carry the same one)
-        await store.r.set(f"{store.keys.p}mail:thread:{parsed.message_id}", f"msg:{outcome.message_id}",
+        await store.r.set(store.keys.plugin("mail", "thread", parsed.message_id), f"msg:{outcome.message_id}",
                           ex=400 * 86400, nx=True)
     return Taken("accepted" if outcome.status == "accepted" else "duplicate", outcome.message_id)
 
@@ -279,7 +279,7 @@ async def _thread_target(services: GatewayServices, parsed: ParsedMail) -> str |
     store = services.store
     candidates = ([parsed.in_reply_to] if parsed.in_reply_to else []) + list(reversed(parsed.references))
     for mail_id in candidates:
-        target = await store.r.get(f"{store.keys.p}mail:thread:{mail_id}")
+        target = await store.r.get(store.keys.plugin("mail", "thread", mail_id))
         if target is None:
             continue
         kind, _, value = target.decode().partition(":")
@@ -450,7 +450,7 @@ class MailboxPoller:
         if rescan or not uids:
             await state.advance(uidvalidity, max([last_uid, *uids]))
         # in sync now: /metrics reports the time since (IMAP sync lag)
-        await services.require_redis().set(f"{services.store.keys.p}metrics:imap_synced:{self.mailbox.label}",
+        await services.require_redis().set(services.store.keys.imap_synced(self.mailbox.label),
                                            int(time.time() * 1000), ex=86_400)
         return taken
 
@@ -521,13 +521,13 @@ class SmtpSender:
         store = self.services.store
         if not message.complaint_id:
             return  # an answer to a stranger (status of an unknown case) belongs to no case
-        await self.services.require_redis().set(f"{store.keys.p}mail:thread:{our_id}",
+        await self.services.require_redis().set(store.keys.plugin("mail", "thread", our_id),
                                                 f"cmp:{message.complaint_id}", ex=400 * 86400)
         await store.remember_outbound(CHANNEL, our_id, message.complaint_id, message.id)
 
     async def _over_limit(self, address: str) -> bool:
         redis = self.services.require_redis()
-        key = f"{self.services.store.keys.p}mail:acks:{address}:{int(time.time() // 3600)}"
+        key = self.services.store.keys.plugin("mail", "acks", address, int(time.time() // 3600))
         count = await redis.incr(key)
         if count == 1:
             await redis.expire(key, 3600)

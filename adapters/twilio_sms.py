@@ -110,7 +110,7 @@ class TwilioSmsChannel:
         self.settings = settings or TwilioSettings()
 
     def _optout_key(self, services: GatewayServices, number: str) -> str:
-        return f"{services.store.keys.p}sms:optout:{number}"
+        return services.store.keys.plugin("sms", "optout", number)
 
     @hookimpl
     def gateway_routes(self, services: GatewayServices) -> RouteMount:

@@ -89,7 +89,7 @@ class TwilioVoiceChannel:
         self.settings = settings or TwilioSettings()
 
     def _state_key(self, services: GatewayServices, call_sid: str) -> str:
-        return f"{services.store.keys.p}call:{call_sid}"
+        return services.store.keys.plugin("call", call_sid)
 
     @hookimpl
     def gateway_routes(self, services: GatewayServices) -> RouteMount:

@@ -329,9 +329,9 @@ class AccessTokens:
     def __init__(self, settings: WeChatSettings, services: GatewayServices) -> None:
         self.settings = settings
         self.redis = services.require_redis()
-        prefix = services.store.keys.p
-        self.key = f"{prefix}wechat:token:{settings.app_id}"
-        self.lock = RedisLock(self.redis, f"{prefix}wechat:token-lock:{settings.app_id}", 10_000)
+        keys = services.store.keys
+        self.key = keys.plugin("wechat", "token", settings.app_id)
+        self.lock = RedisLock(self.redis, keys.plugin("wechat", "token-lock", settings.app_id), 10_000)
 
     async def get(self, *, force: bool = False) -> str:
         token, ttl = None, -2

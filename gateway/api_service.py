@@ -20,7 +20,7 @@ from plugins.requests import decode_json, read_body, require_json
 from normalizer.ids import dt_to_ms
 from router import templates
 from router.deadlines import DeadlinePolicy
-from router.timers import POLICY_KEY, load_policy
+from router.timers import load_policy
 
 STANDARDS = {"resolution_rate": 0.95, "satisfaction": 0.90, "first_response_seconds": {"online": 60, "phone": 30}}
 PHONE_CHANNELS = {"phone", "twilio_voice"}
@@ -52,15 +52,15 @@ class PolicyController(Controller):
         if problems:
             raise ProblemError(422, "invalid_policy", "; ".join(problems))
         store = services.store
-        await store.r.set(store.keys.p + POLICY_KEY, msgspec.json.encode(policy))
-        await store.r.rpush(store.keys.p + "policy:deadlines:history", msgspec.json.encode({
+        await store.r.set(store.keys.deadline_policy, msgspec.json.encode(policy))
+        await store.r.rpush(store.keys.deadline_policy_history, msgspec.json.encode({
             "at": datetime.now(timezone.utc).isoformat(), "by": principal_of(request).actor}))
         return msgspec.to_builtins(policy)
 
     @get(paths.TEMPLATES, operation_id="getTemplates", opt={"roles": STAFF},
          summary="What the desk says to customers, per template and language")
     async def get_templates(self, services: Services) -> dict[str, Any]:
-        await templates.refresh(services.store.r, services.store.keys.p, force=True)
+        await templates.refresh(services.store.r, services.store.keys, force=True)
         return {"templates": templates.all_templates()}
 
     @put(paths.TEMPLATES, operation_id="putTemplates", opt={"roles": {ROLE_SUPERVISOR}},
@@ -83,14 +83,14 @@ class PolicyController(Controller):
                 changes[f"{name}.{lang}"] = text.strip()
         if problems:
             raise ProblemError(422, "invalid_template", "; ".join(problems), field="templates")
-        key = services.store.keys.p + "templates"
+        key = services.store.keys.templates
         async with services.store.r.pipeline(transaction=True) as pipe:
             if changes:
                 pipe.hset(key, mapping=changes)
             if removals:
                 pipe.hdel(key, *removals)
             await pipe.execute()
-        await templates.refresh(services.store.r, services.store.keys.p, force=True)
+        await templates.refresh(services.store.r, services.store.keys, force=True)
         return {"templates": templates.all_templates()}
 
 

@@ -95,11 +95,12 @@ def redis_for_tests(workdir: Path) -> Iterator[str]:
 def cleanup_prefix(url: str, prefix: str) -> None:
     """Remove every key under ``prefix``, and the arq jobs its queue still names."""
     import redis
-    from arq.constants import job_key_prefix
+
+    from router.store import Keys
 
     client = redis.Redis.from_url(url)
-    for job_id in client.zrange(prefix + "arq:queue", 0, -1):
-        client.delete(job_key_prefix.encode() + job_id)
+    for job_id in client.zrange(Keys(prefix).arq_queue, 0, -1):
+        client.delete(Keys.arq_job(job_id.decode()))
     keys = list(client.scan_iter(match=_glob_escape(prefix) + "*", count=1000))
     for i in range(0, len(keys), 500):
         client.delete(*keys[i : i + 500])
@@ -164,21 +165,16 @@ async def stored_keys(settings: Any) -> list[str]:
     nothing was stored). Only this gateway's own keys: other test runs sharing the Redis (their
     own prefixes, their own jobs) do not show."""
     import redis.asyncio as aioredis
-    from arq.constants import (
-        default_queue_name,
-        in_progress_key_prefix,
-        job_key_prefix,
-        result_key_prefix,
-        retry_key_prefix,
-    )
+
+    from router.store import ARQ_JOB_PREFIXES, Keys
 
     prefix = settings.redis_prefix
-    job_prefixes = (job_key_prefix, in_progress_key_prefix, retry_key_prefix, result_key_prefix)
+    desk = Keys(prefix)
     r = aioredis.from_url(settings.redis_url)
     try:
         keys = {k.decode() async for k in r.scan_iter(match=_glob_escape(prefix) + "*")}
-        job_ids = [j.decode() for j in await r.zrange(prefix + default_queue_name, 0, -1)]
-        named = [p + job_id for job_id in job_ids for p in job_prefixes]
+        job_ids = [j.decode() for j in await r.zrange(desk.arq_queue, 0, -1)]
+        named = [p + job_id for job_id in job_ids for p in ARQ_JOB_PREFIXES]
         if named:
             async with r.pipeline(transaction=False) as pipe:
                 for key in named:
@@ -186,10 +182,8 @@ async def stored_keys(settings: Any) -> list[str]:
                 keys.update(key for key, there in zip(named, await pipe.execute()) if there)
         # with a Redis Cluster hash tag ({...}, read as Redis reads it), this prefix's job ids
         # start with it: their keys are found even once the queue no longer names them
-        start = prefix.find("{")
-        end = prefix.find("}", start + 1) if start >= 0 else -1
-        tag = prefix[start:end + 1] if start >= 0 and end > start + 1 else ""
-        for p in job_prefixes if tag else ():
+        tag = desk.tag
+        for p in ARQ_JOB_PREFIXES if tag else ():
             keys.update([k.decode() async for k in r.scan_iter(match=_glob_escape(p + tag) + "*")])
         return sorted(keys)
     finally:

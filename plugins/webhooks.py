@@ -75,7 +75,7 @@ async def quarantine_once(services: GatewayServices, channel: str, reason: str, 
     the provider retries it or a poller reads it again. ``identity`` says what counts as the same
     input (default: the bytes themselves)."""
     store = services.store
-    marker = f"{store.keys.p}quarantined-once:{channel}:{identity or payload_digest(raw)}"
+    marker = store.keys.quarantined_once(channel, identity or payload_digest(raw))
     if await store.r.set(marker, "1", nx=True, ex=30 * 86_400):
         qid = await store.quarantine(channel=channel, reason=reason[:300], raw=raw)
         services.logger.warning("%s input quarantined as %s: %s", channel, qid, reason[:120])

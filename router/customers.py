@@ -1,9 +1,9 @@
 """Customers: the contacts linked to one person, how they came to be linked, and their cases.
 
 A contact (``kind:value``, normalised) belongs to at most one customer: the key
-``contact:<kind>:<value>`` names the customer, and ``customer:<id>:contacts`` lists the
+``contact:<kind>:<value>`` names the customer (every key is named in router/store/keys.py), and ``customer:<id>:contacts`` lists the
 customer's contacts. Links are made automatically when a message arrives (the sender's contact,
-and contacts the channel vouches for; see the prepare script in ``store.py``) and by agents
+and contacts the channel vouches for; see the prepare script in ``router/store/scripts.py``) and by agents
 through the API; every change is appended to ``customer:<id>:history``.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from router.store import ComplaintStore, Conflict, NotFound, is_open
+from router.store import ComplaintStore, Conflict, Keys, NotFound, is_open
 
 from normalizer.ids import ms_to_dt, now_ms
 from normalizer.contacts import label
@@ -22,13 +22,15 @@ HISTORY_SHOWN = 200
 
 _LINK_LUA = """
 -- KEYS: contact key, customer's contacts, customer's history
--- ARGV: customer id, label, history entry (linked), move ('1'/'0'), key prefix, history entry (moved away)
+-- ARGV: 1 customer id, 2 label, 3 history entry (linked), 4 move ('1'/'0'), 5 history entry (moved
+--       away), then head and tail of a customer's keys (the owner's id goes between): 6, 7 contacts;
+--       8, 9 history
 local owner = redis.call('GET', KEYS[1])
 if owner == ARGV[1] then return {'already', owner} end
 if owner and ARGV[4] ~= '1' then return {'conflict', owner} end
 if owner then
-  redis.call('SREM', ARGV[5] .. 'customer:' .. owner .. ':contacts', ARGV[2])
-  redis.call('RPUSH', ARGV[5] .. 'customer:' .. owner .. ':history', ARGV[6])
+  redis.call('SREM', ARGV[6] .. owner .. ARGV[7], ARGV[2])
+  redis.call('RPUSH', ARGV[8] .. owner .. ARGV[9], ARGV[5])
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[2])
@@ -104,8 +106,9 @@ class Customers:
         status, owner = (v.decode() if isinstance(v, bytes) else v for v in await script(
             keys=[self.keys.contact(contact), self.keys.customer_contacts(customer_id),
                   self.keys.customer_history(customer_id)],
-            args=[customer_id, lbl, _entry("linked", lbl, by, reason),
-                  "1" if move else "0", self.keys.p, _entry("moved_away", lbl, by, reason, moved_to=customer_id)]))
+            args=[customer_id, lbl, _entry("linked", lbl, by, reason), "1" if move else "0",
+                  _entry("moved_away", lbl, by, reason, moved_to=customer_id),
+                  *Keys.around(self.keys.customer_contacts), *Keys.around(self.keys.customer_history)]))
         if status == "conflict":
             raise Conflict("contact_linked_elsewhere",
                            f"{lbl} belongs to customer {owner}; send \"move\": true to move it here.")

@@ -8,7 +8,7 @@ Chinese characters one by one, English words — and two texts describe the same
 token sets overlap enough (at least three shared tokens, and three quarters of the smaller set
 or 40 % of the union). Only complaints of the same category in the window are compared.
 
-Keys (per category): ``inc:recent:<category>`` (sorted set of recent complaint ids by time),
+Keys (named in router/store/keys.py; per category): ``inc:recent:<category>`` (sorted set of recent complaint ids by time),
 ``inc:text:<category>`` (complaint id → customer and tokens), ``incidents:open:<category>``;
 per incident: ``incident:<id>`` (JSON) and ``incident:<id>:complaints``; ``incidents`` indexes
 them all by time.
@@ -87,29 +87,29 @@ class Incidents:
     def __init__(self, store: ComplaintStore, window_minutes: int, min_customers: int) -> None:
         self.store = store
         self.r = store.r
-        self.p = store.keys.p
+        self.keys = store.keys
         self.window_ms = window_minutes * 60_000
         self.min_customers = min_customers
 
     comparable = staticmethod(comparable)
 
     def key(self, iid: str) -> str:
-        return f"{self.p}incident:{iid}"
+        return self.keys.incident(iid)
 
     async def get(self, iid: str) -> dict[str, Any] | None:
         data = await self.r.get(self.key(iid))
         return json.loads(data) if data else None
 
     async def members(self, iid: str) -> list[str]:
-        return sorted(m.decode() for m in await self.r.smembers(self.key(iid) + ":complaints"))
+        return sorted(m.decode() for m in await self.r.smembers(self.keys.incident_complaints(iid)))
 
     async def list(self, limit: int = 50) -> list[dict[str, Any]]:
-        ids = [i.decode() for i in await self.r.zrevrange(f"{self.p}incidents", 0, limit - 1)]
+        ids = [i.decode() for i in await self.r.zrevrange(self.keys.incidents, 0, limit - 1)]
         found = []
         for iid in ids:
             incident = await self.get(iid)
             if incident:
-                incident["complaint_count"] = await self.r.scard(self.key(iid) + ":complaints")
+                incident["complaint_count"] = await self.r.scard(self.keys.incident_complaints(iid))
                 found.append(incident)
         return found
 
@@ -128,7 +128,7 @@ class Incidents:
         if await self.r.exists(self.key(own)):  # formed on an earlier run that did not finish linking
             return own, await self.members(own)
         now = now_ms()
-        recent, texts = f"{self.p}inc:recent:{category}", f"{self.p}inc:text:{category}"
+        recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
         old = await self.r.zrangebyscore(recent, "-inf", now - self.window_ms)
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.zadd(recent, {complaint_id: now})
@@ -156,7 +156,7 @@ class Incidents:
         if len(customers) < self.min_customers:
             return "", []
         # forming is rare: one worker at a time per category, and whoever comes second joins
-        lock = RedisLock(self.r, f"{self.p}inc:lock:{category}", 5000)
+        lock = RedisLock(self.r, self.keys.incident_lock(category), 5000)
         await lock.wait(5.0)  # after that, go on: a second incident is better than none
         try:
             joined = await self._join_open(category, complaint_id, toks)
@@ -170,10 +170,10 @@ class Incidents:
                 "answer": None, "updated_at": created_at,
             }
             async with self.r.pipeline(transaction=True) as pipe:  # all of it or nothing
-                pipe.sadd(self.key(own) + ":complaints", *linked)
-                pipe.zadd(f"{self.p}incidents", {own: now})
+                pipe.sadd(self.keys.incident_complaints(own), *linked)
+                pipe.zadd(self.keys.incidents, {own: now})
                 pipe.set(self.key(own), json.dumps(incident, ensure_ascii=False))
-                pipe.sadd(f"{self.p}incidents:open:{category}", own)
+                pipe.sadd(self.keys.incidents_open(category), own)
                 await pipe.execute()
             return own, linked
         finally:
@@ -181,7 +181,7 @@ class Incidents:
 
     async def _join_open(self, category: str, complaint_id: str, toks: frozenset[str]) -> str:
         """The open incident of this category that describes the same fault, joined; or ""."""
-        ids = [i.decode() for i in await self.r.smembers(f"{self.p}incidents:open:{category}")]
+        ids = [i.decode() for i in await self.r.smembers(self.keys.incidents_open(category))]
         records = await self.r.mget([self.key(i) for i in ids]) if ids else []
         for data in records:
             incident = json.loads(data) if data else None
@@ -191,12 +191,12 @@ class Incidents:
         return ""
 
     async def _link(self, incident: dict[str, Any], complaint_ids: list[str]) -> None:
-        await self.r.sadd(self.key(incident["id"]) + ":complaints", *complaint_ids)
+        await self.r.sadd(self.keys.incident_complaints(incident["id"]), *complaint_ids)
 
     async def close(self, iid: str) -> None:
         incident = await self.get(iid)
         if incident is None:
             return
         incident["status"] = "closed"
-        await self.r.srem(f"{self.p}incidents:open:{incident['category']}", iid)
+        await self.r.srem(self.keys.incidents_open(incident["category"]), iid)
         await self.save(incident)

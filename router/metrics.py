@@ -1,7 +1,7 @@
 """``GET /metrics`` for Prometheus.
 
 Counters and histograms that several processes add to (gateways, workers) live in one Redis
-hash (``<prefix>metrics``), so whichever gateway process is scraped reports the whole desk;
+hash (``Keys.metrics``: ``<prefix>metrics``), so whichever gateway process is scraped reports the whole desk;
 gauges (queue depths, oldest ages, breaches, IMAP sync lag) are read from Redis at scrape time.
 The intake latency histogram is per gateway process (``prometheus_client``'s own registry), the
 usual Prometheus way for request latencies.
@@ -20,6 +20,8 @@ from typing import Any, Iterable
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import REGISTRY
+
+from router.store.keys import Keys
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 FIRST_RESPONSE_BUCKETS = (5, 15, 30, 60, 120, 300, 900, 3600, 4 * 3600, 24 * 3600)
@@ -53,17 +55,18 @@ def counter_field(name: str, **labels: str) -> str:
     return _field(name, labels)
 
 
-def incr(pipe: Any, prefix: str, name: str, by: int = 1, **labels: str) -> None:
-    """Add to a counter inside a pipeline or on a client (not awaited here)."""
-    return pipe.hincrby(prefix + "metrics", _field(name, labels), by)
+def incr(pipe: Any, keys: Keys | str, name: str, by: int = 1, **labels: str) -> None:
+    """Add to a counter inside a pipeline or on a client (not awaited here). ``keys``: the
+    store's ``Keys``, or the key prefix they are for."""
+    return pipe.hincrby(Keys.of(keys).metrics, _field(name, labels), by)
 
 
-def observe(pipe: Any, prefix: str, name: str, value: float, **labels: str) -> None:
+def observe(pipe: Any, keys: Keys | str, name: str, value: float, **labels: str) -> None:
     """Three commands per observation: the one bucket the value falls in (``_le``, not
     cumulative; ``render`` adds them up), the sum and the count. Incrementing every cumulative
     bucket cost up to 20 commands, a fifth of Redis's work per message (bench/RESULTS.md, load)."""
     buckets = HISTOGRAMS[name][2]
-    key = prefix + "metrics"
+    key = Keys.of(keys).metrics
     bound = next((str(b) for b in buckets if value <= b), "+Inf")
     pipe.hincrby(key, _field(name + "_le", {**labels, "le": bound}), 1)
     pipe.hincrbyfloat(key, _field(name + "_sum", labels), value)
@@ -90,8 +93,8 @@ class _Snapshot:
 
 
 async def render(store: Any, plugin_errors: dict[str, int]) -> bytes:
-    r, p, k = store.r, store.keys.p, store.keys
-    fields = _parse(await r.hgetall(p + "metrics"))
+    r, k = store.r, store.keys
+    fields = _parse(await r.hgetall(k.metrics))
     families: list[Any] = []
     for name, (doc, labels) in COUNTERS.items():
         family = CounterMetricFamily(name, doc, labels=list(labels))
@@ -137,7 +140,7 @@ async def render(store: Any, plugin_errors: dict[str, int]) -> bytes:
     lag = GaugeMetricFamily("gateway_imap_sync_lag_seconds", "Seconds since each mailbox was last in sync",
                             labels=["mailbox"])
     now = time.time()
-    async for key in r.scan_iter(match=p + "metrics:imap_synced:*"):
+    async for key in r.scan_iter(match=k.imap_synced("*")):
         value = await r.get(key)
         if value:
             lag.add_metric([key.decode().rsplit(":", 1)[-1]], max(0.0, now - int(value) / 1000))

@@ -2,8 +2,9 @@
 and why; optimistic concurrency on the version; a per-process cache that picks up a new version
 within a quarter of a second.
 
-Keys: ``routing:active`` (the active version number), ``routing:version:<n>`` (each version),
-``routing:seq`` (the last number given), ``routing:history`` (one line per change).
+Keys (named in router/store/keys.py): ``routing:active`` (the active version number),
+``routing:version:<n>`` (each version), ``routing:seq`` (the last number given),
+``routing:history`` (one line per change).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import WatchError
 
+from router.store.keys import Keys
 from router.rules import Engine, Problem, RuleSet, StoredVersion, builtin_rules, validate
 
 CHECK_EVERY_S = 0.25
@@ -39,18 +41,19 @@ def builtin_version() -> StoredVersion:
 
 
 class RuleStore:
-    def __init__(self, redis: Any, prefix: str) -> None:
+    def __init__(self, redis: Any, keys: Keys | str) -> None:
+        """``keys``: the store's ``Keys``, or the key prefix they are for."""
         self.r = redis
-        self.p = prefix + "routing:"
+        self.keys = Keys.of(keys)
 
     async def active_number(self) -> int:
-        value = await self.r.get(self.p + "active")
+        value = await self.r.get(self.keys.routing_active)
         return int(value) if value else 0
 
     async def get(self, version: int) -> StoredVersion | None:
         if version == 0:
             return builtin_version()
-        data = await self.r.get(f"{self.p}version:{version}")
+        data = await self.r.get(self.keys.routing_version(version))
         return _version_decoder.decode(data) if data else None
 
     async def active(self) -> StoredVersion:
@@ -65,19 +68,19 @@ class RuleStore:
         async with self.r.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(self.p + "active")
-                    current = await pipe.get(self.p + "active")
+                    await pipe.watch(self.keys.routing_active)
+                    current = await pipe.get(self.keys.routing_active)
                     current_n = int(current) if current else 0
                     if current_n != expected:
                         raise PreconditionFailed(current_n)
-                    number = int(await pipe.get(self.p + "seq") or 0) + 1
+                    number = int(await pipe.get(self.keys.routing_seq) or 0) + 1
                     stored = StoredVersion(version=number, rules=rule_set, by=by, at=datetime.now(timezone.utc),
                                            reason=reason, rollback_of=rollback_of)
                     pipe.multi()
-                    pipe.set(self.p + "seq", number)
-                    pipe.set(f"{self.p}version:{number}", msgspec.json.encode(stored))
-                    pipe.set(self.p + "active", number)
-                    pipe.rpush(self.p + "history", msgspec.json.encode({
+                    pipe.set(self.keys.routing_seq, number)
+                    pipe.set(self.keys.routing_version(number), msgspec.json.encode(stored))
+                    pipe.set(self.keys.routing_active, number)
+                    pipe.rpush(self.keys.routing_history, msgspec.json.encode({
                         "version": number, "previous": current_n, "by": by, "at": stored.at, "reason": reason,
                         "rollback_of": rollback_of}))
                     await pipe.execute()
@@ -86,7 +89,7 @@ class RuleStore:
                     continue
 
     async def history(self, limit: int = 100) -> list[dict[str, Any]]:
-        entries = [msgspec.json.decode(e) for e in await self.r.lrange(self.p + "history", -limit, -1)]
+        entries = [msgspec.json.decode(e) for e in await self.r.lrange(self.keys.routing_history, -limit, -1)]
         for entry in entries:
             old, new = await self.get(entry["previous"]), await self.get(entry["version"])
             entry["diff"] = diff(old.rules if old else None, new.rules if new else None)

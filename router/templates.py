@@ -1,7 +1,7 @@
 """What the desk says to customers, in the language they wrote in.
 
 Supervisors may replace any template (``GET, PUT /v1/templates``); the replacements live in
-Redis (``<prefix>templates``, field ``<name>.<lang>``) and every process reads them within a
+Redis (``Keys.templates``: ``<prefix>templates``, field ``<name>.<lang>``) and every process reads them within a
 second. A template keeps its placeholders: ``{case}`` everywhere it appears in the default,
 ``{reason}`` in the rejection.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 from typing import Any
+
+from router.store.keys import Keys
 
 DEFAULTS: dict[str, dict[str, str]] = {
     "ack": {
@@ -87,12 +89,13 @@ _overrides: dict[str, str] = {}
 _read_at = 0.0
 
 
-async def refresh(redis: Any, prefix: str, *, force: bool = False) -> None:
-    """Re-read supervisors' replacements (at most once a second unless forced)."""
+async def refresh(redis: Any, keys: Keys | str, *, force: bool = False) -> None:
+    """Re-read supervisors' replacements (at most once a second unless forced). ``keys``: the
+    store's ``Keys``, or the key prefix they are for."""
     global _overrides, _read_at
     if not force and time.monotonic() - _read_at < 1.0:
         return
-    raw = await redis.hgetall(prefix + "templates")
+    raw = await redis.hgetall(Keys.of(keys).templates)
     _overrides = {k.decode(): v.decode() for k, v in raw.items()}
     _read_at = time.monotonic()
 

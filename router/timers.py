@@ -12,7 +12,8 @@ that fires what is due, and a fire step that is safe to run twice.
   workers racing) changes nothing. A breach that finds its warning not yet given gives it first,
   so a warning is never lost to a breach that fell due with it.
 - **A controllable clock** (tests, benchmarks): with ``GATEWAY_TEST_CLOCK=1`` the clock is real
-  time plus an offset kept in Redis (``<prefix>clock:offset``, ms), shared by every process.
+  time plus an offset kept in Redis (``Keys.clock_offset``: ``<prefix>clock:offset``, ms), shared by
+  every process.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ log = logging.getLogger("gateway.timers")
 TICK_MS = 25  # the loop looks at least this often (lateness bound: one tick + the fire itself)
 LEASE_MS = 30_000
 BATCH = 200
-POLICY_KEY = "policy:deadlines"
 
 _CLAIM_LUA = """
 -- KEYS: timers, in flight; ARGV: now ms, lease ms, limit
@@ -69,7 +69,7 @@ class Clock:
 
     async def refresh(self) -> None:
         if self.controllable:
-            value = await self.store.r.get(self.store.keys.p + "clock:offset")
+            value = await self.store.r.get(self.store.keys.clock_offset)
             self.offset_ms = int(value) if value else 0
 
     def now_ms(self) -> int:
@@ -80,7 +80,7 @@ class Clock:
 
 
 async def load_policy(store: ComplaintStore) -> DeadlinePolicy:
-    data = await store.r.get(store.keys.p + POLICY_KEY)
+    data = await store.r.get(store.keys.deadline_policy)
     if data is None:
         return DeadlinePolicy()
     try:
@@ -194,7 +194,7 @@ async def fire(ctx: dict[str, Any], member: str, due_ms: int) -> str:
             effects.jobs.append(event_job(complaint, "sla_warning", "system", warning, at=now))
         deadline.state, deadline.breached_at = "breached", now
         detail[ESCALATION_QUEUE_DETAIL] = policy.escalation_queue  # where the copy goes: it leaves from there
-        effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys.p, "gateway_deadline_breaches",
+        effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys, "gateway_deadline_breaches",
                                                      deadline=kind.split("_")[0] if kind.startswith("escalation")
                                                      else kind))
         complaint.priority = min(9, complaint.priority + policy.breach_priority_boost)

@@ -68,6 +68,15 @@ class Keys:
         self.metrics = prefix + "metrics"
         self.templates = prefix + "templates"
         self.incidents = prefix + "incidents"
+        # the categoriser's versions and the desk's corrections (router/understanding)
+        self.model_current = prefix + "model:current"  # the promoted version (absent: the default)
+        self.model_versions = prefix + "model:versions"  # version -> JSON (manifest figures, evaluation)
+        self.model_history = prefix + "model:history"  # JSON per promotion / rollback
+        self.model_previous = prefix + "model:previous"  # the versions a rollback returns to
+        self.model_artefacts = prefix + "model:artefacts"  # versions whose bytes are stored, by time
+        self.model_training = prefix + "model:training"  # held while a candidate trains
+        self.model_corrections = prefix + "model:corrections"  # correction id -> JSON
+        self.model_corrections_order = prefix + "model:corrections:order"  # correction ids by time
 
     @staticmethod
     def of(keys_or_prefix: "Keys | str") -> "Keys":
@@ -174,7 +183,7 @@ class Keys:
     def last_inbound(self, channel: str, contact_value: str) -> str:
         return f"{self.p}lastin:{channel}:{contact_value}"
 
-    # -- routing rules, incidents, metrics ---------------------------------------------------
+    # -- routing rules, incidents, the model, metrics ---------------------------------------------------
 
     def routing_version(self, version: int | str) -> str:
         return f"{self.p}routing:version:{version}"
@@ -198,6 +207,10 @@ class Keys:
 
     def incident_lock(self, category: str) -> str:
         return f"{self.p}inc:lock:{category}"
+
+    def model_artefact(self, version: str) -> str:
+        """A categoriser version's bytes, manifest and checksum."""
+        return f"{self.p}model:artefact:{version}"
 
     def imap_synced(self, mailbox_label: str) -> str:
         """When a mailbox was last in sync (``*``: the SCAN pattern of all of them)."""

@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from router.understanding import corpus
 from router.understanding.model import DEFAULT_PARAMS, CategoryModel, fit_pipeline
@@ -102,15 +102,19 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def train(data_glob: str = corpus.DEFAULT_GLOB, models_dir: Path = DEFAULT_MODELS_DIR,
-          params: dict[str, Any] | None = None, *, make_current: bool = True, _locked: bool = False) -> CategoryModel:
-    """Fit on every file ``data_glob`` names and store the artefact under its version.
+          params: dict[str, Any] | None = None, *, make_current: bool = True, files: list[Path] | None = None,
+          on_measured: Callable[[CategoryModel, list[dict]], None] | None = None,
+          _locked: bool = False) -> CategoryModel:
+    """Fit on every file ``data_glob`` names (or on ``files``, when given: the corpus plus the desk's
+    corrections live in two directories) and store the artefact under its version.
 
     Two fits: one on our corpus less the held-out customers (corpus.split), measured on them for the
-    manifest; then the artefact itself on all of it."""
+    manifest; then the artefact itself on all of it. ``on_measured(model, heldout)`` is given the
+    first one and the held-out records (the registry compares it with the current version's)."""
     from router.understanding.evaluate import evaluate_records
 
     params = dict(DEFAULT_PARAMS if params is None else params)
-    files = corpus.data_files(data_glob)
+    files = corpus.data_files(data_glob) if files is None else sorted(files, key=lambda p: (p.name, str(p)))
     if not files:
         raise ModelError(f"no training data matches {data_glob}")
     records = corpus.load_records(files)
@@ -123,6 +127,8 @@ def train(data_glob: str = corpus.DEFAULT_GLOB, models_dir: Path = DEFAULT_MODEL
     if heldout and len(counts) >= 3 and min(counts.values()) >= 2:
         measured = CategoryModel(fit_pipeline(train_part, params))
         heldout_metrics.update(evaluate_records(measured, heldout, repeats=False).summary())
+        if on_measured is not None:
+            on_measured(measured, heldout)
     pipeline = fit_pipeline(records, params)
     seconds = round(time.monotonic() - started, 2)
 

@@ -7,6 +7,9 @@ and the formal-complaint flag (issue 19).
 - :mod:`router.understanding.artefacts` - versioned training, ``load_current`` / ``train_default``
 - :mod:`router.understanding.evaluate` - scores on a labelled file
 - :mod:`router.understanding.corpus` - the labelled corpus and its fixed held-out split
+- :mod:`router.understanding.corrections` - the desk's category corrections, kept masked as labelled examples
+- :mod:`router.understanding.registry` - versions in Redis: candidate, dry run, promote, rollback,
+  and the workers' ``ModelCache``
 
 Importing this package imports neither scikit-learn nor numpy; the names below load on first use.
 """
@@ -24,6 +27,10 @@ _EXPORTS = {
     "ModelError": "router.understanding.artefacts",
     "formal_verdict": "router.understanding.formal",
     "is_formal_complaint": "router.understanding.formal",
+    "record_correction": "router.understanding.corrections",
+    "record_complaint_correction": "router.understanding.corrections",
+    "ModelRegistry": "router.understanding.registry",
+    "ModelCache": "router.understanding.registry",
 }
 
 

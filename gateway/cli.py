@@ -1,5 +1,5 @@
 """``python -m gateway``: serve, worker, run (both + embedded Redis), plugins list / check, rules,
-model train / evaluate / list."""
+model train / evaluate / list / promote / rollback / corrections."""
 
 from __future__ import annotations
 
@@ -249,9 +249,12 @@ def _models_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    """``gateway model train [--data GLOB] [--out DIR]`` / ``evaluate FILE`` / ``list``."""
+    """``gateway model train [--data GLOB] [--out DIR]`` / ``evaluate FILE`` / ``list``; on the
+    desk's Redis: ``promote VERSION --reason R`` / ``rollback --reason R`` / ``corrections``."""
     from router.understanding import artefacts, corpus
 
+    if args.action in ("promote", "rollback", "corrections"):
+        return _model_desk(args)
     models_dir = _models_dir(args)
     if args.action == "train":
         try:
@@ -304,6 +307,57 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_desk(args: argparse.Namespace) -> int:
+    """The categoriser's versions and the desk's corrections in the gateway's Redis (as the
+    /v1/model endpoints): promote, rollback, corrections [--export FILE]."""
+    import asyncio
+    import getpass
+
+    from router.understanding import corrections as desk
+    from router.understanding.registry import ModelRegistry, RegistryError
+
+    settings = _with_redis(_settings_or_exit())
+    by = args.by if getattr(args, "by", None) else f"cli:{getpass.getuser()}"
+
+    async def go() -> dict | list | int:
+        from router.redis_pool import redis_client as client_for
+
+        redis = client_for(settings.redis_url or "", follow_slot_of=settings.redis_prefix)
+        try:
+            registry = ModelRegistry(redis, settings.redis_prefix, _models_dir(args))
+            if args.action == "promote":
+                return await registry.promote(args.version, by=by, reason=args.reason)
+            if args.action == "rollback":
+                return await registry.rollback(by=by, reason=args.reason)
+            if args.export:
+                return await desk.export_corrections(redis, settings.redis_prefix, Path(args.export))
+            items, _ = await desk.list_corrections(redis, settings.redis_prefix, limit=args.limit)
+            return [c.view() for c in items]
+        finally:
+            await redis.aclose()
+
+    try:
+        result = asyncio.run(go())
+    except RegistryError as exc:
+        print(f"gateway model {args.action}: {exc.code}: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"gateway model {args.action}: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(result, int):
+        print(f"{result} labelled records -> {args.export}")
+    elif getattr(args, "json", False):
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    elif isinstance(result, list):
+        for c in result:
+            print(f"{c['at']}  {c['case_number'] or c['complaint_id']}  {c['from_category']} -> {c['to_category']}  "
+                  f"by {c['by']}: {c['reason']}")
+    else:
+        target = result["version"] or "the default (no version promoted)"
+        print(f"{result['action'].replace('_', ' ')}: {target} is current (was {result['previous'] or 'the default'})")
+    return 0
+
+
 def _default_params() -> dict:
     from router.understanding.model import DEFAULT_PARAMS
 
@@ -342,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules.add_argument("--json", action="store_true")
     rules.set_defaults(func=cmd_rules)
 
-    model = sub.add_parser("model", help="the learned categoriser: train, evaluate, list")
+    model = sub.add_parser("model", help="the learned categoriser: train, evaluate, list, promote, rollback, corrections")
     model_sub = model.add_subparsers(dest="action", required=True)
     train = model_sub.add_parser("train", help="train on the labelled corpus and make it current")
     train.add_argument("--data", help="glob of labelled JSONL files (default: data/corpus/train_*.jsonl)")
@@ -355,6 +409,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing = model_sub.add_parser("list", help="stored versions, the current one marked")
     listing.add_argument("--models", help="models directory (default: $GATEWAY_VAR_DIR/models)")
     listing.add_argument("--json", action="store_true")
+    promote = model_sub.add_parser("promote", help="make a trained version current on the desk (workers follow)")
+    promote.add_argument("version")
+    rollback = model_sub.add_parser("rollback", help="back to the version current before the last promotion")
+    for command in (promote, rollback):
+        command.add_argument("--reason", required=True, help="why (kept in the model's history)")
+        command.add_argument("--by", help="who (default: cli:<user>)")
+        command.add_argument("--models", help="models directory (default: $GATEWAY_VAR_DIR/models)")
+    fixes = model_sub.add_parser("corrections", help="the desk's category corrections, newest first")
+    fixes.add_argument("--limit", type=int, default=50)
+    fixes.add_argument("--export", help="write every correction as labelled JSONL (the corpus format) to this file")
+    fixes.add_argument("--json", action="store_true")
     model.set_defaults(func=cmd_model)
     return parser
 

@@ -46,7 +46,9 @@ from normalizer.schema import Complaint, Contact  # noqa: E402
 from plugins.manager import GatewayPlugins  # noqa: E402
 from router import repeats  # noqa: E402
 from router.categorise import categorise  # noqa: E402
-from router.worker import build_services, process_message  # noqa: E402
+from router.context import WorkerContext  # noqa: E402
+from router.pipeline import process_message  # noqa: E402
+from router.services import build_services  # noqa: E402
 
 TEXTS = ["我被重复扣款了 ¥{a}，交易号 T{t}，请尽快退款", "I was charged twice for my coffee, ${a}, please refund",
          "app闪退打不开，更新以后无法使用，订单 {t}", "提现手续费太高了，要求减免 {a} 元", "Withdrawal of ${a} pending since Monday",
@@ -81,7 +83,7 @@ async def real_path(url: str, count: int) -> tuple[float, int]:
     store.bind(r)
     services = build_services(settings, store)
     services.redis = r
-    ctx = {"store": store, "plugins": GatewayPlugins(), "services": services, "settings": settings}
+    ctx = WorkerContext.of(settings, store, GatewayPlugins(), services).job_ctx()
     base = await used(r)
     sem = asyncio.Semaphore(64)
 

@@ -8,7 +8,7 @@ them up again.
 Each line is written with one os.write (no Python buffering): what the kernel accepted before a
 SIGKILL is in the file. Lines: ``S <job id> <unix µs>`` and ``E <job id> <unix µs>`` (a job
 that retries has several S/E pairs; its last E is when it finished).
-The worker itself is the unchanged router.worker.WakeableWorker; only ``run_job`` is wrapped.
+The worker itself is the unchanged router.arq_worker.WakeableWorker; only ``run_job`` is wrapped.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def install(directory: str) -> None:
-    from router import worker as w
+    from router import arq_worker as w
 
     fd = os.open(os.path.join(directory, f"jobs.{os.getpid()}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     original = w.WakeableWorker.run_job

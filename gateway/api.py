@@ -8,44 +8,29 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.di import NamedDependency
-from litestar.params import PathParameter, QueryParameter, SkipValidation
+from litestar.params import PathParameter, QueryParameter
 
 from gateway import paths
+from gateway.api_common import CONTACT_KINDS_PATTERN, STAFF, Services, load_complaint
+from gateway.api_routing import skills_of
 from gateway.auth import ROLE_AGENT, ROLE_APP, ROLE_SUPERVISOR, Principal, principal_of, roles_guard
 from plugins.problems import ProblemError
 from plugins.requests import decode_json, read_body, require_json
-from router.store import Conflict, PlannedJob, TxEffects
+from router.store import PlannedJob
 from normalizer.ids import dt_to_ms, new_id
 from router.customers import Customers
 from gateway.views import complaint_json, complaint_list_item, complaint_public, masked
-from normalizer.contacts import KINDS as CONTACT_KINDS
 from normalizer.contacts import normalise_or_keep
 from normalizer.inbound import AttachmentIn, InputRejected, build_message, clean_text, money, store_attachments
 from normalizer.inbound import transaction_id as check_transaction_id
-from normalizer.schema import (
-    CHANNEL_COUNTER,
-    CHANNEL_PHONE,
-    Complaint,
-    ComplaintStatus,
-    Contact,
-    HistoryEvent,
-    MessageStatus,
-)
-from plugins.contract import GatewayServices
+from normalizer.schema import CHANNEL_COUNTER, CHANNEL_PHONE, Complaint, ComplaintStatus, Contact, MessageStatus
 from normalizer.categories import accept_category_hint
-from router import cases, templates, timers
-from router.worker import _reply_template, after_key
-from router.jobs import event_job
-
-STAFF = {ROLE_AGENT, ROLE_SUPERVISOR}
-#: Injected by the app (see create_app); not validated, it is our own object.
-Services = NamedDependency[SkipValidation[GatewayServices]]
-_CONTACT_KINDS = "^(" + "|".join((*CONTACT_KINDS, "id_card_last4", "other")) + ")$"
+from router import cases, timers
+from router.rulestore import RuleStore
 
 
 class ContactIn(msgspec.Struct, forbid_unknown_fields=True):
-    kind: Annotated[str, msgspec.Meta(pattern=_CONTACT_KINDS)]
+    kind: Annotated[str, msgspec.Meta(pattern=CONTACT_KINDS_PATTERN)]
     value: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
     display_name: Annotated[str, msgspec.Meta(max_length=128)] | None = None
 
@@ -156,7 +141,7 @@ class ComplaintsController(Controller):
          summary="A complaint with its status and history (the app sees its own, public view)")
     async def show(self, request: Request[Any, Any, Any], services: Services,
                    complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
-        complaint = await _load(services, complaint_id)
+        complaint = await load_complaint(services, complaint_id)
         principal = principal_of(request)
         view = _staff_or_app(principal, complaint, services.settings.pii_roles)
         if principal.role in STAFF:  # who the customer is: every contact, every open case
@@ -199,7 +184,7 @@ class ComplaintsController(Controller):
     async def evidence(self, request: Request[Any, Any, Any], services: Services,
                        complaint_id: Annotated[str, PathParameter(max_length=80)],
                        evidence_id: Annotated[str, PathParameter(max_length=80)]) -> Response[bytes]:
-        complaint = await _load(services, complaint_id)
+        complaint = await load_complaint(services, complaint_id)
         _staff_or_app(principal_of(request), complaint)  # may this reader see this case at all
         link = next((e for e in complaint.evidence if e.id == evidence_id), None)
         if link is None:
@@ -228,24 +213,10 @@ class ComplaintsController(Controller):
         if not text:
             raise ProblemError(422, "text_missing", "text is empty", field="text")
         principal = principal_of(request)
-        cid = (await _load(services, complaint_id)).id
-        store = services.store
-        lease_holder = await store.lease_holder(cid)
-        reply_id = cases.new_reply_id()
-
-        def change(complaint: Complaint, effects: TxEffects) -> None:
-            if complaint.status in (ComplaintStatus.resolved, ComplaintStatus.closed):
-                raise Conflict("complaint_closed", f"{complaint.case_number} is {complaint.status.value}; reopen it first.")
-            if principal.role == ROLE_AGENT:
-                holder = lease_holder or complaint.assignee
-                if holder is not None and holder != principal.id:
-                    raise Conflict("claimed_by_other", f"{complaint.case_number} is with agent {holder}.")
-            cases.answer(store, complaint, effects, reply_id=reply_id, text=text, actor=principal.actor,
-                         now=datetime.now(timezone.utc), agent=principal.id,
-                         awaiting_customer=incoming.awaiting_customer)
-
-        complaint = await store.update(cid, change)
-        reply = next(r for r in complaint.replies if r.id == reply_id)
+        cid = (await load_complaint(services, complaint_id)).id
+        complaint, reply = await cases.reply(services.store, cid, text=text, actor=principal.actor, agent=principal.id,
+                                             claim_binds=principal.role == ROLE_AGENT,
+                                             awaiting_customer=incoming.awaiting_customer)
         return {"reply": msgspec.to_builtins(reply), "complaint": complaint_json(complaint)}
 
     @post(paths.COMPLAINT_RESOLVE, operation_id="resolveComplaint", status_code=200, opt={"roles": STAFF},
@@ -257,44 +228,13 @@ class ComplaintsController(Controller):
         if incoming.outcome == "rejected" and not incoming.reason.strip():
             raise ProblemError(422, "reason_required", "A rejected appeal needs a reason the customer can read.",
                                field="reason")
-        await templates.refresh(services.store.r, services.store.keys.p)
         principal = principal_of(request)
-        cid = (await _load(services, complaint_id)).id
-        store = services.store
-        lease_holder = await store.lease_holder(cid)
-
-        def change(complaint: Complaint, effects: TxEffects) -> None:
-            if complaint.status in (ComplaintStatus.resolved, ComplaintStatus.closed):
-                raise Conflict("complaint_closed", f"{complaint.case_number} is already {complaint.status.value}.")
-            if principal.role == ROLE_AGENT and lease_holder not in (None, principal.id):
-                raise Conflict("claimed_by_other", f"{complaint.case_number} is with agent {lease_holder}.")
-            now = datetime.now(timezone.utc)
-            complaint.status = ComplaintStatus.resolved
-            complaint.resolved_at = now
-            complaint.outcome = incoming.outcome
-            complaint.outcome_reason = incoming.reason.strip() or None
-            complaint.lease_expires_at = None
-            effects.ops.append(lambda pipe: store.release_lease(pipe, complaint.id))
-            cases.leave_queues(store, complaint, effects)
-            effects.ops.append(lambda pipe: store.stop_first_response_clock(pipe, complaint))
-            timers.stop(store, complaint, effects, {"resolution"}, "met", now)
-            timers.stop(store, complaint, effects, None, "cancelled", now)
-            complaint.history.append(HistoryEvent(at=now, actor=principal.actor, action="resolved", public=True,
-                                                  detail={"outcome": incoming.outcome,
-                                                          "reason": incoming.reason.strip()[:500]}))
-            effects.jobs.append(event_job(complaint, "resolved", principal.actor, {"outcome": incoming.outcome}))
-            # the customer hears the outcome (and, if rejected, why and what route is open), then
-            # the survey; their next message answers the survey or reopens the case
-            _reply_template(store, complaint, effects, f"outcome_{incoming.outcome}",
-                            reason=incoming.reason.strip())
-            if not incoming.no_survey:
-                _reply_template(store, complaint, effects, "survey")
-            window = services.settings.reopen_window_hours * 3600
-            if window:
-                effects.ops.append(lambda pipe: pipe.set(after_key(store, complaint.contact), complaint.id,
-                                                         ex=window))
-
-        return complaint_json(await store.update(cid, change))
+        cid = (await load_complaint(services, complaint_id)).id
+        complaint = await cases.resolve(services.store, cid, outcome=incoming.outcome, reason=incoming.reason,
+                                        no_survey=incoming.no_survey, actor=principal.actor,
+                                        agent=principal.id if principal.role == ROLE_AGENT else None,
+                                        reopen_window_s=services.settings.reopen_window_hours * 3600)
+        return complaint_json(complaint)
 
     @post(paths.COMPLAINT_SPLIT, operation_id="splitRepeat", status_code=202, opt={"roles": STAFF},
           summary="Undo a repeat-report merge: the message leaves this case and opens its own")
@@ -303,31 +243,10 @@ class ComplaintsController(Controller):
         require_json(request)
         incoming = decode_json(await read_body(request, 16 * 1024), SplitIn)
         principal = principal_of(request)
-        store = services.store
-        keys = store.keys
-        mid = incoming.message_id
-        cid = (await _load(services, complaint_id)).id
-
-        def change(complaint: Complaint, effects: TxEffects) -> None:
-            merge = next((m for m in complaint.merges if m.message_id == mid and not m.split), None)
-            if merge is None:
-                raise Conflict("not_merged", f"{mid} was not merged into {complaint.case_number} (or was split already).")
-            now = datetime.now(timezone.utc)
-            merge.split, merge.split_by, merge.split_reason = True, principal.actor, incoming.reason
-            complaint.messages = [m for m in complaint.messages if m.message_id != mid]
-            complaint.evidence = [e for e in complaint.evidence if e.id not in merge.evidence_ids]
-            complaint.repeat_count = max(0, complaint.repeat_count - 1)
-            complaint.history.append(HistoryEvent(at=now, actor=principal.actor, action="split",
-                                                  detail={"message_id": mid, "reason": incoming.reason[:500],
-                                                          "merge_reason": merge.reason}))
-            # the message goes through the worker again, this time to a case of its own
-            effects.ops.append(lambda pipe: pipe.hset(keys.msg(mid), mapping={
-                "status": MessageStatus.received.value, "nodedup": "1", "complaint_id": ""}))
-            effects.ops.append(lambda pipe: pipe.zadd(keys.pending, {mid: dt_to_ms(now)}))
-            effects.jobs.append(PlannedJob("process_message", f"ingest:{mid}:split", (mid,)))
-
-        complaint = await store.update(cid, change)
-        return {"complaint": complaint_json(complaint), "message_id": mid, "status": "requeued"}
+        cid = (await load_complaint(services, complaint_id)).id
+        complaint = await cases.split(services.store, cid, message_id=incoming.message_id, reason=incoming.reason,
+                                      actor=principal.actor)
+        return {"complaint": complaint_json(complaint), "message_id": incoming.message_id, "status": "requeued"}
 
 
 class QueuesController(Controller):
@@ -338,8 +257,6 @@ class QueuesController(Controller):
     @get(paths.QUEUES, operation_id="listQueues", opt={"roles": STAFF},
          summary="Each skill queue: depth, oldest age, deadlines breached")
     async def index(self, services: Services) -> dict[str, Any]:
-        from router.rulestore import RuleStore
-
         active = await RuleStore(services.store.r, services.store.keys.p).active()
         escalation = (await timers.load_policy(services.store)).escalation_queue  # listed even when empty
         return {"items": await services.store.queue_stats(extra=[*active.rules.queues, escalation]), "next": None,
@@ -348,69 +265,31 @@ class QueuesController(Controller):
     @post(paths.QUEUES_CLAIM_NEXT, operation_id="claimNextForMe", status_code=200, opt={"roles": STAFF},
           summary="Lease the most urgent complaint across the calling agent's skills (204 when none)")
     async def claim_any(self, request: Request[Any, Any, Any], services: Services) -> Response[Any]:
-        from gateway.api_routing import skills_of
-
         principal = principal_of(request)
         skills = await skills_of(services.store, principal.id)
         if skills is None:
             skills = [q["skill"] for q in await services.store.queue_stats()]
-        for _ in range(20):
-            heads = []
-            for skill in skills:
-                head = await services.store.r.zrange(services.store.keys.queue(skill), 0, 0, withscores=True)
-                if head:
-                    heads.append((head[0][1], skill))
-            if not heads:
-                return Response(None, status_code=204)
-            response = await self._claim(request, services, min(heads)[1])
-            if response.status_code != 204:  # None: the handler's 200
-                return response
-        return Response(None, status_code=204)
+        return _claimed(await cases.claim_most_urgent(services.store, skills, agent=principal.id, actor=principal.actor,
+                                                      lease_seconds=services.settings.claim_lease_seconds))
 
     @post(paths.QUEUE_CLAIM, operation_id="claimNext", status_code=200, opt={"roles": STAFF},
           summary="Lease the next complaint of a skill queue to the calling agent (204 when empty)")
     async def claim(self, request: Request[Any, Any, Any], services: Services,
                     skill: Annotated[str, PathParameter(max_length=64, pattern=r"^[a-z0-9_-]+$")]) -> Response[Any]:
-        from gateway.api_routing import skills_of
-
         principal = principal_of(request)
         if principal.role == ROLE_AGENT:
             allowed = await skills_of(services.store, principal.id)
             if allowed is not None and skill not in allowed:
                 raise ProblemError(403, "skill_not_allowed", f"Agent {principal.id} does not work the {skill} queue.")
-        return await self._claim(request, services, skill)
+        return _claimed(await cases.claim(services.store, skill, agent=principal.id, actor=principal.actor,
+                                          lease_seconds=services.settings.claim_lease_seconds))
 
-    async def _claim(self, request: Request[Any, Any, Any], services: Services, skill: str) -> Response[Any]:
-        principal = principal_of(request)
-        store = services.store
-        lease_seconds = services.settings.claim_lease_seconds
-        while True:
-            claimed = await store.claim(skill, principal.id, lease_seconds)
-            if claimed is None:
-                return Response(None, status_code=204)
-            cid, expires_ms = claimed
-            expires = datetime.fromtimestamp(expires_ms / 1000, tz=timezone.utc)
 
-            def change(complaint: Complaint, _: TxEffects) -> None:
-                if complaint.status not in (ComplaintStatus.accepted, ComplaintStatus.reopened,
-                                            ComplaintStatus.in_progress, ComplaintStatus.received):
-                    raise Conflict("not_claimable", complaint.status.value)
-                complaint.status = ComplaintStatus.in_progress
-                complaint.assignee = principal.id
-                complaint.lease_expires_at = expires
-                complaint.history.append(HistoryEvent(at=datetime.now(timezone.utc), actor=principal.actor,
-                                                      action="claimed", public=True,
-                                                      detail={"lease_expires_at": expires.isoformat()}))
-
-            try:
-                complaint = await store.update(cid, change)
-            except Conflict:
-                # answered or resolved meanwhile: drop the stale lease and take the next one
-                async with store.r.pipeline(transaction=True) as pipe:
-                    store.release_lease(pipe, cid)
-                    await pipe.execute()
-                continue
-            return Response({"complaint": complaint_json(complaint), "lease_expires_at": expires.isoformat()})
+def _claimed(claimed: cases.Claimed | None) -> Response[Any]:
+    if claimed is None:
+        return Response(None, status_code=204)
+    return Response({"complaint": complaint_json(claimed.complaint),
+                     "lease_expires_at": claimed.lease_expires_at.isoformat()})
 
 
 class QuarantineController(Controller):
@@ -457,10 +336,3 @@ def _quarantine_view(item: dict[str, Any]) -> dict[str, Any]:
         "raw_base64": base64.b64encode(raw).decode(),
         "raw_size": len(raw),
     }
-
-
-async def _load(services: Services, ref: str) -> Complaint:
-    if ref.startswith("C-"):
-        return await services.store.find_by_case_number(ref)
-    return await services.store.get(ref)
-

@@ -11,21 +11,21 @@ from litestar import Controller, Request, delete, get, post
 from litestar.params import PathParameter, QueryParameter
 
 from gateway import paths
-from gateway.api import STAFF, Services, _CONTACT_KINDS
+from gateway.api_common import CONTACT_KINDS_PATTERN, STAFF, Services
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
 from router.customers import Customers
 from plugins.problems import ProblemError
 from plugins.requests import decode_json, read_body, require_json
-from router.store import Conflict, NotFound, TxEffects
+from router.store import NotFound
 from normalizer.contacts import InvalidContact, normalise, parse_label
 from normalizer.inbound import InputRejected, clean_text
-from normalizer.schema import Complaint, Contact
+from normalizer.schema import Contact
+from router import cases
 from router.incidents import Incidents
-from router.worker import answer_from_incident
 
 
 class LinkIn(msgspec.Struct, forbid_unknown_fields=True):
-    kind: Annotated[str, msgspec.Meta(pattern=_CONTACT_KINDS)]
+    kind: Annotated[str, msgspec.Meta(pattern=CONTACT_KINDS_PATTERN)]
     value: Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
     #: Take the contact from the customer it belongs to now (recorded on both).
@@ -128,22 +128,8 @@ class IncidentsController(Controller):
         incident = await incidents.get(incident_id)
         if incident is None:
             raise NotFound("incident_not_found", f"no incident {incident_id}")
-        actor = principal_of(request).actor
-        incident["answer"] = {**texts, "by": actor}
-        incident["status"] = "answered"
-        await incidents.save(incident)
-        answered = skipped = 0
-        for cid in await incidents.members(incident_id):
-            def change(complaint: Complaint, effects: TxEffects) -> None:
-                if complaint.status.value in ("resolved", "closed"):
-                    raise Conflict("complaint_closed", complaint.status.value)
-                answer_from_incident(services.store, complaint, effects, incident, actor)
-
-            try:
-                await services.store.update(cid, change)
-                answered += 1
-            except (Conflict, NotFound):
-                skipped += 1
+        answered, skipped = await cases.answer_incident(services.store, incidents, incident, texts,
+                                                        principal_of(request).actor)
         return {**_view(incident), "answered": answered, "skipped": skipped}
 
     @post(paths.INCIDENT_CLOSE, operation_id="closeIncident", status_code=200, opt={"roles": {ROLE_SUPERVISOR}},

@@ -11,15 +11,16 @@ from litestar import Controller, Request, Response, get, post, put
 from litestar.params import PathParameter
 
 from gateway import paths
-from gateway.api import STAFF, Services
+from gateway.api_common import STAFF, Services
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
 from plugins.problems import ProblemError
 from plugins.requests import decode_json, read_body, require_json
 from router.store import ComplaintStore
 from router.rules import Engine, RuleSet, StoredVersion, validate
 from router.rulestore import InvalidRules, PreconditionFailed, RuleStore
+from router.facts import facts_of_complaint
 from router.timers import load_policy
-from router.worker import facts_of_complaint
+from normalizer.ids import now_ms
 
 DRY_RUN_MAX = 5000
 EXAMPLES = 5
@@ -72,8 +73,6 @@ def _invalid(exc: InvalidRules) -> ProblemError:
 
 async def dry_run(store: ComplaintStore, candidate: RuleSet, *, limit: int, since_minutes: int | None) -> dict[str, Any]:
     """What the candidate would do to recent complaints, changing nothing."""
-    from normalizer.ids import now_ms
-
     problems = validate(candidate)
     if problems:
         raise InvalidRules(problems)

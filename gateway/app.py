@@ -18,15 +18,13 @@ from gateway.api_people import CustomersController, IncidentsController
 from gateway.api_routing import AgentsController, RoutingController
 from gateway.api_service import PolicyController, ReportsController
 from gateway.auth import Authenticator
-from router.intake import Intake
 from gateway.problems import body_limit_middleware, exception_handlers
 from plugins.problems import ProblemError
 from router.redis_pool import redis_client, route_now
 from plugins.settings import Settings
 from router.store import ComplaintStore
-from normalizer.evidence import DirectoryBlobStore
-from plugins.contract import GatewayServices
 from plugins.manager import GatewayPlugins
+from router.services import build_services
 
 log = logging.getLogger("gateway.app")
 
@@ -37,8 +35,7 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         raise ValueError("create_app needs settings.redis_url (the CLI starts the embedded Redis)")
     plugins = plugins or GatewayPlugins.load(settings.plugins_path, autoload=settings.plugins_autoload)
     store = ComplaintStore(settings.redis_prefix, worker_wake=settings.worker_wake, limits=settings.intake_limits())
-    blobs = DirectoryBlobStore(settings.evidence_dir, max_bytes=settings.max_evidence_bytes)
-    services = GatewayServices(settings=settings, intake=Intake(store), store=store, blobs=blobs)
+    services = build_services(settings, store)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -40,6 +40,7 @@ from typing import Any, Iterable
 from arq import Retry
 from msgspec.structs import replace
 
+from router.context import context_of
 from router.store import ComplaintStore, Conflict, NotFound, PlannedJob, TxEffects
 from normalizer.evidence import EvidenceRejected
 from normalizer.pii import mask_text
@@ -134,8 +135,9 @@ def reason_of(exc: BaseException) -> str:
 
 async def fetch_evidence(ctx: dict[str, Any], complaint_id: str, evidence_id: str, channel: str) -> str:
     """Fetch one pending attachment of a complaint (see the module's description)."""
-    store: ComplaintStore = ctx["store"]
-    policy = FetchPolicy.of(ctx.get("settings"))
+    w = context_of(ctx)
+    store = w.store
+    policy = FetchPolicy.of(w.settings)
     try:
         complaint = await store.get(complaint_id)
     except NotFound:
@@ -146,7 +148,7 @@ async def fetch_evidence(ctx: dict[str, Any], complaint_id: str, evidence_id: st
     tries = link.tries + 1
     try:
         async with asyncio.timeout(policy.try_timeout_s):
-            fetched = await ctx["plugins"].fetch_evidence(link, channel, ctx["services"])
+            fetched = await w.plugins.fetch_evidence(link, channel, w.services)
     except Exception as exc:  # the host refused, answered 5xx, stalled: try again later
         reason = reason_of(exc)
         if tries >= policy.tries:
@@ -163,7 +165,7 @@ async def fetch_evidence(ctx: dict[str, Any], complaint_id: str, evidence_id: st
                                    "or no plugin fetches for this channel")
     data, content_type = fetched
     try:
-        stored = await ctx["services"].blobs.put(data, content_type, filename=link.filename, source=link.source)
+        stored = await w.services.blobs.put(data, content_type, filename=link.filename, source=link.source)
     except EvidenceRejected as exc:
         log.info("evidence %s of %s refused: %s", evidence_id, complaint_id, exc.code)
         return await _settle(store, complaint_id, evidence_id, EVIDENCE_FAILED, tries=tries,

@@ -111,7 +111,7 @@ async def test_client_message_id_is_an_idempotency_key(client, drain):
 
 
 async def test_worker_job_run_twice_makes_one_complaint(client, drain, settings):
-    from router.worker import process_message
+    from router.pipeline import process_message
 
     mid = (await submit(client, text="app crashes after the update")).json()["message_id"]
     await drain()
@@ -119,13 +119,14 @@ async def test_worker_job_run_twice_makes_one_complaint(client, drain, settings)
     # a replay of the same job, as arq may do after a crash, changes nothing
     from router.store import ComplaintStore
     from plugins.manager import GatewayPlugins
-    from router.worker import build_services
+    from router.context import WorkerContext
+    from router.services import build_services
     import redis.asyncio as aioredis
 
     r = aioredis.Redis.from_url(settings.redis_url)
     store = ComplaintStore(settings.redis_prefix)
     store.bind(r)
-    worker_ctx.update(store=store, plugins=GatewayPlugins(), services=build_services(settings, store))
+    worker_ctx.update(WorkerContext.of(settings, store, GatewayPlugins(), build_services(settings, store)).job_ctx())
     assert await process_message(worker_ctx, mid) == "already"
     await r.aclose()
     items = (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from msgspec.structs import replace
 
 from adapters.notify_webhook import NotifySettings, NotifyWebhook
+from router.context import context_of
 from router.worker import create_worker
 from tests.conftest import ALICE, APP, ROOT, SUPERVISOR, app_plugins, eventually, gateway_client, make_env
 
@@ -134,7 +135,7 @@ async def timers_ran(desk):
     """Wait until the worker's timer loop has finished two ticks from now: the second began after
     this call, so every timer due at this moment has fired (or was found stale). Only then may a
     test check that something did not happen."""
-    loop = desk.worker.ctx["timers"]
+    loop = context_of(desk.worker.ctx).timers
     start = loop.ticks
     await eventually(lambda: _async(loop.ticks >= start + 2), timeout=30)
 

@@ -209,7 +209,8 @@ async def test_acknowledgement_threads_and_a_reply_joins_the_case(box, dovecot, 
     assert len(sink.messages) == 1
 
     # an agent's reply goes out in the same thread
-    from router.worker import send_reply
+    from router.context import WorkerContext
+    from router.delivery import send_reply
     from tests.conftest import AGENT_TOKENS  # noqa: F401 - documents who answers
 
     from router.store import TxEffects
@@ -223,7 +224,7 @@ async def test_acknowledgement_threads_and_a_reply_joins_the_case(box, dovecot, 
     await services.store.update(complaint.id, add_reply)
     plugins = GatewayPlugins()
     plugins.register("email", channel)
-    await send_reply({"store": services.store, "plugins": plugins, "services": services}, complaint.id, "rep_agent1")
+    await send_reply(WorkerContext.of(settings, services.store, plugins, services).job_ctx(), complaint.id, "rep_agent1")
     answer = sink.messages[-1]
     assert answer["In-Reply-To"] == "<third@customer.example>"
     assert "first@customer.example" in answer["References"]

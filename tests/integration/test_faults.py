@@ -29,7 +29,9 @@ from adapters.email import EmailChannel, MailboxSettings, SmtpSettings
 from adapters.telegram import TelegramChannel, TelegramSettings
 from adapters.twilio_sms import TwilioSettings, TwilioSmsChannel
 from router.store import ComplaintStore
-from router.worker import MAX_SEND_TRIES, create_worker, resend_overdue
+from router.delivery import MAX_SEND_TRIES
+from router.housekeeping import resend_overdue
+from router.worker import create_worker
 from tests.conftest import (ALICE, APP, SUPERVISOR, app_plugins, eventually, gateway_client, list_complaints,
                             run_worker)
 from tests.fake_api import Outage, note_answers

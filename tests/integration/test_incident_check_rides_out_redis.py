@@ -95,7 +95,8 @@ async def test_the_incident_check_run_again_changes_nothing(settings, redis_url)
     second one and links no complaint twice."""
     from router.redis_pool import redis_client
     from router.store import ComplaintStore
-    from router.worker import consider_incident
+    from router.context import WorkerContext
+    from router.incident_check import consider_incident
 
     settings = replace(settings, incident_min_customers=5)
     plugins = app_plugins()
@@ -109,7 +110,7 @@ async def test_the_incident_check_run_again_changes_nothing(settings, redis_url)
         store.bind(r)
         try:
             for complaint, mid in zip(complaints, mids):  # every check once more
-                assert await consider_incident({"store": store, "settings": settings}, complaint["id"], mid) == "linked"
+                assert await consider_incident(WorkerContext.of(settings, store).job_ctx(), complaint["id"], mid) == "linked"
         finally:
             await r.aclose()
         assert (await client.get("/v1/incidents", headers=SUPERVISOR)).json()["items"] == [incident]

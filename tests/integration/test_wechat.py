@@ -223,7 +223,7 @@ async def test_the_access_token_is_shared_refreshed_before_expiry_and_replaced_w
     import redis.asyncio as aioredis
 
     from router.store import ComplaintStore
-    from router.worker import build_services
+    from router.services import build_services
 
     redis = aioredis.from_url(settings.redis_url)
     store = ComplaintStore(settings.redis_prefix)

@@ -12,7 +12,7 @@ from router.store import ComplaintStore, PlannedJob
 from normalizer.ids import now_ms
 from normalizer.schema import Classification, DeliveryResult
 from plugins.hookspecs import hookimpl
-from router.worker import recover_pending, resend_overdue
+from router.housekeeping import recover_pending, resend_overdue
 from tests.conftest import ALICE, APP, SUPERVISOR, app_plugins, eventually, run_worker
 
 pytestmark = pytest.mark.integration

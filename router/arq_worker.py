@@ -1,0 +1,215 @@
+"""``WakeableWorker``: arq's worker, woken through a Redis list as soon as a job is queued, with
+arq's job claim done in one script, and riding out Redis failing over instead of exiting.
+
+The process around it (start-up, the job functions, settings) is ``router.worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
+from arq.utils import timestamp_ms
+from arq.worker import Worker
+
+from normalizer.ids import new_id
+from router.redis_pool import make_pool, redis_unavailable, transition_code
+
+log = logging.getLogger("gateway.worker")
+
+_CLAIM_JOB_LUA = """
+-- KEYS: in-progress key, queue; ARGV: job id, now ms, in-progress timeout ms, claim token
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
+redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4])
+return score
+"""
+
+_FREE_CLAIM_LUA = """
+-- KEYS: in-progress key; ARGV: the claim token that set it
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class WakeableWorker(Worker):
+    """An arq worker that the gateway wakes through a Redis list as soon as it queues a job.
+
+    arq polls its queue every ``poll_delay`` (0.5 s by default), which alone puts up to half a
+    second between intake and routing. Here the worker blocks on ``BLPOP wake`` with the poll
+    delay as timeout: a new job starts within a round trip, and the poll still runs when no
+    wake-up comes (jobs deferred into the future, retries).
+    """
+
+    def __init__(self, *args: Any, wake_key: str, redis_url: str, slot_key: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake_key = wake_key
+        self.slot_key = slot_key  # the key prefix: its Redis Cluster slot is where this desk lives
+        self.redis_url = redis_url
+        self._slot_free = asyncio.Event()
+        self._token_prefix = new_id("w") + ":"  # claims: <this worker>:<n>
+        self._claims = 0
+        self._claimed: dict[str, tuple[str, float]] = {}  # job id → (claim token, loop time before the claim)
+        self._freeing: set[asyncio.Task[None]] = set()
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's start_jobs with its WATCH / EXISTS / ZSCORE / MULTI claim done in one script:
+        the same check (not running elsewhere, still queued, due) in one round trip, not three.
+        Jobs this worker is already running stay at the head of the queue until they finish;
+        they are skipped without asking Redis (arq asks, once per poll each: under a backlog
+        that is most of its round trips)."""
+        for job_id_b in job_ids:
+            if job_id_b.decode() in self.tasks:
+                continue
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return None
+            self.job_counter = self.job_counter + 1
+            job_id = job_id_b.decode()
+            self._claims += 1
+            token = f"{self._token_prefix}{self._claims}"  # the in-progress key's value: ours, not another's
+            claimed_at = self.loop.time()  # no later than the in-progress key's start
+            try:
+                score = await self._claim_job(
+                    keys=[in_progress_key_prefix + job_id, self.queue_name],
+                    args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000), token],
+                )
+            except BaseException:  # Redis away, the claim may have been made: give the slot back
+                score = None       # (each blip kept one for good: after max_jobs, no job was taken)
+                self._freeing.add(self.loop.create_task(self._free(job_id, token, claimed_at)))
+                raise
+            finally:
+                if not score:
+                    self.job_counter = self.job_counter - 1
+                    self.sem.release()
+            if not score:
+                continue
+            self._claimed[job_id] = (token, claimed_at)
+            task = self.loop.create_task(self.run_job(job_id, int(score)))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        """arq's run_job. When Redis fails over under the job's own start or finish (the job's
+        function turns Redis errors into a retry itself), the job is freed for the next poll
+        instead of waiting for its in-progress key to expire (job timeout + 10 s); it is safe to
+        run again, like every job here."""
+        try:
+            await super().run_job(job_id, score)
+        except Exception as exc:  # noqa: BLE001 - only Redis's "not now" is ridden out
+            if not redis_unavailable(exc):
+                raise
+            log.warning("job %s met Redis failing over at its start or finish; it runs again shortly", job_id)
+            await self._free(job_id, *self._claimed[job_id])
+        finally:
+            self._claimed.pop(job_id, None)
+
+    async def _free(self, job_id: str, token: str, claimed_at: float) -> None:
+        """Remove this claim's in-progress key (only if it is still this claim's), trying while
+        Redis is away; after the key's own expiry there is nothing left to free."""
+        try:
+            while self.loop.time() < claimed_at + self.in_progress_timeout_s:
+                try:
+                    await self._free_claim(keys=[in_progress_key_prefix + job_id], args=[token])
+                    return
+                except Exception as exc:  # noqa: BLE001
+                    if not redis_unavailable(exc):
+                        raise
+                    await asyncio.sleep(1)
+        finally:
+            self._freeing.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def main(self) -> None:  # mirrors arq.Worker.main, with BLPOP in place of sleep
+        if self._pool is None:
+            self._pool = ArqRedis(
+                make_pool(self.redis_url, socket_connect_timeout=2, socket_keepalive=True,
+                          max_connections=self.max_jobs * 2 + 20, follow_slot_of=self.slot_key),
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        self._claim_job = self.pool.register_script(_CLAIM_JOB_LUA)
+        self._free_claim = self.pool.register_script(_FREE_CLAIM_LUA)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        while True:
+            try:
+                if await self._iteration():
+                    return None
+            except Exception as exc:  # noqa: BLE001 - only Redis's "not now" is ridden out
+                if not redis_unavailable(exc):
+                    raise
+                # Redis restarting or failing over (the wake-up BLPOP ended with UNBLOCKED, a write
+                # met READONLY, a reset, a job's own claim or finish failed): keep the process and
+                # its running jobs, poll again shortly; arq's own loop would end the worker here
+                # (what is logged of a Redis reply is its transition code, never its text)
+                log.warning("redis unavailable (%s); polling again in 1 s",
+                            transition_code(exc) or type(exc).__name__)
+                await asyncio.sleep(1)
+
+    async def _iteration(self) -> bool:
+        """One poll; True when a burst run is done."""
+        await self._poll_iteration()
+        if self.burst:
+            if 0 <= self.max_burst_jobs <= self._jobs_started():
+                await asyncio.gather(*self.tasks.values())
+                return True
+            if await self.pool.zcard(self.queue_name) == 0:
+                await asyncio.gather(*self.tasks.values())
+                return True
+        if self.job_counter >= self.max_jobs:
+            # at capacity with work waiting: poll again as soon as a slot frees, not after
+            # the poll delay (which left the worker idle while draining a backlog)
+            self._slot_free.clear()
+            try:
+                await asyncio.wait_for(self._slot_free.wait(), timeout=self.poll_delay_s)
+            except asyncio.TimeoutError:
+                pass
+        else:
+            await self.pool.blpop([self.wake_key], timeout=self.poll_delay_s)
+        return False
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self._slot_free.set()
+
+    # arq's finish_job / finish_failed_job, less the ZREM of its global abort set: this worker
+    # never aborts jobs, and that key (arq:abort, no hash tag) lives outside the desk's Redis
+    # Cluster slot, where it would break the transaction.
+
+    async def finish_job(self, job_id: str, finish: bool, result_data: bytes | None, result_timeout_s: float | None,
+                         keep_result_forever: bool, incr_score: int | None, keep_in_progress: float | None) -> None:
+        async with self.pool.pipeline(transaction=True) as tr:
+            delete_keys = []
+            in_progress_key = in_progress_key_prefix + job_id
+            if keep_in_progress is None:
+                delete_keys.append(in_progress_key)
+            else:
+                tr.pexpire(in_progress_key, int(keep_in_progress * 1000))
+            if finish:
+                if result_data:
+                    tr.set(result_key_prefix + job_id, result_data,
+                           px=None if keep_result_forever or result_timeout_s is None else int(result_timeout_s * 1000))
+                delete_keys += [retry_key_prefix + job_id, job_key_prefix + job_id]
+                tr.zrem(self.queue_name, job_id)
+            elif incr_score:
+                tr.zincrby(self.queue_name, incr_score, job_id)
+            if delete_keys:
+                tr.delete(*delete_keys)
+            await tr.execute()
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        async with self.pool.pipeline(transaction=True) as tr:
+            tr.delete(retry_key_prefix + job_id, in_progress_key_prefix + job_id, job_key_prefix + job_id)
+            tr.zrem(self.queue_name, job_id)
+            await tr.execute()  # keep_result=0: no result is kept
+
+
+__all__ = ["WakeableWorker"]

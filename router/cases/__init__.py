@@ -1,0 +1,85 @@
+"""Every state change of a complaint, written once and used by the HTTP handlers and the worker's jobs.
+
+Each change runs inside ``ComplaintStore.update`` (under the complaint's optimistic lock) and
+plans, in ``TxEffects``, the Redis writes and jobs that commit with it (a reply's outbox entry
+and send job, timers, queue moves, listener events). The async functions load what they need,
+apply the change and answer the complaint as it now stands; the plain ones are steps of a change.
+
+A customer's message (``opening``, ``customer_messages``; called by ``router.pipeline``):
+
+- ``draft_complaint`` / ``open_complaint``: a new case, acknowledged;
+- ``follow_up``: a further message on an open case (a paused clock runs again);
+- ``merge_repeat``: a repeat report joins the open case it repeats (priority up, maybe re-routed);
+- ``survey_or_reopen``: after resolution, a score answers the survey, anything else reopens;
+- ``status_answered``: a status question answered and noted on the case.
+
+The desk (``answers``, ``staff``; called by ``gateway.api`` and ``gateway.api_people``):
+
+- ``reply``: an agent's answer; ``answer``: any answer (the one ``first_response`` step);
+- ``answer_incident``: a supervisor's answer to every case of an incident;
+  ``link_to_incident``: a case joins an incident (the incident check job), answered if it was;
+- ``claim`` / ``claim_most_urgent``: a case leased to an agent; ``requeue_expired_leases``: a
+  lease that ran out (housekeeping);
+- ``resolve``: the outcome, the survey, the reopen window; ``split``: a merge undone.
+
+Reply ids come from ``replies`` (``new_reply_id``, ``reply_id_for``).
+"""
+
+from __future__ import annotations
+
+from router.cases.answers import (
+    answer,
+    answer_incident,
+    escalation_queues,
+    first_response,
+    give_incident_answer,
+    leave_queues,
+    link_to_incident,
+    reply,
+)
+from router.cases.customer_messages import (
+    after_key,
+    entry,
+    follow_up,
+    merge_repeat,
+    status_answered,
+    status_reply_id,
+    survey_or_reopen,
+    taken_into,
+)
+from router.cases.opening import Opened, draft_complaint, incident_job, open_complaint
+from router.cases.replies import new_reply_id, notice, queue_reply, reply_id_for
+from router.cases.staff import Claimed, claim, claim_most_urgent, requeue_expired_leases, resolve, split
+
+__all__ = [
+    "Claimed",
+    "Opened",
+    "after_key",
+    "answer",
+    "answer_incident",
+    "claim",
+    "claim_most_urgent",
+    "draft_complaint",
+    "entry",
+    "escalation_queues",
+    "first_response",
+    "follow_up",
+    "give_incident_answer",
+    "incident_job",
+    "leave_queues",
+    "link_to_incident",
+    "merge_repeat",
+    "new_reply_id",
+    "notice",
+    "open_complaint",
+    "queue_reply",
+    "reply",
+    "reply_id_for",
+    "requeue_expired_leases",
+    "resolve",
+    "split",
+    "status_answered",
+    "status_reply_id",
+    "survey_or_reopen",
+    "taken_into",
+]

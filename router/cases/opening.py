@@ -1,0 +1,140 @@
+"""A message that opens a case: the complaint drafted from it (category, route, deadlines), then
+opened: committed with its acknowledgement, its timers, its repeat fingerprint and the jobs it
+needs (incident check, attachment fetches, listeners), all in one transaction that also marks
+the message processed, so a re-run of the step opens nothing twice.
+
+Between the two the pipeline lets plugins enrich the draft (``router.pipeline``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from normalizer.ids import dt_to_ms
+from normalizer.schema import Complaint, ComplaintStatus, HistoryEvent, InboundMessage, Reply
+from router import repeats
+from router.cases.customer_messages import entry
+from router.cases.replies import reply_id_for
+from router.deadlines import DeadlinePolicy, timer_members
+from router.evidence_fetch import evidence_jobs
+from router.incidents import Incidents
+from router.jobs import complaint_id_for, event_job
+from router.rules import Decision
+from router.store import ComplaintStore, PlannedJob
+from router.templates import acknowledgement
+
+#: Stands for the case number until the commit allocates it.
+CASE_NUMBER_PLACEHOLDER = "CASENUMBER"
+
+
+def draft_complaint(message: InboundMessage, *, customer_id: str, category: str, formal: bool, decided: Decision,
+                    policy: DeadlinePolicy, clock_offset: timedelta, now: datetime) -> Complaint:
+    """The complaint a new message opens, routed and with its clocks, received but not yet
+    committed; its case number a placeholder until the commit."""
+    decision = decided.as_route()
+    complaint = Complaint(
+        id=complaint_id_for(message.id),
+        case_number=CASE_NUMBER_PLACEHOLDER + os.urandom(8).hex(),  # replaced by the number the commit allocates
+        status=ComplaintStatus.accepted,
+        category=category,
+        formal_complaint=formal,
+        channel=message.channel,
+        customer_id=customer_id,
+        contact=message.sender,
+        language=message.language,
+        created_at=message.received_at,
+        updated_at=now,
+        amount=message.amount,
+        transaction_id=message.transaction_id,
+        skill=decision.skill,
+        priority=decision.priority,
+        routed_by=f"{decision.version}:{decision.rule}",
+        messages=[entry(message)],
+        evidence=list(message.attachments),
+        customer_tier=message.metadata.get("tier") or None,
+    )
+    complaint.deadlines = policy.for_new(complaint, message.received_at + clock_offset,
+                                         first_override=decided.first_response_seconds,
+                                         resolution_override=decided.resolution_seconds)
+    complaint.tags.extend(t for t in decided.tags if t not in complaint.tags)
+    complaint.first_response_due = complaint.deadlines[0].due
+    complaint.resolution_due = complaint.deadlines[1].due
+    complaint.history.append(
+        HistoryEvent(at=message.received_at, actor=opened_by(message), action="received",
+                     detail={"channel": message.channel, "message_id": message.id})
+    )
+    return complaint
+
+
+def opened_by(message: InboundMessage) -> str:
+    """The customer, or the agent who recorded the complaint for them."""
+    return message.recorded_by or "customer"
+
+
+def incident_job(complaint: Complaint, message: InboundMessage) -> list[PlannedJob]:
+    """The incident check of a new complaint, queued in the commit that creates it (none for a
+    text too short to compare)."""
+    if not Incidents.comparable(message.text):
+        return []
+    return [PlannedJob("consider_incident", f"incident:{complaint.id}", (complaint.id, message.id))]
+
+
+@dataclass
+class Opened:
+    complaint: Complaint
+    #: The acknowledgement to send now (``None`` when the channel asked for none).
+    acknowledgement: Reply | None
+
+
+async def open_complaint(store: ComplaintStore, complaint: Complaint, message: InboundMessage, *,
+                         categorised_by: str, decided: Decision, worker_id: str, now: datetime,
+                         listeners: bool) -> Opened | None:
+    """Commit a drafted complaint with its acknowledgement (in the outbox: if this process dies
+    before sending it, housekeeping does), timers, fingerprint and jobs. ``None``: the message
+    was taken into a case already (a re-run)."""
+    placeholder = complaint.case_number
+    decision = decided.as_route()
+    timers: dict[str, int] = {}
+    for deadline in complaint.deadlines:
+        timers.update(timer_members(complaint.id, deadline))
+    complaint.history.append(
+        HistoryEvent(at=now, actor="worker", action="categorised",
+                     detail={"category": complaint.category, "formal": str(complaint.formal_complaint).lower(),
+                             "by": categorised_by})
+    )
+    complaint.history.append(
+        HistoryEvent(at=now, actor="worker", action="routed", public=True,
+                     detail={"skill": decision.skill, "priority": str(complaint.priority),
+                             "rule": decision.rule, "version": decision.version, "worker": worker_id})
+    )
+    ack: Reply | None = None
+    if message.suppress_acknowledgement:
+        complaint.history.append(HistoryEvent(at=now, actor="worker", action="acknowledgement_suppressed",
+                                              detail={"reason": message.suppress_acknowledgement}))
+    else:
+        ack = Reply(
+            id=reply_id_for(complaint.id, "ack"), kind="ack", text=acknowledgement(placeholder, message.language),
+            author="system", channel=message.channel, created_at=now,
+        )
+        complaint.replies.append(ack)
+    jobs = incident_job(complaint, message)
+    jobs.extend(evidence_jobs(complaint))
+    if listeners:
+        jobs.append(event_job(complaint, "created", opened_by(message), at=now))
+        jobs.append(event_job(complaint, "routed", "worker", {"skill": decision.skill}, at=now))
+    created, _, case_number = await store.commit_new_complaint(
+        message.id, complaint, jobs, case_placeholder=placeholder,
+        outbox=[f"{complaint.id}|{ack.id}"] if ack else [],
+        fingerprint=repeats.fingerprint_of(complaint, dt_to_ms(complaint.created_at)), timers=timers,
+    )
+    if not created:
+        return None
+    complaint.case_number = case_number
+    if ack is not None:
+        ack.text = ack.text.replace(placeholder, case_number)
+    return Opened(complaint, ack)
+
+
+__all__ = ["CASE_NUMBER_PLACEHOLDER", "Opened", "draft_complaint", "incident_job", "open_complaint", "opened_by"]

@@ -1,0 +1,295 @@
+"""``process_message``: the job that turns one stored message into a routed complaint.
+
+One message at a time per sender, in these steps:
+
+1. **prepare**: the message's state (gone, done already, undecodable: quarantined); its announced
+   attachments become pending evidence, fetched by jobs of their own;
+2. **status question** ("进度 C-…", "status C-…"): answered, nothing else;
+3. **an existing case**: the case the message names (or a resolved one its sender was last
+   told about) takes it: a follow-up on an open case, a survey answer or a reopening after
+   resolution;
+4. **categorise**: the keyword rules, or a classifier plugin;
+5. **repeat check**: the same problem as one of the customer's open cases is merged into it;
+6. **route**: the active routing rules decide the skill queue and priority;
+7. **open**: the complaint drafted, enriched by plugins, committed with its acknowledgement,
+   which is sent at once.
+
+Every step is safe to run twice (arq runs a job at least once): the change that takes the
+message in checks the message's state in its own transaction. The changes themselves are in
+``router.cases``.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from arq import Retry
+
+from normalizer.categories import CATEGORIES
+from normalizer.ids import now_ms
+from normalizer.schema import (
+    Amount,
+    Complaint,
+    ComplaintStatus,
+    HistoryEvent,
+    InboundMessage,
+    MessageStatus,
+    OutboundMessage,
+)
+from normalizer.status import parse_status_query, status_text
+from plugins.locks import RedisLock
+from plugins.manager import GatewayPlugins
+from router import cases, repeats, routing, templates
+from router.categorise import categorise
+from router.context import WorkerContext, context_of
+from router.delivery import deliver, send_unrecorded
+from router.evidence_fetch import announce
+from router.facts import facts_of
+from router.store import ComplaintStore, NotFound, PlannedJob, is_open
+
+log = logging.getLogger("gateway.worker")
+
+CONTACT_LOCK_MS = 15_000
+
+
+async def process_message(ctx: dict[str, Any], message_id: str) -> str:
+    """One message at a time per sender: two messages a customer sends a moment apart must see
+    each other (the second is a repeat of the first, not a second case)."""
+    w = context_of(ctx)
+    store = w.store
+    contact = await store.r.hget(store.keys.msg(message_id), "contact")
+    if not contact:
+        return await _process_message(w, message_id)
+    lock = RedisLock(store.r, f"{store.keys.p}lock:contact:{contact.decode()}", CONTACT_LOCK_MS)
+    if not await lock.wait(CONTACT_LOCK_MS / 1000):
+        raise Retry(defer=1)
+    try:
+        return await _process_message(w, message_id)
+    finally:
+        await lock.release()
+
+
+async def _process_message(w: WorkerContext, message_id: str) -> str:
+    prepared = await prepare(w.store, message_id)
+    if isinstance(prepared, str):
+        return prepared
+    message, fields = prepared
+    case_asked = parse_status_query(message.text)
+    if case_asked:
+        return await answer_status(w, message, case_asked)
+    taken = await into_existing_case(w, message)
+    if taken is not None:
+        return taken
+    customer_id = fields["customer_id"]
+    category, formal, categorised_by = await categorise_message(w.plugins, message)
+    if not fields.get("nodedup") and await merge_if_repeat(w, message, fields, category):
+        return "merged"
+    return await open_case(w, message, customer_id, category, formal, categorised_by)
+
+
+# -- 1. prepare ---------------------------------------------------------------------------------
+
+
+async def prepare(store: ComplaintStore, message_id: str) -> tuple[InboundMessage, dict[str, Any]] | str:
+    """The message and its stored fields, or the job's outcome when there is nothing to do."""
+    status, message, fields = await store.prepare(message_id)
+    if status == "missing":
+        log.warning("message %s vanished before processing", message_id)
+        return "missing"
+    if status in (MessageStatus.processed.value, MessageStatus.quarantined.value):
+        return "already"
+    if message is None:
+        qid = await store.quarantine(channel=fields.get("channel") or "?", reason="stored message does not decode",
+                                     raw=fields.get("raw") or b"", message_id=message_id)
+        await store.mark_message(message_id, MessageStatus.quarantined, error="undecodable", quarantine_id=qid)
+        return "quarantined"
+    # announced attachments wait on the case as pending evidence, fetched by a job of their own
+    # (whichever case the message joins: a new one, a follow-up, a repeat, a reopened one)
+    message.attachments = announce(message)
+    await templates.refresh(store.r, store.keys.p)
+    return message, fields
+
+
+# -- 2. a status question -----------------------------------------------------------------------
+
+
+async def answer_status(w: WorkerContext, message: InboundMessage, case_number: str) -> str:
+    """"进度 C-…" / "status C-…" on any channel: the case's state and last update, to the
+    asker's channel, in their language; only a contact of the case's own customer learns it."""
+    store = w.store
+    complaint = await store.case_for_contact(case_number, message.sender)
+    text = status_text(complaint, message.language, case_number)
+    if complaint is None:
+        await send_unrecorded(w, OutboundMessage(
+            id=cases.status_reply_id(message), channel=message.channel, complaint_id="", case_number=case_number,
+            to=message.sender, text=text, kind="status", language=message.language), "status answer")
+        await store.mark_message(message.id, MessageStatus.processed)
+        return "status_unknown_case"
+    await cases.status_answered(store, complaint.id, message, text)
+    return "status"
+
+
+# -- 3. an existing case: follow-up, survey answer, reopening ---------------------------------
+
+
+async def into_existing_case(w: WorkerContext, message: InboundMessage) -> str | None:
+    """The message joins a case it names (or, after resolution, the case its sender was last
+    told about); ``None``: it is about something new (an old closed case it names is let go)."""
+    store = w.store
+    target = None
+    if message.complaint_ref:
+        try:
+            target = await find_complaint(store, message.complaint_ref)
+        except NotFound:
+            target = None
+    if target is None or not is_open(target):
+        resolved = target if target is not None else await recently_resolved(store, message)
+        if resolved is not None and within_reopen_window(w, resolved):
+            return await cases.survey_or_reopen(store, resolved, message, policy=await w.deadline_policy(),
+                                                now=w.now(), listeners=w.plugins.has_listeners)
+    if target is not None and is_open(target):
+        await cases.follow_up(store, target.id, message, w.now())
+        return "follow_up"
+    if target is not None:
+        message.complaint_ref = None  # an old closed case: this is a new problem
+    return None
+
+
+async def find_complaint(store: ComplaintStore, ref: str) -> Complaint:
+    """A case number, a complaint id, or the id of an earlier message of the same conversation
+    (whose complaint may not exist yet: then this job waits a moment and tries again)."""
+    if ref.startswith("C-"):
+        return await store.find_by_case_number(ref)
+    if ref.startswith("msg_"):
+        state = await store.message_state(ref)
+        if state is None:
+            raise NotFound("message_not_found", ref)
+        if state.get("complaint_id"):
+            return await store.get(state["complaint_id"])
+        if state.get("status") == MessageStatus.received.value:
+            raise Retry(defer=1)
+        raise NotFound("complaint_not_found", ref)
+    return await store.get(ref)
+
+
+async def recently_resolved(store: ComplaintStore, message: InboundMessage) -> Complaint | None:
+    """The resolved case whose survey or reopening this sender's next message may be."""
+    cid = await store.r.get(cases.after_key(store, message.sender))
+    if cid is None:
+        return None
+    try:
+        complaint = await store.get(cid.decode())
+    except NotFound:
+        return None
+    return None if is_open(complaint) else complaint
+
+
+def within_reopen_window(w: WorkerContext, complaint: Complaint) -> bool:
+    if complaint.status != ComplaintStatus.resolved or complaint.resolved_at is None:
+        return False
+    age = datetime.now(timezone.utc) - complaint.resolved_at
+    return age.total_seconds() <= w.settings.reopen_window_hours * 3600
+
+
+# -- 4. categorise ------------------------------------------------------------------------------
+
+
+async def categorise_message(plugins: GatewayPlugins, message: InboundMessage) -> tuple[str, bool, str]:
+    """(category, formal complaint, by what): a classifier plugin's verdict when it gives a
+    known category, else the keyword rules'."""
+    keyword = categorise(message.text, message.category_hint)
+    verdict = await plugins.classify(message)
+    if verdict is not None:
+        plugin_name, classification = verdict
+        if classification.category in CATEGORIES:
+            return (classification.category, classification.formal_complaint or keyword.formal_complaint,
+                    f"plugin:{plugin_name}")
+        plugins.errors[plugin_name] += 1
+        log.error("plugin %s classified into unknown category %r; ignored", plugin_name, classification.category)
+    return keyword.category, keyword.formal_complaint, keyword.source
+
+
+# -- 5. the repeat check ------------------------------------------------------------------------
+
+
+async def merge_if_repeat(w: WorkerContext, message: InboundMessage, fields: dict[str, Any], category: str) -> bool:
+    """The same problem as one of the customer's open cases (within the repeat window): merged
+    into it. ``False``: none, or that case closed meanwhile."""
+    candidates = {cid: fp for cid, raw in fields.get("open_cases", {}).items()
+                  if (fp := repeats.decode(raw)) is not None}
+    window_ms = w.settings.repeat_window_hours * 3_600_000
+    match = repeats.find_repeat(candidates, message, category, now_ms(), window_ms) if candidates else None
+    if match is None:
+        return False
+    now = w.now()
+    engine, policy = await w.engine(), await w.deadline_policy()
+    complaint = await cases.merge_repeat(w.store, match, message, engine=engine, policy=policy, now=now,
+                                         listeners=w.plugins.has_listeners)
+    if complaint is None:
+        return False
+    log.info("message %s merged into %s (%s)", message.id, complaint.case_number, match.reason)
+    return True
+
+
+# -- 6, 7. route and open -----------------------------------------------------------------------
+
+
+async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str, category: str, formal: bool,
+                    categorised_by: str) -> str:
+    """Route the message by the active rules, open its case and send the acknowledgement."""
+    store = w.store
+    policy = await w.deadline_policy()
+    engine = await w.engine()
+    decided = engine.decide(facts_of(message, category, formal, policy))
+    now = datetime.now(timezone.utc)
+    if w.clock is not None:
+        await w.clock.refresh()
+    offset = timedelta(milliseconds=w.clock.offset_ms if w.clock is not None else 0)  # the test clock's
+    complaint = cases.draft_complaint(message, customer_id=customer_id, category=category, formal=formal,
+                                      decided=decided, policy=policy, clock_offset=offset, now=now)
+    await apply_enrichment(w.plugins, complaint, message)
+    opened = await cases.open_complaint(store, complaint, message, categorised_by=categorised_by, decided=decided,
+                                        worker_id=w.worker_id, now=now, listeners=w.plugins.has_listeners)
+    if opened is None:
+        return "already"
+    log.info("complaint %s opened from %s (%s → %s, p%d)", complaint.case_number, message.id, category,
+             decided.skill, complaint.priority)
+    # The acknowledgement goes out now; if this process dies first, the outbox sends it later.
+    ack = opened.acknowledgement
+    if ack is not None:
+        result = await deliver(w, complaint, ack)
+        if result.status == "failed" and result.retryable:  # the provider hiccuped: try again soon
+            await store.enqueue(PlannedJob("send_reply", f"send:{ack.id}", (complaint.id, ack.id), defer_ms=1000))
+    return "created"
+
+
+async def apply_enrichment(plugins: GatewayPlugins, complaint: Complaint, message: InboundMessage) -> None:
+    """What enricher plugins know of the case (a transaction id, an amount, tags, a priority
+    boost), recorded on its history; an unusable answer is counted as the plugin's error."""
+    for plugin_name, facts in await plugins.enrich(complaint, message):
+        if not isinstance(facts, dict):
+            continue
+        try:
+            if facts.get("transaction_id") and not complaint.transaction_id:
+                complaint.transaction_id = str(facts["transaction_id"])[:64]
+            amount = facts.get("amount")
+            if isinstance(amount, dict) and complaint.amount is None:
+                complaint.amount = Amount(value=str(amount["value"]), currency=str(amount["currency"]))
+            for tag in facts.get("tags", ()) or ():
+                if str(tag) not in complaint.tags:
+                    complaint.tags.append(str(tag)[:64])
+            boost = int(facts.get("priority_boost", 0) or 0)
+            if boost:
+                complaint.priority = max(0, min(routing.MAX_PRIORITY, complaint.priority + boost))
+            complaint.history.append(
+                HistoryEvent(at=datetime.now(timezone.utc), actor=f"plugin:{plugin_name}", action="enriched",
+                             detail={k: str(v)[:200] for k, v in facts.items()})
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            plugins.errors[plugin_name] += 1
+            log.error("plugin %s returned unusable enrichment: %s", plugin_name, exc)
+
+
+__all__ = ["CONTACT_LOCK_MS", "answer_status", "find_complaint", "process_message"]

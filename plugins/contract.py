@@ -78,8 +78,10 @@ class IntakePort(Protocol):
 class StorePort(Protocol):
     """What a channel may ask of the gateway's store (``services.store``); the rest is internal.
 
-    ``keys`` names every key (a plugin's own under ``keys.plugin(name, ...)``), ``r`` is the
-    Redis client for a plugin's own keys."""
+    ``keys`` names every key (router/store/keys.py's ``Keys``); a plugin's own keys are
+    ``keys.plugin(name, *parts)``, ``<prefix><name>:<part>:...`` (``keys.plugin("sms", "optout",
+    number)``), so they share the desk's prefix and Redis Cluster slot and never meet another
+    plugin's. ``r`` is the Redis client for a plugin's own keys."""
 
     keys: Any
     r: Any

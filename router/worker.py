@@ -196,4 +196,4 @@ def run_worker(settings: Settings) -> None:
     worker.run()
 
 
-__all__ = ["WakeableWorker", "create_worker", "instrumented", "job_functions", "run_worker", "shutdown", "startup"]
+__all__ = ["create_worker", "instrumented", "job_functions", "run_worker", "shutdown", "startup"]

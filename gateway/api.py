@@ -257,7 +257,7 @@ class QueuesController(Controller):
     @get(paths.QUEUES, operation_id="listQueues", opt={"roles": STAFF},
          summary="Each skill queue: depth, oldest age, deadlines breached")
     async def index(self, services: Services) -> dict[str, Any]:
-        active = await RuleStore(services.store.r, services.store.keys.p).active()
+        active = await RuleStore(services.store.r, services.store.keys).active()
         escalation = (await timers.load_policy(services.store)).escalation_queue  # listed even when empty
         return {"items": await services.store.queue_stats(extra=[*active.rules.queues, escalation]), "next": None,
                 "rules_version": active.version}

@@ -56,7 +56,7 @@ class DryRunIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def registry_of(services: Any) -> ModelRegistry:
-    return ModelRegistry(services.store.r, services.store.keys.p, services.settings.var_dir / "models")
+    return ModelRegistry(services.store.r, services.store.keys, services.settings.var_dir / "models")
 
 
 def _problem(exc: RegistryError) -> ProblemError:
@@ -153,7 +153,7 @@ class ModelController(Controller):
         cursor: Annotated[str | None, QueryParameter(name="next", pattern=r"^[0-9]{1,9}$")] = None,
     ) -> dict[str, Any]:
         offset = int(cursor) if cursor else 0
-        items, total = await list_corrections(services.store.r, services.store.keys.p, limit=limit, offset=offset)
+        items, total = await list_corrections(services.store.r, services.store.keys, limit=limit, offset=offset)
         more = offset + limit < total
         return {"items": [c.view() for c in items], "next": str(offset + limit) if more else None, "total": total}
 

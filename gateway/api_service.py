@@ -13,7 +13,7 @@ from litestar import Controller, Request, get, put
 from litestar.params import QueryParameter
 
 from gateway import paths
-from gateway.api import STAFF, Services
+from gateway.api_common import STAFF, Services
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
 from plugins.problems import ProblemError
 from plugins.requests import decode_json, read_body, require_json

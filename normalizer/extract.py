@@ -20,6 +20,7 @@ import unicodedata
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
+from normalizer.checksums import china_id_ok, luhn_ok
 from normalizer.numerals import chinese_amounts, digit_view, english_amounts
 
 CURRENCIES = frozenset({"CNY", "HKD", "MOP", "TWD", "USD", "EUR", "GBP", "JPY", "SGD", "AUD", "CAD", "KRW",
@@ -195,7 +196,6 @@ def _clean_id(raw: str) -> str:
 
 
 def _personal(value: str) -> bool:
-    from normalizer.pii import china_id_ok, luhn_ok
 
     digits = re.sub(r"\D", "", value)
     if len(value) == 18 and china_id_ok(value.upper()):

@@ -27,6 +27,8 @@ from typing import Iterable, NamedTuple
 
 import phonenumbers
 
+from normalizer.checksums import china_id_ok, luhn_ok
+from normalizer.extract import extract_amounts, transaction_spans
 from normalizer.numerals import digit_view
 
 CARD, ID_NUMBER, PHONE, EMAIL = "card", "id_number", "phone", "email"
@@ -79,8 +81,6 @@ _DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z_-])\+?\d(?:[ -]?\d){6,}[Xx]?(?![0-9A-Za
 # Credentials that providers put in URLs: Telegram's /bot<token>/, access_token=... query values.
 _SECRET = re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+|((?:access_token|secret|appsecret_proof)=)[^&\s\"']+")
 
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_ID_CHECK = "10X98765432"
 
 
 class Found(NamedTuple):
@@ -89,32 +89,8 @@ class Found(NamedTuple):
     kind: str
 
 
-def luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        n = ord(ch) - 48
-        if i % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
-
-
-def china_id_ok(value: str) -> bool:
-    """GB 11643: the 18th character is the ISO 7064 MOD 11-2 check of the first 17 digits,
-    and the birth date in positions 7–14 is plausible."""
-    if len(value) != 18 or not value[:17].isdigit():
-        return False
-    month, day = int(value[10:12]), int(value[12:14])
-    if not (1 <= month <= 12 and 1 <= day <= 31 and 1850 <= int(value[6:10]) <= 2100):
-        return False
-    check = _ID_CHECK[sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS)) % 11]
-    return value[17].upper() == check
-
-
 def _protected(view_text: str) -> list[tuple[int, int]]:
     """Spans of ``view_text`` no phone number may take: transaction ids, amounts, dates, case numbers."""
-    from normalizer.extract import extract_amounts, transaction_spans
-
     spans = [(m.start(), m.end()) for m in _NOT_PHONE.finditer(view_text)]
     spans.extend(transaction_spans(view_text))
     spans.extend((a.start, a.end) for a in extract_amounts(view_text) if a.kind == "marked")
@@ -184,7 +160,6 @@ def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
             digits = re.sub(r"\D", "", m.group(0))
             if 13 <= len(digits) <= 19 and luhn_ok(digits):
                 if orders is None:
-                    from normalizer.extract import transaction_spans
 
                     orders = transaction_spans(scan, labelled_only=True)
                 if any(s <= m.start() and m.end() <= e for s, e in orders):

@@ -15,17 +15,6 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class IntakeLimits:
-    """What intake refuses beyond (the deployment's settings; 0 = no limit)."""
-
-    max_pending: int = 0  # 0 = no limit
-    contact_per_minute: int = 0
-    channel_per_second: int = 0
-    wait_replicas: int = 0  # acknowledge only once this many replicas have the message (WAIT)
-    wait_ms: int = 500
-
-
-@dataclass
 class IntakeOutcome:
     """What ``services.intake.submit`` answers: the message is durable when ``status`` is
     ``accepted`` or ``duplicate`` (then acknowledge the channel)."""

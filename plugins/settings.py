@@ -6,11 +6,22 @@ Each field names the environment variable it comes from.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
-from plugins.contract import IntakeLimits
+
+
+@dataclass
+class IntakeLimits:
+    """What intake refuses beyond (the deployment's settings; 0 = no limit)."""
+
+    max_pending: int = 0  # 0 = no limit
+    contact_per_minute: int = 0
+    channel_per_second: int = 0
+    wait_replicas: int = 0  # acknowledge only once this many replicas have the message (WAIT)
+    wait_ms: int = 500
 
 
 class SettingsError(ValueError):

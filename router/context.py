@@ -52,7 +52,7 @@ class WorkerContext:
 
     def __post_init__(self) -> None:
         self.policy = PolicyCache(self.store)
-        self.rules = EngineCache(RuleStore(self.store.r, self.store.keys.p))
+        self.rules = EngineCache(RuleStore(self.store.r, self.store.keys))
 
     @classmethod
     def of(cls, settings: Settings, store: ComplaintStore, plugins: GatewayPlugins | None = None,

@@ -62,7 +62,7 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     contact = await store.r.hget(store.keys.msg(message_id), "contact")
     if not contact:
         return await _process_message(w, message_id)
-    lock = RedisLock(store.r, f"{store.keys.p}lock:contact:{contact.decode()}", CONTACT_LOCK_MS)
+    lock = RedisLock(store.r, store.keys.contact_lock(contact.decode()), CONTACT_LOCK_MS)
     if not await lock.wait(CONTACT_LOCK_MS / 1000):
         raise Retry(defer=1)
     try:
@@ -108,7 +108,7 @@ async def prepare(store: ComplaintStore, message_id: str) -> tuple[InboundMessag
     # announced attachments wait on the case as pending evidence, fetched by a job of their own
     # (whichever case the message joins: a new one, a follow-up, a repeat, a reopened one)
     message.attachments = announce(message)
-    await templates.refresh(store.r, store.keys.p)
+    await templates.refresh(store.r, store.keys)
     return message, fields
 
 

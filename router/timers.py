@@ -156,7 +156,7 @@ def resume(store: ComplaintStore, complaint: Complaint, effects: TxEffects, now:
     return bool(resumed)
 
 
-async def fire(ctx: dict[str, Any], member: str, due_ms: int) -> str:
+async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", member: str, due_ms: int) -> str:
     """Apply one due timer. Safe to run twice: only a running deadline of the same generation
     changes."""
 
@@ -164,9 +164,7 @@ async def fire(ctx: dict[str, Any], member: str, due_ms: int) -> str:
     if parsed is None:
         return "malformed"
     cid, kind, phase, gen = parsed
-    store: ComplaintStore = ctx["store"]
-    clock: Clock = ctx["clock"]
-    policy = await ctx["policy"].get()
+    policy = await policies.get()
     now = clock.now()
     outcome = {"result": "stale"}
 
@@ -220,10 +218,10 @@ async def fire(ctx: dict[str, Any], member: str, due_ms: int) -> str:
 
 
 class TimerLoop:
-    def __init__(self, ctx: dict[str, Any]) -> None:
-        self.ctx = ctx
-        self.store: ComplaintStore = ctx["store"]
-        self.clock: Clock = ctx["clock"]
+    def __init__(self, store: ComplaintStore, clock: "Clock", policies: "PolicyCache") -> None:
+        self.store = store
+        self.clock = clock
+        self.policies = policies
         self.claim = self.store.r.register_script(_CLAIM_LUA)
         self.requeue = self.store.r.register_script(_REQUEUE_LUA)
         self.fired = 0
@@ -245,7 +243,7 @@ class TimerLoop:
 
     async def _fire_one(self, member: str, due_ms: int) -> None:
         try:
-            await fire(self.ctx, member, due_ms)
+            await fire(self.store, self.clock, self.policies, member, due_ms)
         except Exception as exc:  # noqa: BLE001 - the lease brings it back; log and go on
             log.error("timer %s failed: %s", member, type(exc).__name__)
             return

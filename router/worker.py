@@ -87,12 +87,12 @@ async def _count(w: WorkerContext, job: str, result: str, seconds: float) -> Non
     store = w.store
     try:
         async with store.r.pipeline(transaction=False) as pipe:
-            metrics.incr(pipe, store.keys.p, "gateway_worker_jobs", job=job, result=result)
-            metrics.observe(pipe, store.keys.p, "gateway_worker_job_seconds", seconds, job=job)
+            metrics.incr(pipe, store.keys, "gateway_worker_jobs", job=job, result=result)
+            metrics.observe(pipe, store.keys, "gateway_worker_job_seconds", seconds, job=job)
             seen = w.plugin_errors_reported
             for name, count in w.plugins.errors.items():
                 if count > seen.get(name, 0):
-                    metrics.incr(pipe, store.keys.p, "gateway_plugin_errors", count - seen.get(name, 0), plugin=name)
+                    metrics.incr(pipe, store.keys, "gateway_plugin_errors", count - seen.get(name, 0), plugin=name)
                     seen[name] = count
             await pipe.execute()
     except Exception:  # noqa: BLE001 - metrics never fail a job
@@ -130,7 +130,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                       worker_id=f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}",
                       clock=Clock(store, settings.test_clock))
     ctx[WORKER_KEY] = w
-    w.timers = TimerLoop({"store": store, "clock": w.clock, "policy": w.policy})
+    w.timers = TimerLoop(store, w.clock, w.policy)
     w.background = [asyncio.create_task(housekeeping(w), name="housekeeping"),
                     asyncio.create_task(w.timers.run(), name="timers")]
     for plugin_name, poller in plugins.pollers(services):

@@ -46,7 +46,7 @@ def first_response(store: ComplaintStore, complaint: Complaint, effects: TxEffec
         complaint.first_responded_at = now
         effects.ops.append(lambda pipe: store.stop_first_response_clock(pipe, complaint))
         waited = (now - complaint.created_at).total_seconds()
-        effects.ops.append(lambda pipe: metrics.observe(pipe, store.keys.p, "gateway_first_response_seconds",
+        effects.ops.append(lambda pipe: metrics.observe(pipe, store.keys, "gateway_first_response_seconds",
                                                         waited, channel=complaint.channel))
     timers.stop(store, complaint, effects, {FIRST_RESPONSE} | {
         d.kind for d in complaint.deadlines if d.kind.startswith("escalation_")}, "met", now)

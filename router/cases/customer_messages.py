@@ -38,7 +38,7 @@ REPEAT_PRIORITY_STEPS = 3  # each of the first three repeats raises the priority
 
 def after_key(store: ComplaintStore, contact: Any) -> str:
     """Which resolved case a customer's next message answers (survey or reopen), per contact."""
-    return f"{store.keys.p}after:{contact.kind}:{contact.value}"
+    return store.keys.after_resolved(contact)
 
 
 def entry(message: InboundMessage) -> MessageEntry:
@@ -134,7 +134,7 @@ async def merge_repeat(store: ComplaintStore, match: Match, message: InboundMess
             _reroute_on_repeat(store, complaint, effects, engine, policy, now)
             complaint.merges.append(Merge(message_id=message.id, reason=match.reason, detail=match.detail, at=now,
                                           evidence_ids=[e.id for e in message.attachments]))
-            effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys.p, "gateway_repeat_merges",
+            effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys, "gateway_repeat_merges",
                                                          reason=match.reason))
             resume(store, complaint, effects, now)
             complaint.history.append(HistoryEvent(

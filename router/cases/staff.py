@@ -105,7 +105,7 @@ async def resolve(store: ComplaintStore, complaint_id: str, *, outcome: str, rea
     what route is open), then the survey; their next message within ``reopen_window_s`` answers
     the survey or reopens the case. ``agent``: an agent resolving, who may not close a case
     another agent holds (``None`` for a supervisor)."""
-    await templates.refresh(store.r, store.keys.p)
+    await templates.refresh(store.r, store.keys)
     lease_holder = await store.lease_holder(complaint_id)
     reason = reason.strip()
 

@@ -11,7 +11,7 @@ from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 from normalizer.ids import now_ms
-from plugins.contract import IntakeLimits
+from plugins.settings import IntakeLimits
 from router.store import scripts
 from router.store.keys import Keys, job_key
 

@@ -30,7 +30,7 @@ _EXPORTS = {
     "record_correction": "router.understanding.corrections",
     "record_complaint_correction": "router.understanding.corrections",
     "ModelRegistry": "router.understanding.registry",
-    "ModelCache": "router.understanding.registry",
+    "ModelCache": "router.understanding.model_cache",
 }
 
 

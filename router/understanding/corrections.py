@@ -30,28 +30,31 @@ import msgspec
 
 from normalizer.categories import CATEGORIES
 from normalizer.pii import mask_pii
+from router.store.keys import Keys
 
 #: Longest reason kept (characters); the rest is cut.
 REASON_MAX = 2000
 
 
 class ModelKeys:
-    """Every key of the categoriser's versions and the desk's corrections, under the desk's prefix."""
+    """The categoriser's keys, named in the store's key module (``router/store/keys.py``) like every
+    other key; this view gives them the short names the registry and corrections use."""
 
-    def __init__(self, prefix: str) -> None:
-        self.p = prefix + "model:"
-        self.current = self.p + "current"            # string: the promoted version (absent: the default)
-        self.versions = self.p + "versions"          # hash: version -> JSON (manifest figures, evaluation)
-        self.history = self.p + "history"            # list: JSON per promotion / rollback
-        self.previous = self.p + "previous"          # list: the versions a rollback returns to ('' = default)
-        self.artefacts = self.p + "artefacts"        # sorted set: versions whose bytes are stored, by time
-        self.training = self.p + "training"          # string: held while a candidate trains (one at a time)
-        self.corrections = self.p + "corrections"    # hash: correction id -> JSON
-        self.corrections_order = self.p + "corrections:order"  # sorted set: correction id by time (ms)
+    def __init__(self, keys_or_prefix: "Keys | str") -> None:
+        keys = Keys.of(keys_or_prefix)
+        self._keys = keys
+        self.current = keys.model_current
+        self.versions = keys.model_versions
+        self.history = keys.model_history
+        self.previous = keys.model_previous
+        self.artefacts = keys.model_artefacts
+        self.training = keys.model_training
+        self.corrections = keys.model_corrections
+        self.corrections_order = keys.model_corrections_order
 
     def artefact(self, version: str) -> str:
         """Hash: ``model`` (model.joblib), ``manifest``, ``sha256``, ``corrections_name``, ``corrections``."""
-        return f"{self.p}artefact:{version}"
+        return self._keys.model_artefact(version)
 
 
 class Correction(msgspec.Struct, frozen=True, kw_only=True):
@@ -106,7 +109,7 @@ def complaint_text(complaint: Any) -> str:
     return text
 
 
-async def record_correction(redis: Any, prefix: str, *, complaint_id: str, text: str, from_category: str,
+async def record_correction(redis: Any, prefix: "Keys | str", *, complaint_id: str, text: str, from_category: str,
                             to_category: str, reason: str, by: str, channel: str, language: str,
                             customer_id: str = "", case_number: str | None = None, formal_complaint: bool = False,
                             key: str | None = None, at: datetime | None = None) -> tuple[Correction, bool]:
@@ -139,7 +142,7 @@ async def record_correction(redis: Any, prefix: str, *, complaint_id: str, text:
     return _decoder.decode(stored), bool(created)
 
 
-async def record_complaint_correction(redis: Any, prefix: str, complaint: Any, *, to_category: str, reason: str,
+async def record_complaint_correction(redis: Any, prefix: "Keys | str", complaint: Any, *, to_category: str, reason: str,
                                       by: str, key: str | None = None,
                                       at: datetime | None = None) -> tuple[Correction, bool]:
     """:func:`record_correction` for a :class:`normalizer.schema.Complaint` before its category changes."""
@@ -150,7 +153,7 @@ async def record_complaint_correction(redis: Any, prefix: str, complaint: Any, *
         formal_complaint=complaint.formal_complaint, key=key, at=at)
 
 
-async def list_corrections(redis: Any, prefix: str, *, limit: int = 100, offset: int = 0) -> tuple[list[Correction], int]:
+async def list_corrections(redis: Any, prefix: "Keys | str", *, limit: int = 100, offset: int = 0) -> tuple[list[Correction], int]:
     """Newest first: ``(a page, how many there are)``."""
     keys = ModelKeys(prefix)
     ids = await redis.zrevrange(keys.corrections_order, offset, offset + limit - 1)
@@ -161,7 +164,7 @@ async def list_corrections(redis: Any, prefix: str, *, limit: int = 100, offset:
     return [_decoder.decode(v) for v in values if v], total
 
 
-async def all_corrections(redis: Any, prefix: str) -> list[Correction]:
+async def all_corrections(redis: Any, prefix: "Keys | str") -> list[Correction]:
     """Every correction, oldest first."""
     keys = ModelKeys(prefix)
     found = [_decoder.decode(v) for v in (await redis.hgetall(keys.corrections)).values()]
@@ -208,7 +211,7 @@ def write_records(records: Sequence[dict[str, Any]], directory: Path) -> Path:
     return path
 
 
-async def export_corrections(redis: Any, prefix: str, path: Path) -> int:
+async def export_corrections(redis: Any, prefix: "Keys | str", path: Path) -> int:
     """Write every correction as labelled records (corpus JSONL) to ``path``; how many records."""
     records = labelled_records(await all_corrections(redis, prefix))
     path.write_bytes(records_jsonl(records))

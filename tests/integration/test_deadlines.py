@@ -413,11 +413,11 @@ async def test_a_breach_that_wins_the_race_gives_its_warning_first(client, drain
     try:
         store = ComplaintStore(settings.redis_prefix)
         store.bind(redis)
-        ctx = {"store": store, "clock": Clock(store), "policy": PolicyCache(store)}
+        clock, policies = Clock(store), PolicyCache(store)
         fr = next(d for d in (await store.get(cid)).deadlines if d.kind == "first_response")
         member = f"{cid}|first_response|{{}}|{fr.gen}"
-        assert await fire(ctx, member.format("due"), int(fr.due.timestamp() * 1000)) == "breached"
-        assert await fire(ctx, member.format("warn"), int(fr.warn_at.timestamp() * 1000)) == "stale"
+        assert await fire(store, clock, policies, member.format("due"), int(fr.due.timestamp() * 1000)) == "breached"
+        assert await fire(store, clock, policies, member.format("warn"), int(fr.warn_at.timestamp() * 1000)) == "stale"
         c = await store.get(cid)
     finally:
         await redis.aclose()

@@ -23,9 +23,9 @@ import redis.asyncio as aioredis
 
 from router.understanding import artefacts, corpus
 from router.understanding.corrections import all_corrections, export_corrections, record_correction
+from router.understanding.model_cache import ModelCache
 from router.understanding.registry import (
     AlreadyCurrent,
-    ModelCache,
     ModelRegistry,
     NothingToRollBack,
     Recent,

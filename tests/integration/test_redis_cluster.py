@@ -237,7 +237,7 @@ async def test_nothing_goes_out_before_the_replicas_have_what_led_to_it(redis_ur
     """With GATEWAY_REDIS_WAIT_REPLICAS, a reply waits for the replicas before it is handed to its
     channel (a failover must not make the gateway forget it answered, and answer again)."""
     from router.store import ComplaintStore
-    from plugins.contract import IntakeLimits
+    from plugins.settings import IntakeLimits
     from router.redis_pool import redis_client as client_for
 
     r = client_for(redis_url)

@@ -15,7 +15,8 @@ from normalizer.extract import (
     transaction_key,
 )
 from normalizer.language import detect_language
-from router.categorise import CATEGORIES, categorise
+from router.categorise import categorise
+from normalizer.categories import CATEGORIES
 
 AMOUNTS = [
     ("¥128.50", ("128.50", "CNY")),

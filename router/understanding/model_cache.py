@@ -1,0 +1,86 @@
+"""The current categoriser for a worker process, following promotions and rollbacks without a
+restart (like the routing rules' ``EngineCache``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from router.understanding import artefacts
+from router.understanding.registry import CHECK_EVERY_S, RETRY_FAILED_S, ModelRegistry, RegistryError
+
+if TYPE_CHECKING:
+    from router.store.keys import Keys
+    from router.understanding.model import CategoryModel
+
+log = logging.getLogger("router.understanding.registry")
+
+
+class ModelCache:
+    """The current model for a worker: ``await cache.get()``. Redis's current version is re-checked
+    at most every ``CHECK_EVERY_S`` and a new one loaded (from the disk cache, else from Redis) when
+    it changed; each call answers one model, whole. While Redis names none: ``load_current()`` (the
+    default). A version that does not load here (another scikit-learn, bytes gone) is logged and
+    tried again after ``RETRY_FAILED_S``; meanwhile the model in use stays. A Redis error while a
+    model is loaded keeps that model (the next call asks again)."""
+
+    def __init__(self, redis: Any, prefix: "Keys | str", models_dir: Path | None = None, *,
+                 check_every: float = CHECK_EVERY_S) -> None:
+        self.registry = ModelRegistry(redis, prefix, models_dir)
+        self.check_every = check_every
+        self.model: CategoryModel | None = None
+        self.named: str | None = None
+        self.checked = 0.0
+        self._failed: tuple[str | None, float] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def version(self) -> str | None:
+        return self.model.version if self.model is not None else None
+
+    async def get(self) -> CategoryModel:
+        if self.model is not None and time.monotonic() - self.checked <= self.check_every:
+            return self.model
+        async with self._lock:
+            if self.model is not None and time.monotonic() - self.checked <= self.check_every:
+                return self.model
+            try:
+                named = await self.registry.current_version()
+            except (RedisError, OSError):
+                if self.model is None:
+                    raise
+                return self.model
+            if self.model is None or named != self.named:
+                await self._switch(named)
+            self.checked = time.monotonic()
+            assert self.model is not None
+            return self.model
+
+    async def _switch(self, named: str | None) -> None:
+        if self._failed and self._failed[0] == named and time.monotonic() < self._failed[1] and self.model is not None:
+            return
+        if named is not None:
+            try:
+                self.model = await self.registry.load(named)
+                self.named, self._failed = named, None
+                log.info("categoriser: version %s in use", named)
+                return
+            except (RegistryError, artefacts.ModelError, RedisError, OSError) as exc:
+                self._failed = (named, time.monotonic() + RETRY_FAILED_S)
+                log.warning("categoriser: version %s does not load here (%s); keeping %s", named,
+                            type(exc).__name__, self.version or "the default")
+                if self.model is not None:
+                    return
+        self.model = await asyncio.to_thread(artefacts.load_current, self.registry.models_dir)
+        self.named = None if named is None or self._failed else named
+        if named is None:
+            self._failed = None
+            log.info("categoriser: no version promoted; the default %s in use", self.model.version)
+
+
+__all__ = ["ModelCache"]

@@ -17,7 +17,7 @@ from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
 import msgspec
 
-from normalizer.mail_robots import Automatic, classify
+from normalizer.mail_robots import Automatic, classify, raw_header
 
 MAX_MAIL_BYTES = 50 * 1024 * 1024
 MAX_DEPTH = 20
@@ -101,24 +101,6 @@ def decode_header_value(value: object) -> str:
             out.append(chunk)
     joined = "".join(out) if any(isinstance(c, bytes) for c, _ in parts) else " ".join(out)
     return " ".join(joined.split())
-
-
-def _raw_header(msg: Message, name: str) -> str | None:
-    """A header's value without letting a parsing defect raise."""
-    try:
-        value = msg.get(name)
-    except Exception:
-        try:
-            values = [v for k, v in msg._headers if k.lower() == name.lower()]  # type: ignore[attr-defined]
-            value = values[0] if values else None
-        except Exception:
-            return None
-    if value is None:
-        return None
-    try:
-        return str(value)
-    except Exception:
-        return None
 
 
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
@@ -300,9 +282,9 @@ def _loop_reason(msg: Message, automatic: Automatic | None) -> str | None:
     automatic answers."""
     if automatic is not None:
         return automatic.kind
-    if _raw_header(msg, "List-Id") or _raw_header(msg, "List-Unsubscribe"):
+    if raw_header(msg, "List-Id") or raw_header(msg, "List-Unsubscribe"):
         return "list"
-    suppress = (_raw_header(msg, "X-Auto-Response-Suppress") or "").lower()
+    suppress = (raw_header(msg, "X-Auto-Response-Suppress") or "").lower()
     if "oof" in suppress or "all" in suppress or "autoreply" in suppress:
         return "auto-reply-suppressed"
     return None
@@ -339,17 +321,17 @@ def _parse(raw: bytes, max_attachment_bytes: int, max_attachments: int) -> Parse
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
 
     from_name, from_address = None, None
-    from_value = _raw_header(msg, "From")
+    from_value = raw_header(msg, "From")
     if from_value:
         name, addr = parseaddr(decode_header_value(from_value) if "=?" in from_value else from_value)
         if "@" in addr and " " not in addr.strip():
             from_address = addr.strip().casefold()
         from_name = decode_header_value(name) or None
     to = []
-    for value in filter(None, [_raw_header(msg, "To"), _raw_header(msg, "Cc")]):
+    for value in filter(None, [raw_header(msg, "To"), raw_header(msg, "Cc")]):
         to += [a.strip().casefold() for _, a in getaddresses([value]) if "@" in a]
     date = None
-    date_value = _raw_header(msg, "Date")
+    date_value = raw_header(msg, "Date")
     if date_value:
         try:
             parsed_date = parsedate_to_datetime(date_value)
@@ -384,14 +366,14 @@ def _parse(raw: bytes, max_attachment_bytes: int, max_attachments: int) -> Parse
     digest = hashlib.sha256(full.encode("utf-8", "replace"))
     for h in sorted(hashlib.sha256(a.data).hexdigest() for a in attachments):
         digest.update(h.encode())
-    message_ids = _msg_ids(_raw_header(msg, "Message-ID"))
-    in_reply = _msg_ids(_raw_header(msg, "In-Reply-To"))
-    subject = decode_header_value(_raw_header(msg, "Subject"))
+    message_ids = _msg_ids(raw_header(msg, "Message-ID"))
+    in_reply = _msg_ids(raw_header(msg, "In-Reply-To"))
+    subject = decode_header_value(raw_header(msg, "Subject"))
     automatic = classify(msg, from_address=from_address, subject=subject, text=full)
     return ParsedMail(
         message_id=message_ids[0] if message_ids else None,
         in_reply_to=in_reply[0] if in_reply else None,
-        references=_msg_ids(_raw_header(msg, "References")),
+        references=_msg_ids(raw_header(msg, "References")),
         subject=subject,
         from_address=from_address,
         from_name=from_name,

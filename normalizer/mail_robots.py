@@ -63,7 +63,8 @@ class Automatic(msgspec.Struct, frozen=True):
 # -- headers --------------------------------------------------------------------------------
 
 
-def _header(msg: Message, name: str) -> str | None:
+def raw_header(msg: Message, name: str) -> str | None:
+    """A header's value without letting a parsing defect raise."""
     try:
         value = msg.get(name)
     except Exception:
@@ -125,7 +126,7 @@ def classify(msg: Message, *, from_address: str | None, subject: str, text: str 
     mailer daemon's plain-text bounce quotes the returned mail's headers there)."""
     local = (from_address or "").partition("@")[0].lower()
     if not local:  # "MAILER DAEMON <>" has no usable address: its display name tells
-        display = (_header(msg, "From") or "").lower()
+        display = (raw_header(msg, "From") or "").lower()
         local = "mailer-daemon" if re.search(r"mailer[\s-]?daemon", display) else ""
     parts = _parts(msg)
     types = {_content_type(p) for p in parts}
@@ -143,19 +144,19 @@ def classify(msg: Message, *, from_address: str | None, subject: str, text: str 
         return Automatic(BOUNCE, f"from {local}", bounce_report(msg, parts, text))
     if _content_type(msg) == "multipart/report":
         return Automatic(AUTO_REPLY, f"report ({report_type or 'unknown type'})")
-    auto = _token(_header(msg, "Auto-Submitted"))
+    auto = _token(raw_header(msg, "Auto-Submitted"))
     if auto and auto != "no":
         return Automatic(AUTO_REPLY, f"Auto-Submitted: {auto}")
     for name in ("X-Autoreply", "X-Autorespond"):
-        value = _header(msg, name)
+        value = raw_header(msg, name)
         if value is not None and _token(value) not in ("no", "false", "0"):
             return Automatic(AUTO_REPLY, name)
-    precedence = _token(_header(msg, "Precedence"))
+    precedence = _token(raw_header(msg, "Precedence"))
     if precedence in ROBOT_PRECEDENCE:
         return Automatic(AUTO_REPLY, f"Precedence: {precedence}")
     if AUTO_SUBJECT.match(subject or ""):
         return Automatic(AUTO_REPLY, "the subject says it is an automatic reply")
-    if (_header(msg, "Return-Path") or "").strip() == "<>":
+    if (raw_header(msg, "Return-Path") or "").strip() == "<>":
         return Automatic(AUTO_REPLY, "null Return-Path")
     return None
 
@@ -219,7 +220,7 @@ def bounce_report(msg: Message, parts: list[Message] | None = None, text: str = 
             inner = part.get_payload()
             for original in inner if isinstance(inner, list) else [inner]:
                 if isinstance(original, Message):
-                    ids += _MSG_ID.findall(_header(original, "Message-ID") or "")
+                    ids += _MSG_ID.findall(raw_header(original, "Message-ID") or "")
         elif ctype == "text/rfc822-headers" or (ctype == "text/plain" and not text):
             texts.append(_text_of(part))
     if not msg.is_multipart():  # a plain-text bounce, or a report whose parts did not parse
@@ -227,8 +228,8 @@ def bounce_report(msg: Message, parts: list[Message] | None = None, text: str = 
     for chunk in texts:
         ids += _QUOTED_ID.findall(chunk)
     for name in ("In-Reply-To", "References"):
-        ids += _MSG_ID.findall(_header(msg, name) or "")
-    own = _MSG_ID.findall(_header(msg, "Message-ID") or "")
+        ids += _MSG_ID.findall(raw_header(msg, name) or "")
+    own = _MSG_ID.findall(raw_header(msg, "Message-ID") or "")
     seen: list[str] = []
     for found in ids:
         if found not in seen and found not in own:
@@ -251,7 +252,7 @@ def bounce_report(msg: Message, parts: list[Message] | None = None, text: str = 
                 status = code.group(1)
                 break
     if not action:
-        subject = _header(msg, "Subject") or ""
+        subject = raw_header(msg, "Subject") or ""
         if status and status.startswith("4") or _DELAYED.search(subject):
             action = "delayed"
         elif status and status.startswith("2"):

@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 from plugins.settings import Credential, Settings, SettingsError
 
+#: GATEWAY_CATEGORISER's values: the learned model (default) or the keyword rules.
+CATEGORISERS = ("model", "keywords")
 _PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
@@ -114,6 +116,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if fsync not in {"always", "everysec"}:
         raise SettingsError(f"GATEWAY_EMBEDDED_REDIS_FSYNC: {fsync!r} is not 'always' or 'everysec'")
 
+    categoriser = (env.get("GATEWAY_CATEGORISER") or "model").strip().lower()
+    if categoriser not in CATEGORISERS:
+        raise SettingsError(f"GATEWAY_CATEGORISER: {categoriser!r} is not one of {', '.join(CATEGORISERS)}")
+    var_dir = Path(env.get("GATEWAY_VAR_DIR") or "var")
+    models_dir = Path(env.get("GATEWAY_MODELS_DIR") or var_dir / "models")
+
     return Settings(
         redis_url=redis_url,
         redis_prefix=prefix,
@@ -125,7 +133,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         supervisor_tokens=_parse_credentials(
             "GATEWAY_SUPERVISOR_TOKENS", env.get("GATEWAY_SUPERVISOR_TOKENS", ""), "supervisor"
         ),
-        var_dir=Path(env.get("GATEWAY_VAR_DIR") or "var"),
+        var_dir=var_dir,
+        models_dir=models_dir,
+        categoriser=categoriser,
         max_text_chars=_int(env, "GATEWAY_MAX_TEXT_CHARS", 8000, 1, 100_000),
         max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024, 256 * 1024 * 1024),
         max_evidence_bytes=_int(env, "GATEWAY_MAX_EVIDENCE_BYTES", 10 * 1024 * 1024, 1024, 200 * 1024 * 1024),

@@ -116,6 +116,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: GATEWAY_EMBEDDED_REDIS_FSYNC: the embedded Redis's appendfsync: ``always`` (an acknowledged
     #: message survives a power cut) or ``everysec`` (smoother latency; a power cut may lose ~1 s).
     embedded_redis_fsync: str = "always"
+    #: GATEWAY_MODELS_DIR: where the categoriser's trained versions are kept on this machine
+    #: (``None``: ``<var_dir>/models``; see ``models_path``).
+    models_dir: Path | None = None
+    #: GATEWAY_CATEGORISER: ``model`` (the learned categoriser, the default) or ``keywords`` (the
+    #: keyword rules of router/categorise.py). A category hint and a classifier plugin override either.
+    categoriser: str = "model"
+
+    @property
+    def models_path(self) -> Path:
+        """The categoriser's models directory: ``models_dir``, else ``<var_dir>/models``."""
+        return self.models_dir if self.models_dir is not None else self.var_dir / "models"
 
     @property
     def evidence_dir(self) -> Path:

@@ -24,6 +24,7 @@ def test_defaults_and_credentials():
         ({"GATEWAY_MAX_TEXT_CHARS": "0"}, "GATEWAY_MAX_TEXT_CHARS"),
         ({"GATEWAY_PLUGINS_AUTOLOAD": "maybe"}, "GATEWAY_PLUGINS_AUTOLOAD"),
         ({"GATEWAY_LOG_LEVEL": "LOUD"}, "GATEWAY_LOG_LEVEL"),
+        ({"GATEWAY_CATEGORISER": "magic"}, "GATEWAY_CATEGORISER"),
         ({"GATEWAY_REDIS_PREFIX": "has space"}, "GATEWAY_REDIS_PREFIX"),
         ({"GATEWAY_WORKER_POLL_SECONDS": "soon"}, "GATEWAY_WORKER_POLL_SECONDS"),
         ({"REDIS_URL": "redis+sentinel://127.0.0.1:26379"}, "REDIS_URL"),  # no service name
@@ -110,3 +111,15 @@ def test_the_evidence_fetch_is_configured_from_the_environment():
     assert (s.evidence_fetch_tries, s.evidence_fetch_backoff_seconds, s.evidence_fetch_timeout_seconds) == (4, 0.5, 7.0)
     policy = FetchPolicy.of(s)
     assert (policy.tries, policy.first_backoff_s) == (4, 0.5)
+
+
+def test_the_categoriser_is_configured_from_the_environment(tmp_path):
+    from pathlib import Path
+
+    s = load_settings({"GATEWAY_VAR_DIR": str(tmp_path / "v")})
+    assert s.categoriser == "model" and s.models_path == tmp_path / "v" / "models"
+    s = load_settings({"GATEWAY_MODELS_DIR": str(tmp_path / "m"), "GATEWAY_CATEGORISER": "Keywords"})
+    assert s.categoriser == "keywords" and s.models_path == tmp_path / "m"
+    from plugins.settings import Settings
+
+    assert Settings(var_dir=Path("elsewhere")).models_path == Path("elsewhere") / "models"

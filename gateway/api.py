@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import PathParameter, QueryParameter
 
 from gateway import paths
@@ -26,7 +26,9 @@ from normalizer.inbound import transaction_id as check_transaction_id
 from normalizer.schema import CHANNEL_COUNTER, CHANNEL_PHONE, Complaint, ComplaintStatus, Contact, MessageStatus
 from normalizer.categories import accept_category_hint
 from router import cases, timers
+from router.rules import Engine
 from router.rulestore import RuleStore
+from router.understanding.corrections import CorrectionError
 
 
 class ContactIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -61,6 +63,18 @@ class ResolveIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
     #: Skip the satisfaction survey (e.g. the customer asked not to be contacted again).
     no_survey: bool = False
+
+
+class CorrectIn(msgspec.Struct, forbid_unknown_fields=True):
+    """An agent's correction of the category (``reason``: why, kept with the labelled example)."""
+
+    category: Annotated[str, msgspec.Meta(max_length=64)]
+    reason: Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class MergeIn(msgspec.Struct, forbid_unknown_fields=True):
+    into: Annotated[str, msgspec.Meta(max_length=80)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 
 
 class SplitIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -247,6 +261,50 @@ class ComplaintsController(Controller):
         complaint = await cases.split(services.store, cid, message_id=incoming.message_id, reason=incoming.reason,
                                       actor=principal.actor)
         return {"complaint": complaint_json(complaint), "message_id": incoming.message_id, "status": "requeued"}
+
+    @patch(paths.COMPLAINT, operation_id="correctComplaint", status_code=200, opt={"roles": STAFF},
+           summary="Correct the category (with a reason): the case is re-routed and the correction kept")
+    async def correct(self, request: Request[Any, Any, Any], services: Services,
+                      complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
+        require_json(request)
+        incoming = decode_json(await read_body(request, 16 * 1024), CorrectIn)
+        principal = principal_of(request)
+        cid = (await load_complaint(services, complaint_id)).id
+        engine, policy = await _routing_now(services)
+        key = request.headers.get("idempotency-key") or None
+        try:
+            complaint = await cases.correct_category(services.store, cid, to_category=incoming.category,
+                                                     reason=incoming.reason, actor=principal.actor, engine=engine,
+                                                     policy=policy, key=key[:64] if key else None)
+        except CorrectionError as exc:
+            field = "reason" if "reason" in str(exc) else "category"
+            raise ProblemError(422, "invalid_correction", str(exc), field=field) from None
+        return complaint_json(complaint)
+
+    @post(paths.COMPLAINT_MERGE, operation_id="mergeComplaint", status_code=200, opt={"roles": STAFF},
+          summary="Merge this case into the case it repeats (its messages, evidence and replies go there)")
+    async def merge(self, request: Request[Any, Any, Any], services: Services,
+                    complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
+        require_json(request)
+        incoming = decode_json(await read_body(request, 16 * 1024), MergeIn)
+        if not incoming.reason.strip():
+            raise ProblemError(422, "reason_required", "A merge needs a reason.", field="reason")
+        principal = principal_of(request)
+        cid = (await load_complaint(services, complaint_id)).id
+        into = (await load_complaint(services, incoming.into)).id
+        engine, policy = await _routing_now(services)
+        try:
+            source, target = await cases.merge_case(services.store, cid, into=into, reason=incoming.reason,
+                                                    actor=principal.actor, engine=engine, policy=policy)
+        except cases.MergeRefused as exc:
+            raise ProblemError(422, exc.code, str(exc), field="into") from None
+        return {"complaint": complaint_json(source), "into": complaint_json(target)}
+
+
+async def _routing_now(services: Any) -> tuple[Engine, Any]:
+    """The active routing rules, compiled, and the deadline policy (what a re-route decides by)."""
+    active = await RuleStore(services.store.r, services.store.keys).active()
+    return Engine(active.rules, active.version), await timers.load_policy(services.store)
 
 
 class QueuesController(Controller):

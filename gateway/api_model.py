@@ -1,6 +1,8 @@
 """The operations API, the categoriser (issue 19): its versions, a candidate trained with the
 desk's corrections and evaluated against the current version, a dry run over recent complaints,
-promotion and rollback (with a reason, recorded), and the corrections themselves.
+promotion and rollback (with a reason, recorded), and the corrections themselves (made by
+``PATCH /v1/complaints/{id}``). Mounted by gateway/app.py; the models directory is
+``GATEWAY_MODELS_DIR`` (``settings.models_path``).
 
 Training runs in a thread (router/understanding/registry.py), never on the event loop; one at a
 time per desk (409 ``training_in_progress``). The training data is data/corpus/train_*.jsonl
@@ -56,7 +58,7 @@ class DryRunIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def registry_of(services: Any) -> ModelRegistry:
-    return ModelRegistry(services.store.r, services.store.keys, services.settings.var_dir / "models")
+    return ModelRegistry(services.store.r, services.store.keys, services.settings.models_path)
 
 
 def _problem(exc: RegistryError) -> ProblemError:

@@ -4,6 +4,7 @@ history, rollback, dry run) and agents' skills."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import replace
 from typing import Annotated, Any
 
 import msgspec
@@ -88,7 +89,8 @@ async def dry_run(store: ComplaintStore, candidate: RuleSet, *, limit: int, sinc
     examples: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     by_rule: Counter[str] = Counter()
     for c in complaints:
-        decided = engine.decide(facts_of_complaint(c, policy))
+        # the triage threshold replays too: the model's confidence as the case recorded it
+        decided = engine.decide(replace(facts_of_complaint(c, policy), confidence=c.category_confidence))
         by_rule[decided.rule] += 1
         source = c.skill or ""
         if decided.skill != source:

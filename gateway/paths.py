@@ -8,6 +8,7 @@ COMPLAINT_EVIDENCE = "/v1/complaints/{complaint_id:str}/evidence/{evidence_id:st
 COMPLAINT_REPLIES = "/v1/complaints/{complaint_id:str}/replies"
 COMPLAINT_RESOLVE = "/v1/complaints/{complaint_id:str}/resolve"
 COMPLAINT_SPLIT = "/v1/complaints/{complaint_id:str}/split"
+COMPLAINT_MERGE = "/v1/complaints/{complaint_id:str}/merge"
 CUSTOMER = "/v1/customers/{customer_id:str}"
 CUSTOMER_CONTACTS = "/v1/customers/{customer_id:str}/contacts"
 CUSTOMER_CONTACT = "/v1/customers/{customer_id:str}/contacts/{contact:str}"

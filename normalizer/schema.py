@@ -246,6 +246,14 @@ class Complaint(msgspec.Struct, kw_only=True):
     satisfaction: int | None = None
     reopened_count: int = 0
     customer_tier: str | None = None
+    #: How sure the learned categoriser was of ``category`` (0-1); ``None`` when a hint, a plugin
+    #: or the keyword rules decided; 1.0 once an agent corrected it.
+    category_confidence: float | None = None
+    #: The categoriser's second choice and its confidence.
+    category_runner_up: str | None = None
+    category_runner_up_confidence: float | None = None
+    #: A case this one may repeat (a middle-band match): linked for an agent to merge, not merged.
+    possible_repeat_of: str | None = None
 
 
 class ComplaintEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugins.contract import GatewayServices
 from plugins.manager import GatewayPlugins
@@ -22,6 +22,9 @@ from router.rulestore import EngineCache, RuleStore
 from router.services import build_services
 from router.store import ComplaintStore
 from router.timers import Clock, PolicyCache, TimerLoop
+
+if TYPE_CHECKING:
+    from router.understanding.model_cache import ModelCache
 
 #: The key of arq's ctx that holds our ``WorkerContext``.
 WORKER_KEY = "worker"
@@ -41,6 +44,9 @@ class WorkerContext:
     policy: PolicyCache = field(init=False)
     #: The active routing rules, compiled (re-checked every quarter of a second).
     rules: EngineCache = field(init=False)
+    #: The learned categoriser, following promotions (loaded at start-up); ``None``: the keyword
+    #: rules categorise (``GATEWAY_CATEGORISER=keywords``, or a context made by hand with ``of``).
+    categoriser: "ModelCache | None" = None
     #: Sends in flight per channel (``router.delivery``).
     send_gates: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     #: Plugin errors already counted in the shared metrics, per plugin (``router.worker.instrumented``).

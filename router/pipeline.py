@@ -8,8 +8,10 @@ One message at a time per sender, in these steps:
 3. **an existing case**: the case the message names (or a resolved one its sender was last
    told about) takes it: a follow-up on an open case, a survey answer or a reopening after
    resolution;
-4. **categorise**: the keyword rules, or a classifier plugin;
-5. **repeat check**: the same problem as one of the customer's open cases is merged into it;
+4. **categorise**: a hint, a classifier plugin, the learned categoriser (with its confidence and
+   runner-up), or the keyword rules (``router.categoriser``);
+5. **repeat check**: the same problem as one of the customer's open cases is merged into it; a
+   possible repeat (a middle-band match) opens its own case, linked to the likely one;
 6. **route**: the active routing rules decide the skill queue and priority;
 7. **open**: the complaint drafted, enriched by plugins, committed with its acknowledgement,
    which is sent at once.
@@ -22,12 +24,12 @@ message in checks the message's state in its own transaction. The changes themse
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from arq import Retry
 
-from normalizer.categories import CATEGORIES
 from normalizer.ids import now_ms
 from normalizer.schema import (
     Amount,
@@ -42,7 +44,8 @@ from normalizer.status import parse_status_query, status_text
 from plugins.locks import RedisLock
 from plugins.manager import GatewayPlugins
 from router import cases, repeats, routing, templates
-from router.categorise import categorise
+from router.categoriser import Categorised
+from router.categoriser import categorise_message as categorise_with
 from router.context import WorkerContext, context_of
 from router.delivery import deliver, send_unrecorded
 from router.evidence_fetch import announce
@@ -83,10 +86,14 @@ async def _process_message(w: WorkerContext, message_id: str) -> str:
     if taken is not None:
         return taken
     customer_id = fields["customer_id"]
-    category, formal, categorised_by = await categorise_message(w.plugins, message)
-    if not fields.get("nodedup") and await merge_if_repeat(w, message, fields, category):
-        return "merged"
-    return await open_case(w, message, customer_id, category, formal, categorised_by)
+    categorised = await categorise_message(w, message)
+    possible = None
+    if not fields.get("nodedup"):
+        match = await merge_if_repeat(w, message, fields, categorised.category)
+        if match is True:
+            return "merged"
+        possible = match if isinstance(match, repeats.Match) else None
+    return await open_case(w, message, customer_id, categorised, possible_repeat=possible)
 
 
 # -- 1. prepare ---------------------------------------------------------------------------------
@@ -196,33 +203,29 @@ def within_reopen_window(w: WorkerContext, complaint: Complaint) -> bool:
 # -- 4. categorise ------------------------------------------------------------------------------
 
 
-async def categorise_message(plugins: GatewayPlugins, message: InboundMessage) -> tuple[str, bool, str]:
-    """(category, formal complaint, by what): a classifier plugin's verdict when it gives a
-    known category, else the keyword rules'."""
-    keyword = categorise(message.text, message.category_hint)
-    verdict = await plugins.classify(message)
-    if verdict is not None:
-        plugin_name, classification = verdict
-        if classification.category in CATEGORIES:
-            return (classification.category, classification.formal_complaint or keyword.formal_complaint,
-                    f"plugin:{plugin_name}")
-        plugins.errors[plugin_name] += 1
-        log.error("plugin %s classified into unknown category %r; ignored", plugin_name, classification.category)
-    return keyword.category, keyword.formal_complaint, keyword.source
+async def categorise_message(w: WorkerContext, message: InboundMessage) -> Categorised:
+    """A valid hint, else a classifier plugin's verdict (an override), else the learned
+    categoriser (confidence, runner-up), else the keyword rules (``router.categoriser``)."""
+    return await categorise_with(w.plugins, message, w.categoriser)
 
 
 # -- 5. the repeat check ------------------------------------------------------------------------
 
 
-async def merge_if_repeat(w: WorkerContext, message: InboundMessage, fields: dict[str, Any], category: str) -> bool:
+async def merge_if_repeat(w: WorkerContext, message: InboundMessage, fields: dict[str, Any],
+                          category: str) -> bool | repeats.Match:
     """The same problem as one of the customer's open cases (within the repeat window): merged
-    into it. ``False``: none, or that case closed meanwhile."""
+    into it (``True``). A possible repeat (middle band): the match, for the new case to link.
+    ``False``: none, or that case closed meanwhile."""
     candidates = {cid: fp for cid, raw in fields.get("open_cases", {}).items()
                   if (fp := repeats.decode(raw)) is not None}
     window_ms = w.settings.repeat_window_hours * 3_600_000
-    match = repeats.find_repeat(candidates, message, category, now_ms(), window_ms) if candidates else None
+    match = (repeats.find_repeat(candidates, message, category, now_ms(), window_ms, possible=True)
+             if candidates else None)
     if match is None:
         return False
+    if not match.confident:
+        return match
     now = w.now()
     engine, policy = await w.engine(), await w.deadline_policy()
     complaint = await cases.merge_repeat(w.store, match, message, engine=engine, policy=policy, now=now,
@@ -236,22 +239,29 @@ async def merge_if_repeat(w: WorkerContext, message: InboundMessage, fields: dic
 # -- 6, 7. route and open -----------------------------------------------------------------------
 
 
-async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str, category: str, formal: bool,
-                    categorised_by: str) -> str:
-    """Route the message by the active rules, open its case and send the acknowledgement."""
+async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str, categorised: Categorised, *,
+                    possible_repeat: repeats.Match | None = None) -> str:
+    """Route the message by the active rules (a guess the categoriser is unsure of: to triage, if
+    the rules say so), open its case and send the acknowledgement."""
     store = w.store
     policy = await w.deadline_policy()
     engine = await w.engine()
-    decided = engine.decide(facts_of(message, category, formal, policy))
+    category, formal = categorised.category, categorised.formal
+    facts = replace(facts_of(message, category, formal, policy), confidence=categorised.confidence)
+    decided = engine.decide(facts)
     now = datetime.now(timezone.utc)
     if w.clock is not None:
         await w.clock.refresh()
     offset = timedelta(milliseconds=w.clock.offset_ms if w.clock is not None else 0)  # the test clock's
     complaint = cases.draft_complaint(message, customer_id=customer_id, category=category, formal=formal,
                                       decided=decided, policy=policy, clock_offset=offset, now=now)
+    cases.categorised_as(complaint, categorised)
+    if possible_repeat is not None:
+        cases.link_possible_repeat(complaint, possible_repeat, now)
     await apply_enrichment(w.plugins, complaint, message)
-    opened = await cases.open_complaint(store, complaint, message, categorised_by=categorised_by, decided=decided,
-                                        worker_id=w.worker_id, now=now, listeners=w.plugins.has_listeners)
+    opened = await cases.open_complaint(store, complaint, message, categorised=categorised.detail(),
+                                        decided=decided, worker_id=w.worker_id, now=now,
+                                        listeners=w.plugins.has_listeners)
     if opened is None:
         return "already"
     log.info("complaint %s opened from %s (%s → %s, p%d)", complaint.case_number, message.id, category,
@@ -292,4 +302,5 @@ async def apply_enrichment(plugins: GatewayPlugins, complaint: Complaint, messag
             log.error("plugin %s returned unusable enrichment: %s", plugin_name, exc)
 
 
-__all__ = ["CONTACT_LOCK_MS", "answer_status", "find_complaint", "process_message"]
+__all__ = ["CONTACT_LOCK_MS", "answer_status", "categorise_message", "find_complaint", "merge_if_repeat", "open_case",
+           "process_message"]

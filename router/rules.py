@@ -14,6 +14,13 @@ Targets: ``skill`` (one of the rule set's ``queues``), ``priority`` (0–9, high
 category's default), ``priority_boost``, ``first_response_seconds`` / ``resolution_seconds``
 (deadline overrides), ``tags``.
 
+**Triage** (optional ``triage`` section, e.g. ``{"below": 0.55, "queue": "triage"}``): a
+complaint the learned categoriser is less sure of than ``below`` goes to ``queue`` (one of the
+rule set's queues), tagged ``triage``, before any rule is tried; an agent there corrects the
+category, which routes it by the rules. A category given by a hint, a classifier plugin, the
+keyword rules or an agent has no confidence and is never triaged. Versioned with the rules, and
+replayed in dry runs.
+
 The same structs read and write JSON and TOML (``to_toml`` / ``load_file``).
 """
 
@@ -71,11 +78,24 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     description: Annotated[str, msgspec.Meta(max_length=500)] = ""
 
 
+class Triage(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Complaints the categoriser is less sure of than ``below`` go to ``queue``."""
+
+    below: Annotated[float, msgspec.Meta(gt=0, le=1)]
+    queue: Name
+    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] | None = None
+
+
+#: The tag a triaged complaint carries, and the rule name its decision records.
+TRIAGE = "triage"
+
+
 class RuleSet(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     #: The skill queues these rules route to (queues exist because a rule set names them).
     queues: list[Name]
     rules: list[Rule] = []
     default: Target | None = None
+    triage: Triage | None = None
 
 
 class StoredVersion(msgspec.Struct, kw_only=True):
@@ -140,6 +160,9 @@ def validate(rule_set: RuleSet) -> list[Problem]:
         problems.append(Problem("default", "default", "a default target is required (where nothing else matches)"))
     else:
         _check_target(rule_set.default, "default", "default", queues, problems)
+    if rule_set.triage is not None and rule_set.triage.queue not in queues:
+        problems.append(Problem(TRIAGE, "triage.queue", f"unknown skill queue {rule_set.triage.queue!r} "
+                                f"(the rule set's queues: {', '.join(sorted(queues)) or 'none'})"))
     seen: set[str] = set()
     for n, rule in enumerate(rule_set.rules):
         name = rule.id or f"#{n + 1}"
@@ -230,6 +253,8 @@ class Facts:
     tier: str | None = None
     repeat_count: int = 0
     in_business_hours: bool = True
+    #: The learned categoriser's confidence in ``category``; ``None``: not the model's guess.
+    confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -307,6 +332,9 @@ class Engine:
         self.compiled = [_Compiled(r) for r in rule_set.rules]
 
     def decide(self, facts: Facts) -> Decision:
+        triage = self.rule_set.triage
+        if triage is not None and facts.confidence is not None and facts.confidence < triage.below:
+            return self._decision(Target(skill=triage.queue, priority=triage.priority, tags=[TRIAGE]), TRIAGE, facts)
         lowered: list[str] = []
         for c in self.compiled:
             if c.matches(facts, lowered):
@@ -355,10 +383,11 @@ def to_toml(rule_set: RuleSet) -> str:
 
     data = msgspec.to_builtins(rule_set)
     lines = [f"queues = {value(data['queues'])}", ""]
-    if "default" in data:
-        lines.append("[default]")
-        lines += [f"{k} = {value(v)}" for k, v in data["default"].items()]
-        lines.append("")
+    for section in ("default", "triage"):
+        if section in data:
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {value(v)}" for k, v in data[section].items()]
+            lines.append("")
     for rule in data.get("rules", []):
         lines.append("[[rules]]")
         lines += [f"{k} = {value(v)}" for k, v in rule.items() if k not in ("when", "then")]

@@ -130,6 +130,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                       worker_id=f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}",
                       clock=Clock(store, settings.test_clock))
     ctx[WORKER_KEY] = w
+    w.categoriser = await load_categoriser(settings, store)
     w.timers = TimerLoop(store, w.clock, w.policy)
     w.background = [asyncio.create_task(housekeeping(w), name="housekeeping"),
                     asyncio.create_task(w.timers.run(), name="timers")]
@@ -147,6 +148,24 @@ async def startup(ctx: dict[str, Any]) -> None:
                         type(exc).__name__)
             await asyncio.sleep(1)
     log.info("worker %s started", w.worker_id)
+
+
+async def load_categoriser(settings: Settings, store: ComplaintStore) -> Any:
+    """The learned categoriser, loaded before any job runs (a fresh clone trains the default
+    once); ``None`` with ``GATEWAY_CATEGORISER=keywords``. A model that cannot load is logged and
+    the cache kept: each message then asks again and falls back to the keyword rules."""
+    if settings.categoriser != "model":
+        log.info("categoriser: the keyword rules (GATEWAY_CATEGORISER=keywords)")
+        return None
+    from router.understanding.model_cache import ModelCache
+
+    cache = ModelCache(store.r, store.keys, settings.models_path)
+    try:
+        await cache.get()
+    except Exception as exc:  # noqa: BLE001 - the worker runs on the keyword rules meanwhile
+        log.warning("categoriser: no model loads from %s (%s: %s); the keyword rules decide until one does",
+                    settings.models_path, type(exc).__name__, exc)
+    return cache
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -196,4 +215,4 @@ def run_worker(settings: Settings) -> None:
     worker.run()
 
 
-__all__ = ["create_worker", "instrumented", "job_functions", "run_worker", "shutdown", "startup"]
+__all__ = ["create_worker", "instrumented", "job_functions", "load_categoriser", "run_worker", "shutdown", "startup"]

@@ -19,6 +19,19 @@ APP_KEY = "test-app-key-0001"
 AGENT_TOKENS = {"alice": "test-agent-alice-0001", "bob": "test-agent-bob-00001"}
 SUPERVISOR_TOKEN = "test-supervisor-0001"
 ROOT = Path(__file__).resolve().parent.parent
+#: One models directory for every test's gateway and worker (GATEWAY_MODELS_DIR): the default
+#: categoriser is trained once (on a fresh clone, ~5 s), not by every worker a test starts.
+TEST_MODELS_DIR = ROOT / "var" / "test-models"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def categoriser_trained() -> None:
+    """The shared models directory holds a default model before any worker starts (a worker
+    would train it too, but a test polling a worker process must not wait on that)."""
+    from router.understanding import artefacts
+
+    if artefacts.current_version(TEST_MODELS_DIR) is None:
+        artefacts.load_current(TEST_MODELS_DIR)
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +58,7 @@ def make_env(redis_url: str, prefix: str, var_dir: Path, **extra: str) -> dict[s
         "GATEWAY_VAR_DIR": str(var_dir),
         "GATEWAY_PLUGINS": str(ROOT / "plugins.toml"),
         "GATEWAY_PLUGINS_AUTOLOAD": "0",
+        "GATEWAY_MODELS_DIR": str(TEST_MODELS_DIR),
     }
     env.update(extra)
     return env

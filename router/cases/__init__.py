@@ -20,7 +20,12 @@ The desk (``answers``, ``staff``; called by ``gateway.api`` and ``gateway.api_pe
   ``link_to_incident``: a case joins an incident (the incident check job), answered if it was;
 - ``claim`` / ``claim_most_urgent``: a case leased to an agent; ``requeue_expired_leases``: a
   lease that ran out (housekeeping);
-- ``resolve``: the outcome, the survey, the reopen window; ``split``: a merge undone.
+- ``resolve``: the outcome, the survey, the reopen window; ``split``: a merge undone;
+- ``correct_category``: an agent's correction, kept as a labelled example, the case re-routed;
+  ``merge_case``: a case merged into the one it repeats (``corrections``).
+
+The categoriser's part of a new case (``opening``): ``categorised_as`` (confidence, runner-up),
+``link_possible_repeat`` (a middle-band repeat match, linked for an agent to merge).
 
 Reply ids come from ``replies`` (``new_reply_id``, ``reply_id_for``).
 """
@@ -37,28 +42,40 @@ from router.cases.answers import (
     link_to_incident,
     reply,
 )
+from router.cases.corrections import MergeRefused, correct_category, merge_case
 from router.cases.customer_messages import (
     after_key,
     entry,
     follow_up,
+    join_as_repeat,
     merge_repeat,
     status_answered,
     status_reply_id,
     survey_or_reopen,
     taken_into,
 )
-from router.cases.opening import Opened, draft_complaint, incident_job, open_complaint
+from router.cases.opening import (
+    Opened,
+    categorised_as,
+    draft_complaint,
+    incident_job,
+    link_possible_repeat,
+    open_complaint,
+)
 from router.cases.replies import new_reply_id, notice, queue_reply, reply_id_for
 from router.cases.staff import Claimed, claim, claim_most_urgent, requeue_expired_leases, resolve, split
 
 __all__ = [
     "Claimed",
+    "MergeRefused",
     "Opened",
     "after_key",
     "answer",
     "answer_incident",
+    "categorised_as",
     "claim",
     "claim_most_urgent",
+    "correct_category",
     "draft_complaint",
     "entry",
     "escalation_queues",
@@ -66,8 +83,11 @@ __all__ = [
     "follow_up",
     "give_incident_answer",
     "incident_job",
+    "join_as_repeat",
     "leave_queues",
+    "link_possible_repeat",
     "link_to_incident",
+    "merge_case",
     "merge_repeat",
     "new_reply_id",
     "notice",

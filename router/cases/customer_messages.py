@@ -7,12 +7,14 @@ Each change also marks the message itself as taken into its case, in the same tr
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
 from normalizer.schema import (
     Complaint,
     ComplaintStatus,
+    EvidenceLink,
     HistoryEvent,
     InboundMessage,
     Merge,
@@ -90,7 +92,7 @@ def _reroute_on_repeat(store: ComplaintStore, complaint: Complaint, effects: TxE
     active rules now send it elsewhere (recorded with the rule and version that decided)."""
     if complaint.status not in (ComplaintStatus.accepted, ComplaintStatus.reopened) or not complaint.messages:
         return
-    decided = engine.decide(facts_of_complaint(complaint, policy))
+    decided = engine.decide(replace(facts_of_complaint(complaint, policy), confidence=complaint.category_confidence))
     if decided.skill == complaint.skill:
         return
     old_skill = complaint.skill
@@ -112,6 +114,32 @@ def _reroute_on_repeat(store: ComplaintStore, complaint: Complaint, effects: TxE
     effects.ops.append(move)
 
 
+def join_as_repeat(store: ComplaintStore, complaint: Complaint, effects: TxEffects, *, message_id: str,
+                   entries: list[MessageEntry], evidence: list[EvidenceLink], channel: str, reason: str,
+                   detail: dict[str, str], engine: Engine, policy: DeadlinePolicy, now: datetime,
+                   by: str = "worker") -> None:
+    """The repeat-report change itself (a customer's message the worker matched, or a whole case
+    an agent merges): the messages and evidence join the case, the repeat count and priority go
+    up, the rules may re-route it, the merge and its reason are recorded, a paused clock runs."""
+    known = {m.message_id for m in complaint.messages}
+    complaint.messages.extend(e for e in entries if e.message_id not in known)
+    complaint.messages.sort(key=lambda m: m.received_at)  # in the order the customer wrote
+    have = {e.id for e in complaint.evidence}
+    complaint.evidence.extend(e for e in evidence if e.id not in have)
+    complaint.repeat_count += 1
+    if complaint.repeat_count <= REPEAT_PRIORITY_STEPS:
+        complaint.priority = min(routing.MAX_PRIORITY, complaint.priority + 1)
+    _reroute_on_repeat(store, complaint, effects, engine, policy, now)
+    complaint.merges.append(Merge(message_id=message_id, reason=reason, detail=detail, at=now, by=by,
+                                  evidence_ids=[e.id for e in evidence]))
+    effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys, "gateway_repeat_merges", reason=reason))
+    resume(store, complaint, effects, now)
+    complaint.history.append(HistoryEvent(
+        at=now, actor=by, action="merged",
+        detail={"message_id": message_id, "reason": reason, "channel": channel,
+                "repeat_count": str(complaint.repeat_count), **detail}))
+
+
 async def merge_repeat(store: ComplaintStore, match: Match, message: InboundMessage, *, engine: Engine,
                        policy: DeadlinePolicy, now: datetime, listeners: bool) -> Complaint | None:
     """Attach a repeat report to the open case it repeats: the customer is told that case's
@@ -124,23 +152,10 @@ async def merge_repeat(store: ComplaintStore, match: Match, message: InboundMess
         if not is_open(complaint):
             raise Conflict("complaint_closed", "closed meanwhile")
         if not any(m.message_id == message.id for m in complaint.messages):
-            complaint.messages.append(entry(message))
-            complaint.messages.sort(key=lambda m: m.received_at)  # in the order the customer wrote
-            complaint.evidence.extend(message.attachments)
             effects.jobs.extend(fetch_jobs(complaint.id, message.channel, message.attachments))
-            complaint.repeat_count += 1
-            if complaint.repeat_count <= REPEAT_PRIORITY_STEPS:
-                complaint.priority = min(routing.MAX_PRIORITY, complaint.priority + 1)
-            _reroute_on_repeat(store, complaint, effects, engine, policy, now)
-            complaint.merges.append(Merge(message_id=message.id, reason=match.reason, detail=match.detail, at=now,
-                                          evidence_ids=[e.id for e in message.attachments]))
-            effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys, "gateway_repeat_merges",
-                                                         reason=match.reason))
-            resume(store, complaint, effects, now)
-            complaint.history.append(HistoryEvent(
-                at=now, actor="worker", action="merged",
-                detail={"message_id": message.id, "reason": match.reason, "channel": message.channel,
-                        "repeat_count": str(complaint.repeat_count), **match.detail}))
+            join_as_repeat(store, complaint, effects, message_id=message.id, entries=[entry(message)],
+                           evidence=list(message.attachments), channel=message.channel, reason=match.reason,
+                           detail=match.detail, engine=engine, policy=policy, now=now)
             if not message.suppress_acknowledgement:
                 to = None if message.sender == complaint.contact else message.sender
                 text = repeat_acknowledgement(complaint.case_number, message.language)
@@ -240,5 +255,5 @@ async def status_answered(store: ComplaintStore, complaint_id: str, message: Inb
     return await store.update(complaint_id, change)
 
 
-__all__ = ["REPEAT_PRIORITY_STEPS", "after_key", "entry", "follow_up", "merge_repeat", "status_answered",
+__all__ = ["REPEAT_PRIORITY_STEPS", "after_key", "entry", "follow_up", "join_as_repeat", "merge_repeat", "status_answered",
            "status_reply_id", "survey_or_reopen", "taken_into"]

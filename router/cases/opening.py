@@ -15,13 +15,15 @@ from datetime import datetime, timedelta
 from normalizer.ids import dt_to_ms
 from normalizer.schema import Complaint, ComplaintStatus, HistoryEvent, InboundMessage, Reply
 from router import repeats
+from router.categoriser import Categorised
 from router.cases.customer_messages import entry
 from router.cases.replies import reply_id_for
 from router.deadlines import DeadlinePolicy, timer_members
 from router.evidence_fetch import evidence_jobs
 from router.incidents import Incidents
 from router.jobs import complaint_id_for, event_job
-from router.rules import Decision
+from router.repeats import Match
+from router.rules import TRIAGE, Decision
 from router.store import ComplaintStore, PlannedJob
 from router.templates import acknowledgement
 
@@ -68,6 +70,27 @@ def draft_complaint(message: InboundMessage, *, customer_id: str, category: str,
     return complaint
 
 
+def categorised_as(complaint: Complaint, categorised: Categorised) -> None:
+    """The categoriser's confidence and runner-up on the draft (``None`` unless the model decided)."""
+    complaint.category_confidence = categorised.confidence
+    complaint.category_runner_up = categorised.runner_up
+    complaint.category_runner_up_confidence = categorised.runner_up_confidence
+
+
+#: The tag of a case linked to the case it may repeat.
+POSSIBLE_REPEAT = "possible_repeat"
+
+
+def link_possible_repeat(complaint: Complaint, match: Match, now: datetime) -> None:
+    """A middle-band repeat match: the new case opens as usual, linked to the likely case for an
+    agent to merge with one call (``POST /v1/complaints/{id}/merge``) rather than guessed."""
+    complaint.possible_repeat_of = match.complaint_id
+    if POSSIBLE_REPEAT not in complaint.tags:
+        complaint.tags.append(POSSIBLE_REPEAT)
+    complaint.history.append(HistoryEvent(at=now, actor="worker", action="possible_repeat", detail={
+        "of": match.complaint_id, "reason": match.reason, "score": f"{match.score:.3f}", **match.detail}))
+
+
 def opened_by(message: InboundMessage) -> str:
     """The customer, or the agent who recorded the complaint for them."""
     return message.recorded_by or "customer"
@@ -89,11 +112,12 @@ class Opened:
 
 
 async def open_complaint(store: ComplaintStore, complaint: Complaint, message: InboundMessage, *,
-                         categorised_by: str, decided: Decision, worker_id: str, now: datetime,
+                         categorised: dict[str, str], decided: Decision, worker_id: str, now: datetime,
                          listeners: bool) -> Opened | None:
     """Commit a drafted complaint with its acknowledgement (in the outbox: if this process dies
     before sending it, housekeeping does), timers, fingerprint and jobs. ``None``: the message
-    was taken into a case already (a re-run)."""
+    was taken into a case already (a re-run). ``categorised``: the ``categorised`` event's detail
+    (category, confidence, runner-up, by what: ``model:<version>``...)."""
     placeholder = complaint.case_number
     decision = decided.as_route()
     timers: dict[str, int] = {}
@@ -101,14 +125,17 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
         timers.update(timer_members(complaint.id, deadline))
     complaint.history.append(
         HistoryEvent(at=now, actor="worker", action="categorised",
-                     detail={"category": complaint.category, "formal": str(complaint.formal_complaint).lower(),
-                             "by": categorised_by})
+                     detail={**categorised, "category": complaint.category,
+                             "formal": str(complaint.formal_complaint).lower()})
     )
     complaint.history.append(
         HistoryEvent(at=now, actor="worker", action="routed", public=True,
                      detail={"skill": decision.skill, "priority": str(complaint.priority),
                              "rule": decision.rule, "version": decision.version, "worker": worker_id})
     )
+    if decision.rule == TRIAGE:  # the categoriser was unsure: both suggestions for the agent
+        complaint.history.append(HistoryEvent(at=now, actor="worker", action="triaged", detail={
+            k: v for k, v in categorised.items() if k in ("category", "confidence", "runner_up", "runner_up_confidence", "by")}))
     ack: Reply | None = None
     if message.suppress_acknowledgement:
         complaint.history.append(HistoryEvent(at=now, actor="worker", action="acknowledgement_suppressed",
@@ -137,4 +164,5 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
     return Opened(complaint, ack)
 
 
-__all__ = ["CASE_NUMBER_PLACEHOLDER", "Opened", "draft_complaint", "incident_job", "open_complaint", "opened_by"]
+__all__ = ["CASE_NUMBER_PLACEHOLDER", "POSSIBLE_REPEAT", "Opened", "categorised_as", "draft_complaint", "incident_job",
+           "link_possible_repeat", "open_complaint", "opened_by"]

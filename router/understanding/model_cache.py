@@ -20,6 +20,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("router.understanding.registry")
 
+#: The default models already loaded in this process, by (models directory, version): a process
+#: that starts several workers (tests, a benchmark) loads each once. A model is read-only.
+_LOADED: dict[tuple[str, str], "CategoryModel"] = {}
+
+
+def load_current_shared(models_dir: Path) -> "CategoryModel":
+    """``artefacts.load_current``, once per process for the same directory and version."""
+    version = artefacts.current_version(models_dir)
+    key = (str(models_dir.resolve()), version or "")
+    model = _LOADED.get(key) if version is not None else None
+    if model is None:
+        model = artefacts.load_current(models_dir)
+        _LOADED[(str(models_dir.resolve()), model.version)] = model
+    return model
+
 
 class ModelCache:
     """The current model for a worker: ``await cache.get()``. Redis's current version is re-checked
@@ -76,11 +91,11 @@ class ModelCache:
                             type(exc).__name__, self.version or "the default")
                 if self.model is not None:
                     return
-        self.model = await asyncio.to_thread(artefacts.load_current, self.registry.models_dir)
+        self.model = await asyncio.to_thread(load_current_shared, self.registry.models_dir)
         self.named = None if named is None or self._failed else named
         if named is None:
             self._failed = None
             log.info("categoriser: no version promoted; the default %s in use", self.model.version)
 
 
-__all__ = ["ModelCache"]
+__all__ = ["ModelCache", "load_current_shared"]

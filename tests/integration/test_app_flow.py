@@ -173,7 +173,7 @@ async def test_attachment_is_evidence_served_to_allowed_readers(client, drain):
 async def test_agent_records_a_complaint_on_the_phone(client, drain):
     r = await client.post("/v1/complaints", headers=ALICE, json={
         "channel": "phone", "contact": {"kind": "phone", "value": "+8613800138000"},
-        "text": "客户投诉：提现手续费太高，要求减免", "language": "zh"})
+        "text": "我要投诉：提现手续费太高，要求减免", "language": "zh"})
     assert r.status_code == 202, r.text
     await drain()
     items = (await client.get("/v1/complaints", params={"channel": "phone"}, headers=SUPERVISOR)).json()["items"]

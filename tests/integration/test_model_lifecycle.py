@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
@@ -259,7 +260,9 @@ async def test_http_and_cli(client, drain, settings, redis, prefix: str, baselin
 
     data, _, base_version = baseline
     models_dir = _models(baseline, settings.var_dir / "models")
-    for name, value in make_env(redis_url, prefix, settings.var_dir).items():
+    # this desk's models directory holds the small baseline (the worker keeps the session's shared one)
+    settings = msgspec.structs.replace(settings, models_dir=models_dir)
+    for name, value in make_env(redis_url, prefix, settings.var_dir, GATEWAY_MODELS_DIR=str(models_dir)).items():
         monkeypatch.setenv(name, value)
     for n, text in enumerate(STARPASS[3:9]):
         r = await client.post("/v1/messages", json={"user_id": f"u{n}", "text": text}, headers=APP)

@@ -62,7 +62,7 @@ async def run_until(worker, done) -> None:
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-        await worker.close()
+        await asyncio.gather(worker.close(), return_exceptions=True)  # jobs cut short by the disruption end as they may
 
 
 async def test_claims_lost_with_the_connection_do_not_use_up_the_workers_job_slots(settings, proxy, redis_url):

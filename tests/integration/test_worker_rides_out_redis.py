@@ -84,7 +84,7 @@ async def test_a_wake_up_blpop_ended_by_client_unblock_error_does_not_end_the_wo
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-        await worker.close()
+        await asyncio.gather(worker.close(), return_exceptions=True)  # jobs cut short by the disruption end as they may
         await admin.aclose()
 
 
@@ -146,7 +146,7 @@ async def test_the_worker_rides_out_its_redis_turning_replica_and_back(own_redis
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-        await worker.close()
+        await asyncio.gather(worker.close(), return_exceptions=True)  # jobs cut short by the disruption end as they may
         await admin.aclose()
         cleanup_prefix(url, settings.redis_prefix)
 

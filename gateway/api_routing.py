@@ -4,7 +4,6 @@ history, rollback, dry run) and agents' skills."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import replace
 from typing import Annotated, Any
 
 import msgspec
@@ -90,7 +89,7 @@ async def dry_run(store: ComplaintStore, candidate: RuleSet, *, limit: int, sinc
     by_rule: Counter[str] = Counter()
     for c in complaints:
         # the triage threshold replays too: the model's confidence as the case recorded it
-        decided = engine.decide(replace(facts_of_complaint(c, policy), confidence=c.category_confidence))
+        decided = engine.decide(facts_of_complaint(c, policy))
         by_rule[decided.rule] += 1
         source = c.skill or ""
         if decided.skill != source:

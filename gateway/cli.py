@@ -245,7 +245,7 @@ def _dry_run_text(report: dict) -> str:
 
 def _models_dir(args: argparse.Namespace) -> Path:
     chosen = getattr(args, "out", None) or getattr(args, "models", None)
-    return Path(chosen) if chosen else _settings_or_exit().var_dir / "models"
+    return Path(chosen) if chosen else _settings_or_exit().models_path
 
 
 def cmd_model(args: argparse.Namespace) -> int:

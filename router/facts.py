@@ -33,7 +33,8 @@ def facts_of_complaint(c: Complaint, policy: DeadlinePolicy) -> Facts:
     return Facts(category=c.category, formal=c.formal_complaint, channel=c.channel, language=c.language,
                  text=c.messages[0].text if c.messages else "", amount=_decimal(c.amount),
                  currency=c.amount.currency if c.amount else None, tier=c.customer_tier,
-                 repeat_count=c.repeat_count, in_business_hours=policy.in_business_hours(c.created_at))
+                 repeat_count=c.repeat_count, in_business_hours=policy.in_business_hours(c.created_at),
+                 confidence=c.category_confidence)
 
 
 __all__ = ["facts_of", "facts_of_complaint"]

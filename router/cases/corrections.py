@@ -5,7 +5,6 @@ the one it repeats (a "possible repeat" the worker linked but did not merge).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -84,7 +83,7 @@ def _reroute(store: ComplaintStore, c: Complaint, effects: TxEffects, engine: En
              now: datetime, actor: str) -> None:
     """Route the corrected case again: a waiting or held case leaves its queue (and its claim)
     for the queue the rules now give; an answered one only changes skill."""
-    decided = engine.decide(replace(facts_of_complaint(c, policy), confidence=c.category_confidence))
+    decided = engine.decide(facts_of_complaint(c, policy))
     old_skill = c.skill
     held = c.status == ComplaintStatus.in_progress
     c.skill = decided.skill

@@ -7,7 +7,6 @@ Each change also marks the message itself as taken into its case, in the same tr
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -92,7 +91,7 @@ def _reroute_on_repeat(store: ComplaintStore, complaint: Complaint, effects: TxE
     active rules now send it elsewhere (recorded with the rule and version that decided)."""
     if complaint.status not in (ComplaintStatus.accepted, ComplaintStatus.reopened) or not complaint.messages:
         return
-    decided = engine.decide(replace(facts_of_complaint(complaint, policy), confidence=complaint.category_confidence))
+    decided = engine.decide(facts_of_complaint(complaint, policy))
     if decided.skill == complaint.skill:
         return
     old_skill = complaint.skill

@@ -48,6 +48,14 @@ def prefix(redis_url: str) -> Iterator[str]:
     cleanup_prefix(redis_url, value)
 
 
+#: Worker processes that a test starts, kills and restarts many times to prove a process-level
+#: promise (failover, kills, timers, hot reload) categorise with the keyword rules: loading the
+#: learned model costs a worker ~3 s of CPU at start (bench/RESULTS.md), which those tests would pay
+#: at every restart. The model's own path through a real `python -m gateway worker` is covered by
+#: tests/integration/test_processes.py, and in-process by the categoriser's tests.
+RESTARTED_WORKER_ENV = {"GATEWAY_CATEGORISER": "keywords"}
+
+
 def make_env(redis_url: str, prefix: str, var_dir: Path, **extra: str) -> dict[str, str]:
     env = {
         "REDIS_URL": redis_url,

@@ -28,7 +28,7 @@ import pytest
 import redis
 
 from router.store import decode_complaint
-from tests.conftest import APP, ROOT
+from tests.conftest import APP, RESTARTED_WORKER_ENV, ROOT
 
 #: How long a failover, a restart or a resync may take before the test fails (they take a few
 #: seconds on an idle machine).
@@ -227,7 +227,7 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env={**env, **RESTARTED_WORKER_ENV}, cwd=ROOT,
                                      stdout=subprocess.DEVNULL, stderr=self.log)
 
     def __enter__(self) -> "WorkerProcess":

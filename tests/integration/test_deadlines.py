@@ -23,7 +23,7 @@ from msgspec.structs import replace
 from adapters.notify_webhook import NotifySettings, NotifyWebhook
 from router.context import context_of
 from router.worker import create_worker
-from tests.conftest import ALICE, APP, ROOT, SUPERVISOR, app_plugins, eventually, gateway_client, make_env
+from tests.conftest import ALICE, APP, RESTARTED_WORKER_ENV, ROOT, SUPERVISOR, app_plugins, eventually, gateway_client, make_env
 
 pytestmark = pytest.mark.integration
 
@@ -454,7 +454,7 @@ def test_a_timer_taken_by_a_worker_that_dies_comes_back_and_fires_once(redis_url
     def worker(**extra):
         logs.append(tmp_path / f"worker{len(logs)}.log")
         with logs[-1].open("wb") as log:
-            return subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env={**env, **extra}, cwd=ROOT,
+            return subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env={**env, **RESTARTED_WORKER_ENV, **extra}, cwd=ROOT,
                                     stdout=log, stderr=subprocess.STDOUT)
 
     def wait_for(check, what, timeout=60.0):

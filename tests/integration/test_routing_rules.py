@@ -8,11 +8,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import ALICE, APP, BOB, ROOT, SUPERVISOR, eventually, make_env
+from tests.conftest import ALICE, APP, BOB, RESTARTED_WORKER_ENV, ROOT, SUPERVISOR, eventually, make_env
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +143,7 @@ def test_hot_reload_reaches_two_worker_processes_within_a_second(redis_url, pref
     (tmp_path / "plugins.toml").write_text("[plugins.app]\nenabled = true\n")
     env = make_env(redis_url, prefix, tmp_path, GATEWAY_PLUGINS=str(tmp_path / "plugins.toml"))
     r = redis_sync.Redis.from_url(redis_url)
-    workers = [subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
+    workers = [subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env={**env, **RESTARTED_WORKER_ENV}, cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
 
     async def scenario():

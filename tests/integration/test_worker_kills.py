@@ -15,7 +15,7 @@ import pytest
 import redis as redis_sync
 
 from router.store import decode_complaint
-from tests.conftest import APP, ROOT, make_env
+from tests.conftest import APP, RESTARTED_WORKER_ENV, ROOT, make_env
 
 pytestmark = pytest.mark.integration
 MESSAGES = 400
@@ -28,7 +28,7 @@ def test_killed_workers_lose_nothing_and_repeat_nothing(redis_url, prefix, tmp_p
     r = redis_sync.Redis.from_url(redis_url)
 
     def worker():
-        return subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
+        return subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env={**env, **RESTARTED_WORKER_ENV}, cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def send_all():

@@ -69,8 +69,11 @@ def test_no_server_errors_for_generated_requests(api_schema, served):
         operations += 1
         headers = APP if operation.path == "/v1/messages" else SUPERVISOR if operation.path.startswith("/v1") else None
 
+        # training a candidate model costs seconds of CPU per call, whatever the body: a few suffice
+        examples = 3 if (operation.method.upper(), operation.path) == ("POST", "/v1/model/versions") else 12
+
         @given(case=operation.as_strategy())
-        @hsettings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @hsettings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def run(case):
             response = case.call(headers=headers)
             calls[0] += 1

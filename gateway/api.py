@@ -277,8 +277,7 @@ class ComplaintsController(Controller):
                                                      reason=incoming.reason, actor=principal.actor, engine=engine,
                                                      policy=policy, key=key[:64] if key else None)
         except CorrectionError as exc:
-            field = "reason" if "reason" in str(exc) else "category"
-            raise ProblemError(422, "invalid_correction", str(exc), field=field) from None
+            raise ProblemError(422, "invalid_correction", str(exc), field=exc.field) from None
         return complaint_json(complaint)
 
     @post(paths.COMPLAINT_MERGE, operation_id="mergeComplaint", status_code=200, opt={"roles": STAFF},

@@ -85,7 +85,12 @@ _decoder = msgspec.json.Decoder(Correction)
 
 
 class CorrectionError(ValueError):
-    """A correction that cannot be recorded (unknown category, no change, no reason)."""
+    """A correction that cannot be recorded (unknown category, no change, no reason); ``field`` names
+    the request field at fault."""
+
+    def __init__(self, message: str, field: str = "category") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def customer_key(customer_id: str, complaint_id: str) -> str:
@@ -124,7 +129,7 @@ async def record_correction(redis: Any, prefix: "Keys | str", *, complaint_id: s
         raise CorrectionError(f"the complaint is already {to_category}")
     reason = reason.strip()
     if not reason:
-        raise CorrectionError("a correction needs a reason")
+        raise CorrectionError("a correction needs a reason", field="reason")
     if key is None:
         key = hashlib.sha256(f"{from_category}>{to_category}>{reason}".encode("utf-8")).hexdigest()[:16]
     keys = ModelKeys(prefix)

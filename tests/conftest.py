@@ -3,6 +3,8 @@ the gateway app on real HTTP plumbing, and a worker run in burst mode."""
 
 from __future__ import annotations
 
+import json
+
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
@@ -150,3 +152,18 @@ async def eventually(check: Any, timeout: float = 10.0, every: float = 0.05) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {getattr(check, '__name__', check)}")
         await asyncio.sleep(every)
+
+
+def corpus_subset(path: Path, per_category: int) -> Path:
+    """A small labelled file cut from our corpus (data/corpus): the first ``per_category`` records
+    of each category, for tests that train a model quickly."""
+    from router.understanding import corpus
+
+    taken: dict[str, int] = {}
+    lines = []
+    for record in corpus.load_records(corpus.data_files()):
+        if taken.get(record["category"], 0) < per_category:
+            taken[record["category"]] = taken.get(record["category"], 0) + 1
+            lines.append(json.dumps(record, ensure_ascii=False))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -11,7 +11,6 @@ trains, on a 140-message cut of the corpus in a models directory of its own."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +18,9 @@ import pytest
 from gateway.settings import load_settings
 from normalizer.schema import Classification
 from plugins.hookspecs import hookimpl
-from router.understanding import artefacts, corpus
+from router.understanding import artefacts
 from router.understanding.model_cache import load_current_shared
-from tests.conftest import ALICE, APP, BOB, SUPERVISOR, TEST_MODELS_DIR, app_plugins, make_env
+from tests.conftest import ALICE, APP, BOB, SUPERVISOR, TEST_MODELS_DIR, app_plugins, corpus_subset, make_env
 
 pytestmark = pytest.mark.integration
 
@@ -226,15 +225,6 @@ async def test_a_possible_repeat_is_linked_then_merged_with_one_call(client, dra
 # -- the lifecycle through the mounted API -------------------------------------------------------
 
 
-def _subset(path: Path, per_category: int = 20) -> Path:
-    taken: dict[str, int] = {}
-    lines = []
-    for record in corpus.load_records(corpus.data_files()):
-        if taken.get(record["category"], 0) < per_category:
-            taken[record["category"]] = taken.get(record["category"], 0) + 1
-            lines.append(json.dumps(record, ensure_ascii=False))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 STARPASS = [
@@ -255,7 +245,7 @@ async def test_correct_retrain_dry_run_promote_rollback_through_the_app(redis_ur
     from gateway.app import create_app
     from router.worker import create_worker
 
-    data = _subset(tmp_path / "train_small.jsonl")
+    data = corpus_subset(tmp_path / "train_small.jsonl", per_category=20)
     models = tmp_path / "models"
     base = artefacts.train(str(data), models)  # this desk's default: a small model
     settings = load_settings(make_env(redis_url, prefix, tmp_path / "var", GATEWAY_MODELS_DIR=str(models)))

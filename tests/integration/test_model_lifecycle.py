@@ -31,7 +31,7 @@ from router.understanding.registry import (
     NothingToRollBack,
     Recent,
 )
-from tests.conftest import ALICE, APP, SUPERVISOR, eventually, make_env
+from tests.conftest import ALICE, APP, SUPERVISOR, corpus_subset, eventually, make_env
 
 pytestmark = pytest.mark.integration
 
@@ -55,22 +55,13 @@ STARPASS = [
 ]
 
 
-def _subset(path: Path, per_category: int = 20) -> Path:
-    taken: dict[str, int] = {}
-    lines = []
-    for record in corpus.load_records(corpus.data_files()):
-        if taken.get(record["category"], 0) < per_category:
-            taken[record["category"]] = taken.get(record["category"], 0) + 1
-            lines.append(json.dumps(record, ensure_ascii=False))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     """``(the training file, a models directory holding the trained default, its version)``."""
     root = tmp_path_factory.mktemp("model")
-    data = _subset(root / "train_small.jsonl")
+    data = corpus_subset(root / "train_small.jsonl", per_category=20)
     model = artefacts.train(str(data), root / "models")
     return data, root / "models", model.version
 

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.cli import main as cli_main
 from router.understanding import artefacts, corpus
+from tests.conftest import corpus_subset
 from router.understanding.evaluate import evaluate_records, pairwise_scores
 from router.understanding.model import CATEGORIES, DEFAULT_PARAMS
 from router.understanding.textprep import prepare
@@ -22,16 +23,6 @@ from router.understanding.textprep import prepare
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _subset(path: Path, per_category: int = 25) -> Path:
-    """A small labelled file cut from our corpus: the first ``per_category`` of each category."""
-    taken: dict[str, int] = {}
-    lines = []
-    for record in corpus.load_records(corpus.data_files()):
-        if taken.get(record["category"], 0) < per_category:
-            taken[record["category"]] = taken.get(record["category"], 0) + 1
-            lines.append(json.dumps(record, ensure_ascii=False))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +52,7 @@ def test_load_current_without_an_artefact_trains_the_default(default_model) -> N
 
 
 def test_a_current_that_names_a_missing_version_trains_again(tmp_path: Path) -> None:
-    data = _subset(tmp_path / "train_small.jsonl", per_category=8)
+    data = corpus_subset(tmp_path / "train_small.jsonl", per_category=8)
     trained = artefacts.train(str(data), tmp_path / "models")
     (tmp_path / "models" / artefacts.CURRENT_FILE).write_text("0000000000000000\n")
     with pytest.raises(artefacts.ModelError):
@@ -70,7 +61,7 @@ def test_a_current_that_names_a_missing_version_trains_again(tmp_path: Path) -> 
 
 
 def test_training_is_deterministic_and_the_version_names_data_and_parameters(tmp_path: Path) -> None:
-    data = _subset(tmp_path / "train_small.jsonl", per_category=12)
+    data = corpus_subset(tmp_path / "train_small.jsonl", per_category=12)
     first = artefacts.train(str(data), tmp_path / "a")
     second = artefacts.train(str(data), tmp_path / "b")
     assert first.version == second.version
@@ -88,11 +79,11 @@ def test_training_is_deterministic_and_the_version_names_data_and_parameters(tmp
 
 def test_a_few_messages_per_category_still_train(tmp_path: Path) -> None:
     """Fewer messages in a category than calibration folds: fewer folds, not a failure."""
-    data = _subset(tmp_path / "train_tiny.jsonl", per_category=3)
+    data = corpus_subset(tmp_path / "train_tiny.jsonl", per_category=3)
     model = artefacts.train(str(data), tmp_path / "models")
     assert model.predict("余额还有多少").category in CATEGORIES
     with pytest.raises(ValueError, match="at least 3 categories"):
-        artefacts.train(str(_subset(tmp_path / "train_one.jsonl", per_category=1)), tmp_path / "models")
+        artefacts.train(str(corpus_subset(tmp_path / "train_one.jsonl", per_category=1)), tmp_path / "models")
 
 
 def test_prediction_gives_category_confidence_and_runner_up(default_model) -> None:
@@ -161,7 +152,7 @@ def test_pairwise_scores_count_pairs() -> None:
 
 
 def test_cli_train_and_list(tmp_path: Path) -> None:
-    data = _subset(tmp_path / "train_small.jsonl", per_category=10)
+    data = corpus_subset(tmp_path / "train_small.jsonl", per_category=10)
     out = io.StringIO()
     with redirect_stdout(out):
         assert cli_main(["model", "train", "--data", str(data), "--out", str(tmp_path / "m")]) == 0

@@ -167,3 +167,19 @@ def corpus_subset(path: Path, per_category: int) -> Path:
             lines.append(json.dumps(record, ensure_ascii=False))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def redis_fault_proxy(redis_url: str) -> Iterator[Any]:
+    """A fault-injecting TCP proxy (tests/faultproxy.py) in front of the test's Redis: connect
+    through it to cut, stall or refuse Redis's answers."""
+    from urllib.parse import urlparse
+
+    from tests.faultproxy import FaultProxy
+
+    where = urlparse(redis_url)
+    if where.scheme != "redis":
+        pytest.skip("the fault proxy stands in front of a TCP Redis")
+    started = FaultProxy(where.port or 6379, upstream_host=where.hostname or "127.0.0.1").start()
+    yield started
+    started.stop()

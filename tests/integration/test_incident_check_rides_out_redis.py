@@ -9,14 +9,12 @@ reports' fault tokens). The check is retried and the incident forms with all fiv
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlparse
 
 import pytest
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 
 from tests.conftest import APP, SUPERVISOR, app_plugins, eventually, gateway_client, run_worker
-from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +23,8 @@ CRASH_REPORTS = ["app crashes when I pay", "付款时app闪退", "The app crashe
 
 
 @pytest.fixture
-def proxy(redis_url):
-    where = urlparse(redis_url)
-    if where.scheme != "redis":
-        pytest.skip("the fault proxy stands in front of a TCP Redis")
-    started = FaultProxy(where.port or 6379, upstream_host=where.hostname or "127.0.0.1").start()
-    yield started
-    started.stop()
+def proxy(redis_fault_proxy):
+    return redis_fault_proxy
 
 
 async def send(client, user, text):

@@ -9,7 +9,6 @@ the worker's view of it breaks, as in a failover or a restart.
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlparse
 
 import pytest
 import redis.asyncio as aioredis
@@ -18,19 +17,13 @@ from msgspec.structs import replace
 from router.store import ComplaintStore, PlannedJob
 from router.worker import create_worker
 from tests.conftest import app_plugins, eventually
-from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def proxy(redis_url):
-    where = urlparse(redis_url)
-    if where.scheme != "redis":
-        pytest.skip("the fault proxy stands in front of a TCP Redis")
-    started = FaultProxy(where.port or 6379, upstream_host=where.hostname or "127.0.0.1").start()
-    yield started
-    started.stop()
+def proxy(redis_fault_proxy):
+    return redis_fault_proxy
 
 
 async def queue_one_job(settings, redis_url) -> tuple[aioredis.Redis, ComplaintStore, bytes]:

@@ -16,7 +16,7 @@ CHANNEL_APP = "app"
 CHANNEL_COUNTER = "counter"
 CHANNEL_PHONE = "phone"
 #: Replies nobody wrote by hand (RFC 3834 ``Auto-Submitted`` on e-mail, rate-limited).
-AUTOMATIC_REPLY_KINDS = frozenset({"ack", "repeat_ack", "status", "survey", "notice"})
+AUTOMATIC_REPLY_KINDS = frozenset({"ack", "repeat_ack", "status", "survey", "notice", "progress"})
 
 
 def utcnow() -> datetime:
@@ -205,6 +205,76 @@ class Deadline(msgspec.Struct, kw_only=True):
     remaining_ms: int | None = None  # while paused
 
 
+
+# -- the appeal process (shared/domain.md: materials, payment records, refunds, causes) ------------
+
+#: What an agent may ask the customer for (router/cases/materials.py words them in zh / en).
+MATERIAL_KINDS = ("transaction_record", "charge_screenshot", "bank_statement", "id_proof",
+                  "communication_records", "other")
+#: How a refund or compensation reaches the customer.
+REFUND_METHODS = ("original_route", "wallet_balance")
+#: Why it happened, recorded at resolution (系统错误、操作失误、欺诈行为、网络问题 and the rest).
+ROOT_CAUSES = ("system_error", "operator_error", "fraud", "network", "merchant", "customer_error", "other")
+
+
+class MaterialRequest(msgspec.Struct, kw_only=True):
+    """One item of appeal materials an agent asked the customer for, and whether it arrived."""
+
+    id: str
+    kind: str  # one of MATERIAL_KINDS
+    note: str | None = None  # free text (what "other" means; a hint for the others)
+    requested_at: datetime
+    requested_by: str
+    state: str = "awaited"  # awaited, received, waived
+    received_at: datetime | None = None
+    #: The evidence and the message that brought it (any channel).
+    evidence_ids: list[str] = []
+    message_id: str | None = None
+    channel: str | None = None
+
+
+class PaymentCharge(msgspec.Struct, frozen=True, kw_only=True):
+    """One charge as the payment system records it."""
+
+    transaction_id: str
+    amount: Amount
+    status: str  # succeeded, refunded, failed, pending, ... as the payment system says
+    merchant: str | None = None
+    charged_at: datetime | None = None
+
+
+class PaymentCheck(msgspec.Struct, kw_only=True):
+    """What a payment-records lookup found for the case (核实支付记录)."""
+
+    source: str  # the plugin that looked
+    checked_at: datetime
+    found: bool = False
+    charge: PaymentCharge | None = None
+    #: Other charges that look like the same payment taken again.
+    duplicates: list[PaymentCharge] = []
+    duplicate_confirmed: bool = False
+    #: The amount the customer states differs from what was charged.
+    amount_mismatch: bool = False
+    claimed_amount: Amount | None = None
+    error: str | None = None
+
+
+class Refund(msgspec.Struct, kw_only=True):
+    """A refund or compensation as the outcome of a case, and its approval."""
+
+    amount: Amount
+    method: str  # one of REFUND_METHODS
+    kind: str = "refund"  # refund or compensation
+    state: str = "proposed"  # awaiting_approval, approved, rejected
+    proposed_by: str
+    proposed_at: datetime
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    decision_reason: str | None = None
+    #: When the customer can expect the money (free text or a date, as the desk words it).
+    expected: str | None = None
+
+
 class Complaint(msgspec.Struct, kw_only=True):
     """A case: one customer, one problem, from intake to resolution."""
 
@@ -254,6 +324,18 @@ class Complaint(msgspec.Struct, kw_only=True):
     category_runner_up_confidence: float | None = None
     #: A case this one may repeat (a middle-band match): linked for an agent to merge, not merged.
     possible_repeat_of: str | None = None
+    #: Appeal materials asked for, each ticked off when it arrives (router/cases/materials.py).
+    materials: list[MaterialRequest] = []
+    #: What the payment-records lookup found (an enricher plugin).
+    payment_check: PaymentCheck | None = None
+    #: A refund or compensation proposed as the outcome, and its approval.
+    refund: Refund | None = None
+    #: Why it happened (one of ROOT_CAUSES), recorded at resolution.
+    root_cause: str | None = None
+    #: Where the appeal waits, beyond ``status``: awaiting_materials, awaiting_approval (or None).
+    stage: str | None = None
+    #: When the customer last heard from us (any customer-visible reply): progress updates count from it.
+    last_update_at: datetime | None = None
 
 
 class ComplaintEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -69,6 +69,52 @@ class BusinessHours(msgspec.Struct, forbid_unknown_fields=True):
         raise ValueError("business hours leave no working time")
 
 
+_HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+
+class QuietHours(msgspec.Struct, forbid_unknown_fields=True):
+    """Night hours in the desk's time zone when nothing the desk sends by itself goes out (an
+    agent's own answer still does); what falls due in them waits until they end."""
+
+    timezone: str = "Asia/Shanghai"
+    start: Annotated[str, msgspec.Meta(pattern=_HHMM)] = "22:00"
+    end: Annotated[str, msgspec.Meta(pattern=_HHMM)] = "08:00"
+
+
+class ProgressPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Progress updates without asking (处理过程中，定期向申诉人反馈进度): sent on the customer's own
+    channel when the case changes state, and when nothing customer-visible was sent for a while."""
+
+    enabled: bool = True
+    #: Silence allowed while a case is open before an update goes out (seconds); per category
+    #: (``"payment_amount"``), per formal flag (``"formal"``), else ``"default"``. 0 = no periodic update.
+    interval_seconds: dict[str, Annotated[int, msgspec.Meta(ge=0)]] = msgspec.field(
+        default_factory=lambda: {"default": 24 * 3600, "formal": 12 * 3600})
+    #: The state changes that tell the customer (taken, awaiting_materials, awaiting_approval, decided).
+    on_changes: list[str] = msgspec.field(
+        default_factory=lambda: ["taken", "awaiting_materials", "awaiting_approval", "decided"])
+    quiet_hours: QuietHours | None = msgspec.field(default_factory=QuietHours)
+
+
+class MaterialsPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: A reminder when requested materials have not all arrived after this long (0 = none).
+    reminder_seconds: Annotated[int, msgspec.Meta(ge=0)] = 48 * 3600
+    #: Reminders at most (each after ``reminder_seconds`` more).
+    max_reminders: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+
+
+class RefundPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    #: A refund or compensation above this amount (a decimal string per currency) needs a
+    #: supervisor's approval before it is carried out; a currency not named always needs it.
+    approval_threshold: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"CNY": "500.00", "USD": "70.00", "HKD": "550.00"})
+    #: What the customer is told about when to expect the money, per method and language.
+    expected: dict[str, dict[str, str]] = msgspec.field(default_factory=lambda: {
+        "original_route": {"zh": "1–7 个工作日内原路退回", "en": "within 1–7 working days, to the account you paid from"},
+        "wallet_balance": {"zh": "24 小时内退至钱包余额", "en": "within 24 hours, to your wallet balance"},
+    })
+
+
 class DeadlinePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     #: First response allowance per channel; "default" for channels not named (online channels).
     first_response_seconds: dict[str, Annotated[int, msgspec.Meta(ge=1)]] = msgspec.field(
@@ -92,6 +138,10 @@ class DeadlinePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     escalation_queue: str = DEFAULT_ESCALATION_QUEUE
     #: None = 7 × 24.
     business_hours: BusinessHours | None = None
+    #: The appeal process: progress updates, materials reminders, refund approval.
+    progress: ProgressPolicy = msgspec.field(default_factory=ProgressPolicy)
+    materials: MaterialsPolicy = msgspec.field(default_factory=MaterialsPolicy)
+    refunds: RefundPolicy = msgspec.field(default_factory=RefundPolicy)
 
     def validate(self) -> list[str]:
         problems = []

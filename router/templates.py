@@ -3,7 +3,9 @@
 Supervisors may replace any template (``GET, PUT /v1/templates``); the replacements live in
 Redis (``Keys.templates``: ``<prefix>templates``, field ``<name>.<lang>``) and every process reads them within a
 second. A template keeps its placeholders: ``{case}`` everywhere it appears in the default,
-``{reason}`` in the rejection.
+``{reason}`` in the rejection, and the named fields of the appeal templates (``PLACEHOLDERS``:
+``{state}`` and ``{next}`` in a progress update, ``{items}`` in a materials request, ``{amount}``,
+``{method}`` and ``{expected}`` in a refund notice).
 """
 
 from __future__ import annotations
@@ -59,9 +61,44 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "zh": "您的案件 {case} 已重新打开，我们会尽快跟进。",
         "en": "Your case {case} has been reopened; we will follow up as soon as possible.",
     },
+    "progress_update": {
+        "zh": "案件 {case} 进展：{state}。下一步：{next}如需查询进度，请随时发送“进度 {case}”。",
+        "en": "Update on case {case}: {state}. Next: {next} Send \"status {case}\" at any time to see where it stands.",
+    },
+    "materials_request": {
+        "zh": "为处理您的案件 {case}，请提供以下材料：{items}。可直接在此回复发送图片或文件，"
+              "也可通过其他渠道发送并注明案件编号 {case}。收到前处理时限暂停计算。",
+        "en": "To handle your case {case}, please send us: {items}. You can reply here with pictures or files, "
+              "or send them on any other channel quoting case {case}. The case waits for them.",
+    },
+    "materials_reminder": {
+        "zh": "提醒：您的案件 {case} 仍在等待以下材料：{items}。收到后我们会立即继续处理。",
+        "en": "A reminder: your case {case} is still waiting for: {items}. We will carry on as soon as they arrive.",
+    },
+    "materials_received": {
+        "zh": "已收到您为案件 {case} 提供的材料：{items}。{next}",
+        "en": "We have received the materials for case {case}: {items}. {next}",
+    },
+    "outcome_refund": {
+        "zh": "您的案件 {case} 已处理完毕：我们将向您退款 {amount}，方式：{method}，预计{expected}到账。{reason}",
+        "en": "Your case {case} is resolved: we are refunding {amount} {method}; expect it {expected}. {reason}",
+    },
+    "outcome_compensation": {
+        "zh": "您的案件 {case} 已处理完毕：我们将向您补偿 {amount}，方式：{method}，预计{expected}到账。{reason}",
+        "en": "Your case {case} is resolved: we are compensating you {amount} {method}; expect it {expected}. {reason}",
+    },
 }
 REQUIRED = {name: {"{case}"} for name, texts in DEFAULTS.items() if "{case}" in texts["en"]}
 REQUIRED["outcome_rejected"] = {"{case}", "{reason}"}
+#: The named fields each template may use beyond ``{case}`` and ``{reason}``.
+PLACEHOLDERS: dict[str, set[str]] = {
+    "progress_update": {"state", "next"},
+    "materials_request": {"items"},
+    "materials_reminder": {"items"},
+    "materials_received": {"items", "next"},
+    "outcome_refund": {"amount", "method", "expected"},
+    "outcome_compensation": {"amount", "method", "expected"},
+}
 LANGS = ("zh", "en")
 
 
@@ -79,10 +116,12 @@ def validate(name: str, lang: str, text: str) -> None:
     missing = [p for p in REQUIRED.get(name, ()) if p not in text]
     if missing:
         raise TemplateError(f"{name}.{lang}: must keep {', '.join(missing)}")
+    allowed = ["case", "reason", *sorted(PLACEHOLDERS.get(name, ()))]
     try:
-        text.format(case="C-20260101-000001", reason="x")
+        text.format(**{field: "x" for field in allowed})
     except (KeyError, IndexError, ValueError) as exc:
-        raise TemplateError(f"{name}.{lang}: only {{case}} and {{reason}} may be used ({exc})") from None
+        names = ", ".join("{" + field + "}" for field in allowed)
+        raise TemplateError(f"{name}.{lang}: only {names} may be used ({exc})") from None
 
 
 _overrides: dict[str, str] = {}
@@ -105,8 +144,11 @@ def text_of(name: str, language: str) -> str:
     return _overrides.get(f"{name}.{lang}") or DEFAULTS[name][lang]
 
 
-def render(name: str, language: str, case: str, reason: str = "") -> str:
-    return text_of(name, language).format(case=case, reason=reason).strip()
+def render(name: str, language: str, case: str, reason: str = "", **fields: str) -> str:
+    """``name`` in ``language`` with its placeholders filled (a field not given is left empty)."""
+    values = {field: "" for field in PLACEHOLDERS.get(name, ())}
+    values.update(fields)
+    return text_of(name, language).format(case=case, reason=reason, **values).strip()
 
 
 def acknowledgement(case_number: str, language: str) -> str:

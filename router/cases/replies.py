@@ -31,20 +31,26 @@ def queue_reply(store: ComplaintStore, complaint: Complaint, effects: TxEffects,
     """Put a reply on the case and in the outbox, with its send job, in the change's transaction
     (if this process dies before sending, housekeeping's outbox pass sends it)."""
     complaint.replies.append(reply)
+    complaint.last_update_at = reply.created_at  # progress updates count the silence from here
     effects.ops.append(lambda pipe: store.add_to_outbox(pipe, complaint.id, reply.id))
     effects.jobs.append(send_job(complaint.id, reply.id))
     return reply
 
 
 def notice(store: ComplaintStore, complaint: Complaint, effects: TxEffects, name: str,
-           message: InboundMessage | None = None, reason: str = "") -> Reply:
-    """A templated notice (``router.templates``: an outcome, the survey, survey thanks, reopened):
-    in the language and on the channel of the message it answers, else the case's."""
+           message: InboundMessage | None = None, reason: str = "", *, kind: str | None = None,
+           reply_id: str | None = None, **fields: str) -> Reply:
+    """A templated notice (``router.templates``: an outcome, the survey, survey thanks, reopened,
+    a progress update, a materials request): in the language and on the channel of the message
+    it answers, else the case's. ``kind``: the reply's kind (``notice``; ``survey`` for the
+    survey); ``reply_id``: a fixed id, so a step that runs twice finds it; ``fields``: the
+    template's named placeholders."""
     language = message.language if message is not None else complaint.language
     to = message.sender if message is not None and message.sender != complaint.contact else None
     return queue_reply(store, complaint, effects, Reply(
-        id=reply_id_for(new_id("r"), name), kind="survey" if name == "survey" else "notice",
-        text=templates.render(name, language, complaint.case_number, reason), author="system",
+        id=reply_id or reply_id_for(new_id("r"), name),
+        kind=kind or ("survey" if name == "survey" else "notice"),
+        text=templates.render(name, language, complaint.case_number, reason, **fields), author="system",
         channel=message.channel if message is not None else complaint.channel,
         created_at=datetime.now(timezone.utc), to=to, language=language))
 

@@ -223,13 +223,15 @@ class GatewayPlugins:
         return bool(getattr(plugin, "needs_personal_data", False))
 
     async def _call_each_private(self, hook_name: str, full: dict[str, Any], masked: dict[str, Any], *,
-                                 first: bool = False) -> list[tuple[str, Any]]:
+                                 first: bool = False, only: str | None = None) -> list[tuple[str, Any]]:
         """Call every implementation on its own (awaiting async ones); a raising plugin is counted
         and skipped. A plugin sees personal data (card, ID and phone numbers, e-mail addresses)
         only if it declares ``needs_personal_data = True``; the others get the ``masked`` copies.
-        ``first``: stop at the first answer (firstresult hooks)."""
+        ``first``: stop at the first answer (firstresult hooks); ``only``: call that plugin alone."""
         results = []
         for plugin_name, fn in self._impls(hook_name):
+            if only is not None and plugin_name != only:
+                continue
             try:
                 value = fn(**(full if self._needs_personal_data(plugin_name) else masked))
                 if inspect.isawaitable(value):
@@ -304,10 +306,13 @@ class GatewayPlugins:
                 return value
         return None
 
-    async def enrich(self, complaint: Complaint, message: InboundMessage) -> list[tuple[str, dict[str, Any]]]:
+    async def enrich(self, complaint: Complaint, message: InboundMessage, *,
+                     only: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Every enricher's answer; ``only``: that plugin's alone (a lookup it asked to be tried
+        again later, without asking the others a second time)."""
         return await self._call_each_private(
             "enrich_complaint", {"complaint": complaint, "message": message},
-            {"complaint": masked_complaint(complaint), "message": masked_message(message)})
+            {"complaint": masked_complaint(complaint), "message": masked_message(message)}, only=only)
 
     async def emit(self, event: ComplaintEvent, complaint: Complaint) -> None:
         await self._call_each_private("complaint_event", {"event": event, "complaint": complaint},

@@ -243,12 +243,21 @@ class PaymentCharge(msgspec.Struct, frozen=True, kw_only=True):
     charged_at: datetime | None = None
 
 
+#: Where a payment-records lookup stands: the charge found, none found, the records system did not
+#: answer and the lookup is tried again later, or it was given up on (``error`` says why).
+PAYMENT_CHECK_STATES = ("found", "not_found", "retrying", "failed")
+
+
 class PaymentCheck(msgspec.Struct, kw_only=True):
     """What a payment-records lookup found for the case (核实支付记录)."""
 
     source: str  # the plugin that looked
     checked_at: datetime
+    state: str = "not_found"  # one of PAYMENT_CHECK_STATES
     found: bool = False
+    #: Lookups made so far (a records system that was away is asked again, a bounded number of times).
+    tries: int = 1
+    next_try_at: datetime | None = None
     charge: PaymentCharge | None = None
     #: Other charges that look like the same payment taken again.
     duplicates: list[PaymentCharge] = []

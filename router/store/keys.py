@@ -68,6 +68,10 @@ class Keys:
         self.metrics = prefix + "metrics"
         self.templates = prefix + "templates"
         self.incidents = prefix + "incidents"
+        # refunds and compensations (router/cases/outcomes.py): awaiting a supervisor's approval, and
+        # rejected back to the agent who proposed them, each by when it got there (ms)
+        self.refunds_awaiting = prefix + "refunds:awaiting"
+        self.refunds_returned = prefix + "refunds:returned"
         # the categoriser's versions and the desk's corrections (router/understanding)
         self.model_current = prefix + "model:current"  # the promoted version (absent: the default)
         self.model_versions = prefix + "model:versions"  # version -> JSON (manifest figures, evaluation)

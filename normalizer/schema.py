@@ -269,7 +269,7 @@ class PaymentCheck(msgspec.Struct, kw_only=True):
 
 
 class Refund(msgspec.Struct, kw_only=True):
-    """A refund or compensation as the outcome of a case, and its approval."""
+    """A refund or compensation as the outcome of a case, and its approval (router/cases/outcomes.py)."""
 
     amount: Amount
     method: str  # one of REFUND_METHODS
@@ -277,11 +277,19 @@ class Refund(msgspec.Struct, kw_only=True):
     state: str = "proposed"  # awaiting_approval, approved, rejected
     proposed_by: str
     proposed_at: datetime
-    decided_by: str | None = None
+    decided_by: str | None = None  # "policy" (at or below the threshold) or the supervisor
     decided_at: datetime | None = None
     decision_reason: str | None = None
     #: When the customer can expect the money (free text or a date, as the desk words it).
     expected: str | None = None
+    #: Which proposal on this case it is (1, then 2 after a rejection...): fixes its notice's reply id.
+    proposal: int = 1
+    #: The approval threshold in force for its currency when it was proposed (None: none named).
+    threshold: Amount | None = None
+    #: The resolution it belongs to, carried out once it is approved.
+    outcome: str = "upheld"
+    outcome_reason: str = ""
+    no_survey: bool = False
 
 
 class Complaint(msgspec.Struct, kw_only=True):

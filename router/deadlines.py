@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
-from normalizer.schema import Complaint, Deadline
+from normalizer.schema import REFUND_METHODS, Complaint, Deadline
 
 FIRST_RESPONSE, RESOLUTION = "first_response", "resolution"
 #: Where breached cases are copied unless the policy names another queue.
@@ -104,15 +105,45 @@ class MaterialsPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class RefundPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Refunds and compensations as outcomes (router/cases/outcomes.py): which the policy approves by
+    itself, and how the customer is told when to expect the money."""
+
     #: A refund or compensation above this amount (a decimal string per currency) needs a
     #: supervisor's approval before it is carried out; a currency not named always needs it.
     approval_threshold: dict[str, str] = msgspec.field(
         default_factory=lambda: {"CNY": "500.00", "USD": "70.00", "HKD": "550.00"})
-    #: What the customer is told about when to expect the money, per method and language.
+    #: What the customer is told about when to expect the money, per method and language (it
+    #: follows "expect it" / "预计…到账" in the outcome notice).
     expected: dict[str, dict[str, str]] = msgspec.field(default_factory=lambda: {
-        "original_route": {"zh": "1–7 个工作日内原路退回", "en": "within 1–7 working days, to the account you paid from"},
-        "wallet_balance": {"zh": "24 小时内退至钱包余额", "en": "within 24 hours, to your wallet balance"},
+        "original_route": {"zh": "1–7 个工作日内", "en": "within 1–7 working days"},
+        "wallet_balance": {"zh": "24 小时内", "en": "within 24 hours"},
     })
+
+    def threshold(self, currency: str) -> Decimal | None:
+        """The amount up to which the policy approves a refund in ``currency`` (None: always a supervisor)."""
+        raw = self.approval_threshold.get(currency)
+        return None if raw is None else Decimal(raw)
+
+    def expected_wording(self, method: str, language: str) -> str:
+        """When to expect the money, in ``language`` (English, then the default wording, if not given)."""
+        lang = "zh" if language == "zh" else "en"
+        texts = self.expected.get(method) or RefundPolicy().expected.get(method) or {}
+        return texts.get(lang) or texts.get("en") or ""
+
+    def validate(self) -> list[str]:
+        problems = []
+        for currency, amount in self.approval_threshold.items():
+            if not re.fullmatch(r"[A-Z]{3}", currency):
+                problems.append(f"refunds.approval_threshold: {currency!r} is not an ISO 4217 code (3 capital letters)")
+            if not re.fullmatch(r"\d{1,12}(\.\d{1,2})?", amount):
+                problems.append(f"refunds.approval_threshold.{currency}: {amount!r} is not a decimal amount (e.g. \"500.00\")")
+        for method, texts in self.expected.items():
+            if method not in REFUND_METHODS:
+                problems.append(f"refunds.expected: unknown method {method!r} (one of {', '.join(REFUND_METHODS)})")
+            for lang, text in texts.items():
+                if lang not in ("zh", "en") or not text.strip():
+                    problems.append(f"refunds.expected.{method}.{lang}: a non-empty text in zh or en")
+        return problems
 
 
 class DeadlinePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -158,6 +189,7 @@ class DeadlinePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 problems.append("business_hours: start must be before end")
             if not self.business_hours.days:
                 problems.append("business_hours.days: at least one working day")
+        problems.extend(self.refunds.validate())
         return problems
 
     def _after(self, start: datetime, seconds: float) -> datetime:

@@ -353,6 +353,11 @@ class Complaint(msgspec.Struct, kw_only=True):
     stage: str | None = None
     #: When the customer last heard from us (any customer-visible reply): progress updates count from it.
     last_update_at: datetime | None = None
+    #: When the next periodic progress update is due (quiet hours taken into account; None: none
+    #: planned): it goes out then unless the customer hears from us before (router/cases/progress.py).
+    next_update_at: datetime | None = None
+    #: The kinds of the materials still awaited (router/cases/materials.py keeps it with ``materials``).
+    materials_missing: list[str] = []
 
 
 class ComplaintEvent(msgspec.Struct, frozen=True, kw_only=True):

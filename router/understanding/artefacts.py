@@ -23,6 +23,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -32,14 +33,16 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from router.understanding import corpus
+from router.understanding import compact, corpus
 from router.understanding.model import DEFAULT_PARAMS, CategoryModel, fit_pipeline
+
+log = logging.getLogger("router.understanding.artefacts")
 
 MODEL_FILE = "model.joblib"
 MANIFEST_FILE = "manifest.json"
 CURRENT_FILE = "CURRENT"
 DEFAULT_MODELS_DIR = Path("var") / "models"
-_CODE_FILES = ("textprep.py", "model.py")
+_CODE_FILES = ("textprep.py", "model.py", "compact.py")
 
 
 class ModelError(Exception):
@@ -159,6 +162,11 @@ def _store(models_dir: Path, version: str, pipeline: Any, manifest: dict[str, An
     try:
         joblib.dump(pipeline, staging / MODEL_FILE, compress=3)
         manifest["model_bytes"] = (staging / MODEL_FILE).stat().st_size
+        try:  # the form workers load: numpy only, nothing unpickled (router/understanding/compact.py)
+            compact.save(staging / compact.COMPACT_FILE, CategoryModel(pipeline, version).compact_arrays())
+            manifest["compact_bytes"] = (staging / compact.COMPACT_FILE).stat().st_size
+        except compact.NotCompactable as exc:
+            log.info("model %s has no compact form (%s); workers load its pipeline", version, exc)
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -185,13 +193,21 @@ def current_version(models_dir: Path) -> str | None:
     return value or None
 
 
-def load(models_dir: Path, version: str) -> CategoryModel:
-    """One stored version. Runs the pickled code in it: only for artefacts this project made."""
-    import joblib
-
+def load(models_dir: Path, version: str, *, pipeline: bool = False) -> CategoryModel:
+    """One stored version: its compact form when it has one (numpy arrays: no scikit-learn import,
+    nothing unpickled), else the pickled pipeline. ``pipeline``: the fitted pipeline is needed
+    (evaluation, retraining): runs the pickled code in it, only for artefacts this project made."""
     manifest = read_manifest(models_dir, version)
     if manifest.get("version") != version:
         raise ModelError(f"{models_dir / version}: manifest names version {manifest.get('version')}")
+    compact_path = models_dir / version / compact.COMPACT_FILE
+    if not pipeline and compact_path.is_file():
+        try:
+            return CategoryModel.from_compact(compact.load(compact_path), version, manifest)
+        except (OSError, ValueError, KeyError) as exc:  # truncated or foreign: the pipeline may still load
+            log.warning("%s: compact form unusable (%s); loading the pipeline", compact_path, type(exc).__name__)
+    import joblib
+
     made_with = manifest.get("libraries", {}).get("sklearn")
     now = library_versions()["sklearn"]
     if made_with != now:

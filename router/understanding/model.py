@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import msgspec
 import numpy as np
 
+from router.understanding import compact
 from router.understanding.formal import formal_verdict
 from router.understanding.textprep import prepare
 
@@ -86,13 +87,22 @@ class _FastVectoriser:
     """A fitted TfidfVectorizer's arithmetic for one text (sublinear tf x idf, L2-normalised),
     without scikit-learn's per-call checks and sparse-matrix assembly: ~2.5 ms -> ~0.1 ms a message."""
 
-    def __init__(self, vectoriser: Any, offset: int) -> None:
+    def __init__(self, analyse: Callable[[str], list[str]], vocabulary: dict[str, int], idf: Any,
+                 offset: int) -> None:
+        self.analyse = analyse
+        self.vocabulary = vocabulary
+        self.idf = idf
+        self.offset = offset
+
+    @classmethod
+    def of(cls, vectoriser: Any, offset: int) -> "_FastVectoriser":
         if not (vectoriser.sublinear_tf and vectoriser.norm == "l2" and vectoriser.use_idf and not vectoriser.binary):
             raise ValueError("only sublinear, idf-weighted, L2-normalised vectorisers")
-        self.analyse = vectoriser.build_analyzer()
-        self.vocabulary = vectoriser.vocabulary_
-        self.idf = vectoriser.idf_
-        self.offset = offset
+        try:
+            analyse: Callable[[str], list[str]] = compact.Analyser.of(vectoriser)
+        except compact.NotCompactable:
+            analyse = vectoriser.build_analyzer()
+        return cls(analyse, vectoriser.vocabulary_, vectoriser.idf_, offset)
 
     def features(self, text: str) -> tuple[list[int], Any]:
         counts: dict[int, int] = {}
@@ -120,7 +130,12 @@ class _Calibrated:
 
 class CategoryModel:
     """A fitted categoriser. ``predict(text)`` gives the category, its probability and the runner-up,
-    and the formal-complaint flag with the cue that decided it."""
+    and the formal-complaint flag with the cue that decided it.
+
+    Made from a fitted pipeline (training, ``model.joblib``) or from its compact arrays
+    (``from_compact``: no scikit-learn needed); both predict with the same numpy arithmetic."""
+
+    pipeline: Any = None
 
     def __init__(self, pipeline: Any, version: str = "", manifest: dict | None = None) -> None:
         self.pipeline = pipeline
@@ -133,28 +148,73 @@ class CategoryModel:
         self._fast: list[_FastVectoriser] = []
         offset = 0
         for vectoriser in self._vectorisers:
-            self._fast.append(_FastVectoriser(vectoriser, offset))
+            self._fast.append(_FastVectoriser.of(vectoriser, offset))
             offset += len(vectoriser.vocabulary_)
-        self._folds: list[_Calibrated] = []
+        folds: list[_Calibrated] = []
         for calibrated in classifier.calibrated_classifiers_:
             est = calibrated.estimator
             if len(self.classes) < 3 or tuple(str(c) for c in est.classes_) != self.classes:
-                self._folds = []  # a shape the arrays below do not cover: scikit-learn's own path
+                folds = []  # a shape the arrays below do not cover: scikit-learn's own path
                 break
-            self._folds.append(_Calibrated(
+            folds.append(_Calibrated(
                 coef=est.coef_, intercept=est.intercept_,
                 a=np.array([c.a_ for c in calibrated.calibrators]), b=np.array([c.b_ for c in calibrated.calibrators])))
-        if self._folds:
+        self._n_folds = len(folds)
+        if folds:
             # every fold's weights side by side, one row per feature: one gather scores all folds
-            self._weights = np.ascontiguousarray(np.hstack([f.coef.T for f in self._folds]))
-            self._intercepts = np.concatenate([f.intercept for f in self._folds])
-            self._a = np.concatenate([f.a for f in self._folds])
-            self._b = np.concatenate([f.b for f in self._folds])
+            self._weights = np.ascontiguousarray(np.hstack([f.coef.T for f in folds]))
+            self._intercepts = np.concatenate([f.intercept for f in folds])
+            self._a = np.concatenate([f.a for f in folds])
+            self._b = np.concatenate([f.b for f in folds])
+
+    # -- the compact form ---------------------------------------------------------------------------
+
+    def compact_arrays(self) -> dict[str, Any]:
+        """What ``from_compact`` needs, as plain arrays (``compact.NotCompactable`` if this model's
+        shape is not covered: it is then used through its pipeline)."""
+        if not self._n_folds:
+            raise compact.NotCompactable("fewer than three classes or folds of differing classes")
+        arrays: dict[str, Any] = {
+            "format": np.array(compact.FORMAT), "classes": np.array(self.classes), "n_folds": np.array(self._n_folds),
+            "weights": self._weights, "intercepts": self._intercepts, "a": self._a, "b": self._b,
+            "n_vectorisers": np.array(len(self._fast)),
+        }
+        for i, fast in enumerate(self._fast):
+            if not isinstance(fast.analyse, compact.Analyser):
+                raise compact.NotCompactable("an analyser the compact form does not reproduce")
+            terms = sorted(fast.vocabulary, key=fast.vocabulary.__getitem__)
+            arrays[f"spec_{i}"] = compact.encode_spec(fast.analyse)
+            arrays[f"terms_{i}"] = np.array(terms, dtype=str)
+            arrays[f"idf_{i}"] = np.asarray(fast.idf, dtype=np.float64)
+        return arrays
+
+    @classmethod
+    def from_compact(cls, arrays: dict[str, Any], version: str = "", manifest: dict | None = None) -> "CategoryModel":
+        model = cls.__new__(cls)
+        model.pipeline = None
+        model.version = version
+        model.manifest = manifest or {}
+        model._vectorisers = []
+        model.classes = tuple(str(c) for c in arrays["classes"].tolist())
+        model._fast = []
+        offset = 0
+        for i in range(int(arrays["n_vectorisers"])):
+            terms = arrays[f"terms_{i}"].tolist()
+            vocabulary = dict(zip(terms, range(len(terms))))
+            model._fast.append(_FastVectoriser(compact.decode_spec(arrays[f"spec_{i}"]), vocabulary,
+                                               arrays[f"idf_{i}"], offset))
+            offset += len(terms)
+        model._n_folds = int(arrays["n_folds"])
+        model._weights = np.ascontiguousarray(arrays["weights"])
+        model._intercepts, model._a, model._b = arrays["intercepts"], arrays["a"], arrays["b"]
+        if model._weights.shape != (offset, model._n_folds * len(model.classes)):
+            raise compact.NotCompactable(f"weights of shape {model._weights.shape} do not fit the vocabulary")
+        return model
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """Class probabilities in ``self.classes`` order, one row per text (the numbers the
         pipeline's ``predict_proba`` gives)."""
-        if not self._folds:
+        if not self._n_folds:
             return self.pipeline.predict_proba([prepare(t) for t in texts])
         n_classes = len(self.classes)
         out = np.empty((len(texts), n_classes))
@@ -166,7 +226,7 @@ class CategoryModel:
                 if indices:
                     decision += values @ self._weights[indices]
             # scikit-learn's sigmoid calibration per class and fold, normalised per fold, averaged
-            proba = (1.0 / (1.0 + np.exp(decision * self._a + self._b))).reshape(len(self._folds), n_classes)
+            proba = (1.0 / (1.0 + np.exp(decision * self._a + self._b))).reshape(self._n_folds, n_classes)
             norm = proba.sum(axis=1, keepdims=True)
             proba = np.divide(proba, norm, out=np.full_like(proba, 1.0 / n_classes), where=norm != 0)
             out[row] = proba.mean(axis=0)

@@ -45,6 +45,7 @@ from redis.exceptions import RedisError, WatchError
 
 from normalizer.pii import mask_pii
 from router.understanding import corpus
+from router.understanding.compact import COMPACT_FILE
 from router.understanding.corrections import ModelKeys, all_corrections, labelled_records, write_records
 
 if TYPE_CHECKING:  # numpy and scikit-learn load on first use, not with the gateway
@@ -216,20 +217,23 @@ class ModelRegistry:
         check_version_name(version)
         if await asyncio.to_thread(self._local_ok, version):
             return self.models_dir / version
-        model, manifest, sha, name, corrections = await self.r.hmget(
-            self.keys.artefact(version), "model", "manifest", "sha256", "corrections_name", "corrections")
+        model, manifest, sha, name, corrections, small, small_sha = await self.r.hmget(
+            self.keys.artefact(version), "model", "manifest", "sha256", "corrections_name", "corrections",
+            "compact", "compact_sha256")
         if not model or not manifest:
             if await self.r.hexists(self.keys.versions, version):
                 raise ArtefactGone(f"version {version}'s artefact is no longer stored (only the newest {self.keep} are)")
             raise UnknownVersion(f"no version {version}")
         if sha is None or hashlib.sha256(model).hexdigest() != sha.decode():
             raise ArtefactGone(f"version {version}'s stored artefact does not match its SHA-256")
+        if small is not None and (small_sha is None or hashlib.sha256(small).hexdigest() != small_sha.decode()):
+            small = None  # a damaged compact form: the pipeline still loads
         await asyncio.to_thread(self._write_local, version, model, manifest,
-                                name.decode() if name else None, corrections)
+                                name.decode() if name else None, corrections, small)
         return self.models_dir / version
 
     def _write_local(self, version: str, model: bytes, manifest: bytes, corrections_name: str | None,
-                     corrections: bytes | None) -> None:
+                     corrections: bytes | None, small: bytes | None = None) -> None:
         from router.understanding.artefacts import MANIFEST_FILE, MODEL_FILE
 
         self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +246,8 @@ class ModelRegistry:
         try:
             (staging / MODEL_FILE).write_bytes(model)
             (staging / MANIFEST_FILE).write_bytes(manifest)
+            if small is not None:
+                (staging / COMPACT_FILE).write_bytes(small)
             try:
                 os.replace(staging, self.models_dir / version)
             except OSError:
@@ -265,6 +271,9 @@ class ModelRegistry:
         manifest = await asyncio.to_thread((folder / MANIFEST_FILE).read_bytes)
         info["sha256"] = hashlib.sha256(model).hexdigest()
         fields: dict[str, bytes | str] = {"model": model, "manifest": manifest, "sha256": info["sha256"]}
+        if (folder / COMPACT_FILE).is_file():  # what workers load (numpy only); the pipeline stays the truth
+            small = await asyncio.to_thread((folder / COMPACT_FILE).read_bytes)
+            fields.update({"compact": small, "compact_sha256": hashlib.sha256(small).hexdigest()})
         if corrections_path is not None:
             fields["corrections_name"] = corrections_path.name
             fields["corrections"] = await asyncio.to_thread(corrections_path.read_bytes)

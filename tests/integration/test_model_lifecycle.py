@@ -23,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.understanding import artefacts, corpus
+from router.understanding.compact import COMPACT_FILE
 from router.understanding.corrections import all_corrections, export_corrections, record_correction
 from router.understanding.model_cache import ModelCache
 from router.understanding.registry import (
@@ -163,6 +164,8 @@ async def test_correction_retrain_dry_run_promote_rollback(redis, prefix: str, b
 
     await eventually(follows)
     assert (worker_dir / version / artefacts.MODEL_FILE).is_file()
+    # the compact form travels with it: the worker loaded arrays, not the pickled pipeline
+    assert (worker_dir / version / COMPACT_FILE).is_file() and (await cache.get()).pipeline is None
     assert (await cache.get()).predict(STARPASS[3]).category == TAUGHT
 
     # rollback: back to the default, and the cache with it

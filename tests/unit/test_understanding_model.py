@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from gateway.cli import main as cli_main
-from router.understanding import artefacts, corpus
+from router.understanding import artefacts, compact, corpus
 from tests.conftest import corpus_subset
 from router.understanding.evaluate import evaluate_records, pairwise_scores
 from router.understanding.model import CATEGORIES, DEFAULT_PARAMS
@@ -181,3 +181,44 @@ def test_evaluate_records_rejects_unlabelled_records(default_model) -> None:
     _, model = default_model
     with pytest.raises(ValueError, match="no category"):
         evaluate_records(model, [{"id": "x", "text": "hello"}])
+
+
+# -- the compact form workers load -------------------------------------------------------------
+
+
+def test_the_compact_analysers_make_scikit_learns_ngrams(default_model) -> None:
+    """Every corpus text (and some awkward ones) cut into the same n-grams as scikit-learn cuts them."""
+    _, model = default_model
+    texts = [prepare(r["text"]) for r in corpus.load_records(corpus.data_files())]
+    texts += ["", " ", "a", "ab", "  double  spaces\n\nand\tlines ", "it's o'clock", "🙂🙂", "x" * 5]
+    for vectoriser in model._vectorisers:
+        mine, theirs = compact.Analyser.of(vectoriser), vectoriser.build_analyzer()
+        for text in texts:
+            assert mine(text) == theirs(text), (vectoriser.analyzer, text)
+
+
+def test_the_compact_form_predicts_what_the_pipeline_does_and_loads_without_scikit_learn(default_model) -> None:
+    models, model = default_model
+    assert (models / model.version / compact.COMPACT_FILE).is_file()
+    small = artefacts.load(models, model.version)
+    assert small.pipeline is None and small.version == model.version and small.classes == model.classes
+    texts = [r["text"] for r in corpus.load_records(corpus.data_files())][:400] + ["", "🙂"]
+    expected = model.pipeline.predict_proba([prepare(t) for t in texts])
+    assert np.allclose(small.probabilities(texts), expected, atol=1e-12)
+    assert artefacts.load(models, model.version, pipeline=True).pipeline is not None
+
+    # a worker's start-up: the current model loads with numpy alone, nothing unpickled
+    code = ("import sys; from pathlib import Path; from router.understanding import artefacts; "
+            f"m = artefacts.load_current(Path({str(models)!r})); "
+            "print(m.version, 'sklearn' in sys.modules, 'joblib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [model.version, "False", "False"]
+
+
+def test_a_damaged_compact_form_falls_back_to_the_pipeline(tmp_path: Path) -> None:
+    data = corpus_subset(tmp_path / "train_small.jsonl", per_category=8)
+    trained = artefacts.train(str(data), tmp_path / "models")
+    (tmp_path / "models" / trained.version / compact.COMPACT_FILE).write_bytes(b"not an npz")
+    loaded = artefacts.load(tmp_path / "models", trained.version)
+    assert loaded.pipeline is not None
+    assert loaded.predict("余额还有多少").category == trained.predict("余额还有多少").category

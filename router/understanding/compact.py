@@ -1,0 +1,116 @@
+"""The categoriser as plain arrays: everything a prediction needs, loaded without scikit-learn and
+without unpickling anything.
+
+A trained model is stored twice (``router.understanding.artefacts``): the fitted scikit-learn
+pipeline (``model.joblib``, for evaluation, dry runs and retraining) and this compact form
+(``compact.npz``): per vectoriser its n-gram analyser settings, vocabulary and idf weights, and the
+calibrated linear models side by side. Loading it costs numpy only (~0.2 s of CPU against ~3.5 s
+for importing scikit-learn and unpickling the pipeline), which is what every worker pays at
+start-up. ``np.load(allow_pickle=False)`` runs no code from the file.
+
+The analysers here reproduce scikit-learn's ``TfidfVectorizer`` analysers for the settings we use
+(``analyzer`` "char" or "word" with a token pattern, no lower-casing, no accent stripping, no stop
+words); a vectoriser with other settings is refused (``NotCompactable``) and that model is used
+through its pipeline. A test checks both analysers against scikit-learn's on the whole corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COMPACT_FILE = "compact.npz"
+FORMAT = 1
+
+_WHITE_SPACES = re.compile(r"\s\s+")
+
+
+class NotCompactable(ValueError):
+    """The fitted model has a shape the compact form does not cover."""
+
+
+@dataclass(frozen=True)
+class Analyser:
+    """A text's n-grams, as the fitted vectoriser makes them."""
+
+    kind: str  # "char" or "word"
+    low: int
+    high: int
+    token_pattern: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_tokens", re.compile(self.token_pattern) if self.kind == "word" else None)
+
+    @classmethod
+    def of(cls, vectoriser: Any) -> "Analyser":
+        plain = (vectoriser.preprocessor is None and vectoriser.tokenizer is None and not vectoriser.lowercase
+                 and vectoriser.strip_accents is None and vectoriser.stop_words is None
+                 and vectoriser.input == "content")
+        if not plain or vectoriser.analyzer not in ("char", "word"):
+            raise NotCompactable(f"vectoriser settings not covered: analyzer={vectoriser.analyzer!r}")
+        low, high = vectoriser.ngram_range
+        return cls(vectoriser.analyzer, int(low), int(high),
+                   vectoriser.token_pattern if vectoriser.analyzer == "word" else "")
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": self.kind, "low": self.low, "high": self.high, "token_pattern": self.token_pattern}
+
+    def __call__(self, text: str) -> list[str]:
+        if self.kind == "char":
+            return self._char_ngrams(_WHITE_SPACES.sub(" ", text))
+        tokens = self._tokens.findall(text)  # type: ignore[attr-defined]
+        if self._tokens.groups == 1:  # type: ignore[attr-defined] - scikit-learn keeps the group
+            tokens = [t if isinstance(t, str) else t[0] for t in tokens]
+        return self._word_ngrams(tokens)
+
+    def _char_ngrams(self, text: str) -> list[str]:
+        low, grams = self.low, []
+        if low == 1:
+            grams = list(text)
+            low = 2
+        for n in range(low, min(self.high + 1, len(text) + 1)):
+            grams.extend(text[i:i + n] for i in range(len(text) - n + 1))
+        return grams
+
+    def _word_ngrams(self, tokens: list[str]) -> list[str]:
+        if self.high == 1:
+            return tokens
+        low, grams = self.low, []
+        if low == 1:
+            grams = list(tokens)
+            low = 2
+        for n in range(low, min(self.high + 1, len(tokens) + 1)):
+            grams.extend(" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+        return grams
+
+
+def save(path: Path, arrays: dict[str, Any]) -> None:
+    """Write the arrays ``CategoryModel.compact_arrays`` gives."""
+    with path.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The arrays of a compact model (no pickled objects are read)."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    if int(arrays.get("format", np.array(0))) != FORMAT:
+        raise NotCompactable(f"{path}: compact format {arrays.get('format')} is not {FORMAT}")
+    return arrays
+
+
+def encode_spec(analyser: Analyser) -> np.ndarray:
+    return np.array(json.dumps(analyser.spec()))
+
+
+def decode_spec(value: np.ndarray) -> Analyser:
+    spec = json.loads(str(value))
+    return Analyser(spec["kind"], int(spec["low"]), int(spec["high"]), spec.get("token_pattern", ""))
+
+
+__all__ = ["COMPACT_FILE", "FORMAT", "Analyser", "NotCompactable", "decode_spec", "encode_spec", "load", "save"]

@@ -10,10 +10,8 @@ from datetime import datetime, timezone
 from normalizer.ids import dt_to_ms
 from normalizer.schema import Complaint, ComplaintStatus, HistoryEvent, MessageStatus
 from router import templates, timers
-from router.cases.answers import leave_queues
-from router.cases.customer_messages import after_key
-from router.cases.replies import notice
-from router.jobs import event_job
+from router.cases import progress
+from router.cases.outcomes import REJECTED, RefundProposal, settle
 from router.store import ComplaintStore, Conflict, NotFound, PlannedJob, TxEffects
 
 #: Claimable: waiting in a queue, or held (a lease taken again).
@@ -33,7 +31,10 @@ class Claimed:
 
 async def claim(store: ComplaintStore, skill: str, *, agent: str, actor: str, lease_seconds: int) -> Claimed | None:
     """Lease the next case of a skill queue to an agent (``None``: the queue is empty). A case
-    answered or resolved since it was queued is dropped from the lease and the next one taken."""
+    answered or resolved since it was queued is dropped from the lease and the next one taken. The
+    first claim of a case tells the customer it is taken (``router.cases.progress``: held while they
+    heard from us moments ago, dropped if the agent answers first)."""
+    policy = await timers.load_policy(store)
     while True:
         claimed = await store.claim(skill, agent, lease_seconds)
         if claimed is None:
@@ -41,14 +42,18 @@ async def claim(store: ComplaintStore, skill: str, *, agent: str, actor: str, le
         cid, expires_ms = claimed
         expires = datetime.fromtimestamp(expires_ms / 1000, tz=timezone.utc)
 
-        def change(complaint: Complaint, _: TxEffects) -> None:
+        def change(complaint: Complaint, effects: TxEffects) -> None:
             if complaint.status not in CLAIMABLE:
                 raise Conflict("not_claimable", complaint.status.value)
+            first_claim = not any(h.action == "claimed" for h in complaint.history)
+            now = datetime.now(timezone.utc)
             complaint.status = ComplaintStatus.in_progress
             complaint.assignee = agent
             complaint.lease_expires_at = expires
-            complaint.history.append(HistoryEvent(at=datetime.now(timezone.utc), actor=actor, action="claimed",
+            complaint.history.append(HistoryEvent(at=now, actor=actor, action="claimed",
                                                   public=True, detail={"lease_expires_at": expires.isoformat()}))
+            if first_claim:
+                progress.announce(store, complaint, effects, "taken", now, policy.progress)
 
         try:
             complaint = await store.update(cid, change)
@@ -100,40 +105,29 @@ async def requeue_expired_leases(store: ComplaintStore) -> int:
 
 
 async def resolve(store: ComplaintStore, complaint_id: str, *, outcome: str, reason: str, no_survey: bool,
-                  actor: str, agent: str | None, reopen_window_s: int) -> Complaint:
-    """Close a case with its outcome. The customer hears the outcome (and, if rejected, why and
-    what route is open), then the survey; their next message within ``reopen_window_s`` answers
-    the survey or reopens the case. ``agent``: an agent resolving, who may not close a case
-    another agent holds (``None`` for a supervisor)."""
+                  actor: str, agent: str | None, reopen_window_s: int, root_cause: str | None = None,
+                  refund: RefundProposal | None = None) -> Complaint:
+    """Close a case with its outcome (and its ``root_cause``, one of ``ROOT_CAUSES``). The customer
+    hears the outcome (and, if rejected, why and what route is open), then the survey; their next
+    message within ``reopen_window_s`` answers the survey or reopens the case. With a ``refund``
+    above the policy's threshold the case is not closed yet: the plan awaits a supervisor's
+    approval (``router.cases.outcomes``; the answer's ``stage`` says so). ``agent``: an agent
+    resolving, who may not close a case another agent holds (``None`` for a supervisor)."""
     await templates.refresh(store.r, store.keys)
+    policy = await timers.load_policy(store)
     lease_holder = await store.lease_holder(complaint_id)
     reason = reason.strip()
 
     def change(complaint: Complaint, effects: TxEffects) -> None:
         if complaint.status in (ComplaintStatus.resolved, ComplaintStatus.closed):
             raise Conflict("complaint_closed", f"{complaint.case_number} is already {complaint.status.value}.")
-        if agent is not None and lease_holder not in (None, agent):
-            raise Conflict("claimed_by_other", f"{complaint.case_number} is with agent {lease_holder}.")
-        now = datetime.now(timezone.utc)
-        complaint.status = ComplaintStatus.resolved
-        complaint.resolved_at = now
-        complaint.outcome = outcome
-        complaint.outcome_reason = reason or None
-        complaint.lease_expires_at = None
-        effects.ops.append(lambda pipe: store.release_lease(pipe, complaint.id))
-        leave_queues(store, complaint, effects)
-        effects.ops.append(lambda pipe: store.stop_first_response_clock(pipe, complaint))
-        timers.stop(store, complaint, effects, {"resolution"}, "met", now)
-        timers.stop(store, complaint, effects, None, "cancelled", now)
-        complaint.history.append(HistoryEvent(at=now, actor=actor, action="resolved", public=True,
-                                              detail={"outcome": outcome, "reason": reason[:500]}))
-        effects.jobs.append(event_job(complaint, "resolved", actor, {"outcome": outcome}))
-        notice(store, complaint, effects, f"outcome_{outcome}", reason=reason)
-        if not no_survey:
-            notice(store, complaint, effects, "survey")
-        if reopen_window_s:
-            effects.ops.append(lambda pipe: pipe.set(after_key(store, complaint.contact), complaint.id,
-                                                     ex=reopen_window_s))
+        returned_to = complaint.assignee if complaint.refund is not None and complaint.refund.state == REJECTED else None
+        holder = lease_holder or returned_to  # a rejected plan is back with the agent who proposed it
+        if agent is not None and holder not in (None, agent):
+            raise Conflict("claimed_by_other", f"{complaint.case_number} is with agent {holder}.")
+        settle(store, complaint, effects, refund=refund, outcome=outcome, reason=reason, no_survey=no_survey,
+               root_cause=root_cause, actor=actor, agent=agent, now=datetime.now(timezone.utc), policy=policy,
+               reopen_window_s=reopen_window_s)
 
     return await store.update(complaint_id, change)
 

@@ -29,3 +29,14 @@ def event_job(complaint: Complaint, kind: str, actor: str, detail: dict[str, str
 
 def send_job(complaint_id: str, reply_id: str) -> PlannedJob:
     return PlannedJob("send_reply", f"send:{reply_id}", (complaint_id, reply_id))
+
+
+#: The job that asks a payment-records enricher again (``router.payment_check``).
+PAYMENT_LOOKUP = "payment_lookup"
+
+
+def payment_lookup_job(complaint_id: str, plugin: str, attempt: int, defer_s: float) -> PlannedJob:
+    """The ``attempt``-th lookup of a complaint's payment records by ``plugin``: one job per try,
+    so a retried step queues the same job, and the next try is a job of its own."""
+    return PlannedJob(PAYMENT_LOOKUP, f"payment:{complaint_id}:{plugin}:{attempt}", (complaint_id, plugin, attempt),
+                      defer_ms=max(0, int(defer_s * 1000)))

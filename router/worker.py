@@ -5,7 +5,8 @@ The jobs, each safe to run twice (arq promises at-least-once):
 - ``process_message`` (``router.pipeline``): a stored message becomes a routed complaint;
 - ``send_reply`` and ``dispatch_event`` (``router.delivery``): replies out, events to listeners;
 - ``consider_incident`` (``router.incident_check``): a new complaint joins or forms an incident;
-- ``fetch_evidence`` (``router.evidence_fetch``): an announced attachment fetched and stored.
+- ``fetch_evidence`` (``router.evidence_fetch``): an announced attachment fetched and stored;
+- ``payment_lookup`` (``router.payment_check``): the payment records asked again after they were away.
 
 Every job gets the process's ``WorkerContext`` (``router.context``) through arq's ctx.
 """
@@ -27,7 +28,7 @@ from arq.worker import Function, func
 from normalizer.ids import new_id
 from plugins.manager import GatewayPlugins
 from plugins.settings import Settings
-from router import evidence_fetch, metrics
+from router import evidence_fetch, metrics, payment_check
 from router.arq_worker import WakeableWorker
 from router.context import WORKER_KEY, WorkerContext, job_try
 from router.services import build_services
@@ -108,6 +109,7 @@ def job_functions(settings: Settings) -> list[Function]:
         func(instrumented(consider_incident), name="consider_incident", max_tries=15),
         func(instrumented(evidence_fetch.fetch_evidence), name=evidence_fetch.JOB,
              max_tries=evidence_fetch.arq_max_tries(settings)),
+        func(instrumented(payment_check.payment_lookup), name=payment_check.JOB, max_tries=payment_check.ARQ_MAX_TRIES),
     ]
 
 

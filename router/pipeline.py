@@ -43,7 +43,7 @@ from normalizer.schema import (
 from normalizer.status import parse_status_query, status_text
 from plugins.locks import RedisLock
 from plugins.manager import GatewayPlugins
-from router import cases, repeats, routing, templates
+from router import cases, payment_check, repeats, routing, templates
 from router.categoriser import Categorised
 from router.categoriser import categorise_message as categorise_with
 from router.context import WorkerContext, context_of
@@ -55,6 +55,8 @@ from router.store import ComplaintStore, NotFound, PlannedJob, is_open
 log = logging.getLogger("gateway.worker")
 
 CONTACT_LOCK_MS = 15_000
+#: An enricher's answer about the payment records (``router.payment_check`` records it on its own).
+PAYMENT_CHECK_KEYS = frozenset({"payment_check", "retry_after_seconds"})
 
 
 async def process_message(ctx: dict[str, Any], message_id: str) -> str:
@@ -258,7 +260,9 @@ async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str,
     cases.categorised_as(complaint, categorised)
     if possible_repeat is not None:
         cases.link_possible_repeat(complaint, possible_repeat, now)
-    await apply_enrichment(w.plugins, complaint, message)
+    later = await apply_enrichment(w.plugins, complaint, message)
+    if later:  # before the case's commit, so no crash between the two loses them (a try ahead of its case waits)
+        await store.enqueue(*later)
     opened = await cases.open_complaint(store, complaint, message, categorised=categorised.detail(),
                                         decided=decided, worker_id=w.worker_id, now=now,
                                         listeners=w.plugins.has_listeners)
@@ -275,13 +279,18 @@ async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str,
     return "created"
 
 
-async def apply_enrichment(plugins: GatewayPlugins, complaint: Complaint, message: InboundMessage) -> None:
+async def apply_enrichment(plugins: GatewayPlugins, complaint: Complaint,
+                           message: InboundMessage) -> list[PlannedJob]:
     """What enricher plugins know of the case (a transaction id, an amount, tags, a priority
-    boost), recorded on its history; an unusable answer is counted as the plugin's error."""
+    boost, a payment-records check), recorded on its history; an unusable answer is counted as
+    the plugin's error. Answers the jobs that must follow (a payment lookup to try again later)."""
+    later: list[PlannedJob] = []
     for plugin_name, facts in await plugins.enrich(complaint, message):
         if not isinstance(facts, dict):
             continue
         try:
+            lookup = (payment_check.lookup_of(plugin_name, facts, complaint.payment_check, datetime.now(timezone.utc))
+                      if "payment_check" in facts else None)
             if facts.get("transaction_id") and not complaint.transaction_id:
                 complaint.transaction_id = str(facts["transaction_id"])[:64]
             amount = facts.get("amount")
@@ -293,13 +302,17 @@ async def apply_enrichment(plugins: GatewayPlugins, complaint: Complaint, messag
             boost = int(facts.get("priority_boost", 0) or 0)
             if boost:
                 complaint.priority = max(0, min(routing.MAX_PRIORITY, complaint.priority + boost))
-            complaint.history.append(
-                HistoryEvent(at=datetime.now(timezone.utc), actor=f"plugin:{plugin_name}", action="enriched",
-                             detail={k: str(v)[:200] for k, v in facts.items()})
-            )
+            other = {k: str(v)[:200] for k, v in facts.items() if k not in PAYMENT_CHECK_KEYS}
+            if other or lookup is None:
+                complaint.history.append(HistoryEvent(at=datetime.now(timezone.utc), actor=f"plugin:{plugin_name}",
+                                                      action="enriched", detail=other))
+            if lookup is not None:
+                job = payment_check.record(complaint, plugin_name, lookup, datetime.now(timezone.utc))
+                later.extend([job] if job is not None else [])
         except (KeyError, TypeError, ValueError) as exc:
             plugins.errors[plugin_name] += 1
             log.error("plugin %s returned unusable enrichment: %s", plugin_name, exc)
+    return later
 
 
 __all__ = ["CONTACT_LOCK_MS", "answer_status", "categorise_message", "find_complaint", "merge_if_repeat", "open_case",

@@ -8,9 +8,11 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
 from gateway import paths
+from gateway.api_approvals import RefundIn, refund_proposal, root_cause_checked
 from gateway.api_common import CONTACT_KINDS_PATTERN, STAFF, Services, load_complaint
 from gateway.api_routing import skills_of
 from gateway.auth import ROLE_AGENT, ROLE_APP, ROLE_SUPERVISOR, Principal, principal_of, roles_guard
@@ -26,6 +28,7 @@ from normalizer.inbound import transaction_id as check_transaction_id
 from normalizer.schema import CHANNEL_COUNTER, CHANNEL_PHONE, Complaint, ComplaintStatus, Contact, MessageStatus
 from normalizer.categories import accept_category_hint
 from router import cases, timers
+from router.cases.outcomes import AWAITING
 from router.rules import Engine
 from router.rulestore import RuleStore
 from router.understanding.corrections import CorrectionError
@@ -63,6 +66,9 @@ class ResolveIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
     #: Skip the satisfaction survey (e.g. the customer asked not to be contacted again).
     no_survey: bool = False
+    #: Why it happened: one of normalizer.schema.ROOT_CAUSES.
+    root_cause: Annotated[str, msgspec.Meta(max_length=40)] | None = None
+    refund: RefundIn | None = None
 
 
 class CorrectIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -234,21 +240,28 @@ class ComplaintsController(Controller):
         return {"reply": msgspec.to_builtins(reply), "complaint": complaint_json(complaint)}
 
     @post(paths.COMPLAINT_RESOLVE, operation_id="resolveComplaint", status_code=200, opt={"roles": STAFF},
-          summary="Close a complaint with its outcome")
+          summary="Close a complaint with its outcome (and root cause, and a refund or compensation)",
+          description="200: resolved, the customer told the outcome (a refund's amount, method and when to "
+                      "expect it), then the survey. 202: a refund above the approval threshold awaits a "
+                      "supervisor's approval (stage awaiting_approval, GET /v1/approvals); not resolved yet.",
+          responses={202: ResponseSpec(data_container=dict, description="the refund awaits approval")})
     async def resolve(self, request: Request[Any, Any, Any], services: Services,
-                      complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
+                      complaint_id: Annotated[str, PathParameter(max_length=80)]) -> Response[dict[str, Any]]:
         body = await read_body(request, 64 * 1024)
         incoming = decode_json(body, ResolveIn) if body.strip() else ResolveIn()
         if incoming.outcome == "rejected" and not incoming.reason.strip():
             raise ProblemError(422, "reason_required", "A rejected appeal needs a reason the customer can read.",
                                field="reason")
+        root_cause = root_cause_checked(incoming.root_cause)
+        refund = refund_proposal(incoming.refund, incoming.outcome)
         principal = principal_of(request)
         cid = (await load_complaint(services, complaint_id)).id
         complaint = await cases.resolve(services.store, cid, outcome=incoming.outcome, reason=incoming.reason,
                                         no_survey=incoming.no_survey, actor=principal.actor,
                                         agent=principal.id if principal.role == ROLE_AGENT else None,
-                                        reopen_window_s=services.settings.reopen_window_hours * 3600)
-        return complaint_json(complaint)
+                                        reopen_window_s=services.settings.reopen_window_hours * 3600,
+                                        root_cause=root_cause, refund=refund)
+        return Response(complaint_json(complaint), status_code=202 if complaint.stage == AWAITING else 200)
 
     @post(paths.COMPLAINT_SPLIT, operation_id="splitRepeat", status_code=202, opt={"roles": STAFF},
           summary="Undo a repeat-report merge: the message leaves this case and opens its own")

@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from gateway import paths
 from gateway.api import ComplaintsController, QuarantineController, QueuesController
+from gateway.api_approvals import ApprovalsController
 from gateway.api_model import ModelController
 from gateway.api_people import CustomersController, IncidentsController
 from gateway.api_routing import AgentsController, RoutingController
@@ -93,7 +94,8 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
 
     route_handlers: list[Any] = [health, ready, metrics_endpoint, console, ComplaintsController, QueuesController,
                                  QuarantineController, CustomersController, IncidentsController, PolicyController,
-                                 ReportsController, RoutingController, AgentsController, ModelController]
+                                 ReportsController, RoutingController, AgentsController, ModelController,
+                                 ApprovalsController]
     for plugin_name, mount in plugins.routes(services):
         prefix = f"{paths.WEBHOOKS}/{plugin_name}" if mount.prefix is None else mount.prefix
         if prefix:

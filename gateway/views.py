@@ -12,6 +12,8 @@ from normalizer.schema import Complaint
 _encoder = msgspec.json.Encoder()
 #: What of a history entry's detail the customer sees (not rules, versions, workers, agents).
 PUBLIC_DETAIL = frozenset({"channel", "outcome", "reason", "skill", "lease_expires_at"})
+#: What of a refund the customer sees (a plan rejected inside the desk is not shown).
+PUBLIC_REFUND = ("amount", "method", "kind", "state", "expected")
 
 
 def complaint_json(complaint: Complaint) -> dict[str, Any]:
@@ -47,6 +49,10 @@ def complaint_public(complaint: Complaint) -> dict[str, Any]:
         entry["detail"] = {k: v for k, v in entry.get("detail", {}).items() if k in PUBLIC_DETAIL}
     view.pop("assignee", None)
     view.pop("lease_expires_at", None)
+    view.pop("root_cause", None)  # the desk's own analysis (fraud, an operator's error)
+    refund = view.get("refund")  # what the customer is owed and when; not who decided or why
+    view["refund"] = None if not refund or refund.get("state") == "rejected" else {
+        k: refund.get(k) for k in PUBLIC_REFUND}
     view.pop("routed_by", None)
     for reply in view["replies"]:
         reply["author"] = "desk" if reply["author"] != "system" else "system"

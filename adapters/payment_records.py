@@ -317,6 +317,7 @@ class PaymentRecords:
             merchant: Annotated[str | None, Parameter(max_length=128)] = None,
         ) -> ChargeList:
             authorised(request)
+            start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (start, end))  # naive: UTC
             wanted = Amount(value=amount, currency=currency or "CNY") if amount else None
             if wanted is not None and _decimal(wanted) is None:
                 raise ProblemError(422, "invalid_amount", "amount must be a decimal string.", field="amount")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
@@ -18,6 +19,8 @@ from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
 from plugins.problems import ProblemError
 from plugins.requests import decode_json, read_body, require_json
 from normalizer.ids import dt_to_ms
+from normalizer.schema import ROOT_CAUSES
+from router.cases.outcomes import AWAITING
 from router import templates
 from router.deadlines import DeadlinePolicy
 from router.timers import load_policy
@@ -25,6 +28,8 @@ from router.timers import load_policy
 STANDARDS = {"resolution_rate": 0.95, "satisfaction": 0.90, "first_response_seconds": {"online": 60, "phone": 30}}
 PHONE_CHANNELS = {"phone", "twilio_voice"}
 REPORT_LIMIT = 100_000
+#: A resolved case whose root cause nobody recorded.
+NOT_RECORDED = "not_recorded"
 
 
 class TemplatesIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -100,7 +105,8 @@ class ReportsController(Controller):
     tags = ["service standards"]
 
     @get(paths.SERVICE_REPORT, operation_id="serviceReport", opt={"roles": STAFF},
-         summary="Resolution rate, satisfaction, first-response times and breaches per channel and category")
+         summary="Resolution rate, satisfaction, first-response times, breaches, root causes and refunds "
+                 "per channel and category")
     async def service(self, services: Services,
                       days: Annotated[int, QueryParameter(ge=1, le=366)] = 30) -> dict[str, Any]:
         store = services.store
@@ -158,4 +164,37 @@ def _figures(complaints: list[Any], channel: str | None) -> dict[str, Any]:
         "satisfaction_average": round(sum(scores) / len(scores), 2) if scores else None,
         "deadlines_breached": breaches,
         "reopened": sum(c.reopened_count for c in complaints),
+        "root_causes": _root_causes(resolved),
+        "refunds": _refunds(complaints),
+    }
+
+
+def _root_causes(resolved: list[Any]) -> dict[str, int]:
+    """Why the resolved cases happened: each cause, and ``not_recorded`` for none given."""
+    counts = dict.fromkeys((*ROOT_CAUSES, NOT_RECORDED), 0)
+    for c in resolved:
+        counts[c.root_cause if c.root_cause in counts else NOT_RECORDED] += 1
+    return counts
+
+
+def _refunds(complaints: list[Any]) -> dict[str, Any]:
+    """Refunds and compensations approved (each approval in a case's history counts, with its sum per
+    currency), those awaiting a supervisor's approval, and proposals rejected."""
+    approved = {"refund": 0, "compensation": 0}
+    sums: dict[str, Decimal] = defaultdict(Decimal)
+    rejected = 0
+    for c in complaints:
+        for h in c.history:
+            if h.action == "refund_approved":
+                kind = h.detail.get("kind", "refund")
+                approved[kind] = approved.get(kind, 0) + 1
+                sums[h.detail.get("currency", "")] += Decimal(h.detail.get("amount", "0"))
+            elif h.action == "refund_rejected":
+                rejected += 1
+    return {
+        "approved": sum(approved.values()),
+        "by_kind": approved,
+        "sum": {currency: str(total) for currency, total in sorted(sums.items())},
+        "awaiting_approval": sum(1 for c in complaints if c.stage == AWAITING),
+        "rejected": rejected,
     }

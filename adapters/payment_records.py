@@ -35,7 +35,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 from litestar import Request, get
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 
 from normalizer.schema import Amount, Complaint, InboundMessage, PaymentCharge
 from plugins.contract import GatewayServices, RouteMount
@@ -298,7 +298,8 @@ class PaymentRecords:
 
         @get("/charges/{transaction_id:str}", operation_id="demoPaymentCharge", tags=["payment records (demo)"],
              summary="One charge of the demo payment records, by transaction id")
-        async def charge(request: Request[Any, Any, Any], transaction_id: str) -> ChargeRecord:
+        async def charge(request: Request[Any, Any, Any],
+                         transaction_id: Annotated[str, PathParameter(max_length=64)]) -> ChargeRecord:
             authorised(request)
             found = next((c for c in records if c.transaction_id == transaction_id.upper()), None)
             if found is None:
@@ -309,12 +310,12 @@ class PaymentRecords:
              summary="Charges of one account of the demo payment records, by amount, merchant and time")
         async def charges(
             request: Request[Any, Any, Any],
-            account_id: Annotated[str, Parameter(max_length=128)],
-            start: Annotated[datetime, Parameter(query="from")],
-            end: Annotated[datetime, Parameter(query="to")],
-            amount: Annotated[str | None, Parameter(max_length=32)] = None,
-            currency: Annotated[str | None, Parameter(max_length=3)] = None,
-            merchant: Annotated[str | None, Parameter(max_length=128)] = None,
+            account_id: Annotated[str, QueryParameter(max_length=128)],
+            start: Annotated[datetime, QueryParameter(name="from")],
+            end: Annotated[datetime, QueryParameter(name="to")],
+            amount: Annotated[str | None, QueryParameter(max_length=32)] = None,
+            currency: Annotated[str | None, QueryParameter(max_length=3)] = None,
+            merchant: Annotated[str | None, QueryParameter(max_length=128)] = None,
         ) -> ChargeList:
             authorised(request)
             start, end = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (start, end))  # naive: UTC

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, AsyncIterator
 
 from litestar import Litestar, Response, Router, get
@@ -14,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from gateway import paths
 from gateway.api import ComplaintsController, QuarantineController, QueuesController
+from gateway.api_console import ConsoleController, console_handlers
 from gateway.api_approvals import ApprovalsController
 from gateway.api_model import ModelController
 from gateway.api_people import CustomersController, IncidentsController
@@ -81,21 +81,10 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
             raise ProblemError(503, "redis_unavailable", f"metrics need Redis ({type(exc).__name__})") from None
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    console_html = (Path(__file__).parent / "console" / "index.html").read_bytes()
-
-    @get(paths.CONSOLE, operation_id="console", tags=["operations"], media_type="text/html", include_in_schema=False)
-    async def console() -> Response[bytes]:
-        """The supervisors' console: one page; every figure on it comes from /v1 with the
-        supervisor's token (the page itself holds no data)."""
-        return Response(console_html, media_type="text/html", headers={
-            "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-                                       "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
-            "X-Frame-Options": "DENY", "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
-
-    route_handlers: list[Any] = [health, ready, metrics_endpoint, console, ComplaintsController, QueuesController,
-                                 QuarantineController, CustomersController, IncidentsController, PolicyController,
-                                 ReportsController, RoutingController, AgentsController, ModelController,
-                                 ApprovalsController]
+    route_handlers: list[Any] = [health, ready, metrics_endpoint, *console_handlers(), ComplaintsController,
+                                 QueuesController, QuarantineController, CustomersController, IncidentsController,
+                                 PolicyController, ReportsController, RoutingController, AgentsController,
+                                 ModelController, ConsoleController, ApprovalsController]
     for plugin_name, mount in plugins.routes(services):
         prefix = f"{paths.WEBHOOKS}/{plugin_name}" if mount.prefix is None else mount.prefix
         if prefix:

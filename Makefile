@@ -27,6 +27,7 @@ system-deps:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	[ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	[ -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing="$$missing fonts-noto-cjk"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  [ -f $(APT_UPDATED) ] || { $(SUDO) apt-get update -q && touch $(APT_UPDATED); }; \

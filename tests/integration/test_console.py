@@ -1,27 +1,77 @@
-"""The supervisors' console in a real browser: Debian's chromium driven by Playwright
-(executable_path; nothing is downloaded), against the real `gateway serve` and `gateway worker`
-processes. Screenshots of every page are kept in test-artifacts/console/."""
+"""The console in a real browser: Debian's chromium driven by Playwright (executable_path; nothing
+is downloaded), against real `gateway serve` and `gateway worker` processes (one pair for the
+module). This module: a supervisor's screens — the dashboard, the live queues, the rule editor (a
+rule added with the form, problems on their row and field, the dry run, a required reason, the
+rollback), the lists, in English and Chinese. Screenshots of every screen go to
+test-artifacts/console/ (Chinese rendered with Debian's fonts-noto-cjk)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import APP_KEY, ROOT, SUPERVISOR_TOKEN
-from tests.integration.test_processes import gateway_processes  # noqa: F401  (the fixture)
+from tests.conftest import APP_KEY, ROOT, SUPERVISOR, SUPERVISOR_TOKEN, cleanup_prefix, free_port, make_env
+from tests.integration.test_processes import wait_until
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ROOT / "test-artifacts" / "console"
+CJK_FONT = "Noto Sans CJK"
 
 
-@pytest.fixture
+@contextmanager
+def desk_processes(redis_url: str, var: Path, **extra_env: str) -> Iterator[tuple[str, Path]]:
+    """`gateway serve` and `gateway worker` on a fresh key prefix; yields (base URL, log dir)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}:"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **make_env(redis_url, prefix, var / "var"), "GATEWAY_PUBLIC_URL": base, **extra_env}
+    logs = var / "logs"
+    logs.mkdir(parents=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "gateway", *cmd], env=env, cwd=ROOT,
+                              stdout=open(logs / f"{cmd[0]}.log", "wb"), stderr=subprocess.STDOUT)
+             for cmd in (["serve", "--port", str(port)], ["worker"])]
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        try:
+            wait_until(ready, timeout=30)
+        except AssertionError:
+            raise AssertionError("the desk did not become ready:\n" + "\n".join(
+                (logs / n).read_text(errors="replace")[-3000:] for n in ("serve.log", "worker.log"))) from None
+        yield base, logs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        cleanup_prefix(redis_url, prefix)
+
+
+@pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
         pytest.fail("Debian's chromium is not installed (make test installs it)")
+    if CJK_FONT not in subprocess.run(["fc-list"], capture_output=True, text=True).stdout:
+        pytest.fail("Debian's fonts-noto-cjk is not installed (make test installs it): Chinese would not render")
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -31,81 +81,153 @@ def browser():
         b.close()
 
 
-def send(base: str, user: str, text: str) -> str:
-    r = httpx.post(f"{base}/v1/messages", json={"user_id": user, "text": text},
+@pytest.fixture(scope="module")
+def desk(redis_url, tmp_path_factory):
+    with desk_processes(redis_url, tmp_path_factory.mktemp("console")) as started:
+        yield started
+
+
+def signed_in(browser, base: str, token: str, *, lang: str = "en"):
+    """A fresh browser context signed in with ``token``; page errors are collected in page.errors."""
+    context = browser.new_context(viewport={"width": 1360, "height": 960}, locale="en-GB")
+    context.add_init_script(f"localStorage.setItem('console-lang', '{lang}')")
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.goto(f"{base}/console")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#nav a")
+    return page
+
+
+def send(base: str, user: str, text: str, **extra) -> str:
+    r = httpx.post(f"{base}/v1/messages", json={"user_id": user, "text": text, **extra},
                    headers={"Authorization": f"Bearer {APP_KEY}"}, timeout=5)
-    assert r.status_code == 202
+    assert r.status_code == 202, r.text
     return r.json()["message_id"]
 
 
-def test_a_supervisor_watches_edits_dry_runs_saves_rolls_back_and_opens_a_case(gateway_processes, browser):  # noqa: F811
-    base, _logs = gateway_processes
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+def processed(base: str, mid: str) -> str:
+    """The complaint a message became, once the worker processed it."""
+    def done():
+        state = httpx.get(f"{base}/v1/messages/{mid}", headers={"Authorization": f"Bearer {APP_KEY}"}, timeout=5).json()
+        return state.get("complaint_id") if state["status"] == "processed" else None
+    return wait_until(done, timeout=20)
 
-    # log in (a wrong token first)
+
+def test_a_supervisor_watches_the_desk_and_adds_a_rule_with_the_form(desk, browser):
+    base, _logs = desk
+    # a wrong token first
+    context = browser.new_context(viewport={"width": 1360, "height": 960})
+    page = context.new_page()
     page.goto(f"{base}/console")
-    page.fill("#token", "not-a-supervisor")
+    page.fill("#token", "not-a-token")
     page.click("button[type=submit]")
-    page.wait_for_selector("#login-error:has-text('not a supervisor')")
-    page.fill("#token", SUPERVISOR_TOKEN)
-    page.click("button[type=submit]")
+    page.wait_for_selector("#login-error:has-text('not valid')")
+    page.screenshot(path=str(SHOTS / "01-sign-in.png"))
+    context.close()
+
+    page = signed_in(browser, base, SUPERVISOR_TOKEN)
+    page.wait_for_selector("#chart-depth")  # a supervisor lands on the dashboard
+    page.click("#nav a[data-nav='queues']")
     page.wait_for_selector("#queues")
-    page.screenshot(path=str(SHOTS / "01-queues-empty.png"))
-
-    # a complaint arrives and shows up in its queue without a reload
     page.evaluate("window.__marker = 'same page'")
-    send(base, "browser-1", "我被重复扣款了128元，请退款")
+    formal_fee = processed(base, send(base, "browser-fee", "我要正式投诉：你们多收了我5元手续费，手续费不合理",
+                                      category_hint="fee_dispute"))
+    processed(base, send(base, "browser-pay", "我被重复扣款了128元，请退款"))
     page.wait_for_selector("#queues tr[data-skill='payments'] td.depth:text-is('1')", timeout=10_000)
-    assert page.evaluate("window.__marker") == "same page"  # no reload happened
+    assert page.evaluate("window.__marker") == "same page"  # live, without a reload
     page.screenshot(path=str(SHOTS / "02-queues-live.png"))
+    fee = httpx.get(f"{base}/v1/complaints/{formal_fee}", headers=SUPERVISOR).json()
+    assert fee["formal_complaint"] and fee["category"] == "fee_dispute", fee
+    old_queue = fee["skill"]
 
-    # the complaints list and a case
-    page.click("nav a[href='#/complaints']")
-    page.wait_for_selector("#complaints a")
-    page.screenshot(path=str(SHOTS / "03-complaints.png"))
-    page.click("#complaints a")
-    page.wait_for_selector("#case h3")
-    assert "payment_amount" in page.inner_text("#case") and "routed" in page.inner_text("#case")
-    page.screenshot(path=str(SHOTS / "04-case.png"))
+    page.click("#nav a[data-nav='dashboard']")
+    page.wait_for_selector("#chart-depth path", state="attached")
+    charts = httpx.get(f"{base}/v1/console/charts?hours=6", headers=SUPERVISOR).json()
+    assert charts["queues"]["payments"]["depth"][-1] == 1, charts["queues"]  # what the line ends on
+    page.wait_for_selector("#chart-trend-n rect")
+    page.screenshot(path=str(SHOTS / "03-dashboard.png"), full_page=True)
 
-    # edit a rule: first something invalid (validation messages), then a real change
-    page.click("nav a[href='#/rules']")
-    page.wait_for_selector("#rules-text")
-    rules = json.loads(page.input_value("#rules-text"))
-    broken = {**rules, "default": {"skill": "nowhere"}}
-    page.fill("#rules-text", json.dumps(broken))
+    # the rule editor: a broken rule first, its problem shown on its row and field
+    page.click("#nav a[data-nav='rules']")
+    page.wait_for_selector("#rule-list .rule")
+    page.click("#add-rule")
+    broken = page.locator("#rule-list .rule").last
+    broken.locator("[data-field='id']").fill("broken")
+    broken.locator("[data-field='when.regex']").fill("([")
     page.click("#dryrun")
-    page.wait_for_selector(".problems li")
-    assert "nowhere" in page.inner_text(".problems")
-    page.screenshot(path=str(SHOTS / "05-rules-invalid.png"))
-    changed = {**rules, "queues": [*rules["queues"], "refunds"],
-               "rules": [{"id": "refunds", "when": {"keywords": ["退款", "refund"]}, "then": {"skill": "refunds"}},
-                         *rules["rules"]]}
-    page.fill("#rules-text", json.dumps(changed, indent=2))
+    page.wait_for_selector("#rule-list .rule[data-rule='broken'] .field-problem")
+    assert "regular expression" in broken.locator(".field-problem").inner_text()
+    assert "invalid" in broken.locator("[data-field='when.regex']").get_attribute("class")
+    page.screenshot(path=str(SHOTS / "04-rules-problem.png"))
+    broken.locator("[data-move='remove']").click()
+
+    # formal complaints about fees go to a new queue at top priority
+    page.fill("#new-queue", "formal-fees")
+    page.click("#add-queue")
+    page.click("#add-rule")
+    rule = page.locator("#rule-list .rule").last
+    rule.locator("[data-field='id']").fill("formal-fee-complaints")
+    rule.locator("[data-field='description']").fill("Formal complaints about fees: the senior desk, first")
+    rule.locator("[data-field='when.categories'] input[value='fee_dispute']").check()
+    rule.locator("[data-field='when.formal']").select_option("yes")
+    rule.locator("[data-field='then.skill']").select_option("formal-fees")
+    rule.locator("[data-field='then.priority']").select_option("9")
+    rule.locator("[data-move='top']").click()
+    first = page.locator("#rule-list .rule").first
+    assert first.get_attribute("data-rule") == "formal-fee-complaints"
     page.click("#dryrun")
     page.wait_for_selector("#diff")
     diff = page.inner_text("#diff")
-    assert "1" in diff and "payments" in diff and "refunds" in diff  # the case above would move
-    page.screenshot(path=str(SHOTS / "06-rules-dry-run.png"))
-    page.fill("#reason", "refunds desk opens")
+    assert old_queue in diff and "formal-fees" in diff and fee["case_number"] in diff, diff
+    page.screenshot(path=str(SHOTS / "05-rules-dry-run.png"), full_page=True)
+    page.click("#save")  # no reason yet: refused, the field marked
+    page.wait_for_selector("#reason.invalid")
+    page.fill("#reason", "formal fee complaints need the senior desk")
     page.click("#save")
     page.wait_for_selector("#version:text-is('1')")
-    page.screenshot(path=str(SHOTS / "07-rules-saved.png"))
+    active = httpx.get(f"{base}/v1/routing/rules", headers=SUPERVISOR).json()
+    assert active["rules"]["rules"][0] == {
+        "id": "formal-fee-complaints", "description": "Formal complaints about fees: the senior desk, first",
+        "when": {"categories": ["fee_dispute"], "formal": True}, "then": {"skill": "formal-fees", "priority": 9}}
+    assert "formal-fees" in active["rules"]["queues"]
+    page.click(".tabs button[data-tab='json']")  # the JSON view shows the same rule set
+    assert json.loads(page.input_value("#rules-text"))["rules"][0]["id"] == "formal-fee-complaints"
+    page.click(".tabs button[data-tab='form']")
+    page.screenshot(path=str(SHOTS / "06-rules-saved.png"))
+
+    page.fill("#rollback-reason", "back to the built-in table")
     page.click("button.rollback[data-version='0']")
     page.wait_for_selector("#version:text-is('2')")
-    assert "rollback from the console" in page.inner_text("#history")
-    page.screenshot(path=str(SHOTS / "08-rules-rolled-back.png"))
+    assert "back to the built-in table" in page.inner_text("#history")
+    assert not any(r["id"] == "formal-fee-complaints"
+                   for r in httpx.get(f"{base}/v1/routing/rules", headers=SUPERVISOR).json()["rules"]["rules"])
+    page.screenshot(path=str(SHOTS / "07-rules-rolled-back.png"))
 
-    # the other pages render, in Chinese too
+    # the other screens, and Chinese throughout
+    page.click("#nav a[data-nav='complaints']")
+    page.wait_for_selector("#complaints a")
+    page.screenshot(path=str(SHOTS / "08-complaints.png"))
+    page.click(f"#complaints a:has-text('{fee['case_number']}')")  # a supervisor reads a case too
+    page.wait_for_selector("#case #thread .msg.in")
+    assert "手续费" in page.inner_text("#thread")
     for name in ("report", "incidents", "quarantine"):
-        page.click(f"nav a[href='#/{name}']")
+        page.click(f"#nav a[data-nav='{name}']")
         page.wait_for_selector("main .card h2")
-        page.screenshot(path=str(SHOTS / f"09-{name}.png"))
     page.select_option("#lang", "zh")
-    page.click("nav a[href='#/queues']")
-    page.wait_for_selector("#queues")
-    assert "队列" in page.inner_text("header") and "等待" in page.inner_text("#queues")
-    page.screenshot(path=str(SHOTS / "10-queues-zh.png"))
-    assert not errors, errors
+    page.click("#nav a[data-nav='dashboard']")
+    page.wait_for_selector("#chart-depth")
+    assert "监控看板" in page.inner_text("header") and "队列积压" in page.inner_text("#view")
+    page.screenshot(path=str(SHOTS / "09-dashboard-zh.png"), full_page=True)
+    page.click("#nav a[data-nav='rules']")
+    page.wait_for_selector("#rule-list .rule")
+    assert "手续费争议" in page.inner_text("#rule-list")  # category names in the chosen language
+    page.screenshot(path=str(SHOTS / "10-rules-zh.png"))
+    page.click("#nav a[data-nav='complaints']")
+    page.wait_for_selector("#complaints a")
+    assert "手续费争议" in page.inner_text("#complaints")
+    page.screenshot(path=str(SHOTS / "11-complaints-zh.png"))
+    assert not page.errors, page.errors

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from normalizer.categories import CATEGORIES
 from normalizer.schema import REFUND_METHODS, Complaint, Deadline
 
 FIRST_RESPONSE, RESOLUTION = "first_response", "resolution"
@@ -81,6 +82,37 @@ class QuietHours(msgspec.Struct, forbid_unknown_fields=True):
     start: Annotated[str, msgspec.Meta(pattern=_HHMM)] = "22:00"
     end: Annotated[str, msgspec.Meta(pattern=_HHMM)] = "08:00"
 
+    def contains(self, moment: datetime) -> bool:
+        """Whether ``moment`` falls in the quiet hours (a window may run past midnight)."""
+        t = moment.astimezone(ZoneInfo(self.timezone)).time()
+        start, end = time.fromisoformat(self.start), time.fromisoformat(self.end)
+        return start <= t < end if start < end else (t >= start or t < end)
+
+    def release(self, moment: datetime) -> datetime:
+        """``moment`` itself, or, if it falls in the quiet hours, the moment they end."""
+        if not self.contains(moment):
+            return moment
+        zone = ZoneInfo(self.timezone)
+        local = moment.astimezone(zone)
+        ends = datetime.combine(local.date(), time.fromisoformat(self.end), zone)
+        if ends <= local:
+            ends = datetime.combine(local.date() + timedelta(days=1), time.fromisoformat(self.end), zone)
+        return ends.astimezone(timezone.utc)
+
+    def validate(self) -> list[str]:
+        problems = []
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"progress.quiet_hours.timezone: unknown time zone {self.timezone!r}")
+        if self.start == self.end:
+            problems.append("progress.quiet_hours: start and end must differ (set quiet_hours to null for none)")
+        return problems
+
+
+#: The state changes a progress update can announce (``router.cases.progress.CHANGES`` words them).
+PROGRESS_CHANGES = ("taken", "awaiting_materials", "awaiting_approval", "decided")
+
 
 class ProgressPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Progress updates without asking (处理过程中，定期向申诉人反馈进度): sent on the customer's own
@@ -95,9 +127,45 @@ class ProgressPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     on_changes: list[str] = msgspec.field(
         default_factory=lambda: ["taken", "awaiting_materials", "awaiting_approval", "decided"])
     quiet_hours: QuietHours | None = msgspec.field(default_factory=QuietHours)
+    #: The no-spam rule: an automatic update never follows another customer-visible message by
+    #: less than this. A state change that comes sooner is held until the gap has passed, and
+    #: dropped if the customer heard from us meanwhile (an agent who claims a case and answers at
+    #: once sends one message, not two). Periodic updates count their interval from the last one.
+    min_gap_seconds: Annotated[int, msgspec.Meta(ge=0, le=24 * 3600)] = 600
+
+    def interval_for(self, category: str, formal: bool) -> int:
+        """The periodic update's interval for a case (0 = none): the category's own entry, else
+        ``formal`` for a formal complaint, else ``default``."""
+        if category in self.interval_seconds:
+            return self.interval_seconds[category]
+        if formal and "formal" in self.interval_seconds:
+            return self.interval_seconds["formal"]
+        return self.interval_seconds.get("default", 0)
+
+    def release(self, moment: datetime) -> datetime:
+        """When an automatic update due at ``moment`` may go out (after the quiet hours)."""
+        return moment if self.quiet_hours is None else self.quiet_hours.release(moment)
+
+    def validate(self) -> list[str]:
+        problems = []
+        if "default" not in self.interval_seconds:
+            problems.append("progress.interval_seconds: a 'default' entry is required (0 = no periodic update)")
+        for key in self.interval_seconds:
+            if key not in ("default", "formal") and key not in CATEGORIES:
+                problems.append(f"progress.interval_seconds: {key!r} is not 'default', 'formal' or a category "
+                                f"({', '.join(CATEGORIES)})")
+        for change in self.on_changes:
+            if change not in PROGRESS_CHANGES:
+                problems.append(f"progress.on_changes: unknown change {change!r} (one of {', '.join(PROGRESS_CHANGES)})")
+        if self.quiet_hours is not None:
+            problems.extend(self.quiet_hours.validate())
+        return problems
 
 
 class MaterialsPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Appeal materials (router/cases/materials.py): how the customer is reminded of what is missing
+    (reminders are automatic updates: they wait out the quiet hours)."""
+
     #: A reminder when requested materials have not all arrived after this long (0 = none).
     reminder_seconds: Annotated[int, msgspec.Meta(ge=0)] = 48 * 3600
     #: Reminders at most (each after ``reminder_seconds`` more).
@@ -189,6 +257,7 @@ class DeadlinePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 problems.append("business_hours: start must be before end")
             if not self.business_hours.days:
                 problems.append("business_hours.days: at least one working day")
+        problems.extend(self.progress.validate())
         problems.extend(self.refunds.validate())
         return problems
 

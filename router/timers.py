@@ -11,6 +11,11 @@ that fires what is due, and a fire step that is safe to run twice.
   running deadline of the same generation, so a second firing (after a lease ran out, or two
   workers racing) changes nothing. A breach that finds its warning not yet given gives it first,
   so a warning is never lost to a breach that fell due with it.
+- **Not only deadlines**: the appeal process's timers share the set and the loop: a case's periodic
+  progress update and a held state-change update (``router.cases.progress``), a materials reminder
+  (``router.cases.materials``). Their owners register a fire step per kind (``register_step``) and
+  move their own timer (``plan``); each step finds its earlier reply by a fixed id, so it too is
+  safe to run twice.
 - **A controllable clock** (tests, benchmarks): with ``GATEWAY_TEST_CLOCK=1`` the clock is real
   time plus an offset kept in Redis (``Keys.clock_offset``: ``<prefix>clock:offset``, ms), shared by
   every process.
@@ -22,13 +27,21 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from router import metrics
 from router.store import ComplaintStore, Conflict, NotFound, TxEffects
 from normalizer.schema import Complaint, HistoryEvent
 from router.jobs import event_job
-from router.deadlines import ESCALATION_QUEUE_DETAIL, DeadlinePolicy, decode_policy, parse_member, timer_members
+from router.deadlines import (
+    ESCALATION_QUEUE_DETAIL,
+    FIRST_RESPONSE,
+    RESOLUTION,
+    DeadlinePolicy,
+    decode_policy,
+    parse_member,
+    timer_members,
+)
 
 log = logging.getLogger("gateway.timers")
 
@@ -105,6 +118,28 @@ class PolicyCache:
         return self.policy
 
 
+#: The fire step of a timer that is not a deadline (a progress update, a materials reminder):
+#: ``(store, complaint id, phase, generation, now, policy) -> outcome``. Each such step changes its
+#: complaint under the optimistic lock, finds its own earlier effect by a fixed reply id (so a
+#: second firing sends nothing), and may set its timer again (``plan``) to move it.
+TimerStep = Callable[[ComplaintStore, str, str, int, datetime, DeadlinePolicy], Awaitable[str]]
+_steps: dict[str, TimerStep] = {}
+
+
+def register_step(kind: str, step: TimerStep) -> None:
+    """Who fires timers of ``kind`` (``<complaint id>|<kind>|<phase>|<generation>``): the module
+    that owns the kind registers itself when imported (``router.cases`` imports them all; this
+    module sits below them and cannot import them)."""
+    _steps[kind] = step
+
+
+def plan(store: ComplaintStore, effects: TxEffects, member: str, at: datetime) -> None:
+    """Set a timer of a registered kind to fire at ``at`` (moved if it is set already: one member,
+    one due time), in the change's transaction."""
+    due_ms = int(at.timestamp() * 1000)
+    effects.ops.append(lambda pipe: pipe.zadd(store.keys.timers, {member: due_ms}))
+
+
 def schedule(store: ComplaintStore, effects: TxEffects, complaint_id: str, deadlines: list[Any]) -> None:
     members: dict[str, int] = {}
     for deadline in deadlines:
@@ -152,13 +187,17 @@ def resume(store: ComplaintStore, complaint: Complaint, effects: TxEffects, now:
             deadline.state, deadline.remaining_ms = "running", None
             deadline.gen += 1
             resumed.append(deadline)
+            if deadline.kind == RESOLUTION:  # the case's own due time moves by the time it waited
+                complaint.resolution_due = deadline.due
+            elif deadline.kind == FIRST_RESPONSE:
+                complaint.first_response_due = deadline.due
     schedule(store, effects, complaint.id, resumed)
     return bool(resumed)
 
 
 async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", member: str, due_ms: int) -> str:
     """Apply one due timer. Safe to run twice: only a running deadline of the same generation
-    changes."""
+    changes; a timer of a registered kind goes to its owner's step."""
 
     parsed = parse_member(member)
     if parsed is None:
@@ -166,6 +205,12 @@ async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", m
     cid, kind, phase, gen = parsed
     policy = await policies.get()
     now = clock.now()
+    step = _steps.get(kind)
+    if step is not None:
+        try:
+            return await step(store, cid, phase, gen, now, policy)
+        except (Conflict, NotFound):
+            return "stale"
     outcome = {"result": "stale"}
 
     def change(complaint: Complaint, effects: TxEffects) -> None:

@@ -27,6 +27,16 @@ The desk (``answers``, ``staff``; called by ``gateway.api`` and ``gateway.api_pe
 The categoriser's part of a new case (``opening``): ``categorised_as`` (confidence, runner-up),
 ``link_possible_repeat`` (a middle-band repeat match, linked for an agent to merge).
 
+The appeal process:
+
+- ``progress``: ``announce`` (a state change told to the customer: taken, awaiting approval,
+  decided), the periodic update while a case is open, the no-spam gap and the quiet hours;
+- ``materials``: ``request_materials`` (an agent asks; the resolution clock pauses),
+  ``take_evidence`` (what arrives on any channel ticks items off), ``mark_material`` (by hand),
+  reminders; the clock runs again once nothing is awaited.
+
+Both register their timers' fire steps with ``router.timers`` when imported (here).
+
 Reply ids come from ``replies`` (``new_reply_id``, ``reply_id_for``).
 """
 
@@ -43,6 +53,9 @@ from router.cases.answers import (
     reply,
 )
 from router.cases.corrections import MergeRefused, correct_category, merge_case
+from router.cases.materials import MaterialsError, take_evidence
+from router.cases.materials import mark as mark_material
+from router.cases.materials import request as request_materials
 from router.cases.customer_messages import (
     after_key,
     entry,
@@ -62,14 +75,17 @@ from router.cases.opening import (
     link_possible_repeat,
     open_complaint,
 )
+from router.cases.progress import announce
 from router.cases.replies import new_reply_id, notice, queue_reply, reply_id_for
 from router.cases.staff import Claimed, claim, claim_most_urgent, requeue_expired_leases, resolve, split
 
 __all__ = [
     "Claimed",
+    "MaterialsError",
     "MergeRefused",
     "Opened",
     "after_key",
+    "announce",
     "answer",
     "answer_incident",
     "categorised_as",
@@ -87,6 +103,7 @@ __all__ = [
     "leave_queues",
     "link_possible_repeat",
     "link_to_incident",
+    "mark_material",
     "merge_case",
     "merge_repeat",
     "new_reply_id",
@@ -95,11 +112,13 @@ __all__ = [
     "queue_reply",
     "reply",
     "reply_id_for",
+    "request_materials",
     "requeue_expired_leases",
     "resolve",
     "split",
     "status_answered",
     "status_reply_id",
     "survey_or_reopen",
+    "take_evidence",
     "taken_into",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from normalizer.schema import Complaint, ComplaintStatus, HistoryEvent, Reply
 from router import metrics, timers
+from router.cases import progress
 from router.cases.replies import new_reply_id, queue_reply, reply_id_for
 from router.deadlines import DEFAULT_ESCALATION_QUEUE, ESCALATION_QUEUE_DETAIL, FIRST_RESPONSE
 from router.incidents import Incidents
@@ -87,6 +88,7 @@ async def reply(store: ComplaintStore, complaint_id: str, *, text: str, actor: s
     is an agent, who may not answer a case another agent holds (by lease or as assignee)."""
     lease_holder = await store.lease_holder(complaint_id)
     reply_id = new_reply_id()
+    policy = await timers.load_policy(store)
 
     def change(complaint: Complaint, effects: TxEffects) -> None:
         if complaint.status in (ComplaintStatus.resolved, ComplaintStatus.closed):
@@ -97,6 +99,7 @@ async def reply(store: ComplaintStore, complaint_id: str, *, text: str, actor: s
                 raise Conflict("claimed_by_other", f"{complaint.case_number} is with agent {holder}.")
         answer(store, complaint, effects, reply_id=reply_id, text=text, actor=actor, now=datetime.now(timezone.utc),
                agent=agent, awaiting_customer=awaiting_customer)
+        progress.arm(store, complaint, effects, policy.progress)  # the customer heard from us: counted from now
 
     complaint = await store.update(complaint_id, change)
     return complaint, next(r for r in complaint.replies if r.id == reply_id)

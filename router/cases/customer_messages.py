@@ -22,6 +22,7 @@ from normalizer.schema import (
     Reply,
 )
 from router import metrics, routing
+from router.cases import materials, progress
 from router.cases.replies import notice, queue_reply, reply_id_for
 from router.deadlines import DeadlinePolicy
 from router.evidence_fetch import fetch_jobs
@@ -32,7 +33,7 @@ from router.rules import Engine
 from router.store import ComplaintStore, Conflict, Keys, NotFound, TxEffects, is_open
 from router.survey import parse_score
 from router.templates import repeat_acknowledgement
-from router.timers import resume, schedule
+from router.timers import load_policy, resume, schedule
 
 REPEAT_PRIORITY_STEPS = 3  # each of the first three repeats raises the priority by one
 
@@ -63,8 +64,11 @@ def taken_into(keys: Keys, message: InboundMessage, complaint_id: str, effects: 
 
 async def follow_up(store: ComplaintStore, complaint_id: str, message: InboundMessage,
                     now: datetime | None = None) -> Complaint:
-    """Add a customer's further message to an open case (idempotent by message id); a clock that
-    was paused waiting on the customer runs again."""
+    """Add a customer's further message to an open case (idempotent by message id); the evidence
+    it brings ticks off awaited materials; a clock that was paused waiting on the customer runs
+    again (waiting on materials: once none is awaited any more)."""
+    policy = await load_policy(store)
+    at = now or datetime.now(timezone.utc)
 
     def change(complaint: Complaint, effects: TxEffects) -> None:
         if not any(m.message_id == message.id for m in complaint.messages):
@@ -76,7 +80,10 @@ async def follow_up(store: ComplaintStore, complaint_id: str, message: InboundMe
             detail = {"channel": message.channel, "message_id": message.id, **({"edit_of": edit_of} if edit_of else {})}
             complaint.history.append(HistoryEvent(at=message.received_at, actor="customer",
                                                   action="message_edited" if edit_of else "follow_up", detail=detail))
-            resume(store, complaint, effects, now or datetime.now(timezone.utc))  # the customer answered
+            materials.take_evidence(store, complaint, effects, message_id=message.id, channel=message.channel,
+                                    text=message.text, evidence=message.attachments, now=at, policy=policy)
+            if not materials.awaited(complaint):
+                resume(store, complaint, effects, at)  # the customer answered
         taken_into(store.keys, message, complaint.id, effects)
 
     return await store.update(complaint_id, change)
@@ -119,7 +126,8 @@ def join_as_repeat(store: ComplaintStore, complaint: Complaint, effects: TxEffec
                    by: str = "worker") -> None:
     """The repeat-report change itself (a customer's message the worker matched, or a whole case
     an agent merges): the messages and evidence join the case, the repeat count and priority go
-    up, the rules may re-route it, the merge and its reason are recorded, a paused clock runs."""
+    up, the rules may re-route it, the merge and its reason are recorded, the evidence ticks off
+    awaited materials, a paused clock runs (waiting on materials: once none is awaited any more)."""
     known = {m.message_id for m in complaint.messages}
     complaint.messages.extend(e for e in entries if e.message_id not in known)
     complaint.messages.sort(key=lambda m: m.received_at)  # in the order the customer wrote
@@ -132,7 +140,10 @@ def join_as_repeat(store: ComplaintStore, complaint: Complaint, effects: TxEffec
     complaint.merges.append(Merge(message_id=message_id, reason=reason, detail=detail, at=now, by=by,
                                   evidence_ids=[e.id for e in evidence]))
     effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys, "gateway_repeat_merges", reason=reason))
-    resume(store, complaint, effects, now)
+    materials.take_evidence(store, complaint, effects, message_id=message_id, channel=channel,
+                            text=" ".join(e.text for e in entries), evidence=evidence, now=now, policy=policy)
+    if not materials.awaited(complaint):
+        resume(store, complaint, effects, now)
     complaint.history.append(HistoryEvent(
         at=now, actor=by, action="merged",
         detail={"message_id": message_id, "reason": reason, "channel": channel,
@@ -161,6 +172,7 @@ async def merge_repeat(store: ComplaintStore, match: Match, message: InboundMess
                 queue_reply(store, complaint, effects, Reply(
                     id=reply_id, kind="repeat_ack", text=text, author="system", channel=message.channel,
                     created_at=now, to=to, language=message.language))
+                progress.arm(store, complaint, effects, policy.progress)
             if listeners:
                 effects.jobs.append(event_job(complaint, "merged", "worker",
                                               {"message_id": message.id, "reason": match.reason}, at=now))
@@ -215,6 +227,7 @@ async def survey_or_reopen(store: ComplaintStore, complaint: Complaint, message:
             effects.ops.append(lambda pipe: store.enter_queue(pipe, c, fresh[0].due))
             effects.ops.append(lambda pipe: pipe.delete(after_key(store, message.sender)))
             notice(store, c, effects, "reopened", message)
+            progress.arm(store, c, effects, policy.progress)
             if listeners:
                 effects.jobs.append(event_job(c, "reopened", "customer", {"message_id": message.id}, at=now))
         else:

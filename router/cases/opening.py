@@ -16,7 +16,8 @@ from normalizer.ids import dt_to_ms
 from normalizer.schema import Complaint, ComplaintStatus, HistoryEvent, InboundMessage, Reply
 from router import repeats
 from router.categoriser import Categorised
-from router.cases.customer_messages import entry
+from router.cases import materials, progress
+from router.cases.customer_messages import entry, follow_up
 from router.cases.replies import reply_id_for
 from router.deadlines import DeadlinePolicy, timer_members
 from router.evidence_fetch import evidence_jobs
@@ -63,6 +64,7 @@ def draft_complaint(message: InboundMessage, *, customer_id: str, category: str,
     complaint.tags.extend(t for t in decided.tags if t not in complaint.tags)
     complaint.first_response_due = complaint.deadlines[0].due
     complaint.resolution_due = complaint.deadlines[1].due
+    complaint.next_update_at = progress.next_due(complaint, policy.progress, since=message.received_at + clock_offset)
     complaint.history.append(
         HistoryEvent(at=message.received_at, actor=opened_by(message), action="received",
                      detail={"channel": message.channel, "message_id": message.id})
@@ -115,14 +117,22 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
                          categorised: dict[str, str], decided: Decision, worker_id: str, now: datetime,
                          listeners: bool) -> Opened | None:
     """Commit a drafted complaint with its acknowledgement (in the outbox: if this process dies
-    before sending it, housekeeping does), timers, fingerprint and jobs. ``None``: the message
-    was taken into a case already (a re-run). ``categorised``: the ``categorised`` event's detail
-    (category, confidence, runner-up, by what: ``model:<version>``...)."""
+    before sending it, housekeeping does), timers (its deadlines', its periodic progress update's),
+    fingerprint and jobs. ``None``: the message was taken into a case already (a re-run), or into
+    one of its customer's cases that waits for materials (the message names it or brings
+    evidence: it is a follow-up there, whatever channel it came on). ``categorised``: the
+    ``categorised`` event's detail (category, confidence, runner-up, by what: ``model:<version>``...)."""
+    awaiting = await materials.case_awaiting(store, complaint.customer_id, message)
+    if awaiting is not None:
+        await follow_up(store, awaiting, message, now)
+        return None
     placeholder = complaint.case_number
     decision = decided.as_route()
     timers: dict[str, int] = {}
     for deadline in complaint.deadlines:
         timers.update(timer_members(complaint.id, deadline))
+    if complaint.next_update_at is not None:
+        timers[progress.periodic_member(complaint.id)] = dt_to_ms(complaint.next_update_at)
     complaint.history.append(
         HistoryEvent(at=now, actor="worker", action="categorised",
                      detail={**categorised, "category": complaint.category,
@@ -146,6 +156,7 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
             author="system", channel=message.channel, created_at=now,
         )
         complaint.replies.append(ack)
+        complaint.last_update_at = now  # the acknowledgement is the first thing the customer hears
     jobs = incident_job(complaint, message)
     jobs.extend(evidence_jobs(complaint))
     if listeners:

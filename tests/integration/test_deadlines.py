@@ -492,17 +492,19 @@ def test_a_timer_taken_by_a_worker_that_dies_comes_back_and_fires_once(redis_url
     workers = []
     try:
         asyncio.run(submit_all())
-        wait_for(lambda: r.zcard(prefix + "idx:all") == n and r.zcard(prefix + "timers") == n * 4,
-                 "every complaint opened with its timers (first response + resolution, warn + due each)")
+        # per complaint: first response + resolution (warn + due each), and its periodic progress update
+        per_case = 5
+        wait_for(lambda: r.zcard(prefix + "idx:all") == n and r.zcard(prefix + "timers") == n * per_case,
+                 "every complaint opened with its timers (first response + resolution, warn + due each; progress)")
         trap.arm()  # from now on the dying worker's firings hold at their WATCH
         r.incrby(prefix + "clock:offset", 3 * 86400 * 1000)  # everything is overdue now
-        wait_for(lambda: r.zcard(prefix + "timers:inflight") == n * 4 and trap.held > 0,
+        wait_for(lambda: r.zcard(prefix + "timers:inflight") == n * per_case and trap.held > 0,
                  "the worker took every due timer and is firing them")
         assert r.zcount(prefix + "timers", "-inf", clock_ms()) == 0
         assert all(not v for v in fired().values())  # taken, not fired: every firing is held at its start
         dying.send_signal(signal.SIGKILL)
         dying.wait(15)
-        assert r.zcard(prefix + "timers:inflight") == n * 4  # the dead worker's timers stay in flight
+        assert r.zcard(prefix + "timers:inflight") == n * per_case  # the dead worker's timers stay in flight
         r.incrby(prefix + "clock:offset", LEASE_MS + 1000)  # their lease runs out
         workers = [worker(), worker()]
 

@@ -13,6 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from gateway import paths
 from gateway.api import ComplaintsController, QuarantineController, QueuesController
+from gateway.api_appeals import AppealsController
 from gateway.api_console import ConsoleController, console_handlers
 from gateway.api_approvals import ApprovalsController
 from gateway.api_model import ModelController
@@ -84,7 +85,7 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
     route_handlers: list[Any] = [health, ready, metrics_endpoint, *console_handlers(), ComplaintsController,
                                  QueuesController, QuarantineController, CustomersController, IncidentsController,
                                  PolicyController, ReportsController, RoutingController, AgentsController,
-                                 ModelController, ConsoleController, ApprovalsController]
+                                 ModelController, ConsoleController, ApprovalsController, AppealsController]
     for plugin_name, mount in plugins.routes(services):
         prefix = f"{paths.WEBHOOKS}/{plugin_name}" if mount.prefix is None else mount.prefix
         if prefix:

@@ -111,7 +111,9 @@ def enrich_complaint(complaint: Complaint, message: InboundMessage) -> dict[str,
 @hookspec
 def complaint_event(event: ComplaintEvent, complaint: Complaint) -> None:
     """Listen to what happens to complaints: ``created``, ``routed``, ``replied``, ``merged`` (a
-    repeat report joined it), ``sla_warning``, ``sla_breached``, ``resolved``, ``reopened``.
+    repeat report joined it), ``sla_warning``, ``sla_breached``, ``resolved``, ``reopened``,
+    ``refund_approved`` (a refund or compensation to carry out: ``detail`` has ``amount``,
+    ``currency``, ``method``, ``kind`` and ``proposal``, which with ``complaint_id`` keys it).
 
     Called by the worker after the change is stored (at least once: a listener may see an
     event twice after a crash, so it should key on ``event.kind`` + ``complaint_id``).

@@ -127,10 +127,10 @@ class ProgressPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     on_changes: list[str] = msgspec.field(
         default_factory=lambda: ["taken", "awaiting_materials", "awaiting_approval", "decided"])
     quiet_hours: QuietHours | None = msgspec.field(default_factory=QuietHours)
-    #: The no-spam rule: an automatic update never follows another customer-visible message by
-    #: less than this. A state change that comes sooner is held until the gap has passed, and
-    #: dropped if the customer heard from us meanwhile (an agent who claims a case and answers at
-    #: once sends one message, not two). Periodic updates count their interval from the last one.
+    #: The no-spam rule: "taken" (no news of its own) never follows another customer-visible
+    #: message by less than this: sooner, it is held until the gap has passed, and dropped if the
+    #: customer heard from us meanwhile (an agent who claims a case and answers at once sends one
+    #: message, not two). Periodic updates count their interval from the last message.
     min_gap_seconds: Annotated[int, msgspec.Meta(ge=0, le=24 * 3600)] = 600
 
     def interval_for(self, category: str, formal: bool) -> int:

@@ -9,11 +9,12 @@ SMS to a number that sent STOP) and a public ``progress_update`` entry in the hi
 
 The rules that keep it from being noise:
 
-- **A minimum gap** (``min_gap_seconds``, 10 minutes by default): an automatic update never
-  follows another customer-visible message sooner. A state change that comes sooner (an agent
-  claims a case a minute after its acknowledgement) is *held* until the gap has passed, and
+- **A minimum gap** (``min_gap_seconds``, 10 minutes by default) for the update that carries no
+  news of its own, ``taken``: within the gap of the last customer-visible message (an agent
+  claims a case a minute after its acknowledgement) it is *held* until the gap has passed, and
   dropped if the customer heard from us meanwhile (the agent answered at once: one message, not
-  two).
+  two). A change that is news (awaiting materials, awaiting approval, decided) goes at once; the
+  periodic update counts its interval from the last message, so it never follows one closely.
 - **Quiet hours** (the desk's night, its time zone): an automatic update that falls in them waits
   until they end. An agent's own answer is never held.
 - **The periodic update** goes out when nothing customer-visible was sent for the case's interval
@@ -53,6 +54,9 @@ CHANGES: dict[str, dict[str, tuple[str, str]]] = {
              "en": ("still being handled", "we are following it up and will answer you as soon as we can.")},
 }
 KIND = "progress"  # the timers' kind and the replies' kind
+#: Changes with no news of their own: held by the minimum gap, dropped if anything reached the
+#: customer meanwhile.
+HELD_BY_GAP = frozenset({"taken"})
 PERIODIC = "due"  # the periodic update's timer phase
 
 
@@ -115,13 +119,14 @@ def send(store: ComplaintStore, complaint: Complaint, effects: TxEffects, change
 def announce(store: ComplaintStore, complaint: Complaint, effects: TxEffects, change: str, now: datetime,
              policy: ProgressPolicy) -> Reply | None:
     """Tell the customer of a state change (one of ``CHANGES``), if the policy says so; the
-    update is a reply of kind ``progress`` and an entry in the case history. Within the minimum
-    gap of the last customer-visible message, or in the quiet hours, it is held (``None``) until
-    it may go, and dropped then if the customer heard from us meanwhile."""
+    update is a reply of kind ``progress`` and an entry in the case history. In the quiet hours,
+    or (``taken``) within the minimum gap of the last customer-visible message, it is held
+    (``None``) until it may go; a held ``taken`` is dropped then if the customer heard from us
+    meanwhile."""
     if not policy.enabled or change not in policy.on_changes or change not in CHANGES:
         return None
     gap_ends = (complaint.last_update_at + timedelta(seconds=policy.min_gap_seconds)
-                if complaint.last_update_at is not None else now)
+                if complaint.last_update_at is not None and change in HELD_BY_GAP else now)
     at = policy.release(max(now, gap_ends))
     if at <= now:
         return send(store, complaint, effects, change, now, policy)

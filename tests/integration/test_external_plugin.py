@@ -36,7 +36,8 @@ async def test_the_gateway_loads_it_from_the_entry_point_and_takes_its_messages(
     loaded = plugins.loaded["signed_webhook"]
     assert loaded.source.startswith("plugins.toml + entry point (gateway-signed-webhook")
     assert loaded.hooks == ["channel_sender", "gateway_routes"]
-    body = json.dumps({"id": "p-1", "from": "partner-7", "text": "refund never arrived"}).encode()
+    body = json.dumps({"events": [{"type": "message", "id": "p-1", "from": "partner-7",
+                                   "text": "refund never arrived"}]}).encode()
     ts = str(int(time.time()))
     async with gateway_client(replace(settings, plugins_path=toml), plugins) as client:
         r = await client.post("/webhooks/signed_webhook", content=body,

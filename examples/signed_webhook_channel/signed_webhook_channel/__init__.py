@@ -1,15 +1,19 @@
 """A generic signed-JSON webhook channel: a partner's in-app chat, a CRM, anything that can POST
 JSON and sign it. Written as an integrator would: a separate package that the gateway finds
-through its entry point, using only the plugin contract (``plugins.hookspecs``,
-``plugins.contract``) and the gateway's intake.
+through its entry point, using only the documented kit (``plugins.kit``).
 
-In:  ``POST /webhooks/signed_webhook`` with ``{"id": "...", "from": "...", "text": "...",
-     "language": "zh"|"en" (optional)}``, headers ``X-Timestamp`` (Unix seconds) and
-     ``X-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>" with the shared secret>``.
-     A timestamp more than ``max_age_seconds`` away is refused (replay protection); ``id`` makes
-     the partner's retries harmless. Answer: 202 ``{"message_id": ...}`` once durable.
+In:  ``POST /webhooks/signed_webhook`` with ``{"events": [{"type": "message", "id": "...",
+     "from": "...", "text": "...", "language": "zh"|"en" (optional)}, ...]}`` — several events
+     in one request; events of other types (``"read"``, ``"typing"``, ...) are skipped. Headers
+     ``X-Timestamp`` (Unix seconds) and ``X-Signature: sha256=<hex HMAC-SHA256 of
+     "<timestamp>.<raw body>" with the shared secret>``; a missing or wrong signature, or a
+     timestamp more than ``max_age_seconds`` away, is refused with 403 and nothing stored. Each
+     message's ``id`` makes the partner's retries harmless. Answer: 202 ``{"taken": n}`` once
+     every message is durable; a 429 / 503 from the desk is passed on, and the partner sends the
+     whole request again (what was taken is then a duplicate, nothing is taken twice).
 Out: replies are POSTed as the same kind of signed JSON to ``callback_url``:
-     ``{"id", "to", "text", "case_number", "kind"}``; the partner answers 2xx.
+     ``{"id", "to", "text", "case_number", "kind"}``; the partner answers 2xx. A network
+     error, a 5xx or a 429 is retried later; another 4xx is final.
 """
 
 from __future__ import annotations
@@ -18,18 +22,34 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import msgspec
 from litestar import Request, Response, post
 
-from plugins.problems import ProblemError
-from normalizer.ids import new_id
-from normalizer.inbound import InputRejected, build_message, clean_text
-from normalizer.schema import Contact, DeliveryResult, OutboundMessage
-from plugins.contract import GatewayServices, RouteMount
-from plugins.hookspecs import hookimpl
+from plugins.kit import (
+    REFUSED,
+    Contact,
+    DeliveryResult,
+    GatewayServices,
+    InboundMessage,
+    InputRejected,
+    OutboundMessage,
+    ProblemError,
+    RouteMount,
+    bounded_body,
+    build_message,
+    check_fresh,
+    clean_text,
+    hookimpl,
+    http_failure,
+    new_id,
+    quarantine_once,
+    require_configured,
+    same_secret,
+    tls,
+)
 
 CHANNEL = "signed_webhook"
 MAX_BODY = 64 * 1024
@@ -41,11 +61,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     max_age_seconds: int = 300
 
 
-class Inbound(msgspec.Struct, forbid_unknown_fields=True):
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-    text: Annotated[str, msgspec.Meta(max_length=20_000)]
-    language: Annotated[str, msgspec.Meta(pattern="^(zh|en)$")] | None = None
-    from_: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = msgspec.field(name="from", default="")
+class Event(msgspec.Struct):  # tolerant: a partner may add fields
+    type: str
+    id: str = ""
+    text: str = ""
+    language: str | None = None
+    from_: str = msgspec.field(name="from", default="")
+
+
+class Envelope(msgspec.Struct):
+    events: list[Event]
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -62,33 +87,40 @@ class SignedWebhookChannel:
     def gateway_routes(self, services: GatewayServices) -> RouteMount:
         settings = self.settings
 
-        @post("", operation_id="signedWebhookIn", summary="A partner's signed JSON message", tags=["webhooks"],
+        @post("", operation_id="signedWebhookIn", summary="A partner's signed JSON events", tags=["webhooks"],
               status_code=202)
-        async def receive(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
-            if not settings.secret:
-                raise ProblemError(503, "channel_not_configured", "signed_webhook has no secret configured.")
-            body = await request.body()
-            if len(body) > MAX_BODY:
-                raise ProblemError(413, "payload_too_large", f"At most {MAX_BODY} bytes.")
+        async def receive(request: Request[Any, Any, Any]) -> Response[dict[str, int]]:
+            require_configured(settings.secret, "signed_webhook secret")
+            body = await bounded_body(request, MAX_BODY)
             timestamp = request.headers.get("x-timestamp", "")
-            if not hmac.compare_digest(request.headers.get("x-signature", ""), sign(settings.secret, timestamp, body)):
-                raise ProblemError(401, "signature_invalid", "X-Signature does not match.")
-            if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > settings.max_age_seconds:
-                raise ProblemError(401, "timestamp_stale", "X-Timestamp is missing or too old.")
+            if not same_secret(request.headers.get("x-signature"), sign(settings.secret, timestamp, body)):
+                raise ProblemError(REFUSED, "signature_invalid", "X-Signature is missing or does not match.")
+            check_fresh(timestamp, settings.max_age_seconds)
             try:
-                incoming = msgspec.json.decode(body, type=Inbound)
-                text = clean_text(incoming.text, services.settings.max_text_chars)
-            except (msgspec.DecodeError, msgspec.ValidationError, InputRejected) as exc:
-                raise ProblemError(422, "invalid_message", str(exc)) from None
-            if not incoming.from_:
-                raise ProblemError(422, "invalid_message", "from is required", field="from")
-            message = build_message(message_id=new_id("msg"), channel=CHANNEL,
-                                    sender=Contact(kind="partner_user", value=incoming.from_), text=text,
-                                    language=incoming.language, provider_message_id=incoming.id)
-            outcome = await services.intake.submit(message, idempotency_scope=f"id:{incoming.id}", raw=body)
-            return Response({"message_id": outcome.message_id}, status_code=202)
+                events = msgspec.json.decode(body, type=Envelope).events
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await quarantine_once(services, CHANNEL, f"unparseable body: {exc}", body)
+                return Response({"taken": 0}, status_code=202)
+            # every message checked before any is taken; other events (read, typing) skipped
+            messages = [self._message(services, event) for event in events if event.type == "message"]
+            for message in messages:
+                # a 429 / 503 from the desk propagates: the partner retries the whole request
+                await services.intake.submit(message, idempotency_scope=f"id:{message.provider_message_id}", raw=body)
+            return Response({"taken": len(messages)}, status_code=202)
 
         return RouteMount(handlers=[receive])  # mounted at /webhooks/signed_webhook
+
+    def _message(self, services: GatewayServices, event: Event) -> InboundMessage:
+        if not (0 < len(event.id) <= 128 and 0 < len(event.from_) <= 128):
+            raise ProblemError(422, "invalid_message", "a message needs an id and a from (1-128 characters)")
+        try:
+            text = clean_text(event.text, services.settings.max_text_chars)
+        except InputRejected as exc:
+            raise ProblemError(422, "invalid_message", str(exc)) from None
+        return build_message(message_id=new_id("msg"), channel=CHANNEL,
+                             sender=Contact(kind="partner_user", value=event.from_), text=text,
+                             language=event.language if event.language in ("zh", "en") else None,
+                             provider_message_id=event.id)
 
     @hookimpl
     def channel_sender(self, channel: str, services: GatewayServices) -> "CallbackSender | None":
@@ -108,11 +140,10 @@ class CallbackSender:
         headers = {"Content-Type": "application/json", "X-Timestamp": timestamp,
                    "X-Signature": sign(self.settings.secret, timestamp, body)}
         try:
-            async with httpx.AsyncClient(timeout=10) as http:
+            async with httpx.AsyncClient(timeout=10, verify=tls()) as http:
                 response = await http.post(self.settings.callback_url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            return DeliveryResult(status="failed", error=f"{type(exc).__name__}: {exc}", retryable=True)
+            return http_failure(None, exc)
         if response.status_code >= 300:
-            return DeliveryResult(status="failed", error=f"HTTP {response.status_code}",
-                                  retryable=response.status_code >= 500 or response.status_code == 429)
+            return http_failure(response)
         return DeliveryResult(status="sent", provider_message_id=message.id)

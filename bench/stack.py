@@ -20,6 +20,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.embedded_redis import server_options  # noqa: E402
 from intake import APP_KEY, free_port, server_cmd, wait_http  # noqa: E402
 from provider_sink import read_records, sink_env  # noqa: E402
 from webhooks import ENV as SIGNING_ENV  # noqa: E402
@@ -65,8 +66,7 @@ class Cluster:
         rdir.mkdir(exist_ok=True)
         self.redis_proc = subprocess.Popen(
             [*(wrap or []), shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port),
-             "--bind", "127.0.0.1", "--dir", str(rdir), "--appendonly", "yes", "--appendfsync", self.fsync,
-             "--save", ""],
+             "--bind", "127.0.0.1", "--dir", str(rdir), *server_options(self.fsync)],
             stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

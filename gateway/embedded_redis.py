@@ -30,6 +30,11 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
+def server_options(fsync: str = "always") -> list[str]:
+    """The persistence options of the embedded Redis (the benchmarks start theirs with these too)."""
+    return ["--appendonly", "yes", "--appendfsync", fsync, "--save", ""]
+
+
 def ensure_embedded_redis(var_dir: Path, *, fsync: str = "always") -> str:
     """Start (or find running) the embedded Redis and return its URL."""
     redis_dir = (var_dir / "redis").resolve()
@@ -52,9 +57,7 @@ def ensure_embedded_redis(var_dir: Path, *, fsync: str = "always") -> str:
             "--bind", "127.0.0.1",
             "--port", str(port),
             "--dir", str(redis_dir),
-            "--appendonly", "yes",
-            "--appendfsync", fsync,
-            "--save", "",
+            *server_options(fsync),
             "--daemonize", "yes",
             "--pidfile", str(redis_dir / "redis.pid"),
             "--logfile", str(redis_dir / "redis.log"),

@@ -56,7 +56,8 @@ class AppealsController(Controller):
     tags = ["appeals"]
 
     @post(paths.COMPLAINT_MATERIALS, operation_id="requestMaterials", status_code=201, opt={"roles": STAFF},
-          summary="Ask the customer for appeal materials (the resolution clock pauses until they arrive)")
+          summary="Ask the customer for appeal materials (the resolution clock pauses until they arrive); "
+                  "an Idempotency-Key header makes a retry ask nothing twice")
     async def request_materials(self, request: Request[Any, Any, Any], services: Services,
                                 complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
         require_json(request)
@@ -70,7 +71,8 @@ class AppealsController(Controller):
         try:
             complaint = await cases.request_materials(
                 services.store, cid, items=[(i.kind, i.note) for i in incoming.items], message=message or None,
-                actor=principal.actor, agent=principal.id, claim_binds=principal.role == ROLE_AGENT)
+                actor=principal.actor, agent=principal.id, claim_binds=principal.role == ROLE_AGENT,
+                key=(request.headers.get("idempotency-key") or "")[:64] or None)
         except cases.MaterialsError as exc:
             raise ProblemError(422, exc.code, str(exc), field=exc.field) from None
         return {"materials": materials_view(complaint), "complaint": complaint_json(complaint)}

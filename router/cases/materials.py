@@ -81,11 +81,12 @@ def _lang(complaint: Complaint) -> str:
 
 
 async def request(store: ComplaintStore, complaint_id: str, *, items: Sequence[tuple[str, str | None]],
-                  message: str | None, actor: str, agent: str, claim_binds: bool) -> Complaint:
+                  message: str | None, actor: str, agent: str, claim_binds: bool, key: str | None = None) -> Complaint:
     """An agent asks the customer for materials (``items``: (kind, note) pairs). The request is
     the agent's answer to the customer (the first response if it is the first), worded from the
     ``materials_request`` template with ``message`` after it. ``claim_binds``: an agent may not ask
-    on a case another agent holds."""
+    on a case another agent holds. ``key``: the client's idempotency key (a retried request with
+    the same key asks nothing twice)."""
     if not items or len(items) > MAX_ITEMS:
         raise MaterialsError("invalid_materials", f"between 1 and {MAX_ITEMS} items", "items")
     for n, (kind, note) in enumerate(items):
@@ -99,6 +100,8 @@ async def request(store: ComplaintStore, complaint_id: str, *, items: Sequence[t
     lease_holder = await store.lease_holder(complaint_id)
 
     def change(complaint: Complaint, effects: TxEffects) -> None:
+        if key and any(h.action == "materials_requested" and h.detail.get("key") == key for h in complaint.history):
+            return  # a retry of a request made already
         if not is_open(complaint):
             raise Conflict("complaint_closed", f"{complaint.case_number} is {complaint.status.value}; reopen it first.")
         holder = lease_holder or complaint.assignee
@@ -120,7 +123,8 @@ async def request(store: ComplaintStore, complaint_id: str, *, items: Sequence[t
                detail={"materials_request": str(seq)})
         complaint.replies[-1].language = lang
         complaint.history.append(HistoryEvent(at=now, actor=actor, action="materials_requested", public=True, detail={
-            "request": str(seq), "kinds": ",".join(m.kind for m in asked), "reply_id": rid}))
+            "request": str(seq), "kinds": ",".join(m.kind for m in asked), "reply_id": rid,
+            **({"key": key} if key else {})}))
         if policy.progress.enabled and STAGE in policy.progress.on_changes:  # the request says it
             complaint.history.append(HistoryEvent(at=now, actor="system", action="progress_update", public=True,
                                                   detail={"change": STAGE, "reply_id": rid}))
@@ -193,6 +197,8 @@ async def case_awaiting(store: ComplaintStore, customer_id: str, message: Inboun
     """The customer's open case that waits for materials and that this message, which would
     otherwise open a case of its own, belongs to: it names the case's number, or it brings
     evidence (the most recent such case)."""
+    if not message.attachments and "C-" not in message.text:
+        return None  # neither evidence nor a case number: nothing to look up
     ids = [cid.decode() for cid in await store.r.hkeys(store.keys.open_cases(customer_id))]
     if not ids:
         return None

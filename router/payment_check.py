@@ -15,7 +15,8 @@ the first lookup (on the draft, before it is routed) and for every later one (``
 - ``retrying``: the failed try is in the history with its reason, and the next try is a job of its
   own (id fixed by the case, the plugin and the try), committed with it, due after the plugin's
   backoff; never more than ``MAX_TRIES`` in all, whatever a plugin asks;
-- ``failed``: given up (or refused), with the reason, tagged ``payment_lookup_failed``.
+- ``failed``: given up (or refused), with the reason, tagged ``payment_lookup_failed``; also when
+  the case was resolved before a later try was due (no lookup is made for a closed case).
 
 Every try is written only over the try before it (a ``retrying`` check with one try less), so a
 job that runs twice changes nothing twice, and the case never waits for the records system.
@@ -199,14 +200,18 @@ async def payment_lookup(ctx: dict[str, Any], complaint_id: str, plugin_name: st
         return "missing"
     if not _due(complaint, plugin_name, attempt):
         return "already"
-    if not is_open(complaint):
-        return "closed"
-    lookup = await ask_again(w.plugins, complaint, plugin_name, datetime.now(timezone.utc))
+    now = datetime.now(timezone.utc)
+    if is_open(complaint):
+        lookup = await ask_again(w.plugins, complaint, plugin_name, now)
+    else:  # resolved meanwhile: nothing left to decide with the records; say so rather than wait on
+        lookup = Lookup(check=PaymentCheck(source=plugin_name, checked_at=now, state="failed",
+                                           claimed_amount=complaint.amount,
+                                           error="the case was closed before the payment records answered"))
 
     def change(current: Complaint, effects: TxEffects) -> None:
         if not _due(current, plugin_name, attempt):
             raise Conflict("payment_check_settled", complaint_id)  # this try was recorded already
-        lookup.check.tries = attempt
+        lookup.check.tries = attempt if is_open(complaint) else attempt - 1
         before = current.priority
         job = record(current, plugin_name, lookup, datetime.now(timezone.utc))
         if job is not None:

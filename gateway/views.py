@@ -54,6 +54,8 @@ def complaint_public(complaint: Complaint) -> dict[str, Any]:
     view["refund"] = None if not refund or refund.get("state") == "rejected" else {
         k: refund.get(k) for k in PUBLIC_REFUND}
     view.pop("routed_by", None)
+    for item in view.get("materials", []):  # what the desk asked for and what arrived; not which agent asked
+        item.pop("requested_by", None)
     for reply in view["replies"]:
         reply["author"] = "desk" if reply["author"] != "system" else "system"
     return view

@@ -123,6 +123,9 @@ async def run(desk, client, twilio):
     told = [r for r in c["replies"] if r["id"] == actions(c, "materials_complete")[0]["detail"]["reply_id"]]
     assert "交易记录" in told[0]["text"] and "扣款截图" in told[0]["text"]
     assert len((await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]) == 1  # no new case
+    app_view = (await client.get(f"/v1/complaints/{c['id']}", headers=APP)).json()
+    assert [m["state"] for m in app_view["materials"]] == ["received", "received"]
+    assert app_view["materials_missing"] == [] and not any("requested_by" in m for m in app_view["materials"])
 
     # by hand: an agent asks for one more, then waives it; a second waive changes nothing
     r = await client.post(f"/v1/complaints/{c['id']}/materials", headers=ALICE,

@@ -180,6 +180,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"gateway: plugins: {exc}", file=sys.stderr)
         return 2
     if args.action == "check":
+        unset = plugins.unset_settings()
+        for problem in unset:
+            print(f"gateway: plugins: {problem}", file=sys.stderr)
+        if unset:
+            return 2
         print(f"{settings.plugins_path}: ok ({len(plugins.loaded)} plugins)")
         return 0
     rows = plugins.describe()

@@ -59,6 +59,8 @@ class LoadedPlugin:
     target: str  # "module:attr"
     settings: Any = None
     hooks: list[str] = field(default_factory=list)
+    #: For each setting written ``${VAR}`` in plugins.toml, the variables it reads.
+    variables: dict[str, list[str]] = field(default_factory=dict)
 
 
 def expand_env(value: Any, env: Mapping[str, str], where: str) -> Any:
@@ -97,7 +99,10 @@ def read_plugins_toml(path: Path, env: Mapping[str, str] | None = None) -> dict[
             raise PluginConfigError(f"{path}: [plugins.{name}] unknown key(s): {', '.join(sorted(extra))}")
         if "enabled" in table and not isinstance(table["enabled"], bool):
             raise PluginConfigError(f"{path}: [plugins.{name}].enabled must be true or false")
-        table["settings"] = expand_env(table.get("settings", {}), env, f"plugins.{name}.settings")
+        raw = table.get("settings", {})
+        table["variables"] = {k: [m.group(1) for m in _ENV_REF.finditer(v)]
+                              for k, v in raw.items() if isinstance(v, str)} if isinstance(raw, dict) else {}
+        table["settings"] = expand_env(raw, env, f"plugins.{name}.settings")
     return {"gateway": data.get("gateway", {}), "plugins": plugins}
 
 
@@ -139,7 +144,8 @@ class GatewayPlugins:
 
     # -- loading -----------------------------------------------------------------------------
 
-    def register(self, name: str, plugin: Any, *, source: str = "code", target: str = "", settings: Any = None) -> None:
+    def register(self, name: str, plugin: Any, *, source: str = "code", target: str = "", settings: Any = None,
+                 variables: dict[str, list[str]] | None = None) -> None:
         if name in self.loaded:
             raise PluginConfigError(f"plugin {name!r} is registered twice")
         self.pm.register(plugin, name=name)
@@ -154,7 +160,8 @@ class GatewayPlugins:
                     f"{SYNC_HOOKS[caller.name]}. Return the object at once and do the waiting in its own "
                     "async methods (a sender's send, a poller's run, the route handlers).")
         hooks = sorted(h.name for h in callers if not h.name.startswith("_"))
-        self.loaded[name] = LoadedPlugin(name, plugin, source, target or repr(plugin), settings, hooks)
+        self.loaded[name] = LoadedPlugin(name, plugin, source, target or repr(plugin), settings, hooks,
+                                         variables or {})
 
     def check(self) -> None:
         """Fail now, not later, when a plugin implements a hook that does not exist."""
@@ -193,7 +200,8 @@ class GatewayPlugins:
             except (ImportError, AttributeError) as exc:
                 raise PluginConfigError(f"plugin {name!r}: cannot import {target!r}: {exc}") from None
             plugin, settings = instantiate(name, obj, table.get("settings", {}))
-            self.register(name, plugin, source=source, target=target, settings=settings)
+            self.register(name, plugin, source=source, target=target, settings=settings,
+                          variables=table.get("variables"))
 
         if autoload:
             for name, ep in sorted(eps.items()):
@@ -210,6 +218,19 @@ class GatewayPlugins:
                 self.register(name, plugin, source=f"entry point ({dist})", target=ep.value, settings=settings)
         self.check()
         return self
+
+    def unset_settings(self) -> list[str]:
+        """A setting a plugin lists in its ``required_settings`` that is empty, each named with the
+        variable to set (what ``python -m gateway plugins check`` refuses)."""
+        problems = []
+        for loaded in self.loaded.values():
+            for setting in getattr(loaded.plugin, "required_settings", ()):
+                if getattr(loaded.settings, setting, None) not in (None, "", [], {}):
+                    continue
+                names = [n for n in loaded.variables.get(setting) or [] if n]
+                fix = f"set {' or '.join(names)}" if names else f"set it in [plugins.{loaded.name}.settings]"
+                problems.append(f"plugin {loaded.name!r}: setting {setting!r} is empty ({fix})")
+        return problems
 
     # -- calling -----------------------------------------------------------------------------
 
@@ -278,6 +299,7 @@ class GatewayPlugins:
                 self._failed(name, "gateway_routes", TypeError(f"returned {type(mount).__name__}, not RouteMount"))
                 continue
             mounts.append((name, mount))
+        refuse_shared_paths(mounts)
         return mounts
 
     def pollers(self, services: GatewayServices) -> list[tuple[str, Poller]]:
@@ -331,6 +353,23 @@ class GatewayPlugins:
 
 
 _PERSONAL_CONTACTS = frozenset({"phone", "email", "wa_id"})
+
+
+def refuse_shared_paths(mounts: list[tuple[str, RouteMount]]) -> None:
+    """Two plugins that answer the same method on the same path stop start-up: one of them would
+    silently never be called."""
+    owners: dict[tuple[str, str], str] = {}
+    for name, mount in mounts:
+        prefix = f"/webhooks/{name}" if mount.prefix is None else mount.prefix
+        for handler in mount.handlers:
+            for path in getattr(handler, "paths", None) or {"/"}:
+                full = "/" + "/".join(p for p in f"{prefix}/{path}".split("/") if p)
+                for method in sorted(getattr(handler, "http_methods", None) or {"*"}):
+                    other = owners.setdefault((method, full), name)
+                    if other != name:
+                        first, second = sorted((other, name))
+                        raise PluginConfigError(f"plugins {first!r} and {second!r} both mount {method} {full}; "
+                                                "give one of them another prefix (RouteMount(prefix=...)) or disable it")
 
 
 def _masked_contact(contact: Any) -> Any:

@@ -79,6 +79,8 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 class SignedWebhookChannel:
     Settings = Settings
+    #: ``python -m gateway plugins check`` fails, naming the variable, while one of these is empty.
+    required_settings = ("secret", "callback_url")
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()

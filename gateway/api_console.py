@@ -184,7 +184,7 @@ class ConsoleController(Controller):
             digest.update(field + b"=" + value + b";")
         return {"id": cid, "version": digest.hexdigest()[:20], "at_ms": now_ms()}
 
-    @post(LEASE_EXTEND, operation_id="consoleExtendLease", status_code=200, opt={"roles": {ROLE_AGENT}},
+    @post(LEASE_EXTEND, operation_id="consoleExtendLease", status_code=200, opt={"roles": STAFF},
           summary="Hold the case I claimed longer (one more lease period from now)")
     async def extend(self, request: Request[Any, Any, Any], services: Services,
                      complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
@@ -194,13 +194,13 @@ class ConsoleController(Controller):
                                        lease_seconds=services.settings.claim_lease_seconds)
         return complaint_json(complaint)
 
-    @post(LEASE_RELEASE, operation_id="consoleReleaseLease", status_code=200, opt={"roles": {ROLE_AGENT}},
+    @post(LEASE_RELEASE, operation_id="consoleReleaseLease", status_code=200, opt={"roles": STAFF},
           summary="Put the case I claimed back in its queue, at its place")
     async def release(self, request: Request[Any, Any, Any], services: Services,
                       complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
         return await self._let_go(request, services, complaint_id, hand_back=False)
 
-    @post(LEASE_HAND_BACK, operation_id="consoleHandBack", status_code=200, opt={"roles": {ROLE_AGENT}},
+    @post(LEASE_HAND_BACK, operation_id="consoleHandBack", status_code=200, opt={"roles": STAFF},
           summary="Hand the case back to its queue with a reason (tagged handed_back for supervisors)")
     async def hand_back(self, request: Request[Any, Any, Any], services: Services,
                         complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ const PULSE_MS = 400;
 const THREAD_EVENTS = new Set(["claimed", "released", "handed_back", "lease_expired", "merged", "merged_into", "split",
   "category_corrected", "rerouted", "resolved", "reopened", "sla_breached", "sla_warning", "clock_paused",
   "incident_linked", "possible_repeat", "triaged", "survey_answered", "progress_update"]);
+//: What of an event's detail the thread shows (the rest is in the case's history).
+const EVENT_DETAIL = new Set(["reason", "from", "to", "skill", "outcome", "agent", "deadline", "incident_id", "level"]);
 let templates = null;
 
 const path = (c, tail = "") => `/v1/complaints/${encodeURIComponent(c.id)}${tail}`;
@@ -60,15 +62,15 @@ function threadItems(c) {
   const items = c.messages.map((m) => ({ at: m.received_at, html: `<div class="msg in" data-message="${esc(m.message_id)}">
       <div class="meta">${t("from_customer")} · ${esc(m.channel)} · ${fmtTime(m.received_at, { seconds: true })}
       ${merged.has(m.message_id) ? pill(`${t("merged_report")}: ${merged.get(m.message_id).reason}`, "warn") : ""}
-      ${m.edit_of ? pill("edited") : ""}</div>${m.subject ? `<b>${esc(m.subject)}</b><br>` : ""}${esc(m.text)}</div>` }));
+      ${m.edit_of ? pill("edited") : ""}</div>${m.subject ? `<b>${esc(m.subject)}</b>` : ""}<div class="text">${esc(m.text)}</div></div>` }));
   for (const r of c.replies) {
     items.push({ at: r.created_at, html: `<div class="msg out ${r.kind === "agent" ? "agent" : "auto"}" data-reply="${esc(r.id)}">
       <div class="meta">${t("from_desk")} · ${esc(r.kind)} · ${esc(r.author)} · ${esc(r.channel)} · ${fmtTime(r.created_at, { seconds: true })}
-      <span class="delivery d-${esc(r.delivery)}">${esc(deliveryName(r.delivery))}</span>${r.error ? ` <span class="bad">${esc(r.error)}</span>` : ""}</div>${esc(r.text)}</div>` });
+      <span class="delivery d-${esc(r.delivery)}">${esc(deliveryName(r.delivery))}</span>${r.error ? ` <span class="bad">${esc(r.error)}</span>` : ""}</div><div class="text">${esc(r.text)}</div></div>` });
   }
   for (const h of c.history) {
     if (!THREAD_EVENTS.has(h.action)) continue;
-    const detail = Object.entries(h.detail || {}).filter(([k]) => !["lease_expires_at"].includes(k)).map(([k, v]) => `${k}: ${v}`).join(", ");
+    const detail = Object.entries(h.detail || {}).filter(([k]) => EVENT_DETAIL.has(k)).map(([k, v]) => `${k}: ${v}`).join(", ");
     items.push({ at: h.at, html: `<div class="event" data-event="${esc(h.action)}">${fmtTime(h.at, { seconds: true })} · ${esc(h.action)} · ${esc(h.actor)}${detail ? ` · ${esc(detail)}` : ""}</div>` });
   }
   return items.sort((a, b) => a.at.localeCompare(b.at)).map((i) => i.html).join("");
@@ -105,7 +107,7 @@ async function fillEvidence(root) {
 function customer(c) {
   const cust = c.customer || { contacts: [], open_cases: [] };
   const others = cust.open_cases.filter((o) => o.id !== c.id);
-  return `<h3>${t("customer")}</h3><p class="muted">${esc(cust.id || c.customer_id)} · ${cust.cases_total ?? "?"} ${t("all_cases")}</p>
+  return `<h3>${t("customer")}</h3><p class="muted">${esc(cust.id || c.customer_id)} · ${t("cases_total")} ${cust.cases_total ?? "?"}</p>
     <ul class="plain">${cust.contacts.map((k) => `<li>${esc(k.kind)}: ${esc(k.value)}</li>`).join("") || `<li>${esc(c.contact.kind)}: ${esc(c.contact.value)}</li>`}</ul>
     <h4>${t("other_cases")}</h4><ul class="plain" id="other-cases">${others.map((o) => `<li><a href="#/case/${encodeURIComponent(o.id)}">${esc(o.case_number)}</a>
       ${statusPill(o.status)} ${esc(categoryName(o.category))}</li>`).join("") || `<li class="muted">${t("none")}</li>`}</ul>
@@ -219,6 +221,16 @@ async function resolve(c) {
 
 // -- the screen -------------------------------------------------------------------------------------
 
+/** Redraw without losing what the agent is typing in the redrawn parts (a live update may land
+ * between two keystrokes): inputs with an id keep their value, and the focus stays where it was. */
+function keepTyping(redraw) {
+  const kept = $$("#case-head input[id], #case-repeats input[id]").map((el) => [el.id, el.value]);
+  const focused = document.activeElement?.id;
+  redraw();
+  for (const [id, value] of kept) { const el = document.getElementById(id); if (el) el.value = value; }
+  if (focused && document.activeElement?.id !== focused) document.getElementById(focused)?.focus();
+}
+
 export async function caseView(id) {
   if (templates === null) templates = (await api("/v1/templates")).data.templates;
   let c = await load(id);
@@ -226,13 +238,19 @@ export async function caseView(id) {
       <span class="muted keys">${t("keys_hint")}</span><span class="live" id="live">● ${t("live")}</span></div>
     <div class="case-grid"><section><div class="card" id="case-head"></div>
       <div class="card"><h3>${t("thread")}</h3><div class="thread" id="thread"></div></div>
-      <div class="card" id="case-evidence"></div><div class="card" id="compose">${composePanel(c)}</div></section>
+      <div class="card" id="case-evidence"></div><div class="card" id="compose">${composePanel(c)}</div>
+      <div class="card muted" id="closed-note" hidden>${t("reopen_note")}</div></section>
     <aside><div class="card" id="case-deadlines"></div><div class="card" id="category-panel">${categoryPanel(c)}</div>
       <div class="card" id="case-customer"></div><div class="card" id="case-repeats"></div><div class="card" id="case-appeal"></div></aside></div></div>`;
   bindCompose(c);
-  const draw = () => {
+  const draw = () => keepTyping(() => {
     $("#case-head").innerHTML = head(c);
-    $("#thread").innerHTML = threadItems(c);
+    const thread = $("#thread"), atEnd = thread.scrollTop + thread.clientHeight >= thread.scrollHeight - 40;
+    thread.innerHTML = threadItems(c);
+    if (atEnd) thread.scrollTop = thread.scrollHeight;  // the newest stays in view
+    const closed = ["resolved", "closed"].includes(c.status);
+    $("#compose").hidden = closed;
+    $("#closed-note").hidden = !closed;
     const ev = evidence(c);
     $("#case-evidence").hidden = !ev;
     if ($("#case-evidence").dataset.html !== ev) { $("#case-evidence").innerHTML = ev; $("#case-evidence").dataset.html = ev; fillEvidence($("#case-evidence")); }
@@ -245,7 +263,7 @@ export async function caseView(id) {
     $("#case-appeal").innerHTML = app;
     bindDynamic();
     refreshCountdowns();
-  };
+  });
   const reload = async () => { c = await load(id); draw(); };
   const act = async (call, done) => {
     try { await call(); if (done) toast(done); await reload(); } catch (err) { toast(problemText(err), "bad"); }
@@ -255,7 +273,10 @@ export async function caseView(id) {
     if ($("#lease-extend")) {
       $("#lease-extend").onclick = () => lease("extend");
       $("#lease-release").onclick = () => lease("release").then(() => { location.hash = "#/work"; });
-      $("#lease-handback").onclick = () => lease("hand-back", { reason: $("#handback-reason").value });
+      $("#lease-handback").onclick = () => {
+        if (!$("#handback-reason").value.trim()) { $("#handback-reason").focus(); toast(t("hand_back_reason"), "warn"); return; }
+        lease("hand-back", { reason: $("#handback-reason").value });
+      };
     }
     $("#all-cases").onclick = async () => {
       const { data } = await api(`/v1/complaints?customer=${encodeURIComponent(c.customer_id)}&limit=50`);

@@ -106,7 +106,16 @@ function drawForm() {
     <div class="card" id="triage" data-rule="triage"><h3>${t("triage")}</h3><label>${t("triage_below")} <input type="number" step="0.05" min="0" max="1" id="triage-below" class="short" value="${draft.triage?.below ?? ""}"></label>
       <label>${t("target_queue")} <select id="triage-queue" data-field="triage.queue">${draft.queues.map((q) => `<option ${q === draft.triage?.queue ? "selected" : ""}>${esc(q)}</option>`).join("")}</select></label></div>
     <datalist id="known-channels">${["app", "email", "twilio_sms", "twilio_voice", "whatsapp", "messenger", "instagram", "telegram", "wechat", "counter", "phone"].map((c) => `<option value="${c}">`).join("")}</datalist>`;
-  const restructure = (fn) => { draft = collect(); fn(); drawForm(); };
+  const restructure = (fn, show = null) => {
+    draft = collect();
+    fn();
+    drawForm();
+    if (show !== null) {  // the rule that moved (or was added) stays in sight, marked for a moment
+      const row = $(`#rule-list .rule[data-index="${show}"]`);
+      row?.scrollIntoView({ block: "center" });
+      row?.classList.add("moved");
+    }
+  };
   $("#add-queue").onclick = () => {
     const name = $("#new-queue").value.trim();
     if (name) restructure(() => { if (!draft.queues.includes(name)) draft.queues.push(name); });
@@ -115,16 +124,18 @@ function drawForm() {
   $$("[data-drop-queue]").forEach((b) => { b.onclick = () => restructure(() => { draft.queues = draft.queues.filter((q) => q !== b.dataset.dropQueue); }); });
   $("#add-rule").onclick = () => restructure(() => {
     draft.rules.push({ id: `rule-${draft.rules.length + 1}`, when: {}, then: { skill: draft.queues[draft.queues.length - 1] } });
-  });
+  }, draft.rules.length);
   $$("#rule-list .rule").forEach((row) => {
     const i = Number(row.dataset.index);
     $('[data-field="id"]', row).oninput = (e) => { row.dataset.rule = e.target.value.trim(); };
-    $$("[data-move]", row).forEach((b) => { b.onclick = () => restructure(() => {
-      const [rule] = draft.rules.splice(i, 1);
+    $$("[data-move]", row).forEach((b) => {
       const m = b.dataset.move;
-      if (m === "top") draft.rules.unshift(rule);
-      else if (m !== "remove") draft.rules.splice(Math.max(0, Math.min(draft.rules.length, i + Number(m))), 0, rule);
-    }); });
+      const to = m === "top" ? 0 : m === "remove" ? null : Math.max(0, Math.min(draft.rules.length - 1, i + Number(m)));
+      b.onclick = () => restructure(() => {
+        const [rule] = draft.rules.splice(i, 1);
+        if (to !== null) draft.rules.splice(to, 0, rule);
+      }, to);
+    });
     row.ondragstart = (e) => { e.dataTransfer.setData("text/plain", String(i)); row.classList.add("dragging"); };
     row.ondragend = () => row.classList.remove("dragging");
     row.ondragover = (e) => { e.preventDefault(); row.classList.add("drop"); };
@@ -132,7 +143,7 @@ function drawForm() {
     row.ondrop = (e) => {
       e.preventDefault();
       const from = Number(e.dataTransfer.getData("text/plain"));
-      if (from !== i) restructure(() => { const [rule] = draft.rules.splice(from, 1); draft.rules.splice(i, 0, rule); });
+      if (from !== i) restructure(() => { const [rule] = draft.rules.splice(from, 1); draft.rules.splice(i, 0, rule); }, i);
     };
   });
 }

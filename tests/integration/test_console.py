@@ -68,6 +68,7 @@ def desk_processes(redis_url: str, var: Path, **extra_env: str) -> Iterator[tupl
 
 @pytest.fixture(scope="module")
 def browser():
+    """One chromium for the module's tests (each test opens its own contexts)."""
     if CHROMIUM is None:
         pytest.fail("Debian's chromium is not installed (make test installs it)")
     if CJK_FONT not in subprocess.run(["fc-list"], capture_output=True, text=True).stdout:
@@ -183,7 +184,7 @@ def test_a_supervisor_watches_the_desk_and_adds_a_rule_with_the_form(desk, brows
     page.wait_for_selector("#diff")
     diff = page.inner_text("#diff")
     assert old_queue in diff and "formal-fees" in diff and fee["case_number"] in diff, diff
-    page.screenshot(path=str(SHOTS / "05-rules-dry-run.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "05-rules-dry-run.png"))  # the new rule on top, the dry run below
     page.click("#save")  # no reason yet: refused, the field marked
     page.wait_for_selector("#reason.invalid")
     page.fill("#reason", "formal fee complaints need the senior desk")

@@ -6,8 +6,10 @@ customer's phone (the fake) gets the answer. Two agents never hold the same case
 
 from __future__ import annotations
 
+import struct
 import time
 import uuid
+import zlib
 from urllib.parse import urlencode
 
 import httpx
@@ -15,6 +17,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from tests.conftest import AGENT_TOKENS, ALICE, SUPERVISOR
+from tests import fake_twilio as twilio_fake_module
 from tests.fake_twilio import FakeTwilio
 from tests.integration.test_console import SHOTS, browser, desk_processes, processed, send, signed_in  # noqa: F401
 from tests.integration.test_processes import wait_until
@@ -24,10 +27,25 @@ SID, TOKEN, DESK_NUMBER = "AC" + "2" * 32, "twilio-auth-token-0002", "+150055500
 CUSTOMER = "+8613800138000"
 
 
+def receipt_png(width: int = 240, height: int = 140) -> bytes:
+    """A real picture (a receipt's stripes), so the screenshot shows the image inline."""
+    rows = b"".join(b"\x00" + b"".join(
+        bytes((31, 95, 191)) if y < 22 else bytes((230, 236, 245)) if (y // 14) % 2 else bytes((255, 255, 255))
+        for _ in range(width)) for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
 @pytest.fixture(scope="module")
 def fake_twilio():
     fake = FakeTwilio(SID, TOKEN).start()
+    placeholder, twilio_fake_module.PNG = twilio_fake_module.PNG, receipt_png()  # the media Twilio serves
     yield fake
+    twilio_fake_module.PNG = placeholder
     fake.stop()
 
 
@@ -73,7 +91,7 @@ def test_an_agent_claims_reads_corrects_answers_and_resolves_a_case(desk, browse
     page.wait_for_selector(".ev audio[src^='blob:']")  # the recording, with a player
     assert "支付金额申诉" in page.inner_text("#case-category")  # the suggested category, in Chinese
     assert "置信度" in page.inner_text("#case-category")
-    page.screenshot(path=str(SHOTS / "21-agent-case-claimed-zh.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / "21-agent-case-claimed-zh.png"))
 
     # a new message from the customer appears without a reload
     page.evaluate("window.__marker = 'same page'")
@@ -99,7 +117,8 @@ def test_an_agent_claims_reads_corrects_answers_and_resolves_a_case(desk, browse
     text = page.input_value("#reply-text")
     case_number = page.inner_text("#case-number")
     assert case_number in text and "正在核实您的两笔扣款" in text and "{" not in text
-    page.screenshot(path=str(SHOTS / "22-agent-reply-template-zh.png"), full_page=True)
+    page.locator("#compose").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "22-agent-reply-template-zh.png"))
     page.focus("#reply-text")
     page.keyboard.press("Control+Enter")
     page.wait_for_selector(".msg.out.agent:has-text('正在核实您的两笔扣款')")
@@ -114,7 +133,8 @@ def test_an_agent_claims_reads_corrects_answers_and_resolves_a_case(desk, browse
     page.click("#resolve-btn")
     page.wait_for_selector("#case-head .st-resolved")
     wait_until(lambda: sent_to_customer(fake_twilio, "重复扣款的128元已原路退回"), timeout=20)
-    page.screenshot(path=str(SHOTS / "23-agent-resolved-zh.png"), full_page=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SHOTS / "23-agent-resolved-zh.png"))
     complaint = httpx.get(f"{base}/v1/complaints/{cid}", headers=SUPERVISOR).json()
     assert (complaint["status"], complaint["category"], complaint["outcome"]) == ("resolved", "transaction", "upheld")
     assert [e["content_type"] for e in complaint["evidence"]] == ["image/png", "audio/mpeg"]

@@ -13,14 +13,23 @@ from litestar import Request, Response, get, post
 from litestar.params import PathParameter
 
 from plugins.auth import ROLE_APP, principal_of, roles_guard
-from plugins.problems import ProblemError
+from plugins.kit import (
+    Contact,
+    DeliveryResult,
+    GatewayServices,
+    InputRejected,
+    OutboundMessage,
+    ProblemError,
+    RouteMount,
+    build_message,
+    clean_text,
+    hookimpl,
+    new_id,
+)
 from plugins.requests import decode_json, read_body, require_json
-from normalizer.ids import new_id
-from normalizer.inbound import AttachmentIn, InputRejected, build_message, clean_text, money, store_attachments
+from normalizer.inbound import AttachmentIn, money, store_attachments
 from normalizer.inbound import transaction_id as check_transaction_id
-from normalizer.schema import CHANNEL_APP, Contact, DeliveryResult, OutboundMessage
-from plugins.contract import GatewayServices, RouteMount
-from plugins.hookspecs import hookimpl
+from normalizer.schema import CHANNEL_APP
 from normalizer.categories import accept_category_hint
 
 _USER_ID = r"^[A-Za-z0-9_.:@-]{1,128}$"

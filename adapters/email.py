@@ -33,15 +33,21 @@ from typing import Any, Literal
 import msgspec
 
 from adapters.email_automatic import take_automatic
-from plugins.webhooks import quarantine_once
+from plugins.kit import (
+    Contact,
+    DeliveryResult,
+    GatewayServices,
+    OutboundMessage,
+    Poller,
+    build_message,
+    hookimpl,
+    new_id,
+    quarantine_once,
+)
 from plugins.locks import RedisLock
-from normalizer.ids import new_id
 from normalizer.evidence import EvidenceRejected
-from normalizer.inbound import build_message
 from normalizer.mail import MailParseError, ParsedMail, mail_digest, parse_mail
-from normalizer.schema import AUTOMATIC_REPLY_KINDS, Contact, DeliveryResult, OutboundMessage
-from plugins.contract import GatewayServices, Poller
-from plugins.hookspecs import hookimpl
+from normalizer.schema import AUTOMATIC_REPLY_KINDS
 
 log = logging.getLogger("gateway.email")
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 
-from plugins.webhooks import quarantine_once
+from plugins.kit import GatewayServices, quarantine_once
 from normalizer.mail import ParsedMail
 from normalizer.mail_robots import BOUNCE, BounceReport
 from normalizer.pii import mask_pii
-from plugins.contract import GatewayServices
 
 log = logging.getLogger("gateway.email")
 

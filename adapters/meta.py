@@ -25,25 +25,31 @@ import httpx
 import msgspec
 from litestar import Request, Response, get, post
 
-from plugins.webhooks import (
+from plugins.kit import (
+    Contact,
+    DeliveryResult,
+    EvidenceLink,
+    GatewayServices,
+    InboundMessage,
+    InputRejected,
+    OutboundMessage,
+    ProblemError,
+    RouteMount,
     bounded_body,
+    build_message,
+    clean_text,
+    hookimpl,
     http_failure,
     last_inbound_ms,
+    new_id,
     note_inbound,
-    payload_digest,
-    provider_error_code,
     quarantine_once,
     raise_if_transient,
     require_configured,
     same_secret,
     tls,
 )
-from plugins.problems import ProblemError
-from normalizer.ids import new_id
-from normalizer.inbound import InputRejected, build_message, clean_text
-from normalizer.schema import Contact, DeliveryResult, EvidenceLink, InboundMessage, OutboundMessage
-from plugins.contract import GatewayServices, RouteMount
-from plugins.hookspecs import hookimpl
+from plugins.webhooks import payload_digest, provider_error_code
 from normalizer.text import split_text
 
 WHATSAPP, MESSENGER, INSTAGRAM = "whatsapp", "messenger", "instagram"

@@ -16,9 +16,8 @@ import json
 import httpx
 import msgspec
 
-from plugins.webhooks import tls
+from plugins.kit import hookimpl, tls
 from normalizer.schema import Complaint, ComplaintEvent
-from plugins.hookspecs import hookimpl
 
 
 class NotifySettings(msgspec.Struct, forbid_unknown_fields=True):

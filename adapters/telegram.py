@@ -24,21 +24,27 @@ import httpx
 import msgspec
 from litestar import Request, Response, post
 
-from plugins.webhooks import (
+from plugins.kit import (
+    Contact,
+    DeliveryResult,
+    EvidenceLink,
+    GatewayServices,
+    InputRejected,
+    OutboundMessage,
+    ProblemError,
+    RouteMount,
     bounded_body,
+    build_message,
+    clean_text,
+    hookimpl,
     http_failure,
+    new_id,
     quarantine_once,
     raise_if_transient,
     require_configured,
     same_secret,
     tls,
 )
-from plugins.problems import ProblemError
-from normalizer.ids import new_id
-from normalizer.inbound import InputRejected, build_message, clean_text
-from normalizer.schema import Contact, DeliveryResult, EvidenceLink, OutboundMessage
-from plugins.contract import GatewayServices, RouteMount
-from plugins.hookspecs import hookimpl
 from normalizer.status import normalise_case_number, status_text
 from normalizer.text import split_text
 

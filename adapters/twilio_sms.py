@@ -21,13 +21,21 @@ from litestar import Request, Response, post
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from plugins.webhooks import raise_if_transient, tls
-from plugins.problems import ProblemError
-from normalizer.ids import new_id
-from normalizer.inbound import build_message, clean_text
-from normalizer.schema import Contact, DeliveryResult, EvidenceLink, OutboundMessage
-from plugins.contract import GatewayServices, RouteMount
-from plugins.hookspecs import hookimpl
+from plugins.kit import (
+    Contact,
+    DeliveryResult,
+    EvidenceLink,
+    GatewayServices,
+    OutboundMessage,
+    ProblemError,
+    RouteMount,
+    build_message,
+    clean_text,
+    hookimpl,
+    new_id,
+    raise_if_transient,
+    tls,
+)
 from normalizer.text import split_text as split_sms
 
 log = logging.getLogger("gateway.twilio")

@@ -25,11 +25,7 @@ from adapters.twilio_sms import (
     twiml,
     verified_form,
 )
-from normalizer.ids import new_id
-from normalizer.inbound import build_message, clean_text
-from normalizer.schema import Contact, EvidenceLink
-from plugins.contract import GatewayServices, RouteMount
-from plugins.hookspecs import hookimpl
+from plugins.kit import Contact, EvidenceLink, GatewayServices, RouteMount, build_message, clean_text, hookimpl, new_id
 from normalizer.categories import CATEGORY_NAMES
 from normalizer.status import STATUS_WORDS
 

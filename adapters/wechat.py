@@ -28,25 +28,31 @@ import msgspec
 from defusedxml import ElementTree as SafeET
 from litestar import Request, Response, get, post
 
-from plugins.webhooks import (
+from plugins.kit import (
+    Contact,
+    DeliveryResult,
+    EvidenceLink,
+    GatewayServices,
+    InputRejected,
+    OutboundMessage,
+    ProblemError,
+    RouteMount,
     bounded_body,
+    build_message,
     check_fresh,
+    clean_text,
+    hookimpl,
     http_failure,
+    new_id,
     note_inbound,
-    payload_digest,
     quarantine_once,
     raise_if_transient,
     require_configured,
     same_secret,
     tls,
 )
+from plugins.webhooks import payload_digest
 from plugins.locks import RedisLock
-from plugins.problems import ProblemError
-from normalizer.ids import new_id
-from normalizer.inbound import InputRejected, build_message, clean_text
-from normalizer.schema import Contact, DeliveryResult, EvidenceLink, OutboundMessage
-from plugins.contract import GatewayServices, RouteMount
-from plugins.hookspecs import hookimpl
 from normalizer.status import parse_status_query, status_text
 from normalizer.text import split_text
 

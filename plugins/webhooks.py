@@ -1,7 +1,9 @@
 """What every webhook channel needs: a bounded raw body, constant-time secret checks, a
 freshness window for signed timestamps, quarantine of signed-but-unparseable payloads, the
 "last time the customer wrote" clock behind the providers' reply windows, and one way to turn
-a provider's HTTP answer into a ``DeliveryResult``."""
+a provider's HTTP answer into a ``DeliveryResult``.
+
+Internal: a plugin imports these from ``plugins.kit``, the stable surface."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.params import PathParameter, QueryParameter
 
+from gateway import paths
 from gateway.api_common import STAFF, Services, load_complaint
 from gateway.api_routing import skills_of
 from gateway.auth import ROLE_AGENT, ROLE_SUPERVISOR, principal_of, roles_guard
@@ -25,6 +26,7 @@ from gateway.console_figures import charts, desk_timezone, first_response_standa
 from gateway.views import complaint_json
 from normalizer.categories import CATEGORY_NAMES
 from normalizer.ids import now_ms
+from normalizer.schema import ComplaintStatus
 from normalizer.status import STATUS_WORDS
 from plugins.problems import ProblemError
 from plugins.requests import decode_json, read_body
@@ -33,8 +35,8 @@ from router.rulestore import RuleStore
 from router.store import ComplaintStore
 from router.timers import load_policy
 
-CONSOLE = "/console"
-CONSOLE_ASSET = "/console/{asset:str}"
+#: The console's own paths (beside paths.CONSOLE, the page).
+CONSOLE_ASSET = paths.CONSOLE + "/{asset:str}"
 ME = "/v1/console/me"
 WORKLIST = "/v1/console/worklist"
 PULSE = "/v1/console/pulse"
@@ -58,6 +60,7 @@ HEADERS = {
 }
 #: Waiting cases listed as "due soonest", across the agent's queues.
 DUE_LIST = 12
+WAITING = frozenset({ComplaintStatus.received, ComplaintStatus.accepted, ComplaintStatus.reopened})
 #: How many of the newest complaints a chart or a trend reads at most.
 CHART_LIMIT = 5000
 TREND_LIMIT = 20_000
@@ -74,7 +77,7 @@ def _console_files() -> dict[str, tuple[bytes, str]]:
 def console_handlers() -> list[Any]:
     files = _console_files()
 
-    @get(CONSOLE, operation_id="console", media_type="text/html", include_in_schema=False)
+    @get(paths.CONSOLE, operation_id="console", media_type="text/html", include_in_schema=False)
     async def console() -> Response[bytes]:
         """The desk's console for agents and supervisors: the page itself holds no data; every
         figure comes from /v1 with the signed-in person's token."""
@@ -156,10 +159,12 @@ class ConsoleController(Controller):
         queues = await _agent_queues(services, principal)
         stats = [q for q in await store.queue_stats(extra=queues) if q["skill"] in queues]
         async with store.r.pipeline(transaction=False) as pipe:
-            for skill in queues:
+            for skill in queues:  # each queue's next cases, and its first responses due soonest
                 pipe.zrange(store.keys.queue(skill), 0, DUE_LIST - 1)
+                pipe.zrange(store.keys.fr_due(skill), 0, DUE_LIST - 1)
             heads = await pipe.execute()
-        waiting = await store.get_many(sorted({c.decode() for head in heads for c in head}))
+        candidates = await store.get_many(sorted({c.decode() for head in heads for c in head}))
+        waiting = [c for c in candidates if c.status in WAITING]
         far = datetime.max.replace(tzinfo=timezone.utc)
         waiting.sort(key=lambda c: (c.first_response_due or c.resolution_due or far, -c.priority, c.created_at))
         held = await store.get_many(await _held_by(store, principal.id))

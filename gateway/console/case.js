@@ -8,7 +8,7 @@ import {
   problemText, refreshCountdowns, state, statusPill, t, toast,
 } from "./core.js";
 
-const PULSE_MS = 400;
+const PULSE_MS = 500;  // a change shows within a second, at two small calls a second per open case
 const THREAD_EVENTS = new Set(["claimed", "released", "handed_back", "lease_expired", "merged", "merged_into", "split",
   "category_corrected", "rerouted", "resolved", "reopened", "sla_breached", "sla_warning", "clock_paused",
   "incident_linked", "possible_repeat", "triaged", "survey_answered", "progress_update"]);

@@ -131,8 +131,10 @@ def settle(store: ComplaintStore, complaint: Complaint, effects: TxEffects, *, r
     at_ms = dt_to_ms(now)
     effects.ops.append(lambda pipe: pipe.zadd(store.keys.refunds_awaiting, {complaint.id: at_ms}))
     effects.ops.append(lambda pipe: pipe.zrem(store.keys.refunds_returned, complaint.id))
-    if announce(store, complaint, effects, AWAITING, now, policy.progress) is not None:
-        first_response(store, complaint, effects, now)  # the customer heard the desk's decision on the case
+    # the agent has handled the case: its first-response clock is met (the customer hears of it now,
+    # or when quiet hours end), as when an agent answers; the resolution clock runs on
+    first_response(store, complaint, effects, now)
+    announce(store, complaint, effects, AWAITING, now, policy.progress)
 
 
 def _decide(store: ComplaintStore, complaint: Complaint, effects: TxEffects, refund: Refund, state: str,

@@ -98,6 +98,8 @@ async def test_above_the_threshold_a_supervisor_approves_and_the_customer_is_tol
     c = r.json()
     assert c["status"] == "in_progress" and c["stage"] == "awaiting_approval" and c["assignee"] == "alice"
     assert c["refund"]["state"] == "awaiting_approval" and c["resolved_at"] is None
+    assert c["first_responded_at"] is not None  # the agent handled it; the resolution clock runs on
+    assert next(d for d in c["deadlines"] if d["kind"] == "resolution")["state"] == "running"
 
     told = await customer_sees(client, drain, cid)
     assert told[-1][0] == "progress" and "awaiting approval" in told[-1][1]

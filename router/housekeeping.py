@@ -14,6 +14,7 @@ from plugins.manager import GatewayPlugins
 from router.cases import requeue_expired_leases
 from router.context import WorkerContext
 from router.jobs import send_job
+from router.metrics import MetricsFlusher
 from router.store import ComplaintStore, PlannedJob
 
 log = logging.getLogger("gateway.worker")
@@ -46,22 +47,29 @@ async def resend_overdue(store: ComplaintStore) -> int:
 
 
 async def housekeeping(w: WorkerContext) -> None:
-    """Until cancelled, every ``TICK_S``; a Redis blip is logged and the next pass tries again."""
+    """Until cancelled, every ``TICK_S``; a Redis blip is logged and the next pass tries again.
+    Meanwhile this process's job counts are written once a second (``metrics.MetricsFlusher``),
+    and once more when housekeeping is cancelled at shutdown."""
     store = w.store
+    flushing = asyncio.create_task(MetricsFlusher(store.r).run(), name="metrics")
     ticks = 0
-    while True:
-        try:
-            await store.worker_heartbeat(w.worker_id)
-            await requeue_expired_leases(store)
-            await resend_overdue(store)
-            if ticks % RECOVER_EVERY == 0:
-                await recover_pending(store)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # Redis blips must not kill housekeeping
-            log.warning("housekeeping: %s: %s", type(exc).__name__, exc)
-        ticks += 1
-        await asyncio.sleep(TICK_S)
+    try:
+        while True:
+            try:
+                await store.worker_heartbeat(w.worker_id)
+                await requeue_expired_leases(store)
+                await resend_overdue(store)
+                if ticks % RECOVER_EVERY == 0:
+                    await recover_pending(store)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis blips must not kill housekeeping
+                log.warning("housekeeping: %s: %s", type(exc).__name__, exc)
+            ticks += 1
+            await asyncio.sleep(TICK_S)
+    finally:
+        flushing.cancel()
+        await asyncio.gather(flushing, return_exceptions=True)
 
 
 async def run_poller(services: GatewayServices, plugin: str, poller: Any, plugins: GatewayPlugins) -> None:

@@ -9,10 +9,20 @@ usual Prometheus way for request latencies.
 Field names in the hash: ``<metric>|<label>=<value>,<label>=<value>`` (counters) and
 ``<metric>_le|<labels>,le=<bound>`` (the bucket a value fell in, not cumulative) / ``_sum`` /
 ``_count`` (histograms).
+
+A worker's per-job counts (job results and durations: a few per message) are not written per
+job: ``incr`` and ``observe`` on a non-transactional pipeline of a connection pool that has a
+``MetricsFlusher`` running (the worker's housekeeping starts one) add to this process's tally,
+which the flusher writes once a second in one round trip, and once more when it is stopped (a
+clean stop loses nothing; /metrics may be a second behind). Counts made inside a transaction
+(a merge, a breach, a first response) are written with their change, as before: they count
+only when the change commits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import defaultdict
 from typing import Any, Iterable
@@ -55,19 +65,103 @@ def counter_field(name: str, **labels: str) -> str:
     return _field(name, labels)
 
 
+log = logging.getLogger("gateway.metrics")
+
+#: Seconds between a flusher's writes of its process's tally.
+FLUSH_EVERY_S = 1.0
+
+
+class MetricsFlusher:
+    """This process's tally of counts for one Redis connection pool, written to Redis every
+    ``FLUSH_EVERY_S`` (one pipeline of ``HINCRBY`` / ``HINCRBYFLOAT``) while ``run`` runs, and
+    once more when it is cancelled. A write that fails is kept and tried again next time."""
+
+    def __init__(self, redis: Any, every_s: float = FLUSH_EVERY_S) -> None:
+        self.redis = redis
+        self.every_s = every_s
+        self.tally: dict[tuple[str, str], float] = defaultdict(float)
+        self.floats: set[tuple[str, str]] = set()
+
+    def add(self, key: str, field: str, by: float, *, whole: bool = True) -> None:
+        self.tally[(key, field)] += by
+        if not whole:
+            self.floats.add((key, field))
+
+    async def flush(self) -> int:
+        """Write the tally (one round trip); answers the fields written."""
+        if not self.tally:
+            return 0
+        taken, self.tally = self.tally, defaultdict(float)
+        floats, self.floats = self.floats, set()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for (key, field), by in taken.items():
+                    if (key, field) in floats:
+                        pipe.hincrbyfloat(key, field, by)
+                    else:
+                        pipe.hincrby(key, field, int(by))
+                await pipe.execute()
+        except BaseException:
+            for (key, field), by in taken.items():  # kept for the next flush
+                self.add(key, field, by, whole=(key, field) not in floats)
+            raise
+        return len(taken)
+
+    async def run(self) -> None:
+        """Until cancelled; then a last flush, so a clean stop loses no count."""
+        pool = self.redis.connection_pool
+        _flushers[id(pool)] = self
+        try:
+            while True:
+                await asyncio.sleep(self.every_s)
+                try:
+                    await self.flush()
+                except Exception as exc:  # noqa: BLE001 - Redis away: kept for the next pass
+                    log.warning("metrics flush: %s", type(exc).__name__)
+        finally:
+            if _flushers.get(id(pool)) is self:
+                del _flushers[id(pool)]
+            try:
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 - Redis away at shutdown: nothing more to do
+                log.warning("metrics: %d counts not written at stop (%s)", len(self.tally), type(exc).__name__)
+
+
+#: The running flushers of this process, by the id of the connection pool they write through.
+_flushers: dict[int, MetricsFlusher] = {}
+
+
+def _tally_for(pipe: Any) -> MetricsFlusher | None:
+    """The flusher that takes this pipeline's counts: only for a non-transactional pipeline (a
+    transaction's counts commit with its change)."""
+    if not _flushers or getattr(pipe, "is_transaction", True) or getattr(pipe, "explicit_transaction", False):
+        return None
+    pool = getattr(pipe, "connection_pool", None)
+    return _flushers.get(id(pool)) if pool is not None else None
+
+
 def incr(pipe: Any, keys: Keys | str, name: str, by: int = 1, **labels: str) -> None:
     """Add to a counter inside a pipeline or on a client (not awaited here). ``keys``: the
     store's ``Keys``, or the key prefix they are for."""
+    tally = _tally_for(pipe)
+    if tally is not None:
+        return tally.add(Keys.of(keys).metrics, _field(name, labels), by)
     return pipe.hincrby(Keys.of(keys).metrics, _field(name, labels), by)
 
 
 def observe(pipe: Any, keys: Keys | str, name: str, value: float, **labels: str) -> None:
-    """Three commands per observation: the one bucket the value falls in (``_le``, not
+    """Three counts per observation: the one bucket the value falls in (``_le``, not
     cumulative; ``render`` adds them up), the sum and the count. Incrementing every cumulative
     bucket cost up to 20 commands, a fifth of Redis's work per message (bench/RESULTS.md, load)."""
     buckets = HISTOGRAMS[name][2]
     key = Keys.of(keys).metrics
     bound = next((str(b) for b in buckets if value <= b), "+Inf")
+    tally = _tally_for(pipe)
+    if tally is not None:
+        tally.add(key, _field(name + "_le", {**labels, "le": bound}), 1)
+        tally.add(key, _field(name + "_sum", labels), value, whole=False)
+        tally.add(key, _field(name + "_count", labels), 1)
+        return
     pipe.hincrby(key, _field(name + "_le", {**labels, "le": bound}), 1)
     pipe.hincrbyfloat(key, _field(name + "_sum", labels), value)
     pipe.hincrby(key, _field(name + "_count", labels), 1)

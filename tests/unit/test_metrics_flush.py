@@ -1,0 +1,45 @@
+"""A worker's per-job counts are tallied in the process and written once a second in one round
+trip, and once more at a clean stop; counts made inside a transaction are written with it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from router import metrics
+from router.store.keys import Keys
+
+
+async def test_tally_written_by_the_flusher_and_at_stop(redis_url: str, prefix: str) -> None:
+    r = Redis.from_url(redis_url)
+    key = Keys(prefix).metrics
+    flusher = metrics.MetricsFlusher(r, every_s=3600)  # only the stop writes, in this test
+    running = asyncio.create_task(flusher.run())
+    try:
+        await asyncio.sleep(0)  # the flusher registers for this connection pool
+        async with r.pipeline(transaction=False) as pipe:
+            metrics.incr(pipe, prefix, "gateway_worker_jobs", job="process_message", result="ok")
+            metrics.observe(pipe, prefix, "gateway_worker_job_seconds", 0.02, job="process_message")
+            metrics.observe(pipe, prefix, "gateway_worker_job_seconds", 0.03, job="process_message")
+            assert pipe.command_stack == []  # tallied, not sent
+            await pipe.execute()
+        async with r.pipeline(transaction=True) as pipe:  # with a change: written with it
+            metrics.incr(pipe, prefix, "gateway_repeat_merges", reason="similar_text")
+            await pipe.execute()
+        assert await r.hgetall(key) == {b"gateway_repeat_merges|reason=similar_text": b"1"}
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    fields = {k.decode(): v.decode() for k, v in (await r.hgetall(key)).items()}
+    assert fields["gateway_worker_jobs|job=process_message,result=ok"] == "1"
+    assert fields["gateway_worker_job_seconds_le|job=process_message,le=0.025"] == "1"
+    assert fields["gateway_worker_job_seconds_le|job=process_message,le=0.05"] == "1"
+    assert fields["gateway_worker_job_seconds_count|job=process_message"] == "2"
+    assert abs(float(fields["gateway_worker_job_seconds_sum|job=process_message"]) - 0.05) < 1e-9
+    # no flusher any more: written at once again
+    async with r.pipeline(transaction=False) as pipe:
+        metrics.incr(pipe, prefix, "gateway_worker_jobs", job="process_message", result="ok")
+        await pipe.execute()
+    assert await r.hget(key, "gateway_worker_jobs|job=process_message,result=ok") == b"2"
+    await r.aclose()

@@ -13,6 +13,13 @@ Keys (named in router/store/keys.py; per category): ``inc:recent:<category>`` (s
 per incident: ``incident:<id>`` (JSON) and ``incident:<id>:complaints``; ``incidents`` indexes
 them all by time.
 
+Noting a complaint and reading its category's window back is one script
+(``scripts.INCIDENT_NOTE_LUA``): it returns the window's ids and only the texts noted since this
+process last looked (the others are kept here, parsed, by complaint id: an entry never changes),
+and the category's open incidents, whose sample tokens are kept here too (they never change).
+So a check costs one round trip and compares token sets already parsed, instead of six round
+trips reading and parsing up to ``MAX_RECENT`` texts.
+
 Considering a complaint is a job of its own (``consider_incident``, queued with the complaint),
 retried when Redis is briefly away, so it must be safe to run again: the incident a complaint
 forms is named after that complaint (``inc_`` + the complaint id's suffix) and written in one
@@ -29,6 +36,7 @@ from typing import Any
 
 from plugins.locks import RedisLock
 from router.store import ComplaintStore
+from router.store.scripts import INCIDENT_NOTE_LUA
 from normalizer.ids import now_ms
 from normalizer.pii import mask_pii
 
@@ -58,6 +66,32 @@ _TOKEN = re.compile(r"<[a-z]+>|[a-z0-9]+|[\u4e00-\u9fff]")
 MIN_TOKENS = 3
 MAX_RECENT = 300  # newest complaints compared per category and window (bounded work per complaint)
 SAMPLES = 5
+#: Texts noted up to this long before this process last read its window are read again (workers'
+#: clocks and commits differ by far less); older ones it has, or reads by id if it does not.
+SYNC_MARGIN_MS = 60_000
+#: Every this many checks a process also drops a bounded number of stale text entries (left by
+#: versions that trimmed the window without dropping their texts).
+SWEEP_EVERY = 200
+
+Entry = tuple[str, frozenset[str]]  # customer id, tokens
+
+
+class _WindowCache:
+    """What this process has read of each category's window and of the open incidents."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Entry]] = {}  # recent key -> complaint id -> entry
+        self.synced: dict[str, int] = {}  # recent key -> now ms of the last read
+        self.samples: dict[str, list[frozenset[str]]] = {}  # incident key -> its sample token sets
+        self.checks = 0
+
+
+_cache = _WindowCache()
+
+
+def _entry(raw: bytes | str) -> Entry:
+    customer, _, text = (raw.decode() if isinstance(raw, bytes) else raw).partition("\t")
+    return customer, frozenset(text.split(" "))
 
 
 def tokens(text: str) -> frozenset[str]:
@@ -76,6 +110,10 @@ def formed_by(complaint_id: str) -> str:
     return "inc_" + complaint_id.split("_", 1)[-1]
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def same_fault(a: frozenset[str], b: frozenset[str]) -> bool:
     shared = len(a & b)
     if shared < MIN_TOKENS:
@@ -90,6 +128,7 @@ class Incidents:
         self.keys = store.keys
         self.window_ms = window_minutes * 60_000
         self.min_customers = min_customers
+        self._note = store.r.register_script(INCIDENT_NOTE_LUA)
 
     comparable = staticmethod(comparable)
 
@@ -125,32 +164,35 @@ class Incidents:
         if len(toks) < MIN_TOKENS:
             return "", []
         own = formed_by(complaint_id)
-        if await self.r.exists(self.key(own)):  # formed on an earlier run that did not finish linking
-            return own, await self.members(own)
         now = now_ms()
         recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
-        old = await self.r.zrangebyscore(recent, "-inf", now - self.window_ms)
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.zadd(recent, {complaint_id: now})
-            pipe.hset(texts, complaint_id, customer_id + "\t" + " ".join(sorted(toks)))
-            if old:
-                pipe.zrem(recent, *old)
-                pipe.hdel(texts, *old)
-            pipe.zremrangebyrank(recent, 0, -MAX_RECENT - 1)
-            await pipe.execute()
-        joined = await self._join_open(category, complaint_id, toks)
+        known = _cache.entries.setdefault(recent, {})
+        since = _cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS if known else 0
+        _cache.checks += 1
+        result = await self._note(keys=[recent, texts, self.keys.incidents_open(category), self.key(own)],
+                                  args=[complaint_id, customer_id + "\t" + " ".join(sorted(toks)), now,
+                                        now - self.window_ms, MAX_RECENT, since,
+                                        "1" if _cache.checks % SWEEP_EVERY == 0 else "0"])
+        if _text(result[0]) == "formed":  # formed on an earlier run that did not finish linking
+            return own, await self.members(own)
+        ids, fresh, open_ids = [_text(i) for i in result[1]], result[2], [_text(i) for i in result[3]]
+        for i in range(0, len(fresh) - 1, 2):
+            known[_text(fresh[i])] = _entry(fresh[i + 1])
+        missing = [i for i in ids if i not in known]
+        if missing:  # noted before what this process read last, and not read by it (a new process)
+            for cid, raw in zip(missing, await self.r.hmget(texts, missing)):
+                if raw is not None:
+                    known[cid] = _entry(raw)
+        _cache.entries[recent] = known = {cid: known[cid] for cid in ids if cid in known}
+        _cache.synced[recent] = now
+        joined = await self._join_open(category, complaint_id, toks, open_ids)
         if joined:
             return joined, [complaint_id]
         # enough different customers in the window to form one?
-        ids = [i.decode() for i in await self.r.zrange(recent, 0, -1)]
-        values = await self.r.hmget(texts, ids) if ids else []
         similar: dict[str, str] = {}
         customers = {customer_id}
-        for cid, raw in zip(ids, values):
-            if raw is None or cid == complaint_id:
-                continue
-            other_customer, _, other_tokens = raw.decode().partition("\t")
-            if same_fault(toks, frozenset(other_tokens.split(" "))):
+        for cid, (other_customer, other_tokens) in known.items():
+            if cid != complaint_id and same_fault(toks, other_tokens):
                 similar[cid] = other_customer
                 customers.add(other_customer)
         if len(customers) < self.min_customers:
@@ -179,19 +221,28 @@ class Incidents:
         finally:
             await lock.release()
 
-    async def _join_open(self, category: str, complaint_id: str, toks: frozenset[str]) -> str:
-        """The open incident of this category that describes the same fault, joined; or ""."""
-        ids = [i.decode() for i in await self.r.smembers(self.keys.incidents_open(category))]
-        records = await self.r.mget([self.key(i) for i in ids]) if ids else []
-        for data in records:
-            incident = json.loads(data) if data else None
-            if incident is not None and any(same_fault(toks, frozenset(s)) for s in incident["sample_tokens"]):
-                await self._link(incident, [complaint_id])
-                return incident["id"]
+    async def _join_open(self, category: str, complaint_id: str, toks: frozenset[str],
+                         open_ids: list[str] | None = None) -> str:
+        """The open incident of this category that describes the same fault, joined; or "".
+        ``open_ids``: the category's open incidents as just read (else read here). An incident's
+        sample tokens never change: read once per process."""
+        if open_ids is None:
+            open_ids = [i.decode() for i in await self.r.smembers(self.keys.incidents_open(category))]
+        if len(_cache.samples) > 10_000:  # closed incidents' samples: forgotten now and then
+            _cache.samples.clear()
+        unread = [i for i in open_ids if self.key(i) not in _cache.samples]
+        if unread:
+            for iid, data in zip(unread, await self.r.mget([self.key(i) for i in unread])):
+                if data:
+                    _cache.samples[self.key(iid)] = [frozenset(s) for s in json.loads(data)["sample_tokens"]]
+        for iid in sorted(open_ids):
+            if any(same_fault(toks, sample) for sample in _cache.samples.get(self.key(iid), ())):
+                await self._link(iid, [complaint_id])
+                return iid
         return ""
 
-    async def _link(self, incident: dict[str, Any], complaint_ids: list[str]) -> None:
-        await self.r.sadd(self.keys.incident_complaints(incident["id"]), *complaint_ids)
+    async def _link(self, iid: str, complaint_ids: list[str]) -> None:
+        await self.r.sadd(self.keys.incident_complaints(iid), *complaint_ids)
 
     async def close(self, iid: str) -> None:
         incident = await self.get(iid)

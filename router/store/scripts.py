@@ -238,4 +238,53 @@ end
 return back
 """
 
-__all__ = ["CASE_LUA", "CLAIM_LUA", "COMMIT_LUA", "INTAKE_LUA", "PREPARE_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+INCIDENT_NOTE_LUA = """
+-- Note a complaint in its category's incident window and read the window back, in one round trip.
+-- KEYS: 1 recent (sorted set: complaint id by time), 2 texts (hash: complaint id -> customer TAB tokens),
+--       3 the category's open incidents (set), 4 the incident this complaint forms, if it formed one
+-- ARGV: 1 complaint id, 2 its entry (customer TAB tokens), 3 now ms, 4 window start ms, 5 most kept,
+--       6 since ms (the texts of entries noted from then on are returned), 7 sweep ('1': drop a bounded
+--       number of text entries whose complaint left the window without its text being dropped)
+-- Returns {'formed'} when the incident exists already (an earlier run of the same check), else
+-- {'ok', kept ids oldest first, {id, entry, ...} noted since ARGV[6], open incident ids}.
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'formed'} end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local n = #all / 2
+-- what leaves: the oldest beyond the most kept, and whatever is older than the window (a prefix)
+local drop = math.max(0, n - tonumber(ARGV[5]))
+local cutoff = tonumber(ARGV[4])
+while drop < n and tonumber(all[drop * 2 + 2]) <= cutoff do drop = drop + 1 end
+if drop > 0 then
+  local gone = {}
+  for i = 1, drop do gone[i] = all[i * 2 - 1] end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, drop - 1)
+  redis.call('HDEL', KEYS[2], unpack(gone))
+end
+if ARGV[7] == '1' and redis.call('HLEN', KEYS[2]) > 2 * tonumber(ARGV[5]) then
+  local page = redis.call('HSCAN', KEYS[2], 0, 'COUNT', 500)[2]
+  for i = 1, #page, 2 do
+    if not redis.call('ZSCORE', KEYS[1], page[i]) then redis.call('HDEL', KEYS[2], page[i]) end
+  end
+end
+local ids, fresh = {}, {}
+local since = tonumber(ARGV[6])
+for i = drop + 1, n do
+  ids[#ids + 1] = all[i * 2 - 1]
+  if tonumber(all[i * 2]) >= since then fresh[#fresh + 1] = all[i * 2 - 1] end
+end
+local entries = {}
+if #fresh > 0 then
+  local values = redis.call('HMGET', KEYS[2], unpack(fresh))
+  for i, id in ipairs(fresh) do
+    if values[i] then
+      entries[#entries + 1] = id
+      entries[#entries + 1] = values[i]
+    end
+  end
+end
+return {'ok', ids, entries, redis.call('SMEMBERS', KEYS[3])}
+"""
+
+__all__ = ["CASE_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "PREPARE_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

@@ -1,0 +1,41 @@
+"""The incident window: noted and read back in one script, its texts leaving with it, and a
+complaint another worker noted long before this process last looked still compared."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from router.incidents import MAX_RECENT, Incidents, tokens
+from normalizer.ids import now_ms
+from router.store import ComplaintStore
+
+CRASH = ["App crashes when I pay at checkout, payment failed", "the app crashed while paying, payment failure",
+         "app keeps crashing at payment checkout"]
+
+
+async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: str, prefix: str) -> None:
+    r = Redis.from_url(redis_url)
+    store = ComplaintStore(prefix)
+    store.bind(r)
+    incidents = Incidents(store, window_minutes=10, min_customers=3)
+    recent, texts = store.keys.incident_recent("function_fault"), store.keys.incident_texts("function_fault")
+    try:
+        for n in range(MAX_RECENT + 5):  # unrelated texts: nothing forms
+            assert await incidents.consider(f"cmp_u{n}", f"cus_u{n}", "function_fault",
+                                            f"w{n}a w{n}b w{n}c w{n}d") == ("", [])
+        assert await r.zcard(recent) == MAX_RECENT
+        assert await r.hlen(texts) == MAX_RECENT  # the texts leave with the window, not only by time
+        assert not await r.hexists(texts, "cmp_u0")
+        # another worker noted a crash report five minutes ago by its clock (a slow one), after this
+        # process last read the window: older than what the script returns as new, still compared
+        recent, texts = store.keys.incident_recent("transaction"), store.keys.incident_texts("transaction")
+        assert await incidents.consider("cmp_t0", "cus_t0", "transaction", "x1 x2 x3 x4") == ("", [])
+        await r.zadd(recent, {"cmp_other": now_ms() - 300_000})
+        await r.hset(texts, "cmp_other", "cus_other\t" + " ".join(sorted(tokens(CRASH[0]))))
+        assert await incidents.consider("cmp_c1", "cus_c1", "transaction", CRASH[1]) == ("", [])
+        formed, linked = await incidents.consider("cmp_c2", "cus_c2", "transaction", CRASH[2])
+        assert formed == "inc_c2" and sorted(linked) == ["cmp_c1", "cmp_c2", "cmp_other"]
+        # the next one joins it (its samples read once, kept)
+        assert await incidents.consider("cmp_c3", "cus_c3", "transaction", CRASH[0]) == ("inc_c2", ["cmp_c3"])
+    finally:
+        await r.aclose()

@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 EXAMPLE := examples/signed_webhook_channel
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(EXAMPLE)/pyproject.toml | sha1sum | cut -c1-12)
+LINE_EXAMPLE := examples/line_channel
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(EXAMPLE)/pyproject.toml $(LINE_EXAMPLE)/pyproject.toml | sha1sum | cut -c1-12)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_UPDATED := /tmp/.complaint-gateway-apt-updated
 
@@ -14,11 +15,12 @@ APT_UPDATED := /tmp/.complaint-gateway-apt-updated
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml $(LINE_EXAMPLE)/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test,bench]"
-	# the example external plugin, installed as an integrator's package would be (its entry point)
+	# the example external plugins, installed as an integrator's packages would be (their entry points)
 	$(BIN)/python -m pip install -q --no-deps -e $(EXAMPLE)
+	$(BIN)/python -m pip install -q --no-deps -e $(LINE_EXAMPLE)
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Debian packages the gateway and its tests need; installed only when missing.

@@ -3,8 +3,9 @@
 Each variant below is the example package (examples/signed_webhook_channel) with one mistake an
 integrator could make, written into a directory of its own with the example's own tests; pytest
 runs the suite's check for that mistake against it, in a process of its own, as an integrator's
-package runs it, and the check must fail, saying what is wrong. The example as shipped, copied
-out of this repository with its own pyproject, passes every one of its tests there."""
+package runs it, and the check must fail, saying what is wrong. The examples as shipped (this
+one and examples/line_channel), copied out of this repository with their own pyproject, pass
+every one of their tests there: this is where the examples' tests run."""
 
 from __future__ import annotations
 
@@ -106,10 +107,12 @@ def test_each_broken_variant_of_the_example_fails_the_check_for_its_mistake(tmp_
         assert says in failures[key], f"{variant}: {failures[key]}"
 
 
-def test_the_example_copied_out_of_the_repository_passes_its_own_tests(tmp_path, redis_url):
-    package = tmp_path / "signed-webhook-channel"
-    shutil.copytree(EXAMPLE, package, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-    where = subprocess.run([sys.executable, "-c", "import signed_webhook_channel as m; print(m.__file__)"],
+@pytest.mark.parametrize("example, module", [("signed_webhook_channel", "signed_webhook_channel"),
+                                             ("line_channel", "line_channel")])
+def test_the_example_copied_out_of_the_repository_passes_its_own_tests(tmp_path, redis_url, example, module):
+    package = tmp_path / example
+    shutil.copytree(ROOT / "examples" / example, package, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    where = subprocess.run([sys.executable, "-c", f"import {module} as m; print(m.__file__)"],
                            cwd=package, capture_output=True, text=True, check=True).stdout
     assert where.startswith(str(package)), where  # the copy is what its tests import
     result = run_pytest(package, redis_url)

@@ -19,9 +19,13 @@ from tests.conftest import ROOT, SUPERVISOR, gateway_client, make_env, run_worke
 pytestmark = pytest.mark.integration
 
 
-def test_the_package_declares_its_entry_point():
-    (ep,) = [e for e in entry_points(group=ENTRY_POINT_GROUP) if e.name == "signed_webhook"]
-    assert ep.value == "signed_webhook_channel:SignedWebhookChannel" and ep.dist.name == "gateway-signed-webhook"
+@pytest.mark.parametrize("name, value, dist", [
+    ("signed_webhook", "signed_webhook_channel:SignedWebhookChannel", "gateway-signed-webhook"),
+    ("line", "line_channel:LineChannel", "gateway-line-channel"),
+])
+def test_the_example_packages_declare_their_entry_points(name, value, dist):
+    (ep,) = [e for e in entry_points(group=ENTRY_POINT_GROUP) if e.name == name]
+    assert ep.value == value and ep.dist.name == dist
 
 
 async def test_the_gateway_loads_it_from_the_entry_point_and_takes_its_messages(settings, tmp_path):

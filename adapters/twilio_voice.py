@@ -1,7 +1,9 @@
 """Phone calls through Twilio: ``POST /webhooks/twilio/voice`` and its callbacks.
 
 A call is answered at once with TwiML: language (中文 / English), a menu whose digits are the
-complaint categories (9: the status of a case), then a recording with transcription. The
+complaint categories (9: the status of a case) — keys or speech: "退款" or "refund" is the
+payment-amount choice (``<Gather input="dtmf speech">``, recognised in zh-CN or en-US) — then a
+recording with transcription. The
 recording callback opens the complaint at once, its message carrying a "recording pending" note
 (the recording is its evidence, pending until a job fetches it); the transcription, when Twilio
 manages one, joins the same case as the text of that message (an edit of it). Replies go out by
@@ -11,6 +13,7 @@ SMS.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import Request, Response, post
@@ -36,6 +39,47 @@ PREFIX = "/webhooks/twilio/voice"
 VOICE = {"zh": "zh-CN", "en": "en-US"}
 MENU = ["account_security", "transaction", "payment_amount", "fee_dispute", "function_fault", "balance_query", "other"]
 CALL_STATE_TTL = 7 * 86400
+STATUS_CHOICE = "9"
+
+#: What a caller may say instead of pressing a key: words per menu choice, checked in this order
+#: (the more specific first: "手续费退款" is a fee dispute, "退款" alone a payment-amount appeal).
+MENU_WORDS: list[tuple[str, dict[str, tuple[str, ...]]]] = [
+    (STATUS_CHOICE, {"zh": ("进度", "状态", "查询案件", "案件"), "en": ("status", "progress", "my case")}),
+    ("6", {"zh": ("余额",), "en": ("balance",)}),
+    ("4", {"zh": ("手续费", "服务费", "收费"), "en": ("fee", "commission")}),
+    ("3", {"zh": ("退款", "金额", "扣款", "多扣", "扣了", "支付"),
+           "en": ("refund", "amount", "charge", "charged", "overcharged", "payment")}),
+    ("1", {"zh": ("账户安全", "被盗", "盗刷", "冻结", "密码", "安全"),
+           "en": ("security", "hacked", "stolen", "fraud", "password", "frozen", "locked")}),
+    ("2", {"zh": ("交易", "转账", "到账", "没收到"), "en": ("transaction", "transfer", "not received")}),
+    ("5", {"zh": ("故障", "闪退", "打不开", "崩溃", "报错", "功能"),
+           "en": ("crash", "bug", "error", "not working", "fault", "app")}),
+    ("7", {"zh": ("其他", "其它", "别的"), "en": ("other", "something else")}),
+]
+#: A choice said as its number ("three", "三").
+NUMBER_WORDS = {"zh": "一二三四五六七八九", "en": ("one", "two", "three", "four", "five", "six", "seven", "eight",
+                                              "nine")}
+#: Words the recogniser is told to expect (Twilio's ``hints``), per language.
+SPEECH_HINTS = {lang: ",".join(w for _, words in MENU_WORDS for w in words[lang]) for lang in VOICE}
+LANGUAGE_HINTS = "中文,普通话,English,英文"
+
+
+def spoken_choice(speech: str, lang: str) -> str:
+    """The menu key a caller's words stand for ("我要退款" -> "3"), or "" when none does."""
+    said = speech.strip().lower().rstrip("。.!！?？")
+    numbers = NUMBER_WORDS[lang]
+    if said in numbers:
+        return str(list(numbers).index(said) + 1)
+    if lang == "en":  # whole words: "app" is not in "happened"
+        said = " " + re.sub(r"[^a-z]+", " ", said) + " "
+        return next((key for key, words in MENU_WORDS if any(f" {w} " in said for w in words[lang])), "")
+    return next((key for key, words in MENU_WORDS if any(w in said for w in words[lang])), "")
+
+
+def spoken_language(speech: str) -> str:
+    """The caller's language from what they said at the greeting ("English" / "英文" -> en)."""
+    said = speech.lower()
+    return "2" if "english" in said or "英" in said else "1"
 
 SAY = {
     "greeting_zh": "您好，这里是客户服务中心。中文服务请按1。",
@@ -93,7 +137,8 @@ class TwilioVoiceChannel:
 
         def menu(lang: str) -> VoiceResponse:
             response = VoiceResponse()
-            gather = response.gather(num_digits=1, action=f"{PREFIX}/menu?lang={lang}", timeout=6)
+            gather = response.gather(input="dtmf speech", num_digits=1, action=f"{PREFIX}/menu?lang={lang}",
+                                     timeout=6, language=VOICE[lang], hints=SPEECH_HINTS[lang], speech_timeout="auto")
             gather.say(SAY["menu"][lang], language=VOICE[lang])
             response.redirect(f"{PREFIX}/menu?lang={lang}&Digits=7")  # silence: record as "other"
             return response
@@ -107,7 +152,8 @@ class TwilioVoiceChannel:
                 await services.require_redis().hset(key, mapping={"from": e164(form["From"])})
                 await services.require_redis().expire(key, CALL_STATE_TTL)
             response = VoiceResponse()
-            gather = response.gather(num_digits=1, action=f"{PREFIX}/language", timeout=4)
+            gather = response.gather(input="dtmf speech", num_digits=1, action=f"{PREFIX}/language", timeout=4,
+                                     language=VOICE["zh"], hints=LANGUAGE_HINTS, speech_timeout="auto")
             gather.say(SAY["greeting_zh"], language=VOICE["zh"])
             gather.say(SAY["greeting_en"], language=VOICE["en"])
             response.redirect(f"{PREFIX}/language?Digits=1")
@@ -116,7 +162,8 @@ class TwilioVoiceChannel:
         @post("/language", operation_id="twilioVoiceLanguage", tags=["webhooks"], status_code=200)
         async def language(request: Request[Any, Any, Any]) -> Response[bytes]:
             form = await verified_form(services, settings, request)
-            digits = form.get("Digits") or request.query_params.get("Digits", "1")
+            digits = form.get("Digits") or (spoken_language(form["SpeechResult"]) if form.get("SpeechResult")
+                                            else request.query_params.get("Digits", "1"))
             lang = "en" if digits == "2" else "zh"
             call_sid = form.get("CallSid", "")
             if call_sid:
@@ -127,9 +174,10 @@ class TwilioVoiceChannel:
         async def menu_choice(request: Request[Any, Any, Any]) -> Response[bytes]:
             form = await verified_form(services, settings, request)
             lang = _lang(request)
-            digits = form.get("Digits") or request.query_params.get("Digits", "")
+            digits = form.get("Digits") or (spoken_choice(form["SpeechResult"], lang) if form.get("SpeechResult")
+                                            else request.query_params.get("Digits", ""))
             response = VoiceResponse()
-            if digits == "9":
+            if digits == STATUS_CHOICE:
                 gather = response.gather(num_digits=14, finish_on_key="#", action=f"{PREFIX}/status?lang={lang}",
                                          timeout=10)
                 gather.say(SAY["ask_case"][lang], language=VOICE[lang])

@@ -165,3 +165,40 @@ async def test_menu_answers_at_once_and_invalid_digits_repeat(client):
     root = twiml_of(await post_signed(client, "/webhooks/twilio/voice/menu?lang=en", call_params("CA3", Digits="8")))
     assert time.perf_counter() - started < 0.5
     assert root.find("Say").get("language") == "en-US" and root.find("Redirect") is not None
+
+
+async def test_the_menu_takes_speech_as_well_as_keys(client, voice_plugins, settings):
+    call = "CA" + uuid.uuid4().hex
+    root = twiml_of(await post_signed(client, "/webhooks/twilio/voice", call_params(call, CallStatus="ringing")))
+    assert root.find("Gather").get("input") == "dtmf speech"
+    # "English" said at the greeting: the menu in English, listening for English words
+    root = twiml_of(await post_signed(client, "/webhooks/twilio/voice/language",
+                                      call_params(call, SpeechResult="English, please.", Confidence="0.91")))
+    gather = root.find("Gather")
+    assert (gather.get("input"), gather.get("language"), gather.find("Say").get("language")) == \
+        ("dtmf speech", "en-US", "en-US")
+    assert "refund" in gather.get("hints").split(",")
+
+    # "退款" / "refund": the payment-amount appeal, as if 3 were pressed; words it cannot place repeat the menu
+    said = {("zh", "我要退款"): "payment_amount", ("en", "Refund please."): "payment_amount",
+            ("zh", "我的余额不对"): "balance_query", ("en", "What is the status of my case?"): None}
+    for (lang, words), category in said.items():
+        root = twiml_of(await post_signed(client, f"/webhooks/twilio/voice/menu?lang={lang}",
+                                          call_params(call, SpeechResult=words, Confidence="0.87")))
+        if category is None:
+            assert root.find("Gather").get("numDigits") == "14"  # the case-status question
+            continue
+        record = root.find("Record")
+        assert record.get("transcribeCallback") == f"/webhooks/twilio/voice/transcription?lang={lang}&category={category}"
+    root = twiml_of(await post_signed(client, "/webhooks/twilio/voice/menu?lang=en",
+                                      call_params(call, SpeechResult="the weather today", Confidence="0.5")))
+    assert root.find("Say").text == "That is not a valid choice." and root.find("Redirect") is not None
+
+    # the spoken choice carries through to the case, whatever the transcript says
+    transcription = call_params(call, TranscriptionSid="TR" + uuid.uuid4().hex, TranscriptionStatus="completed",
+                                TranscriptionText="请尽快处理，谢谢", RecordingSid="RE" + uuid.uuid4().hex)
+    r = await post_signed(client, "/webhooks/twilio/voice/transcription?lang=zh&category=payment_amount", transcription)
+    assert r.status_code == 204
+    await drain(settings, voice_plugins)
+    (c,) = (await client.get("/v1/complaints", headers=SUPERVISOR)).json()["items"]
+    assert (c["channel"], c["category"]) == ("twilio_voice", "payment_amount")

@@ -31,6 +31,7 @@ from normalizer.status import STATUS_WORDS
 from plugins.problems import ProblemError
 from plugins.requests import decode_json, read_body
 from router.cases.leases import extend_lease, release_lease
+from router.cases.reopening import reopen_case
 from router.rulestore import RuleStore
 from router.store import ComplaintStore
 from router.timers import load_policy
@@ -43,6 +44,7 @@ PULSE = "/v1/console/pulse"
 LEASE_EXTEND = "/v1/console/cases/{complaint_id:str}/lease/extend"
 LEASE_RELEASE = "/v1/console/cases/{complaint_id:str}/lease/release"
 LEASE_HAND_BACK = "/v1/console/cases/{complaint_id:str}/lease/hand-back"
+REOPEN = "/v1/console/cases/{complaint_id:str}/reopen"
 CHARTS = "/v1/console/charts"
 TREND = "/v1/console/trend"
 
@@ -94,6 +96,8 @@ def console_handlers() -> list[Any]:
 
 
 class LeaseIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Why (a hand-back, a reopening)."""
+
     reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
 
 
@@ -223,11 +227,24 @@ class ConsoleController(Controller):
                                         reason=incoming.reason, hand_back=hand_back)
         return complaint_json(complaint)
 
+    @post(REOPEN, operation_id="consoleReopen", status_code=200, opt={"roles": STAFF},
+          summary="Reopen a resolved case (with a reason): back in its queue with fresh clocks, the customer told")
+    async def reopen(self, request: Request[Any, Any, Any], services: Services,
+                     complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
+        incoming = decode_json(await read_body(request, 16 * 1024), LeaseIn)
+        if not incoming.reason.strip():
+            raise ProblemError(422, "reason_required", "Say why the case is reopened.", field="reason")
+        principal = principal_of(request)
+        cid = (await load_complaint(services, complaint_id)).id
+        complaint = await reopen_case(services.store, cid, actor=principal.actor, reason=incoming.reason,
+                                      policy=await load_policy(services.store))
+        return complaint_json(complaint)
+
     @get(CHARTS, operation_id="consoleCharts", opt={"roles": {ROLE_SUPERVISOR}},
          summary="Queue depth, first-response times against the standard and breaches, per step, per queue and channel")
     async def charts(self, services: Services,
                      hours: Annotated[int, QueryParameter(ge=1, le=72)] = 6,
-                     step_minutes: Annotated[int, QueryParameter(ge=1, le=240)] | None = None) -> dict[str, Any]:
+                     step_minutes: Annotated[int | None, QueryParameter(ge=1, le=240)] = None) -> dict[str, Any]:
         store: ComplaintStore = services.store
         until = datetime.now(timezone.utc)
         since = until - timedelta(hours=hours)

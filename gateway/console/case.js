@@ -168,7 +168,7 @@ function composePanel(c) {
       <label><input type="checkbox" id="no-survey"> ${t("no_survey")}</label></div>
     <textarea id="resolve-reason" rows="2" placeholder="${esc(t("reason_for_customer"))}"></textarea>
     <p class="muted" id="rejected-note" hidden>${t("rejected_routes")}</p>
-    <div class="row"><button id="resolve-btn">${t("resolve")}</button><span class="muted">${t("reopen_note")}</span></div>`;
+    <div class="row"><button id="resolve-btn">${t("resolve")}</button></div>`;
 }
 
 function bindCompose(c) {
@@ -239,7 +239,9 @@ export async function caseView(id) {
     <div class="case-grid"><section><div class="card" id="case-head"></div>
       <div class="card"><h3>${t("thread")}</h3><div class="thread" id="thread"></div></div>
       <div class="card" id="case-evidence"></div><div class="card" id="compose">${composePanel(c)}</div>
-      <div class="card muted" id="closed-note" hidden>${t("reopen_note")}</div></section>
+      <div class="card" id="closed-note" hidden><h3>${t("reopen")}</h3><p class="muted">${t("reopen_note")}</p>
+        <div class="row"><input id="reopen-reason" class="grow" placeholder="${esc(t("reopen_reason"))}">
+        <button id="reopen-btn">${t("reopen")}</button></div></div></section>
     <aside><div class="card" id="case-deadlines"></div><div class="card" id="category-panel">${categoryPanel(c)}</div>
       <div class="card" id="case-customer"></div><div class="card" id="case-repeats"></div><div class="card" id="case-appeal"></div></aside></div></div>`;
   bindCompose(c);
@@ -285,6 +287,12 @@ export async function caseView(id) {
     };
     if ($("#merge-btn")) $("#merge-btn").onclick = () => act(() => api(path(c, "/merge"), { method: "POST", body: { into: c.possible_repeat_of, reason: $("#repeat-reason").value || t("merge_into") } }));
     $$("button.split").forEach((b) => { b.onclick = () => act(() => api(path(c, "/split"), { method: "POST", body: { message_id: b.dataset.message, reason: $("#repeat-reason").value || t("split") } })); });
+  };
+  $("#reopen-btn").onclick = () => {
+    const reason = $("#reopen-reason").value.trim();
+    if (!reason) { $("#reopen-reason").focus(); toast(t("reopen_reason"), "warn"); return; }
+    act(() => api(`/v1/console/cases/${encodeURIComponent(c.id)}/reopen`, { method: "POST", body: { reason } }), t("reopened_ok"))
+      .then(() => { $("#reopen-reason").value = ""; });
   };
   if ($("#use-runner-up")) $("#use-runner-up").onclick = () => { $("#correct-category").value = $("#use-runner-up").dataset.category; $("#correct-btn").click(); };
   $("#correct-btn").onclick = () => act(() => api(path(c), { method: "PATCH", body: { category: $("#correct-category").value, reason: $("#correct-reason").value } }));

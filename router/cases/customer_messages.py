@@ -207,29 +207,11 @@ async def survey_or_reopen(store: ComplaintStore, complaint: Complaint, message:
                                           detail={"score": str(score), "message_id": message.id}))
             notice(store, c, effects, "survey_thanks", message)
         elif c.status == ComplaintStatus.resolved:
-            c.status = ComplaintStatus.reopened
-            c.reopened_count += 1
-            c.resolved_at = None
             c.messages.append(entry(message))
             c.evidence.extend(message.attachments)
             effects.jobs.extend(fetch_jobs(c.id, message.channel, message.attachments))
-            c.history.append(HistoryEvent(at=now, actor="customer", action="reopened", public=True,
-                                          detail={"message_id": message.id, "channel": message.channel}))
-            fresh = policy.for_new(c, now)
-            for new in fresh:
-                old = next((d for d in c.deadlines if d.kind == new.kind), None)
-                if old is not None:
-                    new.gen = old.gen + 1
-                    c.deadlines.remove(old)
-                c.deadlines.append(new)
-            c.first_response_due, c.resolution_due = fresh[0].due, fresh[1].due
-            schedule(store, effects, c.id, fresh)
-            effects.ops.append(lambda pipe: store.enter_queue(pipe, c, fresh[0].due))
-            effects.ops.append(lambda pipe: pipe.delete(after_key(store, message.sender)))
-            notice(store, c, effects, "reopened", message)
-            progress.arm(store, c, effects, policy.progress)
-            if listeners:
-                effects.jobs.append(event_job(c, "reopened", "customer", {"message_id": message.id}, at=now))
+            reopen(store, c, effects, policy, now, actor="customer", message=message, listeners=listeners,
+                   detail={"message_id": message.id, "channel": message.channel})
         else:
             raise Conflict("not_resolved", c.status.value)
         taken_into(store.keys, message, c.id, effects)
@@ -239,6 +221,34 @@ async def survey_or_reopen(store: ComplaintStore, complaint: Complaint, message:
     except Conflict:
         return "not_reopened"
     return outcome
+
+
+def reopen(store: ComplaintStore, c: Complaint, effects: TxEffects, policy: DeadlinePolicy, now: datetime, *,
+           actor: str, detail: dict[str, str], message: InboundMessage | None = None, listeners: bool = True) -> None:
+    """A resolved case open again (the customer wrote within the window, or the desk reopened it):
+    back in its queue with fresh first-response and resolution clocks, the customer told (on the
+    channel of ``message``, else the case's), listeners hear ``reopened``."""
+    c.status = ComplaintStatus.reopened
+    c.reopened_count += 1
+    c.resolved_at = None
+    c.history.append(HistoryEvent(at=now, actor=actor, action="reopened", public=True, detail=detail))
+    fresh = policy.for_new(c, now)
+    for new in fresh:
+        old = next((d for d in c.deadlines if d.kind == new.kind), None)
+        if old is not None:
+            new.gen = old.gen + 1
+            c.deadlines.remove(old)
+        c.deadlines.append(new)
+    c.first_response_due, c.resolution_due = fresh[0].due, fresh[1].due
+    schedule(store, effects, c.id, fresh)
+    effects.ops.append(lambda pipe: store.enter_queue(pipe, c, fresh[0].due))
+    sender = message.sender if message is not None else c.contact
+    effects.ops.append(lambda pipe: pipe.delete(after_key(store, sender)))
+    notice(store, c, effects, "reopened", message)
+    progress.arm(store, c, effects, policy.progress)
+    if listeners:
+        effects.jobs.append(event_job(c, "reopened", actor, {k: v for k, v in detail.items() if k != "channel"},
+                                      at=now))
 
 
 # -- status questions ---------------------------------------------------------------------------
@@ -268,4 +278,4 @@ async def status_answered(store: ComplaintStore, complaint_id: str, message: Inb
 
 
 __all__ = ["REPEAT_PRIORITY_STEPS", "after_key", "entry", "follow_up", "join_as_repeat", "merge_repeat", "status_answered",
-           "status_reply_id", "survey_or_reopen", "taken_into"]
+           "reopen", "status_reply_id", "survey_or_reopen", "taken_into"]

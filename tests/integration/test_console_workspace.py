@@ -138,6 +138,17 @@ def test_an_agent_claims_reads_corrects_answers_and_resolves_a_case(desk, browse
     complaint = httpx.get(f"{base}/v1/complaints/{cid}", headers=SUPERVISOR).json()
     assert (complaint["status"], complaint["category"], complaint["outcome"]) == ("resolved", "transaction", "upheld")
     assert [e["content_type"] for e in complaint["evidence"]] == ["image/png", "audio/mpeg"]
+
+    # the customer calls: the second charge is still there; the desk reopens the case
+    page.fill("#reopen-reason", "客户来电：第二笔扣款仍未退回")
+    page.click("#reopen-btn")
+    page.wait_for_selector("#case-head .st-reopened")
+    wait_until(lambda: sent_to_customer(fake_twilio, "已重新打开"), timeout=20)
+    reopened = httpx.get(f"{base}/v1/complaints/{cid}", headers=SUPERVISOR).json()
+    assert reopened["reopened_count"] == 1 and reopened["skill"] == "transactions"
+    assert any(h["action"] == "reopened" and h["actor"] == "agent:alice" for h in reopened["history"])
+    assert httpx.post(f"{base}/v1/complaints/{cid}/resolve", headers=SUPERVISOR, timeout=5, json={
+        "outcome": "upheld", "reason": "第二笔已退回", "no_survey": True}).status_code == 200  # the queues empty again
     assert not page.errors, page.errors
     page.context.close()
 

@@ -171,7 +171,9 @@ function showProblems(problems) {
     const note = document.createElement("div");
     note.className = "field-problem";
     note.textContent = p.problem;
-    (field ? (field.closest("label") || field) : row).insertAdjacentElement("afterend", note);
+    const holder = field?.closest("label, fieldset");
+    if (holder) holder.appendChild(note);  // under the field, inside its label
+    else (field || $(".rule-head", row) || row.firstElementChild).insertAdjacentElement("afterend", note);
   }
   $("#result").innerHTML = `<h3>${t("problems")}</h3><ul class="problems">${problems.map((p) =>
     `<li>${esc(p.rule)}${p.field ? ` · ${esc(p.field)}` : ""}: ${esc(p.problem)}</li>`).join("")}</ul>`;
@@ -255,7 +257,7 @@ export async function rules() {
       <table id="history"><thead><tr><th>${t("version")}</th><th>${t("by")}</th><th>${t("at")}</th><th>${t("reason")}</th><th></th></tr></thead><tbody>
       ${history.map((h) => `<tr><td>${h.version}${h.rollback_of != null ? ` ⟲${h.rollback_of}` : ""}</td><td>${esc(h.by)}</td><td>${fmtTime(h.at)}</td>
         <td>${esc(h.reason)}<br><span class="muted">${esc(Object.entries(h.diff || {}).filter(([, v]) => v && (v.length ?? 1)).map(([k, v]) => `${k}${Array.isArray(v) ? `: ${v.join(", ")}` : ""}`).join(" · "))}</span></td>
-        <td><button class="secondary rollback" data-version="${h.previous}">${t("rollback")} (${h.previous})</button></td></tr>`).join("")
+        <td><button class="secondary rollback" data-version="${h.previous}">${t("rollback")} ${h.previous}</button></td></tr>`).join("")
         || `<tr><td colspan="5" class="muted">${t("none")}</td></tr>`}</tbody></table></div>`;
   drawForm();
   $$(".tabs button").forEach((b) => { b.onclick = () => setTab(b.dataset.tab); });

@@ -2,7 +2,7 @@
 // live countdowns, the category with a one-click correction, repeats to merge or split, and the
 // reply and resolve panels. A cheap poll (/v1/console/pulse) redraws it within a second of any
 // change, without touching what the agent is typing.
-import { TEMPLATE_NAMES } from "./i18n.js";
+import { EVENT_NAMES, MERGE_REASONS, REPLY_KINDS, TEMPLATE_NAMES } from "./i18n.js";
 import {
   $, $$, api, categoryName, countdown, deliveryName, esc, every, evidenceUrl, fmtDuration, fmtTime, outcomeName, pill,
   problemText, refreshCountdowns, state, statusPill, t, toast,
@@ -12,10 +12,20 @@ const PULSE_MS = 500;  // a change shows within a second, at two small calls a s
 const THREAD_EVENTS = new Set(["claimed", "released", "handed_back", "lease_expired", "merged", "merged_into", "split",
   "category_corrected", "rerouted", "resolved", "reopened", "sla_breached", "sla_warning", "clock_paused",
   "incident_linked", "possible_repeat", "triaged", "survey_answered", "progress_update"]);
-//: What of an event's detail the thread shows (the rest is in the case's history).
-const EVENT_DETAIL = new Set(["reason", "from", "to", "skill", "outcome", "agent", "deadline", "incident_id", "level"]);
 let templates = null;
 
+/** An event's detail in words: "from → to" (categories named), the outcome named, the reason quoted. */
+function eventDetail(d) {
+  const parts = [];
+  if (d.from && d.to) parts.push(`${categoryName(d.from)} → ${categoryName(d.to)}`);
+  else if (d.from) parts.push(`${d.from} →`);
+  if (d.skill) parts.push(`${t("queue")} ${d.skill}`);
+  if (d.outcome) parts.push(outcomeName(d.outcome));
+  if (d.reason) parts.push(`“${MERGE_REASONS[state.lang]?.[d.reason] || d.reason}”`);
+  for (const k of ["agent", "deadline", "incident_id", "level"]) if (d[k]) parts.push(`${k} ${d[k]}`);
+  return parts.join(" · ");
+}
+const mergeReason = (reason) => MERGE_REASONS[state.lang]?.[reason] || reason;
 const path = (c, tail = "") => `/v1/complaints/${encodeURIComponent(c.id)}${tail}`;
 
 async function load(id) { return (await api(`/v1/complaints/${encodeURIComponent(id)}`)).data; }
@@ -61,17 +71,17 @@ function threadItems(c) {
   const merged = new Map(c.merges.filter((m) => !m.split).map((m) => [m.message_id, m]));
   const items = c.messages.map((m) => ({ at: m.received_at, html: `<div class="msg in" data-message="${esc(m.message_id)}">
       <div class="meta">${t("from_customer")} · ${esc(m.channel)} · ${fmtTime(m.received_at, { seconds: true })}
-      ${merged.has(m.message_id) ? pill(`${t("merged_report")}: ${merged.get(m.message_id).reason}`, "warn") : ""}
+      ${merged.has(m.message_id) ? pill(`${t("merged_report")}: ${mergeReason(merged.get(m.message_id).reason)}`, "warn") : ""}
       ${m.edit_of ? pill("edited") : ""}</div>${m.subject ? `<b>${esc(m.subject)}</b>` : ""}<div class="text">${esc(m.text)}</div></div>` }));
   for (const r of c.replies) {
     items.push({ at: r.created_at, html: `<div class="msg out ${r.kind === "agent" ? "agent" : "auto"}" data-reply="${esc(r.id)}">
-      <div class="meta">${t("from_desk")} · ${esc(r.kind)} · ${esc(r.author)} · ${esc(r.channel)} · ${fmtTime(r.created_at, { seconds: true })}
+      <div class="meta">${t("from_desk")} · ${esc(REPLY_KINDS[state.lang]?.[r.kind] || r.kind)} · ${esc(r.author)} · ${esc(r.channel)} · ${fmtTime(r.created_at, { seconds: true })}
       <span class="delivery d-${esc(r.delivery)}">${esc(deliveryName(r.delivery))}</span>${r.error ? ` <span class="bad">${esc(r.error)}</span>` : ""}</div><div class="text">${esc(r.text)}</div></div>` });
   }
   for (const h of c.history) {
     if (!THREAD_EVENTS.has(h.action)) continue;
-    const detail = Object.entries(h.detail || {}).filter(([k]) => EVENT_DETAIL.has(k)).map(([k, v]) => `${k}: ${v}`).join(", ");
-    items.push({ at: h.at, html: `<div class="event" data-event="${esc(h.action)}">${fmtTime(h.at, { seconds: true })} · ${esc(h.action)} · ${esc(h.actor)}${detail ? ` · ${esc(detail)}` : ""}</div>` });
+    const detail = eventDetail(h.detail || {});
+    items.push({ at: h.at, html: `<div class="event" data-event="${esc(h.action)}">${fmtTime(h.at, { seconds: true })} · ${esc(EVENT_NAMES[state.lang]?.[h.action] || h.action)} · ${esc(h.actor)}${detail ? ` · ${esc(detail)}` : ""}</div>` });
   }
   return items.sort((a, b) => a.at.localeCompare(b.at)).map((i) => i.html).join("");
 }
@@ -120,7 +130,7 @@ function repeats(c) {
   return `<h3>${t("repeats")} (${c.repeat_count})</h3>
     ${c.possible_repeat_of ? `<p>${t("possible_repeat")}: <a href="#/case/${encodeURIComponent(c.possible_repeat_of)}">${esc(c.possible_repeat_of)}</a>
       <button class="secondary small" id="merge-btn">${t("merge_into")}</button></p>` : ""}
-    <ul class="plain">${live.map((m) => `<li>${esc(m.message_id)} · ${esc(m.reason)} · ${fmtTime(m.at)}
+    <ul class="plain">${live.map((m) => `<li>${esc(m.message_id)} · ${esc(mergeReason(m.reason))} · ${fmtTime(m.at)}
       <button class="secondary small split" data-message="${esc(m.message_id)}">${t("split")}</button></li>`).join("")}</ul>
     <input id="repeat-reason" placeholder="${esc(t("merge_reason"))} / ${esc(t("split_reason"))}">`;
 }

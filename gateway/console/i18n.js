@@ -147,3 +147,33 @@ export const TEMPLATE_NAMES = {
         reopened: "案件重开", progress_update: "进度更新", materials_request: "要求补充材料", materials_reminder: "材料提醒",
         materials_received: "材料已收到", outcome_refund: "退款", outcome_compensation: "补偿" },
 };
+
+//: What happened to a case, as the thread shows it.
+export const EVENT_NAMES = {
+  en: { claimed: "claimed", released: "released", handed_back: "handed back", lease_expired: "hold ran out",
+        merged: "repeat report merged", merged_into: "merged into another case", split: "split out",
+        category_corrected: "category corrected", rerouted: "re-routed", resolved: "resolved", reopened: "reopened",
+        sla_breached: "deadline breached", sla_warning: "deadline near", clock_paused: "clock paused",
+        incident_linked: "part of an incident", possible_repeat: "possible repeat", triaged: "triaged",
+        survey_answered: "survey answered", progress_update: "progress update sent" },
+  zh: { claimed: "已领取", released: "已释放", handed_back: "已退回", lease_expired: "持有超时", merged: "重复投诉已合并",
+        merged_into: "已并入其他案件", split: "已拆分", category_corrected: "类别已更正", rerouted: "已改派",
+        resolved: "已办结", reopened: "已重新打开", sla_breached: "时限已超", sla_warning: "时限将到",
+        clock_paused: "时限暂停", incident_linked: "归入事件", possible_repeat: "疑似重复", triaged: "已分诊",
+        survey_answered: "已评价", progress_update: "已发送进度" },
+};
+
+//: The kinds of what we sent the customer.
+export const REPLY_KINDS = {
+  en: { ack: "acknowledgement", repeat_ack: "repeat noted", agent: "answer", status: "status", survey: "survey",
+        notice: "notice", progress: "progress" },
+  zh: { ack: "受理确认", repeat_ack: "重复投诉确认", agent: "答复", status: "进度查询", survey: "满意度调查",
+        notice: "通知", progress: "进度" },
+};
+
+//: Why a message was taken as a repeat report.
+export const MERGE_REASONS = {
+  en: { same_transaction: "same transaction", same_amount: "same amount", similar_text: "similar words",
+        agent_merge: "merged by the desk" },
+  zh: { same_transaction: "同一笔交易", same_amount: "相同金额", similar_text: "内容相似", agent_merge: "客服合并" },
+};

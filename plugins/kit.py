@@ -72,7 +72,7 @@ from plugins.webhooks import (
 REFUSED = 403
 
 #: The contact kinds the gateway knows; a channel with ids of its own names its own kind.
-CONTACT_KINDS = ("phone", "email", "app_user", "wa_id", "telegram", "wechat_openid")
+CONTACT_KINDS = ("phone", "email", "app_user", "wa_id", "psid", "igsid", "telegram", "wechat_openid")
 
 __all__ = [
     "CONTACT_KINDS", "REFUSED", "Contact", "DeliveryResult", "EvidenceLink", "GatewayServices", "InboundMessage",

@@ -51,7 +51,8 @@ DEMO_MOUNT = f"/webhooks/{NAME}"
 MAX_BACKOFF_S = 3600.0
 #: "Charged twice"-type wording (zh / en), in any of the case's messages.
 CHARGED_TWICE = re.compile(
-    r"重复扣款|重复扣费|重复支付|重复收费|扣了两次|扣两次|扣款两次|两次扣款|被扣两次|扣了2次|多扣了?一笔|扣了两笔|"
+    r"重复(?:扣款|扣费|支付|收费|扣)|(?:扣|收|付|支付|刷)(?:款|费)?了?(?:我|我的)?.{0,8}?(?:两|二|2)(?:次|笔|遍)|"
+    r"(?:两|二|2)(?:次|笔)(?:扣款|扣费|付款)|多扣了?|被扣了?(?:两|二|2)次|"
     r"charged\s+(?:me\s+)?twice|double[-\s]?charged?|duplicate\s+(?:charge|payment)|charged\s+two\s+times|"
     r"billed\s+twice|paid\s+twice|two\s+charges",
     re.IGNORECASE)
@@ -338,7 +339,8 @@ def _builtin(amount: Amount | None) -> dict[str, str] | None:
 def demo_records(now: datetime) -> list[ChargeRecord]:
     """The demo payment records, timed back from ``now`` (the gateway's start): user ``u1`` was
     charged ¥128.50 twice at Metro Coffee a minute and a half apart, and paid ¥88.00 at City Mart
-    yesterday; a ¥45.00 charge of ``u1`` was refunded; ``u2`` paid ¥300.00 at Fresh Market."""
+    yesterday; a ¥45.00 charge of ``u1`` was refunded; ``u2`` paid ¥300.00 at Fresh Market; ``u3`` was
+    charged ¥899.00 twice at Star Electronics a minute apart (a refund above the approval threshold)."""
     cny = "CNY"
 
     def charge(txn: str, account: str, value: str, merchant: str, status: str, ago: timedelta) -> ChargeRecord:
@@ -351,6 +353,8 @@ def demo_records(now: datetime) -> list[ChargeRecord]:
         charge("T20261130100003", "u1", "88.00", "City Mart", "succeeded", timedelta(days=1)),
         charge("T20261201100004", "u1", "45.00", "Book Nook", "refunded", timedelta(hours=3)),
         charge("T20261201200001", "u2", "300.00", "Fresh Market", "succeeded", timedelta(hours=5)),
+        charge("T20261201300001", "u3", "899.00", "Star Electronics", "succeeded", timedelta(hours=1)),
+        charge("T20261201300002", "u3", "899.00", "Star Electronics", "succeeded", timedelta(hours=1, seconds=-60)),
     ]
 
 

@@ -1,7 +1,11 @@
 """Who is calling: the roles a bearer credential stands for, and the guard every protected route
 uses (``opt={"roles": [...]}`` on the handler). A channel that serves a public API path (the
 payment app's ``/v1/messages``) guards it with these; the gateway checks the credentials
-(``gateway/auth.py``'s ``Authenticator``, kept in ``app.state.authenticator``)."""
+(``gateway/auth.py``'s ``Authenticator``, kept in ``app.state.authenticator``).
+
+Internal: not part of the plugin kit (``plugins.kit``, the one stable module a plugin imports
+from); the built-in channels that still use it are tied to this release.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The types that hooks exchange with the gateway (see ``hookspecs.py`` for the hooks)."""
+"""The types that hooks exchange with the gateway (see ``hookspecs.py`` for the hooks).
+
+Internal: a plugin imports what it needs of this module from ``plugins.kit`` (the one stable
+module); the layout here may change.
+"""
 
 from __future__ import annotations
 

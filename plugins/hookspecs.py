@@ -104,7 +104,12 @@ def enrich_complaint(complaint: Complaint, message: InboundMessage) -> dict[str,
     :param complaint: the complaint about to be opened (not yet stored).
     :param message: the message that opens it.
     :returns: a mapping with any of ``transaction_id`` (str), ``amount`` ({"value", "currency"}),
-        ``tags`` (list of str), ``priority_boost`` (int); ``None`` for nothing.
+        ``tags`` (list of str), ``priority_boost`` (int), ``payment_check`` (a mapping in
+        ``normalizer.schema.PaymentCheck``'s shape: ``state`` required, ``charge`` when found; see
+        docs/payment-records.md); ``None`` for nothing. A ``payment_check`` with ``state``
+        ``"retrying"`` and ``retry_after_seconds`` asks the gateway to call this plugin alone again
+        later, in a job of its own (at most 20 tries; ``complaint.payment_check.tries`` says how many
+        so far); the case opens meanwhile and never waits for it.
     """
 
 

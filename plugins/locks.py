@@ -1,5 +1,9 @@
 """A Redis lock that only its holder can renew or release: the key holds a random token, and
-renewing or releasing compares it inside one script (never GET-then-DEL from the client)."""
+renewing or releasing compares it inside one script (never GET-then-DEL from the client).
+
+Internal: not part of the plugin kit (``plugins.kit``, the one stable module a plugin imports
+from); the built-in channels that still use it are tied to this release.
+"""
 
 from __future__ import annotations
 

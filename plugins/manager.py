@@ -3,6 +3,9 @@
 The rest of the code calls ``plugins.sender(...)``, ``plugins.routes(...)`` and so on, never
 ``pm.hook.x(...)``. Each implementation is called on its own so a plugin that raises is
 isolated: logged, counted in ``errors``, and the other plugins still answer.
+
+Internal: not part of the plugin kit (``plugins.kit``, the one stable module a plugin imports
+from); the built-in channels that still use it are tied to this release.
 """
 
 from __future__ import annotations

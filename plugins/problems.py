@@ -2,6 +2,9 @@
 
 ``ProblemError`` is what any handler (a channel plugin's included) raises to answer one; the
 gateway's exception handlers (gateway/problems.py) turn it and every other error into the JSON.
+
+Internal: a plugin imports what it needs of this module from ``plugins.kit`` (the one stable
+module); the layout here may change.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Decoding request bodies with our own, field-naming error messages."""
+"""Decoding request bodies with our own, field-naming error messages.
+
+Internal: a plugin imports what it needs of this module from ``plugins.kit`` (the one stable
+module); the layout here may change.
+"""
 
 from __future__ import annotations
 

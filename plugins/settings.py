@@ -2,6 +2,9 @@
 environment: ``gateway/settings.py``; plugins get them as ``services.settings``).
 
 Each field names the environment variable it comes from.
+
+Internal: a plugin imports what it needs of this module from ``plugins.kit`` (the one stable
+module); the layout here may change.
 """
 
 from __future__ import annotations

@@ -37,6 +37,14 @@ The appeal process:
 
 Both register their timers' fire steps with ``router.timers`` when imported (here).
 
+- ``outcomes``: a refund or compensation proposed at ``resolve`` (approved by the policy at or
+  below its threshold, else waiting: ``settle``), ``approve`` / ``reject`` (a supervisor's
+  decision, never on their own proposal), ``correct_root_cause``.
+
+The console's actions on a held case (``leases``: ``extend_lease``, ``release_lease`` — released
+or handed back with a reason) and a reopening by the desk (``reopening``: ``reopen_case``, the same
+change a customer's message makes after resolution).
+
 Reply ids come from ``replies`` (``new_reply_id``, ``reply_id_for``).
 """
 

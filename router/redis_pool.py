@@ -17,6 +17,11 @@ Two things redis-py's own pool does not do:
 
 Redis Sentinel (``REDIS_URL=redis+sentinel://host:26379,host:26379/service``) is redis-py's own
 Sentinel pool with the same checkout check.
+
+Every connection packs its commands with hiredis's C packer: redis-py's asyncio connection
+packs in Python (encoding each argument through isinstance checks), which was about a fifth
+of the worker's CPU in a profile (bench/RESULTS.md, issue 21); its synchronous client already
+uses hiredis for this. Replies are parsed by hiredis too (redis-py picks it when installed).
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ import re
 from typing import Any
 from urllib.parse import unquote
 
+from hiredis import pack_command as hiredis_pack
+
 from redis.asyncio import ConnectionPool, Redis
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError
 from redis.exceptions import (AskError, BusyLoadingError, ClusterDownError, MasterDownError, MovedError, ReadOnlyError,
                               ResponseError, TryAgainError)
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -129,6 +137,26 @@ class _SlotConnection:
             raise
 
 
+class _HiredisPacking:
+    """Mixed into the pool's connection class: a command is packed by hiredis (C) instead of
+    redis-py's asyncio connection's Python packer; the same bytes, the same errors."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        # a command name given with its first arguments ('CONFIG GET') is sent as separate words
+        if isinstance(args[0], str):
+            args = tuple(args[0].encode().split()) + args[1:]
+        elif b" " in args[0]:
+            args = tuple(args[0].split()) + args[1:]
+        try:
+            return [hiredis_pack(args)]
+        except TypeError as exc:  # a bool, None, ...: what redis-py's encoder refuses too
+            raise DataError(str(exc)) from None
+
+
+def _packing(base: type) -> type:
+    return base if issubclass(base, _HiredisPacking) else type(base.__name__, (_HiredisPacking, base), {})
+
+
 def _has_stale_data(connection: AbstractConnection) -> bool:
     parser: Any = getattr(connection, "_parser", None)
     stream: Any = getattr(parser, "_stream", None)
@@ -157,6 +185,7 @@ class BufferCheckConnectionPool(ConnectionPool):
             follow_slot_of = ""
         if follow_slot_of:  # Connection or SSLConnection, taught to report MOVED
             kwargs["connection_class"] = type("SlotConnection", (_SlotConnection, base), {"pool": self})
+        kwargs["connection_class"] = _packing(kwargs.get("connection_class", Connection))
         super().__init__(*args, **kwargs)
         self.prefix = follow_slot_of
         self.slot = key_slot(follow_slot_of.encode()) if follow_slot_of else None
@@ -236,6 +265,10 @@ class BufferCheckConnectionPool(ConnectionPool):
 class BufferCheckSentinelPool(SentinelConnectionPool):
     """redis-py's Sentinel pool (asks the sentinels for the master on every new connection, and
     drops a connection whose server turned replica), with the same cheap checkout check."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection_class = _packing(self.connection_class)
 
     async def ensure_connection(self, connection: AbstractConnection) -> None:
         await _ensure_fresh(connection)

@@ -57,9 +57,9 @@ end
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('PSETEX', KEYS[4], ARGV[6], ARGV[5])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[11])
-if ARGV[9] == '1' then
+-- one wake-up waiting is enough: a woken worker polls, and claims every job due it has room for
+if ARGV[9] == '1' and redis.call('LLEN', KEYS[6]) == 0 then
   redis.call('LPUSH', KEYS[6], '1')
-  redis.call('LTRIM', KEYS[6], 0, 7)
 end
 redis.call('HINCRBY', KEYS[8], 'gateway_messages_in|channel=' .. ARGV[10] .. ',outcome=accepted', 1)
 return {'accepted', ARGV[1]}
@@ -140,7 +140,7 @@ local s = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number')
 if s[1] == 'processed' then return {'processed', s[2] or '', s[3] or ''} end
 if s[3] then return {'ok', '', s[3]} end
 local n = redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], 259200)
+if n == 1 then redis.call('EXPIRE', KEYS[2], 259200) end
 local case = 'C-' .. ARGV[1] .. '-' .. string.format('%06d', n)
 redis.call('HSET', KEYS[1], 'case_number', case)
 return {'ok', '', case}
@@ -157,7 +157,7 @@ COMMIT_LUA = """
 --       11 case key prefix, 12 skill ('' = none), 13 wake ('1'/'0'), 14 job count, then per job:
 --       job key, job id, job bytes, score, expiry ms; then the fingerprint ('' = none), the timer
 --       count and per timer: member, due ms
-local state = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number')
+local state = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
 if state[1] == 'processed' then
   return {'already', state[2], state[3] or ''}
 end
@@ -177,10 +177,9 @@ if ARGV[12] ~= '' then
 end
 -- the complaint holds the text now: the message record keeps only where it went (rewritten,
 -- not HDEL'd, so that Redis gives the larger allocation back)
-local kept = redis.call('HMGET', KEYS[1], 'received_ms', 'channel')
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'status', 'processed', 'complaint_id', cid, 'case_number', case,
-           'received_ms', kept[1] or '0', 'channel', kept[2] or '')
+           'received_ms', state[4] or '0', 'channel', state[5] or '')
 redis.call('ZREM', KEYS[3], ARGV[8])
 if ARGV[9] ~= '' then redis.call('ZADD', KEYS[15], ARGV[10], ARGV[9]) end
 local n = tonumber(ARGV[14])
@@ -189,9 +188,8 @@ for j = 0, n - 1 do
   redis.call('PSETEX', ARGV[b], ARGV[b + 4], ARGV[b + 2])
   redis.call('ZADD', KEYS[16], ARGV[b + 3], ARGV[b + 1])
 end
-if n > 0 and ARGV[13] == '1' then
+if n > 0 and ARGV[13] == '1' and redis.call('LLEN', KEYS[17]) == 0 then
   redis.call('LPUSH', KEYS[17], '1')
-  redis.call('LTRIM', KEYS[17], 0, 7)
 end
 local fp = ARGV[15 + n * 5]
 if fp and fp ~= '' then redis.call('HSET', KEYS[18], cid, fp) end

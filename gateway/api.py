@@ -8,12 +8,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.openapi import ResponseSpec
 from litestar.params import PathParameter, QueryParameter
 
 from gateway import paths
 from gateway.api_approvals import RefundIn, refund_proposal, root_cause_checked
 from gateway.api_common import CONTACT_KINDS_PATTERN, STAFF, Services, load_complaint
+from gateway.api_doc import documented
+from gateway.api_types import (Claimed, ComplaintOut, ComplaintPage, Merged, QuarantinePage, QueueList, Recorded,
+                               Replied, Requeued, Split)
 from gateway.api_routing import skills_of
 from gateway.auth import ROLE_AGENT, ROLE_APP, ROLE_SUPERVISOR, Principal, principal_of, roles_guard
 from plugins.problems import ProblemError
@@ -118,6 +120,10 @@ class ComplaintsController(Controller):
     guards = [roles_guard]
     tags = ["complaints"]
 
+    @documented(ComplaintIn, Recorded, problems=(409,),
+                example={"contact": {"kind": "phone", "value": "+8613800138000", "display_name": "王女士"},
+                         "text": "扣了我两次 128.50 元", "channel": "counter", "client_message_id": "counter-2026-000123",
+                         "amount": "128.50", "currency": "CNY", "transaction_id": "T20260301000123"})
     @post(paths.COMPLAINTS, operation_id="recordComplaint", status_code=202, opt={"roles": STAFF},
           summary="Record a complaint on a customer's behalf (service point or phone)")
     async def record(self, request: Request[Any, Any, Any], services: Services) -> Response[dict[str, Any]]:
@@ -157,6 +163,7 @@ class ComplaintsController(Controller):
                          "warnings": warnings},
                         status_code=202, headers={"Location": f"/v1/messages/{outcome.message_id}"})
 
+    @documented(ok=ComplaintOut)
     @get(paths.COMPLAINT, operation_id="getComplaint", opt={"roles": STAFF | {ROLE_APP}},
          summary="A complaint with its status and history (the app sees its own, public view)")
     async def show(self, request: Request[Any, Any, Any], services: Services,
@@ -171,6 +178,7 @@ class ComplaintsController(Controller):
                                 "open_cases": open_cases, "cases_total": total}
         return view
 
+    @documented(ok=ComplaintPage, problems=(400,))
     @get(paths.COMPLAINTS, operation_id="listComplaints", opt={"roles": STAFF},
          summary="Complaints, newest first, filtered by status, skill, category, customer, contact or channel")
     async def index(
@@ -199,6 +207,7 @@ class ComplaintsController(Controller):
         )
         return {"items": [complaint_list_item(c) for c in items], "next": _make_cursor(position)}
 
+    @documented(ok=bytes, ok_description="The file, with its content type")
     @get(paths.COMPLAINT_EVIDENCE, operation_id="getEvidence", opt={"roles": STAFF | {ROLE_APP}},
          summary="An attachment, recording or screenshot of a complaint")
     async def evidence(self, request: Request[Any, Any, Any], services: Services,
@@ -220,6 +229,9 @@ class ComplaintsController(Controller):
             "Cache-Control": "private, no-store",
         })
 
+    @documented(ReplyIn, Replied, problems=(409,),
+                example={"text": "We have found the duplicate charge; the refund is on its way.",
+                         "awaiting_customer": False})
     @post(paths.COMPLAINT_REPLIES, operation_id="replyToComplaint", status_code=201, opt={"roles": STAFF},
           summary="Answer the customer on the complaint's channel")
     async def reply(self, request: Request[Any, Any, Any], services: Services,
@@ -239,12 +251,19 @@ class ComplaintsController(Controller):
                                              awaiting_customer=incoming.awaiting_customer)
         return {"reply": msgspec.to_builtins(reply), "complaint": complaint_json(complaint)}
 
+    @documented(ResolveIn, ComplaintOut, body_required=False, problems=(409,),
+                ok_description="Resolved: the customer is told the outcome",
+                also={202: (ComplaintOut, "A refund above the approval threshold awaits a supervisor "
+                                          "(stage awaiting_approval)")},
+                example={"outcome": "upheld",
+                         "reason": "Charged twice by the terminal; the second charge is refunded.",
+                         "root_cause": "system_error",
+                         "refund": {"amount": {"value": "128.50", "currency": "CNY"}, "method": "original_route"}})
     @post(paths.COMPLAINT_RESOLVE, operation_id="resolveComplaint", status_code=200, opt={"roles": STAFF},
           summary="Close a complaint with its outcome (and root cause, and a refund or compensation)",
           description="200: resolved, the customer told the outcome (a refund's amount, method and when to "
                       "expect it), then the survey. 202: a refund above the approval threshold awaits a "
-                      "supervisor's approval (stage awaiting_approval, GET /v1/approvals); not resolved yet.",
-          responses={202: ResponseSpec(data_container=dict, description="the refund awaits approval")})
+                      "supervisor's approval (stage awaiting_approval, GET /v1/approvals); not resolved yet.")
     async def resolve(self, request: Request[Any, Any, Any], services: Services,
                       complaint_id: Annotated[str, PathParameter(max_length=80)]) -> Response[dict[str, Any]]:
         body = await read_body(request, 64 * 1024)
@@ -263,6 +282,8 @@ class ComplaintsController(Controller):
                                         root_cause=root_cause, refund=refund)
         return Response(complaint_json(complaint), status_code=202 if complaint.stage == AWAITING else 200)
 
+    @documented(SplitIn, Split, problems=(409,),
+                example={"message_id": "msg_01HZX5Y2", "reason": "A different charge, not a repeat"})
     @post(paths.COMPLAINT_SPLIT, operation_id="splitRepeat", status_code=202, opt={"roles": STAFF},
           summary="Undo a repeat-report merge: the message leaves this case and opens its own")
     async def split(self, request: Request[Any, Any, Any], services: Services,
@@ -275,6 +296,8 @@ class ComplaintsController(Controller):
                                       actor=principal.actor)
         return {"complaint": complaint_json(complaint), "message_id": incoming.message_id, "status": "requeued"}
 
+    @documented(CorrectIn, ComplaintOut, problems=(409,),
+                example={"category": "payment_amount", "reason": "The customer was charged twice, not refused"})
     @patch(paths.COMPLAINT, operation_id="correctComplaint", status_code=200, opt={"roles": STAFF},
            summary="Correct the category (with a reason): the case is re-routed and the correction kept")
     async def correct(self, request: Request[Any, Any, Any], services: Services,
@@ -293,6 +316,8 @@ class ComplaintsController(Controller):
             raise ProblemError(422, "invalid_correction", str(exc), field=exc.field) from None
         return complaint_json(complaint)
 
+    @documented(MergeIn, Merged, problems=(409,),
+                example={"into": "C-20260301-000042", "reason": "Same duplicate charge, reported again by e-mail"})
     @post(paths.COMPLAINT_MERGE, operation_id="mergeComplaint", status_code=200, opt={"roles": STAFF},
           summary="Merge this case into the case it repeats (its messages, evidence and replies go there)")
     async def merge(self, request: Request[Any, Any, Any], services: Services,
@@ -324,6 +349,7 @@ class QueuesController(Controller):
     guards = [roles_guard]
     tags = ["queues"]
 
+    @documented(ok=QueueList)
     @get(paths.QUEUES, operation_id="listQueues", opt={"roles": STAFF},
          summary="Each skill queue: depth, oldest age, deadlines breached")
     async def index(self, services: Services) -> dict[str, Any]:
@@ -332,6 +358,7 @@ class QueuesController(Controller):
         return {"items": await services.store.queue_stats(extra=[*active.rules.queues, escalation]), "next": None,
                 "rules_version": active.version}
 
+    @documented(ok=Claimed, also={204: (None, "No case is waiting in the agent's queues")})
     @post(paths.QUEUES_CLAIM_NEXT, operation_id="claimNextForMe", status_code=200, opt={"roles": STAFF},
           summary="Lease the most urgent complaint across the calling agent's skills (204 when none)")
     async def claim_any(self, request: Request[Any, Any, Any], services: Services) -> Response[Any]:
@@ -342,6 +369,7 @@ class QueuesController(Controller):
         return _claimed(await cases.claim_most_urgent(services.store, skills, agent=principal.id, actor=principal.actor,
                                                       lease_seconds=services.settings.claim_lease_seconds))
 
+    @documented(ok=Claimed, also={204: (None, "The queue is empty")})
     @post(paths.QUEUE_CLAIM, operation_id="claimNext", status_code=200, opt={"roles": STAFF},
           summary="Lease the next complaint of a skill queue to the calling agent (204 when empty)")
     async def claim(self, request: Request[Any, Any, Any], services: Services,
@@ -367,6 +395,7 @@ class QuarantineController(Controller):
     guards = [roles_guard]
     tags = ["quarantine"]
 
+    @documented(ok=QuarantinePage)
     @get(paths.QUARANTINE, operation_id="listQuarantine", opt={"roles": {ROLE_SUPERVISOR}},
          summary="Inputs that could not be parsed, with their raw form")
     async def index(self, services: Services,
@@ -374,6 +403,7 @@ class QuarantineController(Controller):
         items = await services.store.quarantined(limit)
         return {"items": [_quarantine_view(i) for i in items], "next": None}
 
+    @documented(ok=Requeued, problems=(409,))
     @post(paths.QUARANTINE_RETRY, operation_id="retryQuarantined", status_code=202,
           opt={"roles": {ROLE_SUPERVISOR}}, summary="Process a quarantined input again")
     async def retry(self, services: Services,
@@ -389,6 +419,7 @@ class QuarantineController(Controller):
         await store.discard_quarantined(item_id)
         return {"message_id": mid, "status": "requeued"}
 
+    @documented(ok_description="Discarded")
     @delete(paths.QUARANTINE_ITEM, operation_id="discardQuarantined", status_code=204,
             opt={"roles": {ROLE_SUPERVISOR}}, summary="Discard a quarantined input")
     async def discard(self, services: Services, item_id: Annotated[str, PathParameter(max_length=80)]) -> None:

@@ -12,6 +12,8 @@ from litestar.params import PathParameter
 
 from gateway import paths
 from gateway.api_common import STAFF, Services, load_complaint
+from gateway.api_doc import documented
+from gateway.api_types_ops import Materials, MaterialsChanged
 from gateway.auth import ROLE_AGENT, principal_of, roles_guard
 from gateway.views import complaint_json
 from normalizer.inbound import InputRejected, clean_text
@@ -55,6 +57,9 @@ class AppealsController(Controller):
     guards = [roles_guard]
     tags = ["appeals"]
 
+    @documented(MaterialsIn, MaterialsChanged, problems=(409,),
+                example={"items": [{"kind": "transaction_record"}, {"kind": "bank_statement", "note": "March"}],
+                         "message": "A photo is fine."})
     @post(paths.COMPLAINT_MATERIALS, operation_id="requestMaterials", status_code=201, opt={"roles": STAFF},
           summary="Ask the customer for appeal materials (the resolution clock pauses until they arrive); "
                   "an Idempotency-Key header makes a retry ask nothing twice")
@@ -77,12 +82,15 @@ class AppealsController(Controller):
             raise ProblemError(422, exc.code, str(exc), field=exc.field) from None
         return {"materials": materials_view(complaint), "complaint": complaint_json(complaint)}
 
+    @documented(ok=Materials)
     @get(paths.COMPLAINT_MATERIALS, operation_id="listMaterials", opt={"roles": STAFF},
          summary="The materials asked for, which arrived (with their evidence), which are still missing")
     async def list_materials(self, services: Services,
                              complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
         return materials_view(await load_complaint(services, complaint_id))
 
+    @documented(MaterialMarkIn, MaterialsChanged, problems=(409,),
+                example={"state": "received", "evidence_ids": ["ev_01HZX5Y2"]})
     @post(paths.COMPLAINT_MATERIAL, operation_id="markMaterial", status_code=200, opt={"roles": STAFF},
           summary="Tick a material off by hand (received, naming its evidence) or waive it")
     async def mark_material(self, request: Request[Any, Any, Any], services: Services,

@@ -14,6 +14,9 @@ from litestar.params import PathParameter, QueryParameter
 
 from gateway import paths
 from gateway.api_common import STAFF, Services, load_complaint
+from gateway.api_doc import documented
+from gateway.api_types import ComplaintOut
+from gateway.api_types_ops import ApprovalPage
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
 from gateway.views import complaint_json
 from normalizer.inbound import InputRejected, money
@@ -92,6 +95,7 @@ class ApprovalsController(Controller):
     guards = [roles_guard]
     tags = ["refunds"]
 
+    @documented(ok=ApprovalPage, problems=(400,))
     @get(paths.APPROVALS, operation_id="listApprovals", opt={"roles": STAFF},
          summary="Refunds awaiting a supervisor's approval, oldest first (state=rejected: back with their agent)")
     async def index(self, services: Services,
@@ -104,6 +108,8 @@ class ApprovalsController(Controller):
                                                   offset=int(cursor or 0), limit=limit)
         return {"items": [_approval_item(c) for c in items], "next": None if following is None else str(following)}
 
+    @documented(DecisionIn, ComplaintOut, body_required=False, problems=(409,),
+                example={"reason": "Duplicate charge confirmed by the payment records"})
     @post(paths.REFUND_APPROVE, operation_id="approveRefund", status_code=200, opt={"roles": {ROLE_SUPERVISOR}},
           summary="Approve the refund awaiting approval: the case is resolved and the customer told")
     async def approve(self, request: Request[Any, Any, Any], services: Services,
@@ -119,6 +125,8 @@ class ApprovalsController(Controller):
             raise ProblemError(403, exc.code, str(exc)) from None
         return complaint_json(complaint)
 
+    @documented(DecisionIn, ComplaintOut, problems=(409,),
+                example={"reason": "The second charge was a separate purchase"})
     @post(paths.REFUND_REJECT, operation_id="rejectRefund", status_code=200, opt={"roles": {ROLE_SUPERVISOR}},
           summary="Reject the refund awaiting approval, with a reason: it goes back to the agent who proposed it")
     async def reject(self, request: Request[Any, Any, Any], services: Services,
@@ -132,6 +140,8 @@ class ApprovalsController(Controller):
         return complaint_json(await outcomes.reject(services.store, cid, actor=principal_of(request).actor,
                                                     reason=incoming.reason))
 
+    @documented(RootCauseIn, ComplaintOut, problems=(409,),
+                example={"root_cause": "operator_error", "reason": "The cashier keyed the amount twice"})
     @put(paths.COMPLAINT_ROOT_CAUSE, operation_id="correctRootCause", status_code=200,
          opt={"roles": {ROLE_SUPERVISOR}}, summary="Correct the root cause recorded for a case (with a reason)")
     async def root_cause(self, request: Request[Any, Any, Any], services: Services,

@@ -20,7 +20,10 @@ from litestar.params import PathParameter, QueryParameter
 
 from gateway import paths
 from gateway.api_common import STAFF, Services, load_complaint
+from gateway.api_doc import documented
 from gateway.api_routing import skills_of
+from gateway.api_types import ComplaintOut
+from gateway.api_types_ops import Charts, Me, Pulse, Trend, Worklist
 from gateway.auth import ROLE_AGENT, ROLE_SUPERVISOR, principal_of, roles_guard
 from gateway.console_figures import charts, desk_timezone, first_response_standard, trend
 from gateway.views import complaint_json
@@ -141,6 +144,7 @@ class ConsoleController(Controller):
     guards = [roles_guard]
     tags = ["console"]
 
+    @documented(ok=Me)
     @get(ME, operation_id="consoleMe", opt={"roles": STAFF},
          summary="Who the token is, the queues they work, and the desk's words and time zone")
     async def me(self, request: Request[Any, Any, Any], services: Services) -> dict[str, Any]:
@@ -155,6 +159,7 @@ class ConsoleController(Controller):
                     ch: first_response_standard(policy, ch) for ch in policy.first_response_seconds},
                 "escalation_queue": policy.escalation_queue}
 
+    @documented(ok=Worklist)
     @get(WORKLIST, operation_id="consoleWorklist", opt={"roles": STAFF},
          summary="My queues, the waiting cases due soonest across them, and the cases I hold")
     async def worklist(self, request: Request[Any, Any, Any], services: Services) -> dict[str, Any]:
@@ -176,6 +181,7 @@ class ConsoleController(Controller):
                 "mine": [_waiting_view(c) for c in sorted(held, key=lambda c: c.lease_expires_at or far)],
                 "at": datetime.now(timezone.utc).isoformat()}
 
+    @documented(ok=Pulse, problems=(400, 404))
     @get(PULSE, operation_id="consolePulse", opt={"roles": STAFF},
          summary="A fingerprint of a case (changes whenever anything on it does), for a cheap poll")
     async def pulse(self, services: Services,
@@ -193,6 +199,7 @@ class ConsoleController(Controller):
             digest.update(field + b"=" + value + b";")
         return {"id": cid, "version": digest.hexdigest()[:20], "at_ms": now_ms()}
 
+    @documented(ok=ComplaintOut, problems=(409,))
     @post(LEASE_EXTEND, operation_id="consoleExtendLease", status_code=200, opt={"roles": STAFF},
           summary="Hold the case I claimed longer (one more lease period from now)")
     async def extend(self, request: Request[Any, Any, Any], services: Services,
@@ -203,12 +210,14 @@ class ConsoleController(Controller):
                                        lease_seconds=services.settings.claim_lease_seconds)
         return complaint_json(complaint)
 
+    @documented(LeaseIn, ComplaintOut, body_required=False, problems=(409,), example={"reason": ""})
     @post(LEASE_RELEASE, operation_id="consoleReleaseLease", status_code=200, opt={"roles": STAFF},
           summary="Put the case I claimed back in its queue, at its place")
     async def release(self, request: Request[Any, Any, Any], services: Services,
                       complaint_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
         return await self._let_go(request, services, complaint_id, hand_back=False)
 
+    @documented(LeaseIn, ComplaintOut, problems=(409,), example={"reason": "Needs a Cantonese speaker"})
     @post(LEASE_HAND_BACK, operation_id="consoleHandBack", status_code=200, opt={"roles": STAFF},
           summary="Hand the case back to its queue with a reason (tagged handed_back for supervisors)")
     async def hand_back(self, request: Request[Any, Any, Any], services: Services,
@@ -227,6 +236,7 @@ class ConsoleController(Controller):
                                         reason=incoming.reason, hand_back=hand_back)
         return complaint_json(complaint)
 
+    @documented(LeaseIn, ComplaintOut, problems=(409,), example={"reason": "The refund never arrived"})
     @post(REOPEN, operation_id="consoleReopen", status_code=200, opt={"roles": STAFF},
           summary="Reopen a resolved case (with a reason): back in its queue with fresh clocks, the customer told")
     async def reopen(self, request: Request[Any, Any, Any], services: Services,
@@ -240,6 +250,7 @@ class ConsoleController(Controller):
                                       policy=await load_policy(services.store))
         return complaint_json(complaint)
 
+    @documented(ok=Charts, problems=(400,))
     @get(CHARTS, operation_id="consoleCharts", opt={"roles": {ROLE_SUPERVISOR}},
          summary="Queue depth, first-response times against the standard and breaches, per step, per queue and channel")
     async def charts(self, services: Services,
@@ -262,6 +273,7 @@ class ConsoleController(Controller):
         figures["now"] = {q["skill"]: q for q in await store.queue_stats()}
         return figures
 
+    @documented(ok=Trend, problems=(400,))
     @get(TREND, operation_id="consoleTrend", opt={"roles": {ROLE_SUPERVISOR}},
          summary="The service report's figures by day (the desk's time zone)")
     async def trend(self, services: Services,

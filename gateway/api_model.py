@@ -18,6 +18,8 @@ from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import PathParameter, QueryParameter, SkipValidation
 
+from gateway.api_doc import documented
+from gateway.api_types_ops import CorrectionPage, ModelDryRun, ModelOverview, ModelSwitch, ModelVersion
 from gateway.auth import ROLE_AGENT, ROLE_SUPERVISOR, principal_of, roles_guard
 from plugins.contract import GatewayServices
 from plugins.problems import ProblemError
@@ -46,11 +48,11 @@ class PromoteIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: Reason
 
 
-class RollbackIn(msgspec.Struct, forbid_unknown_fields=True):
+class ModelRollbackIn(msgspec.Struct, forbid_unknown_fields=True):
     reason: Reason
 
 
-class DryRunIn(msgspec.Struct, forbid_unknown_fields=True):
+class ModelDryRunIn(msgspec.Struct, forbid_unknown_fields=True):
     #: The last ``limit`` complaints, or those of the last ``since_minutes`` (whichever is given).
     limit: Annotated[int, msgspec.Meta(ge=1, le=DRY_RUN_MAX)] = 500
     since_minutes: Annotated[int, msgspec.Meta(ge=1, le=525_600)] | None = None
@@ -83,11 +85,13 @@ class ModelController(Controller):
     guards = [roles_guard]
     tags = ["model"]
 
+    @documented(ok=ModelOverview)
     @get(MODEL, operation_id="getModel", opt={"roles": STAFF},
          summary="The categoriser: the current version and its figures, every version, the history")
     async def show(self, services: Services) -> dict[str, Any]:
         return await registry_of(services).overview()
 
+    @documented(ok=ModelVersion, problems=(409, 422))
     @post(MODEL_VERSIONS, operation_id="trainModelVersion", status_code=201, opt={"roles": SUPERVISORS},
           summary="Train a candidate on the corpus and the desk's corrections; its evaluation against the current one")
     async def train(self, request: Request[Any, Any, Any], services: Services) -> dict[str, Any]:
@@ -101,6 +105,7 @@ class ModelController(Controller):
         except (ModelError, ValueError) as exc:
             raise ProblemError(422, "training_failed", str(exc)) from None
 
+    @documented(ModelDryRunIn, ModelDryRun, body_required=False, example={"limit": 500, "examples": 5})
     @post(MODEL_DRY_RUN, operation_id="dryRunModelVersion", status_code=200, opt={"roles": SUPERVISORS},
           summary="How a version would categorise recent complaints: how many would change, from -> to, examples")
     async def dry_run(self, request: Request[Any, Any, Any], services: Services,
@@ -108,9 +113,9 @@ class ModelController(Controller):
         body = await read_body(request, 16 * 1024)
         if body.strip():
             require_json(request)
-            incoming = decode_json(body, DryRunIn)
+            incoming = decode_json(body, ModelDryRunIn)
         else:
-            incoming = DryRunIn()
+            incoming = ModelDryRunIn()
         registry = registry_of(services)
         try:
             check_version_name(version)
@@ -121,6 +126,8 @@ class ModelController(Controller):
         except RegistryError as exc:
             raise _problem(exc) from None
 
+    @documented(PromoteIn, ModelSwitch, problems=(409,),
+                example={"version": "3f9c2a7b1d4e5f60", "reason": "Better on the desk's corrections"})
     @post(MODEL_PROMOTE, operation_id="promoteModelVersion", status_code=200, opt={"roles": SUPERVISORS},
           summary="Make a trained version current (workers follow within a quarter of a second)")
     async def promote(self, request: Request[Any, Any, Any], services: Services) -> dict[str, Any]:
@@ -134,11 +141,13 @@ class ModelController(Controller):
         except ValueError as exc:
             raise ProblemError(422, "invalid_request", str(exc), field="reason") from None
 
+    @documented(ModelRollbackIn, ModelSwitch, problems=(409,),
+                example={"reason": "The new version confuses refunds with transfers"})
     @post(MODEL_ROLLBACK, operation_id="rollbackModel", status_code=200, opt={"roles": SUPERVISORS},
           summary="Back to the version current before the last promotion")
     async def rollback(self, request: Request[Any, Any, Any], services: Services) -> dict[str, Any]:
         require_json(request)
-        incoming = decode_json(await read_body(request, 16 * 1024), RollbackIn)
+        incoming = decode_json(await read_body(request, 16 * 1024), ModelRollbackIn)
         try:
             return await registry_of(services).rollback(by=principal_of(request).actor, reason=incoming.reason)
         except RegistryError as exc:
@@ -146,6 +155,7 @@ class ModelController(Controller):
         except ValueError as exc:
             raise ProblemError(422, "invalid_request", str(exc), field="reason") from None
 
+    @documented(ok=CorrectionPage, problems=(400,))
     @get(MODEL_CORRECTIONS, operation_id="listCorrections", opt={"roles": STAFF},
          summary="The desk's category corrections, newest first (personal data masked)")
     async def corrections(

@@ -12,6 +12,8 @@ from litestar.params import PathParameter, QueryParameter
 
 from gateway import paths
 from gateway.api_common import CONTACT_KINDS_PATTERN, STAFF, Services
+from gateway.api_doc import documented
+from gateway.api_types import Customer, Incident, IncidentPage, Linked
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
 from router.customers import Customers
 from plugins.problems import ProblemError
@@ -44,12 +46,16 @@ class CustomersController(Controller):
     guards = [roles_guard]
     tags = ["customers"]
 
+    @documented(ok=Customer)
     @get(paths.CUSTOMER, operation_id="getCustomer", opt={"roles": STAFF},
          summary="A customer: linked contacts, open cases, and the history of links")
     async def show(self, services: Services,
                    customer_id: Annotated[str, PathParameter(max_length=80)]) -> dict[str, Any]:
         return await Customers(services.store).view(customer_id)
 
+    @documented(LinkIn, Linked, problems=(409,),
+                example={"kind": "email", "value": "wang@example.com", "reason": "Confirmed on the phone",
+                         "move": False})
     @post(paths.CUSTOMER_CONTACTS, operation_id="linkContact", status_code=201, opt={"roles": STAFF},
           summary="Link a contact to the customer (409 if it is someone else's, unless move)")
     async def link(self, request: Request[Any, Any, Any], services: Services,
@@ -65,6 +71,7 @@ class CustomersController(Controller):
                                       move=incoming.move)
         return {**result, "customer": await customers.view(customer_id)}
 
+    @documented(ok=Customer, problems=(400,))
     @delete(paths.CUSTOMER_CONTACT, operation_id="unlinkContact", status_code=200, opt={"roles": STAFF},
             summary="Unlink a contact (kind:value); its next message starts a new customer")
     async def unlink(self, request: Request[Any, Any, Any], services: Services,
@@ -89,12 +96,14 @@ class IncidentsController(Controller):
         s = services.settings
         return Incidents(services.store, s.incident_window_minutes, s.incident_min_customers)
 
+    @documented(ok=IncidentPage, problems=(400,))
     @get(paths.INCIDENTS, operation_id="listIncidents", opt={"roles": STAFF},
          summary="Incidents, newest first: many customers reporting one fault")
     async def index(self, services: Services,
                     limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50) -> dict[str, Any]:
         return {"items": [_view(i) for i in await self._incidents(services).list(limit)], "next": None}
 
+    @documented(ok=Incident)
     @get(paths.INCIDENT, operation_id="getIncident", opt={"roles": STAFF},
          summary="An incident with its complaints")
     async def show(self, services: Services,
@@ -111,6 +120,9 @@ class IncidentsController(Controller):
         view["complaint_count"] = len(complaints)
         return view
 
+    @documented(AnswerIn, Incident,
+                example={"zh": "支付通道故障已修复，重复扣款将原路退回。",
+                         "en": "The payment fault is fixed; duplicate charges are refunded."})
     @post(paths.INCIDENT_ANSWER, operation_id="answerIncident", status_code=200, opt={"roles": {ROLE_SUPERVISOR}},
           summary="Answer every complaint of the incident at once (and every one that joins later)")
     async def answer(self, request: Request[Any, Any, Any], services: Services,
@@ -132,6 +144,7 @@ class IncidentsController(Controller):
                                                         principal_of(request).actor)
         return {**_view(incident), "answered": answered, "skipped": skipped}
 
+    @documented(ok=Incident)
     @post(paths.INCIDENT_CLOSE, operation_id="closeIncident", status_code=200, opt={"roles": {ROLE_SUPERVISOR}},
           summary="Close an incident: new reports of the fault no longer join it")
     async def close(self, services: Services,

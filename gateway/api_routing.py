@@ -12,6 +12,8 @@ from litestar.params import PathParameter
 
 from gateway import paths
 from gateway.api_common import STAFF, Services
+from gateway.api_doc import documented
+from gateway.api_types_ops import Agent, AgentPage, RulesDryRun, RulesHistory, RulesVersion
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
 from plugins.problems import ProblemError
 from plugins.requests import decode_json, read_body, require_json
@@ -24,6 +26,10 @@ from normalizer.ids import now_ms
 
 DRY_RUN_MAX = 5000
 EXAMPLES = 5
+#: A rule set, as the document's examples show it.
+RULES_EXAMPLE = {"queues": ["payments", "general"], "default": {"skill": "general"},
+                 "rules": [{"id": "payments", "when": {"categories": ["payment_amount", "transaction"]},
+                            "then": {"skill": "payments", "priority_boost": 1}}]}
 
 
 class PutRulesIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -113,12 +119,15 @@ class RoutingController(Controller):
     guards = [roles_guard]
     tags = ["routing"]
 
+    @documented(ok=RulesVersion)
     @get(paths.ROUTING_RULES, operation_id="getRoutingRules", opt={"roles": STAFF},
          summary="The active rule set and its version (also as ETag)")
     async def show(self, services: Services) -> Response[dict[str, Any]]:
         stored = await RuleStore(services.store.r, services.store.keys).active()
         return Response(_version_view(stored), headers={"ETag": _etag(stored.version)})
 
+    @documented(PutRulesIn, RulesVersion, problems=(412, 428),
+                example={"rules": RULES_EXAMPLE, "reason": "Payment cases to the payments queue"})
     @put(paths.ROUTING_RULES, operation_id="putRoutingRules", opt={"roles": {ROLE_SUPERVISOR}},
          summary="A new version (If-Match: the version edited; 412 when someone saved first)")
     async def replace(self, request: Request[Any, Any, Any], services: Services) -> Response[dict[str, Any]]:
@@ -136,11 +145,13 @@ class RoutingController(Controller):
                                extra={"active_version": exc.current}) from None
         return Response(_version_view(stored), headers={"ETag": _etag(stored.version)})
 
+    @documented(ok=RulesHistory)
     @get(paths.ROUTING_HISTORY, operation_id="routingRulesHistory", opt={"roles": STAFF},
          summary="Every version: who, when, why, and what changed")
     async def history(self, services: Services) -> dict[str, Any]:
         return {"items": await RuleStore(services.store.r, services.store.keys).history(), "next": None}
 
+    @documented(ok=RulesVersion, problems=(400,))
     @get(paths.ROUTING_VERSION, operation_id="getRoutingRulesVersion", opt={"roles": STAFF},
          summary="One version of the rules")
     async def version(self, services: Services,
@@ -150,6 +161,8 @@ class RoutingController(Controller):
             raise ProblemError(404, "version_not_found", f"No version {version}.")
         return _version_view(stored)
 
+    @documented(RollbackIn, RulesVersion, problems=(412,),
+                example={"version": 1, "reason": "Version 2 sent refunds to the wrong queue"})
     @post(paths.ROUTING_ROLLBACK, operation_id="rollbackRoutingRules", status_code=200,
           opt={"roles": {ROLE_SUPERVISOR}}, summary="Make an earlier version active again (as a new version)")
     async def rollback(self, request: Request[Any, Any, Any], services: Services) -> Response[dict[str, Any]]:
@@ -170,6 +183,7 @@ class RoutingController(Controller):
             raise _invalid(exc) from None
         return Response(_version_view(stored), headers={"ETag": _etag(stored.version)})
 
+    @documented(DryRunIn, RulesDryRun, example={"rules": RULES_EXAMPLE, "limit": 500})
     @post(paths.ROUTING_DRY_RUN, operation_id="dryRunRoutingRules", status_code=200, opt={"roles": STAFF},
           summary="Replay a candidate rule set over recent complaints: what would move, where, examples")
     async def dry_run(self, request: Request[Any, Any, Any], services: Services) -> dict[str, Any]:
@@ -187,12 +201,14 @@ class AgentsController(Controller):
     guards = [roles_guard]
     tags = ["queues"]
 
+    @documented(ok=AgentPage)
     @get(paths.AGENTS, operation_id="listAgents", opt={"roles": STAFF}, summary="Agents and their skills")
     async def index(self, services: Services) -> dict[str, Any]:
         skills = await agent_skills(services.store)
         agents = sorted({c.principal for c in services.settings.agent_tokens} | set(skills))
         return {"items": [{"id": a, "skills": skills.get(a)} for a in agents], "next": None}
 
+    @documented(SkillsIn, Agent, example={"skills": ["payments", "general"]})
     @put(paths.AGENT_SKILLS, operation_id="putAgentSkills", opt={"roles": {ROLE_SUPERVISOR}},
          summary="The skill queues an agent may claim from")
     async def put_skills(self, request: Request[Any, Any, Any], services: Services,

@@ -15,6 +15,8 @@ from litestar.params import QueryParameter
 
 from gateway import paths
 from gateway.api_common import STAFF, Services
+from gateway.api_doc import documented
+from gateway.api_types_ops import ServiceReport, Templates
 from gateway.auth import ROLE_SUPERVISOR, principal_of, roles_guard
 from plugins.problems import ProblemError
 from plugins.requests import decode_json, read_body, require_json
@@ -43,11 +45,13 @@ class PolicyController(Controller):
     guards = [roles_guard]
     tags = ["service standards"]
 
+    @documented(ok=DeadlinePolicy)
     @get(paths.DEADLINE_POLICY, operation_id="getDeadlinePolicy", opt={"roles": STAFF},
          summary="The deadline policy in force (defaults: the seed standards)")
     async def get_policy(self, services: Services) -> dict[str, Any]:
         return msgspec.to_builtins(await load_policy(services.store))
 
+    @documented(DeadlinePolicy, DeadlinePolicy, example={"resolution_seconds": 172800, "warn_fraction": 0.8})
     @put(paths.DEADLINE_POLICY, operation_id="putDeadlinePolicy", opt={"roles": {ROLE_SUPERVISOR}},
          summary="Replace the deadline policy (applies to complaints opened from now on)")
     async def put_policy(self, request: Request[Any, Any, Any], services: Services) -> dict[str, Any]:
@@ -62,12 +66,14 @@ class PolicyController(Controller):
             "at": datetime.now(timezone.utc).isoformat(), "by": principal_of(request).actor}))
         return msgspec.to_builtins(policy)
 
+    @documented(ok=Templates)
     @get(paths.TEMPLATES, operation_id="getTemplates", opt={"roles": STAFF},
          summary="What the desk says to customers, per template and language")
     async def get_templates(self, services: Services) -> dict[str, Any]:
         await templates.refresh(services.store.r, services.store.keys, force=True)
         return {"templates": templates.all_templates()}
 
+    @documented(TemplatesIn, Templates, example={"templates": {"ack": {"en": "We have your complaint {case}."}}})
     @put(paths.TEMPLATES, operation_id="putTemplates", opt={"roles": {ROLE_SUPERVISOR}},
          summary="Change templates (each keeps its placeholders; empty text = back to the default)")
     async def put_templates(self, request: Request[Any, Any, Any], services: Services) -> dict[str, Any]:
@@ -104,6 +110,7 @@ class ReportsController(Controller):
     guards = [roles_guard]
     tags = ["service standards"]
 
+    @documented(ok=ServiceReport, problems=(400,))
     @get(paths.SERVICE_REPORT, operation_id="serviceReport", opt={"roles": STAFF},
          summary="Resolution rate, satisfaction, first-response times, breaches, root causes and refunds "
                  "per channel and category")

@@ -15,6 +15,9 @@ from gateway import paths
 from gateway.api import ComplaintsController, QuarantineController, QueuesController
 from gateway.api_appeals import AppealsController
 from gateway.api_console import ConsoleController, console_handlers
+from gateway.api_doc import documented, render_plugins
+from gateway.api_doc_channels import CHANNEL_DOCS
+from gateway.api_types import Health, Problem, Ready
 from gateway.api_approvals import ApprovalsController
 from gateway.api_model import ModelController
 from gateway.api_people import CustomersController, IncidentsController
@@ -51,10 +54,12 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         finally:
             await redis.aclose()
 
+    @documented(ok=Health)
     @get(paths.HEALTH, operation_id="health", tags=["operations"], summary="Liveness")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @documented(ok=Ready, also={503: (Ready, "Redis unreachable or no worker alive")})
     @get(paths.READY, operation_id="ready", tags=["operations"],
          summary="Readiness: Redis reachable and a worker alive")
     async def ready() -> Response[dict[str, Any]]:
@@ -69,6 +74,7 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         ok = all(v == "ok" for v in checks.values())
         return Response({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
+    @documented(ok=str, ok_description="Prometheus text exposition", also={503: (Problem, "Redis unreachable")})
     @get(paths.METRICS, operation_id="metrics", tags=["operations"], media_type="text/plain",
          summary="Prometheus metrics (the whole desk's counters, this process's intake latency)")
     async def metrics_endpoint() -> Response[bytes]:
@@ -109,6 +115,7 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
                                          description="App key, agent token or supervisor token"),
             }),
             security=[{"bearer": []}],
+            render_plugins=render_plugins(CHANNEL_DOCS),
         ),
         debug=False,
         # Logging belongs to gateway.cli.setup_logging (its handler masks personal data); left to

@@ -4,19 +4,14 @@ refuses missing and wrong credentials."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import uuid
-
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings as hsettings
+from schemathesis.core import NOT_SET
 
-from gateway.testkit import cleanup_prefix
-from tests.conftest import ROOT, SUPERVISOR, free_port, make_env
+from tests.conftest import SUPERVISOR
+from tests.served_gateway import served_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -24,28 +19,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def served(redis_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("schema")
-    prefix = f"s{uuid.uuid4().hex[:8]}:"
-    port = free_port()
-    env = {**os.environ, **make_env(redis_url, prefix, tmp / "var"), "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
-           "GATEWAY_CONTACT_RATE_PER_MINUTE": "0", "GATEWAY_LOG_LEVEL": "WARNING"}
-    procs = [subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp / "serve.log", "wb")),
-             subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield base, tmp
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        p.wait(15)
-    cleanup_prefix(redis_url, prefix)
+    with served_gateway(redis_url, tmp) as base:
+        yield base, tmp
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +39,14 @@ def test_no_server_errors_for_generated_requests(api_schema, served):
     failures: list[str] = []
     operations = 0
     calls = [0]
+    #: operations whose document describes a body, and those that were sent one
+    with_body: set[str] = set()
+    sent_body: set[str] = set()
     for result in api_schema.get_all_operations():
         operation = result.ok()
         operations += 1
+        if operation.body:
+            with_body.add(operation.label)
         headers = APP if operation.path == "/v1/messages" else SUPERVISOR if operation.path.startswith("/v1") else None
 
         # training a candidate model costs seconds of CPU per call, whatever the body: a few suffice
@@ -79,12 +59,15 @@ def test_no_server_errors_for_generated_requests(api_schema, served):
             # can take longer, and a slow answer is not what this test looks for (a 5xx is)
             response = case.call(headers=headers, timeout=120)
             calls[0] += 1
+            if case.body is not NOT_SET:
+                sent_body.add(operation.label)
             if response.status_code >= 500 and response.status_code != 503:
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
                                 f"{response.text[:200]}")
 
         run()
     assert operations >= 40 and calls[0] >= operations * 3, (operations, calls[0])
+    assert len(with_body) >= 35 and sent_body == with_body, sorted(with_body - sent_body)
     assert not failures, "\n".join(failures[:10]) + "\n" + (served[1] / "serve.log").read_text(errors="replace")[-2000:]
 
 

@@ -8,62 +8,19 @@ test-artifacts/console/ (Chinese rendered with Debian's fonts-noto-cjk)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
-import uuid
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
-from tests.conftest import APP_KEY, ROOT, SUPERVISOR, SUPERVISOR_TOKEN, cleanup_prefix, free_port, make_env
-from tests.integration.test_processes import wait_until
+from tests.conftest import APP_KEY, ROOT, SUPERVISOR, SUPERVISOR_TOKEN
+from tests.desk import desk_processes, wait_until
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ROOT / "test-artifacts" / "console"
 CJK_FONT = "Noto Sans CJK"
-
-
-@contextmanager
-def desk_processes(redis_url: str, var: Path, **extra_env: str) -> Iterator[tuple[str, Path]]:
-    """`gateway serve` and `gateway worker` on a fresh key prefix; yields (base URL, log dir)."""
-    prefix = f"t{uuid.uuid4().hex[:10]}:"
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **make_env(redis_url, prefix, var / "var"), "GATEWAY_PUBLIC_URL": base, **extra_env}
-    logs = var / "logs"
-    logs.mkdir(parents=True)
-    procs = [subprocess.Popen([sys.executable, "-m", "gateway", *cmd], env=env, cwd=ROOT,
-                              stdout=open(logs / f"{cmd[0]}.log", "wb"), stderr=subprocess.STDOUT)
-             for cmd in (["serve", "--port", str(port)], ["worker"])]
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{base}/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        try:
-            wait_until(ready, timeout=30)
-        except AssertionError:
-            raise AssertionError("the desk did not become ready:\n" + "\n".join(
-                (logs / n).read_text(errors="replace")[-3000:] for n in ("serve.log", "worker.log"))) from None
-        yield base, logs
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        cleanup_prefix(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")

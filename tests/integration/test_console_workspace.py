@@ -19,8 +19,8 @@ from twilio.request_validator import RequestValidator
 from tests.conftest import AGENT_TOKENS, ALICE, SUPERVISOR
 from tests import fake_twilio as twilio_fake_module
 from tests.fake_twilio import FakeTwilio
-from tests.integration.test_console import SHOTS, browser, desk_processes, processed, send, signed_in  # noqa: F401
-from tests.integration.test_processes import wait_until
+from tests.desk import desk_processes, wait_until
+from tests.integration.test_console import SHOTS, browser, processed, send, signed_in  # noqa: F401
 
 pytestmark = pytest.mark.integration
 SID, TOKEN, DESK_NUMBER = "AC" + "2" * 32, "twilio-auth-token-0002", "+15005550006"

@@ -3,64 +3,21 @@ driving one message from POST /v1/messages to a claimed, answered, resolved comp
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from tests.conftest import ALICE, APP, ROOT, SUPERVISOR, free_port, make_env
+from tests.conftest import ALICE, APP, SUPERVISOR
+from tests.desk import desk_processes, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
-
-
 @pytest.fixture
-def gateway_processes(redis_url, prefix, tmp_path):
-    port = free_port()
-    env = {**os.environ, **make_env(redis_url, prefix, tmp_path / "var"), "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}"}
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)], env=env, cwd=ROOT,
-                         stdout=open(logs / "serve.log", "wb"), stderr=subprocess.STDOUT),
-        subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
-                         stdout=open(logs / "worker.log", "wb"), stderr=subprocess.STDOUT),
-    ]
-    base = f"http://127.0.0.1:{port}"
-
-    def ready():
-        try:
-            return httpx.get(f"{base}/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(ready, timeout=30)
-    except AssertionError:
-        for p in procs:
-            p.kill()
-        raise AssertionError("gateway did not become ready:\n" + "\n".join(
-            (logs / n).read_text(errors="replace")[-3000:] for n in ("serve.log", "worker.log")))
-    yield base, logs
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+def gateway_processes(redis_url, tmp_path):
+    with desk_processes(redis_url, tmp_path) as started:
+        yield started
 
 
 def test_message_to_resolved_complaint_through_real_processes(gateway_processes):

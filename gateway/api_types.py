@@ -4,7 +4,8 @@ these structs say what clients may rely on, and tests/unit/test_openapi_document
 answers into them. Fields a reader may not see (a customer's public view drops the desk's own)
 are optional here.
 
-The complaint's parts reuse normalizer.schema's structs where the JSON is theirs unchanged.
+A complaint is normalizer.schema's ``Complaint`` as ``complaint_json`` encodes it, with the parts a
+reader's view changes made optional.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from normalizer.schema import (Amount, ComplaintStatus, Contact, Deadline, EvidenceLink, MessageEntry, Merge,
-                               PaymentCheck)
+from normalizer.schema import Amount, Complaint
 from normalizer.schema import Reply as ReplyOut
 
 Next = Annotated[str | None, msgspec.Meta(description="Pass as `next` for the following page; null: no more")]
@@ -31,14 +31,6 @@ class Problem(msgspec.Struct, kw_only=True):
     detail: str
     code: Annotated[str, msgspec.Meta(examples=["invalid_field", "payload_too_large"])]
     field: Annotated[str, msgspec.Meta(description="The field at fault, dotted: amount.value")] | None = None
-
-
-class HistoryOut(msgspec.Struct, kw_only=True):
-    at: datetime
-    actor: str
-    action: str
-    detail: dict[str, Any] = {}
-    public: bool = False
 
 
 class MaterialOut(msgspec.Struct, kw_only=True):
@@ -93,58 +85,13 @@ class CustomerSummary(msgspec.Struct, kw_only=True):
     cases_total: int
 
 
-class ComplaintOut(msgspec.Struct, kw_only=True):
+class ComplaintOut(Complaint, kw_only=True):
     """A complaint (design.md's field names). Staff see it whole; a customer's app sees the public
-    view (no assignee, lease, root cause, routing or merges; the history's public entries)."""
+    view (no assignee, lease, root cause, routing or merges; the history's public entries; of a
+    refund what the customer is owed and when; of materials not who asked)."""
 
-    id: str
-    case_number: Annotated[str, msgspec.Meta(pattern=r"^C-\d{8}-\d{6}$", examples=["C-20260301-000042"])]
-    status: ComplaintStatus
-    category: str
-    formal_complaint: bool
-    channel: str
-    customer_id: str
-    contact: Contact
-    language: str
-    created_at: datetime
-    updated_at: datetime
-    amount: Amount | None = None
-    transaction_id: str | None = None
-    skill: str | None = None
-    priority: int = 5
-    first_response_due: datetime | None = None
-    resolution_due: datetime | None = None
-    first_responded_at: datetime | None = None
-    resolved_at: datetime | None = None
-    assignee: str | None = None
-    lease_expires_at: datetime | None = None
-    outcome: str | None = None
-    outcome_reason: str | None = None
-    routed_by: str | None = None
-    messages: list[MessageEntry] = []
-    replies: list[ReplyOut] = []
-    evidence: list[EvidenceLink] = []
-    history: list[HistoryOut] = []
-    tags: list[str] = []
-    repeat_count: int = 0
-    merges: list[Merge] = []
-    incident_id: str | None = None
-    deadlines: list[Deadline] = []
-    satisfaction: int | None = None
-    reopened_count: int = 0
-    customer_tier: str | None = None
-    category_confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
-    category_runner_up: str | None = None
-    category_runner_up_confidence: float | None = None
-    possible_repeat_of: str | None = None
     materials: list[MaterialOut] = []
-    payment_check: PaymentCheck | None = None
     refund: RefundOut | None = None
-    root_cause: str | None = None
-    stage: str | None = None
-    last_update_at: datetime | None = None
-    next_update_at: datetime | None = None
-    materials_missing: list[str] = []
     #: Texts with card, ID and phone numbers and e-mail addresses masked (lists, the app, roles without PII).
     pii_masked: bool | None = None
     #: The customer behind the case (staff's ``GET /v1/complaints/{id}`` only).

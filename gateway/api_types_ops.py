@@ -15,10 +15,17 @@ from normalizer.schema import Amount
 from router.rules import RuleSet
 
 
-class Templates(msgspec.Struct, kw_only=True):
-    """``{"ack": {"zh": "…{case}…", "en": "…"}, ...}``"""
+class TemplateText(msgspec.Struct, kw_only=True):
+    text: str
+    default: str
+    customised: bool
 
-    templates: dict[str, dict[str, str]]
+
+class Templates(msgspec.Struct, kw_only=True):
+    """Per template and language (``{"ack": {"zh": {...}, "en": {...}}, ...}``): the text in force,
+    the default, and whether the desk changed it."""
+
+    templates: dict[str, dict[str, TemplateText]]
 
 
 class Figures(msgspec.Struct, kw_only=True):
@@ -151,7 +158,7 @@ class ApprovalItem(msgspec.Struct, kw_only=True):
     case_number: str
     category: str
     channel: str
-    refund: dict[str, Any]
+    refund: dict[str, Any] | None = None
     skill: str | None = None
     priority: int | None = None
     assignee: str | None = None

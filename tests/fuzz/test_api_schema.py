@@ -5,6 +5,7 @@ refuses missing and wrong credentials."""
 from __future__ import annotations
 
 import httpx
+import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings as hsettings
@@ -28,10 +29,24 @@ def api_schema(served):
     return schemathesis.openapi.from_url(f"{served[0]}/schema/openapi.json")
 
 
+def _success_validators(document):
+    """(METHOD, path, status) -> a validator of the JSON answer the document promises."""
+    validators = {}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation.get("responses", {}).items():
+                media = (response.get("content") or {}).get("application/json")
+                if status.startswith("2") and media:
+                    validators[(method.upper(), path, int(status))] = jsonschema_rs.Draft202012Validator(
+                        {**media["schema"], "components": document["components"]})
+    return validators
+
+
 def test_no_server_errors_for_generated_requests(api_schema, served):
     """Every operation in /schema, requests generated from its parameters and bodies (valid and
     not), sent with a supervisor's (or for /v1/messages the app's) credentials: nothing answers
-    a 5xx other than 503 + Retry-After."""
+    a 5xx other than 503 + Retry-After, and every successful JSON answer is what the document
+    says it is."""
     from hypothesis import given
 
     from tests.conftest import APP
@@ -39,9 +54,11 @@ def test_no_server_errors_for_generated_requests(api_schema, served):
     failures: list[str] = []
     operations = 0
     calls = [0]
+    conforming = [0]  # successful JSON answers checked against their schema
     #: operations whose document describes a body, and those that were sent one
     with_body: set[str] = set()
     sent_body: set[str] = set()
+    promised = _success_validators(httpx.get(f"{served[0]}/schema/openapi.json").json())
     for result in api_schema.get_all_operations():
         operation = result.ok()
         operations += 1
@@ -61,12 +78,20 @@ def test_no_server_errors_for_generated_requests(api_schema, served):
             calls[0] += 1
             if case.body is not NOT_SET:
                 sent_body.add(operation.label)
+            validator = promised.get((case.method.upper(), operation.path, response.status_code))
+            if validator is not None and "json" in str(response.headers.get("content-type")):
+                wrong = [f"{e.instance_path}: {e.message}" for e in validator.iter_errors(response.json())]
+                conforming[0] += not wrong
+                if wrong:
+                    failures.append(f"{case.method} {case.formatted_path} -> {response.status_code} is not "
+                                    f"what the document says: {wrong[:3]}")
             if response.status_code >= 500 and response.status_code != 503:
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
                                 f"{response.text[:200]}")
 
         run()
     assert operations >= 40 and calls[0] >= operations * 3, (operations, calls[0])
+    assert conforming[0] >= 150, conforming[0]
     assert len(with_body) >= 35 and sent_body == with_body, sorted(with_body - sent_body)
     assert not failures, "\n".join(failures[:10]) + "\n" + (served[1] / "serve.log").read_text(errors="replace")[-2000:]
 

@@ -66,9 +66,10 @@ _TOKEN = re.compile(r"<[a-z]+>|[a-z0-9]+|[\u4e00-\u9fff]")
 MIN_TOKENS = 3
 MAX_RECENT = 300  # newest complaints compared per category and window (bounded work per complaint)
 SAMPLES = 5
-#: Texts noted up to this long before this process last read its window are read again (workers'
-#: clocks and commits differ by far less); older ones it has, or reads by id if it does not.
-SYNC_MARGIN_MS = 60_000
+#: The script returns the texts noted from this long before this process last read the window
+#: on (another worker's clock or commit a little behind); one noted earlier that this process has
+#: not seen is read by id, so the margin only saves that round trip.
+SYNC_MARGIN_MS = 2_000
 #: Every this many checks a process also drops a bounded number of stale text entries (left by
 #: versions that trimmed the window without dropping their texts).
 SWEEP_EVERY = 200
@@ -80,7 +81,7 @@ class _WindowCache:
     """What this process has read of each category's window and of the open incidents."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, dict[str, Entry]] = {}  # recent key -> complaint id -> entry
+        self.entries: dict[str, dict[bytes, Entry]] = {}  # recent key -> complaint id -> entry
         self.synced: dict[str, int] = {}  # recent key -> now ms of the last read
         self.samples: dict[str, list[frozenset[str]]] = {}  # incident key -> its sample token sets
         self.checks = 0
@@ -175,15 +176,17 @@ class Incidents:
                                         "1" if _cache.checks % SWEEP_EVERY == 0 else "0"])
         if _text(result[0]) == "formed":  # formed on an earlier run that did not finish linking
             return own, await self.members(own)
-        ids, fresh, open_ids = [_text(i) for i in result[1]], result[2], [_text(i) for i in result[3]]
+        ids, fresh, open_ids = result[1], result[2], [_text(i) for i in result[3]]  # ids as bytes, oldest first
         for i in range(0, len(fresh) - 1, 2):
-            known[_text(fresh[i])] = _entry(fresh[i + 1])
+            if fresh[i] not in known:
+                known[fresh[i]] = _entry(fresh[i + 1])
         missing = [i for i in ids if i not in known]
         if missing:  # noted before what this process read last, and not read by it (a new process)
             for cid, raw in zip(missing, await self.r.hmget(texts, missing)):
                 if raw is not None:
                     known[cid] = _entry(raw)
-        _cache.entries[recent] = known = {cid: known[cid] for cid in ids if cid in known}
+        if len(known) > 2 * MAX_RECENT:  # forget what left the window
+            _cache.entries[recent] = known = {cid: known[cid] for cid in ids if cid in known}
         _cache.synced[recent] = now
         joined = await self._join_open(category, complaint_id, toks, open_ids)
         if joined:
@@ -191,10 +194,12 @@ class Incidents:
         # enough different customers in the window to form one?
         similar: dict[str, str] = {}
         customers = {customer_id}
-        for cid, (other_customer, other_tokens) in known.items():
-            if cid != complaint_id and same_fault(toks, other_tokens):
-                similar[cid] = other_customer
-                customers.add(other_customer)
+        own_id = complaint_id.encode()
+        for cid in ids:
+            entry = known.get(cid)
+            if entry is not None and cid != own_id and same_fault(toks, entry[1]):
+                similar[cid.decode()] = entry[0]
+                customers.add(entry[0])
         if len(customers) < self.min_customers:
             return "", []
         # forming is rare: one worker at a time per category, and whoever comes second joins

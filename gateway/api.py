@@ -120,7 +120,7 @@ class ComplaintsController(Controller):
     guards = [roles_guard]
     tags = ["complaints"]
 
-    @documented(ComplaintIn, Recorded, problems=(409,),
+    @documented(ComplaintIn, Recorded, problems=(409, 429),
                 example={"contact": {"kind": "phone", "value": "+8613800138000", "display_name": "王女士"},
                          "text": "扣了我两次 128.50 元", "channel": "counter", "client_message_id": "counter-2026-000123",
                          "amount": "128.50", "currency": "CNY", "transaction_id": "T20260301000123"})

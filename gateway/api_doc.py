@@ -26,27 +26,24 @@ H = TypeVar("H")
 OPT_KEY = "openapi_doc"
 JSON = "application/json"
 PROBLEM_JSON = "application/problem+json"
-#: What each problem status means here (the response's description).
-PROBLEMS = {
-    400: "Malformed JSON, an empty body, or a bad query parameter",
-    401: "Missing or wrong credentials",
-    403: "The credentials' role may not do this",
-    404: "No such resource",
-    409: "Conflicts with the resource's state",
-    412: "If-Match names a version that is no longer active",
-    413: "The body is over this operation's size limit",
-    415: "The body is not JSON",
-    422: "A field's value is refused; `field` names it",
-    428: "If-Match is required",
+#: Each problem status: its title (as plugins/problems.py words it), what it means here, and the
+#: ``code`` (and ``field``) of its example.
+PROBLEMS: dict[int, tuple[str, str, str, str | None]] = {
+    400: ("Bad request", "Malformed JSON, an empty body, or a bad query parameter", "invalid_json", None),
+    401: ("Unauthorized", "Missing or wrong credentials", "credentials_invalid", None),
+    403: ("Forbidden", "The credentials' role may not do this", "forbidden", None),
+    404: ("Not found", "No such resource", "not_found", None),
+    409: ("Conflict", "Conflicts with the resource's state", "conflict", None),
+    412: ("Precondition failed", "If-Match names a version that is no longer active", "version_mismatch", None),
+    413: ("Payload too large", "The body is over this operation's size limit", "payload_too_large", None),
+    415: ("Unsupported media type", "The body is not JSON", "unsupported_media_type", None),
+    422: ("Unprocessable content", "A field's value is refused; `field` names it", "invalid_field", "text"),
+    428: ("Error", "If-Match is required", "if_match_required", None),
+    429: ("Too many requests", "Too many messages from this sender; Retry-After says when to try again",
+          "rate_limited", None),
+    503: ("Service unavailable", "Storage unreachable or changing hands, or the desk is behind: nothing was "
+          "accepted; retry after Retry-After", "storage_unavailable", None),
 }
-TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 409: "Conflict",
-          412: "Precondition failed", 413: "Payload too large", 415: "Unsupported media type",
-          422: "Unprocessable content"}
-#: The example problem of each status (what `code` and `field` look like).
-PROBLEM_CODES = {400: ("invalid_json", None), 401: ("credentials_invalid", None), 403: ("forbidden", None),
-                 404: ("not_found", None), 409: ("conflict", None), 412: ("version_mismatch", None),
-                 413: ("payload_too_large", None), 415: ("unsupported_media_type", None),
-                 422: ("invalid_field", "text"), 428: ("if_match_required", None)}
 
 
 @dataclass(frozen=True)
@@ -99,14 +96,10 @@ def _doc_of(handler: Any, by_operation: dict[str, Doc]) -> Doc | None:
     return by_operation.get(handler.operation_id) if isinstance(handler.operation_id, str) else None
 
 
-def _ref(schemas: dict[type, dict[str, Any]], struct: type) -> dict[str, Any]:
-    return schemas[struct]
-
-
 def _problems(doc: Doc, path: str, guarded: bool) -> list[int]:
     statuses = set(doc.problems)
     if guarded:
-        statuses |= {401, 403}
+        statuses |= {401, 403, 503}
     if "{" in path:
         statuses.add(404)
     if doc.body is not None:
@@ -116,19 +109,12 @@ def _problems(doc: Doc, path: str, guarded: bool) -> list[int]:
     return sorted(statuses)
 
 
-def problem_example(status: int, code: str, field: str | None) -> dict[str, Any]:
-    example: dict[str, Any] = {"type": f"https://complaint-gateway.dev/problems/{code.replace('_', '-')}",
-                               "title": TITLES.get(status, "Error"), "status": status,
-                               "detail": "What went wrong, in words.", "code": code}
-    if field:
-        example["field"] = field
-    return example
-
-
 def _problem_response(status: int, problem_ref: dict[str, Any]) -> dict[str, Any]:
-    code, at = PROBLEM_CODES.get(status, ("error", None))
-    return {"description": PROBLEMS.get(status, "A problem"),
-            "content": {PROBLEM_JSON: {"schema": problem_ref, "example": problem_example(status, code, at)}}}
+    title, meaning, code, at = PROBLEMS.get(status, ("Error", "A problem", "error", None))
+    example: dict[str, Any] = {"type": f"https://complaint-gateway.dev/problems/{code.replace('_', '-')}",
+                               "title": title, "status": status, "detail": "What went wrong, in words.",
+                               "code": code, **({"field": at} if at else {})}
+    return {"description": meaning, "content": {PROBLEM_JSON: {"schema": problem_ref, "example": example}}}
 
 
 #: Answers that are not JSON: a file as stored, or text (Prometheus', TwiML).
@@ -144,7 +130,7 @@ def _success(struct: type | None, description: str, refs: dict[type, dict[str, A
         default_type, schema = RAW[struct]
         media_type = media_type or default_type
         return {"description": description, "content": {media_type: {"schema": schema}}}
-    return {"description": description, "content": {JSON: {"schema": _ref(refs, struct)}}}
+    return {"description": description, "content": {JSON: {"schema": refs[struct]}}}
 
 
 def render_plugins(by_operation: dict[str, Doc] | None = None) -> list[Any]:
@@ -200,9 +186,10 @@ def complete_openapi(document: dict[str, Any], handlers: list[tuple[str, str, An
     for path, method, handler, doc in docs:
         operation = document["paths"][path][method]
         if doc.body is not None:
-            operation["requestBody"] = {"required": doc.body_required, "content": {
-                doc.media_type: {"schema": RAW[doc.body][1] if doc.body in RAW else by_struct[doc.body],
-                                 "example": doc.example}}}
+            media = {"schema": RAW[doc.body][1] if doc.body in RAW else by_struct[doc.body]}
+            if doc.example is not None:
+                media["example"] = doc.example
+            operation["requestBody"] = {"required": doc.body_required, "content": {doc.media_type: media}}
         responses = {k: v for k, v in operation.get("responses", {}).items() if not k.startswith(("2", "4"))}
         status = str(handler.status_code)
         responses[status] = _success(doc.ok, doc.ok_description, by_struct, doc.ok_media_type)
@@ -210,6 +197,8 @@ def complete_openapi(document: dict[str, Any], handlers: list[tuple[str, str, An
             responses[str(extra_status)] = _success(struct, description, by_struct)
         guarded = bool(handler.opt.get("roles"))
         for problem in _problems(doc, path, guarded):
+            if problem in doc.also:
+                continue
             responses[str(problem)] = _problem_response(problem, by_struct[Problem])
         operation["responses"] = dict(sorted(responses.items()))
     return document

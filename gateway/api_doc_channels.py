@@ -17,6 +17,9 @@ from adapters.app import AppMessageIn, MessageAccepted, MessageState
 from gateway.api_doc import Doc, describe
 
 FORM = "application/x-www-form-urlencoded"
+#: A webhook refuses a request its signature does not cover (403) and answers 503 while storage
+#: is away (the provider retries).
+REFUSED = (403, 503)
 TWIML = "text/xml"
 
 
@@ -113,35 +116,36 @@ _TELEGRAM = {"update_id": 10001, "message": {"message_id": 7, "date": 1767225600
 
 def _voice() -> Doc:
     return describe(TwilioVoiceForm, str, example=_VOICE, media_type=FORM, ok_media_type=TWIML,
-                    ok_description="TwiML: what the call does next", problems=(403,))
+                    ok_description="TwiML: what the call does next", problems=REFUSED)
 
 
 CHANNEL_DOCS: dict[str, Doc] = {
     "submitAppMessage": describe(
-        AppMessageIn, MessageAccepted, problems=(409,), ok_description="Durable; poll GET /v1/messages/{message_id}",
+        AppMessageIn, MessageAccepted, problems=(409, 429),
+        ok_description="Durable; poll GET /v1/messages/{message_id}",
         example={"user_id": "u_1001", "text": "扣了我两次 128.50 元", "client_message_id": "app-msg-000123",
                  "transaction_id": "T20260301000123", "amount": "128.50", "currency": "CNY", "language": "zh"}),
     "getAppMessage": describe(ok=MessageState),
     "twilioSmsIn": describe(TwilioSmsForm, str, example=_TWILIO_SMS, media_type=FORM, ok_media_type=TWIML,
-                            ok_description="TwiML (empty: the acknowledgement goes by the API)", problems=(403,)),
+                            ok_description="TwiML (empty: the acknowledgement goes by the API)", problems=REFUSED),
     "twilioSmsStatus": describe(TwilioStatusForm, example={"MessageSid": "SM0123", "MessageStatus": "delivered"},
-                                media_type=FORM, ok_description="Recorded", problems=(403,)),
+                                media_type=FORM, ok_description="Recorded", problems=REFUSED),
     "twilioVoiceIn": _voice(),
     "twilioVoiceLanguage": _voice(),
     "twilioVoiceMenu": _voice(),
     "twilioVoiceRecorded": _voice(),
     "twilioVoiceRecording": describe(TwilioVoiceForm, example=_VOICE, media_type=FORM, ok_description="Recorded",
-                                     problems=(403,)),
+                                     problems=REFUSED),
     "twilioVoiceTranscription": describe(TwilioVoiceForm, example=_VOICE, media_type=FORM,
-                                         ok_description="Recorded", problems=(403,)),
+                                         ok_description="Recorded", problems=REFUSED),
     "twilioVoiceStatus": _voice(),
-    "metaVerify": describe(ok=str, ok_description="The hub.challenge, echoed", problems=(403,)),
-    "metaIn": describe(MetaWebhook, MetaTaken, example=_META, problems=(403,),
+    "metaVerify": describe(ok=str, ok_description="The hub.challenge, echoed", problems=REFUSED),
+    "metaIn": describe(MetaWebhook, MetaTaken, example=_META, problems=REFUSED,
                        ok_description="How many messages were taken, statuses recorded, inputs quarantined"),
-    "telegramIn": describe(TelegramUpdate, TelegramAnswer, example=_TELEGRAM, problems=(403,)),
-    "wechatVerify": describe(ok=str, ok_description="The echostr, echoed", problems=(403,)),
+    "telegramIn": describe(TelegramUpdate, TelegramAnswer, example=_TELEGRAM, problems=REFUSED),
+    "wechatVerify": describe(ok=str, ok_description="The echostr, echoed", problems=REFUSED),
     "wechatIn": describe(str, str, example=_WECHAT, media_type="text/xml", ok_media_type="text/xml",
-                         ok_description="A passive reply (XML) or `success`", problems=(403,)),
+                         ok_description="A passive reply (XML) or `success`", problems=REFUSED),
 }
 
 __all__ = ["CHANNEL_DOCS"]

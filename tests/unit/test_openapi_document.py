@@ -106,3 +106,36 @@ async def test_no_handler_reads_a_body_it_does_not_document(client):
             if "read_body(" in source or "bounded_body(" in source or "verified_form(" in source:
                 doc = handler.opt.get(OPT_KEY) or CHANNEL_DOCS.get(handler.operation_id)
                 assert doc is not None and doc.body is not None, (route.path, handler.operation_id)
+
+
+async def test_a_channel_plugin_documents_its_webhook_through_opt(settings):
+    """A plugin outside the repository says what its raw-bytes webhook takes in its handler's
+    ``opt``, importing nothing of the gateway for it."""
+    import msgspec
+    from litestar import Request, post
+    from litestar.testing import AsyncTestClient
+
+    from gateway.app import create_app
+    from plugins.kit import RouteMount, hookimpl
+    from tests.conftest import app_plugins
+
+    class LineEvents(msgspec.Struct):
+        destination: str
+        events: list[dict[str, Any]] = []
+
+    class LineLike:
+        @hookimpl
+        def gateway_routes(self, services: Any) -> RouteMount:
+            @post("/in", operation_id="lineLikeIn", status_code=200,
+                  opt={"request_body": LineEvents, "request_example": {"destination": "U1", "events": []}})
+            async def receive(request: Request[Any, Any, Any]) -> None:
+                await request.body()
+
+            return RouteMount(handlers=[receive])
+
+    async with AsyncTestClient(app=create_app(settings, plugins=app_plugins(LineLike()))) as client:
+        document = (await client.get("/schema/openapi.json")).json()
+    body = document["paths"]["/webhooks/extra0/in"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/LineEvents"}
+    assert body["example"] == {"destination": "U1", "events": []}
+    assert document["components"]["schemas"]["LineEvents"]["required"] == ["destination"]

@@ -121,6 +121,7 @@ class ComplaintsController(Controller):
     tags = ["complaints"]
 
     @documented(ComplaintIn, Recorded, problems=(409, 429),
+                ok_example={"message_id": "msg_01HZX5Y2", "status": "received", "warnings": []},
                 example={"contact": {"kind": "phone", "value": "+8613800138000", "display_name": "王女士"},
                          "text": "扣了我两次 128.50 元", "channel": "counter", "client_message_id": "counter-2026-000123",
                          "amount": "128.50", "currency": "CNY", "transaction_id": "T20260301000123"})
@@ -403,7 +404,7 @@ class QuarantineController(Controller):
         items = await services.store.quarantined(limit)
         return {"items": [_quarantine_view(i) for i in items], "next": None}
 
-    @documented(ok=Requeued, problems=(409,))
+    @documented(ok=Requeued, problems=(409,), ok_example={"message_id": "msg_01HZX5Y2", "status": "requeued"})
     @post(paths.QUARANTINE_RETRY, operation_id="retryQuarantined", status_code=202,
           opt={"roles": {ROLE_SUPERVISOR}}, summary="Process a quarantined input again")
     async def retry(self, services: Services,

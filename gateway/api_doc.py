@@ -60,6 +60,7 @@ class Doc:
     ok_description: str = "Success"
     #: For an ``ok`` of ``str`` or ``bytes``: the answer's media type (TwiML: text/xml).
     ok_media_type: str | None = None
+    ok_example: Any = None
     also: dict[int, tuple[type | None, str]] = field(default_factory=dict)
     problems: tuple[int, ...] = ()
 
@@ -71,6 +72,8 @@ def describe(body: type | None = None, ok: type | None = None, *, example: Any =
         raise ValueError(f"{body.__name__}: a documented request body needs an example")
     if body is not None:
         msgspec.convert(example, body)
+    if more.get("ok_example") is not None:
+        msgspec.convert(more["ok_example"], ok)  # type: ignore[arg-type]
     return Doc(body=body, ok=ok, example=example, **more)
 
 
@@ -193,6 +196,8 @@ def complete_openapi(document: dict[str, Any], handlers: list[tuple[str, str, An
         responses = {k: v for k, v in operation.get("responses", {}).items() if not k.startswith(("2", "4"))}
         status = str(handler.status_code)
         responses[status] = _success(doc.ok, doc.ok_description, by_struct, doc.ok_media_type)
+        if doc.ok_example is not None:
+            responses[status]["content"][JSON]["example"] = doc.ok_example
         for extra_status, (struct, description) in doc.also.items():
             responses[str(extra_status)] = _success(struct, description, by_struct)
         guarded = bool(handler.opt.get("roles"))

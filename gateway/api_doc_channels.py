@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from adapters.app import AppMessageIn, MessageAccepted, MessageState
+from adapters.payment_records import ChargeList, ChargeRecord
 from gateway.api_doc import Doc, describe
 
 FORM = "application/x-www-form-urlencoded"
@@ -123,9 +124,14 @@ CHANNEL_DOCS: dict[str, Doc] = {
     "submitAppMessage": describe(
         AppMessageIn, MessageAccepted, problems=(409, 429),
         ok_description="Durable; poll GET /v1/messages/{message_id}",
+        ok_example={"message_id": "msg_01HZX5Y2", "status": "received", "warnings": []},
         example={"user_id": "u_1001", "text": "扣了我两次 128.50 元", "client_message_id": "app-msg-000123",
                  "transaction_id": "T20260301000123", "amount": "128.50", "currency": "CNY", "language": "zh"}),
-    "getAppMessage": describe(ok=MessageState),
+    "getAppMessage": describe(ok=MessageState, ok_example={
+        "message_id": "msg_01HZX5Y2", "status": "processed", "complaint_id": "cmp_01HZX5Y3",
+        "case_number": "C-20260301-000042"}),
+    "demoPaymentCharge": describe(ok=ChargeRecord, problems=(401,)),
+    "demoPaymentCharges": describe(ok=ChargeList, problems=(400, 401)),
     "twilioSmsIn": describe(TwilioSmsForm, str, example=_TWILIO_SMS, media_type=FORM, ok_media_type=TWIML,
                             ok_description="TwiML (empty: the acknowledgement goes by the API)", problems=REFUSED),
     "twilioSmsStatus": describe(TwilioStatusForm, example={"MessageSid": "SM0123", "MessageStatus": "delivered"},

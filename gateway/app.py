@@ -54,12 +54,13 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         finally:
             await redis.aclose()
 
-    @documented(ok=Health)
+    @documented(ok=Health, ok_example={"status": "ok"})
     @get(paths.HEALTH, operation_id="health", tags=["operations"], summary="Liveness")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @documented(ok=Ready, also={503: (Ready, "Redis unreachable or no worker alive")})
+    @documented(ok=Ready, ok_example={"status": "ok", "checks": {"redis": "ok", "worker": "ok"}},
+                also={503: (Ready, "Redis unreachable or no worker alive")})
     @get(paths.READY, operation_id="ready", tags=["operations"],
          summary="Readiness: Redis reachable and a worker alive")
     async def ready() -> Response[dict[str, Any]]:

@@ -66,6 +66,8 @@ async def test_every_operation_answers_a_typed_success_and_problem_details(docum
                 schema = media["schema"]
                 if "json" in media_type:
                     assert "$ref" in schema or schema.get("properties"), (path, method, status, schema)
+                    if "example" in media:
+                        assert not list(_validator(document, schema).iter_errors(media["example"])), (path, method)
                 else:
                     assert schema.get("type") == "string", (path, method, status, schema)
         if path.startswith("/v1"):

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from normalizer.schema import Amount, Complaint
+from normalizer.schema import Complaint, MaterialRequest, Refund
 from normalizer.schema import Reply as ReplyOut
 
 Next = Annotated[str | None, msgspec.Meta(description="Pass as `next` for the following page; null: no more")]
@@ -33,37 +33,17 @@ class Problem(msgspec.Struct, kw_only=True):
     field: Annotated[str, msgspec.Meta(description="The field at fault, dotted: amount.value")] | None = None
 
 
-class MaterialOut(msgspec.Struct, kw_only=True):
-    id: str
-    kind: str
-    state: str
-    requested_at: datetime
-    note: str | None = None
+class MaterialOut(MaterialRequest, kw_only=True):
+    """An appeal material asked for (a customer does not see who asked)."""
+
     requested_by: str | None = None
-    received_at: datetime | None = None
-    evidence_ids: list[str] = []
-    message_id: str | None = None
-    channel: str | None = None
 
 
-class RefundOut(msgspec.Struct, kw_only=True):
+class RefundOut(Refund, kw_only=True):
     """A refund or compensation (a customer sees amount, method, kind, state and expected only)."""
 
-    amount: Amount
-    method: Annotated[str, msgspec.Meta(examples=["original_route", "wallet_balance"])]
-    kind: str
-    state: Annotated[str, msgspec.Meta(examples=["awaiting_approval", "approved", "rejected"])]
-    expected: str | None = None
     proposed_by: str | None = None
     proposed_at: datetime | None = None
-    decided_by: str | None = None
-    decided_at: datetime | None = None
-    decision_reason: str | None = None
-    proposal: int | None = None
-    threshold: Amount | None = None
-    outcome: str | None = None
-    outcome_reason: str | None = None
-    no_survey: bool | None = None
 
 
 class OpenCase(msgspec.Struct, kw_only=True):
@@ -173,11 +153,9 @@ class Requeued(msgspec.Struct, kw_only=True):
     status: str
 
 
-class Customer(msgspec.Struct, kw_only=True):
-    id: str
-    contacts: list[dict[str, str]]
-    open_cases: list[OpenCase]
-    cases_total: int
+class Customer(CustomerSummary, kw_only=True):
+    """A customer: linked contacts, open cases, and the history of links."""
+
     history: list[dict[str, Any]] = []
 
 

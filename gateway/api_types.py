@@ -31,6 +31,12 @@ class Problem(msgspec.Struct, kw_only=True):
     detail: str
     code: Annotated[str, msgspec.Meta(examples=["invalid_field", "payload_too_large"])]
     field: Annotated[str, msgspec.Meta(description="The field at fault, dotted: amount.value")] | None = None
+    #: invalid_rules (422): each problem of the rule set, with where it is.
+    problems: list[dict[str, Any]] | None = None
+    #: version_mismatch (412): the routing rules' version active now.
+    active_version: int | None = None
+    #: idempotency_key_reused (409, POST /v1/messages): the message the key was first used for.
+    message_id: str | None = None
 
 
 class MaterialOut(MaterialRequest, kw_only=True):

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings as hsettings
 from schemathesis.core import NOT_SET
 
 from tests.conftest import SUPERVISOR
-from tests.served_gateway import served_gateway
+from tests.desk import desk_processes
 
 pytestmark = pytest.mark.integration
 
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def served(redis_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("schema")
-    with served_gateway(redis_url, tmp) as base:
-        yield base, tmp
+    with desk_processes(redis_url, tmp, GATEWAY_CONTACT_RATE_PER_MINUTE="0", GATEWAY_LOG_LEVEL="WARNING") as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
-import time
 import uuid
 
 import httpx
@@ -16,7 +15,7 @@ import jsonschema_rs
 import pytest
 
 from tests.conftest import AGENT_TOKENS, APP_KEY, auth
-from tests.served_gateway import served_gateway
+from tests.desk import desk_processes, wait_until
 
 pytestmark = pytest.mark.integration
 PACKAGE = "desk_client"
@@ -26,7 +25,7 @@ PACKAGE = "desk_client"
 def generated(redis_url, tmp_path_factory):
     """The served gateway's base URL and the client package generated from its document."""
     tmp = tmp_path_factory.mktemp("client")
-    with served_gateway(redis_url, tmp) as base:
+    with desk_processes(redis_url, tmp) as (base, _logs):
         document = tmp / "openapi.json"
         document.write_bytes(httpx.get(f"{base}/schema/openapi.json", timeout=10).content)
         done = subprocess.run(
@@ -41,16 +40,6 @@ def generated(redis_url, tmp_path_factory):
             sys.path.remove(str(tmp))
             for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
                 del sys.modules[name]
-
-
-def _until(call, done, timeout: float = 30.0):
-    """Call until ``done(answer)``: a bounded poll, never a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = call()
-        if done(answer) or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.1)
 
 
 def test_a_generated_client_takes_a_complaint_from_message_to_resolution(generated):
@@ -70,13 +59,18 @@ def test_a_generated_client_takes_a_complaint_from_message_to_resolution(generat
         amount="128.50", currency="CNY", client_message_id=f"gen-{uuid.uuid4().hex[:12]}"))
     assert isinstance(accepted, models.MessageAccepted), accepted
 
-    state = _until(lambda: message_state.sync(accepted.message_id, client=app),
-                   lambda s: isinstance(s, models.MessageState) and isinstance(s.complaint_id, str))
-    assert isinstance(state, models.MessageState) and isinstance(state.complaint_id, str), state
-    complaint_id = state.complaint_id
+    def processed():
+        state = message_state.sync(accepted.message_id, client=app)
+        return state.complaint_id if isinstance(state, models.MessageState) and isinstance(
+            state.complaint_id, str) else None
 
-    claimed = _until(lambda: claim.sync_detailed(client=agent), lambda r: r.status_code == 200)
-    assert claimed.status_code == 200, claimed
+    complaint_id = wait_until(processed, timeout=30)
+
+    def claimed_one():
+        answer = claim.sync_detailed(client=agent)
+        return answer if answer.status_code == 200 else None
+
+    claimed = wait_until(claimed_one, timeout=30)
     assert isinstance(claimed.parsed, models.Claimed) and claimed.parsed.complaint.id == complaint_id
 
     answered = reply.sync(complaint_id, client=agent, body=models.ReplyIn(

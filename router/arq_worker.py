@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, cast
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
@@ -21,13 +22,61 @@ from router.redis_pool import make_pool, redis_unavailable, transition_code
 log = logging.getLogger("gateway.worker")
 
 _CLAIM_JOB_LUA = """
--- KEYS: in-progress key, queue; ARGV: job id, now ms, in-progress timeout ms, claim token
+-- KEYS: in-progress key, queue, job key, retry key; ARGV: job id, now ms, in-progress timeout ms, claim token
+-- Claims the job (not running elsewhere, still queued, due) and, claimed, does what arq's run_job
+-- does first: the job's bytes and its try (the retry count, incremented). Answers false, or
+-- {score, job bytes (nil: expired), try}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
 redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4])
-return score
+local job = redis.call('GET', KEYS[3])
+local try = redis.call('INCR', KEYS[4])
+redis.call('EXPIRE', KEYS[4], 88400)
+return {score, job, try}
 """
+
+_FINISH_JOB_LUA = """
+-- KEYS: in-progress, retry and job keys, queue; ARGV: job id
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"""
+
+#: The claim's answer to the first thing arq's run_job asks (job bytes, try, the expiry's answer),
+#: set in the job's own task until that question is asked.
+_claimed_job: ContextVar[tuple[Any, ...] | None] = ContextVar("claimed_job", default=None)
+
+
+class _ClaimedJob:
+    """arq's run_job begins with one transaction: GET the job, INCR and EXPIRE its retry count.
+    The claim script did all three; this answers that transaction from what it returned, once."""
+
+    def __init__(self, answer: tuple[Any, ...]) -> None:
+        self.answer = answer
+
+    def pipeline(self, transaction: bool = True) -> _ClaimedJob:
+        return self
+
+    async def __aenter__(self) -> _ClaimedJob:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def get(self, *args: Any) -> None:
+        pass
+
+    def incr(self, *args: Any) -> None:
+        pass
+
+    def expire(self, *args: Any) -> None:
+        pass
+
+    async def execute(self) -> list[Any]:
+        _claimed_job.set(None)  # every later use of the pool in this job is the real one
+        return list(self.answer)
+
 
 _FREE_CLAIM_LUA = """
 -- KEYS: in-progress key; ARGV: the claim token that set it
@@ -54,6 +103,9 @@ class WakeableWorker(Worker):
         self._token_prefix = new_id("w") + ":"  # claims: <this worker>:<n>
         self._claims = 0
         self._claimed: dict[str, tuple[str, float]] = {}  # job id → (claim token, loop time before the claim)
+        self._loaded: dict[str, tuple[Any, ...]] = {}  # job id → what its claim read for run_job
+        if self.allow_abort_jobs:
+            raise ValueError("WakeableWorker never aborts jobs")  # run_job's first transaction would differ
         self._freeing: set[asyncio.Task[None]] = set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
@@ -75,10 +127,12 @@ class WakeableWorker(Worker):
             token = f"{self._token_prefix}{self._claims}"  # the in-progress key's value: ours, not another's
             claimed_at = self.loop.time()  # no later than the in-progress key's start
             try:
-                score = await self._claim_job(
-                    keys=[in_progress_key_prefix + job_id, self.queue_name],
+                claimed = await self._claim_job(
+                    keys=[in_progress_key_prefix + job_id, self.queue_name, job_key_prefix + job_id,
+                          retry_key_prefix + job_id],
                     args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000), token],
                 )
+                score = claimed[0] if claimed else None
             except BaseException:  # Redis away, the claim may have been made: give the slot back
                 score = None       # (each blip kept one for good: after max_jobs, no job was taken)
                 self._freeing.add(self.loop.create_task(self._free(job_id, token, claimed_at)))
@@ -90,6 +144,7 @@ class WakeableWorker(Worker):
             if not score:
                 continue
             self._claimed[job_id] = (token, claimed_at)
+            self._loaded[job_id] = (claimed[1], int(claimed[2]), True)
             task = self.loop.create_task(self.run_job(job_id, int(score)))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
@@ -98,7 +153,10 @@ class WakeableWorker(Worker):
         """arq's run_job. When Redis fails over under the job's own start or finish (the job's
         function turns Redis errors into a retry itself), the job is freed for the next poll
         instead of waiting for its in-progress key to expire (job timeout + 10 s); it is safe to
-        run again, like every job here."""
+        run again, like every job here. The job's bytes and try come from its claim."""
+        loaded = self._loaded.pop(job_id, None)
+        if loaded is not None:
+            _claimed_job.set(loaded)
         try:
             await super().run_job(job_id, score)
         except Exception as exc:  # noqa: BLE001 - only Redis's "not now" is ridden out
@@ -124,6 +182,13 @@ class WakeableWorker(Worker):
         finally:
             self._freeing.discard(asyncio.current_task())  # type: ignore[arg-type]
 
+    @property
+    def pool(self) -> ArqRedis:
+        """arq's pool; in a job's task before run_job's first transaction, that transaction
+        answered from the job's claim."""
+        loaded = _claimed_job.get()
+        return cast(ArqRedis, self._pool if loaded is None else _ClaimedJob(loaded))
+
     async def main(self) -> None:  # mirrors arq.Worker.main, with BLPOP in place of sleep
         if self._pool is None:
             self._pool = ArqRedis(
@@ -136,6 +201,7 @@ class WakeableWorker(Worker):
             )
         self._claim_job = self.pool.register_script(_CLAIM_JOB_LUA)
         self._free_claim = self.pool.register_script(_FREE_CLAIM_LUA)
+        self._finish_job = self.pool.register_script(_FINISH_JOB_LUA)
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
@@ -186,6 +252,8 @@ class WakeableWorker(Worker):
 
     async def finish_job(self, job_id: str, finish: bool, result_data: bytes | None, result_timeout_s: float | None,
                          keep_result_forever: bool, incr_score: int | None, keep_in_progress: float | None) -> None:
+        if finish and not result_data and keep_in_progress is None:  # the usual end: one script
+            return await self._finish(job_id)
         async with self.pool.pipeline(transaction=True) as tr:
             delete_keys = []
             in_progress_key = in_progress_key_prefix + job_id
@@ -206,10 +274,12 @@ class WakeableWorker(Worker):
             await tr.execute()
 
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
-        async with self.pool.pipeline(transaction=True) as tr:
-            tr.delete(retry_key_prefix + job_id, in_progress_key_prefix + job_id, job_key_prefix + job_id)
-            tr.zrem(self.queue_name, job_id)
-            await tr.execute()  # keep_result=0: no result is kept
+        await self._finish(job_id)  # keep_result=0: no result is kept
+
+    async def _finish(self, job_id: str) -> None:
+        """The job done with: its in-progress mark, retry count and bytes gone, out of the queue."""
+        await self._finish_job(keys=[in_progress_key_prefix + job_id, retry_key_prefix + job_id,
+                                     job_key_prefix + job_id, self.queue_name], args=[job_id])
 
 
 __all__ = ["WakeableWorker"]

@@ -23,6 +23,7 @@ message in checks the message's state in its own transaction. The changes themse
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -41,7 +42,6 @@ from normalizer.schema import (
     OutboundMessage,
 )
 from normalizer.status import parse_status_query, status_text
-from plugins.locks import RedisLock
 from plugins.manager import GatewayPlugins
 from router import cases, payment_check, repeats, routing, templates
 from router.categoriser import Categorised
@@ -50,11 +50,14 @@ from router.context import WorkerContext, context_of
 from router.delivery import deliver, send_unrecorded
 from router.evidence_fetch import announce
 from router.facts import facts_of
+from router.sender_lock import SenderLock
 from router.store import ComplaintStore, NotFound, PlannedJob, is_open
 
 log = logging.getLogger("gateway.worker")
 
 CONTACT_LOCK_MS = 15_000
+#: How often a message whose sender's lock is held asks again.
+LOCK_POLL_S = 0.02
 #: An enricher's answer about the payment records (``router.payment_check`` records it on its own).
 PAYMENT_CHECK_KEYS = frozenset({"payment_check", "retry_after_seconds"})
 
@@ -63,20 +66,26 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     """One message at a time per sender: two messages a customer sends a moment apart must see
     each other (the second is a repeat of the first, not a second case)."""
     w = context_of(ctx)
-    store = w.store
-    contact = await store.r.hget(store.keys.msg(message_id), "contact")
-    if not contact:
-        return await _process_message(w, message_id)
-    lock = RedisLock(store.r, store.keys.contact_lock(contact.decode()), CONTACT_LOCK_MS)
-    if not await lock.wait(CONTACT_LOCK_MS / 1000):
-        raise Retry(defer=1)
+    lock = SenderLock(w.store, message_id, CONTACT_LOCK_MS)
+    deadline = asyncio.get_running_loop().time() + CONTACT_LOCK_MS / 1000
+    while True:
+        taken = await lock.take()
+        if not taken.sender:  # gone, or done already: nothing to lock
+            return await _process_message(w, message_id, None)
+        if taken.held:
+            break
+        if asyncio.get_running_loop().time() > deadline:
+            raise Retry(defer=1)
+        await asyncio.sleep(LOCK_POLL_S)
     try:
-        return await _process_message(w, message_id)
+        return await _process_message(w, message_id, taken.after_resolved)
     finally:
         await lock.release()
 
 
-async def _process_message(w: WorkerContext, message_id: str) -> str:
+async def _process_message(w: WorkerContext, message_id: str, after_resolved: str | None) -> str:
+    """``after_resolved``: the resolved case the sender's next message answers, read under the
+    sender's lock ("" = none; ``None``: not read yet)."""
     prepared = await prepare(w.store, message_id)
     if isinstance(prepared, str):
         return prepared
@@ -84,7 +93,7 @@ async def _process_message(w: WorkerContext, message_id: str) -> str:
     case_asked = parse_status_query(message.text)
     if case_asked:
         return await answer_status(w, message, case_asked)
-    taken = await into_existing_case(w, message)
+    taken = await into_existing_case(w, message, after_resolved)
     if taken is not None:
         return taken
     customer_id = fields["customer_id"]
@@ -143,9 +152,10 @@ async def answer_status(w: WorkerContext, message: InboundMessage, case_number: 
 # -- 3. an existing case: follow-up, survey answer, reopening ---------------------------------
 
 
-async def into_existing_case(w: WorkerContext, message: InboundMessage) -> str | None:
+async def into_existing_case(w: WorkerContext, message: InboundMessage, after_resolved: str | None = None) -> str | None:
     """The message joins a case it names (or, after resolution, the case its sender was last
-    told about); ``None``: it is about something new (an old closed case it names is let go)."""
+    told about: ``after_resolved``, when read already); ``None``: it is about something new (an
+    old closed case it names is let go)."""
     store = w.store
     target = None
     if message.complaint_ref:
@@ -154,7 +164,7 @@ async def into_existing_case(w: WorkerContext, message: InboundMessage) -> str |
         except NotFound:
             target = None
     if target is None or not is_open(target):
-        resolved = target if target is not None else await recently_resolved(store, message)
+        resolved = target if target is not None else await recently_resolved(store, message, after_resolved)
         if resolved is not None and within_reopen_window(w, resolved):
             return await cases.survey_or_reopen(store, resolved, message, policy=await w.deadline_policy(),
                                                 now=w.now(), listeners=w.plugins.has_listeners)
@@ -183,13 +193,17 @@ async def find_complaint(store: ComplaintStore, ref: str) -> Complaint:
     return await store.get(ref)
 
 
-async def recently_resolved(store: ComplaintStore, message: InboundMessage) -> Complaint | None:
-    """The resolved case whose survey or reopening this sender's next message may be."""
-    cid = await store.r.get(cases.after_key(store, message.sender))
-    if cid is None:
+async def recently_resolved(store: ComplaintStore, message: InboundMessage,
+                            complaint_id: str | None = None) -> Complaint | None:
+    """The resolved case whose survey or reopening this sender's next message may be
+    (``complaint_id``: which case that is, when read already; "" = none)."""
+    if complaint_id is None:
+        raw = await store.r.get(cases.after_key(store, message.sender))
+        complaint_id = raw.decode() if raw else ""
+    if not complaint_id:
         return None
     try:
-        complaint = await store.get(cid.decode())
+        complaint = await store.get(complaint_id)
     except NotFound:
         return None
     return None if is_open(complaint) else complaint

@@ -160,7 +160,11 @@ class Keys:
 
     def after_resolved(self, contact: Any) -> str:
         """Which resolved case a contact's next message answers (survey score or reopening)."""
-        return f"{self.p}after:{contact.kind}:{contact.value}"
+        return self.after_resolved_label(f"{contact.kind}:{contact.value}")
+
+    def after_resolved_label(self, contact_label: str) -> str:
+        """``after_resolved`` by the contact's label, ``kind:value`` (as a message record holds it)."""
+        return f"{self.p}after:{contact_label}"
 
     # -- skill queues and leases -------------------------------------------------------------
 

@@ -17,14 +17,28 @@ _json_encoder = msgspec.json.Encoder()
 _complaint_decoder = msgspec.json.Decoder(Complaint)
 
 
-def _strip(value: Any) -> Any:
+def _strip(value: dict[str, Any]) -> dict[str, Any]:
     """Drop None, empty lists and empty dicts (every such field has that default, so decoding
-    restores them): stored complaints carry only what they say."""
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if v is not None and v != [] and v != {}}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
+    restores them): stored complaints carry only what they say. Only containers are walked into
+    (a complaint is mostly strings)."""
+    out = {}
+    for k, v in value.items():
+        if v is None:
+            continue
+        kind = type(v)
+        if kind is dict:
+            if v:
+                out[k] = _strip(v)
+        elif kind is list:
+            if v:
+                out[k] = _strip_list(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _strip_list(values: list[Any]) -> list[Any]:
+    return [_strip(v) if type(v) is dict else _strip_list(v) if type(v) is list else v for v in values]
 
 
 def encode_complaint(complaint: Complaint, replace: dict[str, str] | None = None) -> bytes:

@@ -26,10 +26,9 @@ _CLAIM_JOB_LUA = """
 -- Claims the job (not running elsewhere, still queued, due) and, claimed, does what arq's run_job
 -- does first: the job's bytes and its try (the retry count, incremented). Answers false, or
 -- {score, job bytes (nil: expired), try}.
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
-redis.call('PSETEX', KEYS[1], ARGV[3], ARGV[4])
+if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'PX', ARGV[3]) then return false end  -- running elsewhere
 local job = redis.call('GET', KEYS[3])
 local try = redis.call('INCR', KEYS[4])
 redis.call('EXPIRE', KEYS[4], 88400)

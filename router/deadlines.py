@@ -7,7 +7,9 @@
 - optional business hours (7 × 24 by default): allowances then count working time only.
 
 Timers are members of one Redis sorted set scored by their due time (ms):
-``<complaint id>|<deadline kind>|<warn or due>|<generation>``.
+``<complaint id>|<deadline kind>|<warn or due>|<generation>``. A running deadline has one timer at a
+time: its warning while that is still to come, else its due time (the warning's firing sets the
+due timer in the same change), so a new case writes two deadline timers, not four.
 """
 
 from __future__ import annotations
@@ -306,14 +308,14 @@ class DeadlinePolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def timer_members(complaint_id: str, deadline: Deadline) -> dict[str, int]:
-    """The timers a running deadline needs: member → due ms."""
+    """The timer a running deadline needs now (member → due ms): its warning while that is still
+    to come, else its due time."""
     if deadline.state != "running":
         return {}
     base = f"{complaint_id}|{deadline.kind}"
-    members = {f"{base}|due|{deadline.gen}": int(deadline.due.timestamp() * 1000)}
     if deadline.warn_at is not None and not deadline.warned:
-        members[f"{base}|warn|{deadline.gen}"] = int(deadline.warn_at.timestamp() * 1000)
-    return members
+        return {f"{base}|warn|{deadline.gen}": int(deadline.warn_at.timestamp() * 1000)}
+    return {f"{base}|due|{deadline.gen}": int(deadline.due.timestamp() * 1000)}
 
 
 def parse_member(member: str) -> tuple[str, str, str, int] | None:

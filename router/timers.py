@@ -225,6 +225,7 @@ async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", m
             deadline.warned = True
             complaint.history.append(HistoryEvent(at=now, actor="system", action="sla_warning", detail=detail))
             effects.jobs.append(event_job(complaint, "sla_warning", "system", detail, at=now))
+            schedule(store, effects, cid, [deadline])  # its due time's timer, in the same change
             outcome["result"] = "warned"
             return
         if deadline.warn_at is not None and not deadline.warned:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
@@ -54,10 +54,10 @@ class _ClaimedJob:
     def __init__(self, answer: tuple[Any, ...]) -> None:
         self.answer = answer
 
-    def pipeline(self, transaction: bool = True) -> _ClaimedJob:
+    def pipeline(self, transaction: bool = True) -> Self:
         return self
 
-    async def __aenter__(self) -> _ClaimedJob:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -50,14 +50,25 @@ LEASE_MS = 30_000
 BATCH = 200
 
 _CLAIM_LUA = """
--- KEYS: timers, in flight; ARGV: now ms, lease ms, limit
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
-local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
-for i = 1, #due, 2 do
-  redis.call('ZREM', KEYS[1], due[i])
-  redis.call('ZADD', KEYS[2], until_ms, due[i] .. '@' .. due[i + 1])
+-- KEYS: timers, in flight; ARGV: now ms, lease ms, limit, tick ms
+-- Claims up to limit timers due now (each into the in-flight set with its lease); answers the
+-- due time of the next timer within a tick ('' = none), then the claimed members and due times.
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[3])
+local soon = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + tonumber(ARGV[4]), 'WITHSCORES', 'LIMIT', 0, limit + 1)
+local until_ms = now + tonumber(ARGV[2])
+local out = {''}
+for i = 1, #soon, 2 do
+  if tonumber(soon[i + 1]) > now or #out > limit * 2 then
+    out[1] = soon[i + 1]
+    break
+  end
+  redis.call('ZREM', KEYS[1], soon[i])
+  redis.call('ZADD', KEYS[2], until_ms, soon[i] .. '@' .. soon[i + 1])
+  out[#out + 1] = soon[i]
+  out[#out + 1] = soon[i + 1]
 end
-return due
+return out
 """
 
 _REQUEUE_LUA = """
@@ -271,6 +282,7 @@ class TimerLoop:
         self.claim = self.store.r.register_script(_CLAIM_LUA)
         self.requeue = self.store.r.register_script(_REQUEUE_LUA)
         self.fired = 0
+        self.next_due_ms: int | None = None
         #: Ticks completed. Once it has grown by two since a moment (and fewer than ``BATCH``
         #: timers were due), every timer due at that moment has been fired or found stale: tests
         #: wait for that before checking that something did not happen.
@@ -280,8 +292,11 @@ class TimerLoop:
         """Fire everything due now; answers how many."""
         await self.clock.refresh()
         k = self.store.keys
-        due = await self.claim(keys=[k.timers, k.timers_inflight], args=[self.clock.now_ms(), LEASE_MS, BATCH])
-        pairs = [(due[i].decode(), int(float(due[i + 1]))) for i in range(0, len(due), 2)]
+        now_ms = self.clock.now_ms()
+        answer = await self.claim(keys=[k.timers, k.timers_inflight], args=[now_ms, LEASE_MS, BATCH, TICK_MS])
+        #: when the next timer within a tick falls due (``None``: none does), as the claim saw it
+        self.next_due_ms = int(float(answer[0])) if answer[0] else None
+        pairs = [(answer[i].decode(), int(float(answer[i + 1]))) for i in range(1, len(answer), 2)]
         if pairs:
             await asyncio.gather(*(self._fire_one(m, d) for m, d in pairs))
         self.ticks += 1
@@ -302,7 +317,6 @@ class TimerLoop:
 
     async def run(self) -> None:
         """Until cancelled: fire what is due, then sleep until the next due time (≤ one tick)."""
-        k = self.store.keys
         last_requeue = 0.0
         while True:
             try:
@@ -312,8 +326,9 @@ class TimerLoop:
                     last_requeue = time.monotonic()
                 if fired >= BATCH:
                     continue
-                nxt = await self.store.r.zrange(k.timers, 0, 0, withscores=True)
-                wait_ms = TICK_MS if not nxt else max(1, min(TICK_MS, int(nxt[0][1]) - self.clock.now_ms()))
+                # the claim said when the next timer within a tick falls due: no second look
+                nxt = self.next_due_ms
+                wait_ms = TICK_MS if nxt is None else max(1, min(TICK_MS, nxt - self.clock.now_ms()))
                 await asyncio.sleep(wait_ms / 1000)
             except asyncio.CancelledError:
                 raise

@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import msgspec
 import pluggy
@@ -246,18 +246,27 @@ class GatewayPlugins:
         plugin = self.pm.get_plugin(plugin_name)
         return bool(getattr(plugin, "needs_personal_data", False))
 
-    async def _call_each_private(self, hook_name: str, full: dict[str, Any], masked: dict[str, Any], *,
+    async def _call_each_private(self, hook_name: str, full: dict[str, Any], masked: Callable[[], dict[str, Any]], *,
                                  first: bool = False, only: str | None = None) -> list[tuple[str, Any]]:
         """Call every implementation on its own (awaiting async ones); a raising plugin is counted
         and skipped. A plugin sees personal data (card, ID and phone numbers, e-mail addresses)
-        only if it declares ``needs_personal_data = True``; the others get the ``masked`` copies.
+        only if it declares ``needs_personal_data = True``; the others get the masked copies,
+        which ``masked`` makes (once, and only when such a plugin is called: masking is most of
+        the cost of asking no plugin at all).
         ``first``: stop at the first answer (firstresult hooks); ``only``: call that plugin alone."""
         results = []
+        masked_args: dict[str, Any] | None = None
         for plugin_name, fn in self._impls(hook_name):
             if only is not None and plugin_name != only:
                 continue
+            if self._needs_personal_data(plugin_name):
+                args = full
+            else:
+                if masked_args is None:
+                    masked_args = masked()
+                args = masked_args
             try:
-                value = fn(**(full if self._needs_personal_data(plugin_name) else masked))
+                value = fn(**args)
                 if inspect.isawaitable(value):
                     value = await value
             except Exception as exc:
@@ -318,7 +327,7 @@ class GatewayPlugins:
 
     async def classify(self, message: InboundMessage) -> tuple[str, Classification] | None:
         found = await self._call_each_private("classify_message", {"message": message},
-                                              {"message": masked_message(message)}, first=True)
+                                              lambda: {"message": masked_message(message)}, first=True)
         return found[0] if found else None
 
     async def fetch_evidence(self, evidence: Any, channel: str, services: GatewayServices) -> tuple[bytes, str] | None:
@@ -337,11 +346,11 @@ class GatewayPlugins:
         again later, without asking the others a second time)."""
         return await self._call_each_private(
             "enrich_complaint", {"complaint": complaint, "message": message},
-            {"complaint": masked_complaint(complaint), "message": masked_message(message)}, only=only)
+            lambda: {"complaint": masked_complaint(complaint), "message": masked_message(message)}, only=only)
 
     async def emit(self, event: ComplaintEvent, complaint: Complaint) -> None:
         await self._call_each_private("complaint_event", {"event": event, "complaint": complaint},
-                                      {"event": event, "complaint": masked_complaint(complaint)})
+                                      lambda: {"event": event, "complaint": masked_complaint(complaint)})
 
     @property
     def has_listeners(self) -> bool:

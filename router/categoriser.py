@@ -53,15 +53,16 @@ class Categorised:
 
 async def categorise_message(plugins: GatewayPlugins, message: InboundMessage,
                              model: "ModelCache | None" = None) -> Categorised:
-    """The message's category and how it was decided (see the module's docstring)."""
-    keyword = categorise(message.text, message.category_hint)
-    if keyword.source == "hint":
-        return Categorised(keyword.category, await _formal(model, message.text, keyword.formal_complaint), "hint")
+    """The message's category and how it was decided (see the module's docstring). The keyword
+    rules run only where their answer is used (the model decides most messages)."""
+    hint = message.category_hint
+    if hint is not None and hint in CATEGORIES:
+        return Categorised(hint, await _formal(model, message.text), "hint")
     verdict = await plugins.classify(message)
     if verdict is not None:
         plugin_name, classification = verdict
         if classification.category in CATEGORIES:
-            formal = classification.formal_complaint or await _formal(model, message.text, keyword.formal_complaint)
+            formal = classification.formal_complaint or await _formal(model, message.text)
             return Categorised(classification.category, formal, f"plugin:{plugin_name}")
         plugins.errors[plugin_name] += 1
         log.error("plugin %s classified into unknown category %r; ignored", plugin_name, classification.category)
@@ -71,6 +72,7 @@ async def categorise_message(plugins: GatewayPlugins, message: InboundMessage,
         category = p.category if p.category in CATEGORIES else "other"
         return Categorised(category, p.formal_complaint, f"model:{version}", p.confidence, p.runner_up,
                            p.runner_up_confidence)
+    keyword = categorise(message.text)
     return Categorised(keyword.category, keyword.formal_complaint, keyword.source)
 
 
@@ -86,11 +88,11 @@ async def _predict(model: "ModelCache | None", text: str) -> tuple[str, Any] | N
     return current.version, current.predict(text)
 
 
-async def _formal(model: "ModelCache | None", text: str, keyword_formal: bool) -> bool:
+async def _formal(model: "ModelCache | None", text: str) -> bool:
     """The formal flag when the category came from elsewhere: the model's formal rules when the
     model is in use, else the keyword list's."""
     if model is None:
-        return keyword_formal
+        return categorise(text).formal_complaint
     from router.understanding.formal import formal_verdict
 
     return formal_verdict(text).formal_complaint

@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from gateway.embedded_redis import stop_embedded_redis
 from tests.conftest import ROOT, free_port
 from tests.integration.test_run_command import start_run, stop_run
 
@@ -32,6 +33,7 @@ def test_the_readme_walks_an_appeal_from_the_first_message_to_the_refund_notice(
                               capture_output=True, text=True, timeout=120)
     finally:
         stop_run(proc)
+        stop_embedded_redis(tmp_path / "var")  # `gateway run` leaves its Redis up for the next run
     assert done.returncode == 0, done.stderr
     out = done.stdout.splitlines()
     assert out[0] == "true"  # the duplicate charge confirmed from the payment records

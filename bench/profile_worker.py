@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cost import app_requests, corpus_texts  # noqa: E402
+from cost import app_requests, corpus_texts, long_deadlines  # noqa: E402
 from loadgen import open_loop  # noqa: E402
 from stack import Cluster  # noqa: E402
 
@@ -192,6 +192,7 @@ def main() -> None:
         cluster = Cluster(Path(tmp), gateways=1, workers=0, extra_env=extra)
         cluster.start()
         try:
+            long_deadlines(cluster)  # no deadline timer falls due while the worker drains
             port = cluster.gw_ports[0]
             sent = asyncio.run(open_loop("127.0.0.1", port, app_requests(port, f"p{os.getpid():x}", corpus_texts()),
                                          rate=args.rate, seconds=args.messages / args.rate))

@@ -93,7 +93,9 @@ class Stack:
         env = {**os.environ, "REDIS_URL": self.redis_url, "GATEWAY_REDIS_PREFIX": self.prefix,
                "GATEWAY_APP_KEYS": f"app:{APP_KEY}", "GATEWAY_AGENT_TOKENS": "a:bench-agent-01",
                "GATEWAY_VAR_DIR": str(self.tmp / "var"), "GATEWAY_PLUGINS": str(ROOT / "plugins.toml"),
-               "GATEWAY_LOG_LEVEL": "WARNING", **self.extra_env}
+               "GATEWAY_LOG_LEVEL": "WARNING",
+               "PAYMENT_RECORDS_DEMO": "false",  # no payment-records system in the benchmark (see bench/stack.py)
+               **self.extra_env}
         log = open(self.tmp / "processes.log", "ab")
         self.procs.append(subprocess.Popen(server_cmd(self.server, "gateway.asgi:app", self.gw_port), env=env, cwd=ROOT,
                                            stdout=log, stderr=log))

@@ -54,6 +54,9 @@ class Cluster:
                     "GATEWAY_SUPERVISOR_TOKENS": "s:bench-supervisor-01",
                     "GATEWAY_VAR_DIR": str(tmp / "var"), "GATEWAY_PLUGINS": str(ROOT / "plugins.toml"),
                     "GATEWAY_LOG_LEVEL": "WARNING",
+                    # no payment-records system here: the example plugins.toml would look charges up in its demo
+                    # records at GATEWAY_PUBLIC_URL (a signing-only address in benchmarks) and retry for minutes
+                    "PAYMENT_RECORDS_DEMO": "false",
                     "SOAK_JOBLOG": str(self.joblog_dir),
                     **SIGNING_ENV, **sink_env(f"http://127.0.0.1:{self.sink_port}"), **(extra_env or {})}
 

@@ -31,7 +31,6 @@ from typing import Any
 import msgspec
 from arq import Retry
 
-from normalizer.ids import dt_to_ms
 from normalizer.schema import (
     PAYMENT_CHECK_STATES,
     Complaint,
@@ -43,7 +42,7 @@ from plugins.manager import GatewayPlugins
 from router import routing
 from router.context import context_of, job_try
 from router.jobs import PAYMENT_LOOKUP, payment_lookup_job
-from router.store import ComplaintStore, Conflict, NotFound, PlannedJob, TxEffects, is_open, queue_score
+from router.store import Conflict, NotFound, PlannedJob, TxEffects, is_open
 
 log = logging.getLogger("gateway.worker")
 
@@ -161,16 +160,6 @@ def opening_message(complaint: Complaint) -> InboundMessage:
         transaction_id=complaint.transaction_id, amount=complaint.amount)
 
 
-def requeue_at_priority(store: ComplaintStore, complaint: Complaint, effects: TxEffects) -> None:
-    """A case waiting in its skill queue moves to its new priority there (a claimed one is in no
-    queue and stays out: ``xx``)."""
-    if not complaint.skill:
-        return
-    score = queue_score(complaint.priority, dt_to_ms(complaint.created_at))
-    key = store.keys.queue(complaint.skill)
-    effects.ops.append(lambda pipe: pipe.zadd(key, {complaint.id: score}, xx=True))
-
-
 async def ask_again(plugins: GatewayPlugins, complaint: Complaint, plugin_name: str, now: datetime) -> Lookup:
     """The plugin's answer now; no usable answer (it was switched off, or failed) counts as given up."""
     reason = "the plugin gave no answer"
@@ -212,12 +201,9 @@ async def payment_lookup(ctx: dict[str, Any], complaint_id: str, plugin_name: st
         if not _due(current, plugin_name, attempt):
             raise Conflict("payment_check_settled", complaint_id)  # this try was recorded already
         lookup.check.tries = attempt if is_open(complaint) else attempt - 1
-        before = current.priority
-        job = record(current, plugin_name, lookup, datetime.now(timezone.utc))
-        if job is not None:
+        job = record(current, plugin_name, lookup, datetime.now(timezone.utc))  # a raised priority re-ranks
+        if job is not None:                                                      # its queue in store.update
             effects.jobs.append(job)
-        if current.priority != before:
-            requeue_at_priority(store, current, effects)
 
     try:
         await store.update(complaint_id, change)

@@ -28,7 +28,7 @@ from gateway.auth import ROLE_AGENT, ROLE_SUPERVISOR, principal_of, roles_guard
 from gateway.console_figures import charts, desk_timezone, first_response_standard, trend
 from gateway.views import complaint_json
 from normalizer.categories import CATEGORY_NAMES
-from normalizer.ids import now_ms
+from normalizer.ids import dt_to_ms, now_ms
 from normalizer.schema import ComplaintStatus
 from normalizer.status import STATUS_WORDS
 from plugins.problems import ProblemError
@@ -263,7 +263,7 @@ class ConsoleController(Controller):
         if (until - since) / step > 1440:
             raise ProblemError(422, "too_many_points", "At most 1440 points: a longer step, or fewer hours.",
                                field="step_minutes")
-        opened_after = int((since - CHART_LOOKBACK).timestamp() * 1000)
+        opened_after = dt_to_ms(since - CHART_LOOKBACK)
         ids = await store.r.zrevrangebyscore(store.keys.idx_all, "+inf", opened_after, start=0, num=CHART_LIMIT)
         complaints = await store.get_many([i.decode() for i in ids])
         policy = await load_policy(store)
@@ -280,7 +280,7 @@ class ConsoleController(Controller):
                     days: Annotated[int, QueryParameter(ge=1, le=92)] = 14) -> dict[str, Any]:
         store: ComplaintStore = services.store
         now = datetime.now(timezone.utc)
-        opened_after = int((now - timedelta(days=days + 1)).timestamp() * 1000)
+        opened_after = dt_to_ms(now - timedelta(days=days + 1))
         ids = [i.decode() for i in await store.r.zrevrangebyscore(store.keys.idx_all, "+inf", opened_after,
                                                                   start=0, num=TREND_LIMIT)]
         complaints = []

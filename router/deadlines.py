@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 
 from normalizer.categories import CATEGORIES
+from normalizer.ids import dt_to_ms
 from normalizer.schema import REFUND_METHODS, Complaint, Deadline
 
 FIRST_RESPONSE, RESOLUTION = "first_response", "resolution"
@@ -314,8 +315,8 @@ def timer_members(complaint_id: str, deadline: Deadline) -> dict[str, int]:
         return {}
     base = f"{complaint_id}|{deadline.kind}"
     if deadline.warn_at is not None and not deadline.warned:
-        return {f"{base}|warn|{deadline.gen}": int(deadline.warn_at.timestamp() * 1000)}
-    return {f"{base}|due|{deadline.gen}": int(deadline.due.timestamp() * 1000)}
+        return {f"{base}|warn|{deadline.gen}": dt_to_ms(deadline.warn_at)}
+    return {f"{base}|due|{deadline.gen}": dt_to_ms(deadline.due)}
 
 
 def parse_member(member: str) -> tuple[str, str, str, int] | None:

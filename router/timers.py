@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable
 
 from router import metrics
 from router.store import ComplaintStore, Conflict, NotFound, TxEffects
+from normalizer.ids import dt_to_ms
 from normalizer.schema import Complaint, HistoryEvent
 from router.jobs import event_job
 from router.deadlines import (
@@ -147,7 +148,7 @@ def register_step(kind: str, step: TimerStep) -> None:
 def plan(store: ComplaintStore, effects: TxEffects, member: str, at: datetime) -> None:
     """Set a timer of a registered kind to fire at ``at`` (moved if it is set already: one member,
     one due time), in the change's transaction."""
-    due_ms = int(at.timestamp() * 1000)
+    due_ms = dt_to_ms(at)
     effects.ops.append(lambda pipe: pipe.zadd(store.keys.timers, {member: due_ms}))
 
 
@@ -243,7 +244,7 @@ async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", m
             # its warning came due first but has not fired (both fell due together: no worker ran,
             # or one died holding them): the warning goes first, once, whichever timer wins the race
             deadline.warned = True
-            warn_ms = int(deadline.warn_at.timestamp() * 1000)
+            warn_ms = dt_to_ms(deadline.warn_at)
             warning = {**detail, "late_ms": str(max(0, clock.now_ms() - warn_ms))}
             complaint.history.append(HistoryEvent(at=now, actor="system", action="sla_warning", detail=warning))
             effects.jobs.append(event_job(complaint, "sla_warning", "system", warning, at=now))
@@ -257,7 +258,7 @@ async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", m
         effects.jobs.append(event_job(complaint, "sla_breached", "system", detail, at=now))
         if "escalated" not in complaint.tags:
             complaint.tags.append("escalated")
-        created_ms = int(complaint.created_at.timestamp() * 1000)
+        created_ms = dt_to_ms(complaint.created_at)
         effects.ops.append(lambda pipe: pipe.zadd(store.keys.queue(policy.escalation_queue),
                                                   {complaint.id: created_ms}))
         effects.ops.append(lambda pipe: pipe.sadd(store.keys.skills, policy.escalation_queue))

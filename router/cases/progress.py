@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from normalizer.ids import dt_to_ms
 from normalizer.schema import Complaint, HistoryEvent, Reply
 from router import timers
 from router.cases.catalogue import describe
@@ -58,10 +59,6 @@ KIND = "progress"  # the timers' kind and the replies' kind
 #: customer meanwhile.
 HELD_BY_GAP = frozenset({"taken"})
 PERIODIC = "due"  # the periodic update's timer phase
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
 
 
 def periodic_member(complaint_id: str) -> str:
@@ -130,7 +127,7 @@ def announce(store: ComplaintStore, complaint: Complaint, effects: TxEffects, ch
     at = policy.release(max(now, gap_ends))
     if at <= now:
         return send(store, complaint, effects, change, now, policy)
-    timers.plan(store, effects, f"{complaint.id}|{KIND}|{change}|{_ms(now)}", at)
+    timers.plan(store, effects, f"{complaint.id}|{KIND}|{change}|{dt_to_ms(now)}", at)
     complaint.history.append(HistoryEvent(at=now, actor="system", action="progress_held", detail={
         "change": change, "until": at.isoformat(), "why": "min_gap" if at == gap_ends else "quiet_hours"}))
     return None
@@ -157,7 +154,7 @@ async def fire(store: ComplaintStore, complaint_id: str, phase: str, gen: int, n
                 timers.plan(store, effects, periodic_member(complaint.id), complaint.next_update_at)
                 outcome["result"] = "rescheduled"
             else:
-                rid = reply_id_for(complaint.id, f"progress_{_ms(due)}")
+                rid = reply_id_for(complaint.id, f"progress_{dt_to_ms(due)}")
                 if any(r.id == rid for r in complaint.replies):
                     raise Conflict("stale_timer", complaint_id)
                 send(store, complaint, effects, "open", now, progress, reply_id=rid)

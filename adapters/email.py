@@ -46,6 +46,7 @@ from plugins.kit import (
 )
 from plugins.locks import RedisLock
 from normalizer.evidence import EvidenceRejected
+from normalizer.language import desk_language
 from normalizer.mail import MailParseError, ParsedMail, mail_digest, parse_mail
 from normalizer.schema import AUTOMATIC_REPLY_KINDS
 
@@ -511,7 +512,7 @@ class SmtpSender:
             base = original if original.lower().startswith(("re:", "回复:", "回复：")) else f"Re: {original}"
             subject = base if message.case_number in base else f"{base} {tag}"
         else:
-            lang = "zh" if message.language == "zh" else "en"
+            lang = desk_language(message.language)
             subject = f"{SUBJECTS.get(message.kind, SUBJECTS['agent'])[lang]} {tag}"
         mail["Subject"] = subject
         if message.thread.get("in_reply_to"):

@@ -14,3 +14,9 @@ def detect_language(text: str) -> str:
         return "en"
     latin = len(_LATIN.findall(text))
     return "zh" if cjk >= 3 or cjk >= 0.2 * (cjk + latin) else "en"
+
+
+def desk_language(language: str | None) -> str:
+    """The language the desk answers in: ``zh`` for Chinese, English for anything else (the two
+    languages every template and wording has)."""
+    return "zh" if language == "zh" else "en"

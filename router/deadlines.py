@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from normalizer.language import desk_language
 from normalizer.categories import CATEGORIES
 from normalizer.ids import dt_to_ms
 from normalizer.schema import REFUND_METHODS, Complaint, Deadline
@@ -197,7 +198,7 @@ class RefundPolicy(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def expected_wording(self, method: str, language: str) -> str:
         """When to expect the money, in ``language`` (English, then the default wording, if not given)."""
-        lang = "zh" if language == "zh" else "en"
+        lang = desk_language(language)
         texts = self.expected.get(method) or RefundPolicy().expected.get(method) or {}
         return texts.get(lang) or texts.get("en") or ""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from normalizer.language import desk_language
 from router.store.keys import Keys
 
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -140,7 +141,7 @@ async def refresh(redis: Any, keys: Keys | str, *, force: bool = False) -> None:
 
 
 def text_of(name: str, language: str) -> str:
-    lang = "zh" if language == "zh" else "en"
+    lang = desk_language(language)
     return _overrides.get(f"{name}.{lang}") or DEFAULTS[name][lang]
 
 

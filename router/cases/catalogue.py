@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from normalizer.language import desk_language
 from normalizer.schema import MaterialRequest
 
 #: Each kind of the catalogue (normalizer.schema.MATERIAL_KINDS) as the customer reads it.
@@ -36,14 +37,10 @@ SEPARATOR = {"zh": "、", "en": "; "}
 #: What happens once every material is in (``materials_received``'s ``{next}``).
 CARRY_ON = {"zh": "我们会继续处理您的案件。", "en": "We are carrying on with your case."}
 
-def _lang(language: str | None) -> str:
-    return "zh" if language == "zh" else "en"
-
-
 def name_of(item: MaterialRequest, language: str | None) -> str:
     """One item as the customer reads it: the catalogue's name, with the agent's note
     (for ``other`` the note is the name)."""
-    lang = _lang(language)
+    lang = desk_language(language)
     if item.note and item.kind == "other":
         return item.note
     if item.note:
@@ -53,7 +50,7 @@ def name_of(item: MaterialRequest, language: str | None) -> str:
 
 def describe(items: Iterable[MaterialRequest], language: str | None) -> str:
     """The items as one list in the customer's language."""
-    lang = _lang(language)
+    lang = desk_language(language)
     return SEPARATOR[lang].join(name_of(item, lang) for item in items)
 
 

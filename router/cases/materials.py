@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
+from normalizer.language import desk_language
 from normalizer.ids import new_id
 from normalizer.schema import (
     MATERIAL_KINDS,
@@ -73,10 +74,6 @@ def _keep_missing(complaint: Complaint) -> None:
     complaint.materials_missing = [m.kind for m in awaited(complaint)]
 
 
-def _lang(complaint: Complaint) -> str:
-    return "zh" if complaint.language == "zh" else "en"
-
-
 # -- asking -------------------------------------------------------------------------------------
 
 
@@ -114,7 +111,7 @@ async def request(store: ComplaintStore, complaint_id: str, *, items: Sequence[t
         complaint.materials.extend(asked)
         _keep_missing(complaint)
         complaint.stage = STAGE
-        lang = _lang(complaint)
+        lang = desk_language(complaint.language)
         text = templates.render("materials_request", lang, complaint.case_number, items=describe(asked, lang))
         if message:
             text = f"{text}\n{message}"
@@ -185,7 +182,7 @@ def complete(store: ComplaintStore, complaint: Complaint, effects: TxEffects, no
     received = [m for m in complaint.materials if m.state == RECEIVED]
     rid = reply_id_for(complaint.id, f"materials_received_{_requests_made(complaint)}")
     if received and not any(r.id == rid for r in complaint.replies):
-        lang = _lang(complaint)
+        lang = desk_language(complaint.language)
         notice(store, complaint, effects, "materials_received", kind=progress.KIND, reply_id=rid,
                items=describe(received, lang), next=CARRY_ON[lang])
         complaint.history.append(HistoryEvent(at=now, actor="system", action="materials_complete", public=True,
@@ -271,7 +268,7 @@ async def fire_reminder(store: ComplaintStore, complaint_id: str, phase: str, ge
             timers.plan(store, effects, f"{complaint.id}|{REMINDER}|{seq}|{gen}", release)
             outcome["result"] = "held"
             return
-        lang = _lang(complaint)
+        lang = desk_language(complaint.language)
         notice(store, complaint, effects, REMINDER, kind=progress.KIND, reply_id=rid,
                items=describe(awaited(complaint), lang))
         complaint.last_update_at = now

@@ -27,6 +27,7 @@ from decimal import Decimal
 import msgspec
 
 from normalizer.ids import dt_to_ms
+from normalizer.language import desk_language
 from normalizer.schema import ROOT_CAUSES, Amount, Complaint, ComplaintStatus, HistoryEvent, Refund
 from router import templates, timers
 from router.cases.answers import first_response, leave_queues
@@ -172,7 +173,7 @@ def conclude(store: ComplaintStore, complaint: Complaint, effects: TxEffects, *,
     complaint.history.append(HistoryEvent(at=now, actor=actor, action="resolved", public=True, detail=detail))
     effects.jobs.append(event_job(complaint, "resolved", actor, {"outcome": outcome}))
     if refund is not None:
-        lang = "zh" if complaint.language == "zh" else "en"
+        lang = desk_language(complaint.language)
         refund.expected = refunds.expected_wording(refund.method, lang)
         notice(store, complaint, effects, f"outcome_{refund.kind}", reason=reason,
                reply_id=reply_id_for(complaint.id, f"refund{refund.proposal}"), amount=_money(refund.amount),

@@ -33,6 +33,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from normalizer.ids import dt_to_ms
+from normalizer.language import desk_language
 from normalizer.schema import Complaint, HistoryEvent, Reply
 from router import timers
 from router.cases.catalogue import describe
@@ -88,7 +89,7 @@ def arm(store: ComplaintStore, complaint: Complaint, effects: TxEffects, policy:
 
 def wording(complaint: Complaint, change: str) -> tuple[str, str]:
     """(state, what happens next) in the customer's language; ``open`` says the stage it waits in."""
-    lang = "zh" if complaint.language == "zh" else "en"
+    lang = desk_language(complaint.language)
     state, next_step = CHANGES[change][lang]
     if change == "open" and complaint.stage in CHANGES:
         stage_state, next_step = CHANGES[complaint.stage][lang]

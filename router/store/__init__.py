@@ -3,7 +3,7 @@ concern lives in a module of its own:
 
 - ``keys``: every key name (``Keys``; channel plugins' own keys under ``keys.plugin(name, ...)``);
 - ``scripts``: the Lua scripts; ``codec``: how a complaint is stored;
-- ``messages``: intake, loading a message with its customer resolved, message state;
+- ``messages``: intake, message state; ``preparing``: loading a message with its customer resolved;
 - ``complaints``: opening, reading, changing and listing complaints;
 - ``queues``: skill queues, claims and leases, first-response due times;
 - ``deliveries``: the outbox, delivery states, provider ids, replica waits;
@@ -29,12 +29,13 @@ from router.store.complaints import Complaints, is_open
 from router.store.deliveries import DELIVERY_RANK, OUTBOUND_TTL_S, OUTBOX_GRACE_MS, Deliveries
 from router.store.keys import ARQ_JOB_PREFIXES, Keys, job_key
 from router.store.messages import IDEMPOTENCY_TTL_S, RAW_TTL_S, Messages, body_hash
+from router.store.preparing import Preparing
 from router.store.quarantine import Quarantine
 from router.store.queues import DEADLINE_NEAR_MS, Queues, queue_score
 from router.store.workers import Workers
 
 
-class ComplaintStore(Messages, Complaints, Queues, Deliveries, Quarantine, Workers, StoreBase):
+class ComplaintStore(Messages, Preparing, Complaints, Queues, Deliveries, Quarantine, Workers, StoreBase):
     """Reads and writes messages, complaints, queues and leases (``ComplaintStore(prefix)``, then
     ``bind(redis)``)."""
 

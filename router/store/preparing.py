@@ -1,0 +1,51 @@
+"""Loading a message for processing: its record, its sender resolved to a customer and that
+customer's open cases, in one round trip (``scripts.PREPARE_LUA``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from normalizer.ids import new_id, now_ms
+from normalizer.schema import InboundMessage, MessageStatus
+from router.store.base import StoreBase
+from router.store.keys import Keys
+
+_message_decoder = msgspec.msgpack.Decoder(InboundMessage)
+
+
+class Preparing(StoreBase):
+    async def prepare(self, mid: str) -> tuple[str, InboundMessage | None, dict[str, Any]]:
+        """Load message ``mid`` for processing and resolve its sender to a customer (a first
+        contact creates one; contacts the channel vouches for join the same customer unless they
+        are someone's already), in one round trip.
+
+        Returns (status, message, fields): status ``missing``, ``processed``, ``quarantined`` or
+        ``received``; message ``None`` when it is not to be processed or does not decode; fields
+        ``channel``, ``customer_id``, ``raw``, ``nodedup`` (an agent split this message off a
+        case: open a case of its own) and ``open_cases`` (complaint id → fingerprint bytes).
+        """
+        k = self.keys
+        result = await self._prepare_script(
+            keys=[k.msg(mid)],
+            args=[new_id("cus"), Keys.head(k.contact_label), now_ms(), *Keys.around(k.customer_history),
+                  *Keys.around(k.customer_contacts), *Keys.around(k.open_cases)],
+        )
+        values = [v.decode() if isinstance(v, bytes) and i != 1 else v for i, v in enumerate(result)]
+        status = values[0]
+        if status != "received" and status != MessageStatus.received.value:
+            fields = {"complaint_id": values[1]} if len(values) > 1 else {}
+            return status, None, fields
+        data, channel, customer = result[1], values[2], values[3]
+        flat = result[5] if len(result) > 5 else []
+        open_cases = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+        fields = {"channel": channel, "customer_id": customer, "raw": data, "nodedup": values[4] == "1",
+                  "open_cases": open_cases}
+        try:
+            return status, _message_decoder.decode(data), fields
+        except msgspec.DecodeError:
+            return status, None, fields
+
+
+__all__ = ["Preparing"]

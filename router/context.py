@@ -17,6 +17,7 @@ from plugins.contract import GatewayServices
 from plugins.manager import GatewayPlugins
 from plugins.settings import Settings
 from router.deadlines import DeadlinePolicy
+from router.incidents import Incidents
 from router.rules import Engine
 from router.rulestore import EngineCache, RuleStore
 from router.services import build_services
@@ -55,10 +56,14 @@ class WorkerContext:
     timers: TimerLoop | None = None
     #: Housekeeping, timers and pollers: cancelled at shutdown.
     background: list[asyncio.Task[Any]] = field(default_factory=list)
+    #: The incident check (many customers, one fault), with the settings' window.
+    incidents: Incidents = field(init=False)
 
     def __post_init__(self) -> None:
         self.policy = PolicyCache(self.store)
         self.rules = EngineCache(RuleStore(self.store.r, self.store.keys))
+        self.incidents = Incidents(self.store, self.settings.incident_window_minutes,
+                                   self.settings.incident_min_customers)
 
     @classmethod
     def of(cls, settings: Settings, store: ComplaintStore, plugins: GatewayPlugins | None = None,

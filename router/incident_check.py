@@ -1,6 +1,13 @@
-"""``consider_incident``: the job that links a new complaint to an incident (many customers, one
-fault) when it joins or forms one. Queued in the commit that opens the complaint
-(``router.cases.incident_job``)."""
+"""The incident check of a new complaint (many customers, one fault): linked to an incident when
+it joins or forms one.
+
+The commit that opens the complaint notes it in its category's window (``router.cases.
+open_complaint``); the pipeline decides at once, after the acknowledgement (``check_opened``).
+If Redis is away for that, the message's job is retried, and its retry — finding the message
+processed — runs the whole check again (``check_again``: note, decide, link; every step safe to
+run twice). ``consider_incident`` is the same check as a job of its own (still run for jobs
+queued by earlier versions).
+"""
 
 from __future__ import annotations
 
@@ -10,35 +17,51 @@ from typing import Any
 from arq import Retry
 
 from router import cases
-from router.context import context_of, job_try
-from router.incidents import Incidents
+from router.cases.opening import Opened
+from router.context import WorkerContext, context_of, job_try
 from router.redis_pool import redis_unavailable
 from router.store import NotFound
 
 log = logging.getLogger("gateway.worker")
 
 
-async def consider_incident(ctx: dict[str, Any], complaint_id: str, message_id: str) -> str:
-    """Many customers, one fault: link the new complaint to an incident when it joins or forms one.
-    A job of its own, so Redis being briefly away (a failover, a restart) retries it with backoff
-    instead of skipping it for good; every step is safe to run again."""
-    w = context_of(ctx)
-    settings, store = w.settings, w.store
-    incidents = Incidents(store, settings.incident_window_minutes, settings.incident_min_customers)
+async def check_opened(w: WorkerContext, opened: Opened) -> str:
+    """Decide on a complaint its commit just noted in the incident window."""
+    if not opened.incident_tokens:
+        return "none"
+    c = opened.complaint
+    text = c.messages[0].text if c.messages else ""
+    iid, linked = await w.incidents.decide(c.id, c.customer_id, c.category, text, opened.incident_tokens,
+                                           opened.noted_at, opened.incident_window)
+    return await _link(w, iid, linked)
+
+
+async def check_again(w: WorkerContext, complaint_id: str, message_id: str) -> str:
+    """The whole check for a complaint (noted again: safe when it was noted already)."""
     try:
-        try:
-            complaint = await store.get(complaint_id)
-        except NotFound:
-            return "missing"
-        text = next((m.text for m in complaint.messages if m.message_id == message_id), "")
-        iid, linked = await incidents.consider(complaint.id, complaint.customer_id, complaint.category, text)
-        if not iid:
-            return "none"
-        incident = await incidents.get(iid)
-        for cid in linked:
-            await cases.link_to_incident(store, cid, incident or {"id": iid})
-        log.info("incident %s: %d complaint(s) linked", iid, len(linked))
-        return "linked"
+        complaint = await w.store.get(complaint_id)
+    except NotFound:
+        return "missing"
+    text = next((m.text for m in complaint.messages if m.message_id == message_id), "")
+    iid, linked = await w.incidents.consider(complaint.id, complaint.customer_id, complaint.category, text)
+    return await _link(w, iid, linked)
+
+
+async def _link(w: WorkerContext, iid: str, linked: list[str]) -> str:
+    if not iid:
+        return "none"
+    incident = await w.incidents.get(iid)
+    for cid in linked:
+        await cases.link_to_incident(w.store, cid, incident or {"id": iid})
+    log.info("incident %s: %d complaint(s) linked", iid, len(linked))
+    return "linked"
+
+
+async def consider_incident(ctx: dict[str, Any], complaint_id: str, message_id: str) -> str:
+    """The check as a job of its own: Redis briefly away (a failover, a restart) retries it with
+    backoff instead of skipping it for good."""
+    try:
+        return await check_again(context_of(ctx), complaint_id, message_id)
     except Exception as exc:
         if not redis_unavailable(exc):
             raise
@@ -48,4 +71,4 @@ async def consider_incident(ctx: dict[str, Any], complaint_id: str, message_id: 
         raise Retry(defer=defer) from None
 
 
-__all__ = ["consider_incident"]
+__all__ = ["check_again", "check_opened", "consider_incident"]

@@ -20,10 +20,14 @@ and the category's open incidents, whose sample tokens are kept here too (they n
 So a check costs one round trip and compares token sets already parsed, instead of six round
 trips reading and parsing up to ``MAX_RECENT`` texts.
 
-Considering a complaint is a job of its own (``consider_incident``, queued with the complaint),
-retried when Redis is briefly away, so it must be safe to run again: the incident a complaint
-forms is named after that complaint (``inc_`` + the complaint id's suffix) and written in one
-transaction, and a re-run that finds it answers it again with its complaints.
+A new complaint is noted by the very commit that opens it (``router.cases.open_complaint`` passes
+``note_args``; the commit answers the window), and the worker decides at once, after the
+acknowledgement (``decide``: join an open incident, or form one). If Redis is away for that, the
+message's job is retried and the check runs again then (``consider``: note again and decide) — so
+it must be safe to run again: the incident a complaint forms is named after that complaint
+(``inc_`` + the complaint id's suffix) and written in one transaction, and a re-run that finds it
+answers it again with its complaints. A worker that dies in between leaves the complaint in the
+window, where every later complaint of its category still compares with it.
 """
 
 from __future__ import annotations
@@ -125,13 +129,21 @@ def same_fault(a: frozenset[str], b: frozenset[str]) -> bool:
 class Incidents:
     def __init__(self, store: ComplaintStore, window_minutes: int, min_customers: int) -> None:
         self.store = store
-        self.r = store.r
         self.keys = store.keys
         self.window_ms = window_minutes * 60_000
         self.min_customers = min_customers
-        self._note = store.r.register_script(INCIDENT_NOTE_LUA)
+        self._script: Any = None
+
+    async def _note(self, *, keys: list[str], args: list[Any]) -> Any:
+        if self._script is None:
+            self._script = self.r.register_script(INCIDENT_NOTE_LUA)
+        return await self._script(keys=keys, args=args)
 
     comparable = staticmethod(comparable)
+
+    @property
+    def r(self) -> Any:
+        return self.store.r
 
     def key(self, iid: str) -> str:
         return self.keys.incident(iid)
@@ -157,6 +169,18 @@ class Incidents:
         incident["updated_at"] = datetime.now(timezone.utc).isoformat()
         await self.r.set(self.key(incident["id"]), json.dumps(incident, ensure_ascii=False))
 
+    def note_args(self, customer_id: str, category: str, toks: frozenset[str]) -> list[Any]:
+        """What noting a complaint in its category's window takes after the complaint's id (the
+        note's ``a[2..7]`` in ``scripts.INCIDENT_NOTE_FN``): its entry, now, the window's start, the
+        most kept, since when this process needs the texts, and whether to sweep. Noted by the
+        commit that opens the complaint (``router.cases.open_complaint``) or by ``consider``."""
+        recent = self.keys.incident_recent(category)
+        now = now_ms()
+        since = (_cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS) if _cache.entries.get(recent) else 0
+        _cache.checks += 1
+        return [customer_id + "\t" + " ".join(sorted(toks)), now, now - self.window_ms, MAX_RECENT, since,
+                "1" if _cache.checks % SWEEP_EVERY == 0 else "0"]
+
     async def consider(self, complaint_id: str, customer_id: str, category: str, text: str) -> tuple[str, list[str]]:
         """Note a new complaint. Answers (incident id, complaint ids linked to it) when it joins or
         forms an incident, else ("", []). Safe to call again for the same complaint (a retried
@@ -165,18 +189,23 @@ class Incidents:
         if len(toks) < MIN_TOKENS:
             return "", []
         own = formed_by(complaint_id)
-        now = now_ms()
-        recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
-        known = _cache.entries.setdefault(recent, {})
-        since = _cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS if known else 0
-        _cache.checks += 1
-        result = await self._note(keys=[recent, texts, self.keys.incidents_open(category), self.key(own)],
-                                  args=[complaint_id, customer_id + "\t" + " ".join(sorted(toks)), now,
-                                        now - self.window_ms, MAX_RECENT, since,
-                                        "1" if _cache.checks % SWEEP_EVERY == 0 else "0"])
+        args = self.note_args(customer_id, category, toks)
+        result = await self._note(keys=[self.keys.incident_recent(category), self.keys.incident_texts(category),
+                                        self.keys.incidents_open(category), self.key(own)],
+                                  args=[complaint_id, *args])
         if _text(result[0]) == "formed":  # formed on an earlier run that did not finish linking
             return own, await self.members(own)
-        ids, fresh, open_ids = result[1], result[2], [_text(i) for i in result[3]]  # ids as bytes, oldest first
+        return await self.decide(complaint_id, customer_id, category, text, toks, args[1], result[1:4])
+
+    async def decide(self, complaint_id: str, customer_id: str, category: str, text: str, toks: frozenset[str],
+                     noted_at: int, window: list[Any]) -> tuple[str, list[str]]:
+        """After the complaint was noted (``window``: what the note answered — the kept ids oldest
+        first, the entries noted since this process last looked, the open incidents; ``noted_at``:
+        the note's now): join an open incident of the same fault, or form one with enough
+        different customers. Answers as ``consider``."""
+        recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
+        known = _cache.entries.setdefault(recent, {})
+        ids, fresh, open_ids = window[0], window[1], [_text(i) for i in window[2]]  # ids as bytes
         for i in range(0, len(fresh) - 1, 2):
             if fresh[i] not in known:
                 known[fresh[i]] = _entry(fresh[i + 1])
@@ -187,7 +216,7 @@ class Incidents:
                     known[cid] = _entry(raw)
         if len(known) > 2 * MAX_RECENT:  # forget what left the window
             _cache.entries[recent] = known = {cid: known[cid] for cid in ids if cid in known}
-        _cache.synced[recent] = now
+        _cache.synced[recent] = noted_at
         joined = await self._join_open(category, complaint_id, toks, open_ids)
         if joined:
             return joined, [complaint_id]
@@ -202,6 +231,8 @@ class Incidents:
                 customers.add(entry[0])
         if len(customers) < self.min_customers:
             return "", []
+        own = formed_by(complaint_id)
+        now = now_ms()
         # forming is rare: one worker at a time per category, and whoever comes second joins
         lock = RedisLock(self.r, self.keys.incident_lock(category), 5000)
         await lock.wait(5.0)  # after that, go on: a second incident is better than none

@@ -43,13 +43,14 @@ from normalizer.schema import (
 )
 from normalizer.status import parse_status_query, status_text
 from plugins.manager import GatewayPlugins
-from router import cases, payment_check, repeats, routing, templates
+from router import cases, incident_check, payment_check, repeats, routing, templates
 from router.categoriser import Categorised
 from router.categoriser import categorise_message as categorise_with
-from router.context import WorkerContext, context_of
+from router.context import WorkerContext, context_of, job_try
 from router.delivery import deliver, send_unrecorded
 from router.evidence_fetch import announce
 from router.facts import facts_of
+from router.jobs import complaint_id_for
 from router.sender_lock import SenderLock
 from router.store import ComplaintStore, NotFound, PlannedJob, is_open
 
@@ -66,6 +67,8 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     """One message at a time per sender: two messages a customer sends a moment apart must see
     each other (the second is a repeat of the first, not a second case)."""
     w = context_of(ctx)
+    if job_try(ctx) > 1:  # a try that died (or met Redis away) after its commit left the incident check to do
+        await incident_check_after_commit(w, message_id)
     lock = SenderLock(w.store, message_id, CONTACT_LOCK_MS)
     deadline = asyncio.get_running_loop().time() + CONTACT_LOCK_MS / 1000
     while True:
@@ -279,7 +282,7 @@ async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str,
         await store.enqueue(*later)
     opened = await cases.open_complaint(store, complaint, message, categorised=categorised.detail(),
                                         decided=decided, worker_id=w.worker_id, now=now,
-                                        listeners=w.plugins.has_listeners)
+                                        listeners=w.plugins.has_listeners, incidents=w.incidents)
     if opened is None:
         return "already"
     log.info("complaint %s opened from %s (%s → %s, p%d)", complaint.case_number, message.id, category,
@@ -290,7 +293,19 @@ async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str,
         result = await deliver(w, complaint, ack)
         if result.status == "failed" and result.retryable:  # the provider hiccuped: try again soon
             await store.enqueue(PlannedJob("send_reply", f"send:{ack.id}", (complaint.id, ack.id), defer_ms=1000))
+    # many customers, one fault? (Redis away here: the job's retry runs the check again)
+    await incident_check.check_opened(w, opened)
     return "created"
+
+
+async def incident_check_after_commit(w: WorkerContext, message_id: str) -> None:
+    """The incident check of the complaint this message opened, when an earlier try committed it
+    (the check is safe to run again; nothing happens for a message not processed yet, or one that
+    joined another case)."""
+    state = await w.store.message_state(message_id)
+    cid = complaint_id_for(message_id)
+    if state and state.get("status") == MessageStatus.processed.value and state.get("complaint_id") == cid:
+        await incident_check.check_again(w, cid, message_id)
 
 
 async def apply_enrichment(plugins: GatewayPlugins, complaint: Complaint,

@@ -79,7 +79,7 @@ from router.cases.opening import (
     Opened,
     categorised_as,
     draft_complaint,
-    incident_job,
+    incident_tokens,
     link_possible_repeat,
     open_complaint,
 )
@@ -106,7 +106,7 @@ __all__ = [
     "first_response",
     "follow_up",
     "give_incident_answer",
-    "incident_job",
+    "incident_tokens",
     "join_as_repeat",
     "leave_queues",
     "link_possible_repeat",

@@ -9,8 +9,9 @@ Between the two the pipeline lets plugins enrich the draft (``router.pipeline``)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from normalizer.ids import dt_to_ms
 from normalizer.schema import Complaint, ComplaintStatus, HistoryEvent, InboundMessage, Reply
@@ -21,7 +22,8 @@ from router.cases.customer_messages import entry, follow_up
 from router.cases.replies import reply_id_for
 from router.deadlines import DeadlinePolicy, timer_members
 from router.evidence_fetch import evidence_jobs
-from router.incidents import Incidents
+from router.incidents import MIN_TOKENS, Incidents
+from router.incidents import tokens as text_tokens
 from router.jobs import complaint_id_for, event_job
 from router.repeats import Match
 from router.rules import TRIAGE, Decision
@@ -98,12 +100,10 @@ def opened_by(message: InboundMessage) -> str:
     return message.recorded_by or "customer"
 
 
-def incident_job(complaint: Complaint, message: InboundMessage) -> list[PlannedJob]:
-    """The incident check of a new complaint, queued in the commit that creates it (none for a
-    text too short to compare)."""
-    if not Incidents.comparable(message.text):
-        return []
-    return [PlannedJob("consider_incident", f"incident:{complaint.id}", (complaint.id, message.id))]
+def incident_tokens(text: str) -> frozenset[str]:
+    """The text's incident tokens, or none when too few to compare with others."""
+    toks = text_tokens(text)
+    return toks if len(toks) >= MIN_TOKENS else frozenset()
 
 
 @dataclass
@@ -111,17 +111,24 @@ class Opened:
     complaint: Complaint
     #: The acknowledgement to send now (``None`` when the channel asked for none).
     acknowledgement: Reply | None
+    #: The complaint's incident tokens and the note's time and answer (``Incidents.decide``);
+    #: no tokens: its text is too short to compare (not noted).
+    incident_tokens: frozenset[str] = frozenset()
+    noted_at: int = 0
+    incident_window: list[Any] = field(default_factory=list)
 
 
 async def open_complaint(store: ComplaintStore, complaint: Complaint, message: InboundMessage, *,
                          categorised: dict[str, str], decided: Decision, worker_id: str, now: datetime,
-                         listeners: bool) -> Opened | None:
+                         listeners: bool, incidents: Incidents | None = None) -> Opened | None:
     """Commit a drafted complaint with its acknowledgement (in the outbox: if this process dies
     before sending it, housekeeping does), timers (its deadlines', its periodic progress update's),
     fingerprint and jobs. ``None``: the message was taken into a case already (a re-run), or into
     one of its customer's cases that waits for materials (the message names it or brings
     evidence: it is a follow-up there, whatever channel it came on). ``categorised``: the
-    ``categorised`` event's detail (category, confidence, runner-up, by what: ``model:<version>``...)."""
+    ``categorised`` event's detail (category, confidence, runner-up, by what: ``model:<version>``...).
+    ``incidents``: the complaint is noted in its category's incident window by the same commit
+    (``None``: not noted; the caller decides after the acknowledgement: ``Opened.incident_window``)."""
     awaiting = await materials.case_awaiting(store, complaint.customer_id, message)
     if awaiting is not None:
         await follow_up(store, awaiting, message, now)
@@ -157,23 +164,25 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
         )
         complaint.replies.append(ack)
         complaint.last_update_at = now  # the acknowledgement is the first thing the customer hears
-    jobs = incident_job(complaint, message)
-    jobs.extend(evidence_jobs(complaint))
+    jobs = evidence_jobs(complaint)
     if listeners:
         jobs.append(event_job(complaint, "created", opened_by(message), at=now))
         jobs.append(event_job(complaint, "routed", "worker", {"skill": decision.skill}, at=now))
-    created, _, case_number = await store.commit_new_complaint(
+    toks = incident_tokens(message.text) if incidents is not None else frozenset()
+    note = incidents.note_args(complaint.customer_id, complaint.category, toks) if incidents and toks else []
+    created, _, case_number, window = await store.commit_new_complaint(
         message.id, complaint, jobs, case_placeholder=placeholder,
         outbox=[f"{complaint.id}|{ack.id}"] if ack else [],
         fingerprint=repeats.fingerprint_of(complaint, dt_to_ms(complaint.created_at)), timers=timers,
+        incident_note=note,
     )
     if not created:
         return None
     complaint.case_number = case_number
     if ack is not None:
         ack.text = ack.text.replace(placeholder, case_number)
-    return Opened(complaint, ack)
+    return Opened(complaint, ack, toks if note else frozenset(), int(note[1]) if note else 0, window)
 
 
-__all__ = ["CASE_NUMBER_PLACEHOLDER", "POSSIBLE_REPEAT", "Opened", "categorised_as", "draft_complaint", "incident_job",
+__all__ = ["CASE_NUMBER_PLACEHOLDER", "POSSIBLE_REPEAT", "Opened", "categorised_as", "draft_complaint", "incident_tokens",
            "link_possible_repeat", "open_complaint", "opened_by"]

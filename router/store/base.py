@@ -65,6 +65,8 @@ class StoreBase:
         self._requeue_script: Any = None
         self._status_script: Any = None
         self._case_script: Any = None
+        #: This process's block of case numbers per day: [next, last] (``Complaints.case_number``).
+        self._case_blocks: dict[str, list[int]] = {}
 
     def bind(self, redis: Redis) -> None:
         self.redis = redis
@@ -74,7 +76,7 @@ class StoreBase:
         self._claim_script = redis.register_script(scripts.CLAIM_LUA)
         self._requeue_script = redis.register_script(scripts.REQUEUE_EXPIRED_LUA)
         self._status_script = redis.register_script(scripts.STATUS_LUA)
-        self._case_script = redis.register_script(scripts.CASE_LUA)
+        self._case_script = redis.register_script(scripts.CASE_BLOCK_LUA)
 
     @property
     def r(self) -> Redis:

@@ -19,6 +19,12 @@ from router.store.keys import Keys, job_key
 from router.store.queues import queue_score
 
 
+#: Case numbers a process takes from the day's sequence at a time.
+CASE_BLOCK = 16
+#: The day's sequence outlives the day (a job committing just after midnight still finds it).
+CASE_SEQ_TTL_S = 3 * 86_400
+
+
 def is_open(complaint: Complaint) -> bool:
     return complaint.status in OPEN_STATUSES
 
@@ -26,6 +32,23 @@ def is_open(complaint: Complaint) -> bool:
 class Complaints(StoreBase):
     if TYPE_CHECKING:
         async def customer_of(self, contact: Contact) -> str | None: ...
+
+    async def case_number(self, day: str) -> str:
+        """A case number of day ``day`` (yyyymmdd) for a complaint about to be committed, from this
+        process's block of numbers (one round trip per ``CASE_BLOCK`` cases). A job that dies before
+        its commit, or a process that stops, leaves its numbers unused: case numbers are unique
+        and grow within a process, not gap-free."""
+        block = self._case_blocks.get(day)
+        while block is None or block[0] > block[1]:
+            last = int(await self._case_script(keys=[self.keys.case_seq(day)], args=[CASE_BLOCK, CASE_SEQ_TTL_S]))
+            block = self._case_blocks.get(day)
+            if block is None or block[0] > block[1]:  # (another job of this process may have taken one meanwhile)
+                if len(self._case_blocks) > 2:
+                    self._case_blocks.clear()
+                block = self._case_blocks[day] = [last - CASE_BLOCK + 1, last]
+        n = block[0]
+        block[0] += 1
+        return f"C-{day}-{n:06d}"
 
     async def commit_new_complaint(
         self,
@@ -37,19 +60,20 @@ class Complaints(StoreBase):
         outbox: Sequence[str] = (),
         fingerprint: bytes = b"",
         timers: dict[str, int] | None = None,
-    ) -> tuple[bool, str, str]:
+        incident_note: Sequence[Any] = (),
+    ) -> tuple[bool, str, str, list[Any]]:
         """Store a new complaint for message ``mid`` unless that message was processed already.
 
         ``complaint`` carries ``case_placeholder`` wherever the case number goes; the number is
-        allocated in the same script. Returns (created, complaint id, case number). Safe to call
-        twice: the second call changes nothing and answers what the first made.
+        taken from this process's block here. ``incident_note``: the complaint's entry in its
+        category's incident window and the window's bounds (``Incidents.note_args``; empty: not
+        noted). Returns (created, complaint id, case number, the incident window as noted: kept
+        ids, entries noted since, open incidents — empty when not noted). Safe to call twice: the
+        second call changes nothing and answers what the first made.
         """
         k = self.keys
         day = complaint.created_at.strftime("%Y%m%d")
-        state, done_cid, case = (x.decode() if isinstance(x, bytes) else x for x in await self._case_script(
-            keys=[k.msg(mid), k.case_seq(day)], args=[day]))
-        if state == "processed":
-            return False, done_cid, case
+        case = await self.case_number(day)
         created_ms = dt_to_ms(complaint.created_at)
         skill = complaint.skill or ""
         enqueue_ms = now_ms()
@@ -65,6 +89,8 @@ class Complaints(StoreBase):
                 k.idx_all, k.idx("status", complaint.status.value), k.idx("category", complaint.category),
                 k.idx("customer", complaint.customer_id), k.idx("channel", complaint.channel), k.idx("skill", skill),
                 k.skills, k.outbox, k.arq_queue, k.wake, k.open_cases(complaint.customer_id), k.timers,
+                k.incident_recent(complaint.category), k.incident_texts(complaint.category),
+                k.incidents_open(complaint.category),
             ],
             args=[
                 complaint.id, encode_complaint(complaint, {case_placeholder: case}), case,
@@ -73,10 +99,11 @@ class Complaints(StoreBase):
                 mid, outbox[0] if outbox else "", now_ms() + OUTBOX_GRACE_MS, Keys.head(k.case), skill,
                 "1" if self.worker_wake else "0", len(jobs), *job_args, fingerprint,
                 len(timers or {}), *[x for member, due in (timers or {}).items() for x in (member, due)],
+                *(incident_note or [""]),
             ],
         )
-        status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result)
-        return status == "created", cid, case
+        status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result[:3])
+        return status == "created", cid, case, list(result[3:])
 
     def _index_new(self, pipe: Any, complaint: Complaint, created_ms: int) -> None:
         k = self.keys

@@ -9,6 +9,55 @@ from __future__ import annotations
 
 from router.store.intake_script import INTAKE_LUA
 
+INCIDENT_NOTE_FN = """
+-- Note a complaint in its category's incident window and read the window back.
+-- recent (sorted set: complaint id by time), texts (hash: complaint id -> customer TAB tokens),
+-- open (the category's open incidents, a set); a: {complaint id, its entry (customer TAB tokens),
+-- now ms, window start ms, most kept, since ms (the texts of entries noted from then on are
+-- returned), sweep ('1': drop a bounded number of text entries whose complaint left the window
+-- without its text being dropped)}. Returns {kept ids oldest first, {id, entry, ...} noted since,
+-- open incident ids}.
+local function note_incident(recent, texts, open, a)
+  redis.call('ZADD', recent, a[3], a[1])
+  redis.call('HSET', texts, a[1], a[2])
+  local all = redis.call('ZRANGE', recent, 0, -1, 'WITHSCORES')
+  local n = #all / 2
+  -- what leaves: the oldest beyond the most kept, and whatever is older than the window (a prefix)
+  local drop = math.max(0, n - tonumber(a[5]))
+  local cutoff = tonumber(a[4])
+  while drop < n and tonumber(all[drop * 2 + 2]) <= cutoff do drop = drop + 1 end
+  if drop > 0 then
+    local gone = {}
+    for i = 1, drop do gone[i] = all[i * 2 - 1] end
+    redis.call('ZREMRANGEBYRANK', recent, 0, drop - 1)
+    redis.call('HDEL', texts, unpack(gone))
+  end
+  if a[7] == '1' and redis.call('HLEN', texts) > 2 * tonumber(a[5]) then
+    local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
+    for i = 1, #page, 2 do
+      if not redis.call('ZSCORE', recent, page[i]) then redis.call('HDEL', texts, page[i]) end
+    end
+  end
+  local ids, fresh = {}, {}
+  local since = tonumber(a[6])
+  for i = drop + 1, n do
+    ids[#ids + 1] = all[i * 2 - 1]
+    if tonumber(all[i * 2]) >= since then fresh[#fresh + 1] = all[i * 2 - 1] end
+  end
+  local entries = {}
+  if #fresh > 0 then
+    local values = redis.call('HMGET', texts, unpack(fresh))
+    for i, id in ipairs(fresh) do
+      if values[i] then
+        entries[#entries + 1] = id
+        entries[#entries + 1] = values[i]
+      end
+    end
+  end
+  return {ids, entries, redis.call('SMEMBERS', open)}
+end
+"""
+
 PREPARE_LUA = """
 -- Load a message for processing, resolve its customer, and read that customer's open-case
 -- fingerprints (the repeat-report candidates), in one round trip.
@@ -77,30 +126,30 @@ if tonumber(ARGV[3]) > 0 then redis.call('ZREM', KEYS[2], ARGV[4]) end
 return 1
 """
 
-CASE_LUA = """
--- The case number of a message's complaint, allocated once: a retried job gets the same one.
--- KEYS: msg, day sequence; ARGV: yyyymmdd
-local s = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number')
-if s[1] == 'processed' then return {'processed', s[2] or '', s[3] or ''} end
-if s[3] then return {'ok', '', s[3]} end
-local n = redis.call('INCR', KEYS[2])
-if n == 1 then redis.call('EXPIRE', KEYS[2], 259200) end
-local case = 'C-' .. ARGV[1] .. '-' .. string.format('%06d', n)
-redis.call('HSET', KEYS[1], 'case_number', case)
-return {'ok', '', case}
+CASE_BLOCK_LUA = """
+-- A block of case numbers for one process: the day's sequence moved on by ARGV[1] (a retried job
+-- takes the next free number; a number of a block a process did not use is never given out).
+-- KEYS: day sequence; ARGV: block size, expiry s (set once, when the day's first block is taken)
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return n
 """
 
-COMMIT_LUA = """
--- Open a complaint for a message, once. The case number is allocated here, so a retried job
--- neither opens a second complaint nor burns a second number.
+COMMIT_LUA = INCIDENT_NOTE_FN + """
+-- Open a complaint for a message, once (a retried job opens nothing twice), and note it in its
+-- category's incident window.
 -- KEYS: 1 msg, 2 complaint, 3 pending, 4 case sequence, 5 queue, 6 queue age, 7 first-response due,
 --       8 idx all, 9 idx status, 10 idx category, 11 idx customer, 12 idx channel, 13 idx skill,
---       14 skills, 15 outbox, 16 arq queue, 17 wake, 18 the customer's open-case fingerprints, 19 timers
+--       14 skills, 15 outbox, 16 arq queue, 17 wake, 18 the customer's open-case fingerprints, 19 timers,
+--       20, 21, 22 the category's incident window: recent, texts, open incidents
 -- ARGV: 1 complaint id, 2 complaint record, 3 case number, 4 yyyymmdd, 5 created ms, 6 queue score,
 --       7 first-response due ms ('' = none), 8 message id, 9 outbox member ('' = none), 10 outbox due ms,
 --       11 case key prefix, 12 skill ('' = none), 13 wake ('1'/'0'), 14 job count, then per job:
 --       job key, job id, job bytes, score, expiry ms; then the fingerprint ('' = none), the timer
---       count and per timer: member, due ms
+--       count and per timer: member, due ms; then the incident note's 6 values after the complaint
+--       id (note_incident's a[2..7]; its entry '' = the text is too short to compare: not noted)
+-- Returns {'already', complaint id, case} or {'created', complaint id, case, note_incident's answer
+-- (or nothing)}.
 local state = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
 if state[1] == 'processed' then
   return {'already', state[2], state[3] or ''}
@@ -142,6 +191,12 @@ local timers = tonumber(ARGV[t0] or '0')
 for j = 0, timers - 1 do
   redis.call('ZADD', KEYS[19], ARGV[t0 + 1 + j * 2 + 1], ARGV[t0 + 1 + j * 2])
 end
+local i0 = t0 + 1 + timers * 2
+if ARGV[i0] and ARGV[i0] ~= '' then
+  local w = note_incident(KEYS[20], KEYS[21], KEYS[22], {cid, ARGV[i0], ARGV[i0 + 1], ARGV[i0 + 2], ARGV[i0 + 3],
+                                                          ARGV[i0 + 4], ARGV[i0 + 5]})
+  return {'created', cid, case, w[1], w[2], w[3]}
+end
 return {'created', cid, case}
 """
 
@@ -180,53 +235,15 @@ end
 return back
 """
 
-INCIDENT_NOTE_LUA = """
--- Note a complaint in its category's incident window and read the window back, in one round trip.
--- KEYS: 1 recent (sorted set: complaint id by time), 2 texts (hash: complaint id -> customer TAB tokens),
---       3 the category's open incidents (set), 4 the incident this complaint forms, if it formed one
--- ARGV: 1 complaint id, 2 its entry (customer TAB tokens), 3 now ms, 4 window start ms, 5 most kept,
---       6 since ms (the texts of entries noted from then on are returned), 7 sweep ('1': drop a bounded
---       number of text entries whose complaint left the window without its text being dropped)
+INCIDENT_NOTE_LUA = INCIDENT_NOTE_FN + """
+-- The incident check's own note (a re-run, or a complaint whose commit did not note it).
+-- KEYS: 1 recent, 2 texts, 3 the category's open incidents, 4 the incident this complaint forms
+-- ARGV: as note_incident's a (see above)
 -- Returns {'formed'} when the incident exists already (an earlier run of the same check), else
--- {'ok', kept ids oldest first, {id, entry, ...} noted since ARGV[6], open incident ids}.
+-- {'ok', kept ids, entries noted since, open incident ids}.
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'formed'} end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local n = #all / 2
--- what leaves: the oldest beyond the most kept, and whatever is older than the window (a prefix)
-local drop = math.max(0, n - tonumber(ARGV[5]))
-local cutoff = tonumber(ARGV[4])
-while drop < n and tonumber(all[drop * 2 + 2]) <= cutoff do drop = drop + 1 end
-if drop > 0 then
-  local gone = {}
-  for i = 1, drop do gone[i] = all[i * 2 - 1] end
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, drop - 1)
-  redis.call('HDEL', KEYS[2], unpack(gone))
-end
-if ARGV[7] == '1' and redis.call('HLEN', KEYS[2]) > 2 * tonumber(ARGV[5]) then
-  local page = redis.call('HSCAN', KEYS[2], 0, 'COUNT', 500)[2]
-  for i = 1, #page, 2 do
-    if not redis.call('ZSCORE', KEYS[1], page[i]) then redis.call('HDEL', KEYS[2], page[i]) end
-  end
-end
-local ids, fresh = {}, {}
-local since = tonumber(ARGV[6])
-for i = drop + 1, n do
-  ids[#ids + 1] = all[i * 2 - 1]
-  if tonumber(all[i * 2]) >= since then fresh[#fresh + 1] = all[i * 2 - 1] end
-end
-local entries = {}
-if #fresh > 0 then
-  local values = redis.call('HMGET', KEYS[2], unpack(fresh))
-  for i, id in ipairs(fresh) do
-    if values[i] then
-      entries[#entries + 1] = id
-      entries[#entries + 1] = values[i]
-    end
-  end
-end
-return {'ok', ids, entries, redis.call('SMEMBERS', KEYS[3])}
+local w = note_incident(KEYS[1], KEYS[2], KEYS[3], ARGV)
+return {'ok', w[1], w[2], w[3]}
 """
 
-__all__ = ["CASE_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "PREPARE_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+__all__ = ["CASE_BLOCK_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "PREPARE_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

@@ -31,7 +31,7 @@ if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
 if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'PX', ARGV[3]) then return false end  -- running elsewhere
 local job = redis.call('GET', KEYS[3])
 local try = redis.call('INCR', KEYS[4])
-redis.call('EXPIRE', KEYS[4], 88400)
+if try == 1 then redis.call('EXPIRE', KEYS[4], 88400) end  -- (arq sets it on every try: a day is enough)
 return {score, job, try}
 """
 

@@ -67,6 +67,8 @@ class StoreBase:
         self._case_script: Any = None
         #: This process's block of case numbers per day: [next, last] (``Complaints.case_number``).
         self._case_blocks: dict[str, list[int]] = {}
+        #: Skills this process's commits put in the skills set (never removed from it).
+        self._skills_known: set[str] = set()
 
     def bind(self, redis: Redis) -> None:
         self.redis = redis

@@ -97,12 +97,15 @@ class Complaints(StoreBase):
                 day, created_ms, queue_score(complaint.priority, created_ms),
                 dt_to_ms(complaint.first_response_due) if complaint.first_response_due else "",
                 mid, outbox[0] if outbox else "", now_ms() + OUTBOX_GRACE_MS, Keys.head(k.case), skill,
-                "1" if self.worker_wake else "0", len(jobs), *job_args, fingerprint,
+                ("2" if skill in self._skills_known else "1") if self.worker_wake else "0", len(jobs), *job_args,
+                fingerprint,
                 len(timers or {}), *[x for member, due in (timers or {}).items() for x in (member, due)],
                 *(incident_note or [""]),
             ],
         )
         status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result[:3])
+        if self.worker_wake and skill:
+            self._skills_known.add(skill)  # in the skills set now: later commits need not add it again
         return status == "created", cid, case, list(result[3:])
 
     def _index_new(self, pipe: Any, complaint: Complaint, created_ms: int) -> None:

@@ -144,7 +144,8 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 --       20, 21, 22 the category's incident window: recent, texts, open incidents
 -- ARGV: 1 complaint id, 2 complaint record, 3 case number, 4 yyyymmdd, 5 created ms, 6 queue score,
 --       7 first-response due ms ('' = none), 8 message id, 9 outbox member ('' = none), 10 outbox due ms,
---       11 case key prefix, 12 skill ('' = none), 13 wake ('1'/'0'), 14 job count, then per job:
+--       11 case key prefix, 12 skill ('' = none), 13 wake ('1'/'0'; '2': wake, and the skill is known
+--       to be in the skills set already), 14 job count, then per job:
 --       job key, job id, job bytes, score, expiry ms; then the fingerprint ('' = none), the timer
 --       count and per timer: member, due ms; then the incident note's 6 values after the complaint
 --       id (note_incident's a[2..7]; its entry '' = the text is too short to compare: not noted)
@@ -163,7 +164,7 @@ redis.call('SET', ARGV[11] .. case, cid)
 for i = 8, 12 do redis.call('ZADD', KEYS[i], created, cid) end
 if ARGV[12] ~= '' then
   redis.call('ZADD', KEYS[13], created, cid)
-  redis.call('SADD', KEYS[14], ARGV[12])
+  if ARGV[13] ~= '2' then redis.call('SADD', KEYS[14], ARGV[12]) end
   redis.call('ZADD', KEYS[5], ARGV[6], cid)
   redis.call('ZADD', KEYS[6], created, cid)
   if ARGV[7] ~= '' then redis.call('ZADD', KEYS[7], ARGV[7], cid) end
@@ -188,8 +189,13 @@ local fp = ARGV[15 + n * 5]
 if fp and fp ~= '' then redis.call('HSET', KEYS[18], cid, fp) end
 local t0 = 16 + n * 5
 local timers = tonumber(ARGV[t0] or '0')
-for j = 0, timers - 1 do
-  redis.call('ZADD', KEYS[19], ARGV[t0 + 1 + j * 2 + 1], ARGV[t0 + 1 + j * 2])
+if timers > 0 then
+  local pairs_ = {}
+  for j = 0, timers - 1 do
+    pairs_[#pairs_ + 1] = ARGV[t0 + 1 + j * 2 + 1]
+    pairs_[#pairs_ + 1] = ARGV[t0 + 1 + j * 2]
+  end
+  redis.call('ZADD', KEYS[19], unpack(pairs_))
 end
 local i0 = t0 + 1 + timers * 2
 if ARGV[i0] and ARGV[i0] ~= '' then

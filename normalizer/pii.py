@@ -125,9 +125,52 @@ def _phones(view_text: str) -> list[tuple[int, int]]:
     return found
 
 
+class _Recent:
+    """The answers for the last few texts. A worker asks about one message's text several times
+    (the plugins' masked message and complaint, the case's fingerprint, its number tokens): one
+    search for phone numbers with libphonenumber is ~0.15 ms of CPU on a text with 7+ digits.
+    Oldest out first; a lost race between threads costs a recomputation, never a wrong answer
+    (the answers are immutable and depend on the key alone)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: dict[tuple[str, frozenset[str]], tuple[Found, ...]] = {}
+
+    def get(self, key: tuple[str, frozenset[str]]) -> tuple[Found, ...] | None:
+        return self.items.get(key)
+
+    def put(self, key: tuple[str, frozenset[str]], value: tuple[Found, ...]) -> None:
+        items = self.items
+        while len(items) >= self.size:
+            try:
+                del items[next(iter(items))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread changed it meanwhile
+                break
+        items[key] = value
+
+
+_ALL_KINDS = frozenset(KINDS)
+_recent = _Recent(32)
+
+
 def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
     """Where the personal data in ``text`` is (non-overlapping, in order)."""
-    wanted = set(kinds)
+    wanted = _ALL_KINDS if kinds is KINDS else frozenset(kinds)
+    key = (text, wanted)
+    found = _recent.get(key)
+    if found is None:
+        everything = _recent.get((text, _ALL_KINDS)) if wanted != _ALL_KINDS else None
+        if everything is not None and all(f.kind in wanted for f in everything):
+            # every kind is searched in a fixed order, each skipping what an earlier one took: with
+            # nothing of the other kinds found, the wanted kinds' search took exactly these
+            found = everything
+        else:
+            found = tuple(_find_pii(text, wanted))
+        _recent.put(key, found)
+    return list(found)
+
+
+def _find_pii(text: str, wanted: frozenset[str]) -> list[Found]:
     found: list[Found] = []
     taken = [False] * len(text)
     view = digit_view(text)  # digits read out one by one, written as digits

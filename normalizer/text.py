@@ -1,6 +1,10 @@
-"""Text helpers shared by the senders."""
+"""Text helpers: splitting a reply for the senders; first-character guards that make the large
+alternations of the readers of customers' words (repeat cues, topic terms, amounts) cheaper."""
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 
 def split_text(text: str, limit: int) -> list[str]:
@@ -22,3 +26,121 @@ def split_text(text: str, limit: int) -> list[str]:
     if rest:
         parts.append(rest)
     return [p for p in parts if p]
+
+
+# -- first-character guards for large alternations --------------------------------------------------
+
+_CATEGORY_CLASS = {"CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_SPACE": r"\s",
+                   "CATEGORY_NOT_SPACE": r"\S", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_WORD": r"\W"}
+
+
+class _Unknown(Exception):
+    """A construct whose first character is not worked out here: no guard."""
+
+
+def _parse(pattern: str, flags: int) -> Any:
+    try:
+        from re import _parser  # type: ignore[attr-defined]
+    except ImportError:  # Python < 3.11
+        import sre_parse as _parser  # type: ignore[no-redef]
+    return _parser.parse(pattern, flags)
+
+
+def _firsts(items: Any, flags: int, chars: set[str], classes: set[str]) -> tuple[bool, bool]:
+    """Adds to ``chars`` / ``classes`` what a match of ``items`` can begin with; answers
+    (nullable: it can match nothing, anchored: it can match only where the text starts)."""
+    for op, av in items:
+        name = str(op)
+        if name == "AT":
+            if str(av) in ("AT_BEGINNING", "AT_BEGINNING_STRING") and not flags & re.MULTILINE:
+                return False, True  # only at the very start: the guard lets that position through
+            continue  # \b, $ and the like take no character
+        if name in ("ASSERT", "ASSERT_NOT"):
+            continue  # look-arounds take no character
+        if name == "LITERAL":
+            chars.add(chr(av))
+            return False, False
+        if name == "IN":
+            for kind, value in av:
+                kind = str(kind)
+                if kind == "LITERAL":
+                    chars.add(chr(value))
+                elif kind == "RANGE" and value[1] - value[0] <= 4096:
+                    chars.update(chr(c) for c in range(value[0], value[1] + 1))
+                elif kind == "CATEGORY" and str(value) in _CATEGORY_CLASS:
+                    classes.add(_CATEGORY_CLASS[str(value)])
+                else:
+                    raise _Unknown(kind)
+            return False, False
+        if name == "CATEGORY" and str(av) in _CATEGORY_CLASS:
+            classes.add(_CATEGORY_CLASS[str(av)])
+            return False, False
+        if name in ("SUBPATTERN", "ATOMIC_GROUP"):
+            if name == "SUBPATTERN":
+                if av[1] or av[2]:
+                    raise _Unknown("flags inside a group")
+                av = av[3]
+            nullable, anchored = _firsts(av, flags, chars, classes)
+            if not nullable:
+                return False, anchored
+            continue
+        if name == "BRANCH":
+            results = [_firsts(alternative, flags, chars, classes) for alternative in av[1]]
+            if not any(nullable for nullable, _ in results):
+                return False, any(anchored for _, anchored in results)
+            continue
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, _, inner = av
+            nullable, anchored = _firsts(inner, flags, chars, classes)
+            if low > 0 and not nullable:
+                return False, anchored
+            continue
+        raise _Unknown(name)
+    return True, False
+
+
+def _class(chars: set[str], classes: set[str]) -> str:
+    points = sorted(ord(c) for c in chars)
+    parts: list[str] = []
+    i = 0
+    while i < len(points):
+        j = i
+        while j + 1 < len(points) and points[j + 1] == points[j] + 1:
+            j += 1
+        parts.append(f"\\U{points[i]:08x}" + (f"-\\U{points[j]:08x}" if j > i else ""))
+        i = j + 1
+    return "[" + "".join(parts) + "".join(sorted(classes)) + "]"
+
+
+def _guard(pattern: str, flags: int) -> str:
+    """The look-ahead (or start-of-text test) every match of ``pattern`` passes, or ""."""
+    chars: set[str] = set()
+    classes: set[str] = set()
+    try:
+        nullable, anchored = _firsts(_parse(pattern, flags), flags, chars, classes)
+    except (_Unknown, re.error, AttributeError, TypeError, ValueError):
+        return ""
+    if nullable or r"\S" in classes or r"\W" in classes or r"\D" in classes:
+        return ""
+    if not chars and not classes:
+        return r"\A" if anchored else ""
+    ahead = "(?=" + _class(chars, classes) + ")"
+    return f"(?:\\A|{ahead})" if anchored else ahead
+
+
+def first_char_guard(pattern: str, flags: int = 0) -> str:
+    """``pattern`` behind a look-ahead for the characters a match of it can begin with, or as it
+    is when that is not worked out (or any character can begin one). The same matches, found
+    sooner: the regex engine tries every alternative of an alternation at every position of a
+    text, and a look-ahead on one character class turns most positions away at once. Compile the
+    result with the same ``flags`` (a case-insensitive class takes what a case-insensitive
+    literal takes)."""
+    guard = _guard(pattern, flags)
+    return f"{guard}(?:{pattern})" if guard else pattern
+
+
+def guarded_alternation(alternatives: list[str], flags: int = 0) -> str:
+    """One pattern for ``alternatives``, tried in their order as ``"|".join`` would be, each
+    behind its own first-character guard and the whole behind the union of them."""
+    joined = "|".join(f"(?:{a})" for a in alternatives)
+    return _guard(joined, flags) + "(?:" + "|".join(first_char_guard(a, flags) for a in alternatives) + ")"

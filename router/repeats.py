@@ -37,6 +37,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 import msgspec
 from rapidfuzz import fuzz
@@ -106,6 +107,11 @@ _TIMES = re.compile(r"(?<![\d.])([2-9])\s*[x×*]\s*$|^\s*[x×*]\s*([2-9])(?![\d.
 
 def amounts_in(text: str) -> list[str]:
     """The amounts ``text`` names, as decimal strings ("68.80"); "2 x $100" names 200 too."""
+    return list(_amounts_in(text))
+
+
+@lru_cache(maxsize=16)  # the repeat check and the new case's fingerprint read the same text
+def _amounts_in(text: str) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for found in extract_amounts(text):
         if found.value > 0:
@@ -114,7 +120,7 @@ def amounts_in(text: str) -> list[str]:
             times = _TIMES.search(before) or _TIMES.search(after)
             if times:
                 seen[format_amount(found.value * int(times.group(1) or times.group(2)))] = None
-    return list(seen)
+    return tuple(seen)
 
 
 # numbers a follow-up repeats without saying they are money ("239退款还是没到", "还是1050")
@@ -123,11 +129,16 @@ _NUMBER = re.compile(r"(?<![\w.,])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,2}))?(?![\d
                      r"am\b|pm\b|th\b|st\b|nd\b|rd\b))")
 
 
+# a run of 27+ digits (an order number) is no amount, and has no two-place form in 28 significant
+# digits (format_amount raised InvalidOperation: the whole repeat check failed on such a message)
+_NO_AMOUNT = Decimal(10) ** 26
+
+
 def numbers_in(text: str) -> set[str]:
     found = set()
     for m in _NUMBER.finditer(unicodedata.normalize("NFKC", text)):
         value = Decimal(m.group(1).replace(",", "") + ("." + m.group(2) if m.group(2) else ""))
-        if value >= 10 or m.group(2):
+        if (value >= 10 or m.group(2)) and value < _NO_AMOUNT:
             found.add(format_amount(value))
     return found
 
@@ -153,10 +164,15 @@ def _identifiers(text: str) -> list[str]:
 
 
 def _topic_terms(text: str, limit: int | None = MAX_TERMS) -> list[str]:
+    ordered = _ordered_terms(text)
+    return list(ordered[:limit] if limit else ordered)
+
+
+@lru_cache(maxsize=16)  # the repeat check and the new case's fingerprint read the same text
+def _ordered_terms(text: str) -> tuple[str, ...]:
     found = terms(text)
     concepts = [t for t in found if t.startswith("<")] + _identifiers(text)
-    ordered = concepts + [t for t in found if not t.startswith("<")]
-    return ordered[:limit] if limit else ordered
+    return tuple(concepts + [t for t in found if not t.startswith("<")])
 
 
 def fingerprint_of(complaint: Complaint, created_ms: int) -> bytes:

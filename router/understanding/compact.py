@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,30 @@ class Analyser:
         if self._tokens.groups == 1:  # type: ignore[attr-defined] - scikit-learn keeps the group
             tokens = [t if isinstance(t, str) else t[0] for t in tokens]
         return self._word_ngrams(tokens)
+
+    def counts(self, text: str, vocabulary: dict[str, int]) -> dict[int, int]:
+        """How often each of the text's n-grams in ``vocabulary`` appears, by vocabulary index, in
+        the order they first appear in ``self(text)`` (what counting ``self(text)`` gram by gram
+        gives): the n-grams are made and looked up by C loops (``zip``, ``map``, ``Counter``) instead
+        of one Python step each (~0.09 -> ~0.05 ms for a text's character n-grams)."""
+        get = vocabulary.get
+        counts: Counter[int | None] = Counter()
+        if self.kind == "char":
+            units: Any = _WHITE_SPACES.sub(" ", text)
+            join = "".join
+        else:
+            units = self._tokens.findall(text)  # type: ignore[attr-defined]
+            if self._tokens.groups == 1:  # type: ignore[attr-defined]
+                units = [t if isinstance(t, str) else t[0] for t in units]
+            join = " ".join
+        low = self.low
+        if low == 1:
+            counts.update(map(get, units))
+            low = 2
+        for n in range(low, min(self.high, len(units)) + 1):
+            counts.update(map(get, map(join, zip(*(units[k:] for k in range(n))))))
+        counts.pop(None, None)
+        return counts  # type: ignore[return-value]
 
     def _char_ngrams(self, text: str) -> list[str]:
         low, grams = self.low, []

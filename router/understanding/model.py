@@ -83,6 +83,9 @@ def fit_pipeline(records: Sequence[dict], params: dict[str, Any]):
     return pipeline
 
 
+_NO_INDICES = np.zeros(0, dtype=np.intp)
+
+
 class _FastVectoriser:
     """A fitted TfidfVectorizer's arithmetic for one text (sublinear tf x idf, L2-normalised),
     without scikit-learn's per-call checks and sparse-matrix assembly: ~2.5 ms -> ~0.1 ms a message."""
@@ -104,19 +107,24 @@ class _FastVectoriser:
             analyse = vectoriser.build_analyzer()
         return cls(analyse, vectoriser.vocabulary_, vectoriser.idf_, offset)
 
-    def features(self, text: str) -> tuple[list[int], Any]:
-        counts: dict[int, int] = {}
-        vocabulary = self.vocabulary
-        for gram in self.analyse(text):
-            index = vocabulary.get(gram)
-            if index is not None:
-                counts[index] = counts.get(index, 0) + 1
+    def features(self, text: str) -> tuple[Any, Any]:
+        """The text's feature indices (in the order its n-grams first appear) and their weights."""
+        if isinstance(self.analyse, compact.Analyser):
+            counts = self.analyse.counts(text, self.vocabulary)
+        else:
+            counts = {}
+            vocabulary = self.vocabulary
+            for gram in self.analyse(text):
+                index = vocabulary.get(gram)
+                if index is not None:
+                    counts[index] = counts.get(index, 0) + 1
         if not counts:
-            return [], np.zeros(0)
-        indices = list(counts)
-        values = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))) * self.idf[indices]
+            return _NO_INDICES, np.zeros(0)
+        n = len(counts)
+        indices = np.fromiter(counts, dtype=np.intp, count=n)
+        values = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=n))) * self.idf[indices]
         values /= np.sqrt(values @ values)
-        return [i + self.offset for i in indices], values
+        return indices + self.offset, values
 
 
 @dataclass
@@ -223,7 +231,7 @@ class CategoryModel:
             decision = self._intercepts.copy()
             for fast in self._fast:
                 indices, values = fast.features(prepared)
-                if indices:
+                if len(indices):
                     decision += values @ self._weights[indices]
             # scikit-learn's sigmoid calibration per class and fold, normalised per fold, averaged
             proba = (1.0 / (1.0 + np.exp(decision * self._a + self._b))).reshape(self._n_folds, n_classes)

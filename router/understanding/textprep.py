@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 from normalizer.mail import strip_quoted
 
@@ -36,6 +37,7 @@ _URL = re.compile(r"https?://\S+", re.IGNORECASE)
 _ALNUM_ID = re.compile(r"(?<![a-z0-9])#?(?=[a-z0-9-]*\d)(?=[a-z0-9-]*[a-z])[a-z0-9]+(?:-[a-z0-9]+)+(?![a-z0-9])"
                        r"|(?<![a-z0-9])t\d{8,}(?![a-z0-9])", re.IGNORECASE)
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
+_DIGIT = re.compile(r"\d")
 # Spoken Chinese numbers in transcripts ("两百九十九", "六二二五 八四六五"): two or more numerals in a row.
 _ZH_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万亿幺]{2,}")
 _ZH_NUMBER_KEEP = {"一下", "一直", "一个", "一样", "一点", "一起", "一定", "一般", "一笔", "一次", "万一", "千万", "一些",
@@ -73,23 +75,30 @@ def _zh_number(match: re.Match[str]) -> str:
 def tokens_for_numbers(text: str) -> str:
     """E-mail addresses, links, ids, digit runs and spoken Chinese numbers to placeholder tokens, so
     "$35.99" and "$12" read alike and no id becomes a feature of its own."""
-    text = _EMAIL.sub(" zmail ", text)
+    if "@" in text:  # (each pattern below runs only where it can match: half the texts have no digit)
+        text = _EMAIL.sub(" zmail ", text)
     text = _URL.sub(" zurl ", text)
-    text = _ALNUM_ID.sub(" zid ", text)
-    text = _NUMBER.sub("0", text)
+    if _DIGIT.search(text):
+        text = _ALNUM_ID.sub(" zid ", text)
+        text = _NUMBER.sub("0", text)
     return _ZH_NUMBER.sub(_zh_number, text)
 
 
 def prepare(text: str) -> str:
     """What the categoriser reads: the new part of a mail, folded, without speaker labels, numbers
     as tokens, whitespace collapsed."""
-    text = tokens_for_numbers(without_form_fields(fold(strip_quoted(text))))
+    text = tokens_for_numbers(_folded(text))
     return _SPACES.sub(" ", text).strip()
 
 
 def prepare_for_rules(text: str) -> str:
     """What the formal-flag rules read: like :func:`prepare` but numbers kept (regulator hotlines
     such as 12315 are cues) and line breaks kept as sentence ends."""
+    return _folded(text)
+
+
+@lru_cache(maxsize=16)  # a prediction reads each text twice: the model's input and the formal rules'
+def _folded(text: str) -> str:
     return without_form_fields(fold(strip_quoted(text)))
 
 

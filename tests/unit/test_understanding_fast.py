@@ -1,0 +1,214 @@
+"""The faster readers of a message's words answer what the plain ones did (issue 21), on every text
+of our corpus (data/corpus) and of shared/corpus/dev.jsonl when it is there: the categoriser's
+n-gram counts and probabilities, the text it reads, the patterns behind first-character guards
+and the prechecks that skip them, and the PII search's memo of recent texts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from normalizer import extract, pii
+from normalizer.mail import strip_quoted
+from normalizer.text import first_char_guard
+from router import repeat_signals, repeats
+from router.understanding import artefacts, compact, formal, textprep
+from tests.conftest import TEST_MODELS_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DEV = ROOT.parent / "shared" / "corpus" / "dev.jsonl"
+AWKWARD = ["", " ", "a", "ab", "  double  spaces\n\nand\tlines ", "it's o'clock", "🙂🙂", "x" * 5, "12315",
+           "Refund 还没到账, order 4200001234202611081234567890, 金额 ¥256", "ıstanbul ISTANBUL İstanbul",
+           "13800138000@qq.com 或 13800138000", "call +1 (212) 555-0100 or mail a.b@example.com", "HK$1,000 退 58.8",
+           "我 要 投 诉 12315", "坐席：您好 客户：还没到账", "١٢٣ dollars", "ＲＭＢ１２８．５０"]
+
+
+def _texts() -> list[str]:
+    paths = sorted((ROOT / "data" / "corpus").glob("*.jsonl")) + ([SHARED_DEV] if SHARED_DEV.is_file() else [])
+    texts = [json.loads(line)["text"] for path in paths for line in path.read_text(encoding="utf-8").splitlines()
+             if line.strip()]
+    assert len(texts) >= 2000
+    return texts + AWKWARD
+
+
+TEXTS = _texts()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return artefacts.load_current(TEST_MODELS_DIR)  # the compact form, as a worker loads it
+
+
+# -- the categoriser -------------------------------------------------------------------------------
+
+
+def _plain_features(fast, text: str) -> tuple[list[int], np.ndarray]:
+    """The n-gram counting as it was: every gram of the analyser, one dictionary step each."""
+    counts: dict[int, int] = {}
+    for gram in fast.analyse(text):
+        index = fast.vocabulary.get(gram)
+        if index is not None:
+            counts[index] = counts.get(index, 0) + 1
+    if not counts:
+        return [], np.zeros(0)
+    indices = list(counts)
+    values = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts)))) * fast.idf[indices]
+    values /= np.sqrt(values @ values)
+    return [i + fast.offset for i in indices], values
+
+
+def _plain_prepare(text: str) -> str:
+    folded = textprep.without_form_fields(textprep.fold(strip_quoted(text)))
+    for pattern, replacement in ((textprep._EMAIL, " zmail "), (textprep._URL, " zurl "), (textprep._ALNUM_ID, " zid "),
+                                 (textprep._NUMBER, "0"), (textprep._ZH_NUMBER, textprep._zh_number)):
+        folded = pattern.sub(replacement, folded)
+    return textprep._SPACES.sub(" ", folded).strip()
+
+
+def test_the_categoriser_reads_the_same_text_and_counts_the_same_ngrams(model) -> None:
+    for text in TEXTS:
+        prepared = textprep.prepare(text)
+        assert prepared == _plain_prepare(text), text
+        assert textprep.prepare_for_rules(text) == textprep.without_form_fields(textprep.fold(strip_quoted(text)))
+        for fast in model._fast:
+            assert isinstance(fast.analyse, compact.Analyser)
+            indices, values = fast.features(prepared)
+            plain_indices, plain_values = _plain_features(fast, prepared)
+            assert indices.tolist() == plain_indices, text
+            assert np.array_equal(values, plain_values), text  # bit for bit: the same sums in the same order
+
+
+def test_every_prediction_is_what_the_plain_path_gives(model) -> None:
+    """Category, confidence, runner-up and the formal flag of every text, against the probabilities
+    computed from the plain n-gram counts (to float tolerance) and the formal rules on the plain text."""
+    n_classes = len(model.classes)
+    for text in TEXTS:
+        decision = model._intercepts.copy()
+        for fast in model._fast:
+            indices, values = _plain_features(fast, _plain_prepare(text))
+            if indices:
+                decision += values @ model._weights[indices]
+        proba = (1.0 / (1.0 + np.exp(decision * model._a + model._b))).reshape(model._n_folds, n_classes)
+        norm = proba.sum(axis=1, keepdims=True)
+        expected = np.divide(proba, norm, out=np.full_like(proba, 1.0 / n_classes), where=norm != 0).mean(axis=0)
+        assert np.allclose(model.probabilities([text])[0], expected, rtol=0, atol=1e-12), text
+        p = model.predict(text)
+        best, second = np.argsort(-expected, kind="stable")[:2]
+        assert (p.category, p.runner_up) == (model.classes[best], model.classes[second]), text
+        assert abs(p.confidence - round(float(expected[best]), 4)) < 1e-9, text
+
+
+# -- patterns behind first-character guards ------------------------------------------------------------
+
+
+def _unguarded() -> list[tuple[str, re.Pattern[str], re.Pattern[str]]]:
+    """(name, the pattern as it was written, the one in use)."""
+    rs = repeat_signals
+    pairs = [
+        ("follow-up cues", re.compile("|".join([rf"(?<![a-z])(?:{p})" for p in rs._FOLLOW_UP_EN]
+                                               + [p.translate(rs._TRAD) for p in rs._FOLLOW_UP_ZH]), re.IGNORECASE),
+         rs._FOLLOW_UP),
+        ("new-problem cues", re.compile("|".join([rf"(?<![a-z])(?:{p})" for p in rs._NEW_PROBLEM_EN]
+                                                 + [p.translate(rs._TRAD) for p in rs._NEW_PROBLEM_ZH]), re.IGNORECASE),
+         rs._NEW_PROBLEM),
+        ("concept words", re.compile(rf"(?<![a-z]){rs._trie([t for t in rs._CANON if t.isascii()], '(?![a-z])')}"
+                                     rf"|{rs._trie([t for t in rs._CANON if not t.isascii()])}"), rs._CONCEPT_RE),
+    ]
+    sources = [formal._FILING_ZH, formal._FILING_EN, formal._ESCALATION_ZH, formal._ESCALATION_EN,
+               formal._REGULATOR_ZH, formal._REGULATOR_EN]
+    pairs += [(f"formal cue {i}", re.compile(source), used)
+              for i, (source, (_, used)) in enumerate(zip(sources, formal._CUES)) if i]  # not 0: it has none
+    pairs += [(f"amount prefix {c}", re.compile(r"(?<![A-Za-z0-9])" + p + r"\s*" + extract._NUM), used)
+              for (p, c), (used, _, _) in zip(extract._PREFIX, extract._PREFIX_RE)]
+    pairs += [(f"amount suffix {c}", re.compile(r"(?<![\d.,])" + extract._NUM + s, re.IGNORECASE), used)
+              for (s, c), (used, _) in zip(extract._SUFFIX, extract._SUFFIX_RE)]
+    return pairs
+
+
+def _found(pattern: re.Pattern[str], text: str) -> list[tuple[tuple[int, int], tuple, dict]]:
+    return [(m.span(), m.groups(), m.groupdict()) for m in pattern.finditer(text)]
+
+
+@pytest.mark.parametrize("name, plain, used", _unguarded(), ids=lambda v: v if isinstance(v, str) else "")
+def test_a_guarded_pattern_finds_what_the_plain_one_does(name: str, plain: re.Pattern[str], used: re.Pattern[str]) -> None:
+    assert plain.pattern != used.pattern, "no guard: nothing to compare"
+    for text in TEXTS:
+        for variant in (text, repeat_signals._fold(text), textprep.prepare_for_rules(text), extract._fold(text)):
+            assert _found(used, variant) == _found(plain, variant), (name, variant)
+
+
+def test_the_amount_prechecks_skip_only_texts_the_patterns_find_nothing_in() -> None:
+    for text in map(extract._fold, TEXTS):
+        digits = extract._DIGIT.search(text) is not None
+        for regex, prefix, _ in extract._PREFIX_RE:
+            if not (digits and prefix.search(text)):
+                assert not regex.search(text), text
+        for regex in [r for r, _ in extract._SUFFIX_RE] + [extract._BARE_DECIMAL, extract._BARE_INTEGER,
+                                                         extract._BARE_INTEGER_BEFORE]:
+            if not digits:
+                assert not regex.search(text), text
+
+
+@pytest.mark.parametrize("pattern, flags, text, expected", [
+    (r"^\s*还有|分开", 0, "  还有 一个, 分开", [(0, 4), (9, 11)]),  # anchored: the start is let through
+    (r"(?:(?<=\s)|^)(?:agent|caller)\s*:", re.IGNORECASE, "Agent: hi CALLER : x", [(0, 6), (10, 18)]),
+    (r"\d+(?:st|nd) time|twice", 0, "2nd time, 21st time, twice", [(0, 8), (10, 19), (21, 26)]),
+    (r"ab|x*", 0, "zab", [(0, 0), (1, 3), (3, 3)]),  # can match nothing: left as it is
+    (r"[^a]b", 0, "cb ab", [(0, 2)]),  # a negated class: left as it is
+])
+def test_first_char_guard(pattern: str, flags: int, text: str, expected: list[tuple[int, int]]) -> None:
+    guarded = first_char_guard(pattern, flags)
+    assert [m.span() for m in re.finditer(guarded, text, flags)] == expected
+    assert [m.span() for m in re.finditer(pattern, text, flags)] == expected
+    if pattern in ("ab|x*", r"[^a]b"):
+        assert guarded == pattern
+
+
+# -- the PII memo --------------------------------------------------------------------------------------
+
+
+NUMBERS = (pii.CARD, pii.PHONE, pii.ID_NUMBER)
+
+
+def test_the_pii_memo_answers_what_a_fresh_search_does() -> None:
+    """Asked in either order (all kinds, then the number kinds: the worker's masked copies, then
+    the fingerprint's identifiers), and again, the answers are a fresh search's."""
+    for i, text in enumerate(TEXTS):
+        everything = pii._find_pii(text, frozenset(pii.KINDS))
+        numbers = pii._find_pii(text, frozenset(NUMBERS))
+        order = [(pii.KINDS, everything), (NUMBERS, numbers)]
+        for kinds, fresh in (order if i % 2 else order[::-1]) * 2:
+            found = pii.find_pii(text, kinds)
+            assert found == fresh, text
+            found.append(pii.Found(0, 0, "email"))  # the caller's list is its own
+        masked = text
+        for f in reversed(everything):
+            masked = masked[:f.start] + pii._placeholder(f.kind, text[f.start:f.end]) + masked[f.end:]
+        assert pii.mask_pii(text) == masked, text
+
+
+def test_an_email_that_holds_a_phone_number_is_searched_again_for_the_numbers() -> None:
+    text = "13800138000@qq.com"
+    assert [f.kind for f in pii.find_pii(text)] == ["email"]
+    assert [f.kind for f in pii.find_pii(text, NUMBERS)] == ["phone"]
+
+
+# -- the repeat check's memo and a long number ---------------------------------------------------------
+
+
+def test_memoised_terms_and_amounts_are_the_callers_own_lists() -> None:
+    text = "充值100元没到账 top-up of HK$100 not credited"
+    first = repeat_signals.terms(text)
+    first.append("mutated")
+    assert repeat_signals.terms(text) == first[:-1]
+    amounts = repeats.amounts_in(text)
+    amounts.insert(0, "1.00")
+    assert repeats.amounts_in(text) == amounts[1:]
+
+
+def test_a_28_digit_order_number_is_no_amount_and_breaks_nothing() -> None:
+    assert repeats.numbers_in("order 4200001234202611081234567890, 金额 256") == {"256.00"}

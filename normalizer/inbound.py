@@ -43,7 +43,12 @@ def clean_text(text: str, max_chars: int, field: str = "text") -> str:
     if len(text) > max_chars * 4:  # cheap early refusal before any work on huge input
         raise InputRejected("text_too_long", f"{field} is longer than {max_chars} characters", field)
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n"))
-    text = "".join(ch for ch in text if ch in _ALLOWED_CONTROL or unicodedata.category(ch)[0] != "C").strip()
+    # str.isprintable is False for every "Other" (C*) character: a text it passes, once the two
+    # allowed controls are set aside, has nothing to remove (one C loop instead of a category
+    # look-up per character: 0.014 -> 0.001 ms per corpus text)
+    if not text.replace("\n", "").replace("\t", "").isprintable():
+        text = "".join(ch for ch in text if ch in _ALLOWED_CONTROL or unicodedata.category(ch)[0] != "C")
+    text = text.strip()
     if len(text) > max_chars:
         raise InputRejected("text_too_long", f"{field} is longer than {max_chars} characters", field)
     return text
@@ -113,13 +118,21 @@ def build_message(
     metadata: dict[str, str] | None = None,
     subject: str | None = None,
     suppress_acknowledgement: str | None = None,
+    derive: bool = True,
 ) -> InboundMessage:
-    """The message with what the text says filled in where the channel did not say it."""
-    if amount is None:
+    """The message with what the text says filled in where the channel did not say it.
+
+    ``derive=False`` leaves that (amount, transaction id, language from the text) for
+    ``complete_message`` to do after the acknowledgement, in the worker: it is most of the
+    intake's own work on a long text (~0.2 ms of ~0.45 ms per corpus message, bench/profile_gateway.py).
+    """
+    if not derive:
+        metadata = {**(metadata or {}), DERIVE_LATER: "1"}
+    if amount is None and derive:
         found = extract_amount(text)
         if found is not None:
             amount = Amount(value=found[0], currency=found[1])
-    if transaction is None:
+    if transaction is None and derive:
         transaction = extract_transaction_id(text)
     # One spelling per contact (E.164 phones, case-folded e-mail) so that the same person is the
     # same customer on every channel; a verified channel's implied contacts are vouched for too.
@@ -133,7 +146,7 @@ def build_message(
         provider_message_id=provider_message_id,
         sender=sender,
         text=text,
-        language=language or detect_language(text),
+        language=language or (detect_language(text) if derive else ""),
         received_at=received_at or datetime.now(timezone.utc),
         attachments=list(attachments),
         raw_ref=raw_ref,
@@ -147,3 +160,26 @@ def build_message(
         subject=subject,
         suppress_acknowledgement=suppress_acknowledgement,
     )
+
+
+#: The metadata key of a message whose amount, transaction id and language are still to be found
+#: in its text (``build_message(derive=False)``); ``complete_message`` removes it.
+DERIVE_LATER = "derive_later"
+
+
+def complete_message(message: InboundMessage) -> InboundMessage:
+    """A message taken in with ``build_message(derive=False)`` as ``build_message`` would have
+    made it: amount, transaction id and language found in the text where the channel did not
+    give them. Any other message comes back as it is, so calling this twice changes nothing."""
+    if DERIVE_LATER not in message.metadata:
+        return message
+    amount, transaction = message.amount, message.transaction_id
+    if amount is None:
+        found = extract_amount(message.text)
+        if found is not None:
+            amount = Amount(value=found[0], currency=found[1])
+    if transaction is None:
+        transaction = extract_transaction_id(message.text)
+    return msgspec.structs.replace(
+        message, amount=amount, transaction_id=transaction, language=message.language or detect_language(message.text),
+        metadata={k: v for k, v in message.metadata.items() if k != DERIVE_LATER})

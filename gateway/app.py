@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -26,6 +27,7 @@ from gateway.api_service import PolicyController, ReportsController
 from gateway.auth import Authenticator
 from gateway.problems import body_limit_middleware, exception_handlers
 from plugins.problems import ProblemError
+from router.metrics import MetricsFlusher
 from router.redis_pool import redis_client, route_now
 from plugins.settings import Settings
 from router.store import ComplaintStore
@@ -49,9 +51,14 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         await route_now(redis)
         store.bind(redis)
         services.redis = redis
+        # intake outcomes are tallied here and written once a second (one HINCRBY per message
+        # otherwise); a last write when the app stops
+        flushing = asyncio.create_task(MetricsFlusher(redis).run(), name="metrics")
         try:
             yield
         finally:
+            flushing.cancel()
+            await asyncio.gather(flushing, return_exceptions=True)
             await redis.aclose()
 
     @documented(ok=Health, ok_example={"status": "ok"})

@@ -14,7 +14,9 @@ A worker's per-job counts (job results and durations: a few per message) are not
 job: ``incr`` and ``observe`` on a non-transactional pipeline of a connection pool that has a
 ``MetricsFlusher`` running (the worker's housekeeping starts one) add to this process's tally,
 which the flusher writes once a second in one round trip, and once more when it is stopped (a
-clean stop loses nothing; /metrics may be a second behind). Counts made inside a transaction
+clean stop loses nothing; /metrics may be a second behind). A gateway runs one too (its
+lifespan), for its intake outcomes (``gateway_messages_in``, one count per message, tallied by
+``router/store/intake_script.py``); the gateway that is scraped writes its own tally first. Counts made inside a transaction
 (a merge, a breach, a first response) are written with their change, as before: they count
 only when the change commits.
 """
@@ -140,6 +142,14 @@ def _tally_for(pipe: Any) -> MetricsFlusher | None:
     return _flushers.get(id(pool)) if pool is not None else None
 
 
+def tally_of(redis: Any) -> MetricsFlusher | None:
+    """The flusher running for this client's connection pool, if any: counts made outside a
+    transaction may go to its tally instead of a ``HINCRBY`` each (the gateway's intake
+    outcomes do)."""
+    pool = getattr(redis, "connection_pool", None)
+    return _flushers.get(id(pool)) if _flushers and pool is not None else None
+
+
 def incr(pipe: Any, keys: Keys | str, name: str, by: int = 1, **labels: str) -> None:
     """Add to a counter inside a pipeline or on a client (not awaited here). ``keys``: the
     store's ``Keys``, or the key prefix they are for."""
@@ -188,6 +198,9 @@ class _Snapshot:
 
 async def render(store: Any, plugin_errors: dict[str, int]) -> bytes:
     r, k = store.r, store.keys
+    own = tally_of(r)
+    if own is not None:  # this process's own counts are never a second behind on its /metrics
+        await own.flush()
     fields = _parse(await r.hgetall(k.metrics))
     families: list[Any] = []
     for name, (doc, labels) in COUNTERS.items():

@@ -13,6 +13,7 @@ from normalizer.ids import dt_to_ms, new_id, now_ms
 from normalizer.schema import Contact, InboundMessage, MessageStatus
 from plugins.contract import IntakeOutcome
 from router.store.base import JOB_EXPIRES_MS, PlannedJob, StoreBase
+from router.store.intake_script import IntakeGroup
 from router.store.keys import Keys, job_key
 
 IDEMPOTENCY_TTL_S = 7 * 86_400  # providers (WhatsApp) retry for days
@@ -35,59 +36,44 @@ class Messages(StoreBase):
         raw: bytes | None = None,
         limits: bool = True,
     ) -> IntakeOutcome:
-        """Store a message and its processing job atomically (one round trip); refused with
-        ``backpressure`` or ``rate_limited`` (nothing stored) when over a limit."""
+        """Store a message and its processing job atomically; refused with ``backpressure`` or
+        ``rate_limited`` (nothing stored) when over a limit. Concurrent calls share one round trip
+        (``IntakeGroup``: the group commit); each returns once its message is written."""
         k = self.keys
         now_s = int(time.time())
         received_ms = dt_to_ms(message.received_at)
         job_id = k.job_id(f"ingest:{message.id}")
         job = PlannedJob("process_message", job_id, (message.id,))
         none = k.none
-        keys_and_args = dict(
-            keys=[
-                k.msg(message.id),
-                k.idem(message.channel, idempotency_scope) if idempotency_scope else none,
-                k.pending,
-                job_key(job_id),
-                k.arq_queue,
-                k.wake,
-                k.raw(message.id) if raw is not None else none,
-                k.metrics,
-                k.rate_contact(message.sender.kind, message.sender.value, now_s // 60)
-                if limits and self.limits.contact_per_minute else none,
-                k.rate_channel(message.channel, now_s) if limits and self.limits.channel_per_second else none,
-                none,
-            ],
-            args=[
-                message.id,
-                _message_encoder.encode(message),
-                received_ms,
-                request_hash,
-                self._job_bytes(job, received_ms),
-                JOB_EXPIRES_MS,
-                IDEMPOTENCY_TTL_S,
-                raw or b"",
-                "1" if self.worker_wake else "0",
-                message.channel,
-                job_id,
-                RAW_TTL_S,
-                f"{message.sender.kind}:{message.sender.value}",
-                "\n".join(f"{c.kind}:{c.value}" for c in message.verified_contacts),
-                self.limits.max_pending, self.limits.contact_per_minute, self.limits.channel_per_second,
-            ],
-        )
-        replicas = None
-        if self.limits.wait_replicas:
-            # WAIT counts the replicas that have this connection's writes, so it must follow the
-            # script on the same connection: one pipeline (a failover to a replica then keeps
-            # every message the gateway acknowledged)
-            async with self.r.pipeline(transaction=False) as pipe:
-                await self._intake_script(**keys_and_args, client=pipe)
-                pipe.wait(self.limits.wait_replicas, self.limits.wait_ms)
-                result, replicas = await pipe.execute()
-        else:
-            result = await self._intake_script(**keys_and_args)
-        status, mid = (x.decode() if isinstance(x, bytes) else x for x in result)
+        group = self.__dict__.get("_intake_group")
+        if group is None or group.script is not self._intake_script:  # one per bound Redis client
+            group = self.__dict__["_intake_group"] = IntakeGroup(self._intake_script, self.r, lambda: (
+                [k.pending, k.arq_queue, k.wake, k.metrics, none],
+                ["1" if self.worker_wake else "0", self.limits.max_pending, self.limits.contact_per_minute,
+                 self.limits.channel_per_second, JOB_EXPIRES_MS, IDEMPOTENCY_TTL_S, RAW_TTL_S],
+                self.limits.wait_replicas, self.limits.wait_ms))
+        keys = [
+            k.msg(message.id),
+            k.idem(message.channel, idempotency_scope) if idempotency_scope else none,
+            job_key(job_id),
+            k.raw(message.id) if raw is not None else none,
+            k.rate_contact(message.sender.kind, message.sender.value, now_s // 60)
+            if limits and self.limits.contact_per_minute else none,
+            k.rate_channel(message.channel, now_s) if limits and self.limits.channel_per_second else none,
+        ]
+        args = [
+            message.id,
+            _message_encoder.encode(message),
+            received_ms,
+            request_hash,
+            self._job_bytes(job, received_ms),
+            raw or b"",
+            message.channel,
+            job_id,
+            f"{message.sender.kind}:{message.sender.value}",
+            "\n".join(f"{c.kind}:{c.value}" for c in message.verified_contacts),
+        ]
+        status, mid, replicas = await group.submit(keys, args)
         return IntakeOutcome(status, mid, replicas)
 
     async def idempotent_message(self, channel: str, scope: str) -> str | None:

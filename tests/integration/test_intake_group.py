@@ -1,0 +1,130 @@
+"""The intake's group commit (router/store/intake_script.py): messages taken in concurrently
+share one call of the intake script, and each still gets the outcome it would have had alone —
+idempotency, backpressure and the per-sender and per-channel budgets counted message by message,
+in arrival order — and is durable before its call returns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from normalizer.inbound import build_message
+from normalizer.ids import new_id
+from normalizer.schema import Contact
+from plugins.settings import IntakeLimits
+
+
+@pytest.fixture
+async def store(redis_url: str, prefix: str) -> Any:
+    from router.redis_pool import redis_client
+    from router.store import ComplaintStore
+
+    r = redis_client(redis_url)
+    s = ComplaintStore(prefix, limits=IntakeLimits())
+    s.bind(r)
+    try:
+        yield s
+    finally:
+        await r.aclose()
+
+
+def message(user: str, text: str = "charged twice, please refund") -> Any:
+    return build_message(message_id=new_id("msg"), channel="app", sender=Contact(kind="app_user", value=user), text=text)
+
+
+def group_calls(store: Any) -> int:
+    group = store.__dict__.get("_intake_group")
+    return group.calls if group is not None else 0
+
+
+async def intake_all(store: Any, messages: list[Any], scopes: list[str | None] | None = None,
+                     hashes: list[str] | None = None) -> list[Any]:
+    scopes = scopes or [None] * len(messages)
+    hashes = hashes or [""] * len(messages)
+    return list(await asyncio.gather(*(store.intake(m, idempotency_scope=s, request_hash=h)
+                                       for m, s, h in zip(messages, scopes, hashes))))
+
+
+async def test_concurrent_messages_share_a_call_and_each_is_stored(store):
+    await intake_all(store, [message("warm")])  # the script loaded, the group made
+    before = group_calls(store)
+    messages = [message(f"u{n}") for n in range(40)]
+    outcomes = await intake_all(store, messages)
+    assert [(o.status, o.message_id) for o in outcomes] == [("accepted", m.id) for m in messages]
+    assert group_calls(store) - before < 10  # the first alone, then the ones that waited together
+    r, k = store.r, store.keys
+    for m in messages:
+        assert await r.hget(k.msg(m.id), "status") == b"received"
+        assert await r.zscore(k.pending, m.id) is not None
+        job_id = k.job_id(f"ingest:{m.id}")
+        assert await r.zscore(k.arq_queue, job_id) is not None
+    assert await r.hget(k.metrics, "gateway_messages_in|channel=app,outcome=accepted") == b"41"
+
+
+async def test_a_retry_in_the_same_call_is_a_duplicate_or_a_conflict(store):
+    first, again, other = message("same"), message("same"), message("same")
+    outcomes = await intake_all(store, [message("lead"), first, again, other],
+                                scopes=[None, "same:k1", "same:k1", "same:k1"], hashes=["", "h1", "h1", "h2"])
+    assert [(o.status, o.message_id) for o in outcomes[1:]] == [
+        ("accepted", first.id), ("duplicate", first.id), ("conflict", first.id)]
+    assert await store.r.exists(store.keys.msg(again.id), store.keys.msg(other.id)) == 0
+    fields = await store.r.hgetall(store.keys.metrics)
+    assert fields[b"gateway_messages_in|channel=app,outcome=duplicate"] == b"1"
+    assert fields[b"gateway_messages_in|channel=app,outcome=conflict"] == b"1"
+
+
+async def test_a_senders_budget_counts_every_message_of_a_call(store):
+    store.limits.contact_per_minute = 3
+    for attempt in range(5):  # the budget is per minute: a call that straddles one is tried again
+        minute, sender = int(time.time()) // 60, f"flood{attempt}"
+        outcomes = await intake_all(store, [message(sender) for _ in range(5)])
+        if int(time.time()) // 60 != minute:
+            continue
+        assert [o.status for o in outcomes] == ["accepted"] * 3 + ["rate_limited"] * 2
+        assert {o.message_id for o in outcomes[3:]} == {"contact"}
+        counter = store.keys.rate_contact("app_user", sender, minute)
+        assert await store.r.get(counter) == b"5" and 0 < await store.r.ttl(counter) <= 60
+        return
+    pytest.fail("every try straddled a minute")
+
+
+async def test_the_channels_budget_counts_every_message_of_a_call(store):
+    store.limits.channel_per_second = 10
+    for _ in range(5):  # the budget is per second: a call that straddles a second is tried again
+        started = int(time.time())
+        outcomes = await intake_all(store, [message(f"c{started}-{n}") for n in range(16)])
+        if int(time.time()) != started:
+            await asyncio.sleep(0.05)
+            continue
+        assert [o.status for o in outcomes] == ["accepted"] * 10 + ["rate_limited"] * 6
+        assert {o.message_id for o in outcomes[10:]} == {"channel"}
+        assert await store.r.get(store.keys.rate_channel("app", started)) == b"16"
+        return
+    pytest.fail("every try straddled a second")
+
+
+async def test_backpressure_counts_the_messages_of_the_same_call(store):
+    store.limits.max_pending = 5
+    outcomes = await intake_all(store, [message(f"b{n}") for n in range(8)])
+    assert [o.status for o in outcomes] == ["accepted"] * 5 + ["backpressure"] * 3
+    assert await store.r.zcard(store.keys.pending) == 5
+
+
+async def test_with_a_flusher_the_outcomes_are_tallied_and_written_by_it(store):
+    from router.metrics import MetricsFlusher
+
+    flusher = MetricsFlusher(store.r, every_s=3600)
+    running = asyncio.create_task(flusher.run())
+    await asyncio.sleep(0)  # the flusher registers itself for the pool
+    try:
+        await intake_all(store, [message(f"f{n}") for n in range(3)])
+        field = "gateway_messages_in|channel=app,outcome=accepted"
+        assert await store.r.hget(store.keys.metrics, field) is None  # not one HINCRBY per message
+        assert flusher.tally[(store.keys.metrics, field)] == 3
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert await store.r.hget(store.keys.metrics, field) == b"3"  # written when it stopped

@@ -52,7 +52,7 @@ def _child(tree: Path, models: Path, mode: str, passes: int) -> dict[str, Any]:
     sys.path.insert(0, str(tree))
     from datetime import datetime, timezone
 
-    from normalizer.extract import extract_amounts
+    from normalizer.extract import extract_amounts, extract_transaction_id
     from normalizer.inbound import build_message
     from normalizer.pii import find_pii, mask_pii
     from normalizer.schema import ComplaintStatus, Complaint, Contact, MessageEntry
@@ -104,6 +104,7 @@ def _child(tree: Path, models: Path, mode: str, passes: int) -> dict[str, Any]:
         "follow_up_cue + new_problem_cue": lambda i: (repeat_signals.follow_up_cue(texts[i]),
                                                       repeat_signals.new_problem_cue(texts[i])),
         "extract_amounts": lambda i: extract_amounts(texts[i]),
+        "extract_transaction_id": lambda i: extract_transaction_id(texts[i]),
     }
     if mode == "check":
         out: dict[str, list[Any]] = {}
@@ -128,6 +129,7 @@ def _child(tree: Path, models: Path, mode: str, passes: int) -> dict[str, Any]:
             out.setdefault("find_repeat", []).append(answer)
             out.setdefault("terms", []).append(repeat_signals.terms(text))
             out.setdefault("cues", []).append([repeat_signals.follow_up_cue(text), repeat_signals.new_problem_cue(text)])
+            out.setdefault("transaction_id", []).append(extract_transaction_id(text))
             out.setdefault("amounts", []).append([[a.start, a.end, str(a.value), a.currency, a.kind]
                                                   for a in extract_amounts(text)])
         return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import NamedTuple
 
 from normalizer.checksums import china_id_ok, luhn_ok
@@ -72,22 +73,22 @@ _TXN_LABEL = (r"(?:交易单号|交易编号|交易號|交易编码|交易号|�
 _ID_GROUP = (r"(?: \d{2,}(?![A-Za-z0-9]|\s*(?:days?|hours?|weeks?|months?|years?|mins?|minutes?|times|天|日|号|小时|分钟|"
              r"个|次|笔|块|元)))")
 _TXN_SEPARATOR = r"(?:\s*(?:是|为|:|：|#|(?<![a-z])(?:is|was|like|uh|um|number|no\.?)(?![a-z])))*\s*"
-_TXN_LABELLED = re.compile(
+# the id patterns behind look-aheads for their first characters (the same matches, ~0.01 ms less a text)
+_TXN_LABELLED = re.compile(first_char_guard(
     _TXN_LABEL + _TXN_SEPARATOR +
     r"((?:[A-Za-z]{1,4}(?: [A-Za-z]{1,4}){0,2}[ -](?=\d))?[A-Za-z0-9][A-Za-z0-9-]{4,40}" + _ID_GROUP + r"{0,4})"
-    r"(?![A-Za-z0-9@])",
-    re.IGNORECASE,
-)
-_TXN_BARE = re.compile(r"(?<![A-Za-z0-9])(T ?\d{12,30})(?![A-Za-z0-9])")
+    r"(?![A-Za-z0-9@])", re.IGNORECASE), re.IGNORECASE)
+_TXN_BARE = re.compile(first_char_guard(r"(?<![A-Za-z0-9])(T ?\d{12,30})(?![A-Za-z0-9])"))
 # a code of letters and digits ("EB-77120934", "TU20260311-0042", "20260318HK00077", "#A77388"), 5+
 # digits; letters read out one by one before digits ("P X 77120") join them
-_TXN_CODE = re.compile(r"(?<![A-Za-z0-9@./_-])((?:(?=[A-Z0-9-]*[A-Z])(?=(?:[A-Z-]*\d){5})[A-Z0-9]+(?:-[A-Z0-9]+)*"
-                       r"|(?:[A-Z] ){1,3}\d{5,})" + _ID_GROUP + r"*)(?![A-Za-z0-9@/_-]|\.\w)")
+_TXN_CODE = re.compile(first_char_guard(r"(?<![A-Za-z0-9@./_-])((?:(?=[A-Z0-9-]*[A-Z])(?=(?:[A-Z-]*\d){5})[A-Z0-9]+"
+                                         r"(?:-[A-Z0-9]+)*|(?:[A-Z] ){1,3}\d{5,})" + _ID_GROUP + r"*)"
+                                         r"(?![A-Za-z0-9@/_-]|\.\w)"))
 _NOT_TXN_BEFORE = re.compile(r"(?:case|ticket|conf(?:irmation)?|工单|投诉单)\s*(?:no\.?|number|#|号)?\s*#?\s*$",
                              re.IGNORECASE)
 # digits in dashed groups ("7730-2291-0046"), 10+ digits, that are no phone or card number
-_TXN_DASHED = re.compile(r"(?<![A-Za-z0-9+-])(\d{4,5}(?:-\d{4,5}){2,3})(?![A-Za-z0-9-])")
-_LONG_DIGITS = re.compile(r"(?<![A-Za-z0-9.,+-])(\d{12,30})(?![A-Za-z0-9.,-])")
+_TXN_DASHED = re.compile(first_char_guard(r"(?<![A-Za-z0-9+-])(\d{4,5}(?:-\d{4,5}){2,3})(?![A-Za-z0-9-])"))
+_LONG_DIGITS = re.compile(first_char_guard(r"(?<![A-Za-z0-9.,+-])(\d{12,30})(?![A-Za-z0-9.,-])"))
 _CASE_NUMBER = re.compile(r"^C-?\d{8}-?\d{6}$")
 
 
@@ -119,6 +120,11 @@ def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:
 
 def extract_amounts(text: str) -> list[FoundAmount]:
     """Every amount in ``text``, in order (a value may appear more than once)."""
+    return list(_amounts(text))
+
+
+@lru_cache(maxsize=16)  # one message's text is read for its first amount, its repeat check and its case
+def _amounts(text: str) -> tuple[FoundAmount, ...]:
     text = _fold(text)
     found: list[FoundAmount] = []
     spans: list[tuple[int, int]] = []
@@ -168,7 +174,7 @@ def extract_amounts(text: str) -> list[FoundAmount]:
         if named:
             found = [f._replace(currency=named[0]) if f.kind != "marked" and f.currency in ("CNY", "USD")
                      and _default_currency(text, f) else f for f in found]
-    return found
+    return tuple(found)
 
 
 def _default_currency(text: str, found: FoundAmount) -> bool:

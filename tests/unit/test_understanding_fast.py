@@ -126,6 +126,16 @@ def _unguarded() -> list[tuple[str, re.Pattern[str], re.Pattern[str]]]:
               for (p, c), (used, _, _) in zip(extract._PREFIX, extract._PREFIX_RE)]
     pairs += [(f"amount suffix {c}", re.compile(r"(?<![\d.,])" + extract._NUM + s, re.IGNORECASE), used)
               for (s, c), (used, _) in zip(extract._SUFFIX, extract._SUFFIX_RE)]
+    txn = re.compile(extract._TXN_LABEL + extract._TXN_SEPARATOR + r"((?:[A-Za-z]{1,4}(?: [A-Za-z]{1,4}){0,2}[ -](?=\d))?"
+                     r"[A-Za-z0-9][A-Za-z0-9-]{4,40}" + extract._ID_GROUP + r"{0,4})(?![A-Za-z0-9@])", re.IGNORECASE)
+    pairs += [("labelled transaction id", txn, extract._TXN_LABELLED),
+              ("bare transaction id", re.compile(r"(?<![A-Za-z0-9])(T ?\d{12,30})(?![A-Za-z0-9])"), extract._TXN_BARE),
+              ("transaction code", re.compile(r"(?<![A-Za-z0-9@./_-])((?:(?=[A-Z0-9-]*[A-Z])(?=(?:[A-Z-]*\d){5})[A-Z0-9]+"
+                                              r"(?:-[A-Z0-9]+)*|(?:[A-Z] ){1,3}\d{5,})" + extract._ID_GROUP
+                                              + r"*)(?![A-Za-z0-9@/_-]|\.\w)"), extract._TXN_CODE),
+              ("dashed digits", re.compile(r"(?<![A-Za-z0-9+-])(\d{4,5}(?:-\d{4,5}){2,3})(?![A-Za-z0-9-])"),
+               extract._TXN_DASHED),
+              ("long digits", re.compile(r"(?<![A-Za-z0-9.,+-])(\d{12,30})(?![A-Za-z0-9.,-])"), extract._LONG_DIGITS)]
     return pairs
 
 
@@ -137,7 +147,8 @@ def _found(pattern: re.Pattern[str], text: str) -> list[tuple[tuple[int, int], t
 def test_a_guarded_pattern_finds_what_the_plain_one_does(name: str, plain: re.Pattern[str], used: re.Pattern[str]) -> None:
     assert plain.pattern != used.pattern, "no guard: nothing to compare"
     for text in TEXTS:
-        for variant in (text, repeat_signals._fold(text), textprep.prepare_for_rules(text), extract._fold(text)):
+        for variant in (text, repeat_signals._fold(text), textprep.prepare_for_rules(text), extract._fold(text),
+                        extract.digit_view(extract._spelled(extract._fold(text))).text):
             assert _found(used, variant) == _found(plain, variant), (name, variant)
 
 
@@ -208,6 +219,9 @@ def test_memoised_terms_and_amounts_are_the_callers_own_lists() -> None:
     amounts = repeats.amounts_in(text)
     amounts.insert(0, "1.00")
     assert repeats.amounts_in(text) == amounts[1:]
+    found = extract.extract_amounts(text)
+    found.clear()
+    assert [a.value for a in extract.extract_amounts(text)] == [100, 100]
 
 
 def test_a_28_digit_order_number_is_no_amount_and_breaks_nothing() -> None:

@@ -5,15 +5,16 @@ are marked with ``@hookimpl``. The gateway calls hooks through the typed wrapper
 ``plugins.manager.GatewayPlugins``; each plugin's implementation is called on its own, so a plugin
 that raises is logged and counted, and the others still run.
 
-Sync or async: ``classify_message``, ``enrich_complaint``, ``complaint_event`` and
-``fetch_evidence`` may be plain functions or ``async def`` (the wrapper awaits them).
+Sync or async: ``classify_message``, ``enrich_complaint``, ``complaint_event``,
+``complaint_events`` and ``fetch_evidence`` may be plain functions or ``async def`` (the wrapper awaits them).
 ``gateway_routes``, ``gateway_pollers`` and ``channel_sender`` must be plain functions: the
 gateway needs their answer at once (while the app is built, while a worker starts, each time a
 reply goes out), so an ``async def`` implementation is refused when the plugin is loaded, with
 an error naming the plugin and the hook. What they return does its waiting itself: a sender's
 ``send``, a poller's ``run`` and the route handlers are ``async``.
 
-Personal data: ``classify_message``, ``enrich_complaint`` and ``complaint_event`` receive copies
+Personal data: ``classify_message``, ``enrich_complaint``, ``complaint_event`` and
+``complaint_events`` receive copies
 in which card, ID and phone numbers and e-mail addresses (in texts and contacts) are masked,
 unless the plugin object has ``needs_personal_data = True`` (a plugin that looks a payment up
 by card number, say). Senders get the real contact: they must reach the customer.
@@ -121,11 +122,32 @@ def complaint_event(event: ComplaintEvent, complaint: Complaint) -> None:
     ``currency``, ``method``, ``kind`` and ``proposal``, which with ``complaint_id`` keys it).
 
     Called by the worker after the change is stored (at least once: a listener may see an
-    event twice after a crash, so it should key on ``event.kind`` + ``complaint_id``).
+    event twice after a crash, so it should key on ``event.kind`` + ``complaint_id`` + ``at``).
+    A plugin that also implements ``complaint_events`` gets batched events through that hook
+    instead; one that implements only ``complaint_events`` gets single events as batches of one.
 
     :param event: what happened, when, by whom.
     :param complaint: the complaint as it stands after the change.
     :returns: nothing; a raised exception is logged and counted, never retried.
+    """
+
+
+@hookspec
+def complaint_events(events: list[ComplaintEvent], complaints: dict[str, Complaint]) -> None:
+    """Optional: listen to complaint events a batch at a time (the deadline timers' ``sla_warning``
+    and ``sla_breached``, which an outage raises by the thousand, come in batches).
+
+    Called by the worker's ``dispatch_events`` job, one batch at a time, oldest event first (a
+    complaint's events in the order they happened). A plugin without this hook gets the same
+    events through ``complaint_event``, one call each, in order. At least once: after a crash,
+    or after any batch listener refused a batch, a batch comes again; key on ``event.kind`` +
+    ``complaint_id`` + ``at`` (and ``detail["deadline"]`` where there is one).
+
+    :param events: what happened, oldest first (up to 100).
+    :param complaints: the events' complaints by id, as they stand now.
+    :returns: nothing. Raise to refuse the batch (your endpoint is away): it is offered again
+        with backoff (2 s doubling to 256 s, for up to a day), and the later events wait behind
+        it, so that order holds; the error is logged and counted.
     """
 
 

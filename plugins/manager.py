@@ -349,13 +349,77 @@ class GatewayPlugins:
             lambda: {"complaint": masked_complaint(complaint), "message": masked_message(message)}, only=only)
 
     async def emit(self, event: ComplaintEvent, complaint: Complaint) -> None:
+        """One event to every listener: ``complaint_event``, or, for a plugin that implements only
+        ``complaint_events``, that with a batch of one. A listener that raises is counted."""
         await self._call_each_private("complaint_event", {"event": event, "complaint": complaint},
                                       lambda: {"event": event, "complaint": masked_complaint(complaint)})
+        single = self._hook_plugins("complaint_event")
+        for plugin_name, fn in self._impls("complaint_events"):
+            if plugin_name in single:
+                continue
+            complaints = {complaint.id: complaint if self._needs_personal_data(plugin_name)
+                          else masked_complaint(complaint)}
+            try:
+                value = fn(events=[event], complaints=complaints)
+                if inspect.isawaitable(value):
+                    await value
+            except Exception as exc:
+                self._failed(plugin_name, "complaint_events", exc)
+
+    async def emit_batch(self, events: list[ComplaintEvent], complaints: dict[str, Complaint]) -> list[str]:
+        """Events, oldest first, to every listener: ``complaint_events`` once for the batch, or, for
+        a plugin that implements only ``complaint_event``, that once per event, in order (one that
+        raises is counted, and not asked again: that hook's contract). ``complaints`` by id, as they
+        stand now. Answers the plugins whose ``complaint_events`` raised: the caller offers them
+        the batch again later (each listener may see an event twice: at least once)."""
+        refused: list[str] = []
+        batch = self._hook_plugins("complaint_events")
+        masked: dict[str, Complaint] | None = None
+        for plugin_name, fn in self._impls("complaint_events"):
+            if not self._listening(plugin_name):
+                continue
+            if self._needs_personal_data(plugin_name):
+                given = complaints
+            else:
+                if masked is None:
+                    masked = {cid: masked_complaint(c) for cid, c in complaints.items()}
+                given = masked
+            try:
+                value = fn(events=list(events), complaints=given)
+                if inspect.isawaitable(value):
+                    await value
+            except Exception as exc:
+                self._failed(plugin_name, "complaint_events", exc)
+                refused.append(plugin_name)
+        for plugin_name, fn in self._impls("complaint_event"):
+            if plugin_name in batch or not self._listening(plugin_name):
+                continue
+            personal = self._needs_personal_data(plugin_name)
+            for event in events:
+                complaint = complaints[event.complaint_id]
+                if not personal:
+                    if masked is None:
+                        masked = {cid: masked_complaint(c) for cid, c in complaints.items()}
+                    complaint = masked[event.complaint_id]
+                try:
+                    value = fn(event=event, complaint=complaint)
+                    if inspect.isawaitable(value):
+                        await value
+                except Exception as exc:
+                    self._failed(plugin_name, "complaint_event", exc)
+        return refused
+
+    def _hook_plugins(self, hook_name: str) -> set[str]:
+        return {impl.plugin_name for impl in getattr(self.pm.hook, hook_name).get_hookimpls()}
+
+    def _listening(self, plugin_name: str) -> bool:
+        return bool(getattr(self.pm.get_plugin(plugin_name), "listening", True))
 
     @property
     def has_listeners(self) -> bool:
         """Whether any plugin listens to complaint events (no listener: no event jobs)."""
-        return any(getattr(impl.plugin, "listening", True) for impl in self.pm.hook.complaint_event.get_hookimpls())
+        return any(self._listening(name) for hook in ("complaint_event", "complaint_events")
+                   for name in self._hook_plugins(hook))
 
     def describe(self) -> list[dict[str, Any]]:
         return [

@@ -65,38 +65,35 @@ PAYMENT_CHECK_KEYS = frozenset({"payment_check", "retry_after_seconds"})
 
 async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     """One message at a time per sender: two messages a customer sends a moment apart must see
-    each other (the second is a repeat of the first, not a second case)."""
+    each other (the second is a repeat of the first, not a second case). The sender's lock is
+    taken by the step that loads the message and, when it opens a case, let go by its commit."""
     w = context_of(ctx)
     if job_try(ctx) > 1:  # a try that died (or met Redis away) after its commit left the incident check to do
         await incident_check_after_commit(w, message_id)
-    lock = SenderLock(w.store, message_id, CONTACT_LOCK_MS)
+    lock = SenderLock(w.store, CONTACT_LOCK_MS)
     deadline = asyncio.get_running_loop().time() + CONTACT_LOCK_MS / 1000
     while True:
-        taken = await lock.take()
-        if not taken.sender:  # gone, or done already: nothing to lock
-            return await _process_message(w, message_id, None)
-        if taken.held:
+        prepared = await prepare(w.store, message_id, lock)
+        if prepared != "locked":
             break
         if asyncio.get_running_loop().time() > deadline:
             raise Retry(defer=1)
         await asyncio.sleep(LOCK_POLL_S)
     try:
-        return await _process_message(w, message_id, taken.after_resolved)
+        return await _process_message(w, prepared, lock)
     finally:
         await lock.release()
 
 
-async def _process_message(w: WorkerContext, message_id: str, after_resolved: str | None) -> str:
-    """``after_resolved``: the resolved case the sender's next message answers, read under the
-    sender's lock ("" = none; ``None``: not read yet)."""
-    prepared = await prepare(w.store, message_id)
+async def _process_message(w: WorkerContext, prepared: tuple[InboundMessage, dict[str, Any]] | str,
+                           lock: SenderLock) -> str:
     if isinstance(prepared, str):
         return prepared
     message, fields = prepared
     case_asked = parse_status_query(message.text)
     if case_asked:
         return await answer_status(w, message, case_asked)
-    taken = await into_existing_case(w, message, after_resolved)
+    taken = await into_existing_case(w, message, fields.get("after_resolved"))
     if taken is not None:
         return taken
     customer_id = fields["customer_id"]
@@ -107,15 +104,21 @@ async def _process_message(w: WorkerContext, message_id: str, after_resolved: st
         if match is True:
             return "merged"
         possible = match if isinstance(match, repeats.Match) else None
-    return await open_case(w, message, customer_id, categorised, possible_repeat=possible)
+    return await open_case(w, message, customer_id, categorised, possible_repeat=possible, lock=lock)
 
 
 # -- 1. prepare ---------------------------------------------------------------------------------
 
 
-async def prepare(store: ComplaintStore, message_id: str) -> tuple[InboundMessage, dict[str, Any]] | str:
-    """The message and its stored fields, or the job's outcome when there is nothing to do."""
-    status, message, fields = await store.prepare(message_id)
+async def prepare(store: ComplaintStore, message_id: str,
+                  lock: SenderLock | None = None) -> tuple[InboundMessage, dict[str, Any]] | str:
+    """The message and its stored fields, or the job's outcome when there is nothing to do
+    (``locked``: another job holds the sender's lock; ``lock``: taken here, held from then on)."""
+    status, message, fields = await store.prepare(message_id, lock.take_with() if lock is not None else None)
+    if status == "locked":
+        return "locked"
+    if lock is not None:
+        lock.held(fields.get("sender", ""))
     if status == "missing":
         log.warning("message %s vanished before processing", message_id)
         return "missing"
@@ -259,7 +262,7 @@ async def merge_if_repeat(w: WorkerContext, message: InboundMessage, fields: dic
 
 
 async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str, categorised: Categorised, *,
-                    possible_repeat: repeats.Match | None = None) -> str:
+                    possible_repeat: repeats.Match | None = None, lock: SenderLock | None = None) -> str:
     """Route the message by the active rules (a guess the categoriser is unsure of: to triage, if
     the rules say so), open its case and send the acknowledgement."""
     store = w.store
@@ -282,7 +285,7 @@ async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str,
         await store.enqueue(*later)
     opened = await cases.open_complaint(store, complaint, message, categorised=categorised.detail(),
                                         decided=decided, worker_id=w.worker_id, now=now,
-                                        listeners=w.plugins.has_listeners, incidents=w.incidents)
+                                        listeners=w.plugins.has_listeners, incidents=w.incidents, lock=lock)
     if opened is None:
         return "already"
     log.info("complaint %s opened from %s (%s → %s, p%d)", complaint.case_number, message.id, category,

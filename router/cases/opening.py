@@ -27,6 +27,7 @@ from router.incidents import tokens as text_tokens
 from router.jobs import complaint_id_for, event_job
 from router.repeats import Match
 from router.rules import TRIAGE, Decision
+from router.sender_lock import SenderLock
 from router.store import ComplaintStore, PlannedJob
 from router.templates import acknowledgement
 
@@ -120,7 +121,8 @@ class Opened:
 
 async def open_complaint(store: ComplaintStore, complaint: Complaint, message: InboundMessage, *,
                          categorised: dict[str, str], decided: Decision, worker_id: str, now: datetime,
-                         listeners: bool, incidents: Incidents | None = None) -> Opened | None:
+                         listeners: bool, incidents: Incidents | None = None,
+                         lock: SenderLock | None = None) -> Opened | None:
     """Commit a drafted complaint with its acknowledgement (in the outbox: if this process dies
     before sending it, housekeeping does), timers (its deadlines', its periodic progress update's),
     fingerprint and jobs. ``None``: the message was taken into a case already (a re-run), or into
@@ -128,7 +130,8 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
     evidence: it is a follow-up there, whatever channel it came on). ``categorised``: the
     ``categorised`` event's detail (category, confidence, runner-up, by what: ``model:<version>``...).
     ``incidents``: the complaint is noted in its category's incident window by the same commit
-    (``None``: not noted; the caller decides after the acknowledgement: ``Opened.incident_window``)."""
+    (``None``: not noted; the caller decides after the acknowledgement: ``Opened.incident_window``).
+    ``lock``: the sender's lock this job holds, let go by the commit."""
     awaiting = await materials.case_awaiting(store, complaint.customer_id, message)
     if awaiting is not None:
         await follow_up(store, awaiting, message, now)
@@ -174,8 +177,10 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
         message.id, complaint, jobs, case_placeholder=placeholder,
         outbox=[f"{complaint.id}|{ack.id}"] if ack else [],
         fingerprint=repeats.fingerprint_of(complaint, dt_to_ms(complaint.created_at)), timers=timers,
-        incident_note=note,
+        incident_note=note, lock=lock.handed_over() if lock is not None else None,
     )
+    if lock is not None:
+        lock.let_go()
     if not created:
         return None
     complaint.case_number = case_number

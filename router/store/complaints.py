@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
+import msgspec
 from redis.exceptions import WatchError
 
 from normalizer.ids import dt_to_ms, now_ms
@@ -15,6 +16,7 @@ from router.repeats import fingerprint_of
 from router.store.base import JOB_EXPIRES_MS, NotFound, PlannedJob, StoreBase, TxEffects
 from router.store.codec import decode_complaint, encode_complaint, with_deliveries
 from router.store.deliveries import OUTBOX_GRACE_MS
+from router.store.group_commit import GroupCommit
 from router.store.keys import Keys, job_key
 from router.store.queues import queue_score
 
@@ -25,6 +27,9 @@ CASE_BLOCK = 16
 CASE_SEQ_TTL_S = 3 * 86_400
 
 
+_entry_encoder = msgspec.msgpack.Encoder()
+
+
 def is_open(complaint: Complaint) -> bool:
     return complaint.status in OPEN_STATUSES
 
@@ -32,6 +37,19 @@ def is_open(complaint: Complaint) -> bool:
 class Complaints(StoreBase):
     if TYPE_CHECKING:
         async def customer_of(self, contact: Contact) -> str | None: ...
+
+    def _group_commit(self) -> GroupCommit:
+        if self._commits is None:
+            script = self._commit_script
+            keys = [self.keys.pending, self.keys.skills, self.keys.outbox, self.keys.arq_queue, self.keys.wake,
+                    self.keys.timers]
+            wake = "1" if self.worker_wake else "0"
+
+            async def call(entries: list[list[bytes]]) -> list[Any]:
+                return await script(keys=keys, args=[wake, *(part for entry in entries for part in entry)])
+
+            self._commits = GroupCommit(call)
+        return self._commits
 
     async def case_number(self, day: str) -> str:
         """A case number of day ``day`` (yyyymmdd) for a complaint about to be committed, from this
@@ -61,6 +79,7 @@ class Complaints(StoreBase):
         fingerprint: bytes = b"",
         timers: dict[str, int] | None = None,
         incident_note: Sequence[Any] = (),
+        lock: tuple[str, str] | None = None,
     ) -> tuple[bool, str, str, list[Any]]:
         """Store a new complaint for message ``mid`` unless that message was processed already.
 
@@ -68,43 +87,47 @@ class Complaints(StoreBase):
         taken from this process's block here. ``incident_note``: the complaint's entry in its
         category's incident window and the window's bounds (``Incidents.note_args``; empty: not
         noted). Returns (created, complaint id, case number, the incident window as noted: kept
-        ids, entries noted since, open incidents — empty when not noted). Safe to call twice: the
+        ids, entries noted since, open incidents — empty when not noted). ``lock``: the sender's lock
+        key and this holder's token: let go in the same step. Safe to call twice: the
         second call changes nothing and answers what the first made.
         """
         k = self.keys
         day = complaint.created_at.strftime("%Y%m%d")
         case = await self.case_number(day)
-        created_ms = dt_to_ms(complaint.created_at)
+        created = str(dt_to_ms(complaint.created_at))
         skill = complaint.skill or ""
         enqueue_ms = now_ms()
-        job_args: list[Any] = []
+        blobs: list[bytes] = [encode_complaint(complaint, {case_placeholder: case})]
+        entry: dict[str, Any] = {
+            "msg": k.msg(mid), "mid": mid, "cid": complaint.id, "key": k.complaint(complaint.id),
+            "body": 1, "case": case, "case_key": k.case(case), "created": created,
+            "idx": [k.idx_all, k.idx("status", complaint.status.value), k.idx("category", complaint.category),
+                    k.idx("customer", complaint.customer_id), k.idx("channel", complaint.channel),
+                    *([k.idx("skill", skill)] if skill else [])],
+            "skill": skill, "queue": k.queue(skill), "qscore": str(queue_score(complaint.priority, int(created))),
+            "age": k.queue_age(skill), "frdue_key": k.fr_due(skill),
+            "frdue": str(dt_to_ms(complaint.first_response_due)) if complaint.first_response_due else "",
+            "new_skill": bool(skill) and skill not in self._skills_known,
+            "outbox": outbox[0] if outbox else "", "outbox_due": str(enqueue_ms + OUTBOX_GRACE_MS),
+            "jobs": [], "open": k.open_cases(complaint.customer_id), "fp": 0,
+            "timers": [str(x) for member, due in (timers or {}).items() for x in (due, member)],
+        }
         for job in jobs:
             job_id = k.job_id(job.job_id)
-            job_args += [job_key(job_id), job_id, self._job_bytes(job, enqueue_ms),
-                         enqueue_ms + job.defer_ms, JOB_EXPIRES_MS + job.defer_ms]
-        result = await self._commit_script(
-            keys=[
-                k.msg(mid), k.complaint(complaint.id), k.pending, k.case_seq(day),
-                k.queue(skill), k.queue_age(skill), k.fr_due(skill),
-                k.idx_all, k.idx("status", complaint.status.value), k.idx("category", complaint.category),
-                k.idx("customer", complaint.customer_id), k.idx("channel", complaint.channel), k.idx("skill", skill),
-                k.skills, k.outbox, k.arq_queue, k.wake, k.open_cases(complaint.customer_id), k.timers,
-                k.incident_recent(complaint.category), k.incident_texts(complaint.category),
-                k.incidents_open(complaint.category),
-            ],
-            args=[
-                complaint.id, encode_complaint(complaint, {case_placeholder: case}), case,
-                day, created_ms, queue_score(complaint.priority, created_ms),
-                dt_to_ms(complaint.first_response_due) if complaint.first_response_due else "",
-                mid, outbox[0] if outbox else "", now_ms() + OUTBOX_GRACE_MS, Keys.head(k.case), skill,
-                ("2" if skill in self._skills_known else "1") if self.worker_wake else "0", len(jobs), *job_args,
-                fingerprint,
-                len(timers or {}), *[x for member, due in (timers or {}).items() for x in (member, due)],
-                *(incident_note or [""]),
-            ],
-        )
+            blobs.append(self._job_bytes(job, enqueue_ms))
+            entry["jobs"].append([job_key(job_id), job_id, len(blobs), str(enqueue_ms + job.defer_ms),
+                                  str(JOB_EXPIRES_MS + job.defer_ms)])
+        if fingerprint:
+            blobs.append(fingerprint)
+            entry["fp"] = len(blobs)
+        if incident_note:
+            entry["note"] = [k.incident_recent(complaint.category), k.incident_texts(complaint.category),
+                             k.incidents_open(complaint.category), *(str(x) for x in incident_note)]
+        if lock:
+            entry["lock"] = list(lock)
+        result = await self._group_commit().submit([_entry_encoder.encode(entry), str(len(blobs)).encode(), *blobs])
         status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result[:3])
-        if self.worker_wake and skill:
+        if skill and status == "created":
             self._skills_known.add(skill)  # in the skills set now: later commits need not add it again
         return status == "created", cid, case, list(result[3:])
 

@@ -16,7 +16,8 @@ _message_decoder = msgspec.msgpack.Decoder(InboundMessage)
 
 
 class Preparing(StoreBase):
-    async def prepare(self, mid: str) -> tuple[str, InboundMessage | None, dict[str, Any]]:
+    async def prepare(self, mid: str, lock: tuple[str, int] | None = None
+                      ) -> tuple[str, InboundMessage | None, dict[str, Any]]:
         """Load message ``mid`` for processing and resolve its sender to a customer (a first
         contact creates one; contacts the channel vouches for join the same customer unless they
         are someone's already), in one round trip.
@@ -24,13 +25,19 @@ class Preparing(StoreBase):
         Returns (status, message, fields): status ``missing``, ``processed``, ``quarantined`` or
         ``received``; message ``None`` when it is not to be processed or does not decode; fields
         ``channel``, ``customer_id``, ``raw``, ``nodedup`` (an agent split this message off a
-        case: open a case of its own) and ``open_cases`` (complaint id → fingerprint bytes).
+        case: open a case of its own), ``open_cases`` (complaint id → fingerprint bytes), ``sender``
+        (the sender's ``kind:value``) and ``after_resolved`` (the resolved case the sender's next
+        message answers, read under the lock; "" = none, ``None``: no lock taken, not read).
+
+        ``lock``: (token, ms): the sender's lock is taken first (status ``locked``: another holds
+        it, nothing else done); the sender's lock key is ``keys.contact_lock(fields["sender"])``.
         """
         k = self.keys
         result = await self._prepare_script(
             keys=[k.msg(mid)],
             args=[new_id("cus"), Keys.head(k.contact_label), now_ms(), *Keys.around(k.customer_history),
-                  *Keys.around(k.customer_contacts), *Keys.around(k.open_cases)],
+                  *Keys.around(k.customer_contacts), *Keys.around(k.open_cases),
+                  Keys.head(k.contact_lock), Keys.head(k.after_resolved_label), *(lock or ("", ""))],
         )
         values = [v.decode() if isinstance(v, bytes) and i != 1 else v for i, v in enumerate(result)]
         status = values[0]
@@ -41,7 +48,8 @@ class Preparing(StoreBase):
         flat = result[5] if len(result) > 5 else []
         open_cases = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat) - 1, 2)}
         fields = {"channel": channel, "customer_id": customer, "raw": data, "nodedup": values[4] == "1",
-                  "open_cases": open_cases}
+                  "open_cases": open_cases, "after_resolved": values[6] if lock and len(values) > 6 else None,
+                  "sender": values[7] if len(values) > 7 else ""}
         try:
             return status, _message_decoder.decode(data), fields
         except msgspec.DecodeError:

@@ -10,21 +10,19 @@ from __future__ import annotations
 from router.store.intake_script import INTAKE_LUA
 
 INCIDENT_NOTE_FN = """
--- Note a complaint in its category's incident window and read the window back.
--- recent (sorted set: complaint id by time), texts (hash: complaint id -> customer TAB tokens),
--- open (the category's open incidents, a set); a: {complaint id, its entry (customer TAB tokens),
--- now ms, window start ms, most kept, since ms (the texts of entries noted from then on are
--- returned), sweep ('1': drop a bounded number of text entries whose complaint left the window
+-- A category's incident window: recent (sorted set: complaint id by time), texts (hash: complaint
+-- id -> customer TAB tokens), open (the category's open incidents, a set).
+-- window_read: after complaints were noted (ZADD recent, HSET texts), trim the window and read it
+-- back. a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
+-- are returned), sweep ('1': drop a bounded number of text entries whose complaint left the window
 -- without its text being dropped)}. Returns {kept ids oldest first, {id, entry, ...} noted since,
 -- open incident ids}.
-local function note_incident(recent, texts, open, a)
-  redis.call('ZADD', recent, a[3], a[1])
-  redis.call('HSET', texts, a[1], a[2])
+local function window_read(recent, texts, open, a)
   local all = redis.call('ZRANGE', recent, 0, -1, 'WITHSCORES')
   local n = #all / 2
   -- what leaves: the oldest beyond the most kept, and whatever is older than the window (a prefix)
-  local drop = math.max(0, n - tonumber(a[5]))
-  local cutoff = tonumber(a[4])
+  local drop = math.max(0, n - tonumber(a[2]))
+  local cutoff = tonumber(a[1])
   while drop < n and tonumber(all[drop * 2 + 2]) <= cutoff do drop = drop + 1 end
   if drop > 0 then
     local gone = {}
@@ -32,14 +30,14 @@ local function note_incident(recent, texts, open, a)
     redis.call('ZREMRANGEBYRANK', recent, 0, drop - 1)
     redis.call('HDEL', texts, unpack(gone))
   end
-  if a[7] == '1' and redis.call('HLEN', texts) > 2 * tonumber(a[5]) then
+  if a[4] == '1' and redis.call('HLEN', texts) > 2 * tonumber(a[2]) then
     local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
     for i = 1, #page, 2 do
       if not redis.call('ZSCORE', recent, page[i]) then redis.call('HDEL', texts, page[i]) end
     end
   end
   local ids, fresh = {}, {}
-  local since = tonumber(a[6])
+  local since = tonumber(a[3])
   for i = drop + 1, n do
     ids[#ids + 1] = all[i * 2 - 1]
     if tonumber(all[i * 2]) >= since then fresh[#fresh + 1] = all[i * 2 - 1] end
@@ -63,13 +61,27 @@ PREPARE_LUA = """
 -- fingerprints (the repeat-report candidates), in one round trip.
 -- KEYS: msg; ARGV: 1 new customer id (used when nobody knows the sender), 2 contact key head (the
 --       contact's kind:value follows), 3 now ms, then head and tail of a customer's keys (the customer
---       id goes between): 4, 5 history; 6, 7 contacts; 8, 9 open-case fingerprints
+--       id goes between): 4, 5 history; 6, 7 contacts; 8, 9 open-case fingerprints; then the sender's
+--       lock: 10 lock key head, 11 after-resolved key head (the sender's kind:value follows each),
+--       12 token, 13 lock ms ('' = take no lock)
+-- One message at a time per sender: the sender's lock is taken here first (or extended, when this
+-- holder has it already); held by another: {'locked'}, nothing done. Under the lock it also reads
+-- which resolved case the sender's next message answers (survey or reopening).
 -- The customer is the sender contact's; else that of a contact the channel vouches for (the
 -- app says "this user's phone is P" and P wrote by SMS before); else a new one. Vouched-for
 -- contacts nobody owns yet join the customer; each link is written to the customer's history.
 local f = redis.call('HMGET', KEYS[1], 'status', 'data', 'channel', 'contact', 'vouched', 'complaint_id', 'nodedup')
 if not f[1] then return {'missing'} end
 if f[1] == 'processed' or f[1] == 'quarantined' then return {f[1], f[6] or ''} end
+local after = ''
+if ARGV[13] and ARGV[13] ~= '' and f[4] and f[4] ~= '' then
+  local lock = ARGV[10] .. f[4]
+  if not redis.call('SET', lock, ARGV[12], 'NX', 'PX', ARGV[13]) then
+    if redis.call('GET', lock) ~= ARGV[12] then return {'locked'} end
+    redis.call('PEXPIRE', lock, ARGV[13])
+  end
+  after = redis.call('GET', ARGV[11] .. f[4]) or ''
+end
 local cust = ''
 local fps = {}
 if f[4] and f[4] ~= '' then
@@ -107,7 +119,7 @@ if f[4] and f[4] ~= '' then
   end
   fps = redis.call('HGETALL', ARGV[8] .. cust .. ARGV[9])
 end
-return {f[1], f[2] or '', f[3] or '', cust, f[7] or '', fps}
+return {f[1], f[2] or '', f[3] or '', cust, f[7] or '', fps, after, f[4] or ''}
 """
 
 STATUS_LUA = """
@@ -136,74 +148,101 @@ return n
 """
 
 COMMIT_LUA = INCIDENT_NOTE_FN + """
--- Open a complaint for a message, once (a retried job opens nothing twice), and note it in its
--- category's incident window.
--- KEYS: 1 msg, 2 complaint, 3 pending, 4 case sequence, 5 queue, 6 queue age, 7 first-response due,
---       8 idx all, 9 idx status, 10 idx category, 11 idx customer, 12 idx channel, 13 idx skill,
---       14 skills, 15 outbox, 16 arq queue, 17 wake, 18 the customer's open-case fingerprints, 19 timers,
---       20, 21, 22 the category's incident window: recent, texts, open incidents
--- ARGV: 1 complaint id, 2 complaint record, 3 case number, 4 yyyymmdd, 5 created ms, 6 queue score,
---       7 first-response due ms ('' = none), 8 message id, 9 outbox member ('' = none), 10 outbox due ms,
---       11 case key prefix, 12 skill ('' = none), 13 wake ('1'/'0'; '2': wake, and the skill is known
---       to be in the skills set already), 14 job count, then per job:
---       job key, job id, job bytes, score, expiry ms; then the fingerprint ('' = none), the timer
---       count and per timer: member, due ms; then the incident note's 6 values after the complaint
---       id (note_incident's a[2..7]; its entry '' = the text is too short to compare: not noted)
--- Returns {'already', complaint id, case} or {'created', complaint id, case, note_incident's answer
--- (or nothing)}.
-local state = redis.call('HMGET', KEYS[1], 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
-if state[1] == 'processed' then
-  return {'already', state[2], state[3] or ''}
+-- Open complaints for messages, each once (a retried job opens nothing twice), in one step for
+-- as many as the worker's jobs commit at the same time (a group commit): the writes to shared
+-- keys (indexes, queues, timers, the outbox, the pending set) are one command per key for all.
+-- KEYS: 1 pending, 2 skills, 3 outbox, 4 arq queue, 5 wake, 6 timers
+-- ARGV: 1 wake ('1'/'0'), then per complaint: its entry (a msgpack map; msgpack's Lua decoder
+--   takes no binary values, so each binary value is an ARGV of its own: the entry's count of them
+--   follows it, then they, and the map names them by their number among them, 1 first): msg (key),
+--   mid, cid, key (the complaint's), body (binary), case, case_key, created (ms), idx (index keys the
+--   complaint joins), skill
+--   ('' = none) with queue, qscore, age (queue-age key), frdue_key, frdue ('' = none), new_skill
+--   (true: add to the skills set); outbox ('' = none), outbox_due; jobs ({key, id, bytes (binary),
+--   score, expiry ms} each); open (the customer's open-case key), fp (binary; 0 = none); timers ({due, member,
+--   ...}); note (absent: not noted; else {recent, texts, open, entry, now, start, most, since,
+--   sweep}); lock (absent, or {key, token}: the sender's lock the job holds, let go here)
+-- Returns per entry {'already', complaint id, case} or {'created', complaint id, case[, the
+-- incident window of its category as window_read answers it, when noted]}.
+local z, zkeys = {}, {}
+local function zadd(key, score, member)
+  local t = z[key]
+  if not t then t = {}; z[key] = t; zkeys[#zkeys + 1] = key end
+  t[#t + 1] = score
+  t[#t + 1] = member
 end
-local case = ARGV[3]
-local body = ARGV[2]
-local cid = ARGV[1]
-local created = ARGV[5]
-redis.call('SET', KEYS[2], body)
-redis.call('SET', ARGV[11] .. case, cid)
-for i = 8, 12 do redis.call('ZADD', KEYS[i], created, cid) end
-if ARGV[12] ~= '' then
-  redis.call('ZADD', KEYS[13], created, cid)
-  if ARGV[13] ~= '2' then redis.call('SADD', KEYS[14], ARGV[12]) end
-  redis.call('ZADD', KEYS[5], ARGV[6], cid)
-  redis.call('ZADD', KEYS[6], created, cid)
-  if ARGV[7] ~= '' then redis.call('ZADD', KEYS[7], ARGV[7], cid) end
-end
--- the complaint holds the text now: the message record keeps only where it went (rewritten,
--- not HDEL'd, so that Redis gives the larger allocation back)
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'status', 'processed', 'complaint_id', cid, 'case_number', case,
-           'received_ms', state[4] or '0', 'channel', state[5] or '')
-redis.call('ZREM', KEYS[3], ARGV[8])
-if ARGV[9] ~= '' then redis.call('ZADD', KEYS[15], ARGV[10], ARGV[9]) end
-local n = tonumber(ARGV[14])
-for j = 0, n - 1 do
-  local b = 15 + j * 5
-  redis.call('PSETEX', ARGV[b], ARGV[b + 4], ARGV[b + 2])
-  redis.call('ZADD', KEYS[16], ARGV[b + 3], ARGV[b + 1])
-end
-if n > 0 and ARGV[13] == '1' and redis.call('LLEN', KEYS[17]) == 0 then
-  redis.call('LPUSH', KEYS[17], '1')
-end
-local fp = ARGV[15 + n * 5]
-if fp and fp ~= '' then redis.call('HSET', KEYS[18], cid, fp) end
-local t0 = 16 + n * 5
-local timers = tonumber(ARGV[t0] or '0')
-if timers > 0 then
-  local pairs_ = {}
-  for j = 0, timers - 1 do
-    pairs_[#pairs_ + 1] = ARGV[t0 + 1 + j * 2 + 1]
-    pairs_[#pairs_ + 1] = ARGV[t0 + 1 + j * 2]
+local mset, done, skills, out = {}, {}, {}, {}
+local notes, nkeys = {}, {}
+local jobs = 0
+local i = 2
+while i <= #ARGV do
+  local e = cmsgpack.unpack(ARGV[i])
+  local b0 = i + 1  -- the entry's binary values are ARGV[b0 + n]
+  i = i + 2 + tonumber(ARGV[i + 1])
+  if e.lock and redis.call('GET', e.lock[1]) == e.lock[2] then redis.call('DEL', e.lock[1]) end
+  local st = redis.call('HMGET', e.msg, 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
+  if st[1] == 'processed' then
+    out[#out + 1] = {'already', st[2] or '', st[3] or ''}
+  else
+    local cid = e.cid
+    mset[#mset + 1] = e.key
+    mset[#mset + 1] = ARGV[b0 + e.body]
+    mset[#mset + 1] = e.case_key
+    mset[#mset + 1] = cid
+    for _, key in ipairs(e.idx) do zadd(key, e.created, cid) end
+    if e.skill ~= '' then
+      if e.new_skill then skills[#skills + 1] = e.skill end
+      zadd(e.queue, e.qscore, cid)
+      zadd(e.age, e.created, cid)
+      if e.frdue ~= '' then zadd(e.frdue_key, e.frdue, cid) end
+    end
+    -- the complaint holds the text now: the message record keeps only where it went (rewritten,
+    -- not HDEL'd, so that Redis gives the larger allocation back)
+    redis.call('DEL', e.msg)
+    redis.call('HSET', e.msg, 'status', 'processed', 'complaint_id', cid, 'case_number', e.case,
+               'received_ms', st[4] or '0', 'channel', st[5] or '')
+    done[#done + 1] = e.mid
+    if e.outbox ~= '' then zadd(KEYS[3], e.outbox_due, e.outbox) end
+    for _, j in ipairs(e.jobs) do
+      redis.call('PSETEX', j[1], j[5], ARGV[b0 + j[3]])
+      zadd(KEYS[4], j[4], j[2])
+      jobs = jobs + 1
+    end
+    if e.fp > 0 then redis.call('HSET', e.open, cid, ARGV[b0 + e.fp]) end
+    for t = 1, #e.timers, 2 do zadd(KEYS[6], e.timers[t], e.timers[t + 1]) end
+    out[#out + 1] = {'created', cid, e.case}
+    if e.note then
+      local nt = e.note
+      local w = notes[nt[1]]
+      if not w then
+        w = {texts = nt[2], open = nt[3], fields = {}, a = {nt[6], nt[7], nt[8], nt[9]}, outs = {}}
+        notes[nt[1]] = w
+        nkeys[#nkeys + 1] = nt[1]
+      end
+      if tonumber(nt[8]) < tonumber(w.a[3]) then w.a[3] = nt[8] end
+      if nt[9] == '1' then w.a[4] = '1' end
+      zadd(nt[1], nt[5], cid)
+      w.fields[#w.fields + 1] = cid
+      w.fields[#w.fields + 1] = nt[4]
+      w.outs[#w.outs + 1] = #out
+    end
   end
-  redis.call('ZADD', KEYS[19], unpack(pairs_))
 end
-local i0 = t0 + 1 + timers * 2
-if ARGV[i0] and ARGV[i0] ~= '' then
-  local w = note_incident(KEYS[20], KEYS[21], KEYS[22], {cid, ARGV[i0], ARGV[i0 + 1], ARGV[i0 + 2], ARGV[i0 + 3],
-                                                          ARGV[i0 + 4], ARGV[i0 + 5]})
-  return {'created', cid, case, w[1], w[2], w[3]}
+if #mset > 0 then redis.call('MSET', unpack(mset)) end
+for _, key in ipairs(zkeys) do redis.call('ZADD', key, unpack(z[key])) end
+if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
+if #skills > 0 then redis.call('SADD', KEYS[2], unpack(skills)) end
+if jobs > 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
+for _, recent in ipairs(nkeys) do
+  local w = notes[recent]
+  redis.call('HSET', w.texts, unpack(w.fields))
+  local window = window_read(recent, w.texts, w.open, w.a)
+  for _, o in ipairs(w.outs) do
+    local r = out[o]
+    r[4], r[5], r[6] = window[1], window[2], window[3]
+  end
 end
-return {'created', cid, case}
+return out
 """
 
 CLAIM_LUA = """
@@ -244,11 +283,13 @@ return back
 INCIDENT_NOTE_LUA = INCIDENT_NOTE_FN + """
 -- The incident check's own note (a re-run, or a complaint whose commit did not note it).
 -- KEYS: 1 recent, 2 texts, 3 the category's open incidents, 4 the incident this complaint forms
--- ARGV: as note_incident's a (see above)
+-- ARGV: 1 complaint id, 2 its entry (customer TAB tokens), 3 now ms, then window_read's a
 -- Returns {'formed'} when the incident exists already (an earlier run of the same check), else
 -- {'ok', kept ids, entries noted since, open incident ids}.
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'formed'} end
-local w = note_incident(KEYS[1], KEYS[2], KEYS[3], ARGV)
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7]})
 return {'ok', w[1], w[2], w[3]}
 """
 

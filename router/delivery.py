@@ -3,22 +3,31 @@ outcome recorded on the reply) and complaint events to listener plugins.
 
 A reply is sent inline where it is made when the worker makes it (a new case's acknowledgement),
 else by the ``send_reply`` job, which sends only a reply still ``queued`` (safe to run twice).
+
+Events reach listeners two ways: one ``dispatch_event`` job per event (what a change queues with
+itself), or, for the deadline timers' warnings and breaches, through the event outbox
+(``router.timers.raise_event``), which one ``dispatch_events`` job at a time sends in batches: in
+order, each batch dropped from the outbox only once every listener took it, so a worker killed
+mid-batch leaves it for the next job, and a listener that refuses a batch (a webhook away) gets it
+again with backoff, the later events waiting behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 from arq import Retry
 
-from normalizer.ids import ms_to_dt
+from normalizer.ids import ms_to_dt, now_ms
 from normalizer.pii import mask_text
 from normalizer.schema import Complaint, ComplaintEvent, DeliveryResult, OutboundMessage, Reply
 from router.context import WorkerContext, context_of, job_try
 from router.store import ComplaintStore, NotFound
+from router.timers import QueuedEvent, decode_event
 
 log = logging.getLogger("gateway.worker")
 
@@ -132,5 +141,67 @@ async def dispatch_event(
     return "sent"
 
 
-__all__ = ["MAX_SEND_TRIES", "SEND_GATE_WAIT_S", "deliver", "dispatch_event", "send_reply", "send_unrecorded",
-           "thread_of"]
+#: Events sent to listeners per call (and dropped from the outbox together once they took them).
+EVENT_BATCH = 100
+#: Tries of the ``dispatch_events`` job before arq lets it go (the timer loop queues a new one
+#: within ``router.timers.EVENTS_LOOK_S`` while the outbox holds events): backoff 2, 4 … 256 s.
+DISPATCH_EVENTS_TRIES = 10
+#: Events a listener keeps refusing for this long are dropped (logged and counted as that
+#: plugin's errors), so that a listener gone for good does not hold the outbox for ever.
+EVENT_GIVE_UP_MS = 24 * 3600 * 1000
+
+_TRIM_LUA = """
+-- KEYS: event outbox; ARGV: how many were sent, the first and the last of them
+-- Drops the events just sent from the head of the outbox, if they are still there (a second
+-- sender that took them too has dropped them already: nothing else goes).
+local n = tonumber(ARGV[1])
+if redis.call('LINDEX', KEYS[1], 0) == ARGV[2] and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[3] then
+  redis.call('LTRIM', KEYS[1], n, -1)
+  return 1
+end
+return 0
+"""
+
+
+async def dispatch_events(ctx: dict[str, Any]) -> str:
+    """The job that sends the event outbox to listener plugins, oldest first, ``EVENT_BATCH`` at a
+    time; one runs at a time (its id is fixed). A batch leaves the outbox once every listener took
+    it; one refused (a batch listener raised) stays, and the job is tried again with backoff."""
+    w = context_of(ctx)
+    store = w.store
+    trim = store.r.register_script(_TRIM_LUA)
+    sent = 0
+    stop_at = time.monotonic() + w.settings.job_timeout_seconds / 2  # leave the rest to the next run
+    while time.monotonic() < stop_at:
+        raw = await store.r.lrange(store.keys.escalations, 0, EVENT_BATCH - 1)
+        if not raw:
+            return f"sent {sent}"
+        events = [decode_event(entry) for entry in raw]
+        refused = await _tell_listeners(w, events) if w.plugins.has_listeners else []
+        if refused:
+            if now_ms() - events[0].at_ms < EVENT_GIVE_UP_MS:
+                tried = job_try(ctx)
+                log.warning("event listener(s) %s refused %d events (try %d); trying again", ", ".join(refused),
+                            len(events), tried)
+                raise Retry(defer=min(300, 2 ** min(tried, 8)))
+            log.error("event listener(s) %s refused %d events for a day; dropped", ", ".join(refused), len(events))
+        await trim(keys=[store.keys.escalations], args=[len(raw), raw[0], raw[-1]])
+        sent += len(raw)
+    raise Retry(defer=0)  # more than one run's worth waiting: the next run goes on at once
+
+
+async def _tell_listeners(w: WorkerContext, queued: list[QueuedEvent]) -> list[str]:
+    """Every listener hears ``queued`` (complaints as they stand now; events of a complaint that is
+    gone are skipped); answers the batch listeners that refused them."""
+    cids = list(dict.fromkeys(e.complaint_id for e in queued))
+    complaints = {c.id: c for c in await w.store.get_many(cids)}
+    events = [ComplaintEvent(kind=e.kind, complaint_id=e.complaint_id, case_number=complaints[e.complaint_id].case_number,
+                             at=ms_to_dt(e.at_ms), actor=e.actor, detail=e.detail)
+              for e in queued if e.complaint_id in complaints]
+    if not events:
+        return []
+    return await w.plugins.emit_batch(events, complaints)
+
+
+__all__ = ["DISPATCH_EVENTS_TRIES", "EVENT_BATCH", "MAX_SEND_TRIES", "SEND_GATE_WAIT_S", "deliver", "dispatch_event",
+           "dispatch_events", "send_reply", "send_unrecorded", "thread_of"]

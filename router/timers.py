@@ -2,8 +2,11 @@
 that fires what is due, and a fire step that is safe to run twice.
 
 - **On time however many are pending**: the loop asks for what is due (``ZRANGEBYSCORE`` with a
-  limit: O(log n)) and sleeps until the next due time, at most ``TICK_MS``; no sweep over all
-  cases.
+  limit: O(log n)) and sleeps until the next due time; no sweep over all cases.
+- **Quiet when nothing is due**: with nothing due within ``IDLE_LOOK_MS`` the loop looks again
+  after that long, not every tick: a timer another process adds meanwhile is seen within it, and
+  deadline timers are written seconds ahead (a first response warns at 48 s by default). Idle, a
+  worker's loop sends 4 claims a second instead of ~38 (bench/timers.py, idle phase).
 - **Survives crashes**: timers live in Redis (AOF). A worker claims due timers with a script that
   moves them to an in-flight set with a lease; if it dies before it is done, housekeeping puts
   them back and another worker fires them.
@@ -16,6 +19,12 @@ that fires what is due, and a fire step that is safe to run twice.
   (``router.cases.materials``). Their owners register a fire step per kind (``register_step``) and
   move their own timer (``plan``); each step finds its earlier reply by a fixed id, so it too is
   safe to run twice.
+- **Events in batches**: a warning or breach is written, in the change's own transaction, to the
+  event outbox (``Keys.escalations``, a list: one ``RPUSH``) instead of an arq job per event; one
+  ``dispatch_events`` job (``router.delivery``) sends what the outbox holds to the listeners, in
+  order, and drops it once they took it. The claim makes sure such a job exists whenever the
+  outbox holds events (looked at after a tick that raised some, and every ``EVENTS_LOOK_S``: a
+  worker that died between its fires and that look leaves nothing behind).
 - **A controllable clock** (tests, benchmarks): with ``GATEWAY_TEST_CLOCK=1`` the clock is real
   time plus an offset kept in Redis (``Keys.clock_offset``: ``<prefix>clock:offset``, ms), shared by
   every process.
@@ -29,11 +38,13 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
+import msgspec
+from arq.jobs import serialize_job
+
 from router import metrics
-from router.store import ComplaintStore, Conflict, NotFound, TxEffects
+from router.store import JOB_EXPIRES_MS, ComplaintStore, Conflict, Keys, NotFound, TxEffects
 from normalizer.ids import dt_to_ms
 from normalizer.schema import Complaint, HistoryEvent
-from router.jobs import event_job
 from router.deadlines import (
     ESCALATION_QUEUE_DETAIL,
     FIRST_RESPONSE,
@@ -46,28 +57,97 @@ from router.deadlines import (
 
 log = logging.getLogger("gateway.timers")
 
-TICK_MS = 25  # the loop looks at least this often (lateness bound: one tick + the fire itself)
+#: After a tick that fired something, the loop looks again this soon (what a firing set may be
+#: due already: a late warning's due time); also the lateness bound while timers keep falling due.
+TICK_MS = 25
+#: With nothing due sooner, the loop looks again after this long: the lateness bound of a timer
+#: another process adds due sooner than that (deadline timers are written seconds ahead). 25 ms
+#: before: ~77 Redis commands a second from an idle worker's loop (bench/cost.py idle), now ~8.
+IDLE_LOOK_MS = 250
 LEASE_MS = 30_000
 BATCH = 200
+#: The job that sends the event outbox to listeners (``router.delivery.dispatch_events``), its id
+#: (one for the desk: one sender at a time keeps the events in order), and how long after the
+#: first event it waits for more to join the batch.
+DISPATCH_EVENTS = "dispatch_events"
+DISPATCH_EVENTS_ID = "events"
+EVENTS_GATHER_MS = 250
+#: The outbox is looked at at least this often, events raised here or not.
+EVENTS_LOOK_S = 5.0
+
+
+class QueuedEvent(msgspec.Struct, array_like=True, frozen=True):
+    """A complaint event waiting in the outbox. ``id`` (complaint, kind, its place in the
+    complaint's history) is unique and the same however often the change is retried: listeners
+    de-duplicate by it."""
+
+    id: str
+    complaint_id: str
+    kind: str
+    at_ms: int
+    actor: str
+    detail: dict[str, str]
+
+
+_event_encoder = msgspec.msgpack.Encoder()
+_event_decoder = msgspec.msgpack.Decoder(QueuedEvent)
+
+
+def decode_event(data: bytes) -> QueuedEvent:
+    return _event_decoder.decode(data)
+
+
+def raise_event(store: ComplaintStore, effects: TxEffects, complaint: Complaint, kind: str, detail: dict[str, str],
+                at: datetime) -> None:
+    """Put an event in the outbox in the change's transaction (after its history entry)."""
+    entry = _event_encoder.encode(QueuedEvent(id=f"{complaint.id}:{kind}:{len(complaint.history)}",
+                                              complaint_id=complaint.id, kind=kind, at_ms=dt_to_ms(at),
+                                              actor="system", detail=dict(detail)))
+    effects.ops.append(lambda pipe: pipe.rpush(store.keys.escalations, entry))
+
 
 _CLAIM_LUA = """
--- KEYS: timers, in flight; ARGV: now ms, lease ms, limit, tick ms
--- Claims up to limit timers due now (each into the in-flight set with its lease); answers the
--- due time of the next timer within a tick ('' = none), then the claimed members and due times.
+-- KEYS: 1 timers, 2 in flight, 3 event outbox, 4 and 5 the events job's key and in-progress key, 6 arq queue
+-- ARGV: 1 now ms, 2 lease ms, 3 limit, 4 look-ahead ms, 5 the events job's id ('' = do not look at
+--       the outbox), 6 its bytes, 7 its expiry ms, 8 when it runs (ms, wall clock: arq's, not the test clock)
+-- Claims up to limit timers due now (each into the in-flight set with its lease), and, asked to,
+-- makes sure that a job will send what the outbox holds. Answers the due time of the next timer
+-- within the look-ahead ('' = none); the outbox: '' (not looked at), 'empty', 'queued' (a job
+-- will take it) or 'running' (a job is sending: it may have looked for the last time, look again);
+-- then the claimed members and their due times.
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[3])
 local soon = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + tonumber(ARGV[4]), 'WITHSCORES', 'LIMIT', 0, limit + 1)
 local until_ms = now + tonumber(ARGV[2])
-local out = {''}
+local out = {'', ''}
+local taken, leased = {}, {}
 for i = 1, #soon, 2 do
-  if tonumber(soon[i + 1]) > now or #out > limit * 2 then
+  if tonumber(soon[i + 1]) > now or #taken >= limit then
     out[1] = soon[i + 1]
     break
   end
-  redis.call('ZREM', KEYS[1], soon[i])
-  redis.call('ZADD', KEYS[2], until_ms, soon[i] .. '@' .. soon[i + 1])
+  taken[#taken + 1] = soon[i]
+  leased[#leased + 1] = until_ms
+  leased[#leased + 1] = soon[i] .. '@' .. soon[i + 1]
   out[#out + 1] = soon[i]
   out[#out + 1] = soon[i + 1]
+end
+if #taken > 0 then  -- one ZREM and one ZADD for the whole batch
+  redis.call('ZREM', KEYS[1], unpack(taken))
+  redis.call('ZADD', KEYS[2], unpack(leased))
+end
+if ARGV[5] ~= '' then
+  if redis.call('LLEN', KEYS[3]) == 0 then
+    out[2] = 'empty'
+  elseif redis.call('EXISTS', KEYS[5]) == 1 then
+    out[2] = 'running'
+  else
+    if redis.call('EXISTS', KEYS[4]) == 0 then
+      redis.call('PSETEX', KEYS[4], ARGV[7], ARGV[6])
+      redis.call('ZADD', KEYS[6], ARGV[8], ARGV[5])
+    end
+    out[2] = 'queued'
+  end
 end
 return out
 """
@@ -207,9 +287,11 @@ def resume(store: ComplaintStore, complaint: Complaint, effects: TxEffects, now:
     return bool(resumed)
 
 
-async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", member: str, due_ms: int) -> str:
+async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", member: str, due_ms: int, *,
+               listeners: bool = True) -> str:
     """Apply one due timer. Safe to run twice: only a running deadline of the same generation
-    changes; a timer of a registered kind goes to its owner's step."""
+    changes; a timer of a registered kind goes to its owner's step. Its events (``sla_warning``,
+    ``sla_breached``) go to the outbox unless ``listeners`` is false (no plugin listens)."""
 
     parsed = parse_member(member)
     if parsed is None:
@@ -236,7 +318,8 @@ async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", m
                 raise Conflict("stale_timer", member)
             deadline.warned = True
             complaint.history.append(HistoryEvent(at=now, actor="system", action="sla_warning", detail=detail))
-            effects.jobs.append(event_job(complaint, "sla_warning", "system", detail, at=now))
+            if listeners:
+                raise_event(store, effects, complaint, "sla_warning", detail, now)
             schedule(store, effects, cid, [deadline])  # its due time's timer, in the same change
             outcome["result"] = "warned"
             return
@@ -247,7 +330,8 @@ async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", m
             warn_ms = dt_to_ms(deadline.warn_at)
             warning = {**detail, "late_ms": str(max(0, clock.now_ms() - warn_ms))}
             complaint.history.append(HistoryEvent(at=now, actor="system", action="sla_warning", detail=warning))
-            effects.jobs.append(event_job(complaint, "sla_warning", "system", warning, at=now))
+            if listeners:
+                raise_event(store, effects, complaint, "sla_warning", warning, now)
         deadline.state, deadline.breached_at = "breached", now
         detail[ESCALATION_QUEUE_DETAIL] = policy.escalation_queue  # where the copy goes: it leaves from there
         effects.ops.append(lambda pipe: metrics.incr(pipe, store.keys, "gateway_deadline_breaches",
@@ -255,7 +339,8 @@ async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", m
                                                      else kind))
         complaint.priority = min(9, complaint.priority + policy.breach_priority_boost)
         complaint.history.append(HistoryEvent(at=now, actor="system", action="sla_breached", detail=detail))
-        effects.jobs.append(event_job(complaint, "sla_breached", "system", detail, at=now))
+        if listeners:
+            raise_event(store, effects, complaint, "sla_breached", detail, now)
         if "escalated" not in complaint.tags:
             complaint.tags.append("escalated")
         created_ms = dt_to_ms(complaint.created_at)
@@ -276,60 +361,95 @@ async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", m
 
 
 class TimerLoop:
-    def __init__(self, store: ComplaintStore, clock: "Clock", policies: "PolicyCache") -> None:
+    def __init__(self, store: ComplaintStore, clock: "Clock", policies: "PolicyCache", *,
+                 listeners: bool = True) -> None:
         self.store = store
         self.clock = clock
         self.policies = policies
+        #: Whether any plugin listens to complaint events (none: no events are written).
+        self.listeners = listeners
         self.claim = self.store.r.register_script(_CLAIM_LUA)
         self.requeue = self.store.r.register_script(_REQUEUE_LUA)
         self.fired = 0
         self.next_due_ms: int | None = None
+        #: The outbox is to be looked at (events were raised, or it is time to) ...
+        self.events_waiting = True
+        #: ... once the wall clock (s) is past this: a job found queued takes what is raised meanwhile.
+        self.look_after = 0.0
         #: Ticks completed. Once it has grown by two since a moment (and fewer than ``BATCH``
         #: timers were due), every timer due at that moment has been fired or found stale: tests
         #: wait for that before checking that something did not happen.
         self.ticks = 0
+
+    def _events_job(self) -> list[Any]:
+        """The claim's arguments that make sure the outbox has a job (none: it is not looked at)."""
+        wall = time.time()
+        if not self.events_waiting or wall < self.look_after:
+            return ["", "", 0, 0]
+        job_id = self.store.keys.job_id(DISPATCH_EVENTS_ID)
+        wall_ms = int(wall * 1000)
+        return [job_id, serialize_job(DISPATCH_EVENTS, (), {}, None, wall_ms), JOB_EXPIRES_MS,
+                wall_ms + EVENTS_GATHER_MS]
 
     async def tick(self) -> int:
         """Fire everything due now; answers how many."""
         await self.clock.refresh()
         k = self.store.keys
         now_ms = self.clock.now_ms()
-        answer = await self.claim(keys=[k.timers, k.timers_inflight], args=[now_ms, LEASE_MS, BATCH, TICK_MS])
-        #: when the next timer within a tick falls due (``None``: none does), as the claim saw it
+        job_id = k.job_id(DISPATCH_EVENTS_ID)
+        answer = await self.claim(
+            keys=[k.timers, k.timers_inflight, k.escalations, Keys.arq_job(job_id), Keys.arq_in_progress(job_id),
+                  k.arq_queue],
+            args=[now_ms, LEASE_MS, BATCH, IDLE_LOOK_MS, *self._events_job()])
+        #: when the next timer within the look-ahead falls due (``None``: none does), as the claim saw it
         self.next_due_ms = int(float(answer[0])) if answer[0] else None
-        pairs = [(answer[i].decode(), int(float(answer[i + 1]))) for i in range(1, len(answer), 2)]
+        if answer[1] == b"empty":
+            self.events_waiting = False
+        elif answer[1] == b"queued":  # it takes what fires raise before it starts: no look until then
+            self.events_waiting = False
+            self.look_after = time.time() + EVENTS_GATHER_MS / 1000
+        elif answer[1] == b"running":  # it may have looked for the last time: look again shortly
+            self.look_after = time.time() + EVENTS_GATHER_MS / 1000
+        pairs = [(answer[i].decode(), int(float(answer[i + 1]))) for i in range(2, len(answer), 2)]
         if pairs:
-            await asyncio.gather(*(self._fire_one(m, d) for m, d in pairs))
+            outcomes = await asyncio.gather(*(self._fire_one(m, d) for m, d in pairs))
+            done = [f"{m}@{d}" for (m, d), outcome in zip(pairs, outcomes) if outcome != "failed"]
+            if done:  # one ZREM for the batch; a crash before it: the lease brings them back, stale
+                await self.store.r.zrem(k.timers_inflight, *done)
+                self.fired += len(done)
+            if self.listeners and any(o in ("warned", "breached") for o in outcomes):
+                self.events_waiting = True
         self.ticks += 1
         return len(pairs)
 
-    async def _fire_one(self, member: str, due_ms: int) -> None:
+    async def _fire_one(self, member: str, due_ms: int) -> str:
         try:
-            await fire(self.store, self.clock, self.policies, member, due_ms)
+            return await fire(self.store, self.clock, self.policies, member, due_ms, listeners=self.listeners)
         except Exception as exc:  # noqa: BLE001 - the lease brings it back; log and go on
             log.error("timer %s failed: %s", member, type(exc).__name__)
-            return
-        await self.store.r.zrem(self.store.keys.timers_inflight, f"{member}@{due_ms}")
-        self.fired += 1
+            return "failed"
 
     async def requeue_stale(self) -> int:
         k = self.store.keys
         return int(await self.requeue(keys=[k.timers, k.timers_inflight], args=[self.clock.now_ms()]))
 
     async def run(self) -> None:
-        """Until cancelled: fire what is due, then sleep until the next due time (≤ one tick)."""
+        """Until cancelled: fire what is due, then sleep until the next due time: at most a tick
+        after firing something, at most ``IDLE_LOOK_MS`` otherwise."""
         last_requeue = 0.0
         while True:
             try:
                 fired = await self.tick()
-                if time.monotonic() - last_requeue > 5:
+                if time.monotonic() - last_requeue > EVENTS_LOOK_S:
                     await self.requeue_stale()
                     last_requeue = time.monotonic()
+                    self.events_waiting = self.listeners  # the next claim looks at the outbox
                 if fired >= BATCH:
                     continue
-                # the claim said when the next timer within a tick falls due: no second look
+                # the claim said when the next timer within its look-ahead falls due: no second look
+                bound = TICK_MS if fired else IDLE_LOOK_MS
                 nxt = self.next_due_ms
-                wait_ms = TICK_MS if nxt is None else max(1, min(TICK_MS, nxt - self.clock.now_ms()))
+                wait_ms = bound if nxt is None else max(1, min(bound, nxt - self.clock.now_ms()))
                 await asyncio.sleep(wait_ms / 1000)
             except asyncio.CancelledError:
                 raise

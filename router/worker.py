@@ -3,7 +3,8 @@
 The jobs, each safe to run twice (arq promises at-least-once):
 
 - ``process_message`` (``router.pipeline``): a stored message becomes a routed complaint;
-- ``send_reply`` and ``dispatch_event`` (``router.delivery``): replies out, events to listeners;
+- ``send_reply``, ``dispatch_event`` and ``dispatch_events`` (``router.delivery``): replies out,
+  events to listeners (one at a time, or the event outbox in batches);
 - ``consider_incident`` (``router.incident_check``): a new complaint joins or forms an incident;
 - ``fetch_evidence`` (``router.evidence_fetch``): an announced attachment fetched and stored;
 - ``payment_lookup`` (``router.payment_check``): the payment records asked again after they were away.
@@ -32,7 +33,7 @@ from router import evidence_fetch, metrics, payment_check
 from router.arq_worker import WakeableWorker
 from router.context import WORKER_KEY, WorkerContext, job_try
 from router.services import build_services
-from router.delivery import MAX_SEND_TRIES, dispatch_event, send_reply
+from router.delivery import DISPATCH_EVENTS_TRIES, MAX_SEND_TRIES, dispatch_event, dispatch_events, send_reply
 from router.housekeeping import housekeeping, run_poller
 from router.incident_check import consider_incident
 from router.pipeline import process_message
@@ -106,6 +107,7 @@ def job_functions(settings: Settings) -> list[Function]:
         func(instrumented(process_message), name="process_message", max_tries=10),
         func(instrumented(send_reply), name="send_reply", max_tries=MAX_SEND_TRIES + 1),
         func(instrumented(dispatch_event), name="dispatch_event", max_tries=3),
+        func(instrumented(dispatch_events), name="dispatch_events", max_tries=DISPATCH_EVENTS_TRIES),
         func(instrumented(consider_incident), name="consider_incident", max_tries=15),
         func(instrumented(evidence_fetch.fetch_evidence), name=evidence_fetch.JOB,
              max_tries=evidence_fetch.arq_max_tries(settings)),

@@ -18,27 +18,48 @@ from arq.worker import Worker
 
 from normalizer.ids import new_id
 from router.redis_pool import make_pool, redis_unavailable, transition_code
+from router.store.group_commit import GroupCommit
 
 log = logging.getLogger("gateway.worker")
 
-_CLAIM_JOB_LUA = """
--- KEYS: in-progress key, queue, job key, retry key; ARGV: job id, now ms, in-progress timeout ms, claim token
--- Claims the job (not running elsewhere, still queued, due) and, claimed, does what arq's run_job
--- does first: the job's bytes and its try (the retry count, incremented). Answers false, or
--- {score, job bytes (nil: expired), try}.
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
-if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'PX', ARGV[3]) then return false end  -- running elsewhere
-local job = redis.call('GET', KEYS[3])
-local try = redis.call('INCR', KEYS[4])
-if try == 1 then redis.call('EXPIRE', KEYS[4], 88400) end  -- (arq sets it on every try: a day is enough)
-return {score, job, try}
+_CLAIM_JOBS_LUA = """
+-- KEYS: 1 queue, then per job: in-progress key, job key, retry key
+-- ARGV: 1 now ms, 2 in-progress timeout ms, 3 claim token prefix (the job's number among these
+--       follows), then the job ids
+-- Claims each job that is not running elsewhere, still queued and due, and, claimed, does what
+-- arq's run_job does first: reads the job's bytes and counts its try (the retry count: set to 1
+-- with its expiry on a first try, incremented after). Answers {job id, score, job bytes (false:
+-- expired), try} per job claimed.
+local ids = {}
+for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids))
+local got = {}
+for n, id in ipairs(ids) do
+  local s = scores[n]
+  if s and tonumber(s) <= tonumber(ARGV[1])
+     and redis.call('SET', KEYS[n * 3 - 1], ARGV[3] .. n, 'NX', 'PX', ARGV[2]) then
+    got[#got + 1] = n
+  end
+end
+if #got == 0 then return {} end
+local job_keys = {}
+for k, n in ipairs(got) do job_keys[k] = KEYS[n * 3] end
+local jobs = redis.call('MGET', unpack(job_keys))
+local out = {}
+for k, n in ipairs(got) do
+  local retry = KEYS[n * 3 + 1]
+  local try = 1
+  if not redis.call('SET', retry, '1', 'NX', 'EX', 88400) then try = redis.call('INCR', retry) end
+  out[k] = {ids[n], scores[n], jobs[k], try}
+end
+return out
 """
 
-_FINISH_JOB_LUA = """
--- KEYS: in-progress, retry and job keys, queue; ARGV: job id
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
+_FINISH_JOBS_LUA = """
+-- KEYS: 1 queue, then per job: in-progress, retry and job keys; ARGV: the job ids
+-- The jobs done with (as many as finished together): their keys gone, out of the queue.
+redis.call('DEL', unpack(KEYS, 2))
+redis.call('ZREM', KEYS[1], unpack(ARGV))
 return 1
 """
 
@@ -108,42 +129,41 @@ class WakeableWorker(Worker):
         self._freeing: set[asyncio.Task[None]] = set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's start_jobs with its WATCH / EXISTS / ZSCORE / MULTI claim done in one script:
-        the same check (not running elsewhere, still queued, due) in one round trip, not three.
-        Jobs this worker is already running stay at the head of the queue until they finish;
-        they are skipped without asking Redis (arq asks, once per poll each: under a backlog
-        that is most of its round trips)."""
-        for job_id_b in job_ids:
-            if job_id_b.decode() in self.tasks:
-                continue
+        """arq's start_jobs with its claim (WATCH / EXISTS / ZSCORE / MULTI per job, then run_job's
+        GET / INCR / EXPIRE) done for every job it has room for in one script: one round trip per
+        poll, not two or three per job. Jobs this worker is already running stay at the head of
+        the queue until they finish; they are skipped without asking Redis."""
+        wanted = [j for j in (b.decode() for b in job_ids) if j not in self.tasks]
+        wanted = wanted[:max(0, self.max_jobs - self.job_counter)]
+        if not wanted:
+            return None
+        for _ in wanted:  # (room for each: never waits)
             await self.sem.acquire()
-            if self.job_counter >= self.max_jobs:
+        self.job_counter += len(wanted)
+        first = self._claims + 1
+        self._claims += len(wanted)
+        prefix = f"{self._token_prefix}{first}."  # each in-progress key's value: ours, not another's
+        claimed_at = self.loop.time()  # no later than the in-progress keys' start
+        answers: list[Any] = []
+        try:
+            answers = await self._claim_jobs(
+                keys=[self.queue_name, *(key for job_id in wanted for key in (
+                    in_progress_key_prefix + job_id, job_key_prefix + job_id, retry_key_prefix + job_id))],
+                args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), prefix, *wanted],
+            )
+        except BaseException:  # Redis away, the claims may have been made: give the slots back
+            for n, job_id in enumerate(wanted, 1):  # (each blip kept one for good: after max_jobs, no job was taken)
+                self._freeing.add(self.loop.create_task(self._free(job_id, f"{prefix}{n}", claimed_at)))
+            raise
+        finally:
+            taken = len(answers)
+            for _ in range(len(wanted) - taken):
+                self.job_counter -= 1
                 self.sem.release()
-                return None
-            self.job_counter = self.job_counter + 1
-            job_id = job_id_b.decode()
-            self._claims += 1
-            token = f"{self._token_prefix}{self._claims}"  # the in-progress key's value: ours, not another's
-            claimed_at = self.loop.time()  # no later than the in-progress key's start
-            try:
-                claimed = await self._claim_job(
-                    keys=[in_progress_key_prefix + job_id, self.queue_name, job_key_prefix + job_id,
-                          retry_key_prefix + job_id],
-                    args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000), token],
-                )
-                score = claimed[0] if claimed else None
-            except BaseException:  # Redis away, the claim may have been made: give the slot back
-                score = None       # (each blip kept one for good: after max_jobs, no job was taken)
-                self._freeing.add(self.loop.create_task(self._free(job_id, token, claimed_at)))
-                raise
-            finally:
-                if not score:
-                    self.job_counter = self.job_counter - 1
-                    self.sem.release()
-            if not score:
-                continue
-            self._claimed[job_id] = (token, claimed_at)
-            self._loaded[job_id] = (claimed[1], int(claimed[2]), True)
+        for raw_id, score, job, job_try in answers:
+            job_id = raw_id.decode()
+            self._claimed[job_id] = (f"{prefix}{wanted.index(job_id) + 1}", claimed_at)
+            self._loaded[job_id] = (job, int(job_try), True)
             task = self.loop.create_task(self.run_job(job_id, int(score)))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
@@ -198,9 +218,16 @@ class WakeableWorker(Worker):
                 default_queue_name=self.queue_name,
                 expires_extra_ms=self.expires_extra_ms,
             )
-        self._claim_job = self.pool.register_script(_CLAIM_JOB_LUA)
+        self._claim_jobs = self.pool.register_script(_CLAIM_JOBS_LUA)
         self._free_claim = self.pool.register_script(_FREE_CLAIM_LUA)
-        self._finish_job = self.pool.register_script(_FINISH_JOB_LUA)
+        finish_jobs = self.pool.register_script(_FINISH_JOBS_LUA)
+
+        async def finish(job_ids: list[str]) -> list[Any]:
+            await finish_jobs(keys=[self.queue_name, *(key for job_id in job_ids for key in (
+                in_progress_key_prefix + job_id, retry_key_prefix + job_id, job_key_prefix + job_id))], args=job_ids)
+            return [None] * len(job_ids)
+
+        self._finishing = GroupCommit(finish)
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
@@ -276,9 +303,9 @@ class WakeableWorker(Worker):
         await self._finish(job_id)  # keep_result=0: no result is kept
 
     async def _finish(self, job_id: str) -> None:
-        """The job done with: its in-progress mark, retry count and bytes gone, out of the queue."""
-        await self._finish_job(keys=[in_progress_key_prefix + job_id, retry_key_prefix + job_id,
-                                     job_key_prefix + job_id, self.queue_name], args=[job_id])
+        """The job done with: its in-progress mark, retry count and bytes gone, out of the queue
+        (with the other jobs that finish at the same time: one script call for all)."""
+        await self._finishing.submit(job_id)
 
 
 __all__ = ["WakeableWorker"]

@@ -71,13 +71,15 @@ class StoreBase:
         self._skills_known: set[str] = set()
         #: The complaint commits of this process's jobs, grouped (``Complaints._group_commit``).
         self._commits: Any = None
+        #: Delivery states recorded by this process's jobs, grouped (``Deliveries.record_delivery``).
+        self._statuses: Any = None
 
     def bind(self, redis: Redis) -> None:
         self.redis = redis
         self._intake_script = redis.register_script(scripts.INTAKE_LUA)
         self._prepare_script = redis.register_script(scripts.PREPARE_LUA)
         self._commit_script = redis.register_script(scripts.COMMIT_LUA)
-        self._commits = None  # (made again for this client when first used)
+        self._commits = self._statuses = None  # (made again for this client when first used)
         self._claim_script = redis.register_script(scripts.CLAIM_LUA)
         self._requeue_script = redis.register_script(scripts.REQUEUE_EXPIRED_LUA)
         self._status_script = redis.register_script(scripts.STATUS_LUA)

@@ -10,6 +10,7 @@ from typing import Any
 from normalizer.ids import ms_to_dt, now_ms
 from router.store.base import StoreBase
 from router.store.codec import encode_delivery
+from router.store.group_commit import GroupCommit
 
 OUTBOUND_TTL_S = 30 * 86_400  # how long a provider's status callback can still find its reply
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
@@ -40,12 +41,19 @@ class Deliveries(StoreBase):
 
     async def record_delivery(self, complaint_id: str, reply_id: str, state: dict[str, Any]) -> bool:
         """Delivery state lives beside the complaint, so provider callbacks never rewrite it; it only
-        moves forward (a provider's "delivered" that beats our own "sent" to Redis stays)."""
-        changed = await self._status_script(
-            keys=[self.keys.delivery(complaint_id), self.keys.outbox],
-            args=[reply_id, encode_delivery(state), DELIVERY_RANK.get(state.get("delivery", ""), 0),
-                  f"{complaint_id}|{reply_id}"],
-        )
+        moves forward (a provider's "delivered" that beats our own "sent" to Redis stays). Recorded
+        with the other replies a process records at the same time (``GroupCommit``)."""
+        if self._statuses is None:
+            script, outbox = self._status_script, self.keys.outbox
+
+            async def call(entries: list[tuple[str, list[Any]]]) -> list[Any]:
+                return await script(keys=[outbox, *(key for key, _ in entries)],
+                                    args=[x for _, args in entries for x in args])
+
+            self._statuses = GroupCommit(call)
+        changed = await self._statuses.submit((self.keys.delivery(complaint_id), [
+            reply_id, encode_delivery(state), DELIVERY_RANK.get(state.get("delivery", ""), 0),
+            f"{complaint_id}|{reply_id}"]))
         return bool(changed)
 
     async def remember_outbound(self, channel: str, provider_id: str, complaint_id: str, reply_id: str, *,

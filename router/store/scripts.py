@@ -123,19 +123,32 @@ return {f[1], f[2] or '', f[3] or '', cust, f[7] or '', fps, after, f[4] or ''}
 """
 
 STATUS_LUA = """
--- KEYS: delivery hash, outbox; ARGV: reply id, new state json, new rank, outbox member
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur then
-  local ok, old = pcall(cjson.decode, cur)
-  if ok and type(old) == 'table' then
-    local ranks = {queued = 0, sent = 1, delivered = 2, read = 3, failed = 4}
-    local old_rank = ranks[old['delivery']] or 0
-    if old_rank >= tonumber(ARGV[3]) then return 0 end
+-- Delivery states that only move forward, for as many replies as are recorded at the same time.
+-- KEYS: 1 outbox, then per reply its complaint's delivery hash
+-- ARGV: per reply: reply id, new state json, new rank, outbox member
+-- A reply whose recorded state ranks as high already keeps it (answer 0); else the new state is
+-- written (1) and, sent or after, the reply leaves the outbox. Answers 0 / 1 per reply.
+local ranks = {queued = 0, sent = 1, delivered = 2, read = 3, failed = 4}
+local out, gone = {}, {}
+for n = 1, #KEYS - 1 do
+  local a = (n - 1) * 4
+  local key, id, rank = KEYS[n + 1], ARGV[a + 1], tonumber(ARGV[a + 3])
+  local cur = redis.call('HGET', key, id)
+  local keep = false
+  if cur then
+    local ok, old = pcall(cjson.decode, cur)
+    if ok and type(old) == 'table' and (ranks[old['delivery']] or 0) >= rank then keep = true end
+  end
+  if keep then
+    out[n] = 0
+  else
+    redis.call('HSET', key, id, ARGV[a + 2])
+    if rank > 0 then gone[#gone + 1] = ARGV[a + 4] end
+    out[n] = 1
   end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('ZREM', KEYS[2], ARGV[4]) end
-return 1
+if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
+return out
 """
 
 CASE_BLOCK_LUA = """
@@ -174,12 +187,16 @@ end
 local mset, done, skills, out = {}, {}, {}, {}
 local notes, nkeys = {}, {}
 local jobs = 0
+local locks, tokens = {}, {}
 local i = 2
 while i <= #ARGV do
   local e = cmsgpack.unpack(ARGV[i])
   local b0 = i + 1  -- the entry's binary values are ARGV[b0 + n]
   i = i + 2 + tonumber(ARGV[i + 1])
-  if e.lock and redis.call('GET', e.lock[1]) == e.lock[2] then redis.call('DEL', e.lock[1]) end
+  if e.lock then
+    locks[#locks + 1] = e.lock[1]
+    tokens[#tokens + 1] = e.lock[2]
+  end
   local st = redis.call('HMGET', e.msg, 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
   if st[1] == 'processed' then
     out[#out + 1] = {'already', st[2] or '', st[3] or ''}
@@ -227,6 +244,13 @@ while i <= #ARGV do
       w.outs[#w.outs + 1] = #out
     end
   end
+end
+if #locks > 0 then  -- the senders' locks these jobs hold, let go (each only by its holder)
+  local held, mine = redis.call('MGET', unpack(locks)), {}
+  for n, key in ipairs(locks) do
+    if held[n] == tokens[n] then mine[#mine + 1] = key end
+  end
+  if #mine > 0 then redis.call('DEL', unpack(mine)) end
 end
 if #mset > 0 then redis.call('MSET', unpack(mset)) end
 for _, key in ipairs(zkeys) do redis.call('ZADD', key, unpack(z[key])) end

@@ -20,6 +20,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 from arq import Retry
 
 from normalizer.ids import ms_to_dt, now_ms
@@ -176,8 +177,8 @@ async def dispatch_events(ctx: dict[str, Any]) -> str:
         raw = await store.r.lrange(store.keys.escalations, 0, EVENT_BATCH - 1)
         if not raw:
             return f"sent {sent}"
-        events = [decode_event(entry) for entry in raw]
-        refused = await _tell_listeners(w, events) if w.plugins.has_listeners else []
+        events = _decoded(raw)
+        refused = await _tell_listeners(w, events) if events and w.plugins.has_listeners else []
         if refused:
             if now_ms() - events[0].at_ms < EVENT_GIVE_UP_MS:
                 tried = job_try(ctx)
@@ -188,6 +189,18 @@ async def dispatch_events(ctx: dict[str, Any]) -> str:
         await trim(keys=[store.keys.escalations], args=[len(raw), raw[0], raw[-1]])
         sent += len(raw)
     raise Retry(defer=0)  # more than one run's worth waiting: the next run goes on at once
+
+
+def _decoded(raw: list[bytes]) -> list[QueuedEvent]:
+    """The outbox's entries; one that does not decode (damaged) is logged and
+    left out, never a reason to stop the rest."""
+    events = []
+    for entry in raw:
+        try:
+            events.append(decode_event(entry))
+        except msgspec.DecodeError:
+            log.error("event outbox: an entry does not decode (%d bytes); dropped", len(entry))
+    return events
 
 
 async def _tell_listeners(w: WorkerContext, queued: list[QueuedEvent]) -> list[str]:

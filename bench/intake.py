@@ -1,7 +1,7 @@
 """Benchmark: POST /v1/messages as `make run` serves it, against a bare Litestar endpoint that
 answers 202 without touching Redis, same server and settings, same run.
 
-    .venv/bin/python bench/intake.py [--server uvicorn|granian|both] [--quick]
+    .venv/bin/python bench/intake.py [--server uvicorn|granian|both] [--quick] [--no-queue]
 
 Prints closed-loop throughput of both and their ratio, open-loop latency at --rate req/s,
 and ingress → in-skill-queue latency at --queue-rate msg/s with the worker running.
@@ -283,7 +283,7 @@ async def run(server: str, args: argparse.Namespace) -> dict:
             print(f"  gateway       : {gw_ol.summary()}  (goal p99 <= 25 ms)")
             stack.wait_drained()
 
-            lat = await queue_phase(stack, server, args)
+            lat = await queue_phase(stack, server, args) if not args.no_queue else []
             return {"server": server, "bare_rps": bare.rate, "gateway_rps": gw.rate, "ratio": ratio,
                     "ratio_worker_paused": ratio_alone,
                     "open_loop_rate": args.rate, "gateway_p50": gw_ol.pct(50), "gateway_p99": gw_ol.pct(99),
@@ -302,6 +302,8 @@ def main() -> None:
     parser.add_argument("--queue-seconds", type=float, default=60)
     parser.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
     parser.add_argument("--only-queue", action="store_true", help="only the ingress -> queue phase, on a fresh Redis")
+    parser.add_argument("--no-queue", action="store_true",
+                        help="skip the ingress -> queue phase (closed- and open-loop phases only)")
     parser.add_argument("--fsync", choices=["always", "everysec"], default="always",
                         help="the bench Redis's appendfsync (the embedded Redis uses always)")
     args = parser.parse_args()

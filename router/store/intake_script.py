@@ -28,7 +28,7 @@ SHARED_ARGS = 9
 #: Arguments of one message: message_id, data, received_ms, body_hash ('' = don't compare), job
 #: bytes, raw bytes, channel, job id, sender contact key, vouched-for contact keys (newline-separated).
 ARGS_PER_MESSAGE = 10
-#: Most messages in one call of the script (its run stays well under a millisecond).
+#: Most messages in one call of the script (bounded, so that one call never holds Redis long).
 MAX_BATCH = 64
 
 INTAKE_LUA = """

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from normalizer.text import first_char_guard
+from normalizer.text import first_char_guard, guarded_alternation
 
 # traditional characters customers write, to the simplified ones the concepts use
 _TRAD = str.maketrans(dict(zip(
@@ -98,10 +98,10 @@ _NEW_PROBLEM_ZH = (
 )
 def _pattern(english: tuple[str, ...], chinese: tuple[str, ...]) -> re.Pattern[str]:
     """One regex for the cues (the Chinese ones in the characters ``_fold`` leaves; the English
-    ones as whole words), behind a look-ahead for the characters a cue can begin with (the same
-    matches; ~0.19 -> ~0.08 ms per text for both cues)."""
-    cues = "|".join([rf"(?<![a-z])(?:{p})" for p in english] + [p.translate(_TRAD) for p in chinese])
-    return re.compile(first_char_guard(cues, re.IGNORECASE), re.IGNORECASE)
+    ones as whole words), behind look-aheads for the characters a cue can begin with (the same
+    matches; ~0.19 -> ~0.06 ms per text for both cues)."""
+    cues = [rf"(?<![a-z])(?:{p})" for p in english] + [p.translate(_TRAD) for p in chinese]
+    return re.compile(guarded_alternation(cues, re.IGNORECASE), re.IGNORECASE)
 
 
 _FOLLOW_UP = _pattern(_FOLLOW_UP_EN, _FOLLOW_UP_ZH)

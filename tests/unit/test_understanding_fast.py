@@ -15,7 +15,7 @@ import pytest
 
 from normalizer import extract, pii
 from normalizer.mail import strip_quoted
-from normalizer.text import first_char_guard
+from normalizer.text import first_char_guard, guarded_alternation
 from router import repeat_signals, repeats
 from router.understanding import artefacts, compact, formal, textprep
 from tests.conftest import TEST_MODELS_DIR
@@ -174,19 +174,23 @@ def test_the_amount_prechecks_skip_only_texts_the_patterns_find_nothing_in() -> 
                 assert not regex.search(text), text
 
 
-@pytest.mark.parametrize("pattern, flags, text, expected", [
-    (r"^\s*还有|分开", 0, "  还有 一个, 分开", [(0, 4), (9, 11)]),  # anchored: the start is let through
-    (r"(?:(?<=\s)|^)(?:agent|caller)\s*:", re.IGNORECASE, "Agent: hi CALLER : x", [(0, 6), (10, 18)]),
-    (r"\d+(?:st|nd) time|twice", 0, "2nd time, 21st time, twice", [(0, 8), (10, 19), (21, 26)]),
-    (r"ab|x*", 0, "zab", [(0, 0), (1, 3), (3, 3)]),  # can match nothing: left as it is
-    (r"[^a]b", 0, "cb ab", [(0, 2)]),  # a negated class: left as it is
+@pytest.mark.parametrize("alternatives, flags, text, expected", [
+    ([r"^\s*还有", "分开"], 0, "  还有 一个, 分开", [(0, 4), (9, 11)]),  # anchored: the start is let through
+    ([r"(?:(?<=\s)|^)(?:agent|caller)\s*:"], re.IGNORECASE, "Agent: hi CALLER : x", [(0, 6), (10, 18)]),
+    ([r"\d+(?:st|nd) time", "twice"], 0, "2nd time, 21st time, twice", [(0, 8), (10, 19), (21, 26)]),
+    (["ab", "x*"], 0, "zab", [(0, 0), (1, 3), (3, 3)]),  # can match nothing: left as it is
+    ([r"[^a]b"], 0, "cb ab", [(0, 2)]),  # a negated class: left as it is
+    (["b", "bc", "abc", "c"], 0, "abc bc", [(0, 3), (4, 5), (5, 6)]),  # the first alternative that fits wins
 ])
-def test_first_char_guard(pattern: str, flags: int, text: str, expected: list[tuple[int, int]]) -> None:
+def test_first_char_guard(alternatives: list[str], flags: int, text: str, expected: list[tuple[int, int]]) -> None:
+    pattern = "|".join(alternatives)
     guarded = first_char_guard(pattern, flags)
-    assert [m.span() for m in re.finditer(guarded, text, flags)] == expected
     assert [m.span() for m in re.finditer(pattern, text, flags)] == expected
-    if pattern in ("ab|x*", r"[^a]b"):
+    assert [m.span() for m in re.finditer(guarded, text, flags)] == expected
+    if alternatives in (["ab", "x*"], [r"[^a]b"]):
         assert guarded == pattern
+    for chunk in (1, 2, 8):
+        assert [m.span() for m in re.finditer(guarded_alternation(alternatives, flags, chunk), text, flags)] == expected
 
 
 # -- the PII memo --------------------------------------------------------------------------------------

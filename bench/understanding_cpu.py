@@ -10,7 +10,8 @@ passes, the fastest kept; CPU time (``time.process_time``), not wall time.
 
 "per message" is what the worker computes for one new message: the categoriser, the repeat check
 against one open case of the same customer (another corpus text), the two masked copies the
-plugin manager makes (the message's text, then the complaint's) and the new case's fingerprint.
+plugin manager makes (the message's text, then the complaint's) and the new case's fingerprint;
+a customer with no open case (every message of bench/cost.py) has no repeat check.
 
 ``--base DIR``: another checkout (e.g. ``git worktree add /tmp/base <commit>``) measured in the
 same run, alternately with this one (base, this, base, this, ...), each in a process of its own;
@@ -90,8 +91,15 @@ def _child(tree: Path, models: Path, mode: str, passes: int) -> dict[str, Any]:
         mask_pii(complaints[i].messages[0].text)  # ... and masked complaint
         repeats.fingerprint_of(complaints[i], now_ms)
 
+    def new_customer(i: int) -> None:
+        model.predict(texts[i])
+        mask_pii(texts[i])
+        mask_pii(complaints[i].messages[0].text)
+        repeats.fingerprint_of(complaints[i], now_ms)
+
     steps: dict[str, Callable[[int], Any]] = {
         "per message (all below, as the worker calls them)": per_message,
+        "per message of a customer with no open case": new_customer,
         "categoriser: predict": lambda i: model.predict(texts[i]),
         "  prepare (fold, numbers as tokens)": lambda i: prepare(texts[i]),
         "  formal_verdict": lambda i: formal_verdict(texts[i]),

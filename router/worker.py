@@ -135,7 +135,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                       clock=Clock(store, settings.test_clock))
     ctx[WORKER_KEY] = w
     w.categoriser = await load_categoriser(settings, store)
-    w.timers = TimerLoop(store, w.clock, w.policy)
+    w.timers = TimerLoop(store, w.clock, w.policy, listeners=plugins.has_listeners)
     w.background = [asyncio.create_task(housekeeping(w), name="housekeeping"),
                     asyncio.create_task(w.timers.run(), name="timers")]
     for plugin_name, poller in plugins.pollers(services):

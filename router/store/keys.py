@@ -52,7 +52,7 @@ class Keys:
         self.skills = prefix + "skills"
         self.timers = prefix + "timers"
         self.timers_inflight = prefix + "timers:inflight"
-        self.escalations = prefix + "escalations"
+        self.escalations = prefix + "escalations"  # deadline events (sla_warning, sla_breached) waiting for listeners, oldest first (router/timers.py)
         self.deadline_policy = prefix + "policy:deadlines"
         self.deadline_policy_history = prefix + "policy:deadlines:history"
         self.clock_offset = prefix + "clock:offset"  # the test clock's shift (GATEWAY_TEST_CLOCK)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
+from redis.exceptions import ResponseError
+
 #: Keys before the first message's: pending, arq queue, wake, metrics, none.
 SHARED_KEYS = 5
 #: Keys of one message: msg, idem (none = no scope), job, raw (none = no raw), sender's rate
@@ -43,7 +45,8 @@ local channels = {}     -- a channel's rate counter: {value, increments not yet 
 local counts = {}
 local out = {}
 local accepted = 0
-for i = 1, n do
+-- one message: its outcome and the reference answered with it
+local function take(i)
   local k = 5 + (i - 1) * 6
   local a = 9 + (i - 1) * 10
   local msg, idem, job, raw = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
@@ -106,6 +109,15 @@ for i = 1, n do
     local field = 'gateway_messages_in|channel=' .. channel .. ',outcome=' .. status
     counts[field] = (counts[field] or 0) + 1
   end
+  return status, ref
+end
+-- a command that fails (a key of the wrong type) fails its own message only: the others of the
+-- call are answered as they were written, none of them twice
+for i = 1, n do
+  local ok, status, ref = pcall(take, i)
+  if not ok then
+    status, ref = 'error', type(status) == 'table' and (status.err or 'ERR') or tostring(status)
+  end
   out[#out + 1] = status
   out[#out + 1] = ref
 end
@@ -128,9 +140,9 @@ class IntakeGroup:
 
     ``submit(keys, args)`` takes one message's keys and arguments (``KEYS_PER_MESSAGE``,
     ``ARGS_PER_MESSAGE``) and answers ``(status, message_id or reference, replicas)`` once the
-    call that carried it returned; a failed call fails every message it carried (none of them
-    was acknowledged, so their channels retry; idempotency keys make a retry of one that was
-    written a duplicate).
+    call that carried it returned. A command that fails inside the script (a key of the wrong
+    type) fails only its own message (``ResponseError``, as a call of its own would have); a call
+    that fails as a whole (Redis away) fails every message it carried, none of them acknowledged.
     """
 
     def __init__(self, script: Any, redis: Any, shared: Callable[[], tuple[list[Any], list[Any], int, int]]) -> None:
@@ -151,7 +163,10 @@ class IntakeGroup:
             return await future
         self.busy = True  # no call under way: this message goes at once, on its own
         try:
-            return (await self._call([(keys, args)]))[0]
+            result = (await self._call([(keys, args)]))[0]
+            if isinstance(result, Exception):
+                raise result
+            return result
         finally:
             if self.waiting:
                 self._drainer = asyncio.get_running_loop().create_task(self._drain())
@@ -173,7 +188,11 @@ class IntakeGroup:
                         raise
                     continue
                 for (_, _, future), result in zip(batch, results):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
                         future.set_result(result)
         finally:
             for _, _, future in self.waiting:  # cancelled itself (loop closing): nothing is left hanging
@@ -182,7 +201,8 @@ class IntakeGroup:
             self.waiting = []
             self.busy = False
 
-    async def _call(self, batch: list[tuple[list[Any], list[Any]]]) -> list[tuple[str, str, int | None]]:
+    async def _call(self, batch: list[tuple[list[Any], list[Any]]]
+                    ) -> list[tuple[str, str, int | None] | Exception]:
         from router.metrics import tally_of  # router.metrics imports the store's keys
 
         tally = tally_of(self.redis)
@@ -208,11 +228,12 @@ class IntakeGroup:
         for i in range(0, len(flat), 2):
             status = flat[i].decode() if isinstance(flat[i], bytes) else flat[i]
             ref = flat[i + 1].decode() if isinstance(flat[i + 1], bytes) else flat[i + 1]
-            results.append((status, ref, replicas))
+            results.append((status, ref, replicas) if status != "error" else ResponseError(ref))
         if tally is not None:
             metrics_key = shared_keys[3]
-            for (_, a), (status, _, _) in zip(batch, results):
-                tally.add(metrics_key, f"gateway_messages_in|channel={a[6]},outcome={status}", 1)
+            for (_, a), result in zip(batch, results):
+                if isinstance(result, tuple):
+                    tally.add(metrics_key, f"gateway_messages_in|channel={a[6]},outcome={result[0]}", 1)
         return results
 
 

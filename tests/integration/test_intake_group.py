@@ -128,3 +128,25 @@ async def test_with_a_flusher_the_outcomes_are_tallied_and_written_by_it(store):
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert await store.r.hget(store.keys.metrics, field) == b"3"  # written when it stopped
+
+
+async def test_a_command_that_fails_fails_its_own_message_only(store):
+    """A key of the wrong type (here the sender's rate counter) fails that message's intake as a
+    call of its own would; the others of the same call are stored and answered, none twice."""
+    from redis.exceptions import ResponseError
+
+    store.limits.contact_per_minute = 30
+    minute = int(time.time()) // 60
+    for m in range(minute, minute + 2):  # whichever minute the call falls in
+        await store.r.hset(store.keys.rate_contact("app_user", "broken", m), "x", "1")
+    await intake_all(store, [message("warm")])
+    messages = [message("ok1"), message("broken"), message("ok2")]
+    outcomes = await asyncio.gather(*(store.intake(m, idempotency_scope=None) for m in messages),
+                                    return_exceptions=True)
+    assert isinstance(outcomes[1], ResponseError) and "WRONGTYPE" in str(outcomes[1])
+    assert [(o.status, o.message_id) for o in (outcomes[0], outcomes[2])] == [
+        ("accepted", messages[0].id), ("accepted", messages[2].id)]
+    assert await store.r.exists(store.keys.msg(messages[1].id)) == 0
+    assert await store.r.zcard(store.keys.pending) == 3  # warm, ok1, ok2
+    alone = await asyncio.gather(store.intake(message("broken"), idempotency_scope=None), return_exceptions=True)
+    assert isinstance(alone[0], ResponseError)  # alone, the same answer

@@ -18,6 +18,7 @@ from arq import Retry
 
 from router import cases
 from router.cases.opening import Opened
+from normalizer.ids import dt_to_ms
 from router.context import WorkerContext, context_of, job_try
 from router.redis_pool import redis_unavailable
 from router.store import NotFound
@@ -43,7 +44,8 @@ async def check_again(w: WorkerContext, complaint_id: str, message_id: str) -> s
     except NotFound:
         return "missing"
     text = next((m.text for m in complaint.messages if m.message_id == message_id), "")
-    iid, linked = await w.incidents.consider(complaint.id, complaint.customer_id, complaint.category, text)
+    iid, linked = await w.incidents.consider(complaint.id, complaint.customer_id, complaint.category, text,
+                                             dt_to_ms(complaint.created_at))
     return await _link(w, iid, linked)
 
 

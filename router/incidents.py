@@ -169,19 +169,21 @@ class Incidents:
         incident["updated_at"] = datetime.now(timezone.utc).isoformat()
         await self.r.set(self.key(incident["id"]), json.dumps(incident, ensure_ascii=False))
 
-    def note_args(self, customer_id: str, category: str, toks: frozenset[str]) -> list[Any]:
+    def note_args(self, customer_id: str, category: str, toks: frozenset[str], at_ms: int | None = None) -> list[Any]:
         """What noting a complaint in its category's window takes after the complaint's id (the
         note's ``a[2..7]`` in ``scripts.INCIDENT_NOTE_FN``): its entry, now, the window's start, the
         most kept, since when this process needs the texts, and whether to sweep. Noted by the
-        commit that opens the complaint (``router.cases.open_complaint``) or by ``consider``."""
+        commit that opens the complaint (``router.cases.open_complaint``) or by ``consider``.
+        ``at_ms``: when the complaint came (noted again later, it keeps its place in the window)."""
         recent = self.keys.incident_recent(category)
         now = now_ms()
         since = (_cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS) if _cache.entries.get(recent) else 0
         _cache.checks += 1
-        return [customer_id + "\t" + " ".join(sorted(toks)), now, now - self.window_ms, MAX_RECENT, since,
-                "1" if _cache.checks % SWEEP_EVERY == 0 else "0"]
+        return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
+                MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0"]
 
-    async def consider(self, complaint_id: str, customer_id: str, category: str, text: str) -> tuple[str, list[str]]:
+    async def consider(self, complaint_id: str, customer_id: str, category: str, text: str,
+                       at_ms: int | None = None) -> tuple[str, list[str]]:
         """Note a new complaint. Answers (incident id, complaint ids linked to it) when it joins or
         forms an incident, else ("", []). Safe to call again for the same complaint (a retried
         job): it answers the incident it formed or joined, with the complaints to link."""
@@ -189,13 +191,14 @@ class Incidents:
         if len(toks) < MIN_TOKENS:
             return "", []
         own = formed_by(complaint_id)
-        args = self.note_args(customer_id, category, toks)
+        now = now_ms()
+        args = self.note_args(customer_id, category, toks, at_ms)
         result = await self._note(keys=[self.keys.incident_recent(category), self.keys.incident_texts(category),
                                         self.keys.incidents_open(category), self.key(own)],
                                   args=[complaint_id, *args])
         if _text(result[0]) == "formed":  # formed on an earlier run that did not finish linking
             return own, await self.members(own)
-        return await self.decide(complaint_id, customer_id, category, text, toks, args[1], result[1:4])
+        return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1:4])
 
     async def decide(self, complaint_id: str, customer_id: str, category: str, text: str, toks: frozenset[str],
                      noted_at: int, window: list[Any]) -> tuple[str, list[str]]:

@@ -70,16 +70,16 @@ async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     w = context_of(ctx)
     if job_try(ctx) > 1:  # a try that died (or met Redis away) after its commit left the incident check to do
         await incident_check_after_commit(w, message_id)
-    lock = SenderLock(w.store, CONTACT_LOCK_MS)
+    lock = SenderLock(w.store, CONTACT_LOCK_MS, token=message_id)
     deadline = asyncio.get_running_loop().time() + CONTACT_LOCK_MS / 1000
-    while True:
-        prepared = await prepare(w.store, message_id, lock)
-        if prepared != "locked":
-            break
-        if asyncio.get_running_loop().time() > deadline:
-            raise Retry(defer=1)
-        await asyncio.sleep(LOCK_POLL_S)
-    try:
+    try:  # (from the first prepare on: one that took the lock and then failed lets it go too)
+        while True:
+            prepared = await prepare(w.store, message_id, lock)
+            if prepared != "locked":
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise Retry(defer=1)
+            await asyncio.sleep(LOCK_POLL_S)
         return await _process_message(w, prepared, lock)
     finally:
         await lock.release()

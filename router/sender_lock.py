@@ -5,8 +5,9 @@ repeat, a new case) and commits it: two messages a customer sends a moment apart
 other. The lock is taken by the script that loads the message (``ComplaintStore.prepare``, which
 also reads the sender and which resolved case the sender's next message answers) and, when the
 message opens a case, let go by the commit's own script (``commit_new_complaint``): no round trip
-of its own on that path. Other paths let it go here. The lock holds a random token; only its
-holder renews or releases it (compared inside a script, never GET-then-DEL from the client).
+of its own on that path. Other paths let it go here. The lock holds its holder's token (the
+message's id); only its holder renews or releases it (compared inside a script, never GET-then-DEL
+from the client).
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ def _release_script(redis: Any) -> Any:
 
 
 class SenderLock:
-    def __init__(self, store: ComplaintStore, ttl_ms: int) -> None:
+    def __init__(self, store: ComplaintStore, ttl_ms: int, token: str = "") -> None:
         self.store = store
         self.ttl_ms = ttl_ms
-        self.token = os.urandom(12).hex()
+        #: The holder's token. ``process_message`` uses the message's id: a later try of the same
+        #: message takes back a lock an earlier try left held (it died, or lost the answer that
+        #: told it the lock was taken) at once, instead of waiting for the lock's expiry.
+        self.token = token or os.urandom(12).hex()
         #: The sender's ``kind:value`` once the lock is held ("": not held).
         self.sender = ""
 

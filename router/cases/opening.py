@@ -8,6 +8,7 @@ Between the two the pipeline lets plugins enrich the draft (``router.pipeline``)
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -173,12 +174,18 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
         jobs.append(event_job(complaint, "routed", "worker", {"skill": decision.skill}, at=now))
     toks = incident_tokens(message.text) if incidents is not None else frozenset()
     note = incidents.note_args(complaint.customer_id, complaint.category, toks) if incidents and toks else []
-    created, _, case_number, window = await store.commit_new_complaint(
-        message.id, complaint, jobs, case_placeholder=placeholder,
-        outbox=[f"{complaint.id}|{ack.id}"] if ack else [],
-        fingerprint=repeats.fingerprint_of(complaint, dt_to_ms(complaint.created_at)), timers=timers,
-        incident_note=note, lock=lock.handed_over() if lock is not None else None,
-    )
+    held = lock.handed_over() if lock is not None else None
+    try:
+        created, _, case_number, window = await store.commit_new_complaint(
+            message.id, complaint, jobs, case_placeholder=placeholder,
+            outbox=[f"{complaint.id}|{ack.id}"] if ack else [],
+            fingerprint=repeats.fingerprint_of(complaint, dt_to_ms(complaint.created_at)), timers=timers,
+            incident_note=note, lock=held,
+        )
+    except asyncio.CancelledError:
+        if lock is not None:  # the commit may still be sent (with others'): it lets the lock go, not this job
+            lock.let_go()
+        raise
     if lock is not None:
         lock.let_go()
     if not created:

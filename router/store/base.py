@@ -80,6 +80,7 @@ class StoreBase:
         self._prepare_script = redis.register_script(scripts.PREPARE_LUA)
         self._commit_script = redis.register_script(scripts.COMMIT_LUA)
         self._commits = self._statuses = None  # (made again for this client when first used)
+        self._case_blocks.clear()  # (numbers of another Redis's sequence)
         self._claim_script = redis.register_script(scripts.CLAIM_LUA)
         self._requeue_script = redis.register_script(scripts.REQUEUE_EXPIRED_LUA)
         self._status_script = redis.register_script(scripts.STATUS_LUA)

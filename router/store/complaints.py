@@ -45,8 +45,9 @@ class Complaints(StoreBase):
                     self.keys.timers]
             wake = "1" if self.worker_wake else "0"
 
-            async def call(entries: list[list[bytes]]) -> list[Any]:
-                return await script(keys=keys, args=[wake, *(part for entry in entries for part in entry)])
+            async def call(entries: list[tuple[list[str], list[bytes]]]) -> list[Any]:
+                return await script(keys=[*keys, *(key for touched, _ in entries for key in touched)],
+                                    args=[wake, *(part for _, entry in entries for part in entry)])
 
             self._commits = GroupCommit(call)
         return self._commits
@@ -89,11 +90,33 @@ class Complaints(StoreBase):
         noted). Returns (created, complaint id, case number, the incident window as noted: kept
         ids, entries noted since, open incidents — empty when not noted). ``lock``: the sender's lock
         key and this holder's token: let go in the same step. Safe to call twice: the
-        second call changes nothing and answers what the first made.
+        second call changes nothing and answers what the first made. A case number another
+        complaint has already (a block that outlived a failover which lost the sequence's
+        writes) is not used: the block is dropped and the commit tried with a new one.
         """
-        k = self.keys
         day = complaint.created_at.strftime("%Y%m%d")
-        case = await self.case_number(day)
+        skill = complaint.skill or ""
+        for _ in range(3):
+            case = await self.case_number(day)
+            result = await self._commit_entry(mid, complaint, jobs, case_placeholder=case_placeholder, case=case,
+                                              day=day, outbox=outbox, fingerprint=fingerprint, timers=timers,
+                                              incident_note=incident_note, lock=lock)
+            if result[0] != b"case_taken":
+                break
+            self._case_blocks.pop(day, None)  # this block is stale (Redis lost its sequence's writes): a new one
+        else:
+            raise RuntimeError(f"no free case number for {complaint.id} after 3 blocks")
+        status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result[:3])
+        if skill and status == "created":
+            self._skills_known.add(skill)  # in the skills set now: later commits need not add it again
+        return status == "created", cid, case, list(result[3:])
+
+    async def _commit_entry(self, mid: str, complaint: Complaint, jobs: Sequence[PlannedJob], *, case_placeholder: str,
+                            case: str, day: str, outbox: Sequence[str], fingerprint: bytes,
+                            timers: dict[str, int] | None, incident_note: Sequence[Any],
+                            lock: tuple[str, str] | None) -> list[Any]:
+        """One complaint's entry in the group commit (``COMMIT_LUA``), and its answer."""
+        k = self.keys
         created = str(dt_to_ms(complaint.created_at))
         skill = complaint.skill or ""
         enqueue_ms = now_ms()
@@ -125,11 +148,12 @@ class Complaints(StoreBase):
                              k.incidents_open(complaint.category), *(str(x) for x in incident_note)]
         if lock:
             entry["lock"] = list(lock)
-        result = await self._group_commit().submit([_entry_encoder.encode(entry), str(len(blobs)).encode(), *blobs])
-        status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result[:3])
-        if skill and status == "created":
-            self._skills_known.add(skill)  # in the skills set now: later commits need not add it again
-        return status == "created", cid, case, list(result[3:])
+        touched = [entry["msg"], entry["key"], entry["case_key"], *entry["idx"], entry["open"],
+                   *([entry["queue"], entry["age"], entry["frdue_key"]] if skill else []),
+                   *(job[0] for job in entry["jobs"]), *(entry["note"][:3] if incident_note else []),
+                   *([lock[0]] if lock else [])]
+        return await self._group_commit().submit((touched, [_entry_encoder.encode(entry), str(len(blobs)).encode(),
+                                                            *blobs]))
 
     def _index_new(self, pipe: Any, complaint: Complaint, created_ms: int) -> None:
         k = self.keys

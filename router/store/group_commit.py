@@ -65,9 +65,11 @@ class GroupCommit:
                     if not future.done():
                         future.set_result(answer)
         finally:
-            for _, future in self.waiting if asyncio.current_task() is self._task else ():
-                if not future.done():  # (only when this task was cancelled: the loop is ending)
-                    future.cancel()
+            if asyncio.current_task() is self._task:  # (left over only when this task was cancelled)
+                left, self.waiting = self.waiting, []
+                for _, future in left:
+                    if not future.done():
+                        future.cancel()
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

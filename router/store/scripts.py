@@ -164,19 +164,25 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 -- Open complaints for messages, each once (a retried job opens nothing twice), in one step for
 -- as many as the worker's jobs commit at the same time (a group commit): the writes to shared
 -- keys (indexes, queues, timers, the outbox, the pending set) are one command per key for all.
--- KEYS: 1 pending, 2 skills, 3 outbox, 4 arq queue, 5 wake, 6 timers
+-- KEYS: 1 pending, 2 skills, 3 outbox, 4 arq queue, 5 wake, 6 timers, then every key an entry
+--   touches (declared, so that Redis Cluster refuses the whole call, TRYAGAIN / ASK, while the
+--   desk's slot is moving, instead of running it half here)
 -- ARGV: 1 wake ('1'/'0'), then per complaint: its entry (a msgpack map; msgpack's Lua decoder
 --   takes no binary values, so each binary value is an ARGV of its own: the entry's count of them
 --   follows it, then they, and the map names them by their number among them, 1 first): msg (key),
 --   mid, cid, key (the complaint's), body (binary), case, case_key, created (ms), idx (index keys the
---   complaint joins), skill
---   ('' = none) with queue, qscore, age (queue-age key), frdue_key, frdue ('' = none), new_skill
---   (true: add to the skills set); outbox ('' = none), outbox_due; jobs ({key, id, bytes (binary),
---   score, expiry ms} each); open (the customer's open-case key), fp (binary; 0 = none); timers ({due, member,
---   ...}); note (absent: not noted; else {recent, texts, open, entry, now, start, most, since,
---   sweep}); lock (absent, or {key, token}: the sender's lock the job holds, let go here)
--- Returns per entry {'already', complaint id, case} or {'created', complaint id, case[, the
--- incident window of its category as window_read answers it, when noted]}.
+--   complaint joins), skill ('' = none) with queue, qscore, age (queue-age key), frdue_key, frdue
+--   ('' = none), new_skill (true: add to the skills set); outbox ('' = none), outbox_due; jobs
+--   ({key, id, bytes (binary), score, expiry ms} each); open (the customer's open-case key), fp
+--   (binary; 0 = none); timers ({due, member, ...}); note (absent: not noted; else {recent, texts,
+--   open, entry, now, start, most, since, sweep}); lock (absent, or {key, token}: the sender's lock
+--   the job holds, let go here)
+-- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
+-- another complaint: a process's block outlived a failover that lost the sequence's writes; take
+-- another number) or {'created', complaint id, case[, the incident window of its category as
+-- window_read answers it, when noted]}.
+-- Order: every check first, then the complaints and what points to them, and only last the
+-- messages marked processed (an error half-way leaves them to a retry, which redoes it all).
 local z, zkeys = {}, {}
 local function zadd(key, score, member)
   local t = z[key]
@@ -184,10 +190,11 @@ local function zadd(key, score, member)
   t[#t + 1] = score
   t[#t + 1] = member
 end
-local mset, done, skills, out = {}, {}, {}, {}
+local mset, done, skills, out, marks = {}, {}, {}, {}, {}
 local notes, nkeys = {}, {}
 local jobs = 0
 local locks, tokens = {}, {}
+local taken = {}  -- message keys opened by this call (the same message twice in one call: once)
 local i = 2
 while i <= #ARGV do
   local e = cmsgpack.unpack(ARGV[i])
@@ -200,12 +207,15 @@ while i <= #ARGV do
   local st = redis.call('HMGET', e.msg, 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
   if st[1] == 'processed' then
     out[#out + 1] = {'already', st[2] or '', st[3] or ''}
+  elseif taken[e.msg] then
+    out[#out + 1] = {'already', taken[e.msg][1], taken[e.msg][2]}
+  elseif not redis.call('SET', e.case_key, e.cid, 'NX') and redis.call('GET', e.case_key) ~= e.cid then
+    out[#out + 1] = {'case_taken'}
   else
     local cid = e.cid
+    taken[e.msg] = {cid, e.case}
     mset[#mset + 1] = e.key
     mset[#mset + 1] = ARGV[b0 + e.body]
-    mset[#mset + 1] = e.case_key
-    mset[#mset + 1] = cid
     for _, key in ipairs(e.idx) do zadd(key, e.created, cid) end
     if e.skill ~= '' then
       if e.new_skill then skills[#skills + 1] = e.skill end
@@ -213,11 +223,7 @@ while i <= #ARGV do
       zadd(e.age, e.created, cid)
       if e.frdue ~= '' then zadd(e.frdue_key, e.frdue, cid) end
     end
-    -- the complaint holds the text now: the message record keeps only where it went (rewritten,
-    -- not HDEL'd, so that Redis gives the larger allocation back)
-    redis.call('DEL', e.msg)
-    redis.call('HSET', e.msg, 'status', 'processed', 'complaint_id', cid, 'case_number', e.case,
-               'received_ms', st[4] or '0', 'channel', st[5] or '')
+    marks[#marks + 1] = {e.msg, cid, e.case, st[4] or '0', st[5] or ''}
     done[#done + 1] = e.mid
     if e.outbox ~= '' then zadd(KEYS[3], e.outbox_due, e.outbox) end
     for _, j in ipairs(e.jobs) do
@@ -245,16 +251,8 @@ while i <= #ARGV do
     end
   end
 end
-if #locks > 0 then  -- the senders' locks these jobs hold, let go (each only by its holder)
-  local held, mine = redis.call('MGET', unpack(locks)), {}
-  for n, key in ipairs(locks) do
-    if held[n] == tokens[n] then mine[#mine + 1] = key end
-  end
-  if #mine > 0 then redis.call('DEL', unpack(mine)) end
-end
 if #mset > 0 then redis.call('MSET', unpack(mset)) end
 for _, key in ipairs(zkeys) do redis.call('ZADD', key, unpack(z[key])) end
-if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
 if #skills > 0 then redis.call('SADD', KEYS[2], unpack(skills)) end
 if jobs > 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
 for _, recent in ipairs(nkeys) do
@@ -265,6 +263,21 @@ for _, recent in ipairs(nkeys) do
     local r = out[o]
     r[4], r[5], r[6] = window[1], window[2], window[3]
   end
+end
+-- the complaint holds the text now: the message record keeps only where it went (rewritten,
+-- not HDEL'd, so that Redis gives the larger allocation back)
+for _, m in ipairs(marks) do
+  redis.call('DEL', m[1])
+  redis.call('HSET', m[1], 'status', 'processed', 'complaint_id', m[2], 'case_number', m[3], 'received_ms', m[4],
+             'channel', m[5])
+end
+if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
+if #locks > 0 then  -- the senders' locks these jobs hold, let go (each only by its holder)
+  local held, mine = redis.call('MGET', unpack(locks)), {}
+  for n, key in ipairs(locks) do
+    if held[n] == tokens[n] then mine[#mine + 1] = key end
+  end
+  if #mine > 0 then redis.call('DEL', unpack(mine)) end
 end
 return out
 """

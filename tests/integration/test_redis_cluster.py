@@ -153,6 +153,58 @@ async def test_failover_in_the_middle_loses_nothing_and_repeats_nothing(cluster,
     print(f"requests refused with 503 during the failover: {dict(refused)}; the worker rode out: {rode_out}")
 
 
+async def test_a_commit_while_the_desks_slot_moves_is_refused_whole(cluster):
+    """Resharding: while the desk's slot is MIGRATING, a commit whose shared keys are all still
+    here must not run half here (the message marked done, its complaint refused on the next key):
+    the script declares every key it touches, so Redis refuses the whole call (ASK / TRYAGAIN) and
+    the message waits, untouched, for the retry on the slot's new node."""
+    from datetime import datetime, timezone
+
+    import redis.asyncio as aioredis
+
+    from normalizer.schema import Complaint, ComplaintStatus, Contact
+    from router.store import ComplaintStore, Keys
+
+    prefix = "{desk" + uuid.uuid4().hex[:8] + "}:"
+    k = Keys(prefix)
+    owner = cluster.owner_of(prefix)
+    other = next(p for p in cluster.masters() if p != owner)
+    here, there = cluster.client(owner), cluster.client(other)
+    slot = here.execute_command("CLUSTER", "KEYSLOT", k.pending)
+    day = datetime.now(timezone.utc).strftime("%Y%m%d")
+    for key in (k.pending, k.outbox, k.timers, k.arq_queue):  # a busy desk: the shared keys exist
+        here.zadd(key, {"x": 1})
+    here.sadd(k.skills, "s")
+    here.rpush(k.wake, "1")
+    here.set(k.case_seq(day), 100)
+    here.hset(k.msg("m1"), mapping={"status": "received", "channel": "app"})
+    here.zadd(k.pending, {"m1": 1})
+    there.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", here.execute_command("CLUSTER", "MYID").decode())
+    here.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", there.execute_command("CLUSTER", "MYID").decode())
+    r = aioredis.Redis(host="127.0.0.1", port=owner)
+    try:
+        store = ComplaintStore(prefix)
+        store.bind(r)
+        now = datetime.now(timezone.utc)
+        complaint = Complaint(id="cmp_m1", case_number="CASENUMBERx", status=ComplaintStatus.accepted, formal_complaint=False,
+                              category="transaction", channel="app", customer_id="cus_1",
+                              contact=Contact(kind="app_user", value="u1"), language="en", created_at=now,
+                              updated_at=now, skill="payments")
+        with pytest.raises(redis_sync.exceptions.ResponseError, match="ASK|TRYAGAIN"):
+            await store.commit_new_complaint("m1", complaint, case_placeholder="CASENUMBERx")
+        for node in (here, there):  # (an absent key of a MIGRATING slot answers ASK even to a read)
+            node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        assert here.hget(k.msg("m1"), "status") == b"received"  # not marked done
+        assert here.zscore(k.pending, "m1") == 1  # still waiting
+        assert not here.exists(k.complaint("cmp_m1"))
+    finally:
+        await r.aclose()
+        for node in (here, there):
+            node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        for key in here.keys(prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
+            here.delete(key)
+
+
 async def test_a_prefix_without_a_hash_tag_is_refused_on_a_cluster(cluster, tmp_path):
     env, _, _ = desk_env(cluster, tmp_path)
     client = redis_client(env["REDIS_URL"], follow_slot_of="notag:")

@@ -117,7 +117,7 @@ if f[4] and f[4] ~= '' then
                                                  by = 'system', reason = 'vouched by ' .. f[3]}))
     end
   end
-  fps = redis.call('HGETALL', ARGV[8] .. cust .. ARGV[9])
+  if how ~= 'new' then fps = redis.call('HGETALL', ARGV[8] .. cust .. ARGV[9]) end  -- (a new customer has none)
 end
 return {f[1], f[2] or '', f[3] or '', cust, f[7] or '', fps, after, f[4] or ''}
 """

@@ -14,6 +14,8 @@ import re
 from decimal import Decimal
 from typing import NamedTuple
 
+from normalizer.text import first_char_guard
+
 # -- digits read out one by one ------------------------------------------------------------------
 
 ZH_DIGIT = {"零": 0, "〇": 0, "一": 1, "幺": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
@@ -28,7 +30,7 @@ _TOKEN = (r"(?:[零〇一幺二三四五六七八九](?![十百千万块元毛�
           r"|\d)")
 _GAP = r"[ \t\u3000-]{0,2}"
 MIN_RUN = 5  # shorter runs are ordinary words ("一直", "one or two")
-_RUN = re.compile(rf"{_TOKEN}(?:{_GAP}{_TOKEN}){{{MIN_RUN - 2},}}", re.IGNORECASE)  # a "double" counts twice
+_RUN = re.compile(first_char_guard(rf"{_TOKEN}(?:{_GAP}{_TOKEN}){{{MIN_RUN - 2},}}", re.IGNORECASE), re.IGNORECASE)  # a "double" counts twice
 _DIGIT_TOKEN = re.compile(
     r"(?P<zh>[零〇一幺二三四五六七八九])"
     r"|(?P<rep>(?:double|triple)[- ]?(?:zero|three|seven|eight|four|five|nine|one|two|six|oh|o)(?![a-z]))"
@@ -118,6 +120,7 @@ def spoken_digits(text: str) -> str:
 _ZH_UNIT = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
 _ZH_DIGIT_ALL = {**ZH_DIGIT, "两": 2, "壹": 1, "贰": 2, "叁": 3, "肆": 4, "伍": 5, "陆": 6, "柒": 7, "捌": 8, "玖": 9}
 ZH_NUMERAL = "零〇一幺二两三四五六七八九十百千万拾佰仟壹贰叁肆伍陆柒捌玖"
+_ZH_AMOUNT_CHAR = re.compile("[" + re.escape(ZH_NUMERAL + "毛角块元蚊") + "]")
 
 
 def chinese_integer(s: str) -> int | None:
@@ -214,7 +217,7 @@ def _compact(text: str) -> tuple[str, list[int]]:
 def chinese_amounts(text: str) -> list[Spoken]:
     """Amounts written in Chinese numerals: "六十八块八" 68.80, "八百块" 800, "一百二十八块五" 128.50,
     "五毛" 0.50, "两千五" (no unit, hundreds or more) 2500."""
-    if not any(ch in ZH_NUMERAL or ch in "毛角块元蚊" for ch in text):
+    if not _ZH_AMOUNT_CHAR.search(text):
         return []
     compact, where = _compact(text)
     found: list[Spoken] = []
@@ -262,7 +265,8 @@ _EN_SMALL = {w: i for i, w in enumerate(
     "seventeen eighteen nineteen".split())}
 _EN_TENS = {w: 10 * (i + 2) for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
 _EN_WORD = "|".join(sorted([*_EN_SMALL, *_EN_TENS, "hundred", "thousand", "a", "and", "oh"], key=len, reverse=True))
-_EN_NUMBER = re.compile(rf"(?<![a-z])(?:{_EN_WORD})(?:[ -]+(?:{_EN_WORD}))*(?![a-z])", re.IGNORECASE)
+_EN_NUMBER = re.compile(first_char_guard(rf"(?<![a-z])(?:{_EN_WORD})(?:[ -]+(?:{_EN_WORD}))*(?![a-z])", re.IGNORECASE),
+                        re.IGNORECASE)
 _EN_UNIT = re.compile(
     r"[ -]*(?P<unit>dollars?|bucks?|usd|pounds?|quid|euros?|yuan|kuai|rmb|hong kong dollars?|hk dollars?|"
     r"singapore dollars?|cents?|pence|p)(?![a-z])", re.IGNORECASE)

@@ -66,7 +66,7 @@ PAYMENT_CHECK_KEYS = frozenset({"payment_check", "retry_after_seconds"})
 async def process_message(ctx: dict[str, Any], message_id: str) -> str:
     """One message at a time per sender: two messages a customer sends a moment apart must see
     each other (the second is a repeat of the first, not a second case). The sender's lock is
-    taken by the step that loads the message and, when it opens a case, let go by its commit."""
+    taken by the step that loads the message and let go once what the message asked for went out."""
     w = context_of(ctx)
     if job_try(ctx) > 1:  # a try that died (or met Redis away) after its commit left the incident check to do
         await incident_check_after_commit(w, message_id)
@@ -296,6 +296,8 @@ async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str,
         result = await deliver(w, complaint, ack)
         if result.status == "failed" and result.retryable:  # the provider hiccuped: try again soon
             await store.enqueue(PlannedJob("send_reply", f"send:{ack.id}", (complaint.id, ack.id), defer_ms=1000))
+    if lock is not None:  # the acknowledgement is out: the sender's next message may go on
+        await lock.release()
     # many customers, one fault? (Redis away here: the job's retry runs the check again)
     await incident_check.check_opened(w, opened)
     return "created"

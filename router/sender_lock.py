@@ -4,8 +4,9 @@
 repeat, a new case) and commits it: two messages a customer sends a moment apart must see each
 other. The lock is taken by the script that loads the message (``ComplaintStore.prepare``, which
 also reads the sender and which resolved case the sender's next message answers) and, when the
-message opens a case, let go by the commit's own script (``commit_new_complaint``): no round trip
-of its own on that path. Other paths let it go here. The lock holds its holder's token (the
+message opens a case, held until its acknowledgement went out (so that an answer to the sender's
+next message never overtakes it), then let go with the other locks the process lets go at the same
+time (one script). The lock holds its holder's token (the
 message's id); only its holder renews or releases it (compared inside a script, never GET-then-DEL
 from the client).
 """
@@ -17,16 +18,31 @@ import weakref
 from typing import Any
 
 from router.store import ComplaintStore
+from router.store.group_commit import GroupCommit
 
-RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+RELEASE_LUA = """
+-- KEYS: senders' locks; ARGV: their holders' tokens, in the same order. Each lets go only by its holder.
+local held, mine = redis.call('MGET', unpack(KEYS)), {}
+for n, key in ipairs(KEYS) do
+  if held[n] == ARGV[n] then mine[#mine + 1] = key end
+end
+if #mine > 0 then redis.call('DEL', unpack(mine)) end
+return #mine
+"""
 
-_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_groups: weakref.WeakKeyDictionary[Any, GroupCommit] = weakref.WeakKeyDictionary()
 
 
-def _release_script(redis: Any) -> Any:
-    found = _scripts.get(redis)
+def _releases(redis: Any) -> GroupCommit:
+    found = _groups.get(redis)
     if found is None:
-        found = _scripts[redis] = redis.register_script(RELEASE_LUA)
+        script = redis.register_script(RELEASE_LUA)
+
+        async def call(entries: list[tuple[str, str]]) -> list[Any]:
+            await script(keys=[key for key, _ in entries], args=[token for _, token in entries])
+            return [None] * len(entries)
+
+        found = _groups[redis] = GroupCommit(call)
     return found
 
 
@@ -52,19 +68,15 @@ class SenderLock:
     def key(self) -> str:
         return self.store.keys.contact_lock(self.sender)
 
-    def handed_over(self) -> tuple[str, str] | None:
-        """The lock's key and token, for a script that lets it go in its own step (``let_go``
-        once that step ran)."""
-        return (self.key(), self.token) if self.sender else None
-
-    def let_go(self) -> None:
-        """A script let it go: nothing left to release here."""
+    def forget(self) -> None:
+        """Not to be let go by this holder (its expiry frees it)."""
         self.sender = ""
 
     async def release(self) -> None:
+        """Let it go, with the other locks this process lets go at the same time (one script)."""
         if self.sender:
             sender, self.sender = self.sender, ""
-            await _release_script(self.store.r)(keys=[self.store.keys.contact_lock(sender)], args=[self.token])
+            await _releases(self.store.r).submit((self.store.keys.contact_lock(sender), self.token))
 
 
 __all__ = ["SenderLock"]

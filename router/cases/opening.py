@@ -132,7 +132,8 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
     ``categorised`` event's detail (category, confidence, runner-up, by what: ``model:<version>``...).
     ``incidents``: the complaint is noted in its category's incident window by the same commit
     (``None``: not noted; the caller decides after the acknowledgement: ``Opened.incident_window``).
-    ``lock``: the sender's lock this job holds, let go by the commit."""
+    ``lock``: the sender's lock this job holds (kept, not let go, if the job is cancelled while its
+    commit waits to be sent)."""
     awaiting = await materials.case_awaiting(store, complaint.customer_id, message)
     if awaiting is not None:
         await follow_up(store, awaiting, message, now)
@@ -174,20 +175,17 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
         jobs.append(event_job(complaint, "routed", "worker", {"skill": decision.skill}, at=now))
     toks = incident_tokens(message.text) if incidents is not None else frozenset()
     note = incidents.note_args(complaint.customer_id, complaint.category, toks) if incidents and toks else []
-    held = lock.handed_over() if lock is not None else None
     try:
         created, _, case_number, window = await store.commit_new_complaint(
             message.id, complaint, jobs, case_placeholder=placeholder,
             outbox=[f"{complaint.id}|{ack.id}"] if ack else [],
             fingerprint=repeats.fingerprint_of(complaint, dt_to_ms(complaint.created_at)), timers=timers,
-            incident_note=note, lock=held,
+            incident_note=note,
         )
     except asyncio.CancelledError:
-        if lock is not None:  # the commit may still be sent (with others'): it lets the lock go, not this job
-            lock.let_go()
+        if lock is not None:  # the commit may still be sent (with others'): the lock is not let go before it
+            lock.forget()     # lands; its expiry frees it (and this message's next try takes it back at once)
         raise
-    if lock is not None:
-        lock.let_go()
     if not created:
         return None
     complaint.case_number = case_number

@@ -80,7 +80,6 @@ class Complaints(StoreBase):
         fingerprint: bytes = b"",
         timers: dict[str, int] | None = None,
         incident_note: Sequence[Any] = (),
-        lock: tuple[str, str] | None = None,
     ) -> tuple[bool, str, str, list[Any]]:
         """Store a new complaint for message ``mid`` unless that message was processed already.
 
@@ -88,8 +87,7 @@ class Complaints(StoreBase):
         taken from this process's block here. ``incident_note``: the complaint's entry in its
         category's incident window and the window's bounds (``Incidents.note_args``; empty: not
         noted). Returns (created, complaint id, case number, the incident window as noted: kept
-        ids, entries noted since, open incidents — empty when not noted). ``lock``: the sender's lock
-        key and this holder's token: let go in the same step. Safe to call twice: the
+        ids, entries noted since, open incidents — empty when not noted). Safe to call twice: the
         second call changes nothing and answers what the first made. A case number another
         complaint has already (a block that outlived a failover which lost the sequence's
         writes) is not used: the block is dropped and the commit tried with a new one.
@@ -100,7 +98,7 @@ class Complaints(StoreBase):
             case = await self.case_number(day)
             result = await self._commit_entry(mid, complaint, jobs, case_placeholder=case_placeholder, case=case,
                                               day=day, outbox=outbox, fingerprint=fingerprint, timers=timers,
-                                              incident_note=incident_note, lock=lock)
+                                              incident_note=incident_note)
             if result[0] != b"case_taken":
                 break
             self._case_blocks.pop(day, None)  # this block is stale (Redis lost its sequence's writes): a new one
@@ -113,8 +111,7 @@ class Complaints(StoreBase):
 
     async def _commit_entry(self, mid: str, complaint: Complaint, jobs: Sequence[PlannedJob], *, case_placeholder: str,
                             case: str, day: str, outbox: Sequence[str], fingerprint: bytes,
-                            timers: dict[str, int] | None, incident_note: Sequence[Any],
-                            lock: tuple[str, str] | None) -> list[Any]:
+                            timers: dict[str, int] | None, incident_note: Sequence[Any]) -> list[Any]:
         """One complaint's entry in the group commit (``COMMIT_LUA``), and its answer."""
         k = self.keys
         created = str(dt_to_ms(complaint.created_at))
@@ -146,12 +143,9 @@ class Complaints(StoreBase):
         if incident_note:
             entry["note"] = [k.incident_recent(complaint.category), k.incident_texts(complaint.category),
                              k.incidents_open(complaint.category), *(str(x) for x in incident_note)]
-        if lock:
-            entry["lock"] = list(lock)
         touched = [entry["msg"], entry["key"], entry["case_key"], *entry["idx"], entry["open"],
                    *([entry["queue"], entry["age"], entry["frdue_key"]] if skill else []),
-                   *(job[0] for job in entry["jobs"]), *(entry["note"][:3] if incident_note else []),
-                   *([lock[0]] if lock else [])]
+                   *(job[0] for job in entry["jobs"]), *(entry["note"][:3] if incident_note else [])]
         return await self._group_commit().submit((touched, [_entry_encoder.encode(entry), str(len(blobs)).encode(),
                                                             *blobs]))
 

@@ -175,8 +175,7 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 --   ('' = none), new_skill (true: add to the skills set); outbox ('' = none), outbox_due; jobs
 --   ({key, id, bytes (binary), score, expiry ms} each); open (the customer's open-case key), fp
 --   (binary; 0 = none); timers ({due, member, ...}); note (absent: not noted; else {recent, texts,
---   open, entry, now, start, most, since, sweep}); lock (absent, or {key, token}: the sender's lock
---   the job holds, let go here)
+--   open, entry, now, start, most, since, sweep})
 -- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
 -- another complaint: a process's block outlived a failover that lost the sequence's writes; take
 -- another number) or {'created', complaint id, case[, the incident window of its category as
@@ -193,17 +192,12 @@ end
 local mset, done, skills, out, marks = {}, {}, {}, {}, {}
 local notes, nkeys = {}, {}
 local jobs = 0
-local locks, tokens = {}, {}
 local taken = {}  -- message keys opened by this call (the same message twice in one call: once)
 local i = 2
 while i <= #ARGV do
   local e = cmsgpack.unpack(ARGV[i])
   local b0 = i + 1  -- the entry's binary values are ARGV[b0 + n]
   i = i + 2 + tonumber(ARGV[i + 1])
-  if e.lock then
-    locks[#locks + 1] = e.lock[1]
-    tokens[#tokens + 1] = e.lock[2]
-  end
   local st = redis.call('HMGET', e.msg, 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
   if st[1] == 'processed' then
     out[#out + 1] = {'already', st[2] or '', st[3] or ''}
@@ -272,13 +266,6 @@ for _, m in ipairs(marks) do
              'channel', m[5])
 end
 if #done > 0 then redis.call('ZREM', KEYS[1], unpack(done)) end
-if #locks > 0 then  -- the senders' locks these jobs hold, let go (each only by its holder)
-  local held, mine = redis.call('MGET', unpack(locks)), {}
-  for n, key in ipairs(locks) do
-    if held[n] == tokens[n] then mine[#mine + 1] = key end
-  end
-  if #mine > 0 then redis.call('DEL', unpack(mine)) end
-end
 return out
 """
 

@@ -142,7 +142,8 @@ class AppChannel:
                 verified.append(Contact(kind="phone", value=incoming.phone.strip()))
             if incoming.email:
                 verified.append(Contact(kind="email", value=incoming.email.strip().casefold()))
-            message = build_message(
+            message = build_message(  # amount, transaction id, language: found by the worker, after the 202
+                derive=False,
                 message_id=new_id("msg"),
                 channel=CHANNEL_APP,
                 sender=Contact(kind="app_user", value=incoming.user_id),

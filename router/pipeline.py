@@ -32,6 +32,7 @@ from typing import Any
 from arq import Retry
 
 from normalizer.ids import now_ms
+from normalizer.inbound import complete_message
 from normalizer.schema import (
     Amount,
     Complaint,
@@ -129,6 +130,8 @@ async def prepare(store: ComplaintStore, message_id: str,
                                      raw=fields.get("raw") or b"", message_id=message_id)
         await store.mark_message(message_id, MessageStatus.quarantined, error="undecodable", quarantine_id=qid)
         return "quarantined"
+    # what a channel left to be found after its acknowledgement (amount, transaction id, language)
+    message = complete_message(message)
     # announced attachments wait on the case as pending evidence, fetched by a job of their own
     # (whichever case the message joins: a new one, a follow-up, a repeat, a reopened one)
     message.attachments = announce(message)

@@ -66,6 +66,8 @@ def charts(complaints: Iterable[Complaint], policy: DeadlinePolicy, *, since: da
     while t <= until + timedelta(microseconds=1):
         ends.append(t)
         t += step
+    if not ends:  # a step longer than the window: one point, the window's end
+        ends.append(until)
     n = len(ends)
 
     def index(moment: datetime | None) -> int | None:

@@ -69,3 +69,12 @@ def test_the_trend_groups_by_the_desks_day():
     assert (first["day"], first["complaints"], first["breaches"], first["resolution_rate"]) == ("2026-12-01", 1, 1, 0.0)
     assert (second["day"], second["complaints"], second["resolution_rate"]) == ("2026-12-02", 1, 1.0)
     assert (second["first_response_within_standard"], second["satisfaction"]) == (1.0, 1.0)
+
+
+def test_a_step_longer_than_the_window_gives_one_point_not_an_error():
+    """?hours=1&step_minutes=240 (the fuzzer found it: an IndexError, a 500): one point, the window's end."""
+    c = case(1, created=30, events=[(30, "routed")], first_response=40, breached=45)
+    got = charts([c], DeadlinePolicy(), since=at(0), until=at(60), step=timedelta(minutes=240))
+    assert got["points"] == [at(60).isoformat()]
+    assert got["channels"]["app"]["arrivals"] == [1] and got["channels"]["app"]["breaches"] == [1]
+    assert got["queues"]["payments"]["depth"] == [1]

@@ -45,6 +45,7 @@ local channels = {}     -- a channel's rate counter: {value, increments not yet 
 local counts = {}
 local out = {}
 local accepted = 0
+local waiting, queued = {}, {}
 -- one message: its outcome and the reference answered with it
 local function take(i)
   local k = 5 + (i - 1) * 6
@@ -98,10 +99,13 @@ local function take(i)
     if raw ~= none then
       redis.call('SET', raw, ARGV[a + 6], 'EX', ARGV[7])
     end
-    local added = redis.call('ZADD', KEYS[1], ARGV[a + 3], mid)
-    if pending_n ~= nil then pending_n = pending_n + added end
+    -- the pending set and arq's queue: one ZADD each for the call's messages, after the loop
+    waiting[#waiting + 1] = ARGV[a + 3]
+    waiting[#waiting + 1] = mid
+    queued[#queued + 1] = ARGV[a + 3]
+    queued[#queued + 1] = ARGV[a + 8]
+    if pending_n ~= nil then pending_n = pending_n + 1 end
     redis.call('PSETEX', job, ARGV[5], ARGV[a + 5])
-    redis.call('ZADD', KEYS[2], ARGV[a + 3], ARGV[a + 8])
     accepted = accepted + 1
     status, ref = 'accepted', mid
   end
@@ -120,6 +124,10 @@ for i = 1, n do
   end
   out[#out + 1] = status
   out[#out + 1] = ref
+end
+if accepted > 0 then
+  redis.call('ZADD', KEYS[1], unpack(waiting))
+  redis.call('ZADD', KEYS[2], unpack(queued))
 end
 for key, seen in pairs(channels) do
   if seen[2] > 0 then redis.call('INCRBY', key, seen[2]) end

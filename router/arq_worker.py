@@ -127,6 +127,13 @@ class WakeableWorker(Worker):
         if self.allow_abort_jobs:
             raise ValueError("WakeableWorker never aborts jobs")  # run_job's first transaction would differ
         self._freeing: set[asyncio.Task[None]] = set()
+        #: Told to stop: a claim is no longer freed against a Redis that is away (its key's expiry
+        #: frees it), so a stop never waits for Redis.
+        self._stopping = False
+
+    def handle_sig(self, signum: Any) -> None:
+        self._stopping = True
+        super().handle_sig(signum)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's start_jobs with its claim (WATCH / EXISTS / ZSCORE / MULTI per job, then run_job's
@@ -190,7 +197,7 @@ class WakeableWorker(Worker):
         """Remove this claim's in-progress key (only if it is still this claim's), trying while
         Redis is away; after the key's own expiry there is nothing left to free."""
         try:
-            while self.loop.time() < claimed_at + self.in_progress_timeout_s:
+            while self.loop.time() < claimed_at + self.in_progress_timeout_s and not self._stopping:
                 try:
                     await self._free_claim(keys=[in_progress_key_prefix + job_id], args=[token])
                     return

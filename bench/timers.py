@@ -207,10 +207,10 @@ async def write_outage(r: aioredis.Redis, store: ComplaintStore, n: int, start_i
     return ids
 
 
-async def outage_round(args: argparse.Namespace, tmp: Path, mode: str) -> dict:
-    """One outage round (``mode``: listening, away, none) on a Redis of its own."""
+async def own_redis(rdir: Path) -> tuple[subprocess.Popen, str, aioredis.Redis]:
+    """A redis-server of the benchmark's own (AOF, appendfsync always) in ``rdir``, up: the process,
+    its URL and a client."""
     port = free_port()
-    rdir = tmp / f"redis-outage-{mode}"
     rdir.mkdir()
     server = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
                                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(rdir)],
@@ -223,6 +223,12 @@ async def outage_round(args: argparse.Namespace, tmp: Path, mode: str) -> dict:
             break
         except Exception:
             await asyncio.sleep(0.05)
+    return server, url, r
+
+
+async def outage_round(args: argparse.Namespace, tmp: Path, mode: str) -> dict:
+    """One outage round (``mode``: listening, away, none) on a Redis of its own."""
+    server, url, r = await own_redis(tmp / f"redis-outage-{mode}")
     store = ComplaintStore(PREFIX)
     store.bind(r)
     receiver = Receiver()
@@ -296,20 +302,7 @@ async def outage_round(args: argparse.Namespace, tmp: Path, mode: str) -> dict:
 
 
 async def one_size(pending: int, args: argparse.Namespace, tmp: Path) -> dict:
-    port = free_port()
-    rdir = tmp / f"redis-{pending}"
-    rdir.mkdir()
-    server = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
-                               "--appendonly", "yes", "--appendfsync", "always", "--dir", str(rdir)],
-                              stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    r = aioredis.from_url(url)
-    for _ in range(100):
-        try:
-            await r.ping()
-            break
-        except Exception:
-            await asyncio.sleep(0.05)
+    server, url, r = await own_redis(tmp / f"redis-{pending}")
     store = ComplaintStore(PREFIX)
     store.bind(r)
     worker = None

@@ -105,9 +105,11 @@ def tokens(text: str) -> frozenset[str]:
     return frozenset(t for t in _TOKEN.findall(text) if t not in STOP and not t.isdigit())
 
 
-def comparable(text: str) -> bool:
-    """Enough words to compare with others (shorter texts never join or form an incident)."""
-    return len(tokens(text)) >= MIN_TOKENS
+def comparable_tokens(text: str) -> frozenset[str]:
+    """The text's tokens, or none when they are too few to compare with others (shorter texts
+    never join or form an incident)."""
+    toks = tokens(text)
+    return toks if len(toks) >= MIN_TOKENS else frozenset()
 
 
 def formed_by(complaint_id: str) -> str:
@@ -138,8 +140,6 @@ class Incidents:
         if self._script is None:
             self._script = self.r.register_script(INCIDENT_NOTE_LUA)
         return await self._script(keys=keys, args=args)
-
-    comparable = staticmethod(comparable)
 
     @property
     def r(self) -> Any:
@@ -187,8 +187,8 @@ class Incidents:
         """Note a new complaint. Answers (incident id, complaint ids linked to it) when it joins or
         forms an incident, else ("", []). Safe to call again for the same complaint (a retried
         job): it answers the incident it formed or joined, with the complaints to link."""
-        toks = tokens(text)
-        if len(toks) < MIN_TOKENS:
+        toks = comparable_tokens(text)
+        if not toks:
             return "", []
         own = formed_by(complaint_id)
         now = now_ms()

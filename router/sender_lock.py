@@ -65,9 +65,6 @@ class SenderLock:
         """``prepare`` took it (``sender`` "": the record names no sender, nothing locked)."""
         self.sender = sender
 
-    def key(self) -> str:
-        return self.store.keys.contact_lock(self.sender)
-
     def forget(self) -> None:
         """Not to be let go by this holder (its expiry frees it)."""
         self.sender = ""

@@ -79,7 +79,6 @@ from router.cases.opening import (
     Opened,
     categorised_as,
     draft_complaint,
-    incident_tokens,
     link_possible_repeat,
     open_complaint,
 )
@@ -106,7 +105,6 @@ __all__ = [
     "first_response",
     "follow_up",
     "give_incident_answer",
-    "incident_tokens",
     "join_as_repeat",
     "leave_queues",
     "link_possible_repeat",

@@ -23,13 +23,12 @@ from router.cases.customer_messages import entry, follow_up
 from router.cases.replies import reply_id_for
 from router.deadlines import DeadlinePolicy, timer_members
 from router.evidence_fetch import evidence_jobs
-from router.incidents import MIN_TOKENS, Incidents
-from router.incidents import tokens as text_tokens
+from router.incidents import Incidents, comparable_tokens
 from router.jobs import complaint_id_for, event_job
 from router.repeats import Match
 from router.rules import TRIAGE, Decision
 from router.sender_lock import SenderLock
-from router.store import ComplaintStore, PlannedJob
+from router.store import ComplaintStore
 from router.templates import acknowledgement
 
 #: Stands for the case number until the commit allocates it.
@@ -102,12 +101,6 @@ def opened_by(message: InboundMessage) -> str:
     return message.recorded_by or "customer"
 
 
-def incident_tokens(text: str) -> frozenset[str]:
-    """The text's incident tokens, or none when too few to compare with others."""
-    toks = text_tokens(text)
-    return toks if len(toks) >= MIN_TOKENS else frozenset()
-
-
 @dataclass
 class Opened:
     complaint: Complaint
@@ -173,7 +166,7 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
     if listeners:
         jobs.append(event_job(complaint, "created", opened_by(message), at=now))
         jobs.append(event_job(complaint, "routed", "worker", {"skill": decision.skill}, at=now))
-    toks = incident_tokens(message.text) if incidents is not None else frozenset()
+    toks = comparable_tokens(message.text) if incidents is not None else frozenset()
     note = incidents.note_args(complaint.customer_id, complaint.category, toks) if incidents and toks else []
     try:
         created, _, case_number, window = await store.commit_new_complaint(
@@ -194,5 +187,5 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
     return Opened(complaint, ack, toks if note else frozenset(), int(note[1]) if note else 0, window)
 
 
-__all__ = ["CASE_NUMBER_PLACEHOLDER", "POSSIBLE_REPEAT", "Opened", "categorised_as", "draft_complaint", "incident_tokens",
+__all__ = ["CASE_NUMBER_PLACEHOLDER", "POSSIBLE_REPEAT", "Opened", "categorised_as", "draft_complaint",
            "link_possible_repeat", "open_complaint", "opened_by"]

@@ -17,7 +17,7 @@ from router.store.base import JOB_EXPIRES_MS, NotFound, PlannedJob, StoreBase, T
 from router.store.codec import decode_complaint, encode_complaint, with_deliveries
 from router.store.deliveries import OUTBOX_GRACE_MS
 from router.store.group_commit import GroupCommit
-from router.store.keys import Keys, job_key
+from router.store.keys import job_key
 from router.store.queues import queue_score
 
 
@@ -148,16 +148,6 @@ class Complaints(StoreBase):
                    *(job[0] for job in entry["jobs"]), *(entry["note"][:3] if incident_note else [])]
         return await self._group_commit().submit((touched, [_entry_encoder.encode(entry), str(len(blobs)).encode(),
                                                             *blobs]))
-
-    def _index_new(self, pipe: Any, complaint: Complaint, created_ms: int) -> None:
-        k = self.keys
-        pipe.zadd(k.idx_all, {complaint.id: created_ms})
-        pipe.zadd(k.idx("status", complaint.status.value), {complaint.id: created_ms})
-        pipe.zadd(k.idx("category", complaint.category), {complaint.id: created_ms})
-        pipe.zadd(k.idx("customer", complaint.customer_id), {complaint.id: created_ms})
-        pipe.zadd(k.idx("channel", complaint.channel), {complaint.id: created_ms})
-        if complaint.skill:
-            pipe.zadd(k.idx("skill", complaint.skill), {complaint.id: created_ms})
 
     async def get(self, cid: str) -> Complaint:
         async with self.r.pipeline(transaction=False) as pipe:

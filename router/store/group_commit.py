@@ -8,8 +8,9 @@ a backlog, an outage's burst — the worker's concurrent jobs thus share one rou
 the script, one command per shared key (an index, a queue, the timers) for all of them.
 
 Each entry is applied on its own inside the script (its own checks, its own answer), so an entry
-that finds its message processed already answers so without affecting the others; an error of the
-call (Redis away) is every waiting job's error, and each job's retry sends its entry again — the
+that finds its message processed already answers so without affecting the others (a call may also
+answer an entry with an exception: that entry's own failure); an error of the call (Redis away) is
+every waiting job's error, and each job's retry sends its entry again — the
 script is safe to run twice for the same entry.
 """
 
@@ -62,7 +63,11 @@ class GroupCommit:
                         raise
                     continue
                 for (_, future), answer in zip(batch, answers):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(answer, Exception):  # that entry's own failure, inside the call
+                        future.set_exception(answer)
+                    else:
                         future.set_result(answer)
         finally:
             if asyncio.current_task() is self._task:  # (left over only when this task was cancelled)

@@ -13,10 +13,11 @@ Each message's request is answered only after the call that wrote it returned, a
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable
 
 from redis.exceptions import ResponseError
+
+from router.store.group_commit import MAX_BATCH, GroupCommit
 
 #: Keys before the first message's: pending, arq queue, wake, metrics, none.
 SHARED_KEYS = 5
@@ -30,8 +31,6 @@ SHARED_ARGS = 9
 #: Arguments of one message: message_id, data, received_ms, body_hash ('' = don't compare), job
 #: bytes, raw bytes, channel, job id, sender contact key, vouched-for contact keys (newline-separated).
 ARGS_PER_MESSAGE = 10
-#: Most messages in one call of the script (bounded, so that one call never holds Redis long).
-MAX_BATCH = 64
 
 INTAKE_LUA = """
 -- KEYS, ARGV: see router/store/intake_script.py (shared ones first, then each message's)
@@ -144,7 +143,7 @@ return out
 
 
 class IntakeGroup:
-    """The group commit of one store's intake script (see the module's docstring).
+    """The group commit (``GroupCommit``) of one store's intake script (see the module's docstring).
 
     ``submit(keys, args)`` takes one message's keys and arguments (``KEYS_PER_MESSAGE``,
     ``ARGS_PER_MESSAGE``) and answers ``(status, message_id or reference, replicas)`` once the
@@ -159,62 +158,22 @@ class IntakeGroup:
         #: The store's settings as they are at each call: shared keys, shared arguments (all but
         #: the counting flag and the count), replicas to wait for, and how long.
         self.shared = shared
-        self.waiting: list[tuple[list[Any], list[Any], asyncio.Future[tuple[str, str, int | None]]]] = []
-        self.busy = False
-        self._drainer: asyncio.Task[None] | None = None  # held: the loop keeps only weak references
-        self.calls = 0  # script calls made (a benchmark's and a test's figure)
+        self._group = GroupCommit(self._call)
+
+    @property
+    def calls(self) -> int:
+        """Script calls made (a benchmark's and a test's figure)."""
+        return self._group.calls
 
     async def submit(self, keys: list[Any], args: list[Any]) -> tuple[str, str, int | None]:
-        if self.busy:
-            future: asyncio.Future[tuple[str, str, int | None]] = asyncio.get_running_loop().create_future()
-            self.waiting.append((keys, args, future))
-            return await future
-        self.busy = True  # no call under way: this message goes at once, on its own
-        try:
-            result = (await self._call([(keys, args)]))[0]
-            if isinstance(result, Exception):
-                raise result
-            return result
-        finally:
-            if self.waiting:
-                self._drainer = asyncio.get_running_loop().create_task(self._drain())
-            else:
-                self.busy = False
-
-    async def _drain(self) -> None:
-        """Send what waited, in batches, until nothing waits."""
-        try:
-            while self.waiting:
-                batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
-                try:
-                    results = await self._call([(k, a) for k, a, _ in batch])
-                except BaseException as exc:  # noqa: BLE001 - every message of the call learns it
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                for (_, _, future), result in zip(batch, results):
-                    if future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            for _, _, future in self.waiting:  # cancelled itself (loop closing): nothing is left hanging
-                if not future.done():
-                    future.cancel()
-            self.waiting = []
-            self.busy = False
+        result: tuple[str, str, int | None] = await self._group.submit((keys, args))
+        return result
 
     async def _call(self, batch: list[tuple[list[Any], list[Any]]]
                     ) -> list[tuple[str, str, int | None] | Exception]:
         from router.metrics import tally_of  # router.metrics imports the store's keys
 
         tally = tally_of(self.redis)
-        self.calls += 1
         shared_keys, shared_args, wait_replicas, wait_ms = self.shared()
         keys = [*shared_keys]
         args = [*shared_args, "0" if tally is not None else "1", len(batch)]

@@ -193,6 +193,8 @@ class PaymentRecords:
         self.serves_demo = self.settings.demo and not self.base_url
         if self.serves_demo and self.settings.demo_base_url:
             self.base_url = self.settings.demo_base_url.rstrip("/") + DEMO_MOUNT
+        #: off (no records to ask): the gateway skips this enricher, masking nothing for it
+        self.enriching = bool(self.base_url)
         if not self.base_url:
             log.warning("payment_records: off (no url: set PAYMENT_RECORDS_URL%s)",
                         ", or GATEWAY_PUBLIC_URL for the demo records" if self.settings.demo else "")

@@ -247,17 +247,22 @@ class GatewayPlugins:
         return bool(getattr(plugin, "needs_personal_data", False))
 
     async def _call_each_private(self, hook_name: str, full: dict[str, Any], masked: Callable[[], dict[str, Any]], *,
-                                 first: bool = False, only: str | None = None) -> list[tuple[str, Any]]:
+                                 first: bool = False, only: str | None = None,
+                                 active: str | None = None) -> list[tuple[str, Any]]:
         """Call every implementation on its own (awaiting async ones); a raising plugin is counted
         and skipped. A plugin sees personal data (card, ID and phone numbers, e-mail addresses)
         only if it declares ``needs_personal_data = True``; the others get the masked copies,
         which ``masked`` makes (once, and only when such a plugin is called: masking is most of
         the cost of asking no plugin at all).
-        ``first``: stop at the first answer (firstresult hooks); ``only``: call that plugin alone."""
+        ``first``: stop at the first answer (firstresult hooks); ``only``: call that plugin alone;
+        ``active``: the name of a plugin attribute that, when false, says the plugin has nothing to
+        do for this hook as configured (it is skipped, and nothing is masked for it)."""
         results = []
         masked_args: dict[str, Any] | None = None
         for plugin_name, fn in self._impls(hook_name):
             if only is not None and plugin_name != only:
+                continue
+            if active is not None and not getattr(self.pm.get_plugin(plugin_name), active, True):
                 continue
             if self._needs_personal_data(plugin_name):
                 args = full
@@ -346,7 +351,8 @@ class GatewayPlugins:
         again later, without asking the others a second time)."""
         return await self._call_each_private(
             "enrich_complaint", {"complaint": complaint, "message": message},
-            lambda: {"complaint": masked_complaint(complaint), "message": masked_message(message)}, only=only)
+            lambda: {"complaint": masked_complaint(complaint), "message": masked_message(message)}, only=only,
+            active="enriching")
 
     async def emit(self, event: ComplaintEvent, complaint: Complaint) -> None:
         """One event to every listener: ``complaint_event``, or, for a plugin that implements only

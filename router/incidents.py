@@ -169,16 +169,20 @@ class Incidents:
         incident["updated_at"] = datetime.now(timezone.utc).isoformat()
         await self.r.set(self.key(incident["id"]), json.dumps(incident, ensure_ascii=False))
 
-    def note_args(self, customer_id: str, category: str, toks: frozenset[str], at_ms: int | None = None) -> list[Any]:
+    def note_args(self, complaint_id: str, customer_id: str, category: str, toks: frozenset[str],
+                  at_ms: int | None = None) -> list[Any]:
         """What noting a complaint in its category's window takes after the complaint's id (the
         note's ``a[2..7]`` in ``scripts.INCIDENT_NOTE_FN``): its entry, now, the window's start, the
         most kept, since when this process needs the texts, and whether to sweep. Noted by the
         commit that opens the complaint (``router.cases.open_complaint``) or by ``consider``.
-        ``at_ms``: when the complaint came (noted again later, it keeps its place in the window)."""
+        ``at_ms``: when the complaint came (noted again later, it keeps its place in the window).
+        The entry is known to this process from here on: the note's answer leaves out the texts
+        its call noted (an entry that never lands is never in a window's ids, so never compared)."""
         recent = self.keys.incident_recent(category)
         now = now_ms()
         since = (_cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS) if _cache.entries.get(recent) else 0
         _cache.checks += 1
+        _cache.entries.setdefault(recent, {})[complaint_id.encode()] = (customer_id, toks)
         return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
                 MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0"]
 
@@ -192,7 +196,7 @@ class Incidents:
             return "", []
         own = formed_by(complaint_id)
         now = now_ms()
-        args = self.note_args(customer_id, category, toks, at_ms)
+        args = self.note_args(complaint_id, customer_id, category, toks, at_ms)
         result = await self._note(keys=[self.keys.incident_recent(category), self.keys.incident_texts(category),
                                         self.keys.incidents_open(category), self.key(own)],
                                   args=[complaint_id, *args])

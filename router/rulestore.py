@@ -9,13 +9,13 @@ Keys (named in router/store/keys.py): ``routing:active`` (the active version num
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 from redis.exceptions import WatchError
 
+from router.cached_read import CachedRead
 from router.store.keys import Keys
 from router.rules import Engine, Problem, RuleSet, StoredVersion, builtin_rules, validate
 
@@ -117,19 +117,21 @@ def diff(old: RuleSet | None, new: RuleSet | None) -> dict[str, Any]:
 
 
 class EngineCache:
-    """The compiled active version, re-checked at most every ``CHECK_EVERY_S``: a new version is
-    used everywhere within that (plus the time of one decision); each decision uses one snapshot."""
+    """The compiled active version, re-checked at most every ``CHECK_EVERY_S`` (one check for the
+    decisions that find it due at the same time): a new version is used everywhere within that
+    (plus the time of one decision); each decision uses one snapshot."""
 
     def __init__(self, store: RuleStore) -> None:
         self.store = store
         self.engine: Engine | None = None
-        self.checked = 0.0
+        self._checks: CachedRead[Engine] = CachedRead(self._check, CHECK_EVERY_S)
+
+    async def _check(self) -> Engine:
+        number = await self.store.active_number()
+        if self.engine is None or self.engine.version != number:
+            stored = await self.store.get(number) or builtin_version()
+            self.engine = Engine(stored.rules, stored.version)
+        return self.engine
 
     async def get(self) -> Engine:
-        if self.engine is None or time.monotonic() - self.checked > CHECK_EVERY_S:
-            number = await self.store.active_number()
-            if self.engine is None or self.engine.version != number:
-                stored = await self.store.get(number) or builtin_version()
-                self.engine = Engine(stored.rules, stored.version)
-            self.checked = time.monotonic()
-        return self.engine
+        return await self._checks.get()

@@ -10,10 +10,11 @@ second. A template keeps its placeholders: ``{case}`` everywhere it appears in t
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Any
 
 from normalizer.language import desk_language
+from router.cached_read import CachedRead
 from router.store.keys import Keys
 
 DEFAULTS: dict[str, dict[str, str]] = {
@@ -126,18 +127,22 @@ def validate(name: str, lang: str, text: str) -> None:
 
 
 _overrides: dict[str, str] = {}
-_read_at = 0.0
+_reads: CachedRead[dict[str, str]] = CachedRead(lambda: asyncio.sleep(0, {}), 1.0)
 
 
 async def refresh(redis: Any, keys: Keys | str, *, force: bool = False) -> None:
-    """Re-read supervisors' replacements (at most once a second unless forced). ``keys``: the
-    store's ``Keys``, or the key prefix they are for."""
-    global _overrides, _read_at
-    if not force and time.monotonic() - _read_at < 1.0:
-        return
-    raw = await redis.hgetall(Keys.of(keys).templates)
-    _overrides = {k.decode(): v.decode() for k, v in raw.items()}
-    _read_at = time.monotonic()
+    """Re-read supervisors' replacements (at most once a second unless forced; the jobs that find
+    it due at the same time share one read). ``keys``: the store's ``Keys``, or the key prefix they
+    are for."""
+    global _overrides
+    key = Keys.of(keys).templates
+
+    async def read() -> dict[str, str]:
+        raw = await redis.hgetall(key)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    _reads.read = read
+    _overrides = await _reads.get(force=force)
 
 
 def text_of(name: str, language: str) -> str:

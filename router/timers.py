@@ -42,6 +42,7 @@ import msgspec
 from arq.jobs import serialize_job
 
 from router import metrics
+from router.cached_read import CachedRead
 from router.store import JOB_EXPIRES_MS, ComplaintStore, Conflict, Keys, NotFound, TxEffects
 from normalizer.ids import dt_to_ms
 from normalizer.schema import Complaint, HistoryEvent
@@ -196,18 +197,20 @@ async def load_policy(store: ComplaintStore) -> DeadlinePolicy:
 
 
 class PolicyCache:
-    """The policy as supervisors last saved it, re-read at most once a second."""
+    """The policy as supervisors last saved it, re-read at most once a second (one read for the
+    callers that find it due at the same time)."""
 
     def __init__(self, store: ComplaintStore) -> None:
         self.store = store
-        self.policy = DeadlinePolicy()
-        self.read_at = 0.0
+        self._reads: CachedRead[DeadlinePolicy] = CachedRead(lambda: load_policy(store), 1.0)
+
+    @property
+    def policy(self) -> DeadlinePolicy:
+        """The policy as last read (the defaults before the first read)."""
+        return self._reads.value or DeadlinePolicy()
 
     async def get(self) -> DeadlinePolicy:
-        if time.monotonic() - self.read_at > 1.0:
-            self.policy = await load_policy(self.store)
-            self.read_at = time.monotonic()
-        return self.policy
+        return await self._reads.get()
 
 
 #: The fire step of a timer that is not a deadline (a progress update, a materials reminder):

@@ -167,7 +167,7 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
         jobs.append(event_job(complaint, "created", opened_by(message), at=now))
         jobs.append(event_job(complaint, "routed", "worker", {"skill": decision.skill}, at=now))
     toks = comparable_tokens(message.text) if incidents is not None else frozenset()
-    note = incidents.note_args(complaint.customer_id, complaint.category, toks) if incidents and toks else []
+    note = incidents.note_args(complaint.id, complaint.customer_id, complaint.category, toks) if incidents and toks else []
     try:
         created, _, case_number, window = await store.commit_new_complaint(
             message.id, complaint, jobs, case_placeholder=placeholder,

@@ -15,16 +15,20 @@ INCIDENT_NOTE_FN = """
 -- window_read: after complaints were noted (ZADD recent, HSET texts), trim the window and read it
 -- back. a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
 -- are returned), sweep ('1': drop a bounded number of text entries whose complaint left the window
--- without its text being dropped)}. Returns {kept ids oldest first, {id, entry, ...} noted since,
--- open incident ids}.
-local function window_read(recent, texts, open, a)
+-- without its text being dropped)}; own: the ids this call noted (set: id -> true), whose texts
+-- the caller has already. Returns {kept ids oldest first, {id, entry, ...} noted since and not
+-- own, open incident ids}.
+-- What left the window is not returned at once, but removed only once TRIM_AT entries have left
+-- (one ZREMRANGEBYRANK and one HDEL per TRIM_AT notes, not per note, in a full window).
+local TRIM_AT = 32
+local function window_read(recent, texts, open, a, own)
   local all = redis.call('ZRANGE', recent, 0, -1, 'WITHSCORES')
   local n = #all / 2
   -- what leaves: the oldest beyond the most kept, and whatever is older than the window (a prefix)
   local drop = math.max(0, n - tonumber(a[2]))
   local cutoff = tonumber(a[1])
   while drop < n and tonumber(all[drop * 2 + 2]) <= cutoff do drop = drop + 1 end
-  if drop > 0 then
+  if drop >= TRIM_AT then
     local gone = {}
     for i = 1, drop do gone[i] = all[i * 2 - 1] end
     redis.call('ZREMRANGEBYRANK', recent, 0, drop - 1)
@@ -40,7 +44,7 @@ local function window_read(recent, texts, open, a)
   local since = tonumber(a[3])
   for i = drop + 1, n do
     ids[#ids + 1] = all[i * 2 - 1]
-    if tonumber(all[i * 2]) >= since then fresh[#fresh + 1] = all[i * 2 - 1] end
+    if tonumber(all[i * 2]) >= since and not own[all[i * 2 - 1]] then fresh[#fresh + 1] = all[i * 2 - 1] end
   end
   local entries = {}
   if #fresh > 0 then
@@ -74,13 +78,15 @@ local f = redis.call('HMGET', KEYS[1], 'status', 'data', 'channel', 'contact', '
 if not f[1] then return {'missing'} end
 if f[1] == 'processed' or f[1] == 'quarantined' then return {f[1], f[6] or ''} end
 local after = ''
+local known  -- under the lock, the sender's customer is read with what the sender's next message answers
 if ARGV[13] and ARGV[13] ~= '' and f[4] and f[4] ~= '' then
   local lock = ARGV[10] .. f[4]
   if not redis.call('SET', lock, ARGV[12], 'NX', 'PX', ARGV[13]) then
     if redis.call('GET', lock) ~= ARGV[12] then return {'locked'} end
     redis.call('PEXPIRE', lock, ARGV[13])
   end
-  after = redis.call('GET', ARGV[11] .. f[4]) or ''
+  local got = redis.call('MGET', ARGV[11] .. f[4], ARGV[2] .. f[4])
+  after, known = got[1] or '', got[2]
 end
 local cust = ''
 local fps = {}
@@ -90,7 +96,7 @@ if f[4] and f[4] ~= '' then
     for label in string.gmatch(f[5], '[^\\n]+') do table.insert(vouched, label) end
   end
   local contact_key = ARGV[2] .. f[4]
-  cust = redis.call('GET', contact_key)
+  if known == nil then cust = redis.call('GET', contact_key) else cust = known end
   local how = 'channel'
   if not cust then
     for _, label in ipairs(vouched) do
@@ -133,7 +139,9 @@ local out, gone = {}, {}
 for n = 1, #KEYS - 1 do
   local a = (n - 1) * 4
   local key, id, rank = KEYS[n + 1], ARGV[a + 1], tonumber(ARGV[a + 3])
-  local cur = redis.call('HGET', key, id)
+  -- a reply's first state (the common case) is one HSETNX; else the recorded one is compared
+  local first = redis.call('HSETNX', key, id, ARGV[a + 2]) == 1
+  local cur = (not first) and redis.call('HGET', key, id)
   local keep = false
   if cur then
     local ok, old = pcall(cjson.decode, cur)
@@ -142,7 +150,7 @@ for n = 1, #KEYS - 1 do
   if keep then
     out[n] = 0
   else
-    redis.call('HSET', key, id, ARGV[a + 2])
+    if not first then redis.call('HSET', key, id, ARGV[a + 2]) end
     if rank > 0 then gone[#gone + 1] = ARGV[a + 4] end
     out[n] = 1
   end
@@ -252,7 +260,9 @@ if jobs > 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[5]) == 0 then redis.c
 for _, recent in ipairs(nkeys) do
   local w = notes[recent]
   redis.call('HSET', w.texts, unpack(w.fields))
-  local window = window_read(recent, w.texts, w.open, w.a)
+  local own = {}
+  for f = 1, #w.fields, 2 do own[w.fields[f]] = true end
+  local window = window_read(recent, w.texts, w.open, w.a, own)
   for _, o in ipairs(w.outs) do
     local r = out[o]
     r[4], r[5], r[6] = window[1], window[2], window[3]
@@ -313,7 +323,7 @@ INCIDENT_NOTE_LUA = INCIDENT_NOTE_FN + """
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'formed'} end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7]})
+local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7]}, {[ARGV[1]] = true})
 return {'ok', w[1], w[2], w[3]}
 """
 

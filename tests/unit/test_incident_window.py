@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from router.incidents import MAX_RECENT, Incidents, tokens
 from normalizer.ids import now_ms
 from router.store import ComplaintStore
+from router.store.scripts import INCIDENT_NOTE_LUA
 
 CRASH = ["App crashes when I pay at checkout, payment failed", "the app crashed while paying, payment failure",
          "app keeps crashing at payment checkout"]
@@ -20,12 +21,18 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
     incidents = Incidents(store, window_minutes=10, min_customers=3)
     recent, texts = store.keys.incident_recent("function_fault"), store.keys.incident_texts("function_fault")
     try:
-        for n in range(MAX_RECENT + 5):  # unrelated texts: nothing forms
+        for n in range(MAX_RECENT + 40):  # unrelated texts: nothing forms
             assert await incidents.consider(f"cmp_u{n}", f"cus_u{n}", "function_fault",
                                             f"w{n}a w{n}b w{n}c w{n}d") == ("", [])
-        assert await r.zcard(recent) == MAX_RECENT
-        assert await r.hlen(texts) == MAX_RECENT  # the texts leave with the window, not only by time
+        # what left is removed in batches of TRIM_AT (32): at most 31 linger, never read as in the window
+        assert MAX_RECENT <= await r.zcard(recent) < MAX_RECENT + 32
+        assert await r.hlen(texts) == await r.zcard(recent)  # the texts leave with the window, not only by time
         assert not await r.hexists(texts, "cmp_u0")
+        note = await r.register_script(INCIDENT_NOTE_LUA)(
+            keys=[recent, texts, store.keys.incidents_open("function_fault"), incidents.key("inc_none")],
+            args=["cmp_last", "cus_last\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, "0"])
+        assert len(note[1]) == MAX_RECENT and note[1][-1] == b"cmp_last"  # the window as read: the newest 300
+        assert b"cmp_last" not in note[2][0::2]  # the text this call noted is not sent back to its caller
         # another worker noted a crash report five minutes ago by its clock (a slow one), after this
         # process last read the window: older than what the script returns as new, still compared
         recent, texts = store.keys.incident_recent("transaction"), store.keys.incident_texts("transaction")

@@ -77,6 +77,11 @@ SYNC_MARGIN_MS = 2_000
 #: Every this many checks a process also drops a bounded number of stale text entries (left by
 #: versions that trimmed the window without dropping their texts).
 SWEEP_EVERY = 200
+#: A process reads a category's open incidents with a note at most this often; in between it uses
+#: what it read (and what it opened or closed itself). An incident another process opened less
+#: than this ago is still found: a complaint of the same fault has enough like it in the window to
+#: go on to forming one, and forming reads the open incidents again, under its lock, and joins.
+OPEN_READ_EVERY_MS = 1_000
 
 Entry = tuple[str, frozenset[str]]  # customer id, tokens
 
@@ -88,6 +93,7 @@ class _WindowCache:
         self.entries: dict[str, dict[bytes, Entry]] = {}  # recent key -> complaint id -> entry
         self.synced: dict[str, int] = {}  # recent key -> now ms of the last read
         self.samples: dict[str, list[frozenset[str]]] = {}  # incident key -> its sample token sets
+        self.open: dict[str, tuple[list[str], int]] = {}  # open-incidents key -> (ids, now ms of the read)
         self.checks = 0
 
 
@@ -97,6 +103,13 @@ _cache = _WindowCache()
 def _entry(raw: bytes | str) -> Entry:
     customer, _, text = (raw.decode() if isinstance(raw, bytes) else raw).partition("\t")
     return customer, frozenset(text.split(" "))
+
+
+def _cached_open(open_key: str, *, add: str = "", drop: str = "") -> None:
+    """What this process itself opened or closed, in its copy of the open incidents at once."""
+    if open_key in _cache.open:
+        ids, read_at = _cache.open[open_key]
+        _cache.open[open_key] = ([i for i in ids if i != drop] + ([add] if add and add not in ids else []), read_at)
 
 
 def tokens(text: str) -> frozenset[str]:
@@ -183,8 +196,10 @@ class Incidents:
         since = (_cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS) if _cache.entries.get(recent) else 0
         _cache.checks += 1
         _cache.entries.setdefault(recent, {})[complaint_id.encode()] = (customer_id, toks)
+        read_open = now - _cache.open.get(self.keys.incidents_open(category), ([], -OPEN_READ_EVERY_MS))[1]
         return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
-                MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0"]
+                MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0",
+                "1" if read_open >= OPEN_READ_EVERY_MS else "0"]
 
     async def consider(self, complaint_id: str, customer_id: str, category: str, text: str,
                        at_ms: int | None = None) -> tuple[str, list[str]]:
@@ -212,7 +227,13 @@ class Incidents:
         different customers. Answers as ``consider``."""
         recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
         known = _cache.entries.setdefault(recent, {})
-        ids, fresh, open_ids = window[0], window[1], [_text(i) for i in window[2]]  # ids as bytes
+        ids, fresh = window[0], window[1]  # ids as bytes
+        open_key = self.keys.incidents_open(category)
+        if window[2] is not None:  # read with the note (see OPEN_READ_EVERY_MS)
+            open_ids = [_text(i) for i in window[2]]
+            _cache.open[open_key] = (open_ids, noted_at)
+        else:
+            open_ids = _cache.open.get(open_key, ([], 0))[0]
         for i in range(0, len(fresh) - 1, 2):
             if fresh[i] not in known:
                 known[fresh[i]] = _entry(fresh[i + 1])
@@ -260,6 +281,7 @@ class Incidents:
                 pipe.set(self.key(own), json.dumps(incident, ensure_ascii=False))
                 pipe.sadd(self.keys.incidents_open(category), own)
                 await pipe.execute()
+            _cached_open(open_key, add=own)
             return own, linked
         finally:
             await lock.release()
@@ -270,7 +292,9 @@ class Incidents:
         ``open_ids``: the category's open incidents as just read (else read here). An incident's
         sample tokens never change: read once per process."""
         if open_ids is None:
-            open_ids = [i.decode() for i in await self.r.smembers(self.keys.incidents_open(category))]
+            open_key = self.keys.incidents_open(category)
+            open_ids = [i.decode() for i in await self.r.smembers(open_key)]
+            _cache.open[open_key] = (open_ids, now_ms())
         if len(_cache.samples) > 10_000:  # closed incidents' samples: forgotten now and then
             _cache.samples.clear()
         unread = [i for i in open_ids if self.key(i) not in _cache.samples]
@@ -293,4 +317,5 @@ class Incidents:
             return
         incident["status"] = "closed"
         await self.r.srem(self.keys.incidents_open(incident["category"]), iid)
+        _cached_open(self.keys.incidents_open(incident["category"]), drop=iid)
         await self.save(incident)

@@ -73,13 +73,15 @@ class StoreBase:
         self._commits: Any = None
         #: Delivery states recorded by this process's jobs, grouped (``Deliveries.record_delivery``).
         self._statuses: Any = None
+        #: The message loads of this process's jobs, grouped (``Preparing.prepare``).
+        self._prepares: Any = None
 
     def bind(self, redis: Redis) -> None:
         self.redis = redis
         self._intake_script = redis.register_script(scripts.INTAKE_LUA)
         self._prepare_script = redis.register_script(scripts.PREPARE_LUA)
         self._commit_script = redis.register_script(scripts.COMMIT_LUA)
-        self._commits = self._statuses = None  # (made again for this client when first used)
+        self._commits = self._statuses = self._prepares = None  # (made again for this client when first used)
         self._case_blocks.clear()  # (numbers of another Redis's sequence)
         self._claim_script = redis.register_script(scripts.CLAIM_LUA)
         self._requeue_script = redis.register_script(scripts.REQUEUE_EXPIRED_LUA)

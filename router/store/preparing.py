@@ -10,12 +10,27 @@ import msgspec
 from normalizer.ids import new_id, now_ms
 from normalizer.schema import InboundMessage, MessageStatus
 from router.store.base import StoreBase
+from router.store.group_commit import GroupCommit
 from router.store.keys import Keys
 
 _message_decoder = msgspec.msgpack.Decoder(InboundMessage)
 
 
 class Preparing(StoreBase):
+    def _group_prepare(self) -> GroupCommit:
+        """The loads of the jobs that start at the same time, in one call of the script."""
+        if self._prepares is None:
+            script, k = self._prepare_script, self.keys
+            common = [Keys.head(k.contact_label), *Keys.around(k.customer_history), *Keys.around(k.customer_contacts),
+                      *Keys.around(k.open_cases), Keys.head(k.contact_lock), Keys.head(k.after_resolved_label)]
+
+            async def call(entries: list[tuple[str, list[Any]]]) -> list[Any]:
+                return await script(keys=[key for key, _ in entries],
+                                    args=[*common[:1], now_ms(), *common[1:], *(a for _, args in entries for a in args)])
+
+            self._prepares = GroupCommit(call)
+        return self._prepares
+
     async def prepare(self, mid: str, lock: tuple[str, int] | None = None
                       ) -> tuple[str, InboundMessage | None, dict[str, Any]]:
         """Load message ``mid`` for processing and resolve its sender to a customer (a first
@@ -32,17 +47,11 @@ class Preparing(StoreBase):
         ``lock``: (token, ms): the sender's lock is taken first (status ``locked``: another holds
         it, nothing else done); the sender's lock key is ``keys.contact_lock(fields["sender"])``.
         """
-        k = self.keys
-        result = await self._prepare_script(
-            keys=[k.msg(mid)],
-            args=[new_id("cus"), Keys.head(k.contact_label), now_ms(), *Keys.around(k.customer_history),
-                  *Keys.around(k.customer_contacts), *Keys.around(k.open_cases),
-                  Keys.head(k.contact_lock), Keys.head(k.after_resolved_label), *(lock or ("", ""))],
-        )
+        result = await self._group_prepare().submit((self.keys.msg(mid), [new_id("cus"), *(lock or ("", ""))]))
         values = [v.decode() if isinstance(v, bytes) and i != 1 else v for i, v in enumerate(result)]
         status = values[0]
         if status != "received" and status != MessageStatus.received.value:
-            fields = {"complaint_id": values[1]} if len(values) > 1 else {}
+            fields = {"complaint_id": result[1].decode()} if len(result) > 1 else {}
             return status, None, fields
         data, channel, customer = result[1], values[2], values[3]
         flat = result[5] if len(result) > 5 else []

@@ -15,9 +15,10 @@ INCIDENT_NOTE_FN = """
 -- window_read: after complaints were noted (ZADD recent, HSET texts), trim the window and read it
 -- back. a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
 -- are returned), sweep ('1': drop a bounded number of text entries whose complaint left the window
--- without its text being dropped)}; own: the ids this call noted (set: id -> true), whose texts
+-- without its text being dropped), open ('1': read the open incidents; else the caller's copy is
+-- recent enough and none are returned)}; own: the ids this call noted (set: id -> true), whose texts
 -- the caller has already. Returns {kept ids oldest first, {id, entry, ...} noted since and not
--- own, open incident ids}.
+-- own, open incident ids (when asked; else false: nil to the caller)}.
 -- What left the window is not returned at once, but removed only once TRIM_AT entries have left
 -- (one ZREMRANGEBYRANK and one HDEL per TRIM_AT notes, not per note, in a full window).
 local TRIM_AT = 32
@@ -56,76 +57,88 @@ local function window_read(recent, texts, open, a, own)
       end
     end
   end
-  return {ids, entries, redis.call('SMEMBERS', open)}
+  return {ids, entries, a[5] == '1' and redis.call('SMEMBERS', open)}
 end
 """
 
 PREPARE_LUA = """
--- Load a message for processing, resolve its customer, and read that customer's open-case
--- fingerprints (the repeat-report candidates), in one round trip.
--- KEYS: msg; ARGV: 1 new customer id (used when nobody knows the sender), 2 contact key head (the
---       contact's kind:value follows), 3 now ms, then head and tail of a customer's keys (the customer
---       id goes between): 4, 5 history; 6, 7 contacts; 8, 9 open-case fingerprints; then the sender's
---       lock: 10 lock key head, 11 after-resolved key head (the sender's kind:value follows each),
---       12 token, 13 lock ms ('' = take no lock)
+-- Load messages for processing, resolve each one's customer, and read that customer's open-case
+-- fingerprints (the repeat-report candidates), in one round trip for as many messages as the
+-- worker's jobs load at the same time (a group: each message on its own, in order, with its own
+-- answer).
+-- KEYS: the messages; ARGV: 1 contact key head (the contact's kind:value follows), 2 now ms, then
+--       head and tail of a customer's keys (the customer id goes between): 3, 4 history; 5, 6
+--       contacts; 7, 8 open-case fingerprints; then the sender's lock: 9 lock key head, 10
+--       after-resolved key head (the sender's kind:value follows each); then per message (KEYS'
+--       order) three: new customer id (used when nobody knows the sender), lock token, lock ms
+--       ('' = take no lock)
 -- One message at a time per sender: the sender's lock is taken here first (or extended, when this
 -- holder has it already); held by another: {'locked'}, nothing done. Under the lock it also reads
 -- which resolved case the sender's next message answers (survey or reopening).
 -- The customer is the sender contact's; else that of a contact the channel vouches for (the
 -- app says "this user's phone is P" and P wrote by SMS before); else a new one. Vouched-for
 -- contacts nobody owns yet join the customer; each link is written to the customer's history.
-local f = redis.call('HMGET', KEYS[1], 'status', 'data', 'channel', 'contact', 'vouched', 'complaint_id', 'nodedup')
-if not f[1] then return {'missing'} end
-if f[1] == 'processed' or f[1] == 'quarantined' then return {f[1], f[6] or ''} end
-local after = ''
-local known  -- under the lock, the sender's customer is read with what the sender's next message answers
-if ARGV[13] and ARGV[13] ~= '' and f[4] and f[4] ~= '' then
-  local lock = ARGV[10] .. f[4]
-  if not redis.call('SET', lock, ARGV[12], 'NX', 'PX', ARGV[13]) then
-    if redis.call('GET', lock) ~= ARGV[12] then return {'locked'} end
-    redis.call('PEXPIRE', lock, ARGV[13])
+-- Answers one reply per message, as prepare_one's.
+local function prepare_one(msg, newcus, token, lockms)
+  local f = redis.call('HMGET', msg, 'status', 'data', 'channel', 'contact', 'vouched', 'complaint_id', 'nodedup')
+  if not f[1] then return {'missing'} end
+  if f[1] == 'processed' or f[1] == 'quarantined' then return {f[1], f[6] or ''} end
+  local after = ''
+  local known  -- under the lock, the sender's customer is read with what the sender's next message answers
+  if lockms and lockms ~= '' and f[4] and f[4] ~= '' then
+    local lock = ARGV[9] .. f[4]
+    if not redis.call('SET', lock, token, 'NX', 'PX', lockms) then
+      if redis.call('GET', lock) ~= token then return {'locked'} end
+      redis.call('PEXPIRE', lock, lockms)
+    end
+    local got = redis.call('MGET', ARGV[10] .. f[4], ARGV[1] .. f[4])
+    after, known = got[1] or '', got[2]
   end
-  local got = redis.call('MGET', ARGV[11] .. f[4], ARGV[2] .. f[4])
-  after, known = got[1] or '', got[2]
-end
-local cust = ''
-local fps = {}
-if f[4] and f[4] ~= '' then
-  local vouched = {}
-  if f[5] and f[5] ~= '' then
-    for label in string.gmatch(f[5], '[^\\n]+') do table.insert(vouched, label) end
-  end
-  local contact_key = ARGV[2] .. f[4]
-  if known == nil then cust = redis.call('GET', contact_key) else cust = known end
-  local how = 'channel'
-  if not cust then
+  local cust = ''
+  local fps = {}
+  if f[4] and f[4] ~= '' then
+    local vouched = {}
+    if f[5] and f[5] ~= '' then
+      for label in string.gmatch(f[5], '[^\\n]+') do table.insert(vouched, label) end
+    end
+    local contact_key = ARGV[1] .. f[4]
+    if known == nil then cust = redis.call('GET', contact_key) else cust = known end
+    local how = 'channel'
+    if not cust then
+      for _, label in ipairs(vouched) do
+        cust = redis.call('GET', ARGV[1] .. label)
+        if cust then how = 'vouched:' .. label break end
+      end
+    end
+    if not cust then
+      cust = newcus
+      how = 'new'
+    end
+    local history = ARGV[3] .. cust .. ARGV[4]
+    local contacts = ARGV[5] .. cust .. ARGV[6]
+    if redis.call('SET', contact_key, cust, 'NX') then
+      redis.call('SADD', contacts, f[4])
+      redis.call('RPUSH', history, cjson.encode({at_ms = tonumber(ARGV[2]), action = 'linked', contact = f[4],
+                                                 by = 'system', reason = how}))
+    end
     for _, label in ipairs(vouched) do
-      cust = redis.call('GET', ARGV[2] .. label)
-      if cust then how = 'vouched:' .. label break end
+      local key = ARGV[1] .. label
+      if redis.call('SET', key, cust, 'NX') then
+        redis.call('SADD', contacts, label)
+        redis.call('RPUSH', history, cjson.encode({at_ms = tonumber(ARGV[2]), action = 'linked', contact = label,
+                                                   by = 'system', reason = 'vouched by ' .. f[3]}))
+      end
     end
+    if how ~= 'new' then fps = redis.call('HGETALL', ARGV[7] .. cust .. ARGV[8]) end  -- (a new customer has none)
   end
-  if not cust then
-    cust = ARGV[1]
-    how = 'new'
-  end
-  local history = ARGV[4] .. cust .. ARGV[5]
-  local contacts = ARGV[6] .. cust .. ARGV[7]
-  if redis.call('SET', contact_key, cust, 'NX') then
-    redis.call('SADD', contacts, f[4])
-    redis.call('RPUSH', history, cjson.encode({at_ms = tonumber(ARGV[3]), action = 'linked', contact = f[4],
-                                               by = 'system', reason = how}))
-  end
-  for _, label in ipairs(vouched) do
-    local key = ARGV[2] .. label
-    if redis.call('SET', key, cust, 'NX') then
-      redis.call('SADD', contacts, label)
-      redis.call('RPUSH', history, cjson.encode({at_ms = tonumber(ARGV[3]), action = 'linked', contact = label,
-                                                 by = 'system', reason = 'vouched by ' .. f[3]}))
-    end
-  end
-  if how ~= 'new' then fps = redis.call('HGETALL', ARGV[8] .. cust .. ARGV[9]) end  -- (a new customer has none)
+  return {f[1], f[2] or '', f[3] or '', cust, f[7] or '', fps, after, f[4] or ''}
 end
-return {f[1], f[2] or '', f[3] or '', cust, f[7] or '', fps, after, f[4] or ''}
+local out = {}
+for n = 1, #KEYS do
+  local a = 10 + (n - 1) * 3
+  out[n] = prepare_one(KEYS[n], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+end
+return out
 """
 
 STATUS_LUA = """
@@ -183,7 +196,7 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 --   ('' = none), new_skill (true: add to the skills set); outbox ('' = none), outbox_due; jobs
 --   ({key, id, bytes (binary), score, expiry ms} each); open (the customer's open-case key), fp
 --   (binary; 0 = none); timers ({due, member, ...}); note (absent: not noted; else {recent, texts,
---   open, entry, now, start, most, since, sweep})
+--   open, entry, now, start, most, since, sweep, read open})
 -- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
 -- another complaint: a process's block outlived a failover that lost the sequence's writes; take
 -- another number) or {'created', complaint id, case[, the incident window of its category as
@@ -240,12 +253,13 @@ while i <= #ARGV do
       local nt = e.note
       local w = notes[nt[1]]
       if not w then
-        w = {texts = nt[2], open = nt[3], fields = {}, a = {nt[6], nt[7], nt[8], nt[9]}, outs = {}}
+        w = {texts = nt[2], open = nt[3], fields = {}, a = {nt[6], nt[7], nt[8], nt[9], nt[10]}, outs = {}}
         notes[nt[1]] = w
         nkeys[#nkeys + 1] = nt[1]
       end
       if tonumber(nt[8]) < tonumber(w.a[3]) then w.a[3] = nt[8] end
       if nt[9] == '1' then w.a[4] = '1' end
+      if nt[10] == '1' then w.a[5] = '1' end
       zadd(nt[1], nt[5], cid)
       w.fields[#w.fields + 1] = cid
       w.fields[#w.fields + 1] = nt[4]
@@ -323,7 +337,7 @@ INCIDENT_NOTE_LUA = INCIDENT_NOTE_FN + """
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'formed'} end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7]}, {[ARGV[1]] = true})
+local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]}, {[ARGV[1]] = true})
 return {'ok', w[1], w[2], w[3]}
 """
 

@@ -46,3 +46,30 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
         assert await incidents.consider("cmp_c3", "cus_c3", "transaction", CRASH[0]) == ("inc_c2", ["cmp_c3"])
     finally:
         await r.aclose()
+
+
+async def test_an_incident_another_process_opened_a_moment_ago_is_joined(redis_url: str, prefix: str) -> None:
+    """This process read the category's open incidents less than OPEN_READ_EVERY_MS ago (none then);
+    another process has since formed one from complaints in the window: a complaint of the same
+    fault still joins it (it has enough like it in the window, and forming reads the open
+    incidents again under its lock) instead of forming a second."""
+    import json
+
+    r = Redis.from_url(redis_url)
+    store = ComplaintStore(prefix)
+    store.bind(r)
+    incidents = Incidents(store, window_minutes=10, min_customers=3)
+    category = "app_fault"
+    recent, texts = store.keys.incident_recent(category), store.keys.incident_texts(category)
+    try:
+        assert await incidents.consider("cmp_a0", "cus_a0", category, "q1 q2 q3 q4") == ("", [])
+        for n, text in enumerate(CRASH[:2]):  # the other process's two complaints and the incident they formed
+            await r.zadd(recent, {f"cmp_o{n}": now_ms()})
+            await r.hset(texts, f"cmp_o{n}", f"cus_o{n}\t" + " ".join(sorted(tokens(text))))
+        await r.set(incidents.key("inc_o1"), json.dumps({"id": "inc_o1", "category": category, "status": "open",
+                                                         "sample_tokens": [sorted(tokens(CRASH[0]))]}))
+        await r.sadd(store.keys.incidents_open(category), "inc_o1")
+        assert await incidents.consider("cmp_a1", "cus_a1", category, CRASH[2]) == ("inc_o1", ["cmp_a1"])
+        assert await r.smembers(store.keys.incidents_open(category)) == {b"inc_o1"}
+    finally:
+        await r.aclose()

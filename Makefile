@@ -39,8 +39,11 @@ system-deps:
 run: $(STAMP) system-deps
 	$(BIN)/python -m gateway run --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
+# the suite in PYTEST_WORKERS processes (pytest-xdist; 0 = in this one): its tests mostly wait on
+# Redis, IMAP, browsers and subprocesses, so two keep two cores busy
+PYTEST_WORKERS ?= 2
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/intake.py

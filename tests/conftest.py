@@ -30,10 +30,15 @@ TEST_MODELS_DIR = ROOT / "var" / "test-models"
 def categoriser_trained() -> None:
     """The shared models directory holds a default model before any worker starts (a worker
     would train it too, but a test polling a worker process must not wait on that)."""
+    import fcntl
+
     from router.understanding import artefacts
 
-    if artefacts.current_version(TEST_MODELS_DIR) is None:
-        artefacts.load_current(TEST_MODELS_DIR)
+    TEST_MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    with open(TEST_MODELS_DIR.parent / "test-models.lock", "w") as lock:  # (pytest -n: one session trains it)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if artefacts.current_version(TEST_MODELS_DIR) is None:
+            artefacts.load_current(TEST_MODELS_DIR)
 
 
 @pytest.fixture(scope="session")

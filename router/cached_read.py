@@ -40,7 +40,8 @@ class CachedRead(Generic[T]):
     async def _read(self) -> T:
         started = time.monotonic()
         value = await self.read()
-        self.value, self.read_at = value, started
+        if self.read_at is None or started >= self.read_at:  # (a forced read may end before an older one)
+            self.value, self.read_at = value, started
         return value
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from plugins.locks import RedisLock
 from router.store import ComplaintStore
-from router.store.scripts import INCIDENT_NOTE_LUA
+from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA
 from normalizer.ids import now_ms
 from normalizer.pii import mask_pii
 
@@ -77,11 +77,6 @@ SYNC_MARGIN_MS = 2_000
 #: Every this many checks a process also drops a bounded number of stale text entries (left by
 #: versions that trimmed the window without dropping their texts).
 SWEEP_EVERY = 200
-#: A process reads a category's open incidents with a note at most this often; in between it uses
-#: what it read (and what it opened or closed itself). An incident another process opened less
-#: than this ago is still found: a complaint of the same fault has enough like it in the window to
-#: go on to forming one, and forming reads the open incidents again, under its lock, and joins.
-OPEN_READ_EVERY_MS = 1_000
 
 Entry = tuple[str, frozenset[str]]  # customer id, tokens
 
@@ -93,7 +88,6 @@ class _WindowCache:
         self.entries: dict[str, dict[bytes, Entry]] = {}  # recent key -> complaint id -> entry
         self.synced: dict[str, int] = {}  # recent key -> now ms of the last read
         self.samples: dict[str, list[frozenset[str]]] = {}  # incident key -> its sample token sets
-        self.open: dict[str, tuple[list[str], int]] = {}  # open-incidents key -> (ids, now ms of the read)
         self.checks = 0
 
 
@@ -103,13 +97,6 @@ _cache = _WindowCache()
 def _entry(raw: bytes | str) -> Entry:
     customer, _, text = (raw.decode() if isinstance(raw, bytes) else raw).partition("\t")
     return customer, frozenset(text.split(" "))
-
-
-def _cached_open(open_key: str, *, add: str = "", drop: str = "") -> None:
-    """What this process itself opened or closed, in its copy of the open incidents at once."""
-    if open_key in _cache.open:
-        ids, read_at = _cache.open[open_key]
-        _cache.open[open_key] = ([i for i in ids if i != drop] + ([add] if add and add not in ids else []), read_at)
 
 
 def tokens(text: str) -> frozenset[str]:
@@ -148,6 +135,7 @@ class Incidents:
         self.window_ms = window_minutes * 60_000
         self.min_customers = min_customers
         self._script: Any = None
+        self._join_script: Any = None
 
     async def _note(self, *, keys: list[str], args: list[Any]) -> Any:
         if self._script is None:
@@ -196,10 +184,8 @@ class Incidents:
         since = (_cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS) if _cache.entries.get(recent) else 0
         _cache.checks += 1
         _cache.entries.setdefault(recent, {})[complaint_id.encode()] = (customer_id, toks)
-        read_open = now - _cache.open.get(self.keys.incidents_open(category), ([], -OPEN_READ_EVERY_MS))[1]
         return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
-                MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0",
-                "1" if read_open >= OPEN_READ_EVERY_MS else "0"]
+                MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0"]
 
     async def consider(self, complaint_id: str, customer_id: str, category: str, text: str,
                        at_ms: int | None = None) -> tuple[str, list[str]]:
@@ -228,12 +214,7 @@ class Incidents:
         recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
         known = _cache.entries.setdefault(recent, {})
         ids, fresh = window[0], window[1]  # ids as bytes
-        open_key = self.keys.incidents_open(category)
-        if window[2] is not None:  # read with the note (see OPEN_READ_EVERY_MS)
-            open_ids = [_text(i) for i in window[2]]
-            _cache.open[open_key] = (open_ids, noted_at)
-        else:
-            open_ids = _cache.open.get(open_key, ([], 0))[0]
+        open_ids = [_text(i) for i in window[2]]
         for i in range(0, len(fresh) - 1, 2):
             if fresh[i] not in known:
                 known[fresh[i]] = _entry(fresh[i + 1])
@@ -281,7 +262,6 @@ class Incidents:
                 pipe.set(self.key(own), json.dumps(incident, ensure_ascii=False))
                 pipe.sadd(self.keys.incidents_open(category), own)
                 await pipe.execute()
-            _cached_open(open_key, add=own)
             return own, linked
         finally:
             await lock.release()
@@ -291,10 +271,9 @@ class Incidents:
         """The open incident of this category that describes the same fault, joined; or "".
         ``open_ids``: the category's open incidents as just read (else read here). An incident's
         sample tokens never change: read once per process."""
+        open_key = self.keys.incidents_open(category)
         if open_ids is None:
-            open_key = self.keys.incidents_open(category)
             open_ids = [i.decode() for i in await self.r.smembers(open_key)]
-            _cache.open[open_key] = (open_ids, now_ms())
         if len(_cache.samples) > 10_000:  # closed incidents' samples: forgotten now and then
             _cache.samples.clear()
         unread = [i for i in open_ids if self.key(i) not in _cache.samples]
@@ -304,12 +283,17 @@ class Incidents:
                     _cache.samples[self.key(iid)] = [frozenset(s) for s in json.loads(data)["sample_tokens"]]
         for iid in sorted(open_ids):
             if any(same_fault(toks, sample) for sample in _cache.samples.get(self.key(iid), ())):
-                await self._link(iid, [complaint_id])
-                return iid
+                if await self._link_if_open(open_key, iid, complaint_id):
+                    return iid
         return ""
 
-    async def _link(self, iid: str, complaint_ids: list[str]) -> None:
-        await self.r.sadd(self.keys.incident_complaints(iid), *complaint_ids)
+    async def _link_if_open(self, open_key: str, iid: str, complaint_id: str) -> bool:
+        """The complaint joins the incident if it is still open (a supervisor may have closed it
+        since the open incidents were read with the note), in one step in Redis."""
+        if self._join_script is None:
+            self._join_script = self.r.register_script(JOIN_IF_OPEN_LUA)
+        return bool(await self._join_script(keys=[open_key, self.keys.incident_complaints(iid)],
+                                            args=[iid, complaint_id]))
 
     async def close(self, iid: str) -> None:
         incident = await self.get(iid)
@@ -317,5 +301,4 @@ class Incidents:
             return
         incident["status"] = "closed"
         await self.r.srem(self.keys.incidents_open(incident["category"]), iid)
-        _cached_open(self.keys.incidents_open(incident["category"]), drop=iid)
         await self.save(incident)

@@ -142,7 +142,8 @@ async def refresh(redis: Any, keys: Keys | str, *, force: bool = False) -> None:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     _reads.read = read
-    _overrides = await _reads.get(force=force)
+    await _reads.get(force=force)
+    _overrides = _reads.value or {}
 
 
 def text_of(name: str, language: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from redis.exceptions import ResponseError
 
 from normalizer.ids import new_id, now_ms
 from normalizer.schema import InboundMessage, MessageStatus
@@ -25,8 +26,10 @@ class Preparing(StoreBase):
                       *Keys.around(k.open_cases), Keys.head(k.contact_lock), Keys.head(k.after_resolved_label)]
 
             async def call(entries: list[tuple[str, list[Any]]]) -> list[Any]:
-                return await script(keys=[key for key, _ in entries],
-                                    args=[*common[:1], now_ms(), *common[1:], *(a for _, args in entries for a in args)])
+                answers = await script(keys=[key for key, _ in entries],
+                                       args=[*common[:1], now_ms(), *common[1:], *(a for _, args in entries for a in args)])
+                return [ResponseError(answer[1].decode(errors="replace")) if answer and answer[0] == b"error" else answer
+                        for answer in answers]  # (one message's own failure: its job's, retried as any)
 
             self._prepares = GroupCommit(call)
         return self._prepares

@@ -15,10 +15,9 @@ INCIDENT_NOTE_FN = """
 -- window_read: after complaints were noted (ZADD recent, HSET texts), trim the window and read it
 -- back. a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
 -- are returned), sweep ('1': drop a bounded number of text entries whose complaint left the window
--- without its text being dropped), open ('1': read the open incidents; else the caller's copy is
--- recent enough and none are returned)}; own: the ids this call noted (set: id -> true), whose texts
+-- without its text being dropped)}; own: the ids this call noted (set: id -> true), whose texts
 -- the caller has already. Returns {kept ids oldest first, {id, entry, ...} noted since and not
--- own, open incident ids (when asked; else false: nil to the caller)}.
+-- own, open incident ids}.
 -- What left the window is not returned at once, but removed only once TRIM_AT entries have left
 -- (one ZREMRANGEBYRANK and one HDEL per TRIM_AT notes, not per note, in a full window).
 local TRIM_AT = 32
@@ -57,7 +56,7 @@ local function window_read(recent, texts, open, a, own)
       end
     end
   end
-  return {ids, entries, a[5] == '1' and redis.call('SMEMBERS', open)}
+  return {ids, entries, redis.call('SMEMBERS', open)}
 end
 """
 
@@ -78,7 +77,7 @@ PREPARE_LUA = """
 -- The customer is the sender contact's; else that of a contact the channel vouches for (the
 -- app says "this user's phone is P" and P wrote by SMS before); else a new one. Vouched-for
 -- contacts nobody owns yet join the customer; each link is written to the customer's history.
--- Answers one reply per message, as prepare_one's.
+-- Answers one reply per message, as prepare_one's (or {'error', why}: that message's own failure).
 local function prepare_one(msg, newcus, token, lockms)
   local f = redis.call('HMGET', msg, 'status', 'data', 'channel', 'contact', 'vouched', 'complaint_id', 'nodedup')
   if not f[1] then return {'missing'} end
@@ -133,10 +132,14 @@ local function prepare_one(msg, newcus, token, lockms)
   end
   return {f[1], f[2] or '', f[3] or '', cust, f[7] or '', fps, after, f[4] or ''}
 end
+-- a command that fails (a key of the wrong type, a record missing a field) fails its own message
+-- only: {'error', why}
 local out = {}
 for n = 1, #KEYS do
   local a = 10 + (n - 1) * 3
-  out[n] = prepare_one(KEYS[n], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+  local ok, res = pcall(prepare_one, KEYS[n], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+  if not ok then res = {'error', type(res) == 'table' and (res.err or 'ERR') or tostring(res)} end
+  out[n] = res
 end
 return out
 """
@@ -196,7 +199,7 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 --   ('' = none), new_skill (true: add to the skills set); outbox ('' = none), outbox_due; jobs
 --   ({key, id, bytes (binary), score, expiry ms} each); open (the customer's open-case key), fp
 --   (binary; 0 = none); timers ({due, member, ...}); note (absent: not noted; else {recent, texts,
---   open, entry, now, start, most, since, sweep, read open})
+--   open, entry, now, start, most, since, sweep})
 -- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
 -- another complaint: a process's block outlived a failover that lost the sequence's writes; take
 -- another number) or {'created', complaint id, case[, the incident window of its category as
@@ -253,13 +256,12 @@ while i <= #ARGV do
       local nt = e.note
       local w = notes[nt[1]]
       if not w then
-        w = {texts = nt[2], open = nt[3], fields = {}, a = {nt[6], nt[7], nt[8], nt[9], nt[10]}, outs = {}}
+        w = {texts = nt[2], open = nt[3], fields = {}, a = {nt[6], nt[7], nt[8], nt[9]}, outs = {}}
         notes[nt[1]] = w
         nkeys[#nkeys + 1] = nt[1]
       end
       if tonumber(nt[8]) < tonumber(w.a[3]) then w.a[3] = nt[8] end
       if nt[9] == '1' then w.a[4] = '1' end
-      if nt[10] == '1' then w.a[5] = '1' end
       zadd(nt[1], nt[5], cid)
       w.fields[#w.fields + 1] = cid
       w.fields[#w.fields + 1] = nt[4]
@@ -337,8 +339,16 @@ INCIDENT_NOTE_LUA = INCIDENT_NOTE_FN + """
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'formed'} end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]}, {[ARGV[1]] = true})
+local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7]}, {[ARGV[1]] = true})
 return {'ok', w[1], w[2], w[3]}
 """
 
-__all__ = ["CASE_BLOCK_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "PREPARE_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+JOIN_IF_OPEN_LUA = """
+-- A complaint joins an incident only while the incident is open.
+-- KEYS: 1 the category's open incidents, 2 the incident's complaints; ARGV: 1 incident id, 2 complaint id
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[2])
+return 1
+"""
+
+__all__ = ["CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "PREPARE_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

@@ -39,3 +39,18 @@ async def test_loads_at_the_same_time_share_a_call_and_each_gets_its_own(store: 
     # the same message loaded again (its next try) takes its own lock back at once
     status, loaded, _ = await store.prepare(messages[0].id, (messages[0].id, 15_000))
     assert status == "received" and loaded.id == messages[0].id
+
+
+async def test_a_message_whose_load_fails_fails_alone(store: Any) -> None:
+    """A message record of the wrong type fails that message's load (its job is retried as any
+    failing job), not the loads it shared a call with."""
+    from redis.exceptions import ResponseError
+
+    good, bad = message("fine"), message("broken")
+    for m in (good, bad):
+        assert (await store.intake(m, idempotency_scope=None)).status == "accepted"
+    await store.r.set(store.keys.msg(bad.id), "not a hash")
+    results = await asyncio.gather(store.prepare(good.id, (good.id, 15_000)), store.prepare(bad.id, (bad.id, 15_000)),
+                                   return_exceptions=True)
+    assert results[0][0] == "received" and results[0][1].id == good.id
+    assert isinstance(results[1], ResponseError) and "WRONGTYPE" in str(results[1])

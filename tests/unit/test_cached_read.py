@@ -68,3 +68,26 @@ async def test_a_cancelled_caller_leaves_the_read_to_the_others() -> None:
     assert await second == 1
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_a_forced_read_is_not_overwritten_by_an_older_one_that_ends_after_it() -> None:
+    gates: list[asyncio.Event] = []
+
+    async def read() -> int:
+        gates.append(asyncio.Event())
+        n = len(gates)
+        await gates[-1].wait()
+        return n
+
+    cached = CachedRead(read, every_s=60)
+    older = asyncio.create_task(cached.get())
+    while len(gates) < 1:
+        await asyncio.sleep(0)
+    forced = asyncio.create_task(cached.get(force=True))
+    while len(gates) < 2:
+        await asyncio.sleep(0)
+    gates[1].set()
+    assert await forced == 2
+    gates[0].set()
+    assert await older == 1  # its caller gets what it read
+    assert await cached.get() == 2 and cached.value == 2  # the cache keeps the newer read

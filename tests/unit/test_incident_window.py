@@ -49,10 +49,9 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
 
 
 async def test_an_incident_another_process_opened_a_moment_ago_is_joined(redis_url: str, prefix: str) -> None:
-    """This process read the category's open incidents less than OPEN_READ_EVERY_MS ago (none then);
-    another process has since formed one from complaints in the window: a complaint of the same
-    fault still joins it (it has enough like it in the window, and forming reads the open
-    incidents again under its lock) instead of forming a second."""
+    """This process noted a complaint of the category a moment ago (no incident open then); another
+    process has since formed one from complaints in the window: a complaint of the same fault joins
+    it instead of forming a second."""
     import json
 
     r = Redis.from_url(redis_url)
@@ -71,5 +70,26 @@ async def test_an_incident_another_process_opened_a_moment_ago_is_joined(redis_u
         await r.sadd(store.keys.incidents_open(category), "inc_o1")
         assert await incidents.consider("cmp_a1", "cus_a1", category, CRASH[2]) == ("inc_o1", ["cmp_a1"])
         assert await r.smembers(store.keys.incidents_open(category)) == {b"inc_o1"}
+    finally:
+        await r.aclose()
+
+
+async def test_an_incident_closed_a_moment_ago_is_not_joined_from_the_copy(redis_url: str, prefix: str) -> None:
+    """An incident a supervisor closed (closes happen in the gateway) after this process formed it
+    is not joined by a later report of the same fault, even one whose check read the incident as
+    open (joining checks that it still is)."""
+    r = Redis.from_url(redis_url)
+    store = ComplaintStore(prefix)
+    store.bind(r)
+    incidents = Incidents(store, window_minutes=10, min_customers=3)
+    category = "function_fault"
+    try:
+        for n, text in enumerate(CRASH):
+            result = await incidents.consider(f"cmp_k{n}", f"cus_k{n}", category, text)
+        assert result[0] == "inc_k2" and sorted(result[1]) == ["cmp_k0", "cmp_k1", "cmp_k2"]
+        await r.srem(store.keys.incidents_open(category), "inc_k2")  # closed by another process (the gateway)
+        joined, _ = await incidents.consider("cmp_k3", "cus_k3", category, CRASH[0])
+        assert joined != "inc_k2"
+        assert await incidents.members("inc_k2") == ["cmp_k0", "cmp_k1", "cmp_k2"]
     finally:
         await r.aclose()

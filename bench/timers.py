@@ -43,6 +43,7 @@ import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -75,23 +76,31 @@ async def fill_pending(r: aioredis.Redis, key: str, count: int) -> None:
             await pipe.execute()
 
 
-async def write_probes(r: aioredis.Redis, store: ComplaintStore, probes: int, start_in: float, spread: float) -> list[str]:
+async def write_complaints(r: aioredis.Redis, store: ComplaintStore, n: int, start_in: float, spread: float, *,
+                           tag: str, day: str, deadline: Callable[[datetime], Deadline]) -> list[str]:
+    """``n`` complaints ``cmp_<tag>NNNNNN`` of customer ``cus_<tag>``, each with one first-response
+    deadline ``deadline(at)`` for an ``at`` spread over ``spread`` s from ``start_in`` s from now,
+    and its timers: one pipeline."""
     now = datetime.now(timezone.utc)
     ids = []
     async with r.pipeline(transaction=False) as pipe:
-        for n in range(probes):
-            cid = f"cmp_probe{n:06d}"
-            due = now + timedelta(seconds=start_in + spread * n / probes)
-            c = Complaint(id=cid, case_number=f"C-20261123-{n:06d}", status=ComplaintStatus.accepted, category="other",
-                          formal_complaint=False, channel="app", customer_id="cus_probe",
-                          contact=Contact(kind="app_user", value=f"p{n}"), language="en", created_at=now,
+        for i in range(n):
+            cid = f"cmp_{tag}{i:06d}"
+            c = Complaint(id=cid, case_number=f"C-{day}-{i:06d}", status=ComplaintStatus.accepted, category="other",
+                          formal_complaint=False, channel="app", customer_id=f"cus_{tag}",
+                          contact=Contact(kind="app_user", value=f"{tag[0]}{i}"), language="en", created_at=now,
                           updated_at=now, skill="general",
-                          deadlines=[Deadline(kind="first_response", due=due)])
+                          deadlines=[deadline(now + timedelta(seconds=start_in + spread * i / n))])
             pipe.set(store.keys.complaint(cid), encode_complaint(c))
             pipe.zadd(store.keys.timers, timer_members(cid, c.deadlines[0]))
             ids.append(cid)
         await pipe.execute()
     return ids
+
+
+async def write_probes(r: aioredis.Redis, store: ComplaintStore, probes: int, start_in: float, spread: float) -> list[str]:
+    return await write_complaints(r, store, probes, start_in, spread, tag="probe", day="20261123",
+                                  deadline=lambda due: Deadline(kind="first_response", due=due))
 
 
 async def bare_baseline(r: aioredis.Redis, key: str, probes: int, start_in: float, spread: float) -> list[float]:
@@ -189,22 +198,9 @@ class Receiver:
 async def write_outage(r: aioredis.Redis, store: ComplaintStore, n: int, start_in: float, spread: float) -> list[str]:
     """``n`` complaints nobody answers: warnings due over ``spread`` s from ``start_in``, each
     deadline due 2 s after its warning."""
-    now = datetime.now(timezone.utc)
-    ids = []
-    async with r.pipeline(transaction=False) as pipe:
-        for i in range(n):
-            cid = f"cmp_out{i:06d}"
-            warn = now + timedelta(seconds=start_in + spread * i / n)
-            c = Complaint(id=cid, case_number=f"C-20261125-{i:06d}", status=ComplaintStatus.accepted, category="other",
-                          formal_complaint=False, channel="app", customer_id="cus_out",
-                          contact=Contact(kind="app_user", value=f"o{i}"), language="en", created_at=now,
-                          updated_at=now, skill="general",
-                          deadlines=[Deadline(kind="first_response", due=warn + timedelta(seconds=2), warn_at=warn)])
-            pipe.set(store.keys.complaint(cid), encode_complaint(c))
-            pipe.zadd(store.keys.timers, timer_members(cid, c.deadlines[0]))
-            ids.append(cid)
-        await pipe.execute()
-    return ids
+    return await write_complaints(r, store, n, start_in, spread, tag="out", day="20261125",
+                                  deadline=lambda warn: Deadline(kind="first_response", due=warn + timedelta(seconds=2),
+                                                                 warn_at=warn))
 
 
 async def own_redis(rdir: Path) -> tuple[subprocess.Popen, str, aioredis.Redis]:

@@ -213,8 +213,7 @@ class Incidents:
         different customers. Answers as ``consider``."""
         recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
         known = _cache.entries.setdefault(recent, {})
-        ids, fresh = window[0], window[1]  # ids as bytes
-        open_ids = [_text(i) for i in window[2]]
+        ids, fresh, open_ids = window[0], window[1], [_text(i) for i in window[2]]  # ids as bytes
         for i in range(0, len(fresh) - 1, 2):
             if fresh[i] not in known:
                 known[fresh[i]] = _entry(fresh[i + 1])

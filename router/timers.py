@@ -204,11 +204,6 @@ class PolicyCache:
         self.store = store
         self._reads: CachedRead[DeadlinePolicy] = CachedRead(lambda: load_policy(store), 1.0)
 
-    @property
-    def policy(self) -> DeadlinePolicy:
-        """The policy as last read (the defaults before the first read)."""
-        return self._reads.value or DeadlinePolicy()
-
     async def get(self) -> DeadlinePolicy:
         return await self._reads.get()
 

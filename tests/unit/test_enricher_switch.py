@@ -11,7 +11,7 @@ import plugins.manager as manager_module
 from adapters.payment_records import PaymentRecords, PaymentRecordsSettings
 from normalizer.schema import Complaint, ComplaintStatus, Contact, InboundMessage
 from plugins.hookspecs import hookimpl
-from plugins.manager import GatewayPlugins
+from tests.unit.test_event_batches import plugins as manager
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 PHONE = "+8613800138000"
@@ -37,14 +37,6 @@ class Enricher:
     def enrich_complaint(self, complaint, message):
         self.seen.append(message.text)
         return {"tags": ["looked"]}
-
-
-def manager(**named) -> GatewayPlugins:
-    pm = GatewayPlugins()
-    for name, plugin in named.items():
-        pm.register(name, plugin)
-    pm.check()
-    return pm
 
 
 def test_an_enricher_that_is_off_is_not_called_and_nothing_is_masked_for_it(monkeypatch) -> None:

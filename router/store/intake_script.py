@@ -13,11 +13,19 @@ Each message's request is answered only after the call that wrote it returned, a
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from redis.exceptions import ResponseError
 
 from router.store.group_commit import MAX_BATCH, GroupCommit
+
+#: The backpressure count (``ZCARD`` of the pending set) is read at most this often while the
+#: desk is far below ``max_pending``: at least ``PENDING_SLACK_MIN`` and a ``PENDING_SLACK_PART``th of
+#: the limit below it (``IntakeGroup._max_pending``).
+PENDING_READ_EVERY_S = 1.0
+PENDING_SLACK_MIN = 1000
+PENDING_SLACK_PART = 10
 
 #: Keys before the first message's: pending, arq queue, wake, metrics, none.
 SHARED_KEYS = 5
@@ -138,6 +146,8 @@ end
 for field, c in pairs(counts) do
   redis.call('HINCRBY', KEYS[4], field, c)
 end
+-- last: the pending count after the call, when it was read (-1: not read)
+out[#out + 1] = pending_n or -1
 return out
 """
 
@@ -159,6 +169,28 @@ class IntakeGroup:
         #: the counting flag and the count), replicas to wait for, and how long.
         self.shared = shared
         self._group = GroupCommit(self._call)
+        #: The pending count as the last call that read it answered, when (monotonic s), and the
+        #: messages this process accepted since (see ``_max_pending``).
+        self._pending_seen: tuple[int, float] | None = None
+        self._accepted_since = 0
+
+    def _max_pending(self, limit: int, messages: int) -> int:
+        """The backpressure limit this call checks: ``limit``, or 0 (not checked, no ``ZCARD``)
+        while the count read less than ``PENDING_READ_EVERY_S`` ago, plus what this process
+        accepted since and this call's messages, stays ``PENDING_SLACK`` below the limit. The
+        slack is for the other gateway processes' messages meanwhile: within it of the limit,
+        or without a recent reading, every call reads the count, as every call did before."""
+        seen = self._pending_seen
+        if limit <= 0 or seen is None or time.monotonic() - seen[1] >= PENDING_READ_EVERY_S:
+            return limit
+        slack = max(PENDING_SLACK_MIN, limit // PENDING_SLACK_PART)
+        return 0 if seen[0] + self._accepted_since + messages + slack <= limit else limit
+
+    def _saw_pending(self, pending: int, accepted: int) -> None:
+        if pending >= 0:
+            self._pending_seen, self._accepted_since = (pending, time.monotonic()), 0
+        else:
+            self._accepted_since += accepted
 
     @property
     def calls(self) -> int:
@@ -177,6 +209,7 @@ class IntakeGroup:
         shared_keys, shared_args, wait_replicas, wait_ms = self.shared()
         keys = [*shared_keys]
         args = [*shared_args, "0" if tally is not None else "1", len(batch)]
+        args[1] = self._max_pending(int(args[1]), len(batch))
         for k, a in batch:
             keys += k
             args += a
@@ -192,10 +225,11 @@ class IntakeGroup:
         else:
             flat = await self.script(keys=keys, args=args)
         results = []
-        for i in range(0, len(flat), 2):
+        for i in range(0, len(flat) - 1, 2):
             status = flat[i].decode() if isinstance(flat[i], bytes) else flat[i]
             ref = flat[i + 1].decode() if isinstance(flat[i + 1], bytes) else flat[i + 1]
             results.append((status, ref, replicas) if status != "error" else ResponseError(ref))
+        self._saw_pending(flat[-1], sum(isinstance(r, tuple) and r[0] == "accepted" for r in results))
         if tally is not None:
             metrics_key = shared_keys[3]
             for (_, a), result in zip(batch, results):

@@ -217,17 +217,33 @@ local mset, done, skills, out, marks = {}, {}, {}, {}, {}
 local notes, nkeys = {}, {}
 local jobs = 0
 local taken = {}  -- message keys opened by this call (the same message twice in one call: once)
+local entries, cases, casing = {}, {}, {}
 local i = 2
 while i <= #ARGV do
   local e = cmsgpack.unpack(ARGV[i])
-  local b0 = i + 1  -- the entry's binary values are ARGV[b0 + n]
+  e.b0 = i + 1  -- the entry's binary values are ARGV[e.b0 + n]
   i = i + 2 + tonumber(ARGV[i + 1])
-  local st = redis.call('HMGET', e.msg, 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
+  e.st = redis.call('HMGET', e.msg, 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
+  entries[#entries + 1] = e
+  if e.st[1] ~= 'processed' and not casing[e.msg] then
+    casing[e.msg] = e
+    cases[#cases + 1] = e.case_key
+    cases[#cases + 1] = e.cid
+  end
+end
+-- the case numbers of the call's new complaints (each message's first entry): one MSETNX when
+-- none is taken (the usual case); otherwise each is checked on its own below, as if alone
+if #cases > 2 and redis.call('MSETNX', unpack(cases)) == 1 then
+  for _, e in pairs(casing) do e.case_set = true end
+end
+for _, e in ipairs(entries) do
+  local st, b0 = e.st, e.b0
   if st[1] == 'processed' then
     out[#out + 1] = {'already', st[2] or '', st[3] or ''}
   elseif taken[e.msg] then
     out[#out + 1] = {'already', taken[e.msg][1], taken[e.msg][2]}
-  elseif not redis.call('SET', e.case_key, e.cid, 'NX') and redis.call('GET', e.case_key) ~= e.cid then
+  elseif not e.case_set and not redis.call('SET', e.case_key, e.cid, 'NX')
+      and redis.call('GET', e.case_key) ~= e.cid then
     out[#out + 1] = {'case_taken'}
   else
     local cid = e.cid

@@ -114,6 +114,45 @@ async def test_backpressure_counts_the_messages_of_the_same_call(store):
     assert await store.r.zcard(store.keys.pending) == 5
 
 
+async def flood_pending(store: Any, n: int) -> None:
+    """Another gateway's messages waiting (only their entries in the pending set)."""
+    await store.r.zadd(store.keys.pending, {f"other{i}": 1 for i in range(n)})
+
+
+async def test_far_below_the_limit_the_count_is_read_once_a_second(store):
+    """With ``max_pending`` far away (more than the slack), a call need not count the pending set:
+    the count read less than a second ago, plus what this process accepted since, will do. A
+    flood from elsewhere is seen at the next reading, at most a second later."""
+    from router.store.intake_script import PENDING_READ_EVERY_S
+
+    store.limits.max_pending = 20_000
+    for _ in range(5):
+        read_at = time.monotonic()
+        assert (await store.intake(message(f"r{read_at}"), idempotency_scope=None)).status == "accepted"  # read
+        await flood_pending(store, 25_000)
+        not_read = await store.intake(message(f"s{read_at}"), idempotency_scope=None)
+        if time.monotonic() - read_at >= PENDING_READ_EVERY_S * 0.9:
+            await store.r.delete(store.keys.pending)  # too slow to tell: again
+            await asyncio.sleep(PENDING_READ_EVERY_S)
+            continue
+        assert not_read.status == "accepted"
+        await asyncio.sleep(PENDING_READ_EVERY_S - (time.monotonic() - read_at))
+        assert (await store.intake(message(f"t{read_at}"), idempotency_scope=None)).status == "backpressure"
+        return
+    pytest.fail("every try was too slow")
+
+
+async def test_near_the_limit_every_call_counts(store):
+    store.limits.max_pending = 1_500  # the slack (1,000 at least) reaches down to 500
+    await flood_pending(store, 600)
+    assert (await store.intake(message("n0"), idempotency_scope=None)).status == "accepted"  # 601: in the slack
+    await store.r.zadd(store.keys.pending, {f"more{i}": 1 for i in range(899)})
+    assert (await store.intake(message("n1"), idempotency_scope=None)).status == "backpressure"
+    await store.r.zrem(store.keys.pending, "other0")
+    outcomes = await intake_all(store, [message(f"n{i}") for i in range(2, 5)])
+    assert [o.status for o in outcomes] == ["accepted", "backpressure", "backpressure"]
+
+
 async def test_with_a_flusher_the_outcomes_are_tallied_and_written_by_it(store):
     from router.metrics import MetricsFlusher
 

@@ -1,0 +1,88 @@
+"""The complaint commit's group (``COMMIT_LUA``): the case numbers of the complaints committed in
+one call are written with one ``MSETNX`` when none of them is taken, and each complaint still gets
+what it would have had alone — its own case number, a taken number refused and replaced, a
+message committed twice in one call opening one complaint."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from typing import Any
+
+from normalizer.schema import Complaint, ComplaintStatus, Contact
+from router.store.complaints import CASE_BLOCK
+from tests.integration.test_intake_group import store  # noqa: F401 - the fixture
+
+PLACEHOLDER = "CASENUMBERx"
+
+
+def complaint(mid: str) -> Complaint:
+    now = datetime.now(timezone.utc)
+    return Complaint(id=f"cmp_{mid}", case_number=PLACEHOLDER, status=ComplaintStatus.accepted, formal_complaint=False,
+                     category="transaction", channel="app", customer_id=f"cus_{mid}",
+                     contact=Contact(kind="app_user", value=mid), language="en", created_at=now, updated_at=now,
+                     skill="payments")
+
+
+async def received(store: Any, mids: list[str]) -> str:
+    """Messages waiting to be committed, and the day whose case numbers they take (from 101)."""
+    day = datetime.now(timezone.utc).strftime("%Y%m%d")
+    await store.r.set(store.keys.case_seq(day), 100)
+    for mid in mids:
+        await store.r.hset(store.keys.msg(mid), mapping={"status": "received", "channel": "app"})
+    return day
+
+
+async def commit_all(store: Any, mids: list[str]) -> list[tuple[bool, str, str, list[Any]]]:
+    return list(await asyncio.gather(*(store.commit_new_complaint(mid, complaint(mid), case_placeholder=PLACEHOLDER)
+                                       for mid in mids)))
+
+
+async def test_the_case_numbers_of_one_call_are_all_set_and_each_its_own(store: Any) -> None:
+    mids = [f"m{n}" for n in range(6)]
+    day = await received(store, mids)
+    results = await commit_all(store, mids)
+    assert store._commits.calls < len(mids)  # the first alone, the rest in one call
+    assert all(created for created, *_ in results)
+    cases = [case for _, _, case, _ in results]
+    assert sorted(cases) == [f"C-{day}-{n:06d}" for n in range(101, 107)]
+    for mid, (_, cid, case, _) in zip(mids, results):
+        assert cid == f"cmp_{mid}"
+        assert await store.r.get(store.keys.case(case)) == cid.encode()
+        assert await store.r.hget(store.keys.msg(mid), "case_number") == case.encode()
+    # committed again (a retried job): nothing new, the same answers
+    again = await commit_all(store, mids)
+    assert [(created, cid, case) for created, cid, case, _ in again] == [(False, cid, case) for _, cid, case, _ in results]
+
+
+async def test_a_taken_case_number_is_replaced_and_the_others_kept(store: Any) -> None:
+    """One number of the call's block belongs to another complaint already (a block that outlived
+    a failover): the ``MSETNX`` sets none, each number is checked on its own, and only the
+    complaint that drew the taken one takes a number of a new block."""
+    mids = [f"t{n}" for n in range(6)]
+    day = await received(store, mids)
+    taken = f"C-{day}-000103"
+    await store.r.set(store.keys.case(taken), "cmp_other")
+    results = await commit_all(store, mids)
+    assert store._commits.calls < len(mids) + 1
+    assert all(created for created, *_ in results)
+    cases = [case for _, _, case, _ in results]
+    assert taken not in cases and len(set(cases)) == len(mids)
+    assert sum(int(case[-6:]) > 100 + CASE_BLOCK for case in cases) == 1  # the one from a new block
+    assert await store.r.get(store.keys.case(taken)) == b"cmp_other"
+    for _, cid, case, _ in results:
+        assert await store.r.get(store.keys.case(case)) == cid.encode()
+
+
+async def test_one_message_twice_in_a_call_opens_one_complaint(store: Any) -> None:
+    mids = ["d0", "d1", "d1", "d2"]
+    day = await received(store, sorted(set(mids)))
+    results = await commit_all(store, mids)
+    by_mid = {}
+    for mid, (created, cid, case, _) in zip(mids, results):
+        assert cid == f"cmp_{mid}"
+        by_mid.setdefault(mid, set()).add(case)
+    assert len(by_mid["d1"]) == 1  # both answers name the one complaint and its number
+    assert sum(created for created, *_ in results) == 3
+    numbers = await store.r.keys(store.keys.case(f"C-{day}-*"))
+    assert len(numbers) == 3  # the second entry's number was not written

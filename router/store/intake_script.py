@@ -48,7 +48,7 @@ local max_pending = tonumber(ARGV[2])
 local contact_limit = tonumber(ARGV[3])
 local channel_limit = tonumber(ARGV[4])
 local pending_n = nil   -- read once, at the first message that needs it, then kept up to date
-local channels = {}     -- a channel's rate counter: {value, increments not yet written}
+local channels = {}     -- a channel's rate counter: {count so far, increments taken ahead, not yet used}
 local counts = {}
 local out = {}
 local accepted = 0
@@ -86,16 +86,20 @@ local function take(i)
   end
   if not status and rate_channel ~= none then
     local seen = channels[rate_channel]
-    local c
     if seen == nil then
-      c = redis.call('INCR', rate_channel)
-      if c == 1 then redis.call('EXPIRE', rate_channel, 2) end
-      channels[rate_channel] = {c, 0}
-    else  -- counted here, written once after the loop
-      c = seen[1] + 1
-      seen[1], seen[2] = c, seen[2] + 1
+      -- one INCRBY for this message and the call's later ones of the channel (the usual case: all
+      -- of them come this far); those that do not are given back after the loop
+      local ahead = 0
+      for j = i, n do
+        if KEYS[5 + (j - 1) * 6 + 6] == rate_channel then ahead = ahead + 1 end
+      end
+      local c = redis.call('INCRBY', rate_channel, ahead)
+      if c == ahead then redis.call('EXPIRE', rate_channel, 2) end
+      seen = {c - ahead, ahead}  -- the count before this message, the increments not yet used
+      channels[rate_channel] = seen
     end
-    if c > channel_limit then status, ref = 'rate_limited', 'channel' end
+    seen[1], seen[2] = seen[1] + 1, seen[2] - 1
+    if seen[1] > channel_limit then status, ref = 'rate_limited', 'channel' end
   end
   if not status then
     if idem ~= none then
@@ -137,7 +141,7 @@ if accepted > 0 then
   redis.call('ZADD', KEYS[2], unpack(queued))
 end
 for key, seen in pairs(channels) do
-  if seen[2] > 0 then redis.call('INCRBY', key, seen[2]) end
+  if seen[2] > 0 then redis.call('DECRBY', key, seen[2]) end
 end
 -- one wake-up waiting is enough: a woken worker polls, and claims every job due it has room for
 if accepted > 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[3]) == 0 then

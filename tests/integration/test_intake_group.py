@@ -107,6 +107,27 @@ async def test_the_channels_budget_counts_every_message_of_a_call(store):
     pytest.fail("every try straddled a second")
 
 
+async def test_the_channels_budget_counts_only_the_messages_that_reach_it(store):
+    """The call takes the channel's increments for all its messages at once and gives back those
+    of the messages refused before the channel's budget (here by their sender's)."""
+    store.limits.channel_per_second, store.limits.contact_per_minute = 10, 1
+    for _ in range(5):
+        await asyncio.sleep(1.02 - time.time() % 1)
+        started = int(time.time())
+        senders = [f"p{started}-{n}" for n in range(12)]
+        outcomes = await intake_all(store, [message(s) for s in senders for _ in range(2)])
+        if int(time.time()) != started or int(time.time()) // 60 != started // 60:
+            continue
+        firsts, seconds = outcomes[0::2], outcomes[1::2]
+        assert [o.status for o in firsts] == ["accepted"] * 10 + ["rate_limited"] * 2
+        assert {o.message_id for o in firsts[10:]} == {"channel"}
+        assert {(o.status, o.message_id) for o in seconds} == {("rate_limited", "contact")}
+        counter = store.keys.rate_channel("app", started)
+        assert await store.r.get(counter) == b"12" and 0 < await store.r.ttl(counter) <= 2
+        return
+    pytest.fail("every try straddled a second")
+
+
 async def test_backpressure_counts_the_messages_of_the_same_call(store):
     store.limits.max_pending = 5
     outcomes = await intake_all(store, [message(f"b{n}") for n in range(8)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextvars import ContextVar
-from typing import Any, Self, cast
+from typing import Any, Callable, Self, cast
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
@@ -29,7 +29,7 @@ _CLAIM_JOBS_LUA = """
 -- Claims each job that is not running elsewhere, still queued and due, and, claimed, does what
 -- arq's run_job does first: reads the job's bytes and counts its try (the retry count: set to 1
 -- with its expiry on a first try, incremented after). Answers {job id, score, job bytes (false:
--- expired), try} per job claimed.
+-- none: expired, or a job without a key, see WakeableWorker.implicit_job), try} per job claimed.
 local ids = {}
 for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
 local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids))
@@ -114,8 +114,12 @@ class WakeableWorker(Worker):
     wake-up comes (jobs deferred into the future, retries).
     """
 
-    def __init__(self, *args: Any, wake_key: str, redis_url: str, slot_key: str = "", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, wake_key: str, redis_url: str, slot_key: str = "",
+                 implicit_job: Callable[[str, int], bytes | None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: The bytes of a queued job that has no job key (a message's job: its id says what it
+        #: runs), from its id and score; None: none such (the job expired, as arq has it).
+        self.implicit_job = implicit_job
         self.wake_key = wake_key
         self.slot_key = slot_key  # the key prefix: its Redis Cluster slot is where this desk lives
         self.redis_url = redis_url
@@ -169,6 +173,8 @@ class WakeableWorker(Worker):
                 self.sem.release()
         for raw_id, score, job, job_try in answers:
             job_id = raw_id.decode()
+            if job is None and self.implicit_job is not None:
+                job = self.implicit_job(job_id, int(score))
             self._claimed[job_id] = (f"{prefix}{wanted.index(job_id) + 1}", claimed_at)
             self._loaded[job_id] = (job, int(job_try), True)
             task = self.loop.create_task(self.run_job(job_id, int(score)))

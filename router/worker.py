@@ -38,7 +38,7 @@ from router.housekeeping import housekeeping, run_poller
 from router.incident_check import consider_incident
 from router.pipeline import process_message
 from router.redis_pool import SENTINEL_SCHEME, redis_unavailable, route_now
-from router.store import ComplaintStore
+from router.store import ComplaintStore, ingest_job_bytes
 from router.timers import Clock, TimerLoop
 
 log = logging.getLogger("gateway.worker")
@@ -208,6 +208,7 @@ def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPl
         wake_key=store_keys.wake,
         redis_url=redis_url,
         slot_key=settings.redis_prefix,
+        implicit_job=lambda job_id, score: ingest_job_bytes(job_id, store_keys.tag, score),
     )
 
 

@@ -29,21 +29,23 @@ PENDING_SLACK_PART = 10
 
 #: Keys before the first message's: pending, arq queue, wake, metrics, none.
 SHARED_KEYS = 5
-#: Keys of one message: msg, idem (none = no scope), job, raw (none = no raw), sender's rate
-#: counter (none = no limit), channel's rate counter (none = no limit).
-KEYS_PER_MESSAGE = 6
+#: Keys of one message: msg, idem (none = no scope), raw (none = no raw), sender's rate counter
+#: (none = no limit), channel's rate counter (none = no limit). A message's job has no key of its
+#: own: its id in arq's queue names it (``router.store.messages.ingest_job_bytes``).
+KEYS_PER_MESSAGE = 5
 #: Arguments before the first message's: wake ('1'/'0'), max pending (0 = none), sender's limit
-#: per minute, channel's limit per second, job expiry ms, idem ttl s, raw ttl s, count the
-#: outcomes in the metrics hash here ('1'; '0': the caller's process tallies them), messages.
-SHARED_ARGS = 9
-#: Arguments of one message: message_id, data, received_ms, body_hash ('' = don't compare), job
-#: bytes, raw bytes, channel, job id, sender contact key, vouched-for contact keys (newline-separated).
-ARGS_PER_MESSAGE = 10
+#: per minute, channel's limit per second, idem ttl s, raw ttl s, count the outcomes in the
+#: metrics hash here ('1'; '0': the caller's process tallies them), messages.
+SHARED_ARGS = 8
+#: Arguments of one message: message_id, data, received_ms (the job's score in arq's queue too),
+#: body_hash ('' = don't compare), raw bytes, channel, job id, sender contact key, vouched-for
+#: contact keys (newline-separated).
+ARGS_PER_MESSAGE = 9
 
 INTAKE_LUA = """
 -- KEYS, ARGV: see router/store/intake_script.py (shared ones first, then each message's)
 local none = KEYS[5]
-local n = tonumber(ARGV[9])
+local n = tonumber(ARGV[8])
 local max_pending = tonumber(ARGV[2])
 local contact_limit = tonumber(ARGV[3])
 local channel_limit = tonumber(ARGV[4])
@@ -55,11 +57,11 @@ local accepted = 0
 local waiting, queued = {}, {}
 -- one message: its outcome and the reference answered with it
 local function take(i)
-  local k = 5 + (i - 1) * 6
-  local a = 9 + (i - 1) * 10
-  local msg, idem, job, raw = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local rate_contact, rate_channel = KEYS[k + 5], KEYS[k + 6]
-  local mid, channel = ARGV[a + 1], ARGV[a + 7]
+  local k = 5 + (i - 1) * 5
+  local a = 8 + (i - 1) * 9
+  local msg, idem, raw = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local rate_contact, rate_channel = KEYS[k + 4], KEYS[k + 5]
+  local mid, channel = ARGV[a + 1], ARGV[a + 6]
   local status, ref = nil, nil
   if idem ~= none then
     local existing = redis.call('GET', idem)
@@ -91,7 +93,7 @@ local function take(i)
       -- of them come this far); those that do not are given back after the loop
       local ahead = 0
       for j = i, n do
-        if KEYS[5 + (j - 1) * 6 + 6] == rate_channel then ahead = ahead + 1 end
+        if KEYS[5 + (j - 1) * 5 + 5] == rate_channel then ahead = ahead + 1 end
       end
       local c = redis.call('INCRBY', rate_channel, ahead)
       if c == ahead then redis.call('EXPIRE', rate_channel, 2) end
@@ -103,24 +105,24 @@ local function take(i)
   end
   if not status then
     if idem ~= none then
-      redis.call('SET', idem, mid .. '|' .. ARGV[a + 4], 'EX', ARGV[6])
+      redis.call('SET', idem, mid .. '|' .. ARGV[a + 4], 'EX', ARGV[5])
     end
     redis.call('HSET', msg, 'data', ARGV[a + 2], 'status', 'received', 'received_ms', ARGV[a + 3],
-               'channel', channel, 'contact', ARGV[a + 9], 'vouched', ARGV[a + 10])
+               'channel', channel, 'contact', ARGV[a + 8], 'vouched', ARGV[a + 9])
     if raw ~= none then
-      redis.call('SET', raw, ARGV[a + 6], 'EX', ARGV[7])
+      redis.call('SET', raw, ARGV[a + 5], 'EX', ARGV[6])
     end
-    -- the pending set and arq's queue: one ZADD each for the call's messages, after the loop
+    -- the pending set and arq's queue: one ZADD each for the call's messages, after the loop (the
+    -- job is its id there: the worker knows what an ingest job runs, see ingest_job_bytes)
     waiting[#waiting + 1] = ARGV[a + 3]
     waiting[#waiting + 1] = mid
     queued[#queued + 1] = ARGV[a + 3]
-    queued[#queued + 1] = ARGV[a + 8]
+    queued[#queued + 1] = ARGV[a + 7]
     if pending_n ~= nil then pending_n = pending_n + 1 end
-    redis.call('PSETEX', job, ARGV[5], ARGV[a + 5])
     accepted = accepted + 1
     status, ref = 'accepted', mid
   end
-  if ARGV[8] == '1' then
+  if ARGV[7] == '1' then
     local field = 'gateway_messages_in|channel=' .. channel .. ',outcome=' .. status
     counts[field] = (counts[field] or 0) + 1
   end
@@ -238,7 +240,7 @@ class IntakeGroup:
             metrics_key = shared_keys[3]
             for (_, a), result in zip(batch, results):
                 if isinstance(result, tuple):
-                    tally.add(metrics_key, f"gateway_messages_in|channel={a[6]},outcome={result[0]}", 1)
+                    tally.add(metrics_key, f"gateway_messages_in|channel={a[5]},outcome={result[0]}", 1)
         return results
 
 

@@ -18,8 +18,14 @@ class Workers(StoreBase):
             await pipe.execute()
 
     async def job_exists(self, job_id: str) -> bool:
+        """Queued (a message's job has no job key: its place in arq's queue is all of it), running,
+        or done with a result kept."""
         job_id = self.keys.job_id(job_id)
-        return bool(await self.r.exists(Keys.arq_job(job_id), Keys.arq_in_progress(job_id), Keys.arq_result(job_id)))
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zscore(self.keys.arq_queue, job_id)
+            pipe.exists(Keys.arq_job(job_id), Keys.arq_in_progress(job_id), Keys.arq_result(job_id))
+            queued, keys = await pipe.execute()
+        return queued is not None or bool(keys)
 
     async def stale_pending(self, older_than_ms: int, limit: int = 500) -> list[str]:
         ids = await self.r.zrangebyscore(self.keys.pending, "-inf", now_ms() - older_than_ms, start=0, num=limit)

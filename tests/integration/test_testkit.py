@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from arq.constants import job_key_prefix
 from msgspec.structs import replace
 
+from router.store import ComplaintStore, PlannedJob
 from tests.conftest import APP, stored_keys
 
 pytestmark = pytest.mark.integration
@@ -26,8 +27,13 @@ async def test_stored_keys_sees_only_this_gateways_keys(client, settings):
         # this gateway's own job is seen, with its key under arq's names
         mid = (await client.post("/v1/messages", json={"user_id": "kit-1", "text": "refund"},
                                  headers=APP)).json()["message_id"]
+        store = ComplaintStore(settings.redis_prefix)
+        store.bind(r)
+        event = f"event:kit{uuid.uuid4().hex[:8]}:created"
+        await store.enqueue(PlannedJob("dispatch_event", event, ("kit", "created", 0, "t", {})))
         after = await stored_keys(settings)
-        assert f"{job_key_prefix}ingest:{mid}" in after and other not in after
+        assert f"{job_key_prefix}{event}" in after and other not in after
+        assert f"{job_key_prefix}ingest:{mid}" not in after  # a message's job is its id in the queue, no key
         assert {k for k in after if not k.startswith(job_key_prefix)} > set(before)
     finally:
         await r.delete(other, other_prefix_key)

@@ -157,6 +157,26 @@ async def test_a_lost_job_is_recovered(client, drain, store, settings):
     assert await recover_pending(store) == 0
 
 
+async def test_a_message_job_is_its_place_in_the_queue(client, drain, store):
+    """The intake writes no job key for a message: the queue's entry (its id, scored with the
+    message's arrival) is the whole job, the worker makes arq's bytes from it, and a message
+    that waits long in a backlog is not taken for lost (queued again, it would lose its place)."""
+    from arq.constants import job_key_prefix
+
+    mid = (await client.post("/v1/messages", json={"user_id": "u1", "text": "charged twice"}, headers=APP)).json()["message_id"]
+    job_id = store.keys.job_id(f"ingest:{mid}")
+    assert not await store.r.exists(job_key_prefix + job_id)
+    received_ms = int(await store.r.hget(store.keys.msg(mid), "received_ms"))
+    assert await store.r.zscore(store.keys.arq_queue, job_id) == received_ms
+    await store.r.zadd(store.keys.pending, {mid: now_ms() - 120_000})  # waiting for two minutes
+    assert await store.job_exists(f"ingest:{mid}")
+    assert await recover_pending(store) == 0
+    assert await store.r.zscore(store.keys.arq_queue, job_id) == received_ms  # its place kept
+    await drain()
+    assert (await client.get(f"/v1/messages/{mid}", headers=APP)).json()["status"] == "processed"
+    assert not await store.r.exists(job_key_prefix + job_id) and not await store.job_exists(f"ingest:{mid}")
+
+
 async def test_the_app_key_sees_only_app_cases(client, drain):
     await client.post("/v1/complaints", headers=ALICE, json={
         "channel": "counter", "contact": {"kind": "phone", "value": "+8613800138000"}, "text": "fee too high"})

@@ -57,14 +57,19 @@ class Complaints(StoreBase):
         process's block of numbers (one round trip per ``CASE_BLOCK`` cases). A job that dies before
         its commit, or a process that stops, leaves its numbers unused: case numbers are unique
         and grow within a process, not gap-free."""
-        block = self._case_blocks.get(day)
-        while block is None or block[0] > block[1]:
-            last = int(await self._case_script(keys=[self.keys.case_seq(day)], args=[CASE_BLOCK, CASE_SEQ_TTL_S]))
+        while True:
             block = self._case_blocks.get(day)
-            if block is None or block[0] > block[1]:  # (another job of this process may have taken one meanwhile)
-                if len(self._case_blocks) > 2:
-                    self._case_blocks.clear()
-                block = self._case_blocks[day] = [last - CASE_BLOCK + 1, last]
+            if block is not None and block[0] <= block[1]:
+                break
+            # one job of the process takes the next block; the others wait for it, not a block each
+            # (saturated, jobs finding a block used up at the same moment took a block for every ~4 numbers used)
+            async with self._case_refill:
+                block = self._case_blocks.get(day)
+                if block is None or block[0] > block[1]:
+                    last = int(await self._case_script(keys=[self.keys.case_seq(day)], args=[CASE_BLOCK, CASE_SEQ_TTL_S]))
+                    if len(self._case_blocks) > 2:
+                        self._case_blocks.clear()
+                    self._case_blocks[day] = [last - CASE_BLOCK + 1, last]
         n = block[0]
         block[0] += 1
         return f"C-{day}-{n:06d}"

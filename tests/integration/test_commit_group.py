@@ -86,3 +86,12 @@ async def test_one_message_twice_in_a_call_opens_one_complaint(store: Any) -> No
     assert sum(created for created, *_ in results) == 3
     numbers = await store.r.keys(store.keys.case(f"C-{day}-*"))
     assert len(numbers) == 3  # the second entry's number was not written
+
+
+async def test_jobs_that_find_the_numbers_used_up_together_take_one_block(store: Any) -> None:
+    """Jobs that need a case number while the process's block is used up wait for the one job
+    that takes the next block, instead of each taking a block (and leaving it nearly unused)."""
+    day = "20991231"
+    numbers = await asyncio.gather(*(store.case_number(day) for _ in range(40)))
+    assert len(set(numbers)) == 40 and all(n.startswith(f"C-{day}-") for n in numbers)
+    assert int(await store.r.get(store.keys.case_seq(day))) == 3 * CASE_BLOCK  # 40 numbers: three blocks

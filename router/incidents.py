@@ -40,8 +40,8 @@ from typing import Any
 
 from plugins.locks import RedisLock
 from router.store import ComplaintStore
-from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA
-from normalizer.ids import now_ms
+from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, OPEN_VERSION_FIELD
+from normalizer.ids import new_id, now_ms
 from normalizer.pii import mask_pii
 
 CONCEPTS: dict[str, tuple[str, ...]] = {
@@ -88,6 +88,9 @@ class _WindowCache:
         self.entries: dict[str, dict[bytes, Entry]] = {}  # recent key -> complaint id -> entry
         self.synced: dict[str, int] = {}  # recent key -> now ms of the last read
         self.samples: dict[str, list[frozenset[str]]] = {}  # incident key -> its sample token sets
+        #: open incidents key -> (their version, their ids) as last read: the note reads them again
+        #: only when their version changed (``open_changed``), so mostly not at all
+        self.open: dict[str, tuple[str, list[str]]] = {}
         self.checks = 0
 
 
@@ -182,10 +185,11 @@ class Incidents:
         recent = self.keys.incident_recent(category)
         now = now_ms()
         since = (_cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS) if _cache.entries.get(recent) else 0
+        seen = _cache.open.get(self.keys.incidents_open(category), ("-",))[0]
         _cache.checks += 1
         _cache.entries.setdefault(recent, {})[complaint_id.encode()] = (customer_id, toks)
         return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
-                MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0"]
+                MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0", seen]
 
     async def consider(self, complaint_id: str, customer_id: str, category: str, text: str,
                        at_ms: int | None = None) -> tuple[str, list[str]]:
@@ -203,7 +207,7 @@ class Incidents:
                                   args=[complaint_id, *args])
         if _text(result[0]) == "formed":  # formed on an earlier run that did not finish linking
             return own, await self.members(own)
-        return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1:4])
+        return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1:5])
 
     async def decide(self, complaint_id: str, customer_id: str, category: str, text: str, toks: frozenset[str],
                      noted_at: int, window: list[Any]) -> tuple[str, list[str]]:
@@ -213,7 +217,11 @@ class Incidents:
         different customers. Answers as ``consider``."""
         recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
         known = _cache.entries.setdefault(recent, {})
-        ids, fresh, open_ids = window[0], window[1], [_text(i) for i in window[2]]  # ids as bytes
+        ids, fresh = window[0], window[1]  # ids as bytes
+        open_key = self.keys.incidents_open(category)
+        if window[2] is not None:  # read: their version changed since this process last read them
+            _cache.open[open_key] = (_text(window[3]), [_text(i) for i in window[2]])
+        open_ids = _cache.open[open_key][1] if open_key in _cache.open else None  # (None: read them now)
         for i in range(0, len(fresh) - 1, 2):
             if fresh[i] not in known:
                 known[fresh[i]] = _entry(fresh[i + 1])
@@ -260,6 +268,7 @@ class Incidents:
                 pipe.zadd(self.keys.incidents, {own: now})
                 pipe.set(self.key(own), json.dumps(incident, ensure_ascii=False))
                 pipe.sadd(self.keys.incidents_open(category), own)
+                self.open_changed(pipe, category)
                 await pipe.execute()
             return own, linked
         finally:
@@ -299,5 +308,13 @@ class Incidents:
         if incident is None:
             return
         incident["status"] = "closed"
-        await self.r.srem(self.keys.incidents_open(incident["category"]), iid)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.srem(self.keys.incidents_open(incident["category"]), iid)
+            self.open_changed(pipe, incident["category"])
+            await pipe.execute()
         await self.save(incident)
+
+    def open_changed(self, pipe: Any, category: str) -> None:
+        """In the transaction that opens or closes an incident of ``category``: its open incidents'
+        new version, which makes every process's next note read them again."""
+        pipe.hset(self.keys.incident_texts(category), OPEN_VERSION_FIELD, new_id("v"))

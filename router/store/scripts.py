@@ -9,18 +9,25 @@ from __future__ import annotations
 
 from router.store.intake_script import INTAKE_LUA
 
+#: The field of a category's incident texts hash that holds the version of its open incidents
+#: (a new token whenever an incident of the category opens or closes: ``Incidents.open_changed``).
+OPEN_VERSION_FIELD = "~open"
+
 INCIDENT_NOTE_FN = """
 -- A category's incident window: recent (sorted set: complaint id by time), texts (hash: complaint
--- id -> customer TAB tokens), open (the category's open incidents, a set).
+-- id -> customer TAB tokens, and the open incidents' version in its field OPEN_VERSION), open (the
+-- category's open incidents, a set).
 -- window_read: after complaints were noted (ZADD recent, HSET texts), trim the window and read it
 -- back. a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
 -- are returned), sweep ('1': drop a bounded number of text entries whose complaint left the window
--- without its text being dropped)}; own: the ids this call noted (set: id -> true), whose texts
--- the caller has already. Returns {kept ids oldest first, {id, entry, ...} noted since and not
--- own, open incident ids}.
+-- without its text being dropped), the open incidents' version the caller has them as ('-': it
+-- has none)}; own: the ids this call noted (set: id -> true), whose texts the caller has already.
+-- Returns {kept ids oldest first, {id, entry, ...} noted since and not own, open incident ids
+-- (false: the caller's are current, their version unchanged), the open incidents' version}.
 -- What left the window is not returned at once, but removed only once TRIM_AT entries have left
 -- (one ZREMRANGEBYRANK and one HDEL per TRIM_AT notes, not per note, in a full window).
 local TRIM_AT = 32
+local OPEN_VERSION = 'OPEN_VERSION_FIELD'
 local function window_read(recent, texts, open, a, own)
   local all = redis.call('ZRANGE', recent, 0, -1, 'WITHSCORES')
   local n = #all / 2
@@ -37,7 +44,9 @@ local function window_read(recent, texts, open, a, own)
   if a[4] == '1' and redis.call('HLEN', texts) > 2 * tonumber(a[2]) then
     local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
     for i = 1, #page, 2 do
-      if not redis.call('ZSCORE', recent, page[i]) then redis.call('HDEL', texts, page[i]) end
+      if page[i] ~= OPEN_VERSION and not redis.call('ZSCORE', recent, page[i]) then
+        redis.call('HDEL', texts, page[i])
+      end
     end
   end
   local ids, fresh = {}, {}
@@ -46,19 +55,27 @@ local function window_read(recent, texts, open, a, own)
     ids[#ids + 1] = all[i * 2 - 1]
     if tonumber(all[i * 2]) >= since and not own[all[i * 2 - 1]] then fresh[#fresh + 1] = all[i * 2 - 1] end
   end
-  local entries = {}
+  -- the new texts and the open incidents' version in one read; the open incidents themselves
+  -- only when their version is not the caller's
+  local entries, version = {}, nil
   if #fresh > 0 then
-    local values = redis.call('HMGET', texts, unpack(fresh))
+    local values = redis.call('HMGET', texts, OPEN_VERSION, unpack(fresh))
+    version = values[1]
     for i, id in ipairs(fresh) do
-      if values[i] then
+      if values[i + 1] then
         entries[#entries + 1] = id
-        entries[#entries + 1] = values[i]
+        entries[#entries + 1] = values[i + 1]
       end
     end
+  else
+    version = redis.call('HGET', texts, OPEN_VERSION)
   end
-  return {ids, entries, redis.call('SMEMBERS', open)}
+  version = version or ''
+  local open_ids = false
+  if version ~= a[5] then open_ids = redis.call('SMEMBERS', open) end
+  return {ids, entries, open_ids, version}
 end
-"""
+""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD)
 
 PREPARE_LUA = """
 -- Load messages for processing, resolve each one's customer, and read that customer's open-case
@@ -199,7 +216,7 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 --   ('' = none), new_skill (true: add to the skills set); outbox ('' = none), outbox_due; jobs
 --   ({key, id, bytes (binary), score, expiry ms} each); open (the customer's open-case key), fp
 --   (binary; 0 = none); timers ({due, member, ...}); note (absent: not noted; else {recent, texts,
---   open, entry, now, start, most, since, sweep})
+--   open, entry, now, start, most, since, sweep, the open incidents' version the caller has})
 -- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
 -- another complaint: a process's block outlived a failover that lost the sequence's writes; take
 -- another number) or {'created', complaint id, case[, the incident window of its category as
@@ -272,12 +289,13 @@ for _, e in ipairs(entries) do
       local nt = e.note
       local w = notes[nt[1]]
       if not w then
-        w = {texts = nt[2], open = nt[3], fields = {}, a = {nt[6], nt[7], nt[8], nt[9]}, outs = {}}
+        w = {texts = nt[2], open = nt[3], fields = {}, a = {nt[6], nt[7], nt[8], nt[9], nt[10]}, outs = {}}
         notes[nt[1]] = w
         nkeys[#nkeys + 1] = nt[1]
       end
       if tonumber(nt[8]) < tonumber(w.a[3]) then w.a[3] = nt[8] end
       if nt[9] == '1' then w.a[4] = '1' end
+      if nt[10] ~= w.a[5] then w.a[5] = '-' end  -- (notes that had the open incidents as different versions: read)
       zadd(nt[1], nt[5], cid)
       w.fields[#w.fields + 1] = cid
       w.fields[#w.fields + 1] = nt[4]
@@ -297,7 +315,7 @@ for _, recent in ipairs(nkeys) do
   local window = window_read(recent, w.texts, w.open, w.a, own)
   for _, o in ipairs(w.outs) do
     local r = out[o]
-    r[4], r[5], r[6] = window[1], window[2], window[3]
+    r[4], r[5], r[6], r[7] = window[1], window[2], window[3], window[4]
   end
 end
 -- the complaint holds the text now: the message record keeps only where it went (rewritten,
@@ -351,12 +369,12 @@ INCIDENT_NOTE_LUA = INCIDENT_NOTE_FN + """
 -- KEYS: 1 recent, 2 texts, 3 the category's open incidents, 4 the incident this complaint forms
 -- ARGV: 1 complaint id, 2 its entry (customer TAB tokens), 3 now ms, then window_read's a
 -- Returns {'formed'} when the incident exists already (an earlier run of the same check), else
--- {'ok', kept ids, entries noted since, open incident ids}.
+-- {'ok', kept ids, entries noted since, open incident ids (false: unchanged), their version}.
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'formed'} end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7]}, {[ARGV[1]] = true})
-return {'ok', w[1], w[2], w[3]}
+local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]}, {[ARGV[1]] = true})
+return {'ok', w[1], w[2], w[3], w[4]}
 """
 
 JOIN_IF_OPEN_LUA = """
@@ -367,4 +385,4 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 """
 
-__all__ = ["CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "PREPARE_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+__all__ = ["OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "PREPARE_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from router.incidents import MAX_RECENT, Incidents, tokens
 from normalizer.ids import now_ms
 from router.store import ComplaintStore
-from router.store.scripts import INCIDENT_NOTE_LUA
+from router.store.scripts import INCIDENT_NOTE_LUA, OPEN_VERSION_FIELD
 
 CRASH = ["App crashes when I pay at checkout, payment failed", "the app crashed while paying, payment failure",
          "app keeps crashing at payment checkout"]
@@ -67,7 +67,10 @@ async def test_an_incident_another_process_opened_a_moment_ago_is_joined(redis_u
             await r.hset(texts, f"cmp_o{n}", f"cus_o{n}\t" + " ".join(sorted(tokens(text))))
         await r.set(incidents.key("inc_o1"), json.dumps({"id": "inc_o1", "category": category, "status": "open",
                                                          "sample_tokens": [sorted(tokens(CRASH[0]))]}))
-        await r.sadd(store.keys.incidents_open(category), "inc_o1")
+        async with r.pipeline(transaction=True) as pipe:  # as the other process's forming does it
+            pipe.sadd(store.keys.incidents_open(category), "inc_o1")
+            Incidents(store, window_minutes=10, min_customers=3).open_changed(pipe, category)
+            await pipe.execute()
         assert await incidents.consider("cmp_a1", "cus_a1", category, CRASH[2]) == ("inc_o1", ["cmp_a1"])
         assert await r.smembers(store.keys.incidents_open(category)) == {b"inc_o1"}
     finally:
@@ -91,5 +94,48 @@ async def test_an_incident_closed_a_moment_ago_is_not_joined_from_the_copy(redis
         joined, _ = await incidents.consider("cmp_k3", "cus_k3", category, CRASH[0])
         assert joined != "inc_k2"
         assert await incidents.members("inc_k2") == ["cmp_k0", "cmp_k1", "cmp_k2"]
+    finally:
+        await r.aclose()
+
+
+async def test_the_open_incidents_are_read_only_when_their_version_changed(redis_url: str, prefix: str) -> None:
+    """The note answers a category's open incidents only to a caller that has another version of
+    them: an incident opening or closing (``open_changed``, in the same transaction) makes a new one.
+    The sweep of stale texts keeps the version."""
+    r = Redis.from_url(redis_url)
+    store = ComplaintStore(prefix)
+    store.bind(r)
+    incidents = Incidents(store, window_minutes=10, min_customers=3)
+    category = "transaction"
+    recent, texts = store.keys.incident_recent(category), store.keys.incident_texts(category)
+    open_key = store.keys.incidents_open(category)
+    note = r.register_script(INCIDENT_NOTE_LUA)
+
+    async def read(cid: str, seen: str, sweep: str = "0") -> list:
+        return await note(keys=[recent, texts, open_key, incidents.key("inc_none")],
+                          args=[cid, f"cus_{cid}\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, sweep, seen])
+
+    try:
+        first = await read("cmp_v0", "-")  # the caller has none: read (none open, no version yet)
+        assert first[3] == [] and first[4] == b""
+        assert (await read("cmp_v1", ""))[3] is None  # the same version: not read
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.sadd(open_key, "inc_v")
+            incidents.open_changed(pipe, category)
+            await pipe.execute()
+        changed = await read("cmp_v2", "")
+        assert changed[3] == [b"inc_v"] and changed[4] not in (b"", b"-")
+        await r.hset(texts, mapping={f"stale{n}": "x" for n in range(2 * MAX_RECENT + 1)})  # for the sweep
+        before = await r.hlen(texts)
+        for n in range(3):  # (each sweep drops what one HSCAN page finds)
+            swept = await read(f"cmp_v3{n}", changed[4].decode(), sweep="1")
+            assert swept[3] is None and swept[4] == changed[4]
+        assert await r.hlen(texts) < before and await r.hget(texts, OPEN_VERSION_FIELD) == changed[4]
+        await incidents.close("inc_v")  # (no incident record: nothing to close)
+        assert (await read("cmp_v4", changed[4].decode()))[3] is None
+        await r.set(incidents.key("inc_v"), '{"id": "inc_v", "category": "transaction", "status": "open"}')
+        await incidents.close("inc_v")
+        closed = await read("cmp_v5", changed[4].decode())
+        assert closed[3] == [] and closed[4] != changed[4]
     finally:
         await r.aclose()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import unicodedata
 from datetime import datetime, timezone
 from typing import Any
@@ -77,6 +78,9 @@ SYNC_MARGIN_MS = 2_000
 #: Every this many checks a process also drops a bounded number of stale text entries (left by
 #: versions that trimmed the window without dropping their texts).
 SWEEP_EVERY = 200
+#: A category's open incidents are read at least this often (seconds) even when their version did
+#: not change: a process of a version before the version changes them without renewing it.
+OPEN_READ_AT_LEAST_S = 10.0
 
 Entry = tuple[str, frozenset[str]]  # customer id, tokens
 
@@ -88,9 +92,10 @@ class _WindowCache:
         self.entries: dict[str, dict[bytes, Entry]] = {}  # recent key -> complaint id -> entry
         self.synced: dict[str, int] = {}  # recent key -> now ms of the last read
         self.samples: dict[str, list[frozenset[str]]] = {}  # incident key -> its sample token sets
-        #: open incidents key -> (their version, their ids) as last read: the note reads them again
-        #: only when their version changed (``open_changed``), so mostly not at all
-        self.open: dict[str, tuple[str, list[str]]] = {}
+        #: open incidents key -> (their version, their ids, monotonic s when read): the note reads
+        #: them again only when their version changed (``open_changed``) or the reading is
+        #: ``OPEN_READ_AT_LEAST_S`` old (a process of an older version changes them without one)
+        self.open: dict[str, tuple[str, list[str], float]] = {}
         self.checks = 0
 
 
@@ -185,7 +190,8 @@ class Incidents:
         recent = self.keys.incident_recent(category)
         now = now_ms()
         since = (_cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS) if _cache.entries.get(recent) else 0
-        seen = _cache.open.get(self.keys.incidents_open(category), ("-",))[0]
+        known_open = _cache.open.get(self.keys.incidents_open(category))
+        seen = known_open[0] if known_open and time.monotonic() - known_open[2] < OPEN_READ_AT_LEAST_S else "-"
         _cache.checks += 1
         _cache.entries.setdefault(recent, {})[complaint_id.encode()] = (customer_id, toks)
         return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
@@ -220,7 +226,7 @@ class Incidents:
         ids, fresh = window[0], window[1]  # ids as bytes
         open_key = self.keys.incidents_open(category)
         if window[2] is not None:  # read: their version changed since this process last read them
-            _cache.open[open_key] = (_text(window[3]), [_text(i) for i in window[2]])
+            _cache.open[open_key] = (_text(window[3]), [_text(i) for i in window[2]], time.monotonic())
         open_ids = _cache.open[open_key][1] if open_key in _cache.open else None  # (None: read them now)
         for i in range(0, len(fresh) - 1, 2):
             if fresh[i] not in known:

@@ -69,7 +69,7 @@ class StoreBase:
         #: This process's block of case numbers per day: [next, last] (``Complaints.case_number``),
         #: and the lock one job holds while it takes the next block for all.
         self._case_blocks: dict[str, list[int]] = {}
-        self._case_refill = asyncio.Lock()
+        self._case_refill: tuple[Any, asyncio.Lock] | None = None  # (its event loop, the lock)
         #: Skills this process's commits put in the skills set (never removed from it).
         self._skills_known: set[str] = set()
         #: The complaint commits of this process's jobs, grouped (``Complaints._group_commit``).
@@ -86,7 +86,6 @@ class StoreBase:
         self._commit_script = redis.register_script(scripts.COMMIT_LUA)
         self._commits = self._statuses = self._prepares = None  # (made again for this client when first used)
         self._case_blocks.clear()  # (numbers of another Redis's sequence)
-        self._case_refill = asyncio.Lock()  # (this client's event loop)
         self._claim_script = redis.register_script(scripts.CLAIM_LUA)
         self._requeue_script = redis.register_script(scripts.REQUEUE_EXPIRED_LUA)
         self._status_script = redis.register_script(scripts.STATUS_LUA)

@@ -4,6 +4,7 @@ lists and the look-ups by case number."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
@@ -63,7 +64,10 @@ class Complaints(StoreBase):
                 break
             # one job of the process takes the next block; the others wait for it, not a block each
             # (saturated, jobs finding a block used up at the same moment took a block for every ~4 numbers used)
-            async with self._case_refill:
+            loop = asyncio.get_running_loop()
+            if self._case_refill is None or self._case_refill[0] is not loop:  # (a store used from another loop)
+                self._case_refill = (loop, asyncio.Lock())
+            async with self._case_refill[1]:
                 block = self._case_blocks.get(day)
                 if block is None or block[0] > block[1]:
                     last = int(await self._case_script(keys=[self.keys.case_seq(day)], args=[CASE_BLOCK, CASE_SEQ_TTL_S]))

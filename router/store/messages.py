@@ -41,9 +41,9 @@ def ingest_job_bytes(job_id: str, tag: str, enqueue_ms: int) -> bytes | None:
     if not job_id.startswith(tag + INGEST_JOB):
         return None
     mid = job_id[len(tag) + len(INGEST_JOB):]
-    if not mid or ":" in mid:  # (a message queued again under a job id of its own: it has a job key)
-        return None
-    return serialize_job(INGEST_FUNCTION, (mid,), {}, None, enqueue_ms)
+    # (a message queued again under an id of its own, ``ingest:<id>:split``, has a job key; read
+    # from its id only once that key expired, it runs for a message that does not exist: nothing)
+    return serialize_job(INGEST_FUNCTION, (mid,), {}, None, enqueue_ms) if mid else None
 
 
 class Messages(StoreBase):

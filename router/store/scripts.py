@@ -234,7 +234,8 @@ local mset, done, skills, out, marks = {}, {}, {}, {}, {}
 local notes, nkeys = {}, {}
 local jobs = 0
 local taken = {}  -- message keys opened by this call (the same message twice in one call: once)
-local entries, cases, casing = {}, {}, {}
+local entries, cases, casing, case_keys = {}, {}, {}, {}
+local distinct = true  -- (two entries drawing one number, a stale block's and a new one's: each on its own)
 local i = 2
 while i <= #ARGV do
   local e = cmsgpack.unpack(ARGV[i])
@@ -244,13 +245,16 @@ while i <= #ARGV do
   entries[#entries + 1] = e
   if e.st[1] ~= 'processed' and not casing[e.msg] then
     casing[e.msg] = e
+    if case_keys[e.case_key] then distinct = false end
+    case_keys[e.case_key] = true
     cases[#cases + 1] = e.case_key
     cases[#cases + 1] = e.cid
   end
 end
 -- the case numbers of the call's new complaints (each message's first entry): one MSETNX when
--- none is taken (the usual case); otherwise each is checked on its own below, as if alone
-if #cases > 2 and redis.call('MSETNX', unpack(cases)) == 1 then
+-- none is taken and no two are the same (the usual case); otherwise each is checked on its own
+-- below, as if alone
+if #cases > 2 and distinct and redis.call('MSETNX', unpack(cases)) == 1 then
   for _, e in pairs(casing) do e.case_set = true end
 end
 for _, e in ipairs(entries) do

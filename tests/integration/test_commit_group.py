@@ -95,3 +95,20 @@ async def test_jobs_that_find_the_numbers_used_up_together_take_one_block(store:
     numbers = await asyncio.gather(*(store.case_number(day) for _ in range(40)))
     assert len(set(numbers)) == 40 and all(n.startswith(f"C-{day}-") for n in numbers)
     assert int(await store.r.get(store.keys.case_seq(day))) == 3 * CASE_BLOCK  # 40 numbers: three blocks
+
+
+async def test_two_complaints_drawing_one_number_in_a_call_do_not_share_it(store: Any) -> None:
+    """A stale block's number and the same number from the new block (after a failover lost the
+    sequence's writes) can meet in one call: the second complaint is refused the number, as alone."""
+    mids = ["s0", "s1", "s2"]
+    day = await received(store, mids)
+
+    def entry(mid: str, n: int) -> Any:
+        return store._commit_entry(mid, complaint(mid), [], case_placeholder=PLACEHOLDER, case=f"C-{day}-{n:06d}",
+                                   day=day, outbox=(), fingerprint=b"", timers=None, incident_note=())
+
+    # the first goes alone; the other two wait for it and go together, with one number
+    results = await asyncio.gather(entry("s0", 110), entry("s1", 112), entry("s2", 112))
+    assert [r[0] for r in results] == [b"created", b"created", b"case_taken"]
+    assert await store.r.get(store.keys.case(f"C-{day}-000112")) == b"cmp_s1"
+    assert await store.r.hget(store.keys.msg("s2"), "status") == b"received"  # left for its retry

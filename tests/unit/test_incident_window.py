@@ -139,3 +139,29 @@ async def test_the_open_incidents_are_read_only_when_their_version_changed(redis
         assert closed[3] == [] and closed[4] != changed[4]
     finally:
         await r.aclose()
+
+
+async def test_open_incidents_changed_without_a_version_are_read_within_seconds(redis_url: str, prefix: str) -> None:
+    """A process of a version before the version opens an incident without renewing it: this
+    process reads the open incidents again once its reading is OPEN_READ_AT_LEAST_S old."""
+    import json
+    import time
+
+    from router.incidents import OPEN_READ_AT_LEAST_S, _cache
+
+    r = Redis.from_url(redis_url)
+    store = ComplaintStore(prefix)
+    store.bind(r)
+    incidents = Incidents(store, window_minutes=10, min_customers=3)
+    category = "account_security"
+    open_key = store.keys.incidents_open(category)
+    try:
+        assert await incidents.consider("cmp_w0", "cus_w0", category, "q1 q2 q3 q4") == ("", [])
+        await r.set(incidents.key("inc_old"), json.dumps({"id": "inc_old", "category": category, "status": "open",
+                                                         "sample_tokens": [sorted(tokens(CRASH[0]))]}))
+        await r.sadd(open_key, "inc_old")  # no new version
+        version, ids, _ = _cache.open[open_key]
+        _cache.open[open_key] = (version, ids, time.monotonic() - OPEN_READ_AT_LEAST_S - 1)  # read that long ago
+        assert await incidents.consider("cmp_w1", "cus_w1", category, CRASH[1]) == ("inc_old", ["cmp_w1"])
+    finally:
+        await r.aclose()

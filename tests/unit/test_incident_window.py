@@ -3,6 +3,9 @@ complaint another worker noted long before this process last looked still compar
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from redis.asyncio import Redis
 
 from router.incidents import MAX_RECENT, Incidents, tokens
@@ -98,14 +101,23 @@ async def test_an_incident_closed_a_moment_ago_is_not_joined_from_the_copy(redis
         await r.aclose()
 
 
-async def test_the_open_incidents_are_read_only_when_their_version_changed(redis_url: str, prefix: str) -> None:
-    """The note answers a category's open incidents only to a caller that has another version of
-    them: an incident opening or closing (``open_changed``, in the same transaction) makes a new one.
-    The sweep of stale texts keeps the version."""
+@pytest.fixture
+async def desk(redis_url: str, prefix: str) -> Any:
+    """A Redis client, a store and the incidents of one desk (the client closed after the test)."""
     r = Redis.from_url(redis_url)
     store = ComplaintStore(prefix)
     store.bind(r)
-    incidents = Incidents(store, window_minutes=10, min_customers=3)
+    try:
+        yield r, store, Incidents(store, window_minutes=10, min_customers=3)
+    finally:
+        await r.aclose()
+
+
+async def test_the_open_incidents_are_read_only_when_their_version_changed(desk: Any) -> None:
+    """The note answers a category's open incidents only to a caller that has another version of
+    them: an incident opening or closing (``open_changed``, in the same transaction) makes a new one.
+    The sweep of stale texts keeps the version."""
+    r, store, incidents = desk
     category = "transaction"
     recent, texts = store.keys.incident_recent(category), store.keys.incident_texts(category)
     open_key = store.keys.incidents_open(category)
@@ -115,33 +127,30 @@ async def test_the_open_incidents_are_read_only_when_their_version_changed(redis
         return await note(keys=[recent, texts, open_key, incidents.key("inc_none")],
                           args=[cid, f"cus_{cid}\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, sweep, seen])
 
-    try:
-        first = await read("cmp_v0", "-")  # the caller has none: read (none open, no version yet)
-        assert first[3] == [] and first[4] == b""
-        assert (await read("cmp_v1", ""))[3] is None  # the same version: not read
-        async with r.pipeline(transaction=True) as pipe:
-            pipe.sadd(open_key, "inc_v")
-            incidents.open_changed(pipe, category)
-            await pipe.execute()
-        changed = await read("cmp_v2", "")
-        assert changed[3] == [b"inc_v"] and changed[4] not in (b"", b"-")
-        await r.hset(texts, mapping={f"stale{n}": "x" for n in range(2 * MAX_RECENT + 1)})  # for the sweep
-        before = await r.hlen(texts)
-        for n in range(3):  # (each sweep drops what one HSCAN page finds)
-            swept = await read(f"cmp_v3{n}", changed[4].decode(), sweep="1")
-            assert swept[3] is None and swept[4] == changed[4]
-        assert await r.hlen(texts) < before and await r.hget(texts, OPEN_VERSION_FIELD) == changed[4]
-        await incidents.close("inc_v")  # (no incident record: nothing to close)
-        assert (await read("cmp_v4", changed[4].decode()))[3] is None
-        await r.set(incidents.key("inc_v"), '{"id": "inc_v", "category": "transaction", "status": "open"}')
-        await incidents.close("inc_v")
-        closed = await read("cmp_v5", changed[4].decode())
-        assert closed[3] == [] and closed[4] != changed[4]
-    finally:
-        await r.aclose()
+    first = await read("cmp_v0", "-")  # the caller has none: read (none open, no version yet)
+    assert first[3] == [] and first[4] == b""
+    assert (await read("cmp_v1", ""))[3] is None  # the same version: not read
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.sadd(open_key, "inc_v")
+        incidents.open_changed(pipe, category)
+        await pipe.execute()
+    changed = await read("cmp_v2", "")
+    assert changed[3] == [b"inc_v"] and changed[4] not in (b"", b"-")
+    await r.hset(texts, mapping={f"stale{n}": "x" for n in range(2 * MAX_RECENT + 1)})  # for the sweep
+    before = await r.hlen(texts)
+    for n in range(3):  # (each sweep drops what one HSCAN page finds)
+        swept = await read(f"cmp_v3{n}", changed[4].decode(), sweep="1")
+        assert swept[3] is None and swept[4] == changed[4]
+    assert await r.hlen(texts) < before and await r.hget(texts, OPEN_VERSION_FIELD) == changed[4]
+    await incidents.close("inc_v")  # (no incident record: nothing to close)
+    assert (await read("cmp_v4", changed[4].decode()))[3] is None
+    await r.set(incidents.key("inc_v"), '{"id": "inc_v", "category": "transaction", "status": "open"}')
+    await incidents.close("inc_v")
+    closed = await read("cmp_v5", changed[4].decode())
+    assert closed[3] == [] and closed[4] != changed[4]
 
 
-async def test_open_incidents_changed_without_a_version_are_read_within_seconds(redis_url: str, prefix: str) -> None:
+async def test_open_incidents_changed_without_a_version_are_read_within_seconds(desk: Any) -> None:
     """A process of a version before the version opens an incident without renewing it: this
     process reads the open incidents again once its reading is OPEN_READ_AT_LEAST_S old."""
     import json
@@ -149,19 +158,13 @@ async def test_open_incidents_changed_without_a_version_are_read_within_seconds(
 
     from router.incidents import OPEN_READ_AT_LEAST_S, _cache
 
-    r = Redis.from_url(redis_url)
-    store = ComplaintStore(prefix)
-    store.bind(r)
-    incidents = Incidents(store, window_minutes=10, min_customers=3)
+    r, store, incidents = desk
     category = "account_security"
     open_key = store.keys.incidents_open(category)
-    try:
-        assert await incidents.consider("cmp_w0", "cus_w0", category, "q1 q2 q3 q4") == ("", [])
-        await r.set(incidents.key("inc_old"), json.dumps({"id": "inc_old", "category": category, "status": "open",
-                                                         "sample_tokens": [sorted(tokens(CRASH[0]))]}))
-        await r.sadd(open_key, "inc_old")  # no new version
-        version, ids, _ = _cache.open[open_key]
-        _cache.open[open_key] = (version, ids, time.monotonic() - OPEN_READ_AT_LEAST_S - 1)  # read that long ago
-        assert await incidents.consider("cmp_w1", "cus_w1", category, CRASH[1]) == ("inc_old", ["cmp_w1"])
-    finally:
-        await r.aclose()
+    assert await incidents.consider("cmp_w0", "cus_w0", category, "q1 q2 q3 q4") == ("", [])
+    await r.set(incidents.key("inc_old"), json.dumps({"id": "inc_old", "category": category, "status": "open",
+                                                     "sample_tokens": [sorted(tokens(CRASH[0]))]}))
+    await r.sadd(open_key, "inc_old")  # no new version
+    version, ids, _ = _cache.open[open_key]
+    _cache.open[open_key] = (version, ids, time.monotonic() - OPEN_READ_AT_LEAST_S - 1)  # read that long ago
+    assert await incidents.consider("cmp_w1", "cus_w1", category, CRASH[1]) == ("inc_old", ["cmp_w1"])

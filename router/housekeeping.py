@@ -15,7 +15,7 @@ from router.cases import requeue_expired_leases
 from router.context import WorkerContext
 from router.jobs import send_job
 from router.metrics import MetricsFlusher
-from router.store import ComplaintStore, PlannedJob
+from router.store import ComplaintStore, ingest_job
 
 log = logging.getLogger("gateway.worker")
 
@@ -29,8 +29,9 @@ async def recover_pending(store: ComplaintStore) -> int:
     """Messages stored but never processed (their job lost or expired) are queued again."""
     recovered = 0
     for mid in await store.stale_pending(PENDING_RECOVERY_AFTER_MS):
-        if not await store.job_exists(f"ingest:{mid}"):
-            await store.enqueue(PlannedJob("process_message", f"ingest:{mid}", (mid,)))
+        job = ingest_job(mid)
+        if not await store.job_exists(job.job_id):
+            await store.enqueue(job)
             recovered += 1
     if recovered:
         log.warning("re-queued %d messages whose processing job was lost", recovered)

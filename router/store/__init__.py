@@ -28,7 +28,7 @@ from router.store.codec import COMPRESSED, decode_complaint, encode_complaint
 from router.store.complaints import Complaints, is_open
 from router.store.deliveries import DELIVERY_RANK, OUTBOUND_TTL_S, OUTBOX_GRACE_MS, Deliveries
 from router.store.keys import ARQ_JOB_PREFIXES, Keys, job_key
-from router.store.messages import IDEMPOTENCY_TTL_S, RAW_TTL_S, Messages, body_hash, ingest_job_bytes
+from router.store.messages import IDEMPOTENCY_TTL_S, RAW_TTL_S, Messages, body_hash, ingest_job, ingest_job_bytes
 from router.store.preparing import Preparing
 from router.store.quarantine import Quarantine
 from router.store.queues import DEADLINE_NEAR_MS, Queues, queue_score
@@ -63,6 +63,7 @@ __all__ = [
     "dt_to_ms",
     "encode_complaint",
     "is_open",
+    "ingest_job",
     "ingest_job_bytes",
     "job_key",
     "ms_to_dt",

@@ -51,6 +51,11 @@ class TxEffects:
     ops: list[Callable[[Any], None]] = field(default_factory=list)
 
 
+def job_bytes(job: PlannedJob, enqueue_ms: int) -> bytes:
+    """The bytes arq keeps for ``job`` (its job key), queued at ``enqueue_ms``."""
+    return serialize_job(job.function, job.args, {}, None, enqueue_ms)
+
+
 class StoreBase:
     """The connection and scripts every concern of the store uses (``self.r``, ``self.keys``)."""
 
@@ -100,7 +105,7 @@ class StoreBase:
     # -- jobs --------------------------------------------------------------------------------
 
     def _job_bytes(self, job: PlannedJob, enqueue_ms: int) -> bytes:
-        return serialize_job(job.function, job.args, {}, None, enqueue_ms)
+        return job_bytes(job, enqueue_ms)
 
     def queue_jobs(self, pipe: Any, jobs: Sequence[PlannedJob]) -> None:
         """Write arq jobs inside an open MULTI (same layout as ``ArqRedis.enqueue_job``)."""
@@ -122,4 +127,4 @@ class StoreBase:
             await pipe.execute()
 
 
-__all__ = ["Conflict", "JOB_EXPIRES_MS", "NotFound", "PlannedJob", "StoreBase", "TxEffects"]
+__all__ = ["Conflict", "JOB_EXPIRES_MS", "NotFound", "PlannedJob", "StoreBase", "TxEffects", "job_bytes"]

@@ -58,22 +58,20 @@ class Complaints(StoreBase):
         process's block of numbers (one round trip per ``CASE_BLOCK`` cases). A job that dies before
         its commit, or a process that stops, leaves its numbers unused: case numbers are unique
         and grow within a process, not gap-free."""
-        while True:
-            block = self._case_blocks.get(day)
-            if block is not None and block[0] <= block[1]:
-                break
+        block = self._case_blocks.get(day)
+        while block is None or block[0] > block[1]:
             # one job of the process takes the next block; the others wait for it, not a block each
             # (saturated, jobs finding a block used up at the same moment took a block for every ~4 numbers used)
             loop = asyncio.get_running_loop()
             if self._case_refill is None or self._case_refill[0] is not loop:  # (a store used from another loop)
                 self._case_refill = (loop, asyncio.Lock())
             async with self._case_refill[1]:
-                block = self._case_blocks.get(day)
-                if block is None or block[0] > block[1]:
+                if self._case_blocks.get(day) is block:  # (no other job took the next one meanwhile)
                     last = int(await self._case_script(keys=[self.keys.case_seq(day)], args=[CASE_BLOCK, CASE_SEQ_TTL_S]))
                     if len(self._case_blocks) > 2:
                         self._case_blocks.clear()
                     self._case_blocks[day] = [last - CASE_BLOCK + 1, last]
+            block = self._case_blocks.get(day)
         n = block[0]
         block[0] += 1
         return f"C-{day}-{n:06d}"

@@ -8,12 +8,11 @@ import time
 from typing import Any
 
 import msgspec
-from arq.jobs import serialize_job
 
 from normalizer.ids import dt_to_ms, new_id, now_ms
 from normalizer.schema import Contact, InboundMessage, MessageStatus
 from plugins.contract import IntakeOutcome
-from router.store.base import StoreBase
+from router.store.base import PlannedJob, StoreBase, job_bytes
 from router.store.intake_script import IntakeGroup
 
 IDEMPOTENCY_TTL_S = 7 * 86_400  # providers (WhatsApp) retry for days
@@ -32,7 +31,11 @@ def body_hash(data: bytes) -> str:
 #: reads from the id and the score (``ingest_job_bytes``). A message queued again by other paths
 #: (recovery, a staff action) gets a job key as any job does; the worker reads that one then.
 INGEST_JOB = "ingest:"
-INGEST_FUNCTION = "process_message"
+
+
+def ingest_job(mid: str) -> PlannedJob:
+    """Message ``mid``'s processing job (the desk's hash tag goes before its id in arq's queue)."""
+    return PlannedJob("process_message", INGEST_JOB + mid, (mid,))
 
 
 def ingest_job_bytes(job_id: str, tag: str, enqueue_ms: int) -> bytes | None:
@@ -43,7 +46,7 @@ def ingest_job_bytes(job_id: str, tag: str, enqueue_ms: int) -> bytes | None:
     mid = job_id[len(tag) + len(INGEST_JOB):]
     # (a message queued again under an id of its own, ``ingest:<id>:split``, has a job key; read
     # from its id only once that key expired, it runs for a message that does not exist: nothing)
-    return serialize_job(INGEST_FUNCTION, (mid,), {}, None, enqueue_ms) if mid else None
+    return job_bytes(ingest_job(mid), enqueue_ms) if mid else None
 
 
 class Messages(StoreBase):
@@ -62,7 +65,7 @@ class Messages(StoreBase):
         k = self.keys
         now_s = int(time.time())
         received_ms = dt_to_ms(message.received_at)
-        job_id = k.job_id(INGEST_JOB + message.id)
+        job_id = k.job_id(ingest_job(message.id).job_id)
         none = k.none
         group = self.__dict__.get("_intake_group")
         if group is None or group.script is not self._intake_script:  # one per bound Redis client

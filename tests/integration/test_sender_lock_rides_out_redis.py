@@ -40,7 +40,10 @@ async def test_a_lost_answer_after_the_lock_was_taken_does_not_hold_the_sender(s
         proxy.cut(after=b"zebra-lock")  # only the loading script's answer carries the text
 
         async def put_off() -> bool:
-            if await retries(r, settings.redis_prefix):
+            # the answer was cut: the next try (a second later) goes through. (Waiting for the retry
+            # to show in the job metrics raced with it: they are written once a second, so the next
+            # try was sometimes cut too.)
+            if any(c.cut_at is not None for c in proxy.connections):
                 proxy.pass_through()
                 return True
             return False

@@ -173,7 +173,11 @@ def run_worker_profiled(env: dict[str, str], profiler: cProfile.Profile) -> floa
             await worker.close()
             profiler.disable()
 
-    asyncio.run(drain())
+    loop = worker_module.new_event_loop()  # the loop run_worker gives the worker process
+    try:
+        loop.run_until_complete(drain())
+    finally:
+        loop.close()
     return time.process_time() - started.get("cpu", time.process_time())
 
 

@@ -82,14 +82,62 @@ SWEEP_EVERY = 200
 #: not change: a process of a version before the version changes them without renewing it.
 OPEN_READ_AT_LEAST_S = 10.0
 
-Entry = tuple[str, frozenset[str]]  # customer id, tokens
+Entry = tuple[str, frozenset[str], int]  # customer id, tokens, the tokens as bits of the window's vocabulary
+
+
+class _Window:
+    """One category's window as this process knows it: complaint id -> entry.
+
+    Each entry's tokens are also bits of one int, a bit per token of this window's own vocabulary:
+    comparing a new complaint with the window's ~300 is then an AND and a bit count per entry
+    instead of a set intersection (~4x less CPU, and the same answers: ``_alike`` on the same
+    counts). The vocabulary is built again, most shared tokens first, whenever the entries are
+    pruned to the window, so its size stays that of the tokens of the complaints kept."""
+
+    def __init__(self) -> None:
+        self.entries: dict[bytes, Entry] = {}
+        self.vocabulary: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, cid: bytes) -> bool:
+        return cid in self.entries
+
+    def get(self, cid: bytes) -> Entry | None:
+        return self.entries.get(cid)
+
+    def bits(self, toks: frozenset[str]) -> int:
+        vocabulary, bits = self.vocabulary, 0
+        for token in toks:
+            bit = vocabulary.get(token)
+            if bit is None:
+                bit = vocabulary[token] = len(vocabulary)
+            bits |= 1 << bit
+        return bits
+
+    def add(self, cid: bytes, customer: str, toks: frozenset[str]) -> None:
+        self.entries[cid] = (customer, toks, self.bits(toks))
+
+    def keep_only(self, ids: list[bytes]) -> None:
+        """Forget the entries that left the window (``ids``), and the tokens only they had."""
+        kept = [(cid, self.entries[cid]) for cid in ids if cid in self.entries]
+        counts: dict[str, int] = {}
+        for _, (_, toks, _) in kept:
+            for token in toks:
+                counts[token] = counts.get(token, 0) + 1
+        self.vocabulary = {token: bit for bit, token in enumerate(sorted(counts, key=counts.__getitem__,
+                                                                          reverse=True))}
+        self.entries = {}
+        for cid, (customer, toks, _) in kept:
+            self.add(cid, customer, toks)
 
 
 class _WindowCache:
     """What this process has read of each category's window and of the open incidents."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, dict[bytes, Entry]] = {}  # recent key -> complaint id -> entry
+        self.entries: dict[str, _Window] = {}  # recent key -> the window as this process knows it
         self.synced: dict[str, int] = {}  # recent key -> now ms of the last read
         self.samples: dict[str, list[frozenset[str]]] = {}  # incident key -> its sample token sets
         #: open incidents key -> (their version, their ids, monotonic s when read): the note reads
@@ -102,7 +150,7 @@ class _WindowCache:
 _cache = _WindowCache()
 
 
-def _entry(raw: bytes | str) -> Entry:
+def _entry(raw: bytes | str) -> tuple[str, frozenset[str]]:
     customer, _, text = (raw.decode() if isinstance(raw, bytes) else raw).partition("\t")
     return customer, frozenset(text.split(" "))
 
@@ -130,10 +178,15 @@ def _text(value: bytes | str) -> str:
 
 
 def same_fault(a: frozenset[str], b: frozenset[str]) -> bool:
-    shared = len(a & b)
+    return _alike(len(a & b), len(a), len(b))
+
+
+def _alike(shared: int, n_a: int, n_b: int) -> bool:
+    """Two token sets of ``n_a`` and ``n_b`` tokens, ``shared`` of them in both, describe the same
+    fault: at least three shared, and three quarters of the smaller set or 40 % of the union."""
     if shared < MIN_TOKENS:
         return False
-    return shared / min(len(a), len(b)) >= 0.75 or shared / len(a | b) >= 0.4
+    return shared / min(n_a, n_b) >= 0.75 or shared / (n_a + n_b - shared) >= 0.4
 
 
 class Incidents:
@@ -193,7 +246,7 @@ class Incidents:
         known_open = _cache.open.get(self.keys.incidents_open(category))
         seen = known_open[0] if known_open and time.monotonic() - known_open[2] < OPEN_READ_AT_LEAST_S else "-"
         _cache.checks += 1
-        _cache.entries.setdefault(recent, {})[complaint_id.encode()] = (customer_id, toks)
+        _cache.entries.setdefault(recent, _Window()).add(complaint_id.encode(), customer_id, toks)
         return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
                 MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0", seen]
 
@@ -222,7 +275,7 @@ class Incidents:
         the note's now): join an open incident of the same fault, or form one with enough
         different customers. Answers as ``consider``."""
         recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
-        known = _cache.entries.setdefault(recent, {})
+        known = _cache.entries.setdefault(recent, _Window())
         ids, fresh = window[0], window[1]  # ids as bytes
         open_key = self.keys.incidents_open(category)
         if window[2] is not None:  # read: their version changed since this process last read them
@@ -230,14 +283,14 @@ class Incidents:
         open_ids = _cache.open[open_key][1] if open_key in _cache.open else None  # (None: read them now)
         for i in range(0, len(fresh) - 1, 2):
             if fresh[i] not in known:
-                known[fresh[i]] = _entry(fresh[i + 1])
+                known.add(fresh[i], *_entry(fresh[i + 1]))
         missing = [i for i in ids if i not in known]
         if missing:  # noted before what this process read last, and not read by it (a new process)
             for cid, raw in zip(missing, await self.r.hmget(texts, missing)):
                 if raw is not None:
-                    known[cid] = _entry(raw)
+                    known.add(cid, *_entry(raw))
         if len(known) > 2 * MAX_RECENT:  # forget what left the window
-            _cache.entries[recent] = known = {cid: known[cid] for cid in ids if cid in known}
+            known.keep_only(ids)
         _cache.synced[recent] = noted_at
         joined = await self._join_open(category, complaint_id, toks, open_ids)
         if joined:
@@ -246,9 +299,12 @@ class Incidents:
         similar: dict[str, str] = {}
         customers = {customer_id}
         own_id = complaint_id.encode()
+        mine = known.get(own_id)
+        own_bits = mine[2] if mine is not None and mine[1] == toks else known.bits(toks)
+        n_own = len(toks)
         for cid in ids:
             entry = known.get(cid)
-            if entry is not None and cid != own_id and same_fault(toks, entry[1]):
+            if entry is not None and cid != own_id and _alike((own_bits & entry[2]).bit_count(), n_own, len(entry[1])):
                 similar[cid.decode()] = entry[0]
                 customers.add(entry[0])
         if len(customers) < self.min_customers:

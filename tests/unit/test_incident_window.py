@@ -168,3 +168,43 @@ async def test_open_incidents_changed_without_a_version_are_read_within_seconds(
     version, ids, _ = _cache.open[open_key]
     _cache.open[open_key] = (version, ids, time.monotonic() - OPEN_READ_AT_LEAST_S - 1)  # read that long ago
     assert await incidents.consider("cmp_w1", "cus_w1", category, CRASH[1]) == ("inc_old", ["cmp_w1"])
+
+
+def test_the_windows_bits_answer_as_the_token_sets_do() -> None:
+    """A window compares a new complaint with its entries as bits of its own vocabulary: the same
+    answers as ``same_fault`` on the token sets, before and after the vocabulary is built again
+    for the entries kept, and the vocabulary no larger than the kept entries' tokens."""
+    import random
+
+    from router.incidents import _alike, _Window, same_fault
+
+    rng = random.Random(21)
+    common = [f"c{i}" for i in range(12)]  # shared by many texts, as "<pay>" or "app" are
+    sets = [frozenset(rng.sample(common, rng.randint(0, 6)) + [f"r{rng.randint(0, 400)}"
+                                                              for _ in range(rng.randint(1, 9))])
+            for _ in range(400)]
+    sets += [frozenset({"c0", "c1", "c2"}), frozenset({"c0", "c1", "c2", "c3", "c4", "c5", "c6"})]  # edge cases
+    window = _Window()
+    for n, toks in enumerate(sets):
+        window.add(b"cmp_%d" % n, f"cus_{n}", toks)
+
+    def answers() -> list[bool]:
+        out = []
+        for a in range(0, len(sets), 7):
+            bits_a = window.bits(sets[a])
+            for b in range(len(sets)):
+                entry = window.get(b"cmp_%d" % b)
+                if entry is not None:
+                    out.append(_alike((bits_a & entry[2]).bit_count(), len(sets[a]), len(entry[1])))
+        return out
+
+    def truth(kept: range) -> list[bool]:
+        return [same_fault(sets[a], sets[b]) for a in range(0, len(sets), 7) for b in kept]
+
+    assert answers() == truth(range(len(sets)))
+    assert any(truth(range(len(sets)))) and not all(truth(range(len(sets))))
+    kept = range(300, len(sets))
+    window.keep_only([b"cmp_%d" % n for n in kept])  # what left the window is forgotten
+    assert len(window) == len(kept) and b"cmp_0" not in window
+    assert set(window.vocabulary) == set().union(*(sets[n] for n in kept))
+    assert answers() == truth(kept)

@@ -141,6 +141,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_evidence_bytes=_int(env, "GATEWAY_MAX_EVIDENCE_BYTES", 10 * 1024 * 1024, 1024, 200 * 1024 * 1024),
         claim_lease_seconds=_int(env, "GATEWAY_CLAIM_LEASE_SECONDS", 300, 1, 86_400),
         worker_max_jobs=_int(env, "GATEWAY_WORKER_MAX_JOBS", 50, 1, 10_000),
+        worker_nice=_int(env, "GATEWAY_WORKER_NICE", 10, 0, 19),
         job_timeout_seconds=_int(env, "GATEWAY_JOB_TIMEOUT_SECONDS", 20, 1, 3600),
         log_level=log_level,
         worker_wake=_bool(env, "GATEWAY_WORKER_WAKE", True),

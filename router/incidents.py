@@ -104,9 +104,6 @@ class _Window:
     def __contains__(self, cid: bytes) -> bool:
         return cid in self.entries
 
-    def get(self, cid: bytes) -> Entry | None:
-        return self.entries.get(cid)
-
     def bits(self, toks: frozenset[str]) -> int:
         vocabulary, bits = self.vocabulary, 0
         for token in toks:
@@ -118,6 +115,24 @@ class _Window:
 
     def add(self, cid: bytes, customer: str, toks: frozenset[str]) -> None:
         self.entries[cid] = (customer, toks, self.bits(toks))
+
+    def missing(self, ids: list[bytes]) -> list[bytes]:
+        entries = self.entries
+        return [cid for cid in ids if cid not in entries]
+
+    def alike(self, toks: frozenset[str], ids: list[bytes], own_id: bytes) -> list[tuple[bytes, str]]:
+        """The entries among ``ids`` (but ``own_id``) of the same fault as ``toks``, with their customers."""
+        entries = self.entries
+        mine = entries.get(own_id)
+        bits = mine[2] if mine is not None and mine[1] == toks else self.bits(toks)
+        n, found = len(toks), []
+        for cid in ids:
+            entry = entries.get(cid)
+            if entry is not None and cid != own_id:
+                shared = (bits & entry[2]).bit_count()
+                if shared >= MIN_TOKENS and _alike(shared, n, len(entry[1])):
+                    found.append((cid, entry[0]))
+        return found
 
     def keep_only(self, ids: list[bytes]) -> None:
         """Forget the entries that left the window (``ids``), and the tokens only they had."""
@@ -284,7 +299,7 @@ class Incidents:
         for i in range(0, len(fresh) - 1, 2):
             if fresh[i] not in known:
                 known.add(fresh[i], *_entry(fresh[i + 1]))
-        missing = [i for i in ids if i not in known]
+        missing = known.missing(ids)
         if missing:  # noted before what this process read last, and not read by it (a new process)
             for cid, raw in zip(missing, await self.r.hmget(texts, missing)):
                 if raw is not None:
@@ -298,15 +313,9 @@ class Incidents:
         # enough different customers in the window to form one?
         similar: dict[str, str] = {}
         customers = {customer_id}
-        own_id = complaint_id.encode()
-        mine = known.get(own_id)
-        own_bits = mine[2] if mine is not None and mine[1] == toks else known.bits(toks)
-        n_own = len(toks)
-        for cid in ids:
-            entry = known.get(cid)
-            if entry is not None and cid != own_id and _alike((own_bits & entry[2]).bit_count(), n_own, len(entry[1])):
-                similar[cid.decode()] = entry[0]
-                customers.add(entry[0])
+        for cid, customer in known.alike(toks, ids, complaint_id.encode()):
+            similar[cid.decode()] = customer
+            customers.add(customer)
         if len(customers) < self.min_customers:
             return "", []
         own = formed_by(complaint_id)

@@ -176,7 +176,7 @@ def test_the_windows_bits_answer_as_the_token_sets_do() -> None:
     for the entries kept, and the vocabulary no larger than the kept entries' tokens."""
     import random
 
-    from router.incidents import _alike, _Window, same_fault
+    from router.incidents import _Window, same_fault
 
     rng = random.Random(21)
     common = [f"c{i}" for i in range(12)]  # shared by many texts, as "<pay>" or "app" are
@@ -188,21 +188,17 @@ def test_the_windows_bits_answer_as_the_token_sets_do() -> None:
     for n, toks in enumerate(sets):
         window.add(b"cmp_%d" % n, f"cus_{n}", toks)
 
-    def answers() -> list[bool]:
-        out = []
-        for a in range(0, len(sets), 7):
-            bits_a = window.bits(sets[a])
-            for b in range(len(sets)):
-                entry = window.get(b"cmp_%d" % b)
-                if entry is not None:
-                    out.append(_alike((bits_a & entry[2]).bit_count(), len(sets[a]), len(entry[1])))
-        return out
+    ids = [b"cmp_%d" % n for n in range(len(sets))]
 
-    def truth(kept: range) -> list[bool]:
-        return [same_fault(sets[a], sets[b]) for a in range(0, len(sets), 7) for b in kept]
+    def answers() -> list[tuple[int, bytes]]:
+        return [(a, cid) for a in range(0, len(sets), 7) for cid, _ in window.alike(sets[a], ids, b"cmp_%d" % a)]
+
+    def truth(kept: range) -> list[tuple[int, bytes]]:
+        return [(a, b"cmp_%d" % b) for a in range(0, len(sets), 7) for b in kept
+                if b != a and same_fault(sets[a], sets[b])]
 
     assert answers() == truth(range(len(sets)))
-    assert any(truth(range(len(sets)))) and not all(truth(range(len(sets))))
+    assert 0 < len(truth(range(len(sets)))) < len(sets) * len(sets) // 7 // 2  # some alike, most not
     kept = range(300, len(sets))
     window.keep_only([b"cmp_%d" % n for n in kept])  # what left the window is forgotten
     assert len(window) == len(kept) and b"cmp_0" not in window

@@ -33,6 +33,8 @@ def test_defaults_and_credentials():
         ({"GATEWAY_EVIDENCE_FETCH_TRIES": "0"}, "GATEWAY_EVIDENCE_FETCH_TRIES"),
         ({"GATEWAY_EVIDENCE_FETCH_BACKOFF_SECONDS": "soon"}, "GATEWAY_EVIDENCE_FETCH_BACKOFF_SECONDS"),
         ({"GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS": "0"}, "GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS"),
+        ({"GATEWAY_WORKER_NICE": "20"}, "GATEWAY_WORKER_NICE"),
+        ({"GATEWAY_WORKER_NICE": "-1"}, "GATEWAY_WORKER_NICE"),
     ],
 )
 def test_a_bad_setting_is_named(env, names):

@@ -1,0 +1,45 @@
+"""The worker yields the CPU to a gateway on the same host: `python -m gateway worker` runs at
+niceness GATEWAY_WORKER_NICE (10 by default; 0 = as started), and never lowers a niceness it was
+started with (lowering needs privilege)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import RESTARTED_WORKER_ENV, ROOT, make_env
+from tests.desk import wait_until
+
+
+def _niceness_of_a_running_worker(redis_url: str, prefix: str, var: Path, *, started_at: int = 0,
+                                  **extra: str) -> int:
+    env = {**os.environ, **make_env(redis_url, prefix, var), **RESTARTED_WORKER_ENV, **extra}
+    command = [sys.executable, "-m", "gateway", "worker"]
+    if started_at:
+        command = ["nice", "-n", str(started_at), *command]
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        r = redis.Redis.from_url(redis_url)
+        wait_until(lambda: r.zcard(prefix + "workers"), timeout=60)  # its first heartbeat: started
+        return os.getpriority(os.PRIO_PROCESS, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        r.delete(prefix + "workers")
+
+
+@pytest.mark.skipif(os.getpriority(os.PRIO_PROCESS, 0) > 0, reason="the suite itself runs niced")
+def test_the_worker_runs_at_its_niceness(redis_url: str, prefix: str, tmp_path: Path) -> None:
+    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "a") == 10  # the default
+    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "b", GATEWAY_WORKER_NICE="0") == 0
+    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "c", GATEWAY_WORKER_NICE="4") == 4
+    # started nicer than asked: left so
+    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "d", started_at=15) == 15

@@ -14,12 +14,11 @@ per incident: ``incident:<id>`` (JSON) and ``incident:<id>:complaints``; ``incid
 them all by time.
 
 Noting a complaint and reading its category's window back is one script
-(``scripts.INCIDENT_NOTE_LUA``): it returns only the ids, times and texts noted since this
-process last looked, and how many the window keeps (the rest is kept here, parsed, by complaint
-id: an entry never changes; a count that differs from this process's makes it read the whole
-window), and the category's open incidents, whose sample tokens are kept here too (they never
-change). So a check costs one round trip and compares token sets already parsed, instead of six
-round trips reading and parsing up to ``MAX_RECENT`` texts.
+(``scripts.INCIDENT_NOTE_LUA``): it returns the window's ids and only the texts noted since this
+process last looked (the others are kept here, parsed, by complaint id: an entry never changes),
+and the category's open incidents, whose sample tokens are kept here too (they never change).
+So a check costs one round trip and compares token sets already parsed, instead of six round
+trips reading and parsing up to ``MAX_RECENT`` texts.
 
 A new complaint is noted by the very commit that opens it (``router.cases.open_complaint`` passes
 ``note_args``; the commit answers the window), and the worker decides at once, after the
@@ -33,7 +32,6 @@ window, where every later complaint of its category still compares with it.
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 import time
@@ -83,19 +81,12 @@ SWEEP_EVERY = 200
 #: A category's open incidents are read at least this often (seconds) even when their version did
 #: not change: a process of a version before the version changes them without renewing it.
 OPEN_READ_AT_LEAST_S = 10.0
-#: A category's window is counted (and trimmed) by the note about this often (seconds) per
-#: process; in between the note sends only what was noted since this process last looked. A count
-#: that differs from this process's view makes it read the whole window: an entry noted with an
-#: older time than that (a retried check, a process whose clock is behind) is compared within this.
-COUNT_EVERY_S = 1.0
 
 Entry = tuple[str, frozenset[str], int]  # customer id, tokens, the tokens as bits of the window's vocabulary
 
 
 class _Window:
-    """One category's window as this process knows it: complaint id -> entry, and every id's time
-    in the window (``times``, ``order``: as Redis orders the window's sorted set), so that the
-    note needs to send only what was noted since this process last looked (``kept``).
+    """One category's window as this process knows it: complaint id -> entry.
 
     Each entry's tokens are also bits of one int, a bit per token of this window's own vocabulary:
     comparing a new complaint with the window's ~300 is then an AND and a bit count per entry
@@ -106,41 +97,6 @@ class _Window:
     def __init__(self) -> None:
         self.entries: dict[bytes, Entry] = {}
         self.vocabulary: dict[str, int] = {}
-        self.times: dict[bytes, int] = {}  # complaint id -> its time (ms) in the window
-        self.order: list[tuple[int, bytes]] = []  # (time, id), sorted
-
-    def noted(self, cid: bytes, at: int) -> None:
-        """``cid`` is in the window with time ``at``."""
-        old = self.times.get(cid)
-        if old == at:
-            return
-        if old is not None:  # noted again with another time (a retried check keeps its first)
-            self.order.remove((old, cid))
-        self.times[cid] = at
-        bisect.insort(self.order, (at, cid))
-
-    def noted_since(self, since: int, pairs: list[tuple[bytes, float]]) -> None:
-        """``pairs``: every id in the window with a time from ``since`` on, and its time. An id
-        of this process's from then on that is not among them never landed: forgotten."""
-        landed = {cid for cid, _ in pairs}
-        for at, cid in [pair for pair in self.order[bisect.bisect_left(self.order, (since, b"")):]
-                        if pair[1] not in landed]:
-            self.order.remove((at, cid))
-            del self.times[cid]
-        for cid, at in pairs:
-            self.noted(cid, int(at))
-
-    def noted_only(self, pairs: list[tuple[bytes, float]]) -> None:
-        """The window's ids and times are exactly ``pairs`` (the whole window, read)."""
-        self.times = {cid: int(at) for cid, at in pairs}
-        self.order = sorted((at, cid) for cid, at in self.times.items())
-
-    def kept(self, start: int, most: int) -> list[bytes]:
-        """The window's ids oldest first, as Redis keeps them: the newest ``most`` of those
-        noted after ``start`` (ms)."""
-        order = self.order
-        first = max(bisect.bisect_left(order, (start + 1, b"")), len(order) - most)
-        return [cid for _, cid in order[first:]]
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -180,7 +136,6 @@ class _Window:
 
     def keep_only(self, ids: list[bytes]) -> None:
         """Forget the entries that left the window (``ids``), and the tokens only they had."""
-        self.noted_only([(cid, self.times[cid]) for cid in ids if cid in self.times])
         kept = [(cid, self.entries[cid]) for cid in ids if cid in self.entries]
         counts: dict[str, int] = {}
         for _, (_, toks, _) in kept:
@@ -204,7 +159,6 @@ class _WindowCache:
         #: them again only when their version changed (``open_changed``) or the reading is
         #: ``OPEN_READ_AT_LEAST_S`` old (a process of an older version changes them without one)
         self.open: dict[str, tuple[str, list[str], float]] = {}
-        self.counted: dict[str, float] = {}  # recent key -> monotonic s when a note last counted it
         self.checks = 0
 
 
@@ -295,9 +249,8 @@ class Incidents:
     def note_args(self, complaint_id: str, customer_id: str, category: str, toks: frozenset[str],
                   at_ms: int | None = None) -> list[Any]:
         """What noting a complaint in its category's window takes after the complaint's id (the
-        ARGV from 2 of ``scripts.INCIDENT_NOTE_LUA``): its entry, now, the window's start, the most
-        kept, since when this process needs the texts, whether to sweep, the open incidents'
-        version this process has, and whether to count the window (``COUNT_EVERY_S``). Noted by the
+        note's ``a[2..7]`` in ``scripts.INCIDENT_NOTE_FN``): its entry, now, the window's start, the
+        most kept, since when this process needs the texts, and whether to sweep. Noted by the
         commit that opens the complaint (``router.cases.open_complaint``) or by ``consider``.
         ``at_ms``: when the complaint came (noted again later, it keeps its place in the window).
         The entry is known to this process from here on: the note's answer leaves out the texts
@@ -308,15 +261,9 @@ class Incidents:
         known_open = _cache.open.get(self.keys.incidents_open(category))
         seen = known_open[0] if known_open and time.monotonic() - known_open[2] < OPEN_READ_AT_LEAST_S else "-"
         _cache.checks += 1
-        count = time.monotonic() - _cache.counted.get(recent, float("-inf")) >= COUNT_EVERY_S
-        if count:
-            _cache.counted[recent] = time.monotonic()
-        at = min(now, at_ms) if at_ms else now
-        window = _cache.entries.setdefault(recent, _Window())
-        window.add(complaint_id.encode(), customer_id, toks)
-        window.noted(complaint_id.encode(), at)
-        return [customer_id + "\t" + " ".join(sorted(toks)), at, now - self.window_ms,
-                MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0", seen, "1" if count else "0"]
+        _cache.entries.setdefault(recent, _Window()).add(complaint_id.encode(), customer_id, toks)
+        return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
+                MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0", seen]
 
     async def consider(self, complaint_id: str, customer_id: str, category: str, text: str,
                        at_ms: int | None = None) -> tuple[str, list[str]]:
@@ -334,39 +281,30 @@ class Incidents:
                                   args=[complaint_id, *args])
         if _text(result[0]) == "formed":  # formed on an earlier run that did not finish linking
             return own, await self.members(own)
-        return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1:8])
+        return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1:5])
 
     async def decide(self, complaint_id: str, customer_id: str, category: str, text: str, toks: frozenset[str],
                      noted_at: int, window: list[Any]) -> tuple[str, list[str]]:
-        """After the complaint was noted (``window``: what the note answered — how many the window
-        keeps, its start, the ids and times noted since this process last looked and their
-        entries, the open incidents; ``noted_at``: the note's now): join an open incident of the
-        same fault, or form one with enough different customers. Answers as ``consider``."""
+        """After the complaint was noted (``window``: what the note answered — the kept ids oldest
+        first, the entries noted since this process last looked, the open incidents; ``noted_at``:
+        the note's now): join an open incident of the same fault, or form one with enough
+        different customers. Answers as ``consider``."""
         recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
         known = _cache.entries.setdefault(recent, _Window())
-        kept, start, since, fresh = int(window[0]), int(window[1]), int(window[2]), window[4]  # ids as bytes
+        ids, fresh = window[0], window[1]  # ids as bytes
         open_key = self.keys.incidents_open(category)
-        if window[5] is not None:  # read: their version changed since this process last read them
-            _cache.open[open_key] = (_text(window[6]), [_text(i) for i in window[5]], time.monotonic())
+        if window[2] is not None:  # read: their version changed since this process last read them
+            _cache.open[open_key] = (_text(window[3]), [_text(i) for i in window[2]], time.monotonic())
         open_ids = _cache.open[open_key][1] if open_key in _cache.open else None  # (None: read them now)
-        noted = [(window[3][i], float(window[3][i + 1])) for i in range(0, len(window[3]) - 1, 2)]
-        if since < 0:  # the whole window
-            known.noted_only(noted)
-        else:
-            known.noted_since(since, noted)
         for i in range(0, len(fresh) - 1, 2):
             if fresh[i] not in known:
                 known.add(fresh[i], *_entry(fresh[i + 1]))
-        ids = known.kept(start, MAX_RECENT)
-        if kept >= 0 and len(ids) != kept:  # counted: an entry this process never saw (noted with an older time)
-            known.noted_only(await self.r.zrangebyscore(recent, f"({start}", "+inf", withscores=True))
-            ids = known.kept(start, MAX_RECENT)
         missing = known.missing(ids)
         if missing:  # noted before what this process read last, and not read by it (a new process)
             for cid, raw in zip(missing, await self.r.hmget(texts, missing)):
                 if raw is not None:
                     known.add(cid, *_entry(raw))
-        if max(len(known), len(known.order)) > 2 * MAX_RECENT:  # forget what left the window
+        if len(known) > 2 * MAX_RECENT:  # forget what left the window
             known.keep_only(ids)
         _cache.synced[recent] = noted_at
         joined = await self._join_open(category, complaint_id, toks, open_ids)

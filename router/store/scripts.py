@@ -21,35 +21,25 @@ INCIDENT_NOTE_FN = """
 -- back. a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
 -- are returned), sweep ('1': drop a bounded number of text entries whose complaint left the window
 -- without its text being dropped), the open incidents' version the caller has them as ('-': it
--- has none), count ('1': count and trim the window; the caller asks about once a second)}; own:
--- the ids this call noted (set: id -> true), whose texts the caller has already.
--- Returns {how many the window keeps (-1: not counted), the window's start (a[1]), since (-1: the next holds the
--- whole window), {id, time, ...} of every entry noted from since on (own ones too), {id, entry,
--- ...} of those that are not own, open incident ids (false: the caller's are current, their
--- version unchanged), the open incidents' version}. The window is the newest `most` entries
--- noted after its start: the caller keeps the ids and times it was given, drops those of its own
--- from since on that are not among them (a commit that never landed), and checks its count
--- against the first number (a caller that missed an entry, one noted with an older time by a
--- process with a slow clock or a retried check, reads the whole window then). Not the whole window on every note: its ~300 ids and
--- times were ~0.13 ms of Redis CPU and more in the caller's parsing, on every new complaint.
+-- has none)}; own: the ids this call noted (set: id -> true), whose texts the caller has already.
+-- Returns {kept ids oldest first, {id, entry, ...} noted since and not own, open incident ids
+-- (false: the caller's are current, their version unchanged), the open incidents' version}.
 -- What left the window is not returned at once, but removed only once TRIM_AT entries have left
 -- (one ZREMRANGEBYRANK and one HDEL per TRIM_AT notes, not per note, in a full window).
 local TRIM_AT = 32
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
 local function window_read(recent, texts, open, a, own)
-  local cutoff, since = tonumber(a[1]), tonumber(a[3])
-  local n, drop, first = -1, 0, 0
-  if a[6] == '1' or since <= cutoff then
-    n = redis.call('ZCARD', recent)
-    -- what leaves: the oldest beyond the most kept, and whatever is older than the window (a prefix)
-    drop = math.max(0, n - tonumber(a[2]), redis.call('ZCOUNT', recent, '-inf', cutoff))
-    first = drop  -- the rank of the oldest kept
-  end
+  local all = redis.call('ZRANGE', recent, 0, -1, 'WITHSCORES')
+  local n = #all / 2
+  -- what leaves: the oldest beyond the most kept, and whatever is older than the window (a prefix)
+  local drop = math.max(0, n - tonumber(a[2]))
+  local cutoff = tonumber(a[1])
+  while drop < n and tonumber(all[drop * 2 + 2]) <= cutoff do drop = drop + 1 end
   if drop >= TRIM_AT then
-    local gone = redis.call('ZRANGE', recent, 0, drop - 1)
+    local gone = {}
+    for i = 1, drop do gone[i] = all[i * 2 - 1] end
     redis.call('ZREMRANGEBYRANK', recent, 0, drop - 1)
     redis.call('HDEL', texts, unpack(gone))
-    first = 0
   end
   if a[4] == '1' and redis.call('HLEN', texts) > 2 * tonumber(a[2]) then
     local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
@@ -59,12 +49,11 @@ local function window_read(recent, texts, open, a, own)
       end
     end
   end
-  local noted, from = nil, -1
-  if since > cutoff then noted, from = redis.call('ZRANGEBYSCORE', recent, since, '+inf', 'WITHSCORES'), since
-  else noted = redis.call('ZRANGE', recent, first, -1, 'WITHSCORES') end  -- (all of the window: from -1)
-  local fresh = {}
-  for i = 1, #noted, 2 do
-    if not own[noted[i]] then fresh[#fresh + 1] = noted[i] end
+  local ids, fresh = {}, {}
+  local since = tonumber(a[3])
+  for i = drop + 1, n do
+    ids[#ids + 1] = all[i * 2 - 1]
+    if tonumber(all[i * 2]) >= since and not own[all[i * 2 - 1]] then fresh[#fresh + 1] = all[i * 2 - 1] end
   end
   -- the new texts and the open incidents' version in one read; the open incidents themselves
   -- only when their version is not the caller's
@@ -84,7 +73,7 @@ local function window_read(recent, texts, open, a, own)
   version = version or ''
   local open_ids = false
   if version ~= a[5] then open_ids = redis.call('SMEMBERS', open) end
-  return {n < 0 and -1 or n - drop, a[1], from, noted, entries, open_ids, version}
+  return {ids, entries, open_ids, version}
 end
 """.replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD)
 
@@ -227,7 +216,7 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 --   ('' = none), new_skill (true: add to the skills set); outbox ('' = none), outbox_due; jobs
 --   ({key, id, bytes (binary), score, expiry ms} each); open (the customer's open-case key), fp
 --   (binary; 0 = none); timers ({due, member, ...}); note (absent: not noted; else {recent, texts,
---   open, entry, now, start, most, since, sweep, the open incidents' version the caller has, count})
+--   open, entry, now, start, most, since, sweep, the open incidents' version the caller has})
 -- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
 -- another complaint: a process's block outlived a failover that lost the sequence's writes; take
 -- another number) or {'created', complaint id, case[, the incident window of its category as
@@ -304,13 +293,12 @@ for _, e in ipairs(entries) do
       local nt = e.note
       local w = notes[nt[1]]
       if not w then
-        w = {texts = nt[2], open = nt[3], fields = {}, a = {nt[6], nt[7], nt[8], nt[9], nt[10], nt[11]}, outs = {}}
+        w = {texts = nt[2], open = nt[3], fields = {}, a = {nt[6], nt[7], nt[8], nt[9], nt[10]}, outs = {}}
         notes[nt[1]] = w
         nkeys[#nkeys + 1] = nt[1]
       end
       if tonumber(nt[8]) < tonumber(w.a[3]) then w.a[3] = nt[8] end
       if nt[9] == '1' then w.a[4] = '1' end
-      if nt[11] == '1' then w.a[6] = '1' end
       if nt[10] ~= w.a[5] then w.a[5] = '-' end  -- (notes that had the open incidents as different versions: read)
       zadd(nt[1], nt[5], cid)
       w.fields[#w.fields + 1] = cid
@@ -331,7 +319,7 @@ for _, recent in ipairs(nkeys) do
   local window = window_read(recent, w.texts, w.open, w.a, own)
   for _, o in ipairs(w.outs) do
     local r = out[o]
-    for i = 1, 7 do r[3 + i] = window[i] end
+    r[4], r[5], r[6], r[7] = window[1], window[2], window[3], window[4]
   end
 end
 -- the complaint holds the text now: the message record keeps only where it went (rewritten,
@@ -385,13 +373,12 @@ INCIDENT_NOTE_LUA = INCIDENT_NOTE_FN + """
 -- KEYS: 1 recent, 2 texts, 3 the category's open incidents, 4 the incident this complaint forms
 -- ARGV: 1 complaint id, 2 its entry (customer TAB tokens), 3 now ms, then window_read's a
 -- Returns {'formed'} when the incident exists already (an earlier run of the same check), else
--- {'ok', then window_read's answer}.
+-- {'ok', kept ids, entries noted since, open incident ids (false: unchanged), their version}.
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'formed'} end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]},
-                      {[ARGV[1]] = true})
-return {'ok', w[1], w[2], w[3], w[4], w[5], w[6], w[7]}
+local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]}, {[ARGV[1]] = true})
+return {'ok', w[1], w[2], w[3], w[4]}
 """
 
 JOIN_IF_OPEN_LUA = """

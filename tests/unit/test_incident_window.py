@@ -17,12 +17,7 @@ CRASH = ["App crashes when I pay at checkout, payment failed", "the app crashed 
          "app keeps crashing at payment checkout"]
 
 
-async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: str, prefix: str,
-                                                                     monkeypatch: Any) -> None:
-    import router.incidents
-
-    # the window is counted and trimmed by about one note a second per process: here, every note
-    monkeypatch.setattr(router.incidents, "COUNT_EVERY_S", 0.0)
+async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: str, prefix: str) -> None:
     r = Redis.from_url(redis_url)
     store = ComplaintStore(prefix)
     store.bind(r)
@@ -39,10 +34,8 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
         note = await r.register_script(INCIDENT_NOTE_LUA)(
             keys=[recent, texts, store.keys.incidents_open("function_fault"), incidents.key("inc_none")],
             args=["cmp_last", "cus_last\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, "0"])
-        # a caller with no view of the window (since 0): all of it, the newest 300, with their times
-        assert note[1] == MAX_RECENT and note[3] == -1  # (-1: the whole window follows)
-        assert len(note[4]) == 2 * MAX_RECENT and note[4][-2] == b"cmp_last"
-        assert b"cmp_last" not in note[5][0::2]  # the text this call noted is not sent back to its caller
+        assert len(note[1]) == MAX_RECENT and note[1][-1] == b"cmp_last"  # the window as read: the newest 300
+        assert b"cmp_last" not in note[2][0::2]  # the text this call noted is not sent back to its caller
         # another worker noted a crash report five minutes ago by its clock (a slow one), after this
         # process last read the window: older than what the script returns as new, still compared
         recent, texts = store.keys.incident_recent("transaction"), store.keys.incident_texts("transaction")
@@ -135,26 +128,26 @@ async def test_the_open_incidents_are_read_only_when_their_version_changed(desk:
                           args=[cid, f"cus_{cid}\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, sweep, seen])
 
     first = await read("cmp_v0", "-")  # the caller has none: read (none open, no version yet)
-    assert first[6] == [] and first[7] == b""
-    assert (await read("cmp_v1", ""))[6] is None  # the same version: not read
+    assert first[3] == [] and first[4] == b""
+    assert (await read("cmp_v1", ""))[3] is None  # the same version: not read
     async with r.pipeline(transaction=True) as pipe:
         pipe.sadd(open_key, "inc_v")
         incidents.open_changed(pipe, category)
         await pipe.execute()
     changed = await read("cmp_v2", "")
-    assert changed[6] == [b"inc_v"] and changed[7] not in (b"", b"-")
+    assert changed[3] == [b"inc_v"] and changed[4] not in (b"", b"-")
     await r.hset(texts, mapping={f"stale{n}": "x" for n in range(2 * MAX_RECENT + 1)})  # for the sweep
     before = await r.hlen(texts)
     for n in range(3):  # (each sweep drops what one HSCAN page finds)
-        swept = await read(f"cmp_v3{n}", changed[7].decode(), sweep="1")
-        assert swept[6] is None and swept[7] == changed[7]
-    assert await r.hlen(texts) < before and await r.hget(texts, OPEN_VERSION_FIELD) == changed[7]
+        swept = await read(f"cmp_v3{n}", changed[4].decode(), sweep="1")
+        assert swept[3] is None and swept[4] == changed[4]
+    assert await r.hlen(texts) < before and await r.hget(texts, OPEN_VERSION_FIELD) == changed[4]
     await incidents.close("inc_v")  # (no incident record: nothing to close)
-    assert (await read("cmp_v4", changed[7].decode()))[6] is None
+    assert (await read("cmp_v4", changed[4].decode()))[3] is None
     await r.set(incidents.key("inc_v"), '{"id": "inc_v", "category": "transaction", "status": "open"}')
     await incidents.close("inc_v")
-    closed = await read("cmp_v5", changed[7].decode())
-    assert closed[6] == [] and closed[7] != changed[7]
+    closed = await read("cmp_v5", changed[4].decode())
+    assert closed[3] == [] and closed[4] != changed[4]
 
 
 async def test_open_incidents_changed_without_a_version_are_read_within_seconds(desk: Any) -> None:
@@ -211,46 +204,3 @@ def test_the_windows_bits_answer_as_the_token_sets_do() -> None:
     assert len(window) == len(kept) and b"cmp_0" not in window
     assert set(window.vocabulary) == set().union(*(sets[n] for n in kept))
     assert answers() == truth(kept)
-
-
-async def test_a_process_whose_view_of_the_window_differs_reads_it_whole(desk: Any, monkeypatch: Any) -> None:
-    """The note sends only what was noted since this process last looked, and how many the window
-    keeps (about once a second): a process that noted a complaint whose commit never landed
-    forgets it, and one that counts otherwise (it missed one noted with an older time) reads the
-    whole window, and compares what is in it."""
-    import router.incidents
-    from router.incidents import _cache
-
-    monkeypatch.setattr(router.incidents, "COUNT_EVERY_S", 0.0)  # every note counts
-    r, store, incidents = desk
-    category = "function_fault"
-    recent, texts = store.keys.incident_recent(category), store.keys.incident_texts(category)
-    assert await incidents.consider("cmp_p0", "cus_p0", category, CRASH[0]) == ("", [])
-    # a commit that never landed: noted here (note_args), never in Redis
-    incidents.note_args("cmp_phantom", "cus_phantom", category, tokens(CRASH[1]))
-    # another process noted one with a time from before this process last looked
-    await r.zadd(recent, {"cmp_late": now_ms() - 120_000})
-    await r.hset(texts, "cmp_late", "cus_late\t" + " ".join(sorted(tokens(CRASH[2]))))
-    formed, linked = await incidents.consider("cmp_p1", "cus_p1", category, CRASH[1])
-    assert formed == "inc_p1" and sorted(linked) == ["cmp_late", "cmp_p0", "cmp_p1"]  # not the phantom
-    window = _cache.entries[recent]
-    assert b"cmp_phantom" not in window.times and b"cmp_late" in window.times
-    assert window.kept(now_ms() - 600_000, MAX_RECENT) == [b"cmp_late", b"cmp_p0", b"cmp_p1"]
-
-
-async def test_an_entry_noted_with_an_older_time_is_compared_once_the_window_is_counted(desk: Any) -> None:
-    """Between counts (COUNT_EVERY_S) a note sends only what was noted since this process last
-    looked: an entry another process noted with an older time is missed until the next count."""
-    from router.incidents import COUNT_EVERY_S, _cache
-
-    r, store, incidents = desk
-    category = "transaction"
-    recent, texts = store.keys.incident_recent(category), store.keys.incident_texts(category)
-    assert await incidents.consider("cmp_q0", "cus_q0", category, CRASH[0]) == ("", [])  # counted
-    await r.zadd(recent, {"cmp_old": now_ms() - 120_000})
-    await r.hset(texts, "cmp_old", "cus_old\t" + " ".join(sorted(tokens(CRASH[2]))))
-    assert await incidents.consider("cmp_q1", "cus_q1", category, "z7 z8 z9 z10") == ("", [])  # not counted
-    assert b"cmp_old" not in _cache.entries[recent].times
-    _cache.counted[recent] -= COUNT_EVERY_S  # a second later
-    formed, linked = await incidents.consider("cmp_q2", "cus_q2", category, CRASH[1])
-    assert formed == "inc_q2" and sorted(linked) == ["cmp_old", "cmp_q0", "cmp_q2"]

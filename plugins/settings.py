@@ -72,9 +72,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: GATEWAY_WORKER_MAX_JOBS: concurrent jobs per worker process.
     worker_max_jobs: int = 50
     #: GATEWAY_WORKER_NICE: the worker process's niceness at least (0-19; 0 = as started): on a
-    #: host it shares with a gateway, a burst's acknowledgements get the CPU first and the worker
-    #: catches up after (deadlines are minutes, an acknowledgement is waited for in milliseconds).
-    worker_nice: int = 10
+    #: host it shares with a gateway, a burst's intake gets the CPU first and the worker catches
+    #: up after (deadlines are minutes, an acknowledgement is waited for in milliseconds).
+    worker_nice: int = 0
     #: GATEWAY_JOB_TIMEOUT_SECONDS: a job running longer is cancelled and retried.
     job_timeout_seconds: int = 20
     #: GATEWAY_EVIDENCE_FETCH_TRIES / _BACKOFF_SECONDS / _TIMEOUT_SECONDS: an attachment a channel

@@ -134,18 +134,21 @@ class _Window:
                     found.append((cid, entry[0]))
         return found
 
-    def keep_only(self, ids: list[bytes]) -> None:
-        """Forget the entries that left the window (``ids``), and the tokens only they had."""
+    def pruned(self, ids: list[bytes]) -> "_Window":
+        """A new window of the entries still in it (``ids``), with a vocabulary of their tokens
+        alone. New, not this one changed: a job deciding on this one meanwhile (its note answered
+        other ids) keeps comparing with what it read."""
         kept = [(cid, self.entries[cid]) for cid in ids if cid in self.entries]
         counts: dict[str, int] = {}
         for _, (_, toks, _) in kept:
             for token in toks:
                 counts[token] = counts.get(token, 0) + 1
-        self.vocabulary = {token: bit for bit, token in enumerate(sorted(counts, key=counts.__getitem__,
-                                                                          reverse=True))}
-        self.entries = {}
+        window = _Window()
+        window.vocabulary = {token: bit for bit, token in enumerate(sorted(counts, key=counts.__getitem__,
+                                                                            reverse=True))}
         for cid, (customer, toks, _) in kept:
-            self.add(cid, customer, toks)
+            window.add(cid, customer, toks)
+        return window
 
 
 class _WindowCache:
@@ -305,7 +308,7 @@ class Incidents:
                 if raw is not None:
                     known.add(cid, *_entry(raw))
         if len(known) > 2 * MAX_RECENT:  # forget what left the window
-            known.keep_only(ids)
+            _cache.entries[recent] = known = known.pruned(ids)
         _cache.synced[recent] = noted_at
         joined = await self._join_open(category, complaint_id, toks, open_ids)
         if joined:

@@ -226,10 +226,14 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def yield_cpu(nice: int) -> None:
-    """This process's niceness raised to ``nice`` (never lowered: that needs privilege). Where a
-    worker shares its host's cores with a gateway (``make run``, one VM), a burst's intake then
-    wins the CPU: its acknowledgements stay fast and the worker works through the backlog as
-    the gateway leaves it room, then at full speed (bench/intake.py; README "Operating")."""
+    """This process's niceness raised to ``nice`` (never lowered: that needs privilege; 0: left
+    as started). Where a worker shares its host's cores with a gateway (``make run``, one VM), a
+    burst's intake then wins the CPU: its acknowledgements stay fast and the worker works through
+    the backlog as the gateway leaves it room, then at full speed (bench/intake.py; README
+    "Overload, abuse and faults"). Called before any thread starts: on Linux niceness is per
+    thread, and threads started later inherit it."""
+    if nice <= 0:
+        return
     try:
         current = os.getpriority(os.PRIO_PROCESS, 0)
         if nice > current:

@@ -1,5 +1,5 @@
-"""The worker yields the CPU to a gateway on the same host: `python -m gateway worker` runs at
-niceness GATEWAY_WORKER_NICE (10 by default; 0 = as started), and never lowers a niceness it was
+"""The worker can yield the CPU to a gateway on the same host: `python -m gateway worker` runs at
+niceness GATEWAY_WORKER_NICE (0 by default: as started), and never lowers a niceness it was
 started with (lowering needs privilege)."""
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ def _niceness_of_a_running_worker(redis_url: str, prefix: str, var: Path, *, sta
 
 @pytest.mark.skipif(os.getpriority(os.PRIO_PROCESS, 0) > 0, reason="the suite itself runs niced")
 def test_the_worker_runs_at_its_niceness(redis_url: str, prefix: str, tmp_path: Path) -> None:
-    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "a") == 10  # the default
-    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "b", GATEWAY_WORKER_NICE="0") == 0
+    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "a") == 0  # the default: as started
+    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "b", GATEWAY_WORKER_NICE="10") == 10
     assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "c", GATEWAY_WORKER_NICE="4") == 4
-    # started nicer than asked: left so
-    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "d", started_at=15) == 15
+    # started nicer than asked, or asked for 0: left so
+    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "d", started_at=15,
+                                         GATEWAY_WORKER_NICE="10") == 15
+    assert _niceness_of_a_running_worker(redis_url, prefix, tmp_path / "e", started_at=3) == 3

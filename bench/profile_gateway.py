@@ -52,7 +52,7 @@ STEPS = [
     ("router/store/messages.py", "intake", "      store.intake (args + script call)"),
     ("redis/commands/core.py", "__call__", "        redis-py Script.__call__"),
     ("redis/asyncio/client.py", "execute_command", "        redis-py execute_command"),
-    ("router/store/base.py", "_job_bytes", "        arq job bytes"),
+    ("router/store/base.py", "job_bytes", "        arq job bytes"),
     ("gateway/auth.py", "", "    auth (any gateway/auth.py function)"),
     ("plugins/auth.py", "roles_guard", "    roles guard"),
 ]

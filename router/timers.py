@@ -39,11 +39,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable
 
 import msgspec
-from arq.jobs import serialize_job
 
 from router import metrics
 from router.cached_read import CachedRead
-from router.store import JOB_EXPIRES_MS, ComplaintStore, Conflict, Keys, NotFound, TxEffects
+from router.store import JOB_EXPIRES_MS, ComplaintStore, Conflict, Keys, NotFound, PlannedJob, TxEffects, job_bytes
 from normalizer.ids import dt_to_ms
 from normalizer.schema import Complaint, HistoryEvent
 from router.deadlines import (
@@ -386,7 +385,7 @@ class TimerLoop:
             return ["", "", 0, 0]
         job_id = self.store.keys.job_id(DISPATCH_EVENTS_ID)
         wall_ms = int(wall * 1000)
-        return [job_id, serialize_job(DISPATCH_EVENTS, (), {}, None, wall_ms), JOB_EXPIRES_MS,
+        return [job_id, job_bytes(PlannedJob(DISPATCH_EVENTS, DISPATCH_EVENTS_ID), wall_ms), JOB_EXPIRES_MS,
                 wall_ms + EVENTS_GATHER_MS]
 
     async def tick(self) -> int:

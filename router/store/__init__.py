@@ -23,7 +23,7 @@ from __future__ import annotations
 from normalizer.ids import dt_to_ms, ms_to_dt, new_id, now_ms
 from normalizer.schema import ComplaintStatus
 from plugins.contract import IntakeOutcome
-from router.store.base import JOB_EXPIRES_MS, Conflict, NotFound, PlannedJob, StoreBase, TxEffects
+from router.store.base import JOB_EXPIRES_MS, Conflict, NotFound, PlannedJob, StoreBase, TxEffects, job_bytes
 from router.store.codec import COMPRESSED, decode_complaint, encode_complaint
 from router.store.complaints import Complaints, is_open
 from router.store.deliveries import DELIVERY_RANK, OUTBOUND_TTL_S, OUTBOX_GRACE_MS, Deliveries
@@ -65,6 +65,7 @@ __all__ = [
     "is_open",
     "ingest_job",
     "ingest_job_bytes",
+    "job_bytes",
     "job_key",
     "ms_to_dt",
     "new_id",

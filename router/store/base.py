@@ -104,9 +104,6 @@ class StoreBase:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def _job_bytes(self, job: PlannedJob, enqueue_ms: int) -> bytes:
-        return job_bytes(job, enqueue_ms)
-
     def queue_jobs(self, pipe: Any, jobs: Sequence[PlannedJob]) -> None:
         """Write arq jobs inside an open MULTI (same layout as ``ArqRedis.enqueue_job``)."""
         if not jobs:
@@ -115,7 +112,7 @@ class StoreBase:
         for job in jobs:
             score = enqueue_ms + job.defer_ms
             job_id = self.keys.job_id(job.job_id)
-            pipe.psetex(job_key(job_id), JOB_EXPIRES_MS + job.defer_ms, self._job_bytes(job, enqueue_ms))
+            pipe.psetex(job_key(job_id), JOB_EXPIRES_MS + job.defer_ms, job_bytes(job, enqueue_ms))
             pipe.zadd(self.keys.arq_queue, {job_id: score})
         if self.worker_wake:
             pipe.lpush(self.keys.wake, "1")

@@ -14,7 +14,7 @@ from redis.exceptions import WatchError
 from normalizer.ids import dt_to_ms, now_ms
 from normalizer.schema import OPEN_STATUSES, Complaint, Contact
 from router.repeats import fingerprint_of
-from router.store.base import JOB_EXPIRES_MS, NotFound, PlannedJob, StoreBase, TxEffects
+from router.store.base import JOB_EXPIRES_MS, NotFound, PlannedJob, StoreBase, TxEffects, job_bytes
 from router.store.codec import decode_complaint, encode_complaint, with_deliveries
 from router.store.deliveries import OUTBOX_GRACE_MS
 from router.store.group_commit import GroupCommit
@@ -141,7 +141,7 @@ class Complaints(StoreBase):
         }
         for job in jobs:
             job_id = k.job_id(job.job_id)
-            blobs.append(self._job_bytes(job, enqueue_ms))
+            blobs.append(job_bytes(job, enqueue_ms))
             entry["jobs"].append([job_key(job_id), job_id, len(blobs), str(enqueue_ms + job.defer_ms),
                                   str(JOB_EXPIRES_MS + job.defer_ms)])
         if fingerprint:

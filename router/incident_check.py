@@ -4,8 +4,10 @@ it joins or forms one.
 The commit that opens the complaint notes it in its category's window (``router.cases.
 open_complaint``); the pipeline decides at once, after the acknowledgement (``check_opened``).
 If Redis is away for that, the message's job is retried, and its retry — finding the message
-processed — runs the whole check again (``check_again``: note, decide, link; every step safe to
-run twice). ``consider_incident`` is the same check as a job of its own (still run for jobs
+processed — runs the whole check again (``check_again``: note, decide; every step safe to run
+twice). Joining or forming an incident links its complaints in the same step (the link is kept
+beside each complaint); only when the incident's answer was given already does each newly linked
+complaint get that answer here (``cases.link_to_incident``). ``consider_incident`` is the same check as a job of its own (still run for jobs
 queued by earlier versions).
 """
 
@@ -18,6 +20,7 @@ from arq import Retry
 
 from router import cases
 from router.cases.opening import Opened
+from router.incidents import Decision
 from normalizer.ids import dt_to_ms
 from router.context import WorkerContext, context_of, job_try
 from router.redis_pool import redis_unavailable
@@ -32,9 +35,8 @@ async def check_opened(w: WorkerContext, opened: Opened) -> str:
         return "none"
     c = opened.complaint
     text = c.messages[0].text if c.messages else ""
-    iid, linked = await w.incidents.decide(c.id, c.customer_id, c.category, text, opened.incident_tokens,
-                                           opened.noted_at, opened.incident_window)
-    return await _link(w, iid, linked)
+    return await _answer(w, await w.incidents.decide(c.id, c.customer_id, c.category, text, opened.incident_tokens,
+                                                     opened.noted_at, opened.incident_window))
 
 
 async def check_again(w: WorkerContext, complaint_id: str, message_id: str) -> str:
@@ -44,18 +46,19 @@ async def check_again(w: WorkerContext, complaint_id: str, message_id: str) -> s
     except NotFound:
         return "missing"
     text = next((m.text for m in complaint.messages if m.message_id == message_id), "")
-    iid, linked = await w.incidents.consider(complaint.id, complaint.customer_id, complaint.category, text,
-                                             dt_to_ms(complaint.created_at))
-    return await _link(w, iid, linked)
+    return await _answer(w, await w.incidents.consider(complaint.id, complaint.customer_id, complaint.category,
+                                                       text, dt_to_ms(complaint.created_at)))
 
 
-async def _link(w: WorkerContext, iid: str, linked: list[str]) -> str:
-    if not iid:
+async def _answer(w: WorkerContext, decision: Decision) -> str:
+    """After a complaint joined or formed an incident (its complaints linked already): the
+    incident's answer, if given, to each of them."""
+    if not decision.incident_id:
         return "none"
-    incident = await w.incidents.get(iid)
-    for cid in linked:
-        await cases.link_to_incident(w.store, cid, incident or {"id": iid})
-    log.info("incident %s: %d complaint(s) linked", iid, len(linked))
+    if decision.answered:
+        for cid in decision.linked:
+            await cases.link_to_incident(w.store, cid, decision.answered)
+    log.info("incident %s: %d complaint(s) linked", decision.incident_id, len(decision.linked))
     return "linked"
 
 

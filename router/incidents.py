@@ -20,6 +20,11 @@ and the category's open incidents, whose sample tokens are kept here too (they n
 So a check costs one round trip and compares token sets already parsed, instead of six round
 trips reading and parsing up to ``MAX_RECENT`` texts.
 
+A complaint that joins or forms an incident is linked to it in the same step in Redis (the join
+script, the forming transaction): the link is kept beside the complaint (``delivery:<cid>``, field
+``store.INCIDENT_LINK``) and merged in whenever it is read, so an outage that links every new
+complaint never rewrites one.
+
 A new complaint is noted by the very commit that opens it (``router.cases.open_complaint`` passes
 ``note_args``; the commit answers the window), and the worker decides at once, after the
 acknowledgement (``decide``: join an open incident, or form one). If Redis is away for that, the
@@ -37,10 +42,10 @@ import re
 import time
 import unicodedata
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from plugins.locks import RedisLock
-from router.store import ComplaintStore
+from router.store import INCIDENT_LINK, ComplaintStore, encode_incident_link
 from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, OPEN_VERSION_FIELD
 from normalizer.ids import new_id, now_ms
 from normalizer.pii import mask_pii
@@ -82,7 +87,21 @@ SWEEP_EVERY = 200
 #: not change: a process of a version before the version changes them without renewing it.
 OPEN_READ_AT_LEAST_S = 10.0
 
-Entry = tuple[str, frozenset[str], int]  # customer id, tokens, the tokens as bits of the window's vocabulary
+#: customer id, tokens, the tokens as bits of the window's vocabulary, how many, complaint id
+Entry = tuple[str, frozenset[str], int, int, bytes]
+
+
+class Decision(NamedTuple):
+    """What the incident check decided: the incident a complaint joined or formed ("" for none),
+    the complaints linked to it (linked already: the link is written with the joining or the
+    forming), and the incident when its answer was given already (those complaints get it now)."""
+
+    incident_id: str
+    linked: list[str]
+    answered: dict[str, Any] | None = None
+
+
+NO_INCIDENT = Decision("", [])
 
 
 class _Window:
@@ -114,11 +133,11 @@ class _Window:
         return bits
 
     def add(self, cid: bytes, customer: str, toks: frozenset[str]) -> None:
-        self.entries[cid] = (customer, toks, self.bits(toks))
+        self.entries[cid] = (customer, toks, self.bits(toks), len(toks), cid)
 
     def missing(self, ids: list[bytes]) -> list[bytes]:
-        entries = self.entries
-        return [cid for cid in ids if cid not in entries]
+        """The ids among ``ids`` this window does not know (in no particular order)."""
+        return list(set(ids).difference(self.entries))
 
     def alike(self, toks: frozenset[str], ids: list[bytes], own_id: bytes) -> list[tuple[bytes, str]]:
         """The entries among ``ids`` (but ``own_id``) of the same fault as ``toks``, with their customers."""
@@ -126,12 +145,11 @@ class _Window:
         mine = entries.get(own_id)
         bits = mine[2] if mine is not None and mine[1] == toks else self.bits(toks)
         n, found = len(toks), []
-        for cid in ids:
-            entry = entries.get(cid)
-            if entry is not None and cid != own_id:
+        for entry in map(entries.get, ids):  # (the loop of every check: kept lean)
+            if entry is not None:
                 shared = (bits & entry[2]).bit_count()
-                if shared >= MIN_TOKENS and _alike(shared, n, len(entry[1])):
-                    found.append((cid, entry[0]))
+                if shared >= MIN_TOKENS and _alike(shared, n, entry[3]) and entry[4] != own_id:
+                    found.append((entry[4], entry[0]))
         return found
 
     def pruned(self, ids: list[bytes]) -> "_Window":
@@ -140,13 +158,13 @@ class _Window:
         other ids) keeps comparing with what it read."""
         kept = [(cid, self.entries[cid]) for cid in ids if cid in self.entries]
         counts: dict[str, int] = {}
-        for _, (_, toks, _) in kept:
+        for _, (_, toks, *_) in kept:
             for token in toks:
                 counts[token] = counts.get(token, 0) + 1
         window = _Window()
         window.vocabulary = {token: bit for bit, token in enumerate(sorted(counts, key=counts.__getitem__,
                                                                             reverse=True))}
-        for cid, (customer, toks, _) in kept:
+        for cid, (customer, toks, *_) in kept:
             window.add(cid, customer, toks)
         return window
 
@@ -269,25 +287,33 @@ class Incidents:
                 MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0", seen]
 
     async def consider(self, complaint_id: str, customer_id: str, category: str, text: str,
-                       at_ms: int | None = None) -> tuple[str, list[str]]:
-        """Note a new complaint. Answers (incident id, complaint ids linked to it) when it joins or
-        forms an incident, else ("", []). Safe to call again for the same complaint (a retried
-        job): it answers the incident it formed or joined, with the complaints to link."""
+                       at_ms: int | None = None) -> Decision:
+        """Note a new complaint. Answers the incident it joins or forms, with the complaints
+        linked to it, else ``NO_INCIDENT``. Safe to call again for the same complaint (a retried
+        job): it answers the incident it formed or joined, with its complaints."""
         toks = comparable_tokens(text)
         if not toks:
-            return "", []
+            return NO_INCIDENT
         own = formed_by(complaint_id)
         now = now_ms()
         args = self.note_args(complaint_id, customer_id, category, toks, at_ms)
         result = await self._note(keys=[self.keys.incident_recent(category), self.keys.incident_texts(category),
                                         self.keys.incidents_open(category), self.key(own)],
                                   args=[complaint_id, *args])
-        if _text(result[0]) == "formed":  # formed on an earlier run that did not finish linking
-            return own, await self.members(own)
+        if _text(result[0]) == "formed":  # formed on an earlier run (by a version that linked after)
+            members = await self.members(own)
+            at = datetime.now(timezone.utc)
+            async with self.r.pipeline(transaction=False) as pipe:
+                for cid in members:  # unless linked since (to another incident, later)
+                    pipe.hsetnx(self.keys.delivery(cid), INCIDENT_LINK, encode_incident_link(own, at))
+                pipe.get(self.key(own))
+                *_, data = await pipe.execute()
+            incident = json.loads(data) if data else None
+            return Decision(own, members, incident if incident and incident.get("answer") else None)
         return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1:5])
 
     async def decide(self, complaint_id: str, customer_id: str, category: str, text: str, toks: frozenset[str],
-                     noted_at: int, window: list[Any]) -> tuple[str, list[str]]:
+                     noted_at: int, window: list[Any]) -> Decision:
         """After the complaint was noted (``window``: what the note answered — the kept ids oldest
         first, the entries noted since this process last looked, the open incidents; ``noted_at``:
         the note's now): join an open incident of the same fault, or form one with enough
@@ -312,7 +338,7 @@ class Incidents:
         _cache.synced[recent] = noted_at
         joined = await self._join_open(category, complaint_id, toks, open_ids)
         if joined:
-            return joined, [complaint_id]
+            return joined
         # enough different customers in the window to form one?
         similar: dict[str, str] = {}
         customers = {customer_id}
@@ -320,7 +346,7 @@ class Incidents:
             similar[cid.decode()] = customer
             customers.add(customer)
         if len(customers) < self.min_customers:
-            return "", []
+            return NO_INCIDENT
         own = formed_by(complaint_id)
         now = now_ms()
         # forming is rare: one worker at a time per category, and whoever comes second joins
@@ -329,9 +355,10 @@ class Incidents:
         try:
             joined = await self._join_open(category, complaint_id, toks)
             if joined:
-                return joined, [complaint_id]
+                return joined
             linked = [complaint_id, *similar]
-            created_at = datetime.now(timezone.utc).isoformat()
+            at = datetime.now(timezone.utc)
+            created_at = at.isoformat()
             incident = {
                 "id": own, "category": category, "status": "open", "created_at": created_at,
                 "title": mask_pii(text.strip())[:120], "sample_tokens": [sorted(toks)], "customers": len(customers),
@@ -343,14 +370,17 @@ class Incidents:
                 pipe.set(self.key(own), json.dumps(incident, ensure_ascii=False))
                 pipe.sadd(self.keys.incidents_open(category), own)
                 self.open_changed(pipe, category)
+                link = encode_incident_link(own, at)
+                for cid in linked:
+                    pipe.hset(self.keys.delivery(cid), INCIDENT_LINK, link)
                 await pipe.execute()
-            return own, linked
+            return Decision(own, linked)
         finally:
             await lock.release()
 
     async def _join_open(self, category: str, complaint_id: str, toks: frozenset[str],
-                         open_ids: list[str] | None = None) -> str:
-        """The open incident of this category that describes the same fault, joined; or "".
+                         open_ids: list[str] | None = None) -> Decision | None:
+        """The open incident of this category that describes the same fault, joined; or None.
         ``open_ids``: the category's open incidents as just read (else read here). An incident's
         sample tokens never change: read once per process."""
         open_key = self.keys.incidents_open(category)
@@ -365,17 +395,23 @@ class Incidents:
                     _cache.samples[self.key(iid)] = [frozenset(s) for s in json.loads(data)["sample_tokens"]]
         for iid in sorted(open_ids):
             if any(same_fault(toks, sample) for sample in _cache.samples.get(self.key(iid), ())):
-                if await self._link_if_open(open_key, iid, complaint_id):
-                    return iid
-        return ""
+                joined = await self._link_if_open(open_key, iid, complaint_id)
+                if joined is not None:
+                    return joined
+        return None
 
-    async def _link_if_open(self, open_key: str, iid: str, complaint_id: str) -> bool:
-        """The complaint joins the incident if it is still open (a supervisor may have closed it
-        since the open incidents were read with the note), in one step in Redis."""
+    async def _link_if_open(self, open_key: str, iid: str, complaint_id: str) -> Decision | None:
+        """The complaint joins the incident and is linked to it if the incident is still open (a
+        supervisor may have closed it since the open incidents were read with the note), in one
+        step in Redis, which also answers the incident if its answer was given already."""
         if self._join_script is None:
             self._join_script = self.r.register_script(JOIN_IF_OPEN_LUA)
-        return bool(await self._join_script(keys=[open_key, self.keys.incident_complaints(iid)],
-                                            args=[iid, complaint_id]))
+        joined = await self._join_script(
+            keys=[open_key, self.keys.incident_complaints(iid), self.keys.delivery(complaint_id), self.key(iid)],
+            args=[iid, complaint_id, encode_incident_link(iid, datetime.now(timezone.utc))])
+        if not joined:
+            return None
+        return Decision(iid, [complaint_id], json.loads(joined[1]) if len(joined) > 1 else None)
 
     async def close(self, iid: str) -> None:
         incident = await self.get(iid)

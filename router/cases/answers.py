@@ -17,7 +17,7 @@ from router.cases.replies import new_reply_id, queue_reply, reply_id_for
 from router.deadlines import DEFAULT_ESCALATION_QUEUE, ESCALATION_QUEUE_DETAIL, FIRST_RESPONSE
 from router.incidents import Incidents
 from router.jobs import event_job
-from router.store import ComplaintStore, Conflict, NotFound, TxEffects, is_open
+from router.store import ComplaintStore, Conflict, NotFound, TxEffects, is_open, link_incident
 
 
 # -- queues -------------------------------------------------------------------------------------
@@ -145,22 +145,19 @@ async def answer_incident(store: ComplaintStore, incidents: Incidents, incident:
 
 
 async def link_to_incident(store: ComplaintStore, complaint_id: str, incident: dict[str, Any]) -> Complaint | None:
-    """Mark a complaint as part of an incident; if the incident has been answered already, the
-    customer gets that answer now."""
+    """Link a complaint to an incident whose answer has been given already: the customer gets that
+    answer now (once: a repeat finds the reply it made). A complaint joining an incident not yet
+    answered is linked by the incident check itself, without rewriting it
+    (``Incidents.decide``; the link is kept beside the complaint, ``store.INCIDENT_LINK``)."""
     iid = incident["id"]
     given = incident.get("answer")
 
     def change(complaint: Complaint, effects: TxEffects) -> None:
-        if complaint.incident_id == iid:
-            return
-        complaint.incident_id = iid
-        if "incident" not in complaint.tags:
-            complaint.tags.append("incident")
-        complaint.history.append(HistoryEvent(at=datetime.now(timezone.utc), actor="worker", action="incident_linked",
-                                              detail={"incident_id": iid}))
+        now = datetime.now(timezone.utc)
+        if link_incident(complaint, iid, now):
+            effects.ops.append(lambda pipe: store.keep_incident_link(pipe, complaint.id, iid, now))
         if given and is_open(complaint):
-            give_incident_answer(store, complaint, effects, incident, given.get("by", "supervisor"),
-                                 datetime.now(timezone.utc))
+            give_incident_answer(store, complaint, effects, incident, given.get("by", "supervisor"), now)
 
     try:
         return await store.update(complaint_id, change)

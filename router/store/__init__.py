@@ -24,7 +24,7 @@ from normalizer.ids import dt_to_ms, ms_to_dt, new_id, now_ms
 from normalizer.schema import ComplaintStatus
 from plugins.contract import IntakeOutcome
 from router.store.base import JOB_EXPIRES_MS, Conflict, NotFound, PlannedJob, StoreBase, TxEffects, job_bytes
-from router.store.codec import COMPRESSED, decode_complaint, encode_complaint
+from router.store.codec import COMPRESSED, INCIDENT_LINK, decode_complaint, encode_complaint, encode_incident_link, link_incident
 from router.store.complaints import Complaints, is_open
 from router.store.deliveries import DELIVERY_RANK, OUTBOUND_TTL_S, OUTBOX_GRACE_MS, Deliveries
 from router.store.keys import ARQ_JOB_PREFIXES, Keys, job_key
@@ -49,6 +49,7 @@ __all__ = [
     "DEADLINE_NEAR_MS",
     "DELIVERY_RANK",
     "IDEMPOTENCY_TTL_S",
+    "INCIDENT_LINK",
     "IntakeOutcome",
     "JOB_EXPIRES_MS",
     "Keys",
@@ -62,11 +63,13 @@ __all__ = [
     "decode_complaint",
     "dt_to_ms",
     "encode_complaint",
+    "encode_incident_link",
     "is_open",
     "ingest_job",
     "ingest_job_bytes",
     "job_bytes",
     "job_key",
+    "link_incident",
     "ms_to_dt",
     "new_id",
     "now_ms",

@@ -1,17 +1,24 @@
-"""How a complaint is stored: JSON without its empty fields, zlib-compressed; and its replies'
-delivery states, kept beside it (``delivery:<cid>``), merged back in when it is read."""
+"""How a complaint is stored: JSON without its empty fields, zlib-compressed; and what is kept
+beside it in ``delivery:<cid>`` so that it is written without rewriting the complaint — its
+replies' delivery states and its incident link — merged back in when it is read."""
 
 from __future__ import annotations
 
 import zlib
+from bisect import insort
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from normalizer.schema import Complaint
+from normalizer.schema import Complaint, HistoryEvent
 
 COMPRESSED = b"z"
+#: The field of ``delivery:<cid>`` that links the complaint to its incident (reply ids never
+#: start with "~"): a complaint joins an incident in the script that adds it to the incident,
+#: without a read-modify-write of the complaint (a provider's outage links every new complaint).
+INCIDENT_LINK = "~incident"
+_INCIDENT_LINK = INCIDENT_LINK.encode()
 
 _json_encoder = msgspec.json.Encoder()
 _complaint_decoder = msgspec.json.Decoder(Complaint)
@@ -62,9 +69,41 @@ def encode_delivery(state: dict[str, Any]) -> bytes:
     return _json_encoder.encode({k: v for k, v in state.items() if v is not None})
 
 
+def encode_incident_link(incident_id: str, at: datetime) -> bytes:
+    """A complaint's incident link as kept in ``delivery:<cid>`` (field ``INCIDENT_LINK``)."""
+    return _json_encoder.encode({"incident_id": incident_id, "at": at.isoformat()})
+
+
+def link_incident(complaint: Complaint, incident_id: str, at: datetime) -> bool:
+    """The one change of a complaint that joins an incident: its incident, the "incident" tag, and
+    ``incident_linked`` in its history in time order (a link read from beside the complaint comes
+    after some of its events, or before). Answers whether anything changed (not when already
+    linked to that incident: a link merged again on every read changes nothing)."""
+    if complaint.incident_id == incident_id:
+        return False
+    complaint.incident_id = incident_id
+    if "incident" not in complaint.tags:
+        complaint.tags.append("incident")
+    insort(complaint.history, HistoryEvent(at=at, actor="worker", action="incident_linked",
+                                           detail={"incident_id": incident_id}), key=lambda event: event.at)
+    if complaint.updated_at < at:
+        complaint.updated_at = at
+    return True
+
+
+def with_link(complaint: Complaint, link: bytes | None) -> Complaint:
+    """``complaint`` with its incident link (``encode_incident_link``'s bytes, or None) merged in."""
+    if link is not None:
+        fields = msgspec.json.decode(link)
+        link_incident(complaint, fields["incident_id"], datetime.fromisoformat(fields["at"]))
+    return complaint
+
+
 def with_deliveries(complaint: Complaint, deliveries: dict[bytes, bytes]) -> Complaint:
-    """``complaint`` with its replies' delivery states (reply id → state JSON) merged in."""
+    """``complaint`` with what is kept beside it (``delivery:<cid>``: reply id → state JSON, and
+    its incident link) merged in."""
     if deliveries:
+        with_link(complaint, deliveries.get(_INCIDENT_LINK))
         for reply in complaint.replies:
             state = deliveries.get(reply.id.encode())
             if state is not None:
@@ -77,4 +116,5 @@ def with_deliveries(complaint: Complaint, deliveries: dict[bytes, bytes]) -> Com
     return complaint
 
 
-__all__ = ["COMPRESSED", "decode_complaint", "encode_complaint", "encode_delivery", "with_deliveries"]
+__all__ = ["COMPRESSED", "INCIDENT_LINK", "decode_complaint", "encode_complaint", "encode_delivery",
+           "encode_incident_link", "link_incident", "with_deliveries", "with_link"]

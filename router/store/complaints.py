@@ -15,11 +15,12 @@ from normalizer.ids import dt_to_ms, now_ms
 from normalizer.schema import OPEN_STATUSES, Complaint, Contact
 from router.repeats import fingerprint_of
 from router.store.base import JOB_EXPIRES_MS, NotFound, PlannedJob, StoreBase, TxEffects, job_bytes
-from router.store.codec import decode_complaint, encode_complaint, with_deliveries
+from router.store.codec import INCIDENT_LINK, decode_complaint, encode_complaint, encode_incident_link, with_deliveries, with_link
 from router.store.deliveries import OUTBOX_GRACE_MS
 from router.store.group_commit import GroupCommit
 from router.store.keys import job_key
 from router.store.queues import queue_score
+from router.store.scripts import READ_WITH_LINK_LUA
 
 
 #: Case numbers a process takes from the day's sequence at a time.
@@ -208,11 +209,11 @@ class Complaints(StoreBase):
             while True:
                 try:
                     await pipe.watch(k.complaint(cid))
-                    data = await pipe.get(k.complaint(cid))
+                    data, link = await pipe.eval(READ_WITH_LINK_LUA, 2, k.complaint(cid), k.delivery(cid))
                     if data is None:
                         raise NotFound("complaint_not_found", f"no complaint {cid}")
                     before = decode_complaint(data)
-                    after = decode_complaint(data)
+                    after = with_link(decode_complaint(data), link)
                     effects = TxEffects()
                     result = change(after, effects)
                     if result is not None:
@@ -244,6 +245,11 @@ class Complaints(StoreBase):
                     return after
                 except WatchError:
                     continue
+
+    def keep_incident_link(self, pipe: Any, cid: str, incident_id: str, at: datetime) -> None:
+        """In an update's transaction: the complaint's incident link, kept beside it where every
+        read merges it in (``codec.INCIDENT_LINK``)."""
+        pipe.hset(self.keys.delivery(cid), INCIDENT_LINK, encode_incident_link(incident_id, at))
 
     async def list(
         self,

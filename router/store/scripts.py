@@ -7,6 +7,7 @@ layout is still named in one place. ``ComplaintStore.bind`` registers them all.
 
 from __future__ import annotations
 
+from router.store.codec import INCIDENT_LINK
 from router.store.intake_script import INTAKE_LUA
 
 #: The field of a category's incident texts hash that holds the version of its open incidents
@@ -382,11 +383,28 @@ return {'ok', w[1], w[2], w[3], w[4]}
 """
 
 JOIN_IF_OPEN_LUA = """
--- A complaint joins an incident only while the incident is open.
--- KEYS: 1 the category's open incidents, 2 the incident's complaints; ARGV: 1 incident id, 2 complaint id
+-- A complaint joins an incident only while the incident is open, and is linked to it (the link
+-- kept beside the complaint: codec.INCIDENT_LINK). Answers 0 (closed meanwhile), {1} (joined), or
+-- {1, the incident} when the incident has been answered already (the complaint gets that answer).
+-- KEYS: 1 the category's open incidents, 2 the incident's complaints, 3 the complaint's delivery
+-- hash, 4 the incident; ARGV: 1 incident id, 2 complaint id, 3 the link
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('SADD', KEYS[2], ARGV[2])
-return 1
-"""
+redis.call('HSET', KEYS[3], 'INCIDENT_LINK', ARGV[3])
+local incident = redis.call('GET', KEYS[4])
+if incident then
+  local ok, doc = pcall(cjson.decode, incident)
+  if ok and type(doc) == 'table' and doc['answer'] ~= nil and doc['answer'] ~= cjson.null then
+    return {1, incident}
+  end
+end
+return {1}
+""".replace("INCIDENT_LINK", INCIDENT_LINK)
 
-__all__ = ["OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "PREPARE_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+READ_WITH_LINK_LUA = """
+-- A complaint and its incident link, in one round trip (under WATCH: an update's read).
+-- KEYS: 1 the complaint, 2 its delivery hash
+return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], 'INCIDENT_LINK')}
+""".replace("INCIDENT_LINK", INCIDENT_LINK)
+
+__all__ = ["OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

@@ -122,20 +122,21 @@ async def test_the_complaint_that_formed_an_incident_answers_all_of_it_again(set
     the second run answers them all again (not only itself), so none stays unlinked."""
     from router.redis_pool import redis_client
     from router.store import ComplaintStore
-    from router.incidents import Incidents
+    from router.incidents import NO_INCIDENT, Decision, Incidents
 
     r = redis_client(redis_url)
     store = ComplaintStore(settings.redis_prefix)
     store.bind(r)
     incidents = Incidents(store, window_minutes=10, min_customers=3)
     try:
-        assert await incidents.consider("cmp_1", "cus_a", "function_fault", CRASH_REPORTS[0]) == ("", [])
-        assert await incidents.consider("cmp_2", "cus_b", "function_fault", CRASH_REPORTS[2]) == ("", [])
-        formed, linked = await incidents.consider("cmp_3", "cus_c", "function_fault", CRASH_REPORTS[4])
+        assert await incidents.consider("cmp_1", "cus_a", "function_fault", CRASH_REPORTS[0]) == NO_INCIDENT
+        assert await incidents.consider("cmp_2", "cus_b", "function_fault", CRASH_REPORTS[2]) == NO_INCIDENT
+        formed, linked, _ = await incidents.consider("cmp_3", "cus_c", "function_fault", CRASH_REPORTS[4])
         assert formed and sorted(linked) == ["cmp_1", "cmp_2", "cmp_3"]
-        again, relinked = await incidents.consider("cmp_3", "cus_c", "function_fault", CRASH_REPORTS[4])
+        again, relinked, _ = await incidents.consider("cmp_3", "cus_c", "function_fault", CRASH_REPORTS[4])
         assert again == formed and sorted(relinked) == ["cmp_1", "cmp_2", "cmp_3"]
-        assert await incidents.consider("cmp_2", "cus_b", "function_fault", CRASH_REPORTS[2]) == (formed, ["cmp_2"])
+        assert await incidents.consider("cmp_2", "cus_b", "function_fault",
+                                        CRASH_REPORTS[2]) == Decision(formed, ["cmp_2"])
         assert [i["id"] for i in await incidents.list()] == [formed]
         assert await incidents.members(formed) == ["cmp_1", "cmp_2", "cmp_3"]
     finally:

@@ -315,3 +315,46 @@ async def test_logs_are_json_lines_with_case_numbers_and_no_personal_data(settin
     assert opened and opened[0]["message_id"] == mid
     for value in PII_VALUES:
         assert value not in stream.getvalue()
+
+
+async def test_a_complaint_joins_its_incident_without_being_rewritten(client, desk, redis_url):
+    """In an outage every new complaint joins an incident: the link is written with the joining
+    (or the forming) beside the complaint, not by rewriting it. Every read shows it; the next change
+    of the complaint takes it in, once, in time order."""
+    from datetime import datetime
+
+    from redis.asyncio import Redis
+
+    from router.store import ComplaintStore, decode_complaint
+
+    keys = ComplaintStore(desk[0].redis_prefix).keys
+    r = Redis.from_url(redis_url)
+
+    def in_time_order(history):
+        ats = [datetime.fromisoformat(e["at"]) if isinstance(e["at"], str) else e["at"] for e in history]
+        return ats == sorted(ats)
+
+    try:
+        mids = [await send(client, f"u-link-{n}", text) for n, text in enumerate(CRASH_REPORTS)]  # 5 form, 1 joins
+        await drain(desk)
+        (incident,) = (await client.get("/v1/incidents", headers=SUPERVISOR)).json()["items"]
+        assert incident["complaint_count"] == 6
+        seen = []
+        for mid in mids:
+            c = await complaint_of(client, mid)
+            assert c["incident_id"] == incident["id"] and "incident" in c["tags"]
+            assert [e["action"] for e in c["history"]].count("incident_linked") == 1 and in_time_order(c["history"])
+            assert decode_complaint(await r.get(keys.complaint(c["id"]))).incident_id is None  # not rewritten
+            seen.append(c)
+        last = seen[-1]
+        resolved = await client.post(f"/v1/complaints/{last['id']}/resolve", json={"outcome": "upheld"}, headers=ALICE)
+        assert resolved.status_code == 200, resolved.text
+        stored = decode_complaint(await r.get(keys.complaint(last["id"])))
+        assert stored.incident_id == incident["id"] and "incident" in stored.tags
+        assert [e.action for e in stored.history].count("incident_linked") == 1
+        assert in_time_order([{"at": e.at} for e in stored.history])
+        again = (await client.get(f"/v1/complaints/{last['id']}", headers=SUPERVISOR)).json()
+        assert [e["action"] for e in again["history"]].count("incident_linked") == 1
+        assert again["incident_id"] == incident["id"] and again["status"] == "resolved"
+    finally:
+        await r.aclose()

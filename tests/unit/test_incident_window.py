@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from router.incidents import MAX_RECENT, Incidents, tokens
+from router.incidents import MAX_RECENT, NO_INCIDENT, Decision, Incidents, tokens
 from normalizer.ids import now_ms
 from router.store import ComplaintStore
 from router.store.scripts import INCIDENT_NOTE_LUA, OPEN_VERSION_FIELD
@@ -26,7 +26,7 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
     try:
         for n in range(MAX_RECENT + 40):  # unrelated texts: nothing forms
             assert await incidents.consider(f"cmp_u{n}", f"cus_u{n}", "function_fault",
-                                            f"w{n}a w{n}b w{n}c w{n}d") == ("", [])
+                                            f"w{n}a w{n}b w{n}c w{n}d") == NO_INCIDENT
         # what left is removed in batches of TRIM_AT (32): at most 31 linger, never read as in the window
         assert MAX_RECENT <= await r.zcard(recent) < MAX_RECENT + 32
         assert await r.hlen(texts) == await r.zcard(recent)  # the texts leave with the window, not only by time
@@ -39,14 +39,14 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
         # another worker noted a crash report five minutes ago by its clock (a slow one), after this
         # process last read the window: older than what the script returns as new, still compared
         recent, texts = store.keys.incident_recent("transaction"), store.keys.incident_texts("transaction")
-        assert await incidents.consider("cmp_t0", "cus_t0", "transaction", "x1 x2 x3 x4") == ("", [])
+        assert await incidents.consider("cmp_t0", "cus_t0", "transaction", "x1 x2 x3 x4") == NO_INCIDENT
         await r.zadd(recent, {"cmp_other": now_ms() - 300_000})
         await r.hset(texts, "cmp_other", "cus_other\t" + " ".join(sorted(tokens(CRASH[0]))))
-        assert await incidents.consider("cmp_c1", "cus_c1", "transaction", CRASH[1]) == ("", [])
-        formed, linked = await incidents.consider("cmp_c2", "cus_c2", "transaction", CRASH[2])
+        assert await incidents.consider("cmp_c1", "cus_c1", "transaction", CRASH[1]) == NO_INCIDENT
+        formed, linked, _ = await incidents.consider("cmp_c2", "cus_c2", "transaction", CRASH[2])
         assert formed == "inc_c2" and sorted(linked) == ["cmp_c1", "cmp_c2", "cmp_other"]
         # the next one joins it (its samples read once, kept)
-        assert await incidents.consider("cmp_c3", "cus_c3", "transaction", CRASH[0]) == ("inc_c2", ["cmp_c3"])
+        assert await incidents.consider("cmp_c3", "cus_c3", "transaction", CRASH[0]) == Decision("inc_c2", ["cmp_c3"])
     finally:
         await r.aclose()
 
@@ -64,7 +64,7 @@ async def test_an_incident_another_process_opened_a_moment_ago_is_joined(redis_u
     category = "app_fault"
     recent, texts = store.keys.incident_recent(category), store.keys.incident_texts(category)
     try:
-        assert await incidents.consider("cmp_a0", "cus_a0", category, "q1 q2 q3 q4") == ("", [])
+        assert await incidents.consider("cmp_a0", "cus_a0", category, "q1 q2 q3 q4") == NO_INCIDENT
         for n, text in enumerate(CRASH[:2]):  # the other process's two complaints and the incident they formed
             await r.zadd(recent, {f"cmp_o{n}": now_ms()})
             await r.hset(texts, f"cmp_o{n}", f"cus_o{n}\t" + " ".join(sorted(tokens(text))))
@@ -74,7 +74,7 @@ async def test_an_incident_another_process_opened_a_moment_ago_is_joined(redis_u
             pipe.sadd(store.keys.incidents_open(category), "inc_o1")
             Incidents(store, window_minutes=10, min_customers=3).open_changed(pipe, category)
             await pipe.execute()
-        assert await incidents.consider("cmp_a1", "cus_a1", category, CRASH[2]) == ("inc_o1", ["cmp_a1"])
+        assert await incidents.consider("cmp_a1", "cus_a1", category, CRASH[2]) == Decision("inc_o1", ["cmp_a1"])
         assert await r.smembers(store.keys.incidents_open(category)) == {b"inc_o1"}
     finally:
         await r.aclose()
@@ -94,7 +94,7 @@ async def test_an_incident_closed_a_moment_ago_is_not_joined_from_the_copy(redis
             result = await incidents.consider(f"cmp_k{n}", f"cus_k{n}", category, text)
         assert result[0] == "inc_k2" and sorted(result[1]) == ["cmp_k0", "cmp_k1", "cmp_k2"]
         await r.srem(store.keys.incidents_open(category), "inc_k2")  # closed by another process (the gateway)
-        joined, _ = await incidents.consider("cmp_k3", "cus_k3", category, CRASH[0])
+        joined, *_ = await incidents.consider("cmp_k3", "cus_k3", category, CRASH[0])
         assert joined != "inc_k2"
         assert await incidents.members("inc_k2") == ["cmp_k0", "cmp_k1", "cmp_k2"]
     finally:
@@ -161,13 +161,13 @@ async def test_open_incidents_changed_without_a_version_are_read_within_seconds(
     r, store, incidents = desk
     category = "account_security"
     open_key = store.keys.incidents_open(category)
-    assert await incidents.consider("cmp_w0", "cus_w0", category, "q1 q2 q3 q4") == ("", [])
+    assert await incidents.consider("cmp_w0", "cus_w0", category, "q1 q2 q3 q4") == NO_INCIDENT
     await r.set(incidents.key("inc_old"), json.dumps({"id": "inc_old", "category": category, "status": "open",
                                                      "sample_tokens": [sorted(tokens(CRASH[0]))]}))
     await r.sadd(open_key, "inc_old")  # no new version
     version, ids, _ = _cache.open[open_key]
     _cache.open[open_key] = (version, ids, time.monotonic() - OPEN_READ_AT_LEAST_S - 1)  # read that long ago
-    assert await incidents.consider("cmp_w1", "cus_w1", category, CRASH[1]) == ("inc_old", ["cmp_w1"])
+    assert await incidents.consider("cmp_w1", "cus_w1", category, CRASH[1]) == Decision("inc_old", ["cmp_w1"])
 
 
 def test_the_windows_bits_answer_as_the_token_sets_do() -> None:

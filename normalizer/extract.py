@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from normalizer.checksums import china_id_ok, luhn_ok
 from normalizer.numerals import chinese_amounts, digit_view, english_amounts
-from normalizer.text import first_char_guard
+from normalizer.text import TEXT_MEMO, first_char_guard
 
 CURRENCIES = frozenset({"CNY", "HKD", "MOP", "TWD", "USD", "EUR", "GBP", "JPY", "SGD", "AUD", "CAD", "KRW",
                         "THB", "MYR", "PHP"})
@@ -123,7 +123,7 @@ def extract_amounts(text: str) -> list[FoundAmount]:
     return list(_amounts(text))
 
 
-@lru_cache(maxsize=16)  # one message's text is read for its first amount, its repeat check and its case
+@lru_cache(maxsize=TEXT_MEMO)  # one message's text is read for its first amount, its repeat check and its case
 def _amounts(text: str) -> tuple[FoundAmount, ...]:
     text = _fold(text)
     found: list[FoundAmount] = []

@@ -29,6 +29,7 @@ import phonenumbers
 
 from normalizer.checksums import china_id_ok, luhn_ok
 from normalizer.extract import extract_amounts, transaction_spans
+from normalizer.text import TEXT_MEMO
 from normalizer.numerals import digit_view
 
 CARD, ID_NUMBER, PHONE, EMAIL = "card", "id_number", "phone", "email"
@@ -150,7 +151,7 @@ class _Recent:
 
 
 _ALL_KINDS = frozenset(KINDS)
-_recent = _Recent(32)
+_recent = _Recent(TEXT_MEMO)
 
 
 def find_pii(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:

@@ -6,6 +6,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+#: How many texts the readers of a message's words (amounts, PII, repeat terms, the model's input)
+#: remember their answers for: a worker runs up to ``worker_max_jobs`` (50) messages at once, and a
+#: job reads its text at several steps with other jobs' steps in between, so a memo of 16 texts
+#: had forgotten a text by its next step under load.
+TEXT_MEMO = 256
+
 
 def split_text(text: str, limit: int) -> list[str]:
     """Split a long reply into messages of at most ``limit`` characters, at sentence ends where

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from normalizer.text import first_char_guard, guarded_alternation
+from normalizer.text import TEXT_MEMO, first_char_guard, guarded_alternation
 
 # traditional characters customers write, to the simplified ones the concepts use
 _TRAD = str.maketrans(dict(zip(
@@ -27,7 +27,7 @@ _TRAD = str.maketrans(dict(zip(
 _CJK_GAP = re.compile(r"(?<=[\u3400-\u9fff])[ \t\u3000]+(?=[\u3400-\u9fff])")
 
 
-@lru_cache(maxsize=16)  # one message's text is folded for each cue and for its terms
+@lru_cache(maxsize=TEXT_MEMO)  # one message's text is folded for each cue and for its terms
 def _fold(text: str) -> str:
     """Width, case and traditional characters folded; the spaces voice transcripts put between
     Chinese characters ("被 人 冒 用") removed."""
@@ -261,7 +261,7 @@ def terms(text: str) -> list[str]:
     return list(_terms(text))
 
 
-@lru_cache(maxsize=16)  # the repeat check and the new case's fingerprint read the same text
+@lru_cache(maxsize=TEXT_MEMO)  # the repeat check and the new case's fingerprint read the same text
 def _terms(text: str) -> tuple[str, ...]:
     folded = _fold(text)
     found: dict[str, None] = {}

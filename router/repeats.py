@@ -46,6 +46,7 @@ from normalizer.extract import extract_amounts, format_amount, transaction_key
 from normalizer.numerals import digit_view
 from normalizer.pii import CARD, ID_NUMBER, PHONE, find_pii, mask_pii
 from normalizer.schema import Complaint, InboundMessage
+from normalizer.text import TEXT_MEMO
 from router.repeat_signals import GENERIC, follow_up_cue, new_problem_cue, overlap, terms
 
 FINGERPRINT_TEXT = 100  # characters of normalised text kept per open case (near-identical shows early)
@@ -110,7 +111,7 @@ def amounts_in(text: str) -> list[str]:
     return list(_amounts_in(text))
 
 
-@lru_cache(maxsize=16)  # the repeat check and the new case's fingerprint read the same text
+@lru_cache(maxsize=TEXT_MEMO)  # the repeat check and the new case's fingerprint read the same text
 def _amounts_in(text: str) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for found in extract_amounts(text):
@@ -168,7 +169,7 @@ def _topic_terms(text: str, limit: int | None = MAX_TERMS) -> list[str]:
     return list(ordered[:limit] if limit else ordered)
 
 
-@lru_cache(maxsize=16)  # the repeat check and the new case's fingerprint read the same text
+@lru_cache(maxsize=TEXT_MEMO)  # the repeat check and the new case's fingerprint read the same text
 def _ordered_terms(text: str) -> tuple[str, ...]:
     found = terms(text)
     concepts = [t for t in found if t.startswith("<")] + _identifiers(text)

@@ -12,6 +12,7 @@ import unicodedata
 from functools import lru_cache
 
 from normalizer.mail import strip_quoted
+from normalizer.text import TEXT_MEMO
 
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _CJK_GAP = re.compile(rf"(?<=[{_CJK}])[ \t\u3000]+(?=[{_CJK}])")
@@ -97,7 +98,7 @@ def prepare_for_rules(text: str) -> str:
     return _folded(text)
 
 
-@lru_cache(maxsize=16)  # a prediction reads each text twice: the model's input and the formal rules'
+@lru_cache(maxsize=TEXT_MEMO)  # a prediction reads each text twice: the model's input and the formal rules'
 def _folded(text: str) -> str:
     return without_form_fields(fold(strip_quoted(text)))
 

@@ -29,8 +29,8 @@ import phonenumbers
 
 from normalizer.checksums import china_id_ok, luhn_ok
 from normalizer.extract import extract_amounts, transaction_spans
-from normalizer.text import TEXT_MEMO
 from normalizer.numerals import digit_view
+from normalizer.text import TEXT_MEMO
 
 CARD, ID_NUMBER, PHONE, EMAIL = "card", "id_number", "phone", "email"
 KINDS = (CARD, ID_NUMBER, PHONE, EMAIL)

@@ -7,8 +7,8 @@ If Redis is away for that, the message's job is retried, and its retry — findi
 processed — runs the whole check again (``check_again``: note, decide; every step safe to run
 twice). Joining or forming an incident links its complaints in the same step (the link is kept
 beside each complaint); only when the incident's answer was given already does each newly linked
-complaint get that answer here (``cases.link_to_incident``). ``consider_incident`` is the same check as a job of its own (still run for jobs
-queued by earlier versions).
+complaint get that answer here (``cases.answer_joined``). ``consider_incident`` is the same
+check as a job of its own (still run for jobs queued by earlier versions).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ async def _answer(w: WorkerContext, decision: Decision) -> str:
         return "none"
     if decision.answered:
         for cid in decision.linked:
-            await cases.link_to_incident(w.store, cid, decision.answered)
+            await cases.answer_joined(w.store, cid, decision.answered)
     log.info("incident %s: %d complaint(s) linked", decision.incident_id, len(decision.linked))
     return "linked"
 

@@ -45,8 +45,8 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from plugins.locks import RedisLock
-from router.store import INCIDENT_LINK, ComplaintStore, encode_incident_link
-from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, OPEN_VERSION_FIELD
+from router.store import ComplaintStore, encode_incident_link
+from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, LINK_LUA, OPEN_VERSION_FIELD
 from normalizer.ids import new_id, now_ms
 from normalizer.pii import mask_pii
 
@@ -302,12 +302,11 @@ class Incidents:
                                   args=[complaint_id, *args])
         if _text(result[0]) == "formed":  # formed on an earlier run (by a version that linked after)
             members = await self.members(own)
-            at = datetime.now(timezone.utc)
-            async with self.r.pipeline(transaction=False) as pipe:
-                for cid in members:  # unless linked since (to another incident, later)
-                    pipe.hsetnx(self.keys.delivery(cid), INCIDENT_LINK, encode_incident_link(own, at))
+            async with self.r.pipeline(transaction=False) as pipe:  # those not linked yet (by that version)
+                pipe.eval(LINK_LUA, len(members), *(self.keys.delivery(cid) for cid in members), own,
+                          encode_incident_link(own, datetime.now(timezone.utc)), "1")
                 pipe.get(self.key(own))
-                *_, data = await pipe.execute()
+                _, data = await pipe.execute()
             incident = json.loads(data) if data else None
             return Decision(own, members, incident if incident and incident.get("answer") else None)
         return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1:5])
@@ -370,9 +369,8 @@ class Incidents:
                 pipe.set(self.key(own), json.dumps(incident, ensure_ascii=False))
                 pipe.sadd(self.keys.incidents_open(category), own)
                 self.open_changed(pipe, category)
-                link = encode_incident_link(own, at)
-                for cid in linked:
-                    pipe.hset(self.keys.delivery(cid), INCIDENT_LINK, link)
+                pipe.eval(LINK_LUA, len(linked), *(self.keys.delivery(cid) for cid in linked), own,
+                          encode_incident_link(own, at), "0")
                 await pipe.execute()
             return Decision(own, linked)
         finally:

@@ -17,7 +17,8 @@ The desk (``answers``, ``staff``; called by ``gateway.api`` and ``gateway.api_pe
 
 - ``reply``: an agent's answer; ``answer``: any answer (the one ``first_response`` step);
 - ``answer_incident``: a supervisor's answer to every case of an incident;
-  ``link_to_incident``: a case joins an incident (the incident check job), answered if it was;
+  ``answer_joined``: a case that joined an incident already answered gets the answer (the
+  incident check; the joining itself is the incident's: ``Incidents.decide``);
 - ``claim`` / ``claim_most_urgent``: a case leased to an agent; ``requeue_expired_leases``: a
   lease that ran out (housekeeping);
 - ``resolve``: the outcome, the survey, the reopen window; ``split``: a merge undone;
@@ -53,11 +54,11 @@ from __future__ import annotations
 from router.cases.answers import (
     answer,
     answer_incident,
+    answer_joined,
     escalation_queues,
     first_response,
     give_incident_answer,
     leave_queues,
-    link_to_incident,
     reply,
 )
 from router.cases.corrections import MergeRefused, correct_category, merge_case
@@ -95,6 +96,7 @@ __all__ = [
     "announce",
     "answer",
     "answer_incident",
+    "answer_joined",
     "categorised_as",
     "claim",
     "claim_most_urgent",
@@ -108,7 +110,6 @@ __all__ = [
     "join_as_repeat",
     "leave_queues",
     "link_possible_repeat",
-    "link_to_incident",
     "mark_material",
     "merge_case",
     "merge_repeat",

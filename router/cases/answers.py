@@ -17,7 +17,7 @@ from router.cases.replies import new_reply_id, queue_reply, reply_id_for
 from router.deadlines import DEFAULT_ESCALATION_QUEUE, ESCALATION_QUEUE_DETAIL, FIRST_RESPONSE
 from router.incidents import Incidents
 from router.jobs import event_job
-from router.store import ComplaintStore, Conflict, NotFound, TxEffects, is_open, link_incident
+from router.store import ComplaintStore, Conflict, NotFound, TxEffects, is_open
 
 
 # -- queues -------------------------------------------------------------------------------------
@@ -144,20 +144,17 @@ async def answer_incident(store: ComplaintStore, incidents: Incidents, incident:
     return answered, skipped
 
 
-async def link_to_incident(store: ComplaintStore, complaint_id: str, incident: dict[str, Any]) -> Complaint | None:
-    """Link a complaint to an incident whose answer has been given already: the customer gets that
-    answer now (once: a repeat finds the reply it made). A complaint joining an incident not yet
-    answered is linked by the incident check itself, without rewriting it
-    (``Incidents.decide``; the link is kept beside the complaint, ``store.INCIDENT_LINK``)."""
-    iid = incident["id"]
+async def answer_joined(store: ComplaintStore, complaint_id: str, incident: dict[str, Any]) -> Complaint | None:
+    """A complaint that joined an incident whose answer was given already gets that answer now
+    (once: a repeat finds the reply it made; not when it has moved to another incident since).
+    The joining itself linked it (``Incidents.decide``: the link is kept beside the complaint,
+    ``store.INCIDENT_LINK``, without rewriting it)."""
     given = incident.get("answer")
 
     def change(complaint: Complaint, effects: TxEffects) -> None:
-        now = datetime.now(timezone.utc)
-        if link_incident(complaint, iid, now):
-            effects.ops.append(lambda pipe: store.keep_incident_link(pipe, complaint.id, iid, now))
-        if given and is_open(complaint):
-            give_incident_answer(store, complaint, effects, incident, given.get("by", "supervisor"), now)
+        if given and complaint.incident_id == incident["id"] and is_open(complaint):
+            give_incident_answer(store, complaint, effects, incident, given.get("by", "supervisor"),
+                                 datetime.now(timezone.utc))
 
     try:
         return await store.update(complaint_id, change)
@@ -165,5 +162,5 @@ async def link_to_incident(store: ComplaintStore, complaint_id: str, incident: d
         return None
 
 
-__all__ = ["answer", "answer_incident", "escalation_queues", "first_response", "give_incident_answer",
-           "leave_queues", "link_to_incident", "reply"]
+__all__ = ["answer", "answer_incident", "answer_joined", "escalation_queues", "first_response", "give_incident_answer",
+           "leave_queues", "reply"]

@@ -13,7 +13,9 @@ Durability rules:
 - intake is one Lua script: idempotency check, message record, pending set and the arq job
   are written together or not at all, so a 202 means the message *and* its job are stored;
 - every later change is a WATCH/MULTI transaction that re-reads what it changes, so a worker
-  retry or two agents at once cannot double-apply it;
+  retry or two agents at once cannot double-apply it; what is kept beside a complaint
+  (``delivery:<cid>``: its replies' delivery states, its incident links) is written by scripts
+  that only move it forward, and merged in whenever the complaint is read;
 - jobs that must follow a change (send a reply, tell listeners) are written in the same
   transaction as the change.
 """
@@ -24,7 +26,7 @@ from normalizer.ids import dt_to_ms, ms_to_dt, new_id, now_ms
 from normalizer.schema import ComplaintStatus
 from plugins.contract import IntakeOutcome
 from router.store.base import JOB_EXPIRES_MS, Conflict, NotFound, PlannedJob, StoreBase, TxEffects, job_bytes
-from router.store.codec import COMPRESSED, INCIDENT_LINK, decode_complaint, encode_complaint, encode_incident_link, link_incident
+from router.store.codec import COMPRESSED, INCIDENT_LINK, decode_complaint, encode_complaint, encode_incident_link
 from router.store.complaints import Complaints, is_open
 from router.store.deliveries import DELIVERY_RANK, OUTBOUND_TTL_S, OUTBOX_GRACE_MS, Deliveries
 from router.store.keys import ARQ_JOB_PREFIXES, Keys, job_key
@@ -69,7 +71,6 @@ __all__ = [
     "ingest_job_bytes",
     "job_bytes",
     "job_key",
-    "link_incident",
     "ms_to_dt",
     "new_id",
     "now_ms",

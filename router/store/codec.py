@@ -5,8 +5,7 @@ replies' delivery states and its incident link — merged back in when it is rea
 from __future__ import annotations
 
 import zlib
-from bisect import insort
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -14,9 +13,10 @@ import msgspec
 from normalizer.schema import Complaint, HistoryEvent
 
 COMPRESSED = b"z"
-#: The field of ``delivery:<cid>`` that links the complaint to its incident (reply ids never
-#: start with "~"): a complaint joins an incident in the script that adds it to the incident,
-#: without a read-modify-write of the complaint (a provider's outage links every new complaint).
+#: The field of ``delivery:<cid>`` that links the complaint to its incidents, a JSON list of
+#: ``encode_incident_link``'s, the last its incident (reply ids never start with "~"): a complaint
+#: joins an incident in the script that adds it to the incident, without a read-modify-write of
+#: the complaint (a provider's outage links every new complaint).
 INCIDENT_LINK = "~incident"
 _INCIDENT_LINK = INCIDENT_LINK.encode()
 
@@ -70,32 +70,45 @@ def encode_delivery(state: dict[str, Any]) -> bytes:
 
 
 def encode_incident_link(incident_id: str, at: datetime) -> bytes:
-    """A complaint's incident link as kept in ``delivery:<cid>`` (field ``INCIDENT_LINK``)."""
+    """One incident link of a complaint (``INCIDENT_LINK`` of ``delivery:<cid>`` holds the list of
+    them, appended in Redis: ``scripts.INCIDENT_LINK_FN``)."""
     return _json_encoder.encode({"incident_id": incident_id, "at": at.isoformat()})
 
 
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)
+
+
 def link_incident(complaint: Complaint, incident_id: str, at: datetime) -> bool:
-    """The one change of a complaint that joins an incident: its incident, the "incident" tag, and
-    ``incident_linked`` in its history in time order (a link read from beside the complaint comes
-    after some of its events, or before). Answers whether anything changed (not when already
-    linked to that incident: a link merged again on every read changes nothing)."""
-    if complaint.incident_id == incident_id:
-        return False
+    """The one change of a complaint that joins an incident at ``at``: its incident, the "incident"
+    tag, and ``incident_linked`` in its history, after the events before it (a link read from
+    beside the complaint may be older than some of them). A link already in the history (same
+    incident, same time) changes nothing: a link is merged again on every read. Answers whether
+    anything changed."""
+    history = complaint.history
+    for event in history:
+        if event.action == "incident_linked" and event.at == at and event.detail.get("incident_id") == incident_id:
+            return False
     complaint.incident_id = incident_id
     if "incident" not in complaint.tags:
         complaint.tags.append("incident")
-    insort(complaint.history, HistoryEvent(at=at, actor="worker", action="incident_linked",
-                                           detail={"incident_id": incident_id}), key=lambda event: event.at)
-    if complaint.updated_at < at:
+    at = _utc(at)
+    place = len(history)
+    while place and _utc(history[place - 1].at) > at:
+        place -= 1
+    history.insert(place, HistoryEvent(at=at, actor="worker", action="incident_linked",
+                                       detail={"incident_id": incident_id}))
+    if _utc(complaint.updated_at) < at:
         complaint.updated_at = at
     return True
 
 
-def with_link(complaint: Complaint, link: bytes | None) -> Complaint:
-    """``complaint`` with its incident link (``encode_incident_link``'s bytes, or None) merged in."""
-    if link is not None:
-        fields = msgspec.json.decode(link)
-        link_incident(complaint, fields["incident_id"], datetime.fromisoformat(fields["at"]))
+def with_link(complaint: Complaint, links: bytes | None) -> Complaint:
+    """``complaint`` with its incident links (the list kept in ``INCIDENT_LINK``, or None) merged
+    in, oldest first: the last is its incident."""
+    if links is not None:
+        for link in msgspec.json.decode(links):
+            link_incident(complaint, link["incident_id"], datetime.fromisoformat(link["at"]))
     return complaint
 
 

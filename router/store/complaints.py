@@ -15,7 +15,7 @@ from normalizer.ids import dt_to_ms, now_ms
 from normalizer.schema import OPEN_STATUSES, Complaint, Contact
 from router.repeats import fingerprint_of
 from router.store.base import JOB_EXPIRES_MS, NotFound, PlannedJob, StoreBase, TxEffects, job_bytes
-from router.store.codec import INCIDENT_LINK, decode_complaint, encode_complaint, encode_incident_link, with_deliveries, with_link
+from router.store.codec import decode_complaint, encode_complaint, with_deliveries, with_link
 from router.store.deliveries import OUTBOX_GRACE_MS
 from router.store.group_commit import GroupCommit
 from router.store.keys import job_key
@@ -245,11 +245,6 @@ class Complaints(StoreBase):
                     return after
                 except WatchError:
                     continue
-
-    def keep_incident_link(self, pipe: Any, cid: str, incident_id: str, at: datetime) -> None:
-        """In an update's transaction: the complaint's incident link, kept beside it where every
-        read merges it in (``codec.INCIDENT_LINK``)."""
-        pipe.hset(self.keys.delivery(cid), INCIDENT_LINK, encode_incident_link(incident_id, at))
 
     async def list(
         self,

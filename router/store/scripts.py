@@ -2,7 +2,9 @@
 
 A script that only learns a key's variable part as it runs (the customer a message resolves to,
 the skill of an expired lease) is given that key's head and tail from ``Keys`` (keys.py), so the
-layout is still named in one place. ``ComplaintStore.bind`` registers them all.
+layout is still named in one place. ``ComplaintStore.bind`` registers the store's; ``Incidents``
+registers the incident note and join; ``LINK_LUA`` (rare: an incident forming) and
+``READ_WITH_LINK_LUA`` (inside an update's WATCH) are sent with EVAL.
 """
 
 from __future__ import annotations
@@ -382,15 +384,37 @@ local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARG
 return {'ok', w[1], w[2], w[3], w[4]}
 """
 
-JOIN_IF_OPEN_LUA = """
--- A complaint joins an incident only while the incident is open, and is linked to it (the link
--- kept beside the complaint: codec.INCIDENT_LINK). Answers 0 (closed meanwhile), {1} (joined), or
--- {1, the incident} when the incident has been answered already (the complaint gets that answer).
+INCIDENT_LINK_FN = """
+-- A complaint's incident links: field LINK_FIELD of its delivery hash, a JSON list of
+-- {incident_id, at}, oldest first, the last its incident (codec.with_link merges them in on read).
+-- add_link appends one unless the last names that incident already (a check run again keeps the
+-- first time), or, with only_if_none, unless there is any. Answers 1 when it added it.
+local LINK_FIELD = 'INCIDENT_LINK'
+local function add_link(key, incident_id, link, only_if_none)
+  local old = redis.call('HGET', key, LINK_FIELD)
+  local links = {}
+  if old then
+    if only_if_none then return 0 end
+    local ok, decoded = pcall(cjson.decode, old)
+    if ok and type(decoded) == 'table' then links = decoded end
+  end
+  local last = links[#links]
+  if type(last) == 'table' and last['incident_id'] == incident_id then return 0 end
+  links[#links + 1] = cjson.decode(link)
+  redis.call('HSET', key, LINK_FIELD, cjson.encode(links))
+  return 1
+end
+""".replace("INCIDENT_LINK", INCIDENT_LINK)
+
+JOIN_IF_OPEN_LUA = INCIDENT_LINK_FN + """
+-- A complaint joins an incident only while the incident is open, and is linked to it. Answers 0
+-- (closed meanwhile), {1} (joined), or {1, the incident} when the incident has been answered
+-- already (the complaint gets that answer).
 -- KEYS: 1 the category's open incidents, 2 the incident's complaints, 3 the complaint's delivery
 -- hash, 4 the incident; ARGV: 1 incident id, 2 complaint id, 3 the link
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[3], 'INCIDENT_LINK', ARGV[3])
+add_link(KEYS[3], ARGV[1], ARGV[3], false)
 local incident = redis.call('GET', KEYS[4])
 if incident then
   local ok, doc = pcall(cjson.decode, incident)
@@ -399,12 +423,20 @@ if incident then
   end
 end
 return {1}
-""".replace("INCIDENT_LINK", INCIDENT_LINK)
+"""
+
+LINK_LUA = INCIDENT_LINK_FN + """
+-- Complaints linked to an incident (the forming of one: in its transaction).
+-- KEYS: their delivery hashes; ARGV: 1 incident id, 2 the link, 3 '1': only those with no link yet
+local added = 0
+for _, key in ipairs(KEYS) do added = added + add_link(key, ARGV[1], ARGV[2], ARGV[3] == '1') end
+return added
+"""
 
 READ_WITH_LINK_LUA = """
--- A complaint and its incident link, in one round trip (under WATCH: an update's read).
--- KEYS: 1 the complaint, 2 its delivery hash
+-- A complaint and its incident links, in one round trip (an update's read, under WATCH: sent
+-- with EVAL, not registered). KEYS: 1 the complaint, 2 its delivery hash
 return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], 'INCIDENT_LINK')}
 """.replace("INCIDENT_LINK", INCIDENT_LINK)
 
-__all__ = ["OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+__all__ = ["OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

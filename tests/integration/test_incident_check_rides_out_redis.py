@@ -11,6 +11,7 @@ complaints.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import redis.asyncio as aioredis
@@ -118,10 +119,12 @@ async def test_the_incident_check_run_again_changes_nothing(settings, redis_url)
 
 
 async def test_the_complaint_that_formed_an_incident_answers_all_of_it_again(settings, redis_url):
-    """A first run that formed the incident and died before linking the complaints it found:
-    the second run answers them all again (not only itself), so none stays unlinked."""
+    """The check of the complaint that formed an incident, run again (its worker died after the
+    forming): it answers the incident with all of its complaints again (not only itself), and
+    links any not linked yet (an earlier version linked them after the forming), leaving the
+    links of the others as they were."""
     from router.redis_pool import redis_client
-    from router.store import ComplaintStore
+    from router.store import INCIDENT_LINK, ComplaintStore
     from router.incidents import NO_INCIDENT, Decision, Incidents
 
     r = redis_client(redis_url)
@@ -133,8 +136,13 @@ async def test_the_complaint_that_formed_an_incident_answers_all_of_it_again(set
         assert await incidents.consider("cmp_2", "cus_b", "function_fault", CRASH_REPORTS[2]) == NO_INCIDENT
         formed, linked, _ = await incidents.consider("cmp_3", "cus_c", "function_fault", CRASH_REPORTS[4])
         assert formed and sorted(linked) == ["cmp_1", "cmp_2", "cmp_3"]
+        link_of = store.keys.delivery
+        await r.hdel(link_of("cmp_1"), INCIDENT_LINK)  # as an earlier version left it
+        kept = await r.hget(link_of("cmp_2"), INCIDENT_LINK)
         again, relinked, _ = await incidents.consider("cmp_3", "cus_c", "function_fault", CRASH_REPORTS[4])
         assert again == formed and sorted(relinked) == ["cmp_1", "cmp_2", "cmp_3"]
+        assert [link["incident_id"] for link in json.loads(await r.hget(link_of("cmp_1"), INCIDENT_LINK))] == [formed]
+        assert await r.hget(link_of("cmp_2"), INCIDENT_LINK) == kept
         assert await incidents.consider("cmp_2", "cus_b", "function_fault",
                                         CRASH_REPORTS[2]) == Decision(formed, ["cmp_2"])
         assert [i["id"] for i in await incidents.list()] == [formed]

@@ -32,17 +32,14 @@ INCIDENT_NOTE_FN = """
 local TRIM_AT = 32
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
 local function window_read(recent, texts, open, a, own)
-  local all = redis.call('ZRANGE', recent, 0, -1, 'WITHSCORES')
-  local n = #all / 2
-  -- what leaves: the oldest beyond the most kept, and whatever is older than the window (a prefix)
-  local drop = math.max(0, n - tonumber(a[2]))
-  local cutoff = tonumber(a[1])
-  while drop < n and tonumber(all[drop * 2 + 2]) <= cutoff do drop = drop + 1 end
+  -- what leaves: the oldest beyond the most kept, and whatever is older than the window (a prefix:
+  -- the set is in time order), counted, not read
+  local n = redis.call('ZCARD', recent)
+  local drop = math.max(0, n - tonumber(a[2]), redis.call('ZCOUNT', recent, '-inf', a[1]))
   if drop >= TRIM_AT then
-    local gone = {}
-    for i = 1, drop do gone[i] = all[i * 2 - 1] end
+    redis.call('HDEL', texts, unpack(redis.call('ZRANGE', recent, 0, drop - 1)))
     redis.call('ZREMRANGEBYRANK', recent, 0, drop - 1)
-    redis.call('HDEL', texts, unpack(gone))
+    drop = 0
   end
   if a[4] == '1' and redis.call('HLEN', texts) > 2 * tonumber(a[2]) then
     local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
@@ -52,11 +49,12 @@ local function window_read(recent, texts, open, a, own)
       end
     end
   end
-  local ids, fresh = {}, {}
-  local since = tonumber(a[3])
-  for i = drop + 1, n do
-    ids[#ids + 1] = all[i * 2 - 1]
-    if tonumber(all[i * 2]) >= since and not own[all[i * 2 - 1]] then fresh[#fresh + 1] = all[i * 2 - 1] end
+  local ids = redis.call('ZRANGE', recent, drop, -1)
+  -- noted since the caller last looked: the kept ids from the first noted then on (by rank)
+  local from = math.max(drop, redis.call('ZCOUNT', recent, '-inf', '(' .. a[3]))
+  local fresh = {}
+  for i = from - drop + 1, #ids do
+    if not own[ids[i]] then fresh[#fresh + 1] = ids[i] end
   end
   -- the new texts and the open incidents' version in one read; the open incidents themselves
   -- only when their version is not the caller's

@@ -83,12 +83,18 @@ def link_incident(complaint: Complaint, incident_id: str, at: datetime) -> bool:
     """The one change of a complaint that joins an incident at ``at``: its incident, the "incident"
     tag, and ``incident_linked`` in its history, after the events before it (a link read from
     beside the complaint may be older than some of them). A link already in the history (same
-    incident, same time) changes nothing: a link is merged again on every read. Answers whether
-    anything changed."""
+    incident, same time) changes nothing: a link is merged again on every read; so does one to the
+    incident the complaint is in already (linked in the record by an earlier version). Answers
+    whether anything changed."""
     history = complaint.history
+    last = None
     for event in history:
-        if event.action == "incident_linked" and event.at == at and event.detail.get("incident_id") == incident_id:
-            return False
+        if event.action == "incident_linked":
+            last = event.detail.get("incident_id")
+            if event.at == at and last == incident_id:
+                return False
+    if complaint.incident_id == incident_id and last == incident_id:  # linked by an earlier version, in the record
+        return False
     complaint.incident_id = incident_id
     if "incident" not in complaint.tags:
         complaint.tags.append("incident")
@@ -107,7 +113,8 @@ def with_link(complaint: Complaint, links: bytes | None) -> Complaint:
     """``complaint`` with its incident links (the list kept in ``INCIDENT_LINK``, or None) merged
     in, oldest first: the last is its incident."""
     if links is not None:
-        for link in msgspec.json.decode(links):
+        decoded = msgspec.json.decode(links)
+        for link in [decoded] if isinstance(decoded, dict) else decoded:  # (one link alone: a test build's)
             link_incident(complaint, link["incident_id"], datetime.fromisoformat(link["at"]))
     return complaint
 

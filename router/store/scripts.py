@@ -394,7 +394,9 @@ local function add_link(key, incident_id, link, only_if_none)
   if old then
     if only_if_none then return 0 end
     local ok, decoded = pcall(cjson.decode, old)
-    if ok and type(decoded) == 'table' then links = decoded end
+    if ok and type(decoded) == 'table' then
+      if decoded['incident_id'] ~= nil then links = {decoded} else links = decoded end  -- (one link alone)
+    end
   end
   local last = links[#links]
   if type(last) == 'table' and last['incident_id'] == incident_id then return 0 end

@@ -50,6 +50,23 @@ def test_links_merge_in_time_order_once_and_the_last_is_the_incident() -> None:
     assert with_link(first_only, links) == complaint
 
 
+def test_a_complaint_an_earlier_version_linked_in_its_record_is_not_linked_twice() -> None:
+    """Before links were kept beside it, the link was written into the complaint: a check run
+    again since (a link to the same incident, a later time) adds nothing; one to another incident
+    does. A link written alone (not in a list) is read as one."""
+    def record() -> Complaint:
+        linked = HistoryEvent(at=T0, actor="worker", action="incident_linked", detail={"incident_id": "inc_a"})
+        complaint = _complaint([linked])
+        complaint.incident_id, complaint.tags = "inc_a", ["incident"]
+        return complaint
+
+    assert with_link(record(), _links(("inc_a", T0 + timedelta(minutes=5)))) == record()
+    moved = with_link(record(), _links(("inc_a", T0 + timedelta(minutes=5)), ("inc_b", T0 + timedelta(minutes=6))))
+    assert moved.incident_id == "inc_b" and [i for i, _ in _linked(moved)] == ["inc_a", "inc_b"]
+    alone = with_link(_complaint([]), encode_incident_link("inc_b", T0))
+    assert alone.incident_id == "inc_b" and _linked(alone) == [("inc_b", T0)]
+
+
 def test_a_naive_time_in_the_history_is_read_as_utc() -> None:
     """Plugins may hand naive times to the kit: a link is still placed, not an error on every read."""
     naive = HistoryEvent(at=(T0 + timedelta(seconds=10)).replace(tzinfo=None), actor="worker", action="routed")
@@ -96,6 +113,11 @@ async def test_the_scripts_append_links_and_a_check_run_again_keeps_the_first_ti
                         "1") == 1
     assert [link["incident_id"] for link in await links()] == ["inc_a", "inc_b"]
     assert json.loads(await r.hget(k.delivery("cmp_2"), INCIDENT_LINK))[0]["incident_id"] == "inc_c"
+    # a link written alone (not in a list) is kept as the first of the list
+    await r.hset(k.delivery("cmp_4"), INCIDENT_LINK, encode_incident_link("inc_a", T0))
+    assert await r.eval(LINK_LUA, 1, k.delivery("cmp_4"), "inc_b", encode_incident_link("inc_b", T0), "0") == 1
+    assert [link["incident_id"] for link in json.loads(await r.hget(k.delivery("cmp_4"), INCIDENT_LINK))] == [
+        "inc_a", "inc_b"]
     # a closed incident is not joined, and nothing is linked
     await r.srem(k.incidents_open("function_fault"), "inc_a")
     assert await join(keys=list(args), args=["inc_a", "cmp_3", later]) == 0

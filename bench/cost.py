@@ -150,7 +150,8 @@ def check_outcome(cluster: Cluster, bodies: list[bytes]) -> dict[str, int]:
         seen["complaints"] += 1
         if complaint.get("skill") and r.zscore(f"{p}queue:{complaint['skill']}", cid) is not None:
             seen["in_queue"] += 1
-        states = [json.loads(v) for v in r.hgetall(f"{p}delivery:{cid.decode()}").values()]
+        states = [json.loads(v) for k, v in r.hgetall(f"{p}delivery:{cid.decode()}").items()
+                  if not k.startswith(b"~")]  # (its incident links beside the replies' states)
         acks = [a for a in complaint.get("replies", []) if a["kind"] == "ack"]
         if acks and any(s.get("delivery") in ("sent", "delivered") for s in states):
             seen["ack_recorded"] += 1

@@ -80,9 +80,11 @@ SAMPLES = 5
 #: on (another worker's clock or commit a little behind); one noted earlier that this process has
 #: not seen is read by id, so the margin only saves that round trip.
 SYNC_MARGIN_MS = 2_000
-#: Every this many checks a process also drops a bounded number of stale text entries (left by
-#: versions that trimmed the window without dropping their texts).
-SWEEP_EVERY = 200
+#: Every this many notes of a category a process also has what left its window removed (it is
+#: never read as in the window, only kept until then: removing it on every note cost a read of the
+#: window's size and times), and a bounded number of stale text entries (left by versions that
+#: trimmed the window without dropping their texts).
+SWEEP_EVERY = 32
 #: A category's open incidents are read at least this often (seconds) even when their version did
 #: not change: a process of a version before the version changes them without renewing it.
 OPEN_READ_AT_LEAST_S = 10.0
@@ -180,7 +182,7 @@ class _WindowCache:
         #: them again only when their version changed (``open_changed``) or the reading is
         #: ``OPEN_READ_AT_LEAST_S`` old (a process of an older version changes them without one)
         self.open: dict[str, tuple[str, list[str], float]] = {}
-        self.checks = 0
+        self.notes: dict[str, int] = {}  # recent key -> notes of the category by this process
 
 
 _cache = _WindowCache()
@@ -281,10 +283,10 @@ class Incidents:
         since = (_cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS) if _cache.entries.get(recent) else 0
         known_open = _cache.open.get(self.keys.incidents_open(category))
         seen = known_open[0] if known_open and time.monotonic() - known_open[2] < OPEN_READ_AT_LEAST_S else "-"
-        _cache.checks += 1
+        notes = _cache.notes[recent] = _cache.notes.get(recent, 0) + 1
         _cache.entries.setdefault(recent, _Window()).add(complaint_id.encode(), customer_id, toks)
         return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
-                MAX_RECENT, since, "1" if _cache.checks % SWEEP_EVERY == 0 else "0", seen]
+                MAX_RECENT, since, "1" if notes % SWEEP_EVERY == 0 else "0", seen]
 
     async def consider(self, complaint_id: str, customer_id: str, category: str, text: str,
                        at_ms: int | None = None) -> Decision:
@@ -313,7 +315,7 @@ class Incidents:
 
     async def decide(self, complaint_id: str, customer_id: str, category: str, text: str, toks: frozenset[str],
                      noted_at: int, window: list[Any]) -> Decision:
-        """After the complaint was noted (``window``: what the note answered — the kept ids oldest
+        """After the complaint was noted (``window``: what the note answered — the kept ids newest
         first, the entries noted since this process last looked, the open incidents; ``noted_at``:
         the note's now): join an open incident of the same fault, or form one with enough
         different customers. Answers as ``consider``."""

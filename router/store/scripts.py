@@ -22,38 +22,40 @@ INCIDENT_NOTE_FN = """
 -- category's open incidents, a set).
 -- window_read: after complaints were noted (ZADD recent, HSET texts), trim the window and read it
 -- back. a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
--- are returned), sweep ('1': drop a bounded number of text entries whose complaint left the window
--- without its text being dropped), the open incidents' version the caller has them as ('-': it
--- has none)}; own: the ids this call noted (set: id -> true), whose texts the caller has already.
--- Returns {kept ids oldest first, {id, entry, ...} noted since and not own, open incident ids
+-- are returned), sweep ('1': remove what left the window, and a bounded number of text entries
+-- whose complaint left it without its text being dropped), the open incidents' version the caller
+-- has them as ('-': it has none)}; own: the ids this call noted (set: id -> true), whose texts the
+-- caller has already.
+-- Returns {kept ids newest first, {id, entry, ...} noted since and not own, open incident ids
 -- (false: the caller's are current, their version unchanged), the open incidents' version}.
--- What left the window is not returned at once, but removed only once TRIM_AT entries have left
--- (one ZREMRANGEBYRANK and one HDEL per TRIM_AT notes, not per note, in a full window).
-local TRIM_AT = 32
+-- What left the window is never returned, but removed only when the caller sweeps (every
+-- SWEEP_EVERY notes of a process: router/incidents.py), not on every note.
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
 local function window_read(recent, texts, open, a, own)
-  -- what leaves: the oldest beyond the most kept, and whatever is older than the window (a prefix:
-  -- the set is in time order), counted, not read
-  local n = redis.call('ZCARD', recent)
-  local drop = math.max(0, n - tonumber(a[2]), redis.call('ZCOUNT', recent, '-inf', a[1]))
-  if drop >= TRIM_AT then
-    redis.call('HDEL', texts, unpack(redis.call('ZRANGE', recent, 0, drop - 1)))
-    redis.call('ZREMRANGEBYRANK', recent, 0, drop - 1)
-    drop = 0
-  end
-  if a[4] == '1' and redis.call('HLEN', texts) > 2 * tonumber(a[2]) then
-    local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
-    for i = 1, #page, 2 do
-      if page[i] ~= OPEN_VERSION and not redis.call('ZSCORE', recent, page[i]) then
-        redis.call('HDEL', texts, page[i])
+  local most = tonumber(a[2])
+  if a[4] == '1' then
+    -- what left the window (older than its start, or beyond the most kept: the oldest), removed
+    -- now and then, when the caller asks; then stale texts
+    local drop = math.max(0, redis.call('ZCARD', recent) - most, redis.call('ZCOUNT', recent, '-inf', a[1]))
+    if drop > 0 then
+      redis.call('HDEL', texts, unpack(redis.call('ZRANGE', recent, 0, drop - 1)))
+      redis.call('ZREMRANGEBYRANK', recent, 0, drop - 1)
+    end
+    if redis.call('HLEN', texts) > 2 * most then
+      local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
+      for i = 1, #page, 2 do
+        if page[i] ~= OPEN_VERSION and not redis.call('ZSCORE', recent, page[i]) then
+          redis.call('HDEL', texts, page[i])
+        end
       end
     end
   end
-  local ids = redis.call('ZRANGE', recent, drop, -1)
-  -- noted since the caller last looked: the kept ids from the first noted then on (by rank)
-  local from = math.max(drop, redis.call('ZCOUNT', recent, '-inf', '(' .. a[3]))
+  -- the window: the newest kept, younger than its start (ids without their scores: converting
+  -- ~300 scores cost more than the rest of the read); those noted since the caller last looked
+  -- are the newest of them, counted
+  local ids = redis.call('ZRANGE', recent, '+inf', '(' .. a[1], 'BYSCORE', 'REV', 'LIMIT', 0, most)
   local fresh = {}
-  for i = from - drop + 1, #ids do
+  for i = 1, math.min(#ids, redis.call('ZCOUNT', recent, a[3], '+inf')) do
     if not own[ids[i]] then fresh[#fresh + 1] = ids[i] end
   end
   -- the new texts and the open incidents' version in one read; the open incidents themselves

@@ -27,14 +27,15 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
         for n in range(MAX_RECENT + 40):  # unrelated texts: nothing forms
             assert await incidents.consider(f"cmp_u{n}", f"cus_u{n}", "function_fault",
                                             f"w{n}a w{n}b w{n}c w{n}d") == NO_INCIDENT
-        # what left is removed in batches of TRIM_AT (32): at most 31 linger, never read as in the window
+        # what left is removed every SWEEP_EVERY (32) notes of the category: at most 31 linger, never read
+        # as in the window
         assert MAX_RECENT <= await r.zcard(recent) < MAX_RECENT + 32
         assert await r.hlen(texts) == await r.zcard(recent)  # the texts leave with the window, not only by time
         assert not await r.hexists(texts, "cmp_u0")
         note = await r.register_script(INCIDENT_NOTE_LUA)(
             keys=[recent, texts, store.keys.incidents_open("function_fault"), incidents.key("inc_none")],
             args=["cmp_last", "cus_last\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, "0"])
-        assert len(note[1]) == MAX_RECENT and note[1][-1] == b"cmp_last"  # the window as read: the newest 300
+        assert len(note[1]) == MAX_RECENT and note[1][0] == b"cmp_last"  # the window: the newest 300, newest first
         assert b"cmp_last" not in note[2][0::2]  # the text this call noted is not sent back to its caller
         # another worker noted a crash report five minutes ago by its clock (a slow one), after this
         # process last read the window: older than what the script returns as new, still compared

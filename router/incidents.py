@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 
 from plugins.locks import RedisLock
 from router.store import ComplaintStore, encode_incident_link
-from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, LINK_LUA, OPEN_VERSION_FIELD
+from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, LINK_LUA, NO_TEXTS_SINCE, OPEN_VERSION_FIELD
 from normalizer.ids import new_id, now_ms
 from normalizer.pii import mask_pii
 
@@ -183,6 +183,9 @@ class _WindowCache:
         #: ``OPEN_READ_AT_LEAST_S`` old (a process of an older version changes them without one)
         self.open: dict[str, tuple[str, list[str], float]] = {}
         self.notes: dict[str, int] = {}  # recent key -> notes of the category by this process
+        #: recent key -> whether this process found nobody else's notes in the window when it last
+        #: looked (then its next note asks for no texts: what it does not know it reads by id)
+        self.alone: dict[str, bool] = {}
 
 
 _cache = _WindowCache()
@@ -280,7 +283,12 @@ class Incidents:
         its call noted (an entry that never lands is never in a window's ids, so never compared)."""
         recent = self.keys.incident_recent(category)
         now = now_ms()
-        since = (_cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS) if _cache.entries.get(recent) else 0
+        if not _cache.entries.get(recent):
+            since = 0
+        elif _cache.alone.get(recent):
+            since = NO_TEXTS_SINCE
+        else:
+            since = _cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS
         known_open = _cache.open.get(self.keys.incidents_open(category))
         seen = known_open[0] if known_open and time.monotonic() - known_open[2] < OPEN_READ_AT_LEAST_S else "-"
         notes = _cache.notes[recent] = _cache.notes.get(recent, 0) + 1
@@ -334,6 +342,7 @@ class Incidents:
             for cid, raw in zip(missing, await self.r.hmget(texts, missing)):
                 if raw is not None:
                     known.add(cid, *_entry(raw))
+        _cache.alone[recent] = not fresh and not missing
         if len(known) > 2 * MAX_RECENT:  # forget what left the window
             _cache.entries[recent] = known = known.pruned(ids)
         _cache.synced[recent] = noted_at

@@ -15,6 +15,10 @@ from router.store.intake_script import INTAKE_LUA
 #: The field of a category's incident texts hash that holds the version of its open incidents
 #: (a new token whenever an incident of the category opens or closes: ``Incidents.open_changed``).
 OPEN_VERSION_FIELD = "~open"
+#: An incident note's "since" that asks for no texts (a process that found nobody else noting in
+#: the window last time: its window read skips counting what was noted since; an id it does not
+#: know is read by id all the same): later than any time, so merged notes take the earliest.
+NO_TEXTS_SINCE = 2 ** 53
 
 INCIDENT_NOTE_FN = """
 -- A category's incident window: recent (sorted set: complaint id by time), texts (hash: complaint
@@ -22,7 +26,7 @@ INCIDENT_NOTE_FN = """
 -- category's open incidents, a set).
 -- window_read: after complaints were noted (ZADD recent, HSET texts), trim the window and read it
 -- back. a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
--- are returned), sweep ('1': remove what left the window, and a bounded number of text entries
+-- are returned; NO_TEXTS_SINCE: none), sweep ('1': remove what left the window, and a bounded number of text entries
 -- whose complaint left it without its text being dropped), the open incidents' version the caller
 -- has them as ('-': it has none)}; own: the ids this call noted (set: id -> true), whose texts the
 -- caller has already.
@@ -31,6 +35,7 @@ INCIDENT_NOTE_FN = """
 -- What left the window is never returned, but removed only when the caller sweeps (every
 -- SWEEP_EVERY notes of a process: router/incidents.py), not on every note.
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
+local NO_TEXTS_SINCE = NO_TEXTS_SINCE_VALUE
 local function window_read(recent, texts, open, a, own)
   local most = tonumber(a[2])
   if a[4] == '1' then
@@ -55,8 +60,10 @@ local function window_read(recent, texts, open, a, own)
   -- are the newest of them, counted
   local ids = redis.call('ZRANGE', recent, '+inf', '(' .. a[1], 'BYSCORE', 'REV', 'LIMIT', 0, most)
   local fresh = {}
-  for i = 1, math.min(#ids, redis.call('ZCOUNT', recent, a[3], '+inf')) do
-    if not own[ids[i]] then fresh[#fresh + 1] = ids[i] end
+  if tonumber(a[3]) < NO_TEXTS_SINCE then
+    for i = 1, math.min(#ids, redis.call('ZCOUNT', recent, a[3], '+inf')) do
+      if not own[ids[i]] then fresh[#fresh + 1] = ids[i] end
+    end
   end
   -- the new texts and the open incidents' version in one read; the open incidents themselves
   -- only when their version is not the caller's
@@ -78,7 +85,7 @@ local function window_read(recent, texts, open, a, own)
   if version ~= a[5] then open_ids = redis.call('SMEMBERS', open) end
   return {ids, entries, open_ids, version}
 end
-""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD)
+""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD).replace("NO_TEXTS_SINCE_VALUE", str(NO_TEXTS_SINCE))
 
 PREPARE_LUA = """
 -- Load messages for processing, resolve each one's customer, and read that customer's open-case
@@ -441,4 +448,4 @@ READ_WITH_LINK_LUA = """
 return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], 'INCIDENT_LINK')}
 """.replace("INCIDENT_LINK", INCIDENT_LINK)
 
-__all__ = ["OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+__all__ = ["NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

@@ -207,3 +207,23 @@ def test_the_windows_bits_answer_as_the_token_sets_do() -> None:
     assert len(before) == len(sets)  # (a job deciding on the old one meanwhile keeps what it read)
     assert set(window.vocabulary) == set().union(*(sets[n] for n in kept))
     assert answers() == truth(kept)
+
+
+async def test_a_process_alone_in_the_window_still_sees_another_processes_notes(desk: Any) -> None:
+    """A process that found nobody else's notes in a category's window asks for no texts with its
+    next note (the note then counts nothing); a complaint another process noted meanwhile is read by
+    id all the same, and compared."""
+    from router.incidents import _cache
+
+    r, store, incidents = desk
+    category = "payment_amount"
+    recent, texts = store.keys.incident_recent(category), store.keys.incident_texts(category)
+    assert await incidents.consider("cmp_s0", "cus_s0", category, "q1 q2 q3 q4") == NO_INCIDENT
+    assert await incidents.consider("cmp_s1", "cus_s1", category, "p1 p2 p3 p4") == NO_INCIDENT
+    assert _cache.alone[recent]
+    for n, text in enumerate(CRASH[:2]):  # another process's two reports of one fault
+        await r.zadd(recent, {f"cmp_o{n}": now_ms()})
+        await r.hset(texts, f"cmp_o{n}", f"cus_o{n}\t" + " ".join(sorted(tokens(text))))
+    formed, linked, _ = await incidents.consider("cmp_s2", "cus_s2", category, CRASH[2])
+    assert formed == "inc_s2" and sorted(linked) == ["cmp_o0", "cmp_o1", "cmp_s2"]
+    assert not _cache.alone[recent]

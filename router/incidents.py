@@ -334,15 +334,17 @@ class Incidents:
         if window[2] is not None:  # read: their version changed since this process last read them
             _cache.open[open_key] = (_text(window[3]), [_text(i) for i in window[2]], time.monotonic())
         open_ids = _cache.open[open_key][1] if open_key in _cache.open else None  # (None: read them now)
+        others = 0  # entries noted by other processes, read now
         for i in range(0, len(fresh) - 1, 2):
             if fresh[i] not in known:
                 known.add(fresh[i], *_entry(fresh[i + 1]))
+                others += 1
         missing = known.missing(ids)
         if missing:  # noted before what this process read last, and not read by it (a new process)
             for cid, raw in zip(missing, await self.r.hmget(texts, missing)):
                 if raw is not None:
                     known.add(cid, *_entry(raw))
-        _cache.alone[recent] = not fresh and not missing
+        _cache.alone[recent] = not others and not missing
         if len(known) > 2 * MAX_RECENT:  # forget what left the window
             _cache.entries[recent] = known = known.pruned(ids)
         _cache.synced[recent] = noted_at

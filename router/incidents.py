@@ -18,7 +18,10 @@ Noting a complaint and reading its category's window back is one script
 process last looked (the others are kept here, parsed, by complaint id: an entry never changes),
 and the category's open incidents, whose sample tokens are kept here too (they never change).
 So a check costs one round trip and compares token sets already parsed, instead of six round
-trips reading and parsing up to ``MAX_RECENT`` texts.
+trips reading and parsing up to ``MAX_RECENT`` texts. A process that found no entry it did not
+know in the window asks for no texts (the note then counts nothing); any id of the window it does
+not know it reads by id, in a second round trip — so what is compared never depends on the texts
+a note returned.
 
 A complaint that joins or forms an incident is linked to it in the same step in Redis (the join
 script, the forming transaction): the link is kept beside the complaint (``delivery:<cid>``, field
@@ -41,6 +44,7 @@ import json
 import re
 import time
 import unicodedata
+import zlib
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
@@ -77,13 +81,14 @@ MIN_TOKENS = 3
 MAX_RECENT = 300  # newest complaints compared per category and window (bounded work per complaint)
 SAMPLES = 5
 #: The script returns the texts noted from this long before this process last read the window
-#: on (another worker's clock or commit a little behind); one noted earlier that this process has
-#: not seen is read by id, so the margin only saves that round trip.
+#: on (another worker's clock or commit a little behind; none when the process found nobody else
+#: there last time); one noted earlier that this process has not seen is read by id, so the margin
+#: only saves that round trip.
 SYNC_MARGIN_MS = 2_000
-#: Every this many notes of a category a process also has what left its window removed (it is
-#: never read as in the window, only kept until then: removing it on every note cost a read of the
-#: window's size and times), and a bounded number of stale text entries (left by versions that
-#: trimmed the window without dropping their texts).
+#: About one note in this many (those whose complaint id hashes to 0: whichever process notes it,
+#: however long it lives) also has what left its category's window removed (never read as in the
+#: window, only kept until then: counting it on every note cost commands), and a bounded number of
+#: stale text entries (left by versions that trimmed the window without dropping their texts).
 SWEEP_EVERY = 32
 #: A category's open incidents are read at least this often (seconds) even when their version did
 #: not change: a process of a version before the version changes them without renewing it.
@@ -182,9 +187,8 @@ class _WindowCache:
         #: them again only when their version changed (``open_changed``) or the reading is
         #: ``OPEN_READ_AT_LEAST_S`` old (a process of an older version changes them without one)
         self.open: dict[str, tuple[str, list[str], float]] = {}
-        self.notes: dict[str, int] = {}  # recent key -> notes of the category by this process
-        #: recent key -> whether this process found nobody else's notes in the window when it last
-        #: looked (then its next note asks for no texts: what it does not know it reads by id)
+        #: recent key -> whether the window held no entry this process did not know when it last
+        #: looked (then its next note asks for no texts: an id it does not know it reads by id)
         self.alone: dict[str, bool] = {}
 
 
@@ -291,10 +295,9 @@ class Incidents:
             since = _cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS
         known_open = _cache.open.get(self.keys.incidents_open(category))
         seen = known_open[0] if known_open and time.monotonic() - known_open[2] < OPEN_READ_AT_LEAST_S else "-"
-        notes = _cache.notes[recent] = _cache.notes.get(recent, 0) + 1
         _cache.entries.setdefault(recent, _Window()).add(complaint_id.encode(), customer_id, toks)
         return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
-                MAX_RECENT, since, "1" if notes % SWEEP_EVERY == 0 else "0", seen]
+                MAX_RECENT, since, "1" if zlib.crc32(complaint_id.encode()) % SWEEP_EVERY == 0 else "0", seen]
 
     async def consider(self, complaint_id: str, customer_id: str, category: str, text: str,
                        at_ms: int | None = None) -> Decision:
@@ -324,7 +327,8 @@ class Incidents:
     async def decide(self, complaint_id: str, customer_id: str, category: str, text: str, toks: frozenset[str],
                      noted_at: int, window: list[Any]) -> Decision:
         """After the complaint was noted (``window``: what the note answered — the kept ids newest
-        first, the entries noted since this process last looked, the open incidents; ``noted_at``:
+        first, entries noted since this process last looked (a part: the ids it does not know are
+        read here), the open incidents; ``noted_at``:
         the note's now): join an open incident of the same fault, or form one with enough
         different customers. Answers as ``consider``."""
         recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)

@@ -24,24 +24,26 @@ INCIDENT_NOTE_FN = """
 -- A category's incident window: recent (sorted set: complaint id by time), texts (hash: complaint
 -- id -> customer TAB tokens, and the open incidents' version in its field OPEN_VERSION), open (the
 -- category's open incidents, a set).
--- window_read: after complaints were noted (ZADD recent, HSET texts), trim the window and read it
--- back. a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
+-- window_read: after complaints were noted (ZADD recent, HSET texts), read the window back (and,
+-- when asked, remove what left it). a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
 -- are returned; NO_TEXTS_SINCE: none), sweep ('1': remove what left the window, and a bounded number of text entries
 -- whose complaint left it without its text being dropped), the open incidents' version the caller
 -- has them as ('-': it has none)}; own: the ids this call noted (set: id -> true), whose texts the
 -- caller has already.
 -- Returns {kept ids newest first, {id, entry, ...} noted since and not own, open incident ids
 -- (false: the caller's are current, their version unchanged), the open incidents' version}.
--- What left the window is never returned, but removed only when the caller sweeps (every
--- SWEEP_EVERY notes of a process: router/incidents.py), not on every note.
+-- What left the window is never returned, but removed only when a note asks (about one in
+-- SWEEP_EVERY, by its complaint id: router/incidents.py), not on every note.
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
 local NO_TEXTS_SINCE = NO_TEXTS_SINCE_VALUE
+local SWEEP_MOST = 1000  -- removed by one sweep at most (a backlog left by a quiet hour goes in steps)
 local function window_read(recent, texts, open, a, own)
   local most = tonumber(a[2])
   if a[4] == '1' then
     -- what left the window (older than its start, or beyond the most kept: the oldest), removed
     -- now and then, when the caller asks; then stale texts
-    local drop = math.max(0, redis.call('ZCARD', recent) - most, redis.call('ZCOUNT', recent, '-inf', a[1]))
+    local drop = math.min(SWEEP_MOST, math.max(0, redis.call('ZCARD', recent) - most,
+                                               redis.call('ZCOUNT', recent, '-inf', a[1])))
     if drop > 0 then
       redis.call('HDEL', texts, unpack(redis.call('ZRANGE', recent, 0, drop - 1)))
       redis.call('ZREMRANGEBYRANK', recent, 0, drop - 1)

@@ -3,12 +3,13 @@ complaint another worker noted long before this process last looked still compar
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from router.incidents import MAX_RECENT, NO_INCIDENT, Decision, Incidents, tokens
+from router.incidents import MAX_RECENT, NO_INCIDENT, SWEEP_EVERY, Decision, Incidents, tokens
 from normalizer.ids import now_ms
 from router.store import ComplaintStore
 from router.store.scripts import INCIDENT_NOTE_LUA, OPEN_VERSION_FIELD
@@ -24,18 +25,21 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
     incidents = Incidents(store, window_minutes=10, min_customers=3)
     recent, texts = store.keys.incident_recent("function_fault"), store.keys.incident_texts("function_fault")
     try:
+        kept = 0  # how many the set holds after each note: what left goes when a note's id sweeps
         for n in range(MAX_RECENT + 40):  # unrelated texts: nothing forms
             assert await incidents.consider(f"cmp_u{n}", f"cus_u{n}", "function_fault",
                                             f"w{n}a w{n}b w{n}c w{n}d") == NO_INCIDENT
-        # what left is removed every SWEEP_EVERY (32) notes of the category: at most 31 linger, never read
-        # as in the window
-        assert MAX_RECENT <= await r.zcard(recent) < MAX_RECENT + 32
-        assert await r.hlen(texts) == await r.zcard(recent)  # the texts leave with the window, not only by time
+            sweeps = zlib.crc32(b"cmp_u%d" % n) % SWEEP_EVERY == 0
+            kept = min(kept + 1, MAX_RECENT) if sweeps else kept + 1
+            assert not (sweeps and n >= MAX_RECENT) or await r.zcard(recent) == MAX_RECENT
+        assert await r.zcard(recent) == kept and MAX_RECENT < kept < MAX_RECENT + 40  # (swept within the 340)
+        assert await r.hlen(texts) == kept  # the texts leave with the window, not only by time
         assert not await r.hexists(texts, "cmp_u0")
         note = await r.register_script(INCIDENT_NOTE_LUA)(
             keys=[recent, texts, store.keys.incidents_open("function_fault"), incidents.key("inc_none")],
-            args=["cmp_last", "cus_last\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, "0"])
+            args=["cmp_last", "cus_last\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, "1", "0"])
         assert len(note[1]) == MAX_RECENT and note[1][0] == b"cmp_last"  # the window: the newest 300, newest first
+        assert await r.zcard(recent) == MAX_RECENT == await r.hlen(texts)  # a sweep: nothing else is kept
         assert b"cmp_last" not in note[2][0::2]  # the text this call noted is not sent back to its caller
         # another worker noted a crash report five minutes ago by its clock (a slow one), after this
         # process last read the window: older than what the script returns as new, still compared
@@ -227,3 +231,22 @@ async def test_a_process_alone_in_the_window_still_sees_another_processes_notes(
     formed, linked, _ = await incidents.consider("cmp_s2", "cus_s2", category, CRASH[2])
     assert formed == "inc_s2" and sorted(linked) == ["cmp_o0", "cmp_o1", "cmp_s2"]
     assert not _cache.alone[recent]
+
+
+async def test_a_sweep_removes_a_large_backlog_in_steps(desk: Any) -> None:
+    """What left a category's window in a quiet hour (thousands of entries) goes a thousand at a
+    time, one sweeping note after another: never one script call too large to run."""
+    r, store, incidents = desk
+    category = "fee_dispute"
+    recent, texts = store.keys.incident_recent(category), store.keys.incident_texts(category)
+    old = now_ms() - 3_600_000
+    await r.zadd(recent, {f"cmp_old{n}": old + n for n in range(9_000)})
+    await r.hset(texts, mapping={f"cmp_old{n}": f"cus_old{n}\tq1 q2 q3" for n in range(9_000)})
+    note = r.register_script(INCIDENT_NOTE_LUA)
+    for step in range(1, 10):
+        answer = await note(keys=[recent, texts, store.keys.incidents_open(category), incidents.key("inc_none")],
+                            args=[f"cmp_new{step}", f"cus_new{step}\tz1 z2 z3", now_ms(), now_ms() - 600_000,
+                                  MAX_RECENT, 0, "1", "-"])
+        assert [i for i in answer[1] if i.startswith(b"cmp_old")] == []  # never read as in the window
+        assert await r.zcard(recent) == 9_000 - 1_000 * step + step
+    assert await r.hlen(texts) == 9

@@ -8,11 +8,8 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import pytest
-from redis.asyncio import Redis
-
 from normalizer.schema import Complaint, ComplaintStatus, Contact, HistoryEvent
-from router.store import INCIDENT_LINK, ComplaintStore, encode_incident_link
+from router.store import INCIDENT_LINK, encode_incident_link
 from router.store.codec import with_link
 from router.store.scripts import JOIN_IF_OPEN_LUA, LINK_LUA
 
@@ -74,19 +71,8 @@ def test_a_naive_time_in_the_history_is_read_as_utc() -> None:
     assert [e.action for e in complaint.history] == ["incident_linked", "routed"]
 
 
-@pytest.fixture
-async def desk(redis_url: str, prefix: str) -> Any:
-    r = Redis.from_url(redis_url)
-    store = ComplaintStore(prefix)
-    store.bind(r)
-    try:
-        yield r, store
-    finally:
-        await r.aclose()
-
-
 async def test_the_scripts_append_links_and_a_check_run_again_keeps_the_first_time(desk: Any) -> None:
-    r, store = desk
+    r, store, _ = desk
     k = store.keys
     link_of = k.delivery("cmp_1")
     join = r.register_script(JOIN_IF_OPEN_LUA)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 
 from router.incidents import MAX_RECENT, NO_INCIDENT, SWEEP_EVERY, Decision, Incidents, tokens
@@ -102,18 +101,6 @@ async def test_an_incident_closed_a_moment_ago_is_not_joined_from_the_copy(redis
         joined, *_ = await incidents.consider("cmp_k3", "cus_k3", category, CRASH[0])
         assert joined != "inc_k2"
         assert await incidents.members("inc_k2") == ["cmp_k0", "cmp_k1", "cmp_k2"]
-    finally:
-        await r.aclose()
-
-
-@pytest.fixture
-async def desk(redis_url: str, prefix: str) -> Any:
-    """A Redis client, a store and the incidents of one desk (the client closed after the test)."""
-    r = Redis.from_url(redis_url)
-    store = ComplaintStore(prefix)
-    store.bind(r)
-    try:
-        yield r, store, Incidents(store, window_minutes=10, min_customers=3)
     finally:
         await r.aclose()
 

@@ -25,11 +25,11 @@ INCIDENT_NOTE_FN = """
 -- id -> customer TAB tokens, and the open incidents' version in its field OPEN_VERSION), open (the
 -- category's open incidents, a set).
 -- window_read: after complaints were noted (ZADD recent, HSET texts), read the window back (and,
--- when asked, remove what left it). a: {start ms (older leaves), most kept, since ms (the texts of entries noted from then on
--- are returned; NO_TEXTS_SINCE: none), sweep ('1': remove what left the window, and a bounded number of text entries
--- whose complaint left it without its text being dropped), the open incidents' version the caller
--- has them as ('-': it has none)}; own: the ids this call noted (set: id -> true), whose texts the
--- caller has already.
+-- when asked, remove what left it). a: {start ms (older leaves), most kept, since ms (the texts
+-- of entries noted from then on are returned; NO_TEXTS_SINCE: none), sweep ('1': remove what left
+-- the window, and a bounded number of text entries whose complaint left it without its text being
+-- dropped), the open incidents' version the caller has them as ('-': it has none)}; own: the ids
+-- this call noted (set: id -> true), whose texts the caller has already.
 -- Returns {kept ids newest first, {id, entry, ...} noted since and not own, open incident ids
 -- (false: the caller's are current, their version unchanged), the open incidents' version}.
 -- What left the window is never returned, but removed only when a note asks (about one in

@@ -22,9 +22,10 @@ the loop looks again).
 Then ``--outage`` complaints on a Redis of their own, nobody answering: each a first-response
 deadline whose warning and due time pass within seconds, with the supervisor webhook
 (adapters/notify_webhook.py) pointed at a receiver here; three rounds: the receiver answering,
-the receiver away (503) for the first 5 s, and no webhook set. Per complaint: Redis commands from
-the first write until every event is in (warning + breach: two timer fires and their events), and
-the events received: each at least once, a case's warning before its breach.
+the receiver away (503) for the first 5 s, and no webhook set. Per complaint: Redis commands and
+the CPU of the worker and of redis-server from the first write until every event is in (warning +
+breach: two timer fires and their events), and the events received: each at least once, a case's
+warning before its breach.
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import redis.asyncio as aioredis  # noqa: E402
 
 from router.store import ComplaintStore, encode_complaint  # noqa: E402
 from normalizer.schema import Complaint, ComplaintStatus, Contact, Deadline  # noqa: E402
 from router.deadlines import timer_members  # noqa: E402
+from cost import cpu_seconds  # noqa: E402
 
 PREFIX = "tb:"
 
@@ -245,6 +248,7 @@ async def outage_round(args: argparse.Namespace, tmp: Path, mode: str) -> dict:
         n = args.outage
         before_by = {k: int(v["calls"]) for k, v in (await r.info("commandstats")).items()}
         before = sum(before_by.values())
+        cpu_before = cpu_seconds(worker.pid), cpu_seconds(server.pid)
         started = time.monotonic()
         ids = await write_outage(r, store, n, 1.0, args.spread)
         own += 2 * n + 1
@@ -263,6 +267,7 @@ async def outage_round(args: argparse.Namespace, tmp: Path, mode: str) -> dict:
                 break
             await asyncio.sleep(0.25)
         took = time.monotonic() - started
+        cpu_worker, cpu_redis = (cpu_seconds(p) - b for p, b in zip((worker.pid, server.pid), cpu_before))
         after_by = {k: int(v["calls"]) for k, v in (await r.info("commandstats")).items()}
         total = sum(after_by.values()) - before - own
         by_command = sorted(((k.removeprefix("cmdstat_"), (v - before_by.get(k, 0)) / n) for k, v in after_by.items()),
@@ -277,11 +282,14 @@ async def outage_round(args: argparse.Namespace, tmp: Path, mode: str) -> dict:
         row = {"mode": mode, "complaints": n, "commands_per_complaint": round(total / n, 1), "took_s": round(took, 1),
                "events_received": len(receiver.received), "distinct_events": distinct,
                "duplicates": len(receiver.received) - distinct, "refused_while_away": receiver.refused,
-               "cases_in_order": in_order}
+               "cases_in_order": in_order,
+               "cpu_ms_per_complaint": {"worker": round(cpu_worker * 1000 / n, 3), "redis": round(cpu_redis * 1000 / n, 3)}}
         print(f"outage, webhook {mode}: {n} complaints, {row['commands_per_complaint']} Redis commands per complaint "
               f"(warning + breach + their events), {took:.1f} s; events received {len(receiver.received)} "
               f"({distinct} distinct of {2 * n if mode != 'none' else 0}, {row['duplicates']} repeated), "
               f"503s answered {receiver.refused}, cases with warning before breach {in_order}")
+        print(f"{'':>9}  CPU per complaint (the worker's idle loop over {took:.1f} s included): worker "
+              f"{cpu_worker * 1000 / n:.3f} ms, redis-server {cpu_redis * 1000 / n:.3f} ms")
         breaches = sum(1 for c in await store.get_many(ids) if any(h.action == "sla_breached" for h in c.history))
         row["breached"] = breaches
         print(f"{'':>9}  complaints breached {breaches} of {n}; per complaint by command (this bench's own "

@@ -36,13 +36,13 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NamedTuple
 
 import msgspec
 
 from router import metrics
 from router.cached_read import CachedRead
-from router.store import JOB_EXPIRES_MS, ComplaintStore, Conflict, Keys, NotFound, PlannedJob, TxEffects, job_bytes
+from router.store import JOB_EXPIRES_MS, Change, ComplaintStore, Conflict, Keys, NotFound, PlannedJob, TxEffects, job_bytes
 from normalizer.ids import dt_to_ms
 from normalizer.schema import Complaint, HistoryEvent
 from router.deadlines import (
@@ -66,6 +66,10 @@ TICK_MS = 25
 IDLE_LOOK_MS = 250
 LEASE_MS = 30_000
 BATCH = 200
+#: Deadline timers of a claim whose complaints are changed in one transaction (``fire_many``):
+#: one WATCH, one read and one MULTI for them all; any of them changed meanwhile by another
+#: client sends the group one by one instead, so a group is kept small.
+FIRE_TOGETHER = 50
 #: The job that sends the event outbox to listeners (``router.delivery.dispatch_events``), its id
 #: (one for the desk: one sender at a time keeps the events in order), and how long after the
 #: first event it waits for more to join the batch.
@@ -284,12 +288,64 @@ def resume(store: ComplaintStore, complaint: Complaint, effects: TxEffects, now:
     return bool(resumed)
 
 
+class _Firing(NamedTuple):
+    """A due deadline timer's change of its complaint, and what it did once applied."""
+
+    cid: str
+    change: Change
+    outcome: dict[str, str]
+
+
 async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", member: str, due_ms: int, *,
                listeners: bool = True) -> str:
     """Apply one due timer. Safe to run twice: only a running deadline of the same generation
     changes; a timer of a registered kind goes to its owner's step. Its events (``sla_warning``,
     ``sla_breached``) go to the outbox unless ``listeners`` is false (no plugin listens)."""
+    firing = await _firing(store, clock, policies, member, due_ms, listeners=listeners)
+    if isinstance(firing, str):
+        return firing
+    try:
+        await store.update(firing.cid, firing.change)
+    except (Conflict, NotFound):
+        return "stale"
+    return firing.outcome["result"]
 
+
+async def fire_many(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", due: list[tuple[str, int]], *,
+                    listeners: bool = True) -> list[str]:
+    """``fire`` for each of ``due`` (member, due ms), the deadlines' changes written together
+    (``Complaints.update_many``, ``FIRE_TOGETHER`` at a time: one transaction instead of one per
+    complaint, when an outage's complaints all warn, then breach). Answers each one's outcome, in
+    order; "failed" for one that raised (logged; its lease brings it back)."""
+
+    async def planned(member: str, due_ms: int) -> str | _Firing:
+        try:
+            return await _firing(store, clock, policies, member, due_ms, listeners=listeners)
+        except Exception as exc:  # noqa: BLE001 - the lease brings it back; log and go on
+            log.error("timer %s failed: %s", member, type(exc).__name__)
+            return "failed"
+
+    plans = await asyncio.gather(*(planned(member, due_ms) for member, due_ms in due))
+    outcomes = [p if isinstance(p, str) else "" for p in plans]
+    firings = [(i, p) for i, p in enumerate(plans) if not isinstance(p, str)]
+    groups = [firings[n:n + FIRE_TOGETHER] for n in range(0, len(firings), FIRE_TOGETHER)]
+    answers = await asyncio.gather(*(store.update_many([(f.cid, f.change) for _, f in group]) for group in groups))
+    for group, results in zip(groups, answers):
+        for (i, firing), result in zip(group, results):
+            if isinstance(result, (Conflict, NotFound)):
+                outcomes[i] = "stale"
+            elif isinstance(result, Exception):
+                log.error("timer %s failed: %s", due[i][0], type(result).__name__)
+                outcomes[i] = "failed"
+            else:
+                outcomes[i] = firing.outcome["result"]
+    return outcomes
+
+
+async def _firing(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", member: str, due_ms: int, *,
+                  listeners: bool) -> str | _Firing:
+    """A due timer's change of its complaint (a deadline's), or its outcome when there is none to
+    make (malformed; a registered kind's step, run here)."""
     parsed = parse_member(member)
     if parsed is None:
         return "malformed"
@@ -350,11 +406,7 @@ async def fire(store: ComplaintStore, clock: "Clock", policies: "PolicyCache", m
             schedule(store, effects, complaint.id, [nxt])
         outcome["result"] = "breached"
 
-    try:
-        await store.update(cid, change)
-    except (Conflict, NotFound):
-        return "stale"
-    return outcome["result"]
+    return _Firing(cid, change, outcome)
 
 
 class TimerLoop:
@@ -409,7 +461,7 @@ class TimerLoop:
             self.look_after = time.time() + EVENTS_GATHER_MS / 1000
         pairs = [(answer[i].decode(), int(float(answer[i + 1]))) for i in range(2, len(answer), 2)]
         if pairs:
-            outcomes = await asyncio.gather(*(self._fire_one(m, d) for m, d in pairs))
+            outcomes = await fire_many(self.store, self.clock, self.policies, pairs, listeners=self.listeners)
             done = [f"{m}@{d}" for (m, d), outcome in zip(pairs, outcomes) if outcome != "failed"]
             if done:  # one ZREM for the batch; a crash before it: the lease brings them back, stale
                 await self.store.r.zrem(k.timers_inflight, *done)
@@ -418,13 +470,6 @@ class TimerLoop:
                 self.events_waiting = True
         self.ticks += 1
         return len(pairs)
-
-    async def _fire_one(self, member: str, due_ms: int) -> str:
-        try:
-            return await fire(self.store, self.clock, self.policies, member, due_ms, listeners=self.listeners)
-        except Exception as exc:  # noqa: BLE001 - the lease brings it back; log and go on
-            log.error("timer %s failed: %s", member, type(exc).__name__)
-            return "failed"
 
     async def requeue_stale(self) -> int:
         k = self.store.keys

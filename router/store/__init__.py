@@ -27,7 +27,7 @@ from normalizer.schema import ComplaintStatus
 from plugins.contract import IntakeOutcome
 from router.store.base import JOB_EXPIRES_MS, Conflict, NotFound, PlannedJob, StoreBase, TxEffects, job_bytes
 from router.store.codec import COMPRESSED, INCIDENT_LINK, decode_complaint, encode_complaint, encode_incident_link
-from router.store.complaints import Complaints, is_open
+from router.store.complaints import Change, Complaints, is_open
 from router.store.deliveries import DELIVERY_RANK, OUTBOUND_TTL_S, OUTBOX_GRACE_MS, Deliveries
 from router.store.keys import ARQ_JOB_PREFIXES, Keys, job_key
 from router.store.messages import IDEMPOTENCY_TTL_S, RAW_TTL_S, Messages, body_hash, ingest_job, ingest_job_bytes
@@ -45,6 +45,7 @@ class ComplaintStore(Messages, Preparing, Complaints, Queues, Deliveries, Quaran
 __all__ = [
     "ARQ_JOB_PREFIXES",
     "COMPRESSED",
+    "Change",
     "ComplaintStore",
     "ComplaintStatus",
     "Conflict",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple, Sequence
 
 import msgspec
 from redis.exceptions import WatchError
@@ -34,6 +34,26 @@ _entry_encoder = msgspec.msgpack.Encoder()
 
 def is_open(complaint: Complaint) -> bool:
     return complaint.status in OPEN_STATUSES
+
+
+#: A change of a stored complaint (``Complaints.update``): it mutates the complaint, may add
+#: jobs and writes to the effects, and may raise ``Conflict``.
+Change = Callable[[Complaint, TxEffects], Awaitable[None] | None]
+
+
+class _Before(NamedTuple):
+    """What an update compares after the change: where the complaint was indexed and ranked."""
+
+    status: str
+    category: str
+    skill: str | None
+    priority: int
+    open: bool
+
+    @classmethod
+    def of(cls, complaint: Complaint) -> "_Before":
+        return cls(complaint.status.value, complaint.category, complaint.skill, complaint.priority,
+                   is_open(complaint))
 
 
 class Complaints(StoreBase):
@@ -194,11 +214,7 @@ class Complaints(StoreBase):
             raise NotFound("complaint_not_found", f"no complaint {case_number}")
         return await self.get(cid.decode())
 
-    async def update(
-        self,
-        cid: str,
-        change: Callable[[Complaint, TxEffects], Awaitable[None] | None],
-    ) -> Complaint:
+    async def update(self, cid: str, change: Change) -> Complaint:
         """Apply ``change`` to the stored complaint under optimistic locking.
 
         ``change`` mutates the complaint and may add jobs or extra writes to ``effects``; it may
@@ -212,39 +228,123 @@ class Complaints(StoreBase):
                     data, link = await pipe.eval(READ_WITH_LINK_LUA, 2, k.complaint(cid), k.delivery(cid))
                     if data is None:
                         raise NotFound("complaint_not_found", f"no complaint {cid}")
-                    before = decode_complaint(data)
                     after = with_link(decode_complaint(data), link)
+                    before = _Before.of(after)
                     effects = TxEffects()
                     result = change(after, effects)
                     if result is not None:
                         await result
                     after.updated_at = datetime.now(timezone.utc)
                     pipe.multi()
-                    pipe.set(k.complaint(cid), encode_complaint(after))
-                    created_ms = dt_to_ms(after.created_at)
-                    for name, old, new in (
-                        ("status", before.status.value, after.status.value),
-                        ("category", before.category, after.category),
-                        ("skill", before.skill, after.skill),
-                    ):
-                        if old != new:
-                            if old:
-                                pipe.zrem(k.idx(name, old), cid)
-                            if new:
-                                pipe.zadd(k.idx(name, new), {cid: created_ms})
-                    if is_open(before) and not is_open(after):
-                        pipe.hdel(k.open_cases(after.customer_id), cid)
-                    elif is_open(after) and not is_open(before):
-                        pipe.hset(k.open_cases(after.customer_id), cid, fingerprint_of(after, created_ms))
-                    if before.priority != after.priority and after.skill:  # re-rank it where it waits
-                        pipe.zadd(k.queue(after.skill), {cid: queue_score(after.priority, created_ms)}, xx=True)
-                    for op in effects.ops:
-                        op(pipe)
+                    self._write_change(pipe, cid, before, after, effects)
                     self.queue_jobs(pipe, effects.jobs)
                     await pipe.execute()
                     return after
                 except WatchError:
                     continue
+
+    async def update_many(self, changes: Sequence[tuple[str, Change]]) -> list[Complaint | Exception]:
+        """``update`` for several complaints, in one transaction: one ``WATCH`` of them all, one
+        read, one ``MULTI`` (a due deadline's timers come in batches: in an outage every complaint
+        warns, then breaches). Answers, in the order given, each complaint as changed, or the
+        exception its update raised (``NotFound``, its change's ``Conflict``, ...): a change that
+        raises leaves its complaint as it was, the others are written all the same. A complaint
+        named twice, or any of them changed by another client meanwhile: one ``update`` each
+        instead (its change run again on what is stored then). Redis away: that error for each."""
+        results: list[Complaint | Exception | None] = [None] * len(changes)
+        first: list[int] = []
+        again: list[int] = []
+        seen: set[str] = set()
+        for i, (cid, _) in enumerate(changes):
+            (again if cid in seen else first).append(i)
+            seen.add(cid)
+        if len(first) > 1:
+            try:
+                written = await self._update_together(changes, first, results)
+            except Exception as exc:  # noqa: BLE001 - Redis away (a change's own errors are its item's)
+                for i in first:
+                    results[i] = exc
+                written = True
+            if not written:
+                again = first + again
+        else:
+            again = first + again
+        for i in sorted(again):
+            cid, change = changes[i]
+            try:
+                results[i] = await self.update(cid, change)
+            except Exception as exc:  # noqa: BLE001 - answered for its item
+                results[i] = exc
+        return results  # type: ignore[return-value]
+
+    async def _update_together(self, changes: Sequence[tuple[str, Change]], items: list[int],
+                               results: list[Complaint | Exception | None]) -> bool:
+        """``update_many``'s one transaction for ``items`` (distinct complaints); False when a
+        watched complaint changed meanwhile (nothing written)."""
+        k = self.keys
+        cids = [changes[i][0] for i in items]
+        async with self.r.pipeline(transaction=True) as pipe:
+            await pipe.watch(*(k.complaint(cid) for cid in cids))
+            keys = [key for cid in cids for key in (k.complaint(cid), k.delivery(cid))]
+            read = await pipe.eval(READ_WITH_LINK_LUA, len(keys), *keys)
+            pipe.multi()
+            jobs: list[PlannedJob] = []
+            writes = 0
+            now = datetime.now(timezone.utc)
+            for n, i in enumerate(items):
+                cid, change = changes[i]
+                data, link = read[2 * n], read[2 * n + 1]
+                if data is None:
+                    results[i] = NotFound("complaint_not_found", f"no complaint {cid}")
+                    continue
+                try:
+                    after = with_link(decode_complaint(data), link)
+                    before = _Before.of(after)
+                    effects = TxEffects()
+                    result = change(after, effects)
+                    if result is not None:
+                        await result
+                except Exception as exc:  # noqa: BLE001 - this complaint is left as it was
+                    results[i] = exc
+                    continue
+                after.updated_at = now
+                self._write_change(pipe, cid, before, after, effects)
+                jobs.extend(effects.jobs)
+                results[i] = after
+                writes += 1
+            if writes:
+                self.queue_jobs(pipe, jobs)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    return False
+        return True
+
+    def _write_change(self, pipe: Any, cid: str, before: _Before, after: Complaint, effects: TxEffects) -> None:
+        """A changed complaint's writes, into an open ``MULTI``: the complaint, the indexes its
+        status, category and skill moved between, its customer's open cases, its queue rank, and
+        what its change asked for (jobs apart: ``queue_jobs``)."""
+        k = self.keys
+        pipe.set(k.complaint(cid), encode_complaint(after))
+        created_ms = dt_to_ms(after.created_at)
+        for name, old, new in (
+            ("status", before.status, after.status.value),
+            ("category", before.category, after.category),
+            ("skill", before.skill, after.skill),
+        ):
+            if old != new:
+                if old:
+                    pipe.zrem(k.idx(name, old), cid)
+                if new:
+                    pipe.zadd(k.idx(name, new), {cid: created_ms})
+        if before.open and not is_open(after):
+            pipe.hdel(k.open_cases(after.customer_id), cid)
+        elif is_open(after) and not before.open:
+            pipe.hset(k.open_cases(after.customer_id), cid, fingerprint_of(after, created_ms))
+        if before.priority != after.priority and after.skill:  # re-rank it where it waits
+            pipe.zadd(k.queue(after.skill), {cid: queue_score(after.priority, created_ms)}, xx=True)
+        for op in effects.ops:
+            op(pipe)
 
     async def list(
         self,
@@ -301,4 +401,4 @@ class Complaints(StoreBase):
         return found, cursor
 
 
-__all__ = ["Complaints", "is_open"]
+__all__ = ["Change", "Complaints", "is_open"]

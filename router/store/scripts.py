@@ -445,9 +445,15 @@ return added
 """
 
 READ_WITH_LINK_LUA = """
--- A complaint and its incident links, in one round trip (an update's read, under WATCH: sent
--- with EVAL, not registered). KEYS: 1 the complaint, 2 its delivery hash
-return {redis.call('GET', KEYS[1]), redis.call('HGET', KEYS[2], 'INCIDENT_LINK')}
+-- Complaints and their incident links, in one round trip (an update's read, under WATCH: sent
+-- with EVAL, not registered). KEYS: a complaint, then its delivery hash, for each complaint read.
+-- Answers each complaint and its links (nil: none), in that order.
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[i] = redis.call('GET', KEYS[i])
+  out[i + 1] = redis.call('HGET', KEYS[i + 1], 'INCIDENT_LINK')
+end
+return out
 """.replace("INCIDENT_LINK", INCIDENT_LINK)
 
 __all__ = ["NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

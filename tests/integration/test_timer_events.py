@@ -23,7 +23,7 @@ from router.context import WorkerContext, context_of
 from router.deadlines import timer_members
 from router.delivery import dispatch_events
 from router.store import ComplaintStore, encode_complaint
-from router.timers import IDLE_LOOK_MS, Clock, PolicyCache, TimerLoop, fire
+from router.timers import FIRE_TOGETHER, IDLE_LOOK_MS, Clock, PolicyCache, TimerLoop, fire
 from router.worker import create_worker
 from tests.conftest import app_plugins, eventually
 
@@ -147,6 +147,25 @@ async def test_an_outage_s_warnings_and_breaches_reach_listeners_in_batches_in_o
     assert len(batch.batches) < 10  # the five warnings at least came together
     assert PHONE not in batch.contacts  # masked: the listener did not ask for personal data
     assert await store.r.llen(store.keys.escalations) == 0
+
+
+async def test_one_tick_fires_a_claim_of_many_in_groups_each_as_alone(settings, store):
+    """An outage's breaches fall due together: one tick claims them all and writes them a group
+    of ``FIRE_TOGETHER`` complaints at a time; each is breached once, with its event, as a timer
+    fired alone would be; a stale timer among them (another generation) changes nothing."""
+    n = FIRE_TOGETHER + 7
+    ids = await write_cases(store, n, due_in=-1)
+    await store.r.zadd(store.keys.timers, {f"{ids[0]}|first_response|due|9": 0})  # not its generation
+    loop = TimerLoop(store, Clock(store), PolicyCache(store))
+    assert await loop.tick() == n + 1
+    assert loop.fired == n + 1  # (stale counts as done: nothing comes back after the lease)
+    assert await store.r.zcard(store.keys.timers_inflight) == 0
+    for cid in ids:
+        complaint = await store.get(cid)
+        assert [h.action for h in complaint.history].count("sla_breached") == 1, cid
+        assert complaint.deadlines[0].state == "breached" and "escalated" in complaint.tags
+    assert await store.r.llen(store.keys.escalations) == n
+    assert await loop.tick() == 0
 
 
 async def test_a_refused_batch_comes_again_and_nothing_is_lost(settings, store):

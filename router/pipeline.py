@@ -244,6 +244,14 @@ async def merge_if_repeat(w: WorkerContext, message: InboundMessage, fields: dic
     ``False``: none, or that case closed meanwhile."""
     candidates = {cid: fp for cid, raw in fields.get("open_cases", {}).items()
                   if (fp := repeats.decode(raw)) is not None}
+    pending = [cid for cid, fp in candidates.items() if fp.pending]
+    if pending:  # opened with what its fields give: what its first message gives is read now
+        texts = await w.store.first_texts(pending)
+        for cid in pending:
+            if cid in texts:
+                candidates[cid] = repeats.completed(candidates[cid], texts[cid])
+            else:
+                del candidates[cid]  # (gone meanwhile)
     window_ms = w.settings.repeat_window_hours * 3_600_000
     match = (repeats.find_repeat(candidates, message, category, now_ms(), window_ms, possible=True)
              if candidates else None)

@@ -172,7 +172,7 @@ async def open_complaint(store: ComplaintStore, complaint: Complaint, message: I
         created, _, case_number, window = await store.commit_new_complaint(
             message.id, complaint, jobs, case_placeholder=placeholder,
             outbox=[f"{complaint.id}|{ack.id}"] if ack else [],
-            fingerprint=repeats.fingerprint_of(complaint, dt_to_ms(complaint.created_at)), timers=timers,
+            fingerprint=repeats.pending_fingerprint_of(complaint, dt_to_ms(complaint.created_at)), timers=timers,
             incident_note=note,
         )
     except asyncio.CancelledError:

@@ -196,6 +196,19 @@ class Complaints(StoreBase):
             values, *deliveries = await pipe.execute()
         return [with_deliveries(decode_complaint(v), d) for v, d in zip(values, deliveries) if v is not None]
 
+    async def first_texts(self, cids: Sequence[str]) -> dict[str, str]:
+        """The text of each complaint's first message (one ``MGET``; a complaint not found is left
+        out): what a pending repeat fingerprint is completed from (``repeats.completed``)."""
+        if not cids:
+            return {}
+        values = await self.r.mget([self.keys.complaint(c) for c in cids])
+        out = {}
+        for cid, data in zip(cids, values):
+            if data is not None:
+                messages = decode_complaint(data).messages
+                out[cid] = messages[0].text if messages else ""
+        return out
+
     async def case_for_contact(self, case_number: str, contact: Contact) -> Complaint | None:
         """The case, if ``contact`` is its customer's (directly or through a linked contact)."""
         try:

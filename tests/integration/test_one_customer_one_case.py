@@ -7,9 +7,12 @@ import io
 import logging
 
 import pytest
+import redis.asyncio
 from msgspec.structs import replace
 
 from plugins.hookspecs import hookimpl
+from router.repeats import decode
+from router.store import Keys
 from tests.conftest import ALICE, APP, SUPERVISOR, gateway_client, run_worker, app_plugins
 
 pytestmark = pytest.mark.integration
@@ -129,6 +132,14 @@ async def test_a_repeat_joins_the_open_case(client, desk, first, second, reason)
     m1 = await send(client, user, first)
     await drain(desk)
     before = await complaint_of(client, m1)
+    # the case opened with a pending fingerprint: what its text gives is read when a repeat comes
+    settings = desk[0]
+    r = redis.asyncio.from_url(settings.redis_url)
+    try:
+        stored = await r.hget(Keys(settings.redis_prefix).open_cases(before["customer_id"]), before["id"])
+    finally:
+        await r.aclose()
+    assert decode(stored).pending
     m2 = await send(client, user, second)
     await drain(desk)
     after = await complaint_of(client, m2)

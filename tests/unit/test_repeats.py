@@ -244,3 +244,43 @@ def test_a_fingerprint_with_an_unreadable_amount_is_still_compared():
     stored = Fingerprint("payment_amount", NOW - HOUR, "x y", "", "", ["abc", "12.50"], ["<refund>"])
     match = find_repeat({"cmp_1": stored}, msg("还没退 12.5元"), "payment_amount", NOW, 72 * HOUR)
     assert match is not None and match.reason == "same_amount"
+
+
+# -- a new case's fingerprint, completed when a repeat comes ------------------------------------------
+
+from msgspec.structs import replace as _replace  # noqa: E402
+
+from normalizer.schema import Amount  # noqa: E402
+from router.repeats import completed, pending_fingerprint_of  # noqa: E402
+
+PENDING_TEXTS = [text for pair in FOLLOW_UPS for text in pair] + [
+    "交易号 T2026112300000001 被重复扣款 两笔 68.80 元",
+    "I was charged twice: $128.50 for one coffee, card 4111 1111 1111 1111",
+    "call me on +44 7700 900123 about the 2 x $100 top-up",
+    "我的身份证 11010519491231002X 被冒用 开了账户",
+    "hi",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", PENDING_TEXTS)
+def test_a_pending_fingerprint_completed_from_its_first_message_is_the_full_one(text):
+    message = message_of({"id": "c1", "text": text, "customer": "u"}, START)
+    complaint = complaint_of(message, categorise(text).category, "u")
+    created = int(START.timestamp() * 1000)
+    for variant in (complaint, _replace(complaint, amount=Amount(value="99.00", currency="CNY")),
+                    _replace(complaint, amount=None, transaction_id="T2026112300000009")):
+        full = decode(fingerprint_of(variant, created))
+        pending = decode(pending_fingerprint_of(variant, created))
+        assert pending.pending and not full.pending
+        assert not pending.text and not pending.terms  # nothing of the text yet: read when needed
+        assert completed(pending, text) == full
+        assert completed(full, "anything else") == full  # a full one is left as it is
+
+
+def test_a_case_of_several_messages_is_fingerprinted_in_full():
+    message = message_of({"id": "c1", "text": "charged twice $128.50", "customer": "u"}, START)
+    complaint = complaint_of(message, "payment_amount", "u")
+    two = _replace(complaint, messages=[*complaint.messages, _replace(complaint.messages[0], text="still nothing")])
+    created = int(START.timestamp() * 1000)
+    assert decode(pending_fingerprint_of(two, created)) == decode(fingerprint_of(two, created))

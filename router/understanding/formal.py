@@ -205,9 +205,22 @@ def _judge(kind: str, clause: str, start: int, end: int) -> str:
     return "counted"
 
 
+_NO_CUE = FormalVerdict(False, ())
+
+
 def formal_verdict(text: str) -> FormalVerdict:
     """The flag with the cues that decided it (for the evaluation report and for agents)."""
     folded = prepare_for_rules(text)
+    # Most messages name no cue at all: one search per cue pattern over the whole text says so
+    # (~4x less than per clause). A clause is a piece of the text cut at sentence ends, none of
+    # them a letter or a digit, so a cue found in a clause is found in the text too: the same
+    # answer.
+    if not any(pattern.search(folded) for _, pattern in _CUES):
+        return _NO_CUE
+    return _verdict(folded)
+
+
+def _verdict(folded: str) -> FormalVerdict:
     clauses = _clauses(folded)
     cues: list[FormalCue] = []
     for clause in clauses:

@@ -81,3 +81,20 @@ def test_not_formal(text: str, why: str | None) -> None:
         assert verdict.cues == ()
     else:
         assert any(c.verdict == why for c in verdict.cues), (text, verdict.cues)
+
+
+def test_the_whole_text_search_first_changes_no_verdict():
+    """``formal_verdict`` answers "no cue" when no cue pattern matches anywhere in the text, before
+    cutting it into clauses: on every message of our corpus, and on this test's sentences with
+    their sentence ends moved about, it gives what the clause-by-clause reading gives."""
+    from router.understanding import corpus
+    from router.understanding.formal import _verdict
+    from router.understanding.textprep import prepare_for_rules
+
+    texts = [r["text"] for r in corpus.load_records(corpus.data_files())]
+    sentences = [t for t, _ in FORMAL] + [t for t, _ in NOT_FORMAL]
+    texts += sentences + ["。".join(sentences[i:i + 3]) for i in range(len(sentences))]
+    texts += [t.replace(" ", "\n") for t in sentences] + [t.replace("，", "!") for t in sentences]
+    assert len(texts) > 1000
+    for text in texts:
+        assert formal_verdict(text) == _verdict(prepare_for_rules(text)), text

@@ -16,6 +16,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from plugins.problems import ProblemError
+from plugins.requests import header
 
 ROLE_APP = "app"
 ROLE_AGENT = "agent"
@@ -35,7 +36,7 @@ class Principal:
 async def roles_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Guard for every /v1 route: the handler's ``opt["roles"]`` lists who may call it."""
     authenticator: Any = connection.app.state.authenticator  # gateway.auth.Authenticator
-    principal = authenticator.principal(connection.headers.get("authorization"))
+    principal = authenticator.principal(header(connection.scope, b"authorization"))
     allowed: Iterable[str] = handler.opt.get("roles", ())
     if principal.role not in allowed:
         raise ProblemError(403, "forbidden", f"A {principal.role} credential may not call this.")

@@ -16,9 +16,19 @@ from plugins.problems import ProblemError, field_from_msgspec_error
 T = TypeVar("T")
 
 
+def header(scope: Any, name: bytes) -> str | None:
+    """The first value of the request header ``name`` (given in lower case), read from the scope
+    as the server gave it: a route that needs a header or two need not have every header made
+    into Litestar's ``Headers`` (~3 % of a message's intake)."""
+    for key, value in scope["headers"]:
+        if key == name or key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
 async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
     """The raw body, refused early when its declared or actual size is over ``limit``."""
-    declared = request.headers.get("content-length")
+    declared = header(request.scope, b"content-length")
     if declared is not None:
         try:
             if int(declared) > limit:
@@ -45,6 +55,6 @@ def decode_json(body: bytes, model: type[T]) -> T:
 
 
 def require_json(request: Request[Any, Any, Any]) -> None:
-    content_type = request.headers.get("content-type", "")
+    content_type = header(request.scope, b"content-type") or ""
     if content_type and "json" not in content_type.lower():
         raise ProblemError(415, "unsupported_media_type", "Send the body as application/json.")

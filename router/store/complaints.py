@@ -56,6 +56,21 @@ class _Before(NamedTuple):
                    is_open(complaint))
 
 
+async def _changed(cid: str, data: bytes | None, link: bytes | None,
+                   change: Change) -> tuple[_Before, Complaint, TxEffects]:
+    """A stored complaint (``data``, its incident links ``link``) with ``change`` applied: where
+    it was before, the complaint changed, and the writes its change asked for."""
+    if data is None:
+        raise NotFound("complaint_not_found", f"no complaint {cid}")
+    after = with_link(decode_complaint(data), link)
+    before = _Before.of(after)
+    effects = TxEffects()
+    result = change(after, effects)
+    if result is not None:
+        await result
+    return before, after, effects
+
+
 class Complaints(StoreBase):
     if TYPE_CHECKING:
         async def customer_of(self, contact: Contact) -> str | None: ...
@@ -239,14 +254,7 @@ class Complaints(StoreBase):
                 try:
                     await pipe.watch(k.complaint(cid))
                     data, link = await pipe.eval(READ_WITH_LINK_LUA, 2, k.complaint(cid), k.delivery(cid))
-                    if data is None:
-                        raise NotFound("complaint_not_found", f"no complaint {cid}")
-                    after = with_link(decode_complaint(data), link)
-                    before = _Before.of(after)
-                    effects = TxEffects()
-                    result = change(after, effects)
-                    if result is not None:
-                        await result
+                    before, after, effects = await _changed(cid, data, link, change)
                     after.updated_at = datetime.now(timezone.utc)
                     pipe.multi()
                     self._write_change(pipe, cid, before, after, effects)
@@ -306,17 +314,8 @@ class Complaints(StoreBase):
             now = datetime.now(timezone.utc)
             for n, i in enumerate(items):
                 cid, change = changes[i]
-                data, link = read[2 * n], read[2 * n + 1]
-                if data is None:
-                    results[i] = NotFound("complaint_not_found", f"no complaint {cid}")
-                    continue
                 try:
-                    after = with_link(decode_complaint(data), link)
-                    before = _Before.of(after)
-                    effects = TxEffects()
-                    result = change(after, effects)
-                    if result is not None:
-                        await result
+                    before, after, effects = await _changed(cid, read[2 * n], read[2 * n + 1], change)
                 except Exception as exc:  # noqa: BLE001 - this complaint is left as it was
                     results[i] = exc
                     continue

@@ -5,11 +5,12 @@ lists and the look-ups by case number."""
 from __future__ import annotations
 
 import asyncio
+import zlib
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple, Sequence
 
 import msgspec
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
 from normalizer.ids import dt_to_ms, now_ms
 from normalizer.schema import OPEN_STATUSES, Complaint, Contact
@@ -211,17 +212,20 @@ class Complaints(StoreBase):
             values, *deliveries = await pipe.execute()
         return [with_deliveries(decode_complaint(v), d) for v, d in zip(values, deliveries) if v is not None]
 
-    async def first_texts(self, cids: Sequence[str]) -> dict[str, str]:
-        """The text of each complaint's first message (one ``MGET``; a complaint not found is left
-        out): what a pending repeat fingerprint is completed from (``repeats.completed``)."""
+    async def stored(self, cids: Sequence[str]) -> dict[str, Complaint]:
+        """The complaints as stored, by id, in one ``MGET`` (their replies' delivery states and
+        incident links not merged in); one not found, or that does not decode, is left out. What a
+        pending repeat fingerprint is completed from (``repeats.completed``)."""
         if not cids:
             return {}
         values = await self.r.mget([self.keys.complaint(c) for c in cids])
         out = {}
         for cid, data in zip(cids, values):
             if data is not None:
-                messages = decode_complaint(data).messages
-                out[cid] = messages[0].text if messages else ""
+                try:
+                    out[cid] = decode_complaint(data)
+                except (msgspec.DecodeError, zlib.error):
+                    continue
         return out
 
     async def case_for_contact(self, case_number: str, contact: Contact) -> Complaint | None:
@@ -271,7 +275,8 @@ class Complaints(StoreBase):
         exception its update raised (``NotFound``, its change's ``Conflict``, ...): a change that
         raises leaves its complaint as it was, the others are written all the same. A complaint
         named twice, or any of them changed by another client meanwhile: one ``update`` each
-        instead (its change run again on what is stored then). Redis away: that error for each."""
+        instead (its change run again on what is stored then). A write Redis refuses fails its
+        own complaint alone. Redis away: that error for each."""
         results: list[Complaint | Exception | None] = [None] * len(changes)
         first: list[int] = []
         again: list[int] = []
@@ -300,8 +305,10 @@ class Complaints(StoreBase):
 
     async def _update_together(self, changes: Sequence[tuple[str, Change]], items: list[int],
                                results: list[Complaint | Exception | None]) -> bool:
-        """``update_many``'s one transaction for ``items`` (distinct complaints); False when a
-        watched complaint changed meanwhile (nothing written)."""
+        """``update_many``'s one transaction for ``items`` (distinct complaints); False when
+        nothing of it was written and each is to be updated on its own (a watched complaint
+        changed meanwhile, or Redis refused the transaction before running it). A write Redis
+        refuses as it runs the transaction fails its own complaint: the others' writes are made."""
         k = self.keys
         cids = [changes[i][0] for i in items]
         async with self.r.pipeline(transaction=True) as pipe:
@@ -310,26 +317,35 @@ class Complaints(StoreBase):
             read = await pipe.eval(READ_WITH_LINK_LUA, len(keys), *keys)
             pipe.multi()
             jobs: list[PlannedJob] = []
-            writes = 0
+            spans: list[tuple[int, int, int]] = []  # item, its first command, the one after its last
             now = datetime.now(timezone.utc)
+            stack = pipe.command_stack
             for n, i in enumerate(items):
                 cid, change = changes[i]
+                start = len(stack)
                 try:
                     before, after, effects = await _changed(cid, read[2 * n], read[2 * n + 1], change)
+                    after.updated_at = now
+                    self._write_change(pipe, cid, before, after, effects)
                 except Exception as exc:  # noqa: BLE001 - this complaint is left as it was
+                    del stack[start:]  # (what its write queued before it failed)
                     results[i] = exc
                     continue
-                after.updated_at = now
-                self._write_change(pipe, cid, before, after, effects)
                 jobs.extend(effects.jobs)
                 results[i] = after
-                writes += 1
-            if writes:
+                spans.append((i, start, len(stack)))
+            if spans:
+                tail = len(stack)
                 self.queue_jobs(pipe, jobs)
                 try:
-                    await pipe.execute()
-                except WatchError:
+                    replies = await pipe.execute(raise_on_error=False)
+                except (WatchError, ResponseError):  # changed meanwhile, or refused as queued (EXECABORT)
                     return False
+                tail_error = next((r for r in replies[tail:] if isinstance(r, Exception)), None)
+                for i, a, b in spans:
+                    error = next((r for r in replies[a:b] if isinstance(r, Exception)), tail_error)
+                    if error is not None:
+                        results[i] = error
         return True
 
     def _write_change(self, pipe: Any, cid: str, before: _Before, after: Complaint, effects: TxEffects) -> None:

@@ -76,7 +76,8 @@ class _Monitor:
 
     def stop(self) -> None:
         self._client.set(self.prefix + "monitor:stop", "1")
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=120)  # the marker comes after every command before it
+        assert not self._thread.is_alive(), "MONITOR did not reach the stop marker"
         self._client.delete(self.prefix + "monitor:stop")
         self._monitor.__exit__(None, None, None)
         self._client.close()
@@ -103,6 +104,7 @@ async def test_several_complaints_change_in_one_watch_and_one_transaction(desk: 
     assert await r.zcard(k.queue("general")) == 5  # re-ranked where they wait (XX: not added elsewhere)
     watches = monitor.named("WATCH")
     assert len(watches) == 1 and all(k.complaint(cid) in watches[0] for cid in cids)
+    assert len(monitor.named("EVAL")) == 1  # one read of the five (and their incident links)
     assert len([c for c in monitor.named("SET") if ":complaint:" in c]) == 5
 
 
@@ -180,3 +182,61 @@ async def test_none_or_one_is_an_update(desk: Any, n: int) -> None:
     cids = await _stored(r, store, *range(1, n + 1))
     results = await store.update_many([(cid, _note("sla_warning")) for cid in cids])
     assert [c.priority for c in results] == [6] * n
+
+
+async def test_a_write_that_fails_for_one_complaint_fails_it_alone(desk: Any) -> None:
+    """A write one change asked for is refused as the transaction runs (here a bad value for a
+    sorted set): that complaint answers the error, as ``update`` would (Redis does not roll a
+    transaction back: its other writes are made, as with ``update``); the others are changed once,
+    not again."""
+    r, store, _ = desk
+    cids = await _stored(r, store, 1, 2, 3)
+
+    def bad_write(complaint: Complaint, effects: TxEffects) -> None:
+        _note("sla_warning")(complaint, effects)
+        effects.ops.append(lambda pipe: pipe.zadd(store.keys.queue("general"), {complaint.id: "not a number"}))
+
+    results = await store.update_many([(cids[0], _note("sla_warning")), (cids[1], bad_write),
+                                       (cids[2], _note("sla_warning"))])
+    assert isinstance(results[1], redis.exceptions.ResponseError)
+    assert results[0].priority == results[2].priority == 6
+    assert [e.action for e in (await _read(r, store, cids[0])).history] == ["sla_warning"]
+    assert [e.action for e in (await _read(r, store, cids[2])).history] == ["sla_warning"]
+    # the same write refused in an update of its own: the same error
+    cids += await _stored(r, store, 4)
+    try:
+        await store.update(cids[3], bad_write)
+    except redis.exceptions.ResponseError as exc:
+        assert type(exc) is type(results[1])
+    else:
+        raise AssertionError("update took the bad write")
+
+
+async def test_a_change_whose_write_cannot_be_made_fails_alone_and_writes_nothing(desk: Any) -> None:
+    """A change whose writes cannot even be queued (here one that asks for a write that raises):
+    nothing of it is sent; the others are written."""
+    r, store, _ = desk
+    cids = await _stored(r, store, 1, 2)
+
+    def unqueueable(complaint: Complaint, effects: TxEffects) -> None:
+        _note("sla_warning")(complaint, effects)
+
+        def op(pipe: Any) -> None:
+            pipe.rpush(store.keys.escalations, "half")  # queued, then taken back
+            raise ValueError("cannot queue")
+        effects.ops.append(op)
+
+    results = await store.update_many([(cids[0], unqueueable), (cids[1], _note("sla_warning"))])
+    assert isinstance(results[0], ValueError) and results[1].priority == 6
+    assert (await _read(r, store, cids[0])).history == []
+    assert await r.llen(store.keys.escalations) == 0
+    assert [e.action for e in (await _read(r, store, cids[1])).history] == ["sla_warning"]
+
+
+async def test_stored_complaints_leave_out_what_is_missing_or_unreadable(desk: Any) -> None:
+    r, store, _ = desk
+    cids = await _stored(r, store, 1, 2)
+    await r.set(store.keys.complaint("cmp_9"), b"z" + b"not zlib at all")
+    stored = await store.stored([*cids, "cmp_404", "cmp_9"])
+    assert sorted(stored) == cids and stored[cids[0]].priority == 5
+    assert await store.stored([]) == {}

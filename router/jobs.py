@@ -6,13 +6,23 @@ from __future__ import annotations
 from datetime import datetime
 
 from normalizer.ids import dt_to_ms, now_ms
-from normalizer.schema import Complaint
+from normalizer.schema import Complaint, MessageEntry
 from router.store import PlannedJob
 
 
 def complaint_id_for(message_id: str) -> str:
     """Deterministic, so a retried job builds the very same complaint."""
     return "cmp_" + message_id.split("_", 1)[-1]
+
+
+def opening_message(complaint: Complaint) -> MessageEntry | None:
+    """The message the complaint was opened with (messages are kept in the order they were
+    received, so a follow-up received earlier, or the messages of a case merged into it, may
+    come first); its first message when none is (a case made otherwise)."""
+    for message in complaint.messages:
+        if complaint_id_for(message.message_id) == complaint.id:
+            return message
+    return complaint.messages[0] if complaint.messages else None
 
 
 def event_job(complaint: Complaint, kind: str, actor: str, detail: dict[str, str] | None = None, *,

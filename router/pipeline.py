@@ -51,7 +51,7 @@ from router.context import WorkerContext, context_of, job_try
 from router.delivery import deliver, send_unrecorded
 from router.evidence_fetch import announce
 from router.facts import facts_of
-from router.jobs import complaint_id_for
+from router.jobs import complaint_id_for, opening_message
 from router.sender_lock import SenderLock
 from router.store import ComplaintStore, NotFound, PlannedJob, is_open
 
@@ -245,11 +245,12 @@ async def merge_if_repeat(w: WorkerContext, message: InboundMessage, fields: dic
     candidates = {cid: fp for cid, raw in fields.get("open_cases", {}).items()
                   if (fp := repeats.decode(raw)) is not None}
     pending = [cid for cid, fp in candidates.items() if fp.pending]
-    if pending:  # opened with what its fields give: what its first message gives is read now
-        texts = await w.store.first_texts(pending)
+    if pending:  # opened with what its fields give: what its opening message gives is read now
+        stored = await w.store.stored(pending)
         for cid in pending:
-            if cid in texts:
-                candidates[cid] = repeats.completed(candidates[cid], texts[cid])
+            opening = opening_message(stored[cid]) if cid in stored else None
+            if opening is not None:
+                candidates[cid] = repeats.completed(candidates[cid], opening.text)
             else:
                 del candidates[cid]  # (gone meanwhile)
     window_ms = w.settings.repeat_window_hours * 3_600_000

@@ -1,6 +1,6 @@
 """The repeat-report and incident matchers on their own, in Chinese and English."""
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -284,3 +284,22 @@ def test_a_case_of_several_messages_is_fingerprinted_in_full():
     two = _replace(complaint, messages=[*complaint.messages, _replace(complaint.messages[0], text="still nothing")])
     created = int(START.timestamp() * 1000)
     assert decode(pending_fingerprint_of(two, created)) == decode(fingerprint_of(two, created))
+
+
+def test_a_pending_fingerprint_is_completed_from_the_message_the_case_opened_with():
+    """Messages are kept in the order they were received: a follow-up the provider stamped
+    earlier, or the messages of a case merged into this one, may come first. The fingerprint is
+    completed from the message the case was opened with, as when it opened."""
+    from router.jobs import opening_message
+
+    opening = message_of({"id": "open1", "text": "charged twice $128.50 for one coffee", "customer": "u"}, START)
+    complaint = complaint_of(opening, "payment_amount", "u")
+    earlier = _replace(complaint.messages[0], message_id="msg_other", text="any update?",
+                       received_at=START - timedelta(minutes=5))
+    merged = _replace(complaint, messages=[earlier, *complaint.messages])
+    assert complaint.id == "cmp_open1" and opening_message(merged).message_id == "msg_open1"
+    created = int(START.timestamp() * 1000)
+    pending = decode(pending_fingerprint_of(complaint, created))
+    assert completed(pending, opening_message(merged).text) == decode(fingerprint_of(complaint, created))
+    assert opening_message(_replace(complaint, id="cmp_made_otherwise", messages=[earlier])).text == "any update?"
+    assert opening_message(_replace(complaint, messages=[])) is None

@@ -28,8 +28,9 @@ case: category, amount, transaction id, created time, the start of the normalise
 amounts and topic terms of the case's first messages), so the lookup costs one HGETALL however
 many complaints the desk holds. Fingerprints written before the amounts and terms were added
 still decode (the new fields are optional, at the end). A new case is committed with a pending
-fingerprint (its fields alone); what its text gives is read from its first message when the
-customer writes again (``completed``: the same fingerprint, worked out only when it is needed).
+fingerprint (its fields alone); what its text gives is read from the message it was opened with
+when the customer writes again (``completed``: the same fingerprint, worked out only when it is
+needed).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Fingerprint(msgspec.Struct, array_like=True, omit_defaults=True):
     amounts: list[str] = []  # every amount the case's text names ("68.80")
     terms: list[str] = []  # topic terms of the case's text (router.repeat_signals.terms)
     #: What its text gives (``text``, ``amounts`` but the case's own amount, ``terms``) is still to
-    #: be read from the case's first message (``completed``): a new case is committed with this
+    #: be read from the message the case opened with (``completed``): a new case is committed with this
     #: much, as most customers never write again while it is open (``pending_fingerprint_of``)
     pending: bool = False
 
@@ -198,8 +199,8 @@ def pending_fingerprint_of(complaint: Complaint, created_ms: int) -> bytes:
 
 
 def completed(fingerprint: Fingerprint, first_text: str) -> Fingerprint:
-    """A pending fingerprint with what its case's first message ``first_text`` gives: what
-    ``fingerprint_of`` gave when the case opened with that message."""
+    """A pending fingerprint with what the message its case opened with gives (``first_text``;
+    ``router.jobs.opening_message``): what ``fingerprint_of`` gave when the case opened with it."""
     return _with_text(fingerprint, first_text, first_text) if fingerprint.pending else fingerprint
 
 

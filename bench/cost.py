@@ -47,6 +47,7 @@ from stack import Cluster  # noqa: E402
 import msgspec  # noqa: E402
 
 from router.store import decode_complaint  # noqa: E402
+from router.store.codec import with_deliveries  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -144,16 +145,15 @@ def check_outcome(cluster: Cluster, bodies: list[bytes]) -> dict[str, int]:
         cid = r.hget(f"{p}msg:{mid}", "complaint_id")
         if cid is None:
             continue
-        complaint = msgspec.to_builtins(decode_complaint(r.get(f"{p}complaint:{cid.decode()}")))
-        if complaint["messages"][0]["message_id"] != mid:
+        # as the gateway reads it: the replies' delivery states (kept beside it) merged in
+        complaint = with_deliveries(decode_complaint(r.get(f"{p}complaint:{cid.decode()}")),
+                                    r.hgetall(f"{p}delivery:{cid.decode()}"))
+        if complaint.messages[0].message_id != mid:
             continue
         seen["complaints"] += 1
-        if complaint.get("skill") and r.zscore(f"{p}queue:{complaint['skill']}", cid) is not None:
+        if complaint.skill and r.zscore(f"{p}queue:{complaint.skill}", cid) is not None:
             seen["in_queue"] += 1
-        states = [json.loads(v) for k, v in r.hgetall(f"{p}delivery:{cid.decode()}").items()
-                  if not k.startswith(b"~")]  # (its incident links beside the replies' states)
-        acks = [a for a in complaint.get("replies", []) if a["kind"] == "ack"]
-        if acks and any(s.get("delivery") in ("sent", "delivered") for s in states):
+        if any(a.kind == "ack" and a.delivery in ("sent", "delivered") for a in complaint.replies):
             seen["ack_recorded"] += 1
     return seen
 

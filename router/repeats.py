@@ -83,8 +83,8 @@ class Fingerprint(msgspec.Struct, array_like=True, omit_defaults=True):
     amounts: list[str] = []  # every amount the case's text names ("68.80")
     terms: list[str] = []  # topic terms of the case's text (router.repeat_signals.terms)
     #: What its text gives (``text``, ``amounts`` but the case's own amount, ``terms``) is still to
-    #: be read from the message the case opened with (``completed``): a new case is committed with this
-    #: much, as most customers never write again while it is open (``pending_fingerprint_of``)
+    #: be read from the message the case opened with (``completed``): a new case is committed with
+    #: this much, as most customers never write again while it is open (``pending_fingerprint_of``)
     pending: bool = False
 
 

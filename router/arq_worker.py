@@ -25,16 +25,19 @@ log = logging.getLogger("gateway.worker")
 _CLAIM_JOBS_LUA = """
 -- KEYS: 1 queue, then per job: in-progress key, job key, retry key
 -- ARGV: 1 now ms, 2 in-progress timeout ms, 3 claim token prefix (the job's number among these
---       follows), then the job ids
--- Claims each job that is not running elsewhere, still queued and due, and, claimed, does what
--- arq's run_job does first: reads the job's bytes and counts its try (the retry count: set to 1
--- with its expiry on a first try, incremented after). Answers {job id, score, job bytes (false:
--- none: expired, or a job without a key, see WakeableWorker.implicit_job), try} per job claimed.
+--       follows), 4 how many to claim at most, then the job ids, in the queue's order
+-- Claims, in order and up to ARGV[4], each job that is not running elsewhere, still queued and
+-- due, and, claimed, does what arq's run_job does first: reads the job's bytes and counts its try
+-- (the retry count: set to 1 with its expiry on a first try, incremented after). Answers {job id,
+-- score, job bytes (false: none: expired, or a job without a key, see
+-- WakeableWorker.implicit_job), try} per job claimed.
 local ids = {}
-for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
+local room = tonumber(ARGV[4])
 local scores = redis.call('ZMSCORE', KEYS[1], unpack(ids))
 local got = {}
 for n, id in ipairs(ids) do
+  if #got >= room then break end
   local s = scores[n]
   if s and tonumber(s) <= tonumber(ARGV[1])
      and redis.call('SET', KEYS[n * 3 - 1], ARGV[3] .. n, 'NX', 'PX', ARGV[2]) then
@@ -131,6 +134,8 @@ class WakeableWorker(Worker):
         if self.allow_abort_jobs:
             raise ValueError("WakeableWorker never aborts jobs")  # run_job's first transaction would differ
         self._freeing: set[asyncio.Task[None]] = set()
+        #: The last poll filled every free slot and left due jobs behind (see start_jobs).
+        self._more_due = False
         #: Told to stop: a claim is no longer freed against a Redis that is away (its key's expiry
         #: frees it), so a stop never waits for Redis.
         self._stopping = False
@@ -144,13 +149,17 @@ class WakeableWorker(Worker):
         GET / INCR / EXPIRE) done for every job it has room for in one script: one round trip per
         poll, not two or three per job. Jobs this worker is already running stay at the head of
         the queue until they finish; they are skipped without asking Redis."""
-        wanted = [j for j in (b.decode() for b in job_ids) if j not in self.tasks]
-        wanted = wanted[:max(0, self.max_jobs - self.job_counter)]
-        if not wanted:
+        self._more_due = False
+        room = max(0, self.max_jobs - self.job_counter)
+        # Jobs another worker is running stay at the head of the queue too: the claim is offered
+        # one such worker's full set more than there is room for, and takes the first it can.
+        wanted = [j for j in (b.decode() for b in job_ids) if j not in self.tasks][:room + self.max_jobs]
+        if not wanted or not room:
             return None
-        for _ in wanted:  # (room for each: never waits)
+        room = min(room, len(wanted))
+        for _ in range(room):  # (room for each: never waits)
             await self.sem.acquire()
-        self.job_counter += len(wanted)
+        self.job_counter += room
         first = self._claims + 1
         self._claims += len(wanted)
         prefix = f"{self._token_prefix}{first}."  # each in-progress key's value: ours, not another's
@@ -160,7 +169,7 @@ class WakeableWorker(Worker):
             answers = await self._claim_jobs(
                 keys=[self.queue_name, *(key for job_id in wanted for key in (
                     in_progress_key_prefix + job_id, job_key_prefix + job_id, retry_key_prefix + job_id))],
-                args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), prefix, *wanted],
+                args=[timestamp_ms(), int(self.in_progress_timeout_s * 1000), prefix, room, *wanted],
             )
         except BaseException:  # Redis away, the claims may have been made: give the slots back
             for n, job_id in enumerate(wanted, 1):  # (each blip kept one for good: after max_jobs, no job was taken)
@@ -168,9 +177,14 @@ class WakeableWorker(Worker):
             raise
         finally:
             taken = len(answers)
-            for _ in range(len(wanted) - taken):
+            for _ in range(room - taken):
                 self.job_counter -= 1
                 self.sem.release()
+        # Every slot filled and due jobs left over: the next poll is due as soon as a slot frees,
+        # not at the next wake-up (none comes for a backlog: the gateway wakes the worker as it
+        # queues, and a backlog was queued before). A claim that took fewer than it had room for
+        # met only jobs running elsewhere: those are waited for as before.
+        self._more_due = taken == room and len(wanted) > room
         for raw_id, score, job, job_try in answers:
             job_id = raw_id.decode()
             if job is None and self.implicit_job is not None:
@@ -277,8 +291,11 @@ class WakeableWorker(Worker):
                 await asyncio.wait_for(self._slot_free.wait(), timeout=self.poll_delay_s)
             except asyncio.TimeoutError:
                 pass
-        else:
+        elif not self._more_due:
             await self.pool.blpop([self.wake_key], timeout=self.poll_delay_s)
+        # (else: the last poll left due jobs for want of room, and room has freed since its
+        # claim: poll again now. Waiting for a wake-up there held a backlog's drain to one
+        # claim per poll delay, ~100 jobs a second, the worker idle most of the time.)
         return False
 
     def _release_sem_dec_counter_on_complete(self) -> None:

@@ -1,0 +1,93 @@
+"""A backlog queued before the worker looks (an outage's burst, a worker restarted behind its
+queue) is drained at the worker's pace, not at one claim per poll delay.
+
+The gateway wakes the worker as it queues a message; a backlog gets no more wake-ups once its
+burst is over. Before, a poll that filled the worker's free slots waited for a wake-up whenever a
+slot had freed during its own claim, up to the poll delay each time: one worker drained ~100
+messages a second at ~20 % of a core. Here the poll delay is 30 s, so one such wait is longer
+than the test allows for the whole drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from msgspec.structs import replace
+
+from router.store import ComplaintStore, PlannedJob
+from router.worker import create_worker
+from tests.conftest import app_plugins, eventually
+
+pytestmark = pytest.mark.integration
+
+JOBS = 150
+
+
+def none_event(n: int) -> PlannedJob:
+    """A job due now that ends at once (an event of a complaint that does not exist), the n-th
+    in the queue's order. Its id is this run's own: arq's in-progress keys are not prefixed."""
+    cid = f"cmp_none{uuid.uuid4().hex[:12]}"
+    return PlannedJob("dispatch_event", f"event:{cid}:created:0", (cid, "created", 0, "worker", {}),
+                      defer_ms=-1000 + n)
+
+
+async def test_a_backlog_without_wake_ups_is_drained_without_waiting_for_the_poll_delay(settings):
+    settings = replace(settings, worker_max_jobs=4, worker_poll_seconds=30)
+    r = aioredis.from_url(settings.redis_url)
+    store = ComplaintStore(settings.redis_prefix)
+    store.bind(r)
+    # jobs due now that end at once: events of complaints that do not exist
+    await store.enqueue(*(none_event(i) for i in range(JOBS)))
+    await r.delete(store.keys.wake)  # queued before the worker looks: no wake-up left for it
+    worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
+    running = asyncio.create_task(worker.main())
+    try:
+        async def drained() -> bool:
+            if running.done():
+                raise AssertionError(f"the worker ended: {running.exception()!r}")
+            return await r.zcard(store.keys.arq_queue) == 0
+
+        await eventually(drained, timeout=20)  # one poll delay is 30 s
+        assert worker.jobs_complete == JOBS
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await asyncio.gather(worker.close(), return_exceptions=True)
+        await r.aclose()
+
+
+async def test_jobs_another_worker_runs_at_the_head_of_the_queue_do_not_hold_up_the_rest(settings):
+    """Jobs stay queued while they run, so those another worker runs are the oldest, at the head.
+    A worker with fewer free slots than those steps over them to the jobs nobody runs; before,
+    it offered its claim only as many jobs as it had room for, all of them running elsewhere,
+    and took nothing until they ended."""
+    settings = replace(settings, worker_max_jobs=2, worker_poll_seconds=0.2)
+    r = aioredis.from_url(settings.redis_url)
+    store = ComplaintStore(settings.redis_prefix)
+    store.bind(r)
+    jobs = [none_event(i) for i in range(10)]
+    await store.enqueue(*jobs)
+    running_elsewhere = [job.job_id for job in jobs[:3]]  # the oldest three
+    for job_id in running_elsewhere:  # as another worker's claim leaves them (arq's in-progress key)
+        await r.set(f"arq:in-progress:{job_id}", "w_other:1.1", px=60_000)
+    worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
+    running = asyncio.create_task(worker.main())
+    try:
+        async def the_rest_done() -> bool:
+            if running.done():
+                raise AssertionError(f"the worker ended: {running.exception()!r}")
+            return await r.zcard(store.keys.arq_queue) == len(running_elsewhere)
+
+        await eventually(the_rest_done, timeout=15)
+        queued = [m.decode() for m in await r.zrange(store.keys.arq_queue, 0, -1)]
+        assert queued == running_elsewhere  # left to the worker running them
+        assert worker.jobs_complete == len(jobs) - len(running_elsewhere)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await asyncio.gather(worker.close(), return_exceptions=True)
+        await r.delete(*(f"arq:in-progress:{job_id}" for job_id in running_elsewhere))
+        await r.aclose()

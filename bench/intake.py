@@ -193,16 +193,18 @@ async def throughput(stack: Stack, seconds: float, connections: int) -> tuple:
     return bare, gw
 
 
-def ingress_to_queue(stack: Stack, bodies: list[bytes]) -> tuple[list[float], dict[str, int]]:
+def ingress_to_queue(stack: Stack, bodies: list[bytes]) -> tuple[list[float], dict[str, int], list[int]]:
     """For every acknowledged message that opened a complaint of its own: the time from its
     arrival (``received_ms``, the gateway's clock) to its complaint's routing into a skill queue
     (the ``routed`` history event, the worker's clock; the same machine, the same wall clock).
     A message that joined another complaint (a repeat, a follow-up) has no routing of its own:
-    counted apart, never paired with the other complaint's stamp."""
+    counted apart, never paired with the other complaint's stamp. The third list is each
+    latency's arrival (ms)."""
     from datetime import datetime
 
     r = redis.Redis.from_url(stack.redis_url)
     latencies: list[float] = []
+    arrivals: list[int] = []
     other = {"not processed": 0, "joined another complaint": 0, "not routed": 0}
     for body in bodies:
         mid = json.loads(body)["message_id"]
@@ -220,7 +222,21 @@ def ingress_to_queue(stack: Stack, bodies: list[bytes]) -> tuple[list[float], di
             continue
         queued_ms = datetime.fromisoformat(routed["at"].replace("Z", "+00:00")).timestamp() * 1000
         latencies.append(queued_ms - int(received_ms))
-    return latencies, other
+        arrivals.append(int(received_ms))
+    return latencies, other, arrivals
+
+
+def by_window(latencies: list[float], arrivals: list[int], seconds: float = 10) -> str:
+    """p50 / p99 / max of the latencies of the messages that arrived in each ``seconds`` of the
+    phase: a tail spread over the phase, or one stretch of it (a rewrite, timers falling due)."""
+    if not arrivals:
+        return ""
+    start = min(arrivals)
+    windows: dict[int, list[float]] = {}
+    for lat, at in zip(latencies, arrivals):
+        windows.setdefault(int((at - start) / 1000 // seconds), []).append(lat)
+    return "; ".join(f"{w * seconds:.0f}-{(w + 1) * seconds:.0f} s: {pct(v, 50):.0f} / {pct(v, 99):.0f} / "
+                     f"{pct(v, 100):.0f}" for w, v in sorted(windows.items()))
 
 
 def pct(data: list[float], q: float) -> float:
@@ -240,13 +256,14 @@ async def queue_phase(stack: Stack, server: str, args: argparse.Namespace) -> li
                         rate=args.queue_rate, seconds=args.queue_seconds, keep_bodies=True)
     stack.wait_drained()
     after = redis_persistence(stack)
-    lat, other = ingress_to_queue(stack, q.bodies)
+    lat, other, arrivals = ingress_to_queue(stack, q.bodies)
     print(f"[{server}] ingress -> in skill queue at {args.queue_rate:.0f} msg/s for {args.queue_seconds:.0f} s "
           f"(worker running): {len(lat)} complaints (not measured: {other}); ms p50 {pct(lat, 50):.1f} p99 {pct(lat, 99):.1f} "
           f"min {min(lat, default=float('nan')):.1f} max {pct(lat, 100):.1f} (goal p99 <= 50 ms); ack {q.summary()}")
     print(f"  redis during the phase: AOF rewrites {before['aof_rewrites']} -> {after['aof_rewrites']}, "
           f"latest fork {after['latest_fork_usec']} us, AOF {after['aof_current_size'] / 1e6:.0f} MB, "
           f"memory {after['used_memory_human']}, delayed fsyncs {after['aof_delayed_fsync']}")
+    print(f"  ms p50 / p99 / max by arrival: {by_window(lat, arrivals, args.window)}")
     return lat
 
 
@@ -305,6 +322,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--queue-rate", type=float, default=500)
     parser.add_argument("--queue-seconds", type=float, default=60)
+    parser.add_argument("--window", type=float, default=10,
+                        help="seconds of arrivals per line of the ingress -> queue latencies by arrival")
     parser.add_argument("--quick", action="store_true", help="short phases, for a smoke run")
     parser.add_argument("--only-queue", action="store_true", help="only the ingress -> queue phase, on a fresh Redis")
     parser.add_argument("--no-queue", action="store_true",

@@ -33,6 +33,7 @@ from router import evidence_fetch, metrics, payment_check
 from router.arq_worker import WakeableWorker
 from router.context import WORKER_KEY, WorkerContext, job_try
 from router.services import build_services
+from router.heap import settle_heap
 from router.delivery import DISPATCH_EVENTS_TRIES, MAX_SEND_TRIES, dispatch_event, dispatch_events, send_reply
 from router.housekeeping import housekeeping, run_poller
 from router.incident_check import consider_incident
@@ -249,6 +250,13 @@ def run_worker(settings: Settings) -> None:
     yield_cpu(settings.worker_nice)
     asyncio.set_event_loop(new_event_loop())
     worker = create_worker(settings)  # arq's Worker takes the loop set here
+    started = worker.on_startup
+
+    async def start_then_settle(ctx: dict[str, Any]) -> None:
+        await started(ctx)  # type: ignore[misc]
+        settle_heap()  # what start-up loaded (the model among it) is never walked by the collector again
+
+    worker.on_startup = start_then_settle
     worker.run()
 
 

@@ -58,6 +58,10 @@ end
 return out
 """
 
+#: Job ids offered to one claim at most (Lua's unpack takes ~8,000 values; a worker with more
+#: room than this claims in several calls).
+CLAIM_MOST = 1000
+
 _FINISH_JOBS_LUA = """
 -- KEYS: 1 queue, then per job: in-progress, retry and job keys; ARGV: the job ids
 -- The jobs done with (as many as finished together): their keys gone, out of the queue.
@@ -148,15 +152,29 @@ class WakeableWorker(Worker):
         """arq's start_jobs with its claim (WATCH / EXISTS / ZSCORE / MULTI per job, then run_job's
         GET / INCR / EXPIRE) done for every job it has room for in one script: one round trip per
         poll, not two or three per job. Jobs this worker is already running stay at the head of
-        the queue until they finish; they are skipped without asking Redis."""
+        the queue until they finish; they are skipped without asking Redis.
+
+        Jobs other workers are running stay at the head of the queue too, and their claims fail:
+        each claim is offered one worker's full set (``max_jobs``) more than there is room for,
+        and, while room is left, the next ids listed are offered in another claim."""
         self._more_due = False
-        room = max(0, self.max_jobs - self.job_counter)
-        # Jobs another worker is running stay at the head of the queue too: the claim is offered
-        # one such worker's full set more than there is room for, and takes the first it can.
-        wanted = [j for j in (b.decode() for b in job_ids) if j not in self.tasks][:room + self.max_jobs]
-        if not wanted or not room:
-            return None
-        room = min(room, len(wanted))
+        wanted = [j for j in (b.decode() for b in job_ids) if j not in self.tasks]
+        offered = 0
+        while offered < len(wanted) and self.job_counter < self.max_jobs:
+            room = self.max_jobs - self.job_counter
+            chunk = wanted[offered:offered + min(room + self.max_jobs, CLAIM_MOST)]
+            offered += len(chunk)
+            taken = await self._claim(chunk, min(room, len(chunk)))
+            if taken == room:
+                # Every slot filled and due jobs may be left: the next poll is due as soon as a
+                # slot frees, not at the next wake-up (none comes for a backlog: the gateway wakes
+                # the worker as it queues, and a backlog was queued before).
+                self._more_due = offered < len(wanted) or len(chunk) > room
+                return
+
+    async def _claim(self, wanted: list[str], room: int) -> int:
+        """One claim of up to ``room`` of ``wanted`` (in order); their jobs started. Answers how
+        many were taken."""
         for _ in range(room):  # (room for each: never waits)
             await self.sem.acquire()
         self.job_counter += room
@@ -176,15 +194,9 @@ class WakeableWorker(Worker):
                 self._freeing.add(self.loop.create_task(self._free(job_id, f"{prefix}{n}", claimed_at)))
             raise
         finally:
-            taken = len(answers)
-            for _ in range(room - taken):
+            for _ in range(room - len(answers)):
                 self.job_counter -= 1
                 self.sem.release()
-        # Every slot filled and due jobs left over: the next poll is due as soon as a slot frees,
-        # not at the next wake-up (none comes for a backlog: the gateway wakes the worker as it
-        # queues, and a backlog was queued before). A claim that took fewer than it had room for
-        # met only jobs running elsewhere: those are waited for as before.
-        self._more_due = taken == room and len(wanted) > room
         for raw_id, score, job, job_try in answers:
             job_id = raw_id.decode()
             if job is None and self.implicit_job is not None:
@@ -194,6 +206,7 @@ class WakeableWorker(Worker):
             task = self.loop.create_task(self.run_job(job_id, int(score)))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+        return len(answers)
 
     async def run_job(self, job_id: str, score: int) -> None:
         """arq's run_job. When Redis fails over under the job's own start or finish (the job's
@@ -296,6 +309,7 @@ class WakeableWorker(Worker):
         # (else: the last poll left due jobs for want of room, and room has freed since its
         # claim: poll again now. Waiting for a wake-up there held a backlog's drain to one
         # claim per poll delay, ~100 jobs a second, the worker idle most of the time.)
+        self._more_due = False  # (read once: a poll that starts no claim never leaves it set)
         return False
 
     def _release_sem_dec_counter_on_complete(self) -> None:

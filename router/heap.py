@@ -12,7 +12,9 @@ replies) are mostly gone by then instead of being promoted, half alive, to the o
 
 Called by the processes' own entry points only (``router.worker.run_worker``, ``gateway.asgi``),
 never by code that builds an app or a worker inside another process (the tests): what is frozen
-is never collected again.
+is never walked again. A frozen object is still freed when its last reference goes; only one
+caught in a reference cycle stays: a model replaced by a newer one, a connection pool replaced
+after a failover — once per such event, bounded, against a pause on every full collection.
 """
 
 from __future__ import annotations

@@ -40,7 +40,8 @@ def test_a_started_worker_settles_its_heap_after_its_start_up(redis_url: str, pr
             return [line for line in log.read_text().splitlines() if "heap settled" in line]
 
         lines = wait_until(settled, timeout=60)
-        order = [json.loads(line)["msg"] for line in log.read_text().splitlines() if line.startswith("{")]
+        order = [json.loads(line)["msg"] for line in log.read_text().splitlines()
+                 if line.startswith("{") and line.endswith("}")]  # (complete lines: it is still writing)
         started = next(i for i, m in enumerate(order) if m.startswith("worker ") and m.endswith(" started"))
         assert started < next(i for i, m in enumerate(order) if m.startswith("heap settled"))
         assert f"first generation every {FIRST_GENERATION}" in lines[0]

@@ -59,18 +59,20 @@ async def test_a_backlog_without_wake_ups_is_drained_without_waiting_for_the_pol
         await r.aclose()
 
 
-async def test_jobs_another_worker_runs_at_the_head_of_the_queue_do_not_hold_up_the_rest(settings):
-    """Jobs stay queued while they run, so those another worker runs are the oldest, at the head.
-    A worker with fewer free slots than those steps over them to the jobs nobody runs; before,
-    it offered its claim only as many jobs as it had room for, all of them running elsewhere,
-    and took nothing until they ended."""
+@pytest.mark.parametrize("held", [3, 9])
+async def test_jobs_other_workers_run_at_the_head_of_the_queue_do_not_hold_up_the_rest(settings, held):
+    """Jobs stay queued while they run, so those other workers run are the oldest, at the head.
+    A worker with fewer free slots than those steps over them to the jobs nobody runs, however
+    many workers hold them (9: more than one claim is offered); before, it offered its claim only
+    as many jobs as it had room for, all of them running elsewhere, and took nothing until they
+    ended."""
     settings = replace(settings, worker_max_jobs=2, worker_poll_seconds=0.2)
     r = aioredis.from_url(settings.redis_url)
     store = ComplaintStore(settings.redis_prefix)
     store.bind(r)
-    jobs = [none_event(i) for i in range(10)]
+    jobs = [none_event(i) for i in range(held + 7)]
     await store.enqueue(*jobs)
-    running_elsewhere = [job.job_id for job in jobs[:3]]  # the oldest three
+    running_elsewhere = [job.job_id for job in jobs[:held]]  # the oldest
     for job_id in running_elsewhere:  # as another worker's claim leaves them (arq's in-progress key)
         await r.set(f"arq:in-progress:{job_id}", "w_other:1.1", px=60_000)
     worker = create_worker(settings, handle_signals=False, plugins=app_plugins())

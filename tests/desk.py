@@ -56,11 +56,16 @@ def desk_processes(redis_url: str, var: Path, **extra_env: str) -> Iterator[tupl
                 (logs / n).read_text(errors="replace")[-3000:] for n in ("serve.log", "worker.log"))) from None
         yield base, logs
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(*procs)
         cleanup_prefix(redis_url, prefix)
+
+
+def stop_processes(*procs: subprocess.Popen, timeout: float = 10) -> None:
+    """Terminate, then kill what has not ended within ``timeout`` s."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()

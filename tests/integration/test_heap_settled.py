@@ -13,14 +13,14 @@ from pathlib import Path
 
 from router.heap import FIRST_GENERATION
 from tests.conftest import RESTARTED_WORKER_ENV, ROOT, make_env
-from tests.desk import wait_until
+from tests.desk import stop_processes, wait_until
 
 
 def test_the_http_servers_entry_module_settles_the_heap(redis_url: str, prefix: str, tmp_path: Path) -> None:
     env = {**os.environ, **make_env(redis_url, prefix, tmp_path / "var")}
     out = subprocess.run(
-        [sys.executable, "-c", "import gc, json, gateway.asgi; "
-                               "print(json.dumps([gc.get_freeze_count(), gc.get_threshold()[0]]))"],
+        [sys.executable, "-c", ("import gc, json, gateway.asgi; "
+                                "print(json.dumps([gc.get_freeze_count(), gc.get_threshold()[0]]))")],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     frozen, first = json.loads(out.stdout.strip().splitlines()[-1])
     assert frozen > 10_000  # the modules and the app
@@ -46,8 +46,4 @@ def test_a_started_worker_settles_its_heap_after_its_start_up(redis_url: str, pr
         assert started < next(i for i, m in enumerate(order) if m.startswith("heap settled"))
         assert f"first generation every {FIRST_GENERATION}" in lines[0]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_processes(proc)

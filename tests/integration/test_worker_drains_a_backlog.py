@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -34,6 +35,25 @@ def none_event(n: int) -> PlannedJob:
                       defer_ms=-1000 + n)
 
 
+async def worker_until(settings, done, timeout: float) -> Any:
+    """A worker run in this process until ``await done()`` is true (it fails if the worker ends
+    first); answers the worker, stopped."""
+    worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
+    running = asyncio.create_task(worker.main())
+    try:
+        async def check() -> bool:
+            if running.done():
+                raise AssertionError(f"the worker ended: {running.exception()!r}")
+            return await done()
+
+        await eventually(check, timeout=timeout)
+        return worker
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await asyncio.gather(worker.close(), return_exceptions=True)
+
+
 async def test_a_backlog_without_wake_ups_is_drained_without_waiting_for_the_poll_delay(settings):
     settings = replace(settings, worker_max_jobs=4, worker_poll_seconds=30)
     r = aioredis.from_url(settings.redis_url)
@@ -42,20 +62,13 @@ async def test_a_backlog_without_wake_ups_is_drained_without_waiting_for_the_pol
     # jobs due now that end at once: events of complaints that do not exist
     await store.enqueue(*(none_event(i) for i in range(JOBS)))
     await r.delete(store.keys.wake)  # queued before the worker looks: no wake-up left for it
-    worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
-    running = asyncio.create_task(worker.main())
     try:
         async def drained() -> bool:
-            if running.done():
-                raise AssertionError(f"the worker ended: {running.exception()!r}")
             return await r.zcard(store.keys.arq_queue) == 0
 
-        await eventually(drained, timeout=20)  # one poll delay is 30 s
+        worker = await worker_until(settings, drained, timeout=20)  # one poll delay is 30 s
         assert worker.jobs_complete == JOBS
     finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await asyncio.gather(worker.close(), return_exceptions=True)
         await r.aclose()
 
 
@@ -75,21 +88,14 @@ async def test_jobs_other_workers_run_at_the_head_of_the_queue_do_not_hold_up_th
     running_elsewhere = [job.job_id for job in jobs[:held]]  # the oldest
     for job_id in running_elsewhere:  # as another worker's claim leaves them (arq's in-progress key)
         await r.set(f"arq:in-progress:{job_id}", "w_other:1.1", px=60_000)
-    worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
-    running = asyncio.create_task(worker.main())
     try:
         async def the_rest_done() -> bool:
-            if running.done():
-                raise AssertionError(f"the worker ended: {running.exception()!r}")
             return await r.zcard(store.keys.arq_queue) == len(running_elsewhere)
 
-        await eventually(the_rest_done, timeout=15)
+        worker = await worker_until(settings, the_rest_done, timeout=15)
         queued = [m.decode() for m in await r.zrange(store.keys.arq_queue, 0, -1)]
         assert queued == running_elsewhere  # left to the worker running them
         assert worker.jobs_complete == len(jobs) - len(running_elsewhere)
     finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await asyncio.gather(worker.close(), return_exceptions=True)
         await r.delete(*(f"arq:in-progress:{job_id}" for job_id in running_elsewhere))
         await r.aclose()

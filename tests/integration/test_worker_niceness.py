@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.conftest import RESTARTED_WORKER_ENV, ROOT, make_env
-from tests.desk import wait_until
+from tests.desk import stop_processes, wait_until
 
 
 def _niceness_of_a_running_worker(redis_url: str, prefix: str, var: Path, *, started_at: int = 0,
@@ -28,11 +28,7 @@ def _niceness_of_a_running_worker(redis_url: str, prefix: str, var: Path, *, sta
         wait_until(lambda: r.zcard(prefix + "workers"), timeout=60)  # its first heartbeat: started
         return os.getpriority(os.PRIO_PROCESS, proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_processes(proc)
         r.delete(prefix + "workers")
 
 

@@ -36,7 +36,9 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
         assert not await r.hexists(texts, "cmp_u0")
         note = await r.register_script(INCIDENT_NOTE_LUA)(
             keys=[recent, texts, store.keys.incidents_open("function_fault"), incidents.key("inc_none")],
-            args=["cmp_last", "cus_last\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, "1", "0"])
+            # a millisecond after the last note (several notes in one millisecond tie, and ties go in
+            # reverse order of their ids: "cmp_u339" before "cmp_last")
+            args=["cmp_last", "cus_last\tz1 z2 z3", now_ms() + 1, now_ms() - 600_000, MAX_RECENT, 0, "1", "0"])
         assert len(note[1]) == MAX_RECENT and note[1][0] == b"cmp_last"  # the window: the newest 300, newest first
         assert await r.zcard(recent) == MAX_RECENT == await r.hlen(texts)  # a sweep: nothing else is kept
         assert b"cmp_last" not in note[2][0::2]  # the text this call noted is not sent back to its caller

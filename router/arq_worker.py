@@ -157,7 +157,6 @@ class WakeableWorker(Worker):
         Jobs other workers are running stay at the head of the queue too, and their claims fail:
         each claim is offered one worker's full set (``max_jobs``) more than there is room for,
         and, while room is left, the next ids listed are offered in another claim."""
-        self._more_due = False
         wanted = [j for j in (b.decode() for b in job_ids) if j not in self.tasks]
         offered = 0
         while offered < len(wanted) and self.job_counter < self.max_jobs:

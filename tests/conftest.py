@@ -159,6 +159,25 @@ async def eventually(check: Any, timeout: float = 10.0, every: float = 0.05) -> 
         await asyncio.sleep(every)
 
 
+async def run_worker_until(worker: Any, done: Any, timeout: float = 30.0) -> None:
+    """Run an arq worker in this process until ``await done()`` is true (it fails if the worker
+    ends first, or after ``timeout``), then stop it."""
+    import asyncio
+
+    running = asyncio.create_task(worker.main())
+    try:
+        async def check() -> Any:
+            if running.done():
+                raise AssertionError(f"the worker ended: {running.exception()!r}")
+            return await done()
+
+        await eventually(check, timeout=timeout)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await asyncio.gather(worker.close(), return_exceptions=True)  # jobs cut short end as they may
+
+
 def corpus_subset(path: Path, per_category: int) -> Path:
     """A small labelled file cut from our corpus (data/corpus): the first ``per_category`` records
     of each category, for tests that train a model quickly."""

@@ -10,17 +10,16 @@ than the test allows for the whole drain.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from arq.constants import in_progress_key_prefix
 from msgspec.structs import replace
 
 from router.store import ComplaintStore, PlannedJob
 from router.worker import create_worker
-from tests.conftest import app_plugins, eventually
+from tests.conftest import app_plugins, run_worker_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,25 +34,6 @@ def none_event(n: int) -> PlannedJob:
                       defer_ms=-1000 + n)
 
 
-async def worker_until(settings, done, timeout: float) -> Any:
-    """A worker run in this process until ``await done()`` is true (it fails if the worker ends
-    first); answers the worker, stopped."""
-    worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
-    running = asyncio.create_task(worker.main())
-    try:
-        async def check() -> bool:
-            if running.done():
-                raise AssertionError(f"the worker ended: {running.exception()!r}")
-            return await done()
-
-        await eventually(check, timeout=timeout)
-        return worker
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await asyncio.gather(worker.close(), return_exceptions=True)
-
-
 async def test_a_backlog_without_wake_ups_is_drained_without_waiting_for_the_poll_delay(settings):
     settings = replace(settings, worker_max_jobs=4, worker_poll_seconds=30)
     r = aioredis.from_url(settings.redis_url)
@@ -66,7 +46,8 @@ async def test_a_backlog_without_wake_ups_is_drained_without_waiting_for_the_pol
         async def drained() -> bool:
             return await r.zcard(store.keys.arq_queue) == 0
 
-        worker = await worker_until(settings, drained, timeout=20)  # one poll delay is 30 s
+        worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
+        await run_worker_until(worker, drained, timeout=20)  # one poll delay is 30 s
         assert worker.jobs_complete == JOBS
     finally:
         await r.aclose()
@@ -87,15 +68,16 @@ async def test_jobs_other_workers_run_at_the_head_of_the_queue_do_not_hold_up_th
     await store.enqueue(*jobs)
     running_elsewhere = [job.job_id for job in jobs[:held]]  # the oldest
     for job_id in running_elsewhere:  # as another worker's claim leaves them (arq's in-progress key)
-        await r.set(f"arq:in-progress:{job_id}", "w_other:1.1", px=60_000)
+        await r.set(in_progress_key_prefix + job_id, "w_other:1.1", px=60_000)
     try:
         async def the_rest_done() -> bool:
             return await r.zcard(store.keys.arq_queue) == len(running_elsewhere)
 
-        worker = await worker_until(settings, the_rest_done, timeout=15)
+        worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
+        await run_worker_until(worker, the_rest_done, timeout=15)
         queued = [m.decode() for m in await r.zrange(store.keys.arq_queue, 0, -1)]
         assert queued == running_elsewhere  # left to the worker running them
         assert worker.jobs_complete == len(jobs) - len(running_elsewhere)
     finally:
-        await r.delete(*(f"arq:in-progress:{job_id}" for job_id in running_elsewhere))
+        await r.delete(*(in_progress_key_prefix + job_id for job_id in running_elsewhere))
         await r.aclose()

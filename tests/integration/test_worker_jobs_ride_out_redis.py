@@ -8,15 +8,13 @@ the worker's view of it breaks, as in a failover or a restart.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 
 from router.store import ComplaintStore, PlannedJob
 from router.worker import create_worker
-from tests.conftest import app_plugins, eventually
+from tests.conftest import app_plugins, run_worker_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,22 +40,6 @@ def cuts(proxy) -> int:
     return sum(1 for c in proxy.connections if c.cut_at is not None)
 
 
-async def run_until(worker, done) -> None:
-    """Run the worker until ``done()``; fails if the worker ends first."""
-    running = asyncio.create_task(worker.main())
-    try:
-        async def check():
-            if running.done():
-                raise AssertionError(f"the worker ended: {running.exception()!r}")
-            return await done()
-
-        await eventually(check, timeout=30)
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        await asyncio.gather(worker.close(), return_exceptions=True)  # jobs cut short by the disruption end as they may
-
-
 async def test_claims_lost_with_the_connection_do_not_use_up_the_workers_job_slots(settings, proxy, redis_url):
     """Each claim that meets a reset gives its job slot back, and the in-progress mark it may
     have left (Redis ran the claim, only its answer was lost) is removed: with two slots, a third
@@ -76,7 +58,7 @@ async def test_claims_lost_with_the_connection_do_not_use_up_the_workers_job_slo
         return await r.zcard(store.keys.arq_queue) == 0  # then claimed and run
 
     try:
-        await run_until(worker, done)
+        await run_worker_until(worker, done)
         assert cuts(proxy) >= 3
     finally:
         await r.aclose()
@@ -97,7 +79,7 @@ async def test_a_job_whose_start_meets_a_reset_runs_again_at_once(settings, prox
         return await r.zcard(store.keys.arq_queue) == 0
 
     try:
-        await run_until(worker, done)  # within 30 s, well before the in-progress key would expire
+        await run_worker_until(worker, done)  # within 30 s, well before the in-progress key would expire
         assert cuts(proxy) >= 1
     finally:
         await r.aclose()

@@ -65,6 +65,8 @@ async def split_open_loop(ports: list[int], rate: float, seconds: float, offset:
         merged.latencies_ms += p.latencies_ms
         for k, v in p.statuses.items():
             merged.statuses[k] = merged.statuses.get(k, 0) + v
+        for kind, v in p.error_kinds.items():
+            merged.error_kinds[kind] = merged.error_kinds.get(kind, 0) + v
     return merged
 
 

@@ -19,10 +19,16 @@ class LoadResult:
     sent: int = 0
     ok: int = 0
     errors: int = 0
+    #: the errors by kind (an exception's class name; "generator limit": not sent, too many in flight)
+    error_kinds: dict[str, int] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
     bodies: list[bytes] = field(default_factory=list)
+
+    def failed(self, kind: str) -> None:
+        self.errors += 1
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
 
     @property
     def rate(self) -> float:
@@ -38,7 +44,8 @@ class LoadResult:
         mean = statistics.fmean(self.latencies_ms) if self.latencies_ms else float("nan")
         return (f"{self.ok}/{self.sent} ok in {self.seconds:.1f} s = {self.rate:,.0f} req/s; latency ms "
                 f"p50 {self.pct(50):.2f} p90 {self.pct(90):.2f} p99 {self.pct(99):.2f} max {self.pct(100):.2f} "
-                f"mean {mean:.2f}; statuses {dict(sorted(self.statuses.items()))}")
+                f"mean {mean:.2f}; statuses {dict(sorted(self.statuses.items()))}"
+                + (f"; errors {self.errors} {dict(sorted(self.error_kinds.items()))}" if self.errors else ""))
 
 
 class Connection:
@@ -55,8 +62,13 @@ class Connection:
         if self.writer is None:
             await self.open()
         assert self.writer and self.reader
-        self.writer.write(raw)
-        status_line = await self.reader.readline()
+        try:
+            self.writer.write(raw)
+            status_line = await self.reader.readline()
+        except (ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            status_line = b""
         if not status_line:
             self.close()
             if reused:  # the server closed an idle keep-alive connection: retry once, as clients do
@@ -102,8 +114,8 @@ async def closed_loop(host: str, port: int, make_request: Callable[[int], bytes]
             result.sent += 1
             try:
                 status, body = await conn.request(raw)
-            except (OSError, asyncio.IncompleteReadError, ConnectionError, ValueError):
-                result.errors += 1
+            except (OSError, asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+                result.failed(type(exc).__name__)
                 conn.close()
                 continue
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
@@ -136,8 +148,8 @@ async def open_loop(host: str, port: int, make_request: Callable[[int], bytes], 
         in_flight += 1
         try:
             status, body = await conn.request(make_request(i))
-        except (OSError, asyncio.IncompleteReadError, ConnectionError, ValueError):
-            result.errors += 1
+        except (OSError, asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+            result.failed(type(exc).__name__)
             conn.close()
         else:
             result.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
@@ -160,7 +172,7 @@ async def open_loop(host: str, port: int, make_request: Callable[[int], bytes], 
             await asyncio.sleep(delay)
         if in_flight >= max_connections:
             result.sent += 1
-            result.errors += 1  # the generator's own limit: count as a failure to keep up
+            result.failed("generator limit")  # the generator's own limit: a failure to keep up
             continue
         result.sent += 1
         tasks.append(asyncio.create_task(fire(i, scheduled)))

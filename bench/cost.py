@@ -90,13 +90,17 @@ class Snapshot:
         info = cluster.r().info("persistence")
         self.aof = int(info.get("aof_current_size", 0))
         self.rewrites = int(info.get("aof_rewrites", 0))
+        stats = cluster.r().info("stats")
+        #: bytes Redis read from and wrote to its clients (commands and their answers)
+        self.net = (int(stats.get("total_net_input_bytes", 0)), int(stats.get("total_net_output_bytes", 0)))
 
     def minus(self, before: "Snapshot") -> dict:
         return {"seconds": self.at - before.at,
                 "cpu": {k: self.cpu[k] - before.cpu[k] for k in self.cpu},
                 "commands": {k: v - before.commands.get(k, 0) for k, v in self.commands.items()
                              if v - before.commands.get(k, 0)},
-                "aof_bytes": self.aof - before.aof, "rewrites": self.rewrites - before.rewrites}
+                "aof_bytes": self.aof - before.aof, "rewrites": self.rewrites - before.rewrites,
+                "net_bytes": (self.net[0] - before.net[0], self.net[1] - before.net[1])}
 
 
 #: Commands this benchmark itself sends to Redis while a round is measured (subtracted).
@@ -196,7 +200,8 @@ def per_message(rnd: dict) -> dict:
     return {"commands": sum(used["commands"].values()) / n,
             "by_command": {k: v / n for k, v in used["commands"].items()},
             "cpu_ms": {k: v * 1000 / n for k, v in used["cpu"].items()},
-            "aof_bytes": used["aof_bytes"] / n}
+            "aof_bytes": used["aof_bytes"] / n,
+            "net_in": used["net_bytes"][0] / n, "net_out": used["net_bytes"][1] / n}
 
 
 def report(rounds: list[dict]) -> dict:
@@ -216,6 +221,9 @@ def report(rounds: list[dict]) -> dict:
     print(f"| AOF bytes per message | {median(p['aof_bytes'] for p in per):,.0f} | "
           + " / ".join(f"{p['aof_bytes']:,.0f}" for p in per)
           + f" (rewrites during the rounds: {[r['used']['rewrites'] for r in rounds]})")
+    print(f"| Redis network bytes per message, in / out | {median(p['net_in'] for p in per):,.0f} / "
+          f"{median(p['net_out'] for p in per):,.0f} | "
+          + " ; ".join(f"{p['net_in']:,.0f} / {p['net_out']:,.0f}" for p in per))
     print("commands per message by command:", ", ".join(f"{k} {v}" for k, v in by_command.items() if v >= 0.05))
     for i, r in enumerate(rounds):
         idle = r["idle"]

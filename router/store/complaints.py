@@ -72,6 +72,17 @@ async def _changed(cid: str, data: bytes | None, link: bytes | None,
     return before, after, effects
 
 
+def shared_windows(answers: list[Any]) -> list[Any]:
+    """The commit's answers with each incident window in place: the script sends a category's
+    window once, with its first entry in the call, and the later entries of that category name
+    that entry's place in the answer (1 first); they get the same window (the same lists: read,
+    never changed, by the incident check)."""
+    for answer in answers:
+        if isinstance(answer, list) and len(answer) == 4 and isinstance(answer[3], int):
+            answer[3:] = answers[answer[3] - 1][3:7]
+    return answers
+
+
 class Complaints(StoreBase):
     if TYPE_CHECKING:
         async def customer_of(self, contact: Contact) -> str | None: ...
@@ -84,8 +95,9 @@ class Complaints(StoreBase):
             wake = "1" if self.worker_wake else "0"
 
             async def call(entries: list[tuple[list[str], list[bytes]]]) -> list[Any]:
-                return await script(keys=[*keys, *(key for touched, _ in entries for key in touched)],
-                                    args=[wake, *(part for _, entry in entries for part in entry)])
+                answers = await script(keys=[*keys, *(key for touched, _ in entries for key in touched)],
+                                       args=[wake, *(part for _, entry in entries for part in entry)])
+                return shared_windows(answers)
 
             self._commits = GroupCommit(call)
         return self._commits

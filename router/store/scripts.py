@@ -232,7 +232,8 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 -- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
 -- another complaint: a process's block outlived a failover that lost the sequence's writes; take
 -- another number) or {'created', complaint id, case[, the incident window of its category as
--- window_read answers it, when noted]}.
+-- window_read answers it, when noted; for the second and later entries of one category
+-- in the call, instead, the place in this answer (1 first) of the entry that carries it]}.
 -- Order: every check first, then the complaints and what points to them, and only last the
 -- messages marked processed (an error half-way leaves them to a retry, which redoes it all).
 local z, zkeys = {}, {}
@@ -329,9 +330,15 @@ for _, recent in ipairs(nkeys) do
   local own = {}
   for f = 1, #w.fields, 2 do own[w.fields[f]] = true end
   local window = window_read(recent, w.texts, w.open, w.a, own)
-  for _, o in ipairs(w.outs) do
+  -- the window goes out once, with the first entry of the category; the others name that entry
+  -- (its place in the answer), instead of repeating ~300 ids each
+  for n, o in ipairs(w.outs) do
     local r = out[o]
-    r[4], r[5], r[6], r[7] = window[1], window[2], window[3], window[4]
+    if n == 1 then
+      r[4], r[5], r[6], r[7] = window[1], window[2], window[3], window[4]
+    else
+      r[4] = w.outs[1]
+    end
   end
 end
 -- the complaint holds the text now: the message record keeps only where it went (rewritten,

@@ -112,3 +112,52 @@ async def test_two_complaints_drawing_one_number_in_a_call_do_not_share_it(store
     assert [r[0] for r in results] == [b"created", b"created", b"case_taken"]
     assert await store.r.get(store.keys.case(f"C-{day}-000112")) == b"cmp_s1"
     assert await store.r.hget(store.keys.msg("s2"), "status") == b"received"  # left for its retry
+
+
+
+async def test_each_complaint_of_a_call_gets_its_categorys_incident_window(store: Any) -> None:
+    """The script sends a category's incident window once per call, with the first complaint of
+    that category in it; the later ones name that complaint, and get the very same window: their
+    own category's, every complaint of the call noted in it, nothing of another category's."""
+    from normalizer.ids import now_ms
+    from router.incidents import Incidents
+
+    incidents = Incidents(store, window_minutes=10, min_customers=3)
+    mids = [f"w{n}" for n in range(7)]
+    categories = ["transaction", "transaction", "app_technical", "transaction", "app_technical", "transaction",
+                  "app_technical"]
+    await received(store, mids)
+    earlier = {c: [f"cmp_old_{c}_{n}".encode() for n in range(3)] for c in set(categories)}
+    for category, ids in earlier.items():  # what the windows held before
+        await store.r.zadd(store.keys.incident_recent(category), {cid: now_ms() - 1_000 for cid in ids})
+
+    def commit(mid: str, category: str) -> Any:
+        c = complaint(mid)
+        c.category = category
+        note = incidents.note_args(c.id, c.customer_id, category, frozenset({"charged", "twice", "refund", mid}))
+        return store.commit_new_complaint(mid, c, case_placeholder=PLACEHOLDER, incident_note=note)
+
+    await store.r.hset(store.keys.msg("warm"), mapping={"status": "received", "channel": "app"})
+    await store.commit_new_complaint("warm", complaint("warm"), case_placeholder=PLACEHOLDER)  # script, numbers
+    calls = store._group_commit().calls
+    results = await asyncio.gather(*(commit(mid, category) for mid, category in zip(mids, categories)))
+    assert store._group_commit().calls - calls == 1  # all seven handed over before the call went out
+    windows = [window[0] for _, _, _, window in results]
+    for category in set(categories):
+        shared = [ids for ids, c in zip(windows, categories) if c == category]
+        called = {f"cmp_{m}".encode() for m, c in zip(mids, categories) if c == category}
+        assert called | set(earlier[category]) == set(shared[0])  # all of the call's, noted before the read
+        assert list(shared[0]) == await store.r.zrevrange(store.keys.incident_recent(category), 0, -1)
+        assert all(ids is shared[0] for ids in shared)  # sent once, the same list for each
+
+
+def test_a_window_named_by_its_place_in_the_answer_is_filled_in() -> None:
+    from router.store.complaints import shared_windows
+
+    ids, fresh = [b"cmp_b", b"cmp_a"], [b"cmp_b", b"tok"]
+    answers = [[b"created", b"cmp_a", b"C-1", ids, fresh, None, b"v1"], [b"already", b"cmp_x", b"C-0"],
+               [b"created", b"cmp_b", b"C-2", 1], [b"case_taken"], [b"created", b"cmp_c", b"C-3", []]]
+    filled = shared_windows(answers)
+    assert filled[2] == [b"created", b"cmp_b", b"C-2", ids, fresh, None, b"v1"] and filled[2][3] is ids
+    assert filled[1] == [b"already", b"cmp_x", b"C-0"] and filled[3] == [b"case_taken"]
+    assert filled[4] == [b"created", b"cmp_c", b"C-3", []]

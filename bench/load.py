@@ -62,6 +62,7 @@ async def split_open_loop(ports: list[int], rate: float, seconds: float, offset:
         merged.sent += p.sent
         merged.ok += p.ok
         merged.errors += p.errors
+        merged.retried += p.retried
         merged.latencies_ms += p.latencies_ms
         for k, v in p.statuses.items():
             merged.statuses[k] = merged.statuses.get(k, 0) + v

@@ -21,6 +21,8 @@ class LoadResult:
     errors: int = 0
     #: the errors by kind (an exception's class name; "generator limit": not sent, too many in flight)
     error_kinds: dict[str, int] = field(default_factory=dict)
+    #: requests sent again after their connection closed with no answer (``Connection.request``)
+    retried: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
@@ -45,7 +47,8 @@ class LoadResult:
         return (f"{self.ok}/{self.sent} ok in {self.seconds:.1f} s = {self.rate:,.0f} req/s; latency ms "
                 f"p50 {self.pct(50):.2f} p90 {self.pct(90):.2f} p99 {self.pct(99):.2f} max {self.pct(100):.2f} "
                 f"mean {mean:.2f}; statuses {dict(sorted(self.statuses.items()))}"
-                + (f"; errors {self.errors} {dict(sorted(self.error_kinds.items()))}" if self.errors else ""))
+                + (f"; errors {self.errors} {dict(sorted(self.error_kinds.items()))}" if self.errors else "")
+                + (f"; sent again {self.retried}" if self.retried else ""))
 
 
 class Connection:
@@ -53,25 +56,27 @@ class Connection:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        #: requests sent again (see ``request``); a reset after a request went out is an error, never
+        #: sent again: the server may have taken it
+        self.retried = 0
 
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is not None and self.reader is not None and (
+                self.reader.at_eof() or self.writer.transport.is_closing()):
+            self.close()  # the server closed it while it was idle: a new one, nothing sent on this one
         reused = self.writer is not None
         if self.writer is None:
             await self.open()
         assert self.writer and self.reader
-        try:
-            self.writer.write(raw)
-            status_line = await self.reader.readline()
-        except (ConnectionResetError, BrokenPipeError):
-            if not reused:
-                raise
-            status_line = b""
+        self.writer.write(raw)
+        status_line = await self.reader.readline()
         if not status_line:
             self.close()
-            if reused:  # the server closed an idle keep-alive connection: retry once, as clients do
+            if reused:  # closed as the request went out (an idle keep-alive the server let go): once more
+                self.retried += 1
                 return await self.request(raw)
             raise ConnectionError("closed")
         status = int(status_line.split(b" ", 2)[1])
@@ -118,6 +123,8 @@ async def closed_loop(host: str, port: int, make_request: Callable[[int], bytes]
                 result.failed(type(exc).__name__)
                 conn.close()
                 continue
+            finally:
+                result.retried, conn.retried = result.retried + conn.retried, 0
             result.latencies_ms.append((time.perf_counter() - started) * 1000)
             result.statuses[status] = result.statuses.get(status, 0) + 1
             if 200 <= status < 300:
@@ -160,6 +167,7 @@ async def open_loop(host: str, port: int, make_request: Callable[[int], bytes], 
                     result.bodies.append(body)
             idle.append(conn)
         finally:
+            result.retried, conn.retried = result.retried + conn.retried, 0
             in_flight -= 1
             if result.ok + result.errors + sum(v for k, v in result.statuses.items() if not 200 <= k < 300) >= total:
                 done.set()

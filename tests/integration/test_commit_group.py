@@ -140,15 +140,19 @@ async def test_each_complaint_of_a_call_gets_its_categorys_incident_window(store
     await store.r.hset(store.keys.msg("warm"), mapping={"status": "received", "channel": "app"})
     await store.commit_new_complaint("warm", complaint("warm"), case_placeholder=PLACEHOLDER)  # script, numbers
     calls = store._group_commit().calls
-    results = await asyncio.gather(*(commit(mid, category) for mid, category in zip(mids, categories)))
-    assert store._group_commit().calls - calls == 1  # all seven handed over before the call went out
-    windows = [window[0] for _, _, _, window in results]
+    # w1 twice: its second entry answers "already" (no window) between the others of its category
+    handed = [*zip(mids, categories)][:3] + [("w1", "transaction")] + [*zip(mids, categories)][3:]
+    results = await asyncio.gather(*(commit(mid, category) for mid, category in handed))
+    assert store._group_commit().calls - calls == 1  # all eight handed over before the call went out
+    assert results[3][0] is False and results[3][3] == []
+    del results[3]
     for category in set(categories):
-        shared = [ids for ids, c in zip(windows, categories) if c == category]
+        shared = [window for (_, _, _, window), c in zip(results, categories) if c == category]
         called = {f"cmp_{m}".encode() for m, c in zip(mids, categories) if c == category}
-        assert called | set(earlier[category]) == set(shared[0])  # all of the call's, noted before the read
-        assert list(shared[0]) == await store.r.zrevrange(store.keys.incident_recent(category), 0, -1)
-        assert all(ids is shared[0] for ids in shared)  # sent once, the same list for each
+        assert called | set(earlier[category]) == set(shared[0][0])  # all of the call's, noted before the read
+        assert list(shared[0][0]) == await store.r.zrevrange(store.keys.incident_recent(category), 0, -1)
+        assert all(window == shared[0] for window in shared)  # ids, texts noted since, open incidents, version
+        assert all(window[0] is shared[0][0] for window in shared)  # sent once, the same list for each
 
 
 def test_a_window_named_by_its_place_in_the_answer_is_filled_in() -> None:
@@ -156,8 +160,8 @@ def test_a_window_named_by_its_place_in_the_answer_is_filled_in() -> None:
 
     ids, fresh = [b"cmp_b", b"cmp_a"], [b"cmp_b", b"tok"]
     answers = [[b"created", b"cmp_a", b"C-1", ids, fresh, None, b"v1"], [b"already", b"cmp_x", b"C-0"],
-               [b"created", b"cmp_b", b"C-2", 1], [b"case_taken"], [b"created", b"cmp_c", b"C-3", []]]
+               [b"created", b"cmp_b", b"C-2", 1], [b"case_taken"], [b"created", b"cmp_c", b"C-3", [], [], None, b""]]
     filled = shared_windows(answers)
     assert filled[2] == [b"created", b"cmp_b", b"C-2", ids, fresh, None, b"v1"] and filled[2][3] is ids
     assert filled[1] == [b"already", b"cmp_x", b"C-0"] and filled[3] == [b"case_taken"]
-    assert filled[4] == [b"created", b"cmp_c", b"C-3", []]
+    assert filled[4] == [b"created", b"cmp_c", b"C-3", [], [], None, b""]  # an empty window, not a place

@@ -5,7 +5,6 @@ lists and the look-ups by case number."""
 from __future__ import annotations
 
 import asyncio
-import zlib
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple, Sequence
 
@@ -16,7 +15,7 @@ from normalizer.ids import dt_to_ms, now_ms
 from normalizer.schema import OPEN_STATUSES, Complaint, Contact
 from router.repeats import fingerprint_of
 from router.store.base import JOB_EXPIRES_MS, NotFound, PlannedJob, StoreBase, TxEffects, job_bytes
-from router.store.codec import decode_complaint, encode_complaint, with_deliveries, with_link
+from router.store.codec import UNDECODABLE, decode_complaint, encode_complaint, with_deliveries, with_link
 from router.store.deliveries import OUTBOX_GRACE_MS
 from router.store.group_commit import GroupCommit
 from router.store.keys import job_key
@@ -236,7 +235,7 @@ class Complaints(StoreBase):
             if data is not None:
                 try:
                     out[cid] = decode_complaint(data)
-                except (msgspec.DecodeError, zlib.error):
+                except UNDECODABLE:
                     continue
         return out
 

@@ -236,6 +236,7 @@ async def test_stored_complaints_leave_out_what_is_missing_or_unreadable(desk: A
     r, store, _ = desk
     cids = await _stored(r, store, 1, 2)
     await r.set(store.keys.complaint("cmp_9"), b"z" + b"not zlib at all")
-    stored = await store.stored([*cids, "cmp_404", "cmp_9"])
+    await r.set(store.keys.complaint("cmp_8"), b"s" + b"not zstd at all")
+    stored = await store.stored([*cids, "cmp_404", "cmp_9", "cmp_8"])
     assert sorted(stored) == cids and stored[cids[0]].priority == 5
     assert await store.stored([]) == {}

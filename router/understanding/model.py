@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any, Callable, Sequence
 
 import msgspec
@@ -99,6 +98,14 @@ class _FastVectoriser:
         self.offset = offset
         #: the vocabulary with the indices of the model's whole feature space (``offset`` added)
         self.placed = vocabulary if offset == 0 else {gram: index + offset for gram, index in vocabulary.items()}
+        #: character n-grams counted with numpy (``compact.CharCodes``), in the whole feature space;
+        #: None: counted with the dictionary (``counts``)
+        self.char_codes: compact.CharCodes | None = None
+        if isinstance(analyse, compact.Analyser) and compact.CharCodes.covers(analyse):
+            try:
+                self.char_codes = compact.CharCodes(analyse, self.placed)
+            except compact.NotCompactable:
+                pass
 
     @classmethod
     def of(cls, vectoriser: Any, offset: int) -> "_FastVectoriser":
@@ -249,20 +256,27 @@ class CategoryModel:
         (each costs a microsecond or two on arrays this small): the vectorisers' features as one
         array, each vectoriser's part L2-normalised in place, one gather and one product for every
         fold's decision values."""
-        counts = [fast.counts(prepared, placed=True) for fast in self._fast]
-        n = sum(map(len, counts))
+        indices, counts = [], []
+        for fast in self._fast:
+            if fast.char_codes is not None:
+                part_indices, part_counts = fast.char_codes.counts(prepared)
+            else:
+                found = fast.counts(prepared, placed=True)
+                part_indices = np.fromiter(found, dtype=np.intp, count=len(found))
+                part_counts = np.fromiter(found.values(), dtype=np.float64, count=len(found))
+            indices.append(part_indices)
+            counts.append(part_counts)
         decision = self._intercepts
-        if n:
-            indices = np.fromiter(chain.from_iterable(counts), dtype=np.intp, count=n)
-            values = np.fromiter(chain.from_iterable(c.values() for c in counts), dtype=np.float64, count=n)
-            values = (1.0 + np.log(values)) * self._idf[indices]  # sublinear tf x idf
+        if any(map(len, indices)):
+            joined = np.concatenate(indices)
+            values = (1.0 + np.log(np.concatenate(counts))) * self._idf[joined]  # sublinear tf x idf
             start = 0
-            for part_counts in counts:
-                if part_counts:
-                    part = values[start:start + len(part_counts)]
+            for part_indices in indices:
+                if len(part_indices):
+                    part = values[start:start + len(part_indices)]
                     part /= np.sqrt(part @ part)
-                    start += len(part_counts)
-            decision = decision + values @ self._weights[indices]
+                    start += len(part_indices)
+            decision = decision + values @ self._weights[joined]
         # scikit-learn's sigmoid calibration per class and fold, normalised per fold, averaged
         proba = (1.0 / (1.0 + np.exp(decision * self._a + self._b))).reshape(self._n_folds, len(self.classes))
         norm = proba.sum(axis=1, keepdims=True)

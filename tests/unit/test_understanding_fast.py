@@ -83,6 +83,45 @@ def test_the_categoriser_reads_the_same_text_and_counts_the_same_ngrams(model) -
             assert np.array_equal(values, plain_values), text  # bit for bit: the same sums in the same order
 
 
+def test_character_ngrams_counted_with_numpy_are_the_dictionary_counts(model) -> None:
+    chars = next(fast for fast in model._fast if fast.analyse.kind == "char")
+    assert chars.char_codes is not None  # the worker's model counts its character n-grams this way
+    for text in TEXTS:
+        prepared = textprep.prepare(text)
+        indices, counts = chars.char_codes.counts(prepared)
+        expected = chars.analyse.counts(prepared, chars.placed)
+        assert dict(zip(indices.tolist(), counts.tolist())) == dict(expected), text
+        assert indices.tolist() == sorted(expected), text
+
+
+@pytest.mark.parametrize("low,high", [(1, 1), (1, 2), (1, 3), (2, 3), (3, 3)])
+def test_character_codes_of_every_length_and_awkward_code_points(low: int, high: int) -> None:
+    """N-grams of each length in the range, never one of another length; NUL, the last code point,
+    a lone surrogate, runs of white space, texts shorter than an n-gram."""
+    analyser = compact.Analyser("char", low, high)
+    alphabet = ["a", "b", "\x00", "\U0010ffff", "\ud800", " ", "投"]
+    vocabulary = {}
+    for first in alphabet:
+        for gram in (first, first + "a", "a" + first, first + first + "b", "\x00\x00", "\x00\x00\x00"):
+            if low <= len(gram) <= high:
+                vocabulary.setdefault(gram, len(vocabulary) + 7)
+    codes = compact.CharCodes(analyser, vocabulary)
+    for text in ["", "a", "ab", "aab", "\x00", "\x00\x00\x00a", "a\U0010ffff\U0010ffffb", "\ud800\ud800b",
+                 "a  \n\t a", "投投b投", "ba" * 40]:
+        indices, counts = codes.counts(text)
+        assert dict(zip(indices.tolist(), counts.tolist())) == dict(analyser.counts(text, vocabulary)), repr(text)
+
+
+def test_character_codes_refuse_what_they_cannot_tell_apart() -> None:
+    assert not compact.CharCodes.covers(compact.Analyser("char", 1, 4))
+    assert not compact.CharCodes.covers(compact.Analyser("word", 1, 2, r"[a-z]+"))
+    with pytest.raises(compact.NotCompactable):
+        compact.CharCodes(compact.Analyser("char", 2, 5), {"ab": 0})
+    for term in ("\x00\x00\x00a", ""):  # longer than three characters, its code would wrap onto another's
+        with pytest.raises(compact.NotCompactable):
+            compact.CharCodes(compact.Analyser("char", 1, 3), {"a": 0, term: 1})
+
+
 def test_every_prediction_is_what_the_plain_path_gives(model) -> None:
     """Category, confidence, runner-up and the formal flag of every text, against the probabilities
     computed from the plain n-gram counts (to float tolerance) and the formal rules on the plain text."""

@@ -239,3 +239,34 @@ async def test_a_sweep_removes_a_large_backlog_in_steps(desk: Any) -> None:
         assert [i for i in answer[1] if i.startswith(b"cmp_old")] == []  # never read as in the window
         assert await r.zcard(recent) == 9_000 - 1_000 * step + step
     assert await r.hlen(texts) == 9
+
+
+def test_the_window_compared_as_it_grows_answers_as_the_token_sets_do() -> None:
+    """Entries added between comparisons, a vocabulary that outgrows its words of 64 bits and a
+    matrix that outgrows its columns, an entry noted again with other tokens, ids the window does
+    not know (answered by ``missing``, in order, and skipped by ``alike``), the list of ids in any
+    order: ``alike`` answers what ``same_fault`` on the token sets does, in the order of the ids."""
+    import random
+
+    from router.incidents import _Window, same_fault
+
+    rng = random.Random(2112)
+    common = [f"c{i}" for i in range(10)]
+    window, sets = _Window(), {}
+    for step in range(700):
+        cid = b"cmp_%d" % rng.randint(0, 260)  # some noted again, with other tokens
+        sets[cid] = frozenset(rng.sample(common, rng.randint(0, 5)) + [f"r{rng.randint(0, 3000)}"
+                                                                       for _ in range(rng.randint(1, 8))])
+        window.add(cid, f"cus_{cid.decode()}", sets[cid])
+        if step % 9:
+            continue
+        ids = [b"cmp_%d" % n for n in range(-3, 262)]  # (cmp_-3..-1 and some others never noted)
+        rng.shuffle(ids)
+        unknown = [i for i in ids if i not in sets]
+        assert window.missing(ids) == unknown
+        query = frozenset(rng.sample(common, rng.randint(3, 6)) + [f"new{step}"])  # a token no entry has
+        own = rng.choice(list(sets))
+        expected = [(i, f"cus_{i.decode()}") for i in ids if i in sets and i != own and same_fault(query, sets[i])]
+        assert window.alike(query, ids, own) == expected
+        assert window.alike(query, list(reversed(ids)), own) == list(reversed(expected))
+    assert len(window.vocabulary) > 4 * 64 and len(window) > 128  # several words, several doublings of the columns

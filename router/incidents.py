@@ -135,7 +135,7 @@ class _Window:
         self._matrix = np.zeros((1, 0), dtype=_WORD)  # words x entries
         self._sizes = np.zeros(0, dtype=np.int64)  # each entry's number of tokens
         self._unwritten: list[bytes] = []  # ids added since the matrix was last written
-        self._last_ids: tuple[list[bytes], np.ndarray] | None = None
+        self._ids: tuple[list[bytes], set[bytes]] | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -157,43 +157,45 @@ class _Window:
         self._unwritten.append(cid)
 
     def missing(self, ids: list[bytes]) -> list[bytes]:
-        """The ids among ``ids`` this window does not know, in that order (the rows of those it
-        knows are found on the way: ``alike`` of the same list takes them)."""
-        self._sync()
-        rows = np.fromiter(map(self._rows.get, ids, repeat(-1)), dtype=np.intp, count=len(ids))
-        known = rows >= 0
-        self._last_ids = (ids, rows[known])
-        return [] if known.all() else [ids[i] for i in np.flatnonzero(~known).tolist()]
+        """The ids among ``ids`` this window does not know (in no particular order)."""
+        return list(self._members(ids).difference(self.entries))
 
     def alike(self, toks: frozenset[str], ids: list[bytes], own_id: bytes) -> list[tuple[bytes, str]]:
         """The entries among ``ids`` (but ``own_id``), in that order, of the same fault as ``toks``,
-        with their customers."""
+        with their customers. Every entry the window holds is compared (a column more costs far
+        less than finding each id's column); those of the same fault are then kept if in ``ids``."""
         mine = self.entries.get(own_id)
         bits = mine[2] if mine is not None and mine[1] == toks else self.bits(toks)
         self._sync()
-        rows = self._rows_of(ids)
         words = self._words(bits)
         used = np.flatnonzero(words)  # the words of the matrix the new complaint's tokens are in
-        if not len(rows) or not len(used):
+        n_columns = len(self._by_row)
+        if not n_columns or not len(used):
             return []
-        shared = np.bitwise_count(self._matrix[used] & words[used, None]).sum(axis=0)[rows]
+        shared = np.bitwise_count(self._matrix[used, :n_columns] & words[used, None]).sum(axis=0)
         near = np.flatnonzero(shared >= MIN_TOKENS)
         if not len(near):
             return []
-        # _alike, for the few sharing enough tokens (then no size is 0)
-        shared, sizes, n = shared[near], self._sizes[rows[near]], len(toks)
-        same = (shared / np.minimum(sizes, n) >= 0.75) | (shared / (sizes + n - shared) >= 0.4)
-        by_row = self._by_row
-        return [(entry[4], entry[0]) for entry in map(by_row.__getitem__, rows[near[same]].tolist())
-                if entry[4] != own_id]
+        # _alike, for those sharing enough tokens (then no size is 0)
+        shared, sizes, n = shared[near], self._sizes[near], len(toks)
+        same = near[(shared / np.minimum(sizes, n) >= 0.75) | (shared / (sizes + n - shared) >= 0.4)]
+        if not len(same):
+            return []
+        members, by_row = self._members(ids), self._by_row
+        found = [entry for entry in map(by_row.__getitem__, same.tolist()) if entry[4] in members and entry[4] != own_id]
+        if len(found) > 4:  # in the order of ids
+            place = {cid: i for i, cid in enumerate(ids)}
+            found.sort(key=lambda entry: place[entry[4]])
+        elif len(found) > 1:
+            found.sort(key=lambda entry: ids.index(entry[4]))
+        return [(entry[4], entry[0]) for entry in found]
 
-    def _rows_of(self, ids: list[bytes]) -> np.ndarray:
-        """The rows of the entries among ``ids`` that this window knows, in that order. The same
-        list again (``missing`` just looked it up, or a commit answered one window to its
-        complaints of a category) and no entry added meanwhile: the rows found last time."""
-        if self._last_ids is None or self._last_ids[0] is not ids:
-            self.missing(ids)
-        return self._last_ids[1]  # type: ignore[index]
+    def _members(self, ids: list[bytes]) -> set[bytes]:
+        """``ids`` as a set; the same list again (``missing`` then ``alike`` of one check, or a
+        commit's one window for its complaints of a category): the same set."""
+        if self._ids is None or self._ids[0] is not ids:
+            self._ids = (ids, set(ids))
+        return self._ids[1]
 
     def _words(self, bits: int) -> np.ndarray:
         return np.frombuffer(bits.to_bytes(len(self._matrix) * 8, "little"), dtype=_WORD)
@@ -201,14 +203,13 @@ class _Window:
     def _sync(self) -> None:
         """Write the bits of the entries added since the last comparison into their columns of
         the matrix (one row of 64-bit words per 64 tokens of the vocabulary, one column per entry):
-        a word more for a vocabulary that outgrew it, twice the columns when they are all used."""
+        more words for a vocabulary that outgrew them, twice the columns when they are all used."""
         words = max(1, (len(self.vocabulary) + 63) // 64)
-        if words > len(self._matrix):  # (the entries written have no bit of the new tokens)
-            self._matrix = np.concatenate((self._matrix, np.zeros((words - len(self._matrix), self._matrix.shape[1]),
-                                                                  dtype=_WORD)))
+        if words > len(self._matrix):  # (the entries written have no bit of the new tokens); 4 words at least
+            more = max(4, words - len(self._matrix))
+            self._matrix = np.concatenate((self._matrix, np.zeros((more, self._matrix.shape[1]), dtype=_WORD)))
         if not self._unwritten:
             return
-        self._last_ids = None
         for cid in self._unwritten:
             entry = self.entries[cid]
             row = self._rows.get(cid)

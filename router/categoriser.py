@@ -85,10 +85,7 @@ async def _predict(model: "ModelCache | None", text: str) -> tuple[str, Any] | N
     except Exception as exc:  # noqa: BLE001 - any failure to load means "use the keyword rules"
         log.warning("categoriser unavailable (%s); the keyword rules decide", type(exc).__name__)
         return None
-    grouped = getattr(model, "predict", None)  # ModelCache's: with the predictions asked for in the same turn
-    if grouped is not None:
-        return await grouped(text)
-    return current.version, current.predict(text)
+    return await model.predict(text, current)  # (with the predictions asked for in the same turn)
 
 
 async def _formal(model: "ModelCache | None", text: str) -> bool:

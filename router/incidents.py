@@ -119,13 +119,14 @@ class _Window:
     """One category's window as this process knows it: complaint id -> entry.
 
     Each entry's tokens are also bits of one int, a bit per token of this window's own vocabulary,
-    and those bits a row of 64-bit words in one matrix: comparing a new complaint with the
-    window's ~300 is then an AND and a bit count of the whole matrix (numpy) instead of a set
-    intersection per entry, with the same answers (``_alike`` on the same counts). The vocabulary
-    is built again, most shared tokens first, whenever the entries are pruned to the window, so
-    its size stays that of the tokens of the complaints kept. Rows are written when the window is
-    next compared with (``_sync``): the matrix is made wider, and written again, when the
-    vocabulary outgrows it."""
+    and those bits a column of 64-bit words in one matrix (a row of words per 64 tokens):
+    comparing a new complaint with the window's ~300 is then an AND and a bit count of the words
+    its tokens are in (numpy) instead of a set intersection per entry, with the same answers
+    (``_alike`` on the same counts). The vocabulary is built again, most shared tokens first,
+    whenever the entries are pruned to the window, so its size stays that of the tokens of the
+    complaints kept. Columns are written when the window is next compared with (``_sync``); a
+    vocabulary that outgrows the words gets more rows of them (the columns written have no bit of
+    the new tokens: nothing is written again)."""
 
     def __init__(self) -> None:
         self.entries: dict[bytes, Entry] = {}

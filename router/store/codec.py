@@ -29,24 +29,17 @@ _INCIDENT_LINK = INCIDENT_LINK.encode()
 
 _json_encoder = msgspec.json.Encoder()
 _complaint_decoder = msgspec.json.Decoder(Complaint)
-_zstd = threading.local()  # a (de)compressor is used by one thread at a time (python-zstandard)
+class _Zstd(threading.local):
+    """This thread's compressor and decompressor (python-zstandard's are for one thread at a time),
+    made on the thread's first use: level 1, the frame's content size written (the reader needs
+    no size limit of its own)."""
+
+    def __init__(self) -> None:
+        self.compressor = zstandard.ZstdCompressor(level=1, write_content_size=True)
+        self.decompressor = zstandard.ZstdDecompressor()
 
 
-def _compressor() -> Any:
-    try:
-        return _zstd.compressor
-    except AttributeError:
-        # level 1, the frame's content size written (the reader needs no size limit of its own)
-        _zstd.compressor = zstandard.ZstdCompressor(level=1, write_content_size=True)
-        return _zstd.compressor
-
-
-def _decompressor() -> Any:
-    try:
-        return _zstd.decompressor
-    except AttributeError:
-        _zstd.decompressor = zstandard.ZstdDecompressor()
-        return _zstd.decompressor
+_zstd = _Zstd()
 
 
 def _strip(value: dict[str, Any]) -> dict[str, Any]:
@@ -82,14 +75,14 @@ def encode_complaint(complaint: Complaint, replace: dict[str, str] | None = None
     data = _json_encoder.encode(_strip(msgspec.to_builtins(complaint)))
     for old, new in (replace or {}).items():
         data = data.replace(old.encode(), new.encode())
-    return ZSTD + _compressor().compress(data)
+    return ZSTD + _zstd.compressor.compress(data)
 
 
 def decode_complaint(data: bytes) -> Complaint:
     """A stored complaint, whichever of the three forms it was written in (``UNDECODABLE`` if none)."""
     first = data[:1]
     if first == ZSTD:
-        data = _decompressor().decompress(data[1:])
+        data = _zstd.decompressor.decompress(data[1:])
     elif first == COMPRESSED:
         data = zlib.decompress(data[1:])
     return _complaint_decoder.decode(data)

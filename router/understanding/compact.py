@@ -132,11 +132,11 @@ class CharCodes:
         self.low, self.high = analyser.low, analyser.high
         codes = np.fromiter((_code(gram) for gram in vocabulary), dtype=np.uint64, count=len(vocabulary))
         order = np.argsort(codes, kind="stable")
-        self.codes = codes[order]
+        # a code not in the vocabulary is looked up past its end: a sentinel never equal to a code
+        self._codes_past = np.append(codes[order], np.uint64(0))
+        self.codes = self._codes_past[:-1]  # (the vocabulary's codes, sorted: a view)
         if len(self.codes) > 1 and not (self.codes[1:] != self.codes[:-1]).all():
             raise NotCompactable("two n-grams of one code")
-        # a code not in the vocabulary is looked up past its end: a sentinel never equal to a code
-        self._codes_past = np.append(self.codes, np.uint64(0))
         self._indices_past = np.append(np.fromiter(vocabulary.values(), dtype=np.intp, count=len(vocabulary))[order], -1)
 
     @staticmethod

@@ -79,13 +79,15 @@ class ModelCache:
             assert self.model is not None
             return self.model
 
-    async def predict(self, text: str) -> tuple[str, "Prediction"]:
-        """``(version, prediction)`` of ``text`` by the current model. The predictions asked for in
+    async def predict(self, text: str, model: "CategoryModel | None" = None) -> tuple[str, "Prediction"]:
+        """``(version, prediction)`` of ``text`` by ``model`` (the one ``get`` just answered), else by
+        the current model. The predictions asked for in
         one turn of the event loop (the jobs a grouped prepare answered at once) are made one
         after another at the end of that turn: each after the one before, its code and the
         model's arrays still in the CPU's caches, instead of after the rest of a job's work
         (bench/RESULTS.md, eleventh pass: ~2x a prediction's CPU)."""
-        model = await self.get()
+        if model is None:
+            model = await self.get()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[tuple[str, Prediction]] = loop.create_future()
         if not self._asked or self._asked_loop is not loop:

@@ -15,10 +15,15 @@ from tests.conftest import TEST_MODELS_DIR
 
 
 class _Recording:
-    """A model whose predictions note the task they were made in (None: a loop callback)."""
+    """A model whose predictions note the task they were made in (None: a loop callback) and the
+    texts of each batch asked of it."""
 
     def __init__(self, real: Any = None) -> None:
-        self.real, self.version, self.made_in = real, "v-test", []
+        self.real, self.version, self.made_in, self.batches = real, "v-test", [], []
+
+    def predict_many(self, texts: list[str]) -> list[Any]:
+        self.batches.append(list(texts))
+        return [self.predict(text) for text in texts]
 
     def predict(self, text: str) -> Any:
         self.made_in.append(asyncio.current_task())
@@ -41,6 +46,7 @@ async def test_predictions_asked_in_one_turn_are_made_together_and_each_answered
     answers = await asyncio.gather(*(cache.predict(t) for t in texts))
     assert answers == [("v-test", real.predict(t)) for t in texts]
     assert model.made_in == [None] * len(texts)  # all four in one callback, none inside its caller's task
+    assert model.batches == [texts]  # their arithmetic in one batch
     assert await cache.predict(texts[0]) == ("v-test", real.predict(texts[0]))  # and alone, the next turn
 
 
@@ -50,6 +56,7 @@ async def test_an_error_reaches_its_own_caller_alone() -> None:
                                    return_exceptions=True)
     assert answers[0] == ("v-test", "p:a") and answers[2] == ("v-test", "p:b")
     assert isinstance(answers[1], ValueError)
+    assert cache.model.batches == [["a", "boom", "b"]]  # the batch failed: each made again alone
 
 
 async def test_a_caller_cancelled_while_waiting_is_skipped_and_the_others_answered() -> None:

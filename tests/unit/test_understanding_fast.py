@@ -142,6 +142,32 @@ def test_every_prediction_is_what_the_plain_path_gives(model) -> None:
         assert abs(p.confidence - round(float(expected[best]), 4)) < 1e-9, text
 
 
+def test_texts_read_together_get_what_each_gets_alone(model) -> None:
+    """A batch (the predictions one turn of a worker's loop asks for) gives each text the n-gram
+    counts and the prediction it gets alone, whatever sits beside it: no n-gram across two texts'
+    boundary, empty texts, and more texts than one arithmetic batch holds."""
+    codes = compact.CharCodes(compact.Analyser("char", 1, 3), {"a": 0, "b": 1, "ab": 2, "ba": 3, "aba": 4})
+    owners, indices, counts = codes.counts_many(["a", "b", "", "ab", "a"])
+    assert (owners.tolist(), indices.tolist(), counts.tolist()) == ([0, 1, 3, 3, 3, 4], [0, 1, 0, 1, 2, 0],
+                                                                     [1, 1, 1, 1, 1, 1])
+    assert [a.tolist() for a in codes.counts_many(["", ""])] == [[], [], []]
+
+    chars = next(fast for fast in model._fast if fast.analyse.kind == "char")
+    batch = ["ab", "", "b", "a", *(textprep.prepare(t) for t in TEXTS[:60]), "", "a"]
+    owners, indices, counts = chars.char_codes.counts_many(batch)
+    assert owners.tolist() == sorted(owners.tolist())
+    for n, text in enumerate(batch):
+        alone_indices, alone_counts = chars.char_codes.counts(text)
+        assert indices[owners == n].tolist() == alone_indices.tolist(), text
+        assert counts[owners == n].tolist() == alone_counts.tolist(), text
+
+    texts = TEXTS[::7] + AWKWARD
+    assert len(texts) > 64 * 4  # (several arithmetic batches)
+    assert model.predict_many(texts) == [model.predict(t) for t in texts]
+    alone = np.array([model.probabilities([t])[0] for t in texts])
+    assert np.allclose(model.probabilities(texts), alone, rtol=0, atol=1e-15)
+
+
 # -- patterns behind first-character guards ------------------------------------------------------------
 
 

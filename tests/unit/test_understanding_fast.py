@@ -47,13 +47,20 @@ def model():
 # -- the categoriser -------------------------------------------------------------------------------
 
 
-def _plain_features(fast, text: str) -> tuple[list[int], np.ndarray]:
-    """The n-gram counting as it was: every gram of the analyser, one dictionary step each."""
+def _plain_counts(fast, text: str) -> dict[int, int]:
+    """The n-gram counting as it was: every gram of the analyser, one dictionary step each (indices
+    in the model's whole feature space)."""
     counts: dict[int, int] = {}
     for gram in fast.analyse(text):
         index = fast.vocabulary.get(gram)
         if index is not None:
-            counts[index] = counts.get(index, 0) + 1
+            counts[index + fast.offset] = counts.get(index + fast.offset, 0) + 1
+    return counts
+
+
+def _plain_features(fast, text: str) -> tuple[list[int], np.ndarray]:
+    """The plain counts' features: sublinear tf x idf, L2-normalised."""
+    counts = {index - fast.offset: n for index, n in _plain_counts(fast, text).items()}
     if not counts:
         return [], np.zeros(0)
     indices = list(counts)
@@ -77,10 +84,10 @@ def test_the_categoriser_reads_the_same_text_and_counts_the_same_ngrams(model) -
         assert textprep.prepare_for_rules(text) == textprep.without_form_fields(textprep.fold(strip_quoted(text)))
         for fast in model._fast:
             assert isinstance(fast.analyse, compact.Analyser)
-            indices, values = fast.features(prepared)
-            plain_indices, plain_values = _plain_features(fast, prepared)
-            assert indices.tolist() == plain_indices, text
-            assert np.array_equal(values, plain_values), text  # bit for bit: the same sums in the same order
+            counts = fast.counts(prepared, placed=True)
+            plain_indices, _ = _plain_features(fast, prepared)
+            assert list(counts) == plain_indices, text  # the same n-grams, in the order they first appear
+            assert counts == _plain_counts(fast, prepared), text
 
 
 def test_character_ngrams_counted_with_numpy_are_the_dictionary_counts(model) -> None:

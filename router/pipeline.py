@@ -304,11 +304,11 @@ async def open_case(w: WorkerContext, message: InboundMessage, customer_id: str,
              decided.skill, complaint.priority)
     # The acknowledgement goes out now; if this process dies first, the outbox sends it later.
     ack = opened.acknowledgement
-    if ack is not None:
-        result = await deliver(w, complaint, ack)
+    if ack is not None:  # (its record lets the sender's lock go: the sender's next message may go on)
+        result = await deliver(w, complaint, ack, lock=lock)
         if result.status == "failed" and result.retryable:  # the provider hiccuped: try again soon
             await store.enqueue(PlannedJob("send_reply", f"send:{ack.id}", (complaint.id, ack.id), defer_ms=1000))
-    if lock is not None:  # the acknowledgement is out: the sender's next message may go on
+    if lock is not None:  # the acknowledgement is out (or none was sent, or it is to be tried again)
         await lock.release()
     # many customers, one fault? (Redis away here: the job's retry runs the check again)
     await incident_check.check_opened(w, opened)

@@ -5,8 +5,9 @@ repeat, a new case) and commits it: two messages a customer sends a moment apart
 other. The lock is taken by the script that loads the message (``ComplaintStore.prepare``, which
 also reads the sender and which resolved case the sender's next message answers) and, when the
 message opens a case, held until its acknowledgement went out (so that an answer to the sender's
-next message never overtakes it), then let go with the other locks the process lets go at the same
-time (one script). The lock holds its holder's token (the
+next message never overtakes it), then let go by the script that records the acknowledgement's
+delivery (``held_as``), or with the other locks the process lets go at the same time (one
+script). The lock holds its holder's token (the
 message's id); only its holder renews or releases it (compared inside a script, never GET-then-DEL
 from the client).
 """
@@ -66,14 +67,22 @@ class SenderLock:
         self.sender = sender
 
     def forget(self) -> None:
-        """Not to be let go by this holder (its expiry frees it)."""
+        """Not to be let go by this holder (let go already by a script of its own, or left to its
+        expiry)."""
         self.sender = ""
+
+    def held_as(self) -> tuple[str, str] | None:
+        """The lock's key and this holder's token while it is held (None: not held): what a script
+        that lets it go among its own writes takes (``record_delivery``); ``forget`` it once that
+        script ran (until then, ``release`` still lets it go)."""
+        return (self.store.keys.contact_lock(self.sender), self.token) if self.sender else None
 
     async def release(self) -> None:
         """Let it go, with the other locks this process lets go at the same time (one script)."""
-        if self.sender:
-            sender, self.sender = self.sender, ""
-            await _releases(self.store.r).submit((self.store.keys.contact_lock(sender), self.token))
+        held = self.held_as()
+        if held is not None:
+            self.sender = ""
+            await _releases(self.store.r).submit(held)
 
 
 __all__ = ["SenderLock"]

@@ -39,21 +39,26 @@ class Deliveries(StoreBase):
             return True
         return await self.count_replicated(f"gateway_replication_waits|for={why}")
 
-    async def record_delivery(self, complaint_id: str, reply_id: str, state: dict[str, Any]) -> bool:
+    async def record_delivery(self, complaint_id: str, reply_id: str, state: dict[str, Any], *,
+                              release: tuple[str, str] | None = None) -> bool:
         """Delivery state lives beside the complaint, so provider callbacks never rewrite it; it only
         moves forward (a provider's "delivered" that beats our own "sent" to Redis stays). Recorded
-        with the other replies a process records at the same time (``GroupCommit``)."""
+        with the other replies a process records at the same time (``GroupCommit``).
+        ``release``: a sender's lock (its key and its holder's token) let go in the same script,
+        by its holder only: the job that sent the reply holds it until the reply went out."""
         if self._statuses is None:
             script, outbox = self._status_script, self.keys.outbox
 
-            async def call(entries: list[tuple[str, list[Any]]]) -> list[Any]:
-                return await script(keys=[outbox, *(key for key, _ in entries)],
-                                    args=[x for _, args in entries for x in args])
+            async def call(entries: list[tuple[str, list[Any], tuple[str, str] | None]]) -> list[Any]:
+                locks = [lock for _, _, lock in entries if lock is not None]
+                return await script(keys=[outbox, *(key for key, _, _ in entries), *(key for key, _ in locks)],
+                                    args=[len(entries), *(x for _, args, _ in entries for x in args),
+                                          *(token for _, token in locks)])
 
             self._statuses = GroupCommit(call)
         changed = await self._statuses.submit((self.keys.delivery(complaint_id), [
             reply_id, encode_delivery(state), DELIVERY_RANK.get(state.get("delivery", ""), 0),
-            f"{complaint_id}|{reply_id}"]))
+            f"{complaint_id}|{reply_id}"], release))
         return bool(changed)
 
     async def remember_outbound(self, channel: str, provider_id: str, complaint_id: str, reply_id: str, *,

@@ -174,15 +174,18 @@ return out
 """
 
 STATUS_LUA = """
--- Delivery states that only move forward, for as many replies as are recorded at the same time.
--- KEYS: 1 outbox, then per reply its complaint's delivery hash
--- ARGV: per reply: reply id, new state json, new rank, outbox member
+-- Delivery states that only move forward, for as many replies as are recorded at the same time,
+-- and the senders' locks their jobs let go once their replies went out.
+-- KEYS: 1 outbox, then per reply its complaint's delivery hash, then the senders' locks
+-- ARGV: 1 how many replies, then per reply: reply id, new state json, new rank, outbox member;
+--   then per lock its holder's token (each lets go only by its holder)
 -- A reply whose recorded state ranks as high already keeps it (answer 0); else the new state is
 -- written (1) and, sent or after, the reply leaves the outbox. Answers 0 / 1 per reply.
 local ranks = {queued = 0, sent = 1, delivered = 2, read = 3, failed = 4}
+local replies = tonumber(ARGV[1])
 local out, gone = {}, {}
-for n = 1, #KEYS - 1 do
-  local a = (n - 1) * 4
+for n = 1, replies do
+  local a = 1 + (n - 1) * 4
   local key, id, rank = KEYS[n + 1], ARGV[a + 1], tonumber(ARGV[a + 3])
   -- a reply's first state (the common case) is one HSETNX; else the recorded one is compared
   local first = redis.call('HSETNX', key, id, ARGV[a + 2]) == 1
@@ -201,6 +204,15 @@ for n = 1, #KEYS - 1 do
   end
 end
 if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
+if #KEYS > replies + 1 then
+  local locks, mine = {}, {}
+  for n = replies + 2, #KEYS do locks[#locks + 1] = KEYS[n] end
+  local held = redis.call('MGET', unpack(locks))
+  for n, key in ipairs(locks) do
+    if held[n] == ARGV[1 + replies * 4 + n] then mine[#mine + 1] = key end
+  end
+  if #mine > 0 then redis.call('DEL', unpack(mine)) end
+end
 return out
 """
 

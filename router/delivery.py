@@ -131,7 +131,12 @@ async def _record(store: ComplaintStore, complaint_id: str, reply_id: str, resul
     if result.status == "delivered":
         state["delivered_at"] = datetime.now(timezone.utc).isoformat()
     held = lock.held_as() if lock is not None else None
-    await store.record_delivery(complaint_id, reply_id, state, release=held)
+    try:
+        await store.record_delivery(complaint_id, reply_id, state, release=held)
+    except asyncio.CancelledError:
+        if lock is not None and held is not None:  # the record may still be sent (with others'), letting the
+            lock.forget()  # lock go then: not let go before it (a retry of this message takes it back at once)
+        raise
     if lock is not None and held is not None:
         lock.forget()  # (let go by the record's script)
 

@@ -85,8 +85,11 @@ def fit_pipeline(records: Sequence[dict], params: dict[str, Any]):
 
 
 _FIRST = np.ones(1, dtype=bool)
-#: texts whose arithmetic is done together at most (a batch's gathered weights: ~300 rows a text)
+#: texts whose arithmetic is done together at most, and their characters at most: a batch's gathered
+#: weights are a row per feature found (~150 a corpus text, at most ~4 a character), 35 numbers each
+#: (~7 MB for 8,000 characters); a longer text is a batch alone, as before batches
 _BATCH = 64
+_BATCH_CHARS = 8_000
 
 
 class _FastVectoriser:
@@ -240,9 +243,14 @@ class CategoryModel:
         prepared = [prepare(t) for t in texts]
         if not self._n_folds:
             return self.pipeline.predict_proba(prepared)
-        if len(prepared) <= _BATCH:
-            return self._probabilities(prepared)
-        return np.concatenate([self._probabilities(prepared[i:i + _BATCH]) for i in range(0, len(prepared), _BATCH)])
+        batches, start, chars = [], 0, 0
+        for end, text in enumerate(prepared):  # at most _BATCH texts and _BATCH_CHARS characters a batch
+            if end > start and (end - start == _BATCH or chars + len(text) > _BATCH_CHARS):
+                batches.append(self._probabilities(prepared[start:end]))
+                start, chars = end, 0
+            chars += len(text)
+        batches.append(self._probabilities(prepared[start:]))
+        return batches[0] if len(batches) == 1 else np.concatenate(batches)
 
     def _probabilities(self, prepared: Sequence[str]) -> np.ndarray:
         """Prepared texts' class probabilities, one row each, in as few numpy calls for the whole

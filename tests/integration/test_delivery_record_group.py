@@ -23,27 +23,27 @@ async def _state(store: Any, complaint_id: str, reply_id: str) -> dict[str, Any]
 
 
 async def test_records_at_the_same_time_let_their_senders_locks_go_by_their_holders_only(store: Any) -> None:
-    mine, taken = store.keys.contact_lock("app_user:a"), store.keys.contact_lock("app_user:b")
-    await store.r.set(mine, "msg_a")
-    await store.r.set(taken, "msg_later")  # b's lock expired meanwhile and a later message of b's took it
-    await store.r.set(store.keys.contact_lock("app_user:c"), "msg_c")  # held, and asked of no record
+    """Five records in one call, locks carried by some: each lock let go only by its own holder."""
+    lock = {u: store.keys.contact_lock(f"app_user:{u}") for u in "abcde"}
+    for u in "bce":
+        await store.r.set(lock[u], f"msg_{u}")
+    await store.r.set(lock["d"], "msg_later")  # d's lock expired meanwhile and a later message of d's took it
     changed = await asyncio.gather(
-        store.record_delivery("cmp_a", "rep_a", {"delivery": "sent"}, release=(mine, "msg_a")),
-        store.record_delivery("cmp_b", "rep_b", {"delivery": "sent"}, release=(taken, "msg_b")),
-        store.record_delivery("cmp_c", "rep_c", {"delivery": "delivered"}),
-        store.record_delivery("cmp_d", "rep_d", {"delivery": "sent"},
-                              release=(store.keys.contact_lock("app_user:d"), "msg_d")))  # (expired: nothing to let go)
-    assert changed == [True, True, True, True]
-    assert store._statuses.calls < 4  # shared calls (the first goes at once, alone; the rest together)
-    assert await store.r.get(mine) is None
-    assert await store.r.get(taken) == b"msg_later"
-    assert await store.r.get(store.keys.contact_lock("app_user:c")) == b"msg_c"
-    assert [(await _state(store, c, r))["delivery"] for c, r in
-            (("cmp_a", "rep_a"), ("cmp_b", "rep_b"), ("cmp_c", "rep_c"), ("cmp_d", "rep_d"))] == \
-        ["sent", "sent", "delivered", "sent"]
-    # a state only moves forward, a lock or not
-    assert not await store.record_delivery("cmp_c", "rep_c", {"delivery": "sent"}, release=(mine, "msg_a"))
+        store.record_delivery("cmp_a", "rep_a", {"delivery": "sent"}),
+        store.record_delivery("cmp_b", "rep_b", {"delivery": "sent"}, release=(lock["b"], "msg_b")),
+        store.record_delivery("cmp_c", "rep_c", {"delivery": "delivered"}),  # (c's lock held, asked of none)
+        store.record_delivery("cmp_d", "rep_d", {"delivery": "sent"}, release=(lock["d"], "msg_d")),
+        store.record_delivery("cmp_e", "rep_e", {"delivery": "sent"}, release=(lock["e"], "msg_e")))
+    assert changed == [True] * 5
+    assert store._statuses.calls == 1  # (submitted in one turn of the loop: one call)
+    assert [await store.r.get(lock[u]) for u in "abcde"] == [None, None, b"msg_c", b"msg_later", None]
+    assert [(await _state(store, f"cmp_{u}", f"rep_{u}"))["delivery"] for u in "abcde"] == \
+        ["sent", "sent", "delivered", "sent", "sent"]
+    # a state only moves forward; the lock goes all the same (the reply went out)
+    await store.r.set(lock["c"], "msg_c")
+    assert not await store.record_delivery("cmp_c", "rep_c", {"delivery": "sent"}, release=(lock["c"], "msg_c"))
     assert (await _state(store, "cmp_c", "rep_c"))["delivery"] == "delivered"
+    assert await store.r.get(lock["c"]) is None
 
 
 async def test_an_acknowledgements_record_lets_the_lock_go_and_a_failed_one_leaves_it_held(store: Any) -> None:
@@ -64,3 +64,15 @@ async def test_an_acknowledgements_record_lets_the_lock_go_and_a_failed_one_leav
     assert await store.r.get(key) == b"msg_2" and lock.held_as() == (key, "msg_2")  # still held, still its
     await lock.release()  # (what the job's own release does when it ends)
     assert await store.r.get(key) is None
+
+    # one record of a call failing fails the call: every record's lock stays held, for its job's release
+    locks = [SenderLock(store, 15_000, token=f"msg_g{n}") for n in range(2)]
+    for n, held in enumerate(locks):
+        await store.r.set(store.keys.contact_lock(f"app_user:g{n}"), f"msg_g{n}")
+        held.held(f"app_user:g{n}")
+    await store.r.set(store.keys.delivery("cmp_g1"), "not a hash")
+    outcomes = await asyncio.gather(*(_record(store, f"cmp_g{n}", f"rep_g{n}", DeliveryResult(status="sent"), held)
+                                      for n, held in enumerate(locks)), return_exceptions=True)
+    assert all(isinstance(o, ResponseError) for o in outcomes)
+    assert [held.held_as() is not None for held in locks] == [True, True]
+    assert [await store.r.get(store.keys.contact_lock(f"app_user:g{n}")) for n in range(2)] == [b"msg_g0", b"msg_g1"]

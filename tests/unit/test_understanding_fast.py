@@ -168,8 +168,8 @@ def test_texts_read_together_get_what_each_gets_alone(model) -> None:
         assert indices[owners == n].tolist() == alone_indices.tolist(), text
         assert counts[owners == n].tolist() == alone_counts.tolist(), text
 
-    texts = TEXTS[::7] + AWKWARD
-    assert len(texts) > 64 * 4  # (several arithmetic batches)
+    texts = TEXTS[::7] + AWKWARD + [" ".join(TEXTS[n:n + 40]) for n in (0, 40, 80)]  # (long ones: batches by size)
+    assert len(texts) > 64 * 4 and sum(map(len, texts[-3:])) > 8_000  # (several arithmetic batches)
     assert model.predict_many(texts) == [model.predict(t) for t in texts]
     alone = np.array([model.probabilities([t])[0] for t in texts])
     assert np.allclose(model.probabilities(texts), alone, rtol=0, atol=1e-15)

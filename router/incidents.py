@@ -97,9 +97,13 @@ SWEEP_EVERY = 32
 #: not change: a process of a version before the version changes them without renewing it.
 OPEN_READ_AT_LEAST_S = 10.0
 
-#: customer id, tokens, the tokens as bits of the window's vocabulary, how many, complaint id
-Entry = tuple[str, frozenset[str], int, int, bytes]
+#: customer id, tokens, the tokens as bits of the window's vocabulary, how many, complaint id,
+#: score (ms: its place in the window), the number of the note that landed it (``PENDING``: not yet)
+Entry = tuple[str, frozenset[str], int, int, bytes, int, int]
 _WORD = np.dtype("<u8")
+#: The note number of an entry this process noted whose note has not answered yet: never in a
+#: window (an entry that never lands is never compared).
+PENDING = 2 ** 62
 
 
 class Decision(NamedTuple):
@@ -126,7 +130,8 @@ class _Window:
     whenever the entries are pruned to the window, so its size stays that of the tokens of the
     complaints kept. Columns are written when the window is next compared with (``_sync``); a
     vocabulary that outgrows the words gets more rows of them (the columns written have no bit of
-    the new tokens: nothing is written again)."""
+    the new tokens: nothing is written again). Each column's score and note number are kept
+    beside it: which entries a note's window holds is worked out here (``held``), not read."""
 
     def __init__(self) -> None:
         self.entries: dict[bytes, Entry] = {}
@@ -135,8 +140,9 @@ class _Window:
         self._by_row: list[Entry] = []
         self._matrix = np.zeros((1, 0), dtype=_WORD)  # words x entries
         self._sizes = np.zeros(0, dtype=np.int64)  # each entry's number of tokens
+        self._scores = np.zeros(0, dtype=np.int64)  # each entry's score
+        self._seqs = np.zeros(0, dtype=np.int64)  # each entry's note number
         self._unwritten: list[bytes] = []  # ids added since the matrix was last written
-        self._ids: tuple[list[bytes], set[bytes]] | None = None
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -153,18 +159,56 @@ class _Window:
             bits |= 1 << bit
         return bits
 
-    def add(self, cid: bytes, customer: str, toks: frozenset[str]) -> None:
-        self.entries[cid] = (customer, toks, self.bits(toks), len(toks), cid)
+    def add(self, cid: bytes, customer: str, toks: frozenset[str], score: int, seq: int = PENDING) -> None:
+        self.entries[cid] = (customer, toks, self.bits(toks), len(toks), cid, score, seq)
         self._unwritten.append(cid)
+
+    def landed(self, cids: list[bytes], seq: int) -> None:
+        """This process's entries ``cids``, pending, landed with note number ``seq``."""
+        for cid in cids:
+            entry = self.entries.get(cid)
+            if entry is not None and entry[6] == PENDING:
+                self.entries[cid] = entry = (*entry[:6], seq)
+                row = self._rows.get(cid)
+                if row is not None:
+                    self._by_row[row] = entry
+                    self._seqs[row] = seq
+
+    def held(self, seq: int, start: int, floor: tuple[bytes, int] | None) -> np.ndarray:
+        """Which columns a note's window held (a mask): the entries landed by note ``seq``, younger
+        than ``start`` and, the window being full, not older than its oldest entry ``floor`` (id,
+        score; among equal scores the larger id is the newer, as Redis orders them). The entries
+        of a window are the newest kept younger than its start, and an entry leaves it only by
+        time or by rank (below that oldest entry): so, if as many are found as the window held,
+        they are its entries."""
+        self._sync()
+        n = len(self._by_row)
+        scores = self._scores[:n]
+        mask = (self._seqs[:n] <= seq) & (scores > start)
+        if floor is not None:
+            mask &= scores >= floor[1]
+            for col in np.flatnonzero(mask & (scores == floor[1])).tolist():
+                if self._by_row[col][4] < floor[0]:
+                    mask[col] = False
+        return mask
+
+    def members(self, ids: list[bytes]) -> np.ndarray:
+        """The columns of ``ids`` (those this window holds) as a mask."""
+        self._sync()
+        mask = np.zeros(len(self._by_row), dtype=bool)
+        rows = [self._rows[cid] for cid in ids if cid in self._rows]
+        mask[rows] = True
+        return mask
 
     def missing(self, ids: list[bytes]) -> list[bytes]:
         """The ids among ``ids`` this window does not know (in no particular order)."""
-        return list(self._members(ids).difference(self.entries))
+        return list(set(ids).difference(self.entries))
 
-    def alike(self, toks: frozenset[str], ids: list[bytes], own_id: bytes) -> list[tuple[bytes, str]]:
-        """The entries among ``ids`` (but ``own_id``), in that order, of the same fault as ``toks``,
-        with their customers. Every entry the window holds is compared (a column more costs far
-        less than finding each id's column); those of the same fault are then kept if in ``ids``."""
+    def alike(self, toks: frozenset[str], own_id: bytes, among: np.ndarray) -> list[tuple[bytes, str]]:
+        """The entries of the columns ``among`` (a mask, from ``held`` or ``members``; but
+        ``own_id``), newest first, of the same fault as ``toks``, with their customers. Every
+        entry the window holds is compared (a column more costs far less than picking columns
+        out); those of the same fault are then kept if among those asked."""
         mine = self.entries.get(own_id)
         bits = mine[2] if mine is not None and mine[1] == toks else self.bits(toks)
         self._sync()
@@ -180,23 +224,16 @@ class _Window:
         # _alike, for those sharing enough tokens (then no size is 0)
         shared, sizes, n = shared[near], self._sizes[near], len(toks)
         same = near[(shared / np.minimum(sizes, n) >= 0.75) | (shared / (sizes + n - shared) >= 0.4)]
+        if len(among) < n_columns:  # (columns added since ``among`` was made: not among them)
+            among = np.concatenate((among, np.zeros(n_columns - len(among), dtype=bool)))
+        same = same[among[same]]
         if not len(same):
             return []
-        members, by_row = self._members(ids), self._by_row
-        found = [entry for entry in map(by_row.__getitem__, same.tolist()) if entry[4] in members and entry[4] != own_id]
-        if len(found) > 4:  # in the order of ids
-            place = {cid: i for i, cid in enumerate(ids)}
-            found.sort(key=lambda entry: place[entry[4]])
-        elif len(found) > 1:
-            found.sort(key=lambda entry: ids.index(entry[4]))
+        by_row = self._by_row
+        found = [entry for entry in map(by_row.__getitem__, same.tolist()) if entry[4] != own_id]
+        if len(found) > 1:  # newest first, as the window orders them
+            found.sort(key=lambda entry: (entry[5], entry[4]), reverse=True)
         return [(entry[4], entry[0]) for entry in found]
-
-    def _members(self, ids: list[bytes]) -> set[bytes]:
-        """``ids`` as a set; the same list again (``missing`` then ``alike`` of one check, or a
-        commit's one window for its complaints of a category): the same set."""
-        if self._ids is None or self._ids[0] is not ids:
-            self._ids = (ids, set(ids))
-        return self._ids[1]
 
     def _words(self, bits: int) -> np.ndarray:
         return np.frombuffer(bits.to_bytes(len(self._matrix) * 8, "little"), dtype=_WORD)
@@ -221,18 +258,22 @@ class _Window:
                     more = max(64, row)
                     self._matrix = np.concatenate((self._matrix, np.zeros((len(self._matrix), more), dtype=_WORD)),
                                                   axis=1)
-                    self._sizes = np.concatenate((self._sizes, np.zeros(more, dtype=np.int64)))
+                    self._sizes, self._scores, self._seqs = (
+                        np.concatenate((column, np.zeros(more, dtype=np.int64)))
+                        for column in (self._sizes, self._scores, self._seqs))
             else:
                 self._by_row[row] = entry  # (added again: a retried job's note)
             self._matrix[:, row] = self._words(entry[2])
-            self._sizes[row] = entry[3]
+            self._sizes[row], self._scores[row], self._seqs[row] = entry[3], entry[5], entry[6]
         self._unwritten = []
 
-    def pruned(self, ids: list[bytes]) -> "_Window":
-        """A new window of the entries still in it (``ids``), with a vocabulary of their tokens
-        alone. New, not this one changed: a job deciding on this one meanwhile (its note answered
-        other ids) keeps comparing with what it read."""
-        kept = [(cid, self.entries[cid]) for cid in ids if cid in self.entries]
+    def pruned(self, start: int, floor: tuple[bytes, int] | None) -> "_Window":
+        """A new window of the entries that may still be in a window: younger than ``start`` and
+        not older than ``floor`` (a window's start and oldest entry only move on), and those not
+        landed yet; with a vocabulary of their tokens alone. New, not this one changed: a job
+        deciding on this one meanwhile keeps comparing with what it had."""
+        kept = [(cid, entry) for cid, entry in self.entries.items()
+                if entry[6] == PENDING or (entry[5] > start and (floor is None or (entry[5], cid) >= (floor[1], floor[0])))]
         counts: dict[str, int] = {}
         for _, (_, toks, *_) in kept:
             for token in toks:
@@ -240,8 +281,8 @@ class _Window:
         window = _Window()
         window.vocabulary = {token: bit for bit, token in enumerate(sorted(counts, key=counts.__getitem__,
                                                                             reverse=True))}
-        for cid, (customer, toks, *_) in kept:
-            window.add(cid, customer, toks)
+        for cid, (customer, toks, _, _, _, score, seq) in kept:
+            window.add(cid, customer, toks, score, seq)
         return window
 
 
@@ -264,9 +305,12 @@ class _WindowCache:
 _cache = _WindowCache()
 
 
-def _entry(raw: bytes | str) -> tuple[str, frozenset[str]]:
+def _entry(raw: bytes | str) -> tuple[str, frozenset[str], int]:
+    """A window's text: customer, tokens and the number of the note that landed it (0: noted by a
+    version before the numbers)."""
     customer, _, text = (raw.decode() if isinstance(raw, bytes) else raw).partition("\t")
-    return customer, frozenset(text.split(" "))
+    text, _, seq = text.partition("\t")
+    return customer, frozenset(text.split(" ")), int(seq) if seq else 0
 
 
 def tokens(text: str) -> frozenset[str]:
@@ -311,6 +355,8 @@ class Incidents:
         self.min_customers = min_customers
         self._script: Any = None
         self._join_script: Any = None
+        #: How often a note's window had to be read (its entries not all known here)
+        self.window_reads = 0
 
     async def _note(self, *, keys: list[str], args: list[Any]) -> Any:
         if self._script is None:
@@ -364,8 +410,9 @@ class Incidents:
             since = _cache.synced.get(recent, SYNC_MARGIN_MS) - SYNC_MARGIN_MS
         known_open = _cache.open.get(self.keys.incidents_open(category))
         seen = known_open[0] if known_open and time.monotonic() - known_open[2] < OPEN_READ_AT_LEAST_S else "-"
-        _cache.entries.setdefault(recent, _Window()).add(complaint_id.encode(), customer_id, toks)
-        return [customer_id + "\t" + " ".join(sorted(toks)), min(now, at_ms) if at_ms else now, now - self.window_ms,
+        score = min(now, at_ms) if at_ms else now
+        _cache.entries.setdefault(recent, _Window()).add(complaint_id.encode(), customer_id, toks, score)
+        return [customer_id + "\t" + " ".join(sorted(toks)), score, now - self.window_ms,
                 MAX_RECENT, since, "1" if zlib.crc32(complaint_id.encode()) % SWEEP_EVERY == 0 else "0", seen]
 
     async def consider(self, complaint_id: str, customer_id: str, category: str, text: str,
@@ -391,43 +438,23 @@ class Incidents:
                 _, data = await pipe.execute()
             incident = json.loads(data) if data else None
             return Decision(own, members, incident if incident and incident.get("answer") else None)
-        return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1:5])
+        return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1])
 
     async def decide(self, complaint_id: str, customer_id: str, category: str, text: str, toks: frozenset[str],
                      noted_at: int, window: list[Any]) -> Decision:
-        """After the complaint was noted (``window``: what the note answered — the kept ids newest
-        first, entries noted since this process last looked (a part: the ids it does not know are
-        read here), the open incidents; ``noted_at``:
-        the note's now): join an open incident of the same fault, or form one with enough
-        different customers. Answers as ``consider``."""
-        recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
-        known = _cache.entries.setdefault(recent, _Window())
-        ids, fresh = window[0], window[1]  # ids as bytes
-        open_key = self.keys.incidents_open(category)
-        if window[2] is not None:  # read: their version changed since this process last read them
-            _cache.open[open_key] = (_text(window[3]), [_text(i) for i in window[2]], time.monotonic())
-        open_ids = _cache.open[open_key][1] if open_key in _cache.open else None  # (None: read them now)
-        others = 0  # entries noted by other processes, read now
-        for i in range(0, len(fresh) - 1, 2):
-            if fresh[i] not in known:
-                known.add(fresh[i], *_entry(fresh[i + 1]))
-                others += 1
-        missing = known.missing(ids)
-        if missing:  # noted before what this process read last, and not read by it (a new process)
-            for cid, raw in zip(missing, await self.r.hmget(texts, missing)):
-                if raw is not None:
-                    known.add(cid, *_entry(raw))
-        _cache.alone[recent] = not others and not missing
-        if len(known) > 2 * MAX_RECENT:  # forget what left the window
-            _cache.entries[recent] = known = known.pruned(ids)
-        _cache.synced[recent] = noted_at
+        """After the complaint was noted (``window``: what the note answered, ``scripts.
+        INCIDENT_NOTE_FN``: how many entries the window held, those noted since this process last
+        looked, the open incidents, the note's number, the window's oldest entry when full, its
+        start, the ids the note landed; ``noted_at``: the note's now): join an open incident of the
+        same fault, or form one with enough different customers. Answers as ``consider``."""
+        known, among, open_ids = await self._window(category, noted_at, window)
         joined = await self._join_open(category, complaint_id, toks, open_ids)
         if joined:
             return joined
         # enough different customers in the window to form one?
         similar: dict[str, str] = {}
         customers = {customer_id}
-        for cid, customer in known.alike(toks, ids, complaint_id.encode()):
+        for cid, customer in known.alike(toks, complaint_id.encode(), among):
             similar[cid.decode()] = customer
             customers.add(customer)
         if len(customers) < self.min_customers:
@@ -461,6 +488,57 @@ class Incidents:
             return Decision(own, linked)
         finally:
             await lock.release()
+
+    async def _window(self, category: str, noted_at: int,
+                      window: list[Any]) -> tuple[_Window, np.ndarray, list[str] | None]:
+        """What this process knows of the window a note answered (``window``, as ``decide`` has it),
+        with the mask of the entries the window held, and the category's open incidents (``None``:
+        not read yet)."""
+        recent = self.keys.incident_recent(category)
+        held, fresh, open_read, version, seq, floor_id, floor_score, start, landed = window
+        known = _cache.entries.setdefault(recent, _Window())
+        known.landed(landed, seq)
+        open_key = self.keys.incidents_open(category)
+        if open_read is not None:  # read: their version changed since this process last read them
+            _cache.open[open_key] = (_text(version), [_text(i) for i in open_read], time.monotonic())
+        others = 0  # entries noted by other processes, read now
+        entries = known.entries
+        for i in range(0, len(fresh) - 2, 3):
+            score = int(float(fresh[i + 2]))
+            entry = entries.get(fresh[i])
+            if entry is None or entry[5] != score:
+                customer, toks, seq_noted = _entry(fresh[i + 1])
+                known.add(fresh[i], customer, toks, score, seq_noted)
+                others += 1
+        start = int(start)
+        floor = (floor_id, int(float(floor_score))) if floor_id is not None else None
+        if len(known) > 2 * MAX_RECENT:  # forget what left the window
+            _cache.entries[recent] = known = known.pruned(start, floor)
+        among = known.held(int(seq), start, floor)
+        read = int(np.count_nonzero(among)) != held
+        if read:  # noted before what this process read last, and not read by it (a new process): read the window
+            among = await self._read_window(known, category, start)
+        _cache.alone[recent] = not others and not read
+        _cache.synced[recent] = noted_at
+        return known, among, _cache.open[open_key][1] if open_key in _cache.open else None
+
+    async def _read_window(self, known: _Window, category: str, start: int) -> np.ndarray:
+        """The window's entries as they are now (its ids read, and the texts of those this process
+        does not know as they are), as a mask of ``known``'s columns."""
+        self.window_reads += 1
+        recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
+        got = await self.r.execute_command("ZRANGE", recent, "+inf", f"({start}", "BYSCORE", "REV",
+                                           "LIMIT", 0, MAX_RECENT, "WITHSCORES")
+        ids = got[0::2]
+        entries = known.entries
+        unread = [(cid, int(float(score))) for cid, score in zip(ids, got[1::2])
+                  if (entry := entries.get(cid)) is None or entry[5] != int(float(score)) or entry[6] == PENDING]
+        if unread:
+            for (cid, score), raw in zip(unread, await self.r.hmget(texts, [cid for cid, _ in unread])):
+                # (an id without its text: known with no tokens, so it is not read again)
+                customer, toks, seq = _entry(raw) if raw is not None else ("", frozenset(), 0)
+                known.add(cid, customer, toks, score, seq)
+        return known.members(ids)
 
     async def _join_open(self, category: str, complaint_id: str, toks: frozenset[str],
                          open_ids: list[str] | None = None) -> Decision | None:

@@ -78,7 +78,7 @@ def shared_windows(answers: list[Any]) -> list[Any]:
     never changed, by the incident check)."""
     for answer in answers:
         if isinstance(answer, list) and len(answer) == 4 and isinstance(answer[3], int):
-            answer[3:] = answers[answer[3] - 1][3:7]
+            answer[3] = answers[answer[3] - 1][3]
     return answers
 
 
@@ -141,8 +141,8 @@ class Complaints(StoreBase):
         ``complaint`` carries ``case_placeholder`` wherever the case number goes; the number is
         taken from this process's block here. ``incident_note``: the complaint's entry in its
         category's incident window and the window's bounds (``Incidents.note_args``; empty: not
-        noted). Returns (created, complaint id, case number, the incident window as noted: kept
-        ids, entries noted since, open incidents — empty when not noted). Safe to call twice: the
+        noted). Returns (created, complaint id, case number, the incident window as the note
+        answered it, ``scripts.INCIDENT_NOTE_FN`` — empty when not noted). Safe to call twice: the
         second call changes nothing and answers what the first made. A case number another
         complaint has already (a block that outlived a failover which lost the sequence's
         writes) is not used: the block is dropped and the commit tried with a new one.
@@ -162,7 +162,7 @@ class Complaints(StoreBase):
         status, cid, case = (x.decode() if isinstance(x, bytes) else x for x in result[:3])
         if skill and status == "created":
             self._skills_known.add(skill)  # in the skills set now: later commits need not add it again
-        return status == "created", cid, case, list(result[3:])
+        return status == "created", cid, case, result[3] if len(result) > 3 else []
 
     async def _commit_entry(self, mid: str, complaint: Complaint, jobs: Sequence[PlannedJob], *, case_placeholder: str,
                             case: str, day: str, outbox: Sequence[str], fingerprint: bytes,

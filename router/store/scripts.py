@@ -15,6 +15,8 @@ from router.store.intake_script import INTAKE_LUA
 #: The field of a category's incident texts hash that holds the version of its open incidents
 #: (a new token whenever an incident of the category opens or closes: ``Incidents.open_changed``).
 OPEN_VERSION_FIELD = "~open"
+#: The field of that hash that numbers the category's notes (a note's texts carry its number).
+NOTE_SEQ_FIELD = "~seq"
 #: An incident note's "since" that asks for no texts (a process that found nobody else noting in
 #: the window last time: its window read skips counting what was noted since; an id it does not
 #: know is read by id all the same): later than any time, so merged notes take the earliest.
@@ -22,23 +24,42 @@ NO_TEXTS_SINCE = 2 ** 53
 
 INCIDENT_NOTE_FN = """
 -- A category's incident window: recent (sorted set: complaint id by time), texts (hash: complaint
--- id -> customer TAB tokens, and the open incidents' version in its field OPEN_VERSION), open (the
--- category's open incidents, a set).
--- window_read: after complaints were noted (ZADD recent, HSET texts), read the window back (and,
--- when asked, remove what left it). a: {start ms (older leaves), most kept, since ms (the texts
--- of entries noted from then on are returned; NO_TEXTS_SINCE: none), sweep ('1': remove what left
--- the window, and a bounded number of text entries whose complaint left it without its text being
--- dropped), the open incidents' version the caller has them as ('-': it has none)}; own: the ids
--- this call noted (set: id -> true), whose texts the caller has already.
--- Returns {kept ids newest first, {id, entry, ...} noted since and not own, open incident ids
--- (false: the caller's are current, their version unchanged), the open incidents' version}.
+-- id -> customer TAB tokens TAB the note's number; its field OPEN_VERSION holds the open incidents'
+-- version, its field NOTE_SEQ the number of the category's last note), open (the category's open
+-- incidents, a set).
+-- window_note: note complaints (their ZADD to recent done by the caller): their texts, numbered by
+-- one new number of the category's notes, then read the window back (and, when asked, remove what
+-- left it). fields: {id, customer TAB tokens, ...}; a: {start ms (older leaves), most kept, since
+-- ms (the texts of entries noted from then on are returned; NO_TEXTS_SINCE: none), sweep ('1':
+-- remove what left the window, and a bounded number of text entries whose complaint left it
+-- without its text being dropped), the open incidents' version the caller has them as ('-': it
+-- has none)}.
+-- Returns {how many the window holds (the newest `most` younger than start), {id, entry, score,
+-- ...} noted since and not by this call, open incident ids (false: the caller's are current, their
+-- version unchanged), the open incidents' version, this note's number, the id and score of the
+-- window's oldest entry when the window is full (false, false: not full), start, the ids this call
+-- noted}.
+-- The window's ids are not sent (~300 of them, read and parsed on every note): the caller knows
+-- the entries it was told of, each with its score and number, and keeps those numbered up to this
+-- note's, younger than start and not older than the oldest entry; when it finds as many as the
+-- window holds, they are the window (an entry is only ever removed from it by time or by rank,
+-- below that oldest entry); else it reads the window's ids (Incidents.decide).
 -- What left the window is never returned, but removed only when a note asks (about one in
 -- SWEEP_EVERY, by its complaint id: router/incidents.py), not on every note.
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
+local NOTE_SEQ = 'NOTE_SEQ_FIELD'
 local NO_TEXTS_SINCE = NO_TEXTS_SINCE_VALUE
 local SWEEP_MOST = 1000  -- removed by one sweep at most (a backlog left by a quiet hour goes in steps)
-local function window_read(recent, texts, open, a, own)
+local function window_note(recent, texts, open, a, fields)
   local most = tonumber(a[2])
+  local seq = redis.call('HINCRBY', texts, NOTE_SEQ, 1)
+  local own, numbered, own_ids = {}, {}, {}
+  for f = 1, #fields, 2 do
+    own[fields[f]] = true
+    own_ids[#own_ids + 1] = fields[f]
+    numbered[f], numbered[f + 1] = fields[f], fields[f + 1] .. '\t' .. seq
+  end
+  redis.call('HSET', texts, unpack(numbered))
   if a[4] == '1' then
     -- what left the window (older than its start, or beyond the most kept: the oldest), removed
     -- now and then, when the caller asks; then stale texts
@@ -51,32 +72,47 @@ local function window_read(recent, texts, open, a, own)
     if redis.call('HLEN', texts) > 2 * most then
       local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
       for i = 1, #page, 2 do
-        if page[i] ~= OPEN_VERSION and not redis.call('ZSCORE', recent, page[i]) then
+        if page[i] ~= OPEN_VERSION and page[i] ~= NOTE_SEQ and not redis.call('ZSCORE', recent, page[i]) then
           redis.call('HDEL', texts, page[i])
         end
       end
     end
   end
-  -- the window: the newest kept, younger than its start (ids without their scores: converting
-  -- ~300 scores cost more than the rest of the read); those noted since the caller last looked
-  -- are the newest of them, counted
-  local ids = redis.call('ZRANGE', recent, '+inf', '(' .. a[1], 'BYSCORE', 'REV', 'LIMIT', 0, most)
+  -- the window: the newest `most`, younger than its start; when as many or more are younger, its
+  -- oldest (by rank: the `most` newest are all younger then; whatever a sweep took by rank was
+  -- older than it, and an entry older than it never comes back into a window)
+  local held = redis.call('ZCOUNT', recent, '(' .. a[1], '+inf')
+  local floor_id, floor_score = false, false
+  if held >= most then
+    local f = redis.call('ZRANGE', recent, most - 1, most - 1, 'REV', 'WITHSCORES')
+    floor_id, floor_score = f[1], f[2]
+    held = most
+  end
+  -- those noted since the caller last looked, but by this call, with their scores
   local fresh = {}
-  if tonumber(a[3]) < NO_TEXTS_SINCE then
-    for i = 1, math.min(#ids, redis.call('ZCOUNT', recent, a[3], '+inf')) do
-      if not own[ids[i]] then fresh[#fresh + 1] = ids[i] end
+  if tonumber(a[3]) < NO_TEXTS_SINCE and held > 0 then
+    local low = tonumber(a[3]) > tonumber(a[1]) and a[3] or '(' .. a[1]
+    local got = redis.call('ZRANGE', recent, '+inf', low, 'BYSCORE', 'REV', 'LIMIT', 0, most, 'WITHSCORES')
+    for i = 1, #got, 2 do
+      if not own[got[i]] then
+        fresh[#fresh + 1] = got[i]
+        fresh[#fresh + 1] = got[i + 1]
+      end
     end
   end
   -- the new texts and the open incidents' version in one read; the open incidents themselves
   -- only when their version is not the caller's
   local entries, version = {}, nil
   if #fresh > 0 then
-    local values = redis.call('HMGET', texts, OPEN_VERSION, unpack(fresh))
+    local want = {}
+    for i = 1, #fresh, 2 do want[#want + 1] = fresh[i] end
+    local values = redis.call('HMGET', texts, OPEN_VERSION, unpack(want))
     version = values[1]
-    for i, id in ipairs(fresh) do
+    for i, id in ipairs(want) do
       if values[i + 1] then
         entries[#entries + 1] = id
         entries[#entries + 1] = values[i + 1]
+        entries[#entries + 1] = fresh[i * 2]
       end
     end
   else
@@ -85,9 +121,10 @@ local function window_read(recent, texts, open, a, own)
   version = version or ''
   local open_ids = false
   if version ~= a[5] then open_ids = redis.call('SMEMBERS', open) end
-  return {ids, entries, open_ids, version}
+  return {held, entries, open_ids, version, seq, floor_id, floor_score, a[1], own_ids}
 end
-""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD).replace("NO_TEXTS_SINCE_VALUE", str(NO_TEXTS_SINCE))
+""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD).replace("NOTE_SEQ_FIELD", NOTE_SEQ_FIELD).replace(
+    "NO_TEXTS_SINCE_VALUE", str(NO_TEXTS_SINCE))
 
 PREPARE_LUA = """
 -- Load messages for processing, resolve each one's customer, and read that customer's open-case
@@ -244,7 +281,7 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 -- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
 -- another complaint: a process's block outlived a failover that lost the sequence's writes; take
 -- another number) or {'created', complaint id, case[, the incident window of its category as
--- window_read answers it, when noted; for the second and later entries of one category
+-- window_note answers it, when noted; for the second and later entries of one category
 -- in the call, instead, the place in this answer (1 first) of the entry that carries it]}.
 -- Order: every check first, then the complaints and what points to them, and only last the
 -- messages marked processed (an error half-way leaves them to a retry, which redoes it all).
@@ -338,19 +375,11 @@ if #skills > 0 then redis.call('SADD', KEYS[2], unpack(skills)) end
 if jobs > 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
 for _, recent in ipairs(nkeys) do
   local w = notes[recent]
-  redis.call('HSET', w.texts, unpack(w.fields))
-  local own = {}
-  for f = 1, #w.fields, 2 do own[w.fields[f]] = true end
-  local window = window_read(recent, w.texts, w.open, w.a, own)
+  local window = window_note(recent, w.texts, w.open, w.a, w.fields)
   -- the window goes out once, with the first entry of the category; the others name that entry
-  -- (its place in the answer), instead of repeating ~300 ids each
+  -- (its place in the answer)
   for n, o in ipairs(w.outs) do
-    local r = out[o]
-    if n == 1 then
-      r[4], r[5], r[6], r[7] = window[1], window[2], window[3], window[4]
-    else
-      r[4] = w.outs[1]
-    end
+    out[o][4] = n == 1 and window or w.outs[1]
   end
 end
 -- the complaint holds the text now: the message record keeps only where it went (rewritten,
@@ -402,14 +431,13 @@ return back
 INCIDENT_NOTE_LUA = INCIDENT_NOTE_FN + """
 -- The incident check's own note (a re-run, or a complaint whose commit did not note it).
 -- KEYS: 1 recent, 2 texts, 3 the category's open incidents, 4 the incident this complaint forms
--- ARGV: 1 complaint id, 2 its entry (customer TAB tokens), 3 now ms, then window_read's a
+-- ARGV: 1 complaint id, 2 its entry (customer TAB tokens), 3 now ms, then window_note's a
 -- Returns {'formed'} when the incident exists already (an earlier run of the same check), else
--- {'ok', kept ids, entries noted since, open incident ids (false: unchanged), their version}.
+-- {'ok', the window as window_note answers it}.
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'formed'} end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local w = window_read(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]}, {[ARGV[1]] = true})
-return {'ok', w[1], w[2], w[3], w[4]}
+return {'ok', window_note(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]},
+                          {ARGV[1], ARGV[2]})}
 """
 
 INCIDENT_LINK_FN = """
@@ -475,4 +503,4 @@ end
 return out
 """.replace("INCIDENT_LINK", INCIDENT_LINK)
 
-__all__ = ["NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+__all__ = ["NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "NOTE_SEQ_FIELD", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

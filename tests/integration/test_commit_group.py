@@ -130,6 +130,7 @@ async def test_each_complaint_of_a_call_gets_its_categorys_incident_window(store
     earlier = {c: [f"cmp_old_{c}_{n}".encode() for n in range(3)] for c in set(categories)}
     for category, ids in earlier.items():  # what the windows held before
         await store.r.zadd(store.keys.incident_recent(category), {cid: now_ms() - 1_000 for cid in ids})
+        await store.r.hset(store.keys.incident_texts(category), mapping={cid: "cus_old\tq1 q2 q3" for cid in ids})
 
     def commit(mid: str, category: str) -> Any:
         c = complaint(mid)
@@ -149,19 +150,25 @@ async def test_each_complaint_of_a_call_gets_its_categorys_incident_window(store
     for category in set(categories):
         shared = [window for (_, _, _, window), c in zip(results, categories) if c == category]
         called = {f"cmp_{m}".encode() for m, c in zip(mids, categories) if c == category}
-        assert called | set(earlier[category]) == set(shared[0][0])  # all of the call's, noted before the read
-        assert list(shared[0][0]) == await store.r.zrevrange(store.keys.incident_recent(category), 0, -1)
-        assert all(window == shared[0] for window in shared)  # ids, texts noted since, open incidents, version
-        assert all(window[0] is shared[0][0] for window in shared)  # sent once, the same list for each
+        assert set(shared[0][8]) == called  # all of the call's landed by it, with one number
+        assert shared[0][0] == len(called) + len(earlier[category])  # noted before the window was counted
+        assert shared[0][0] == await store.r.zcard(store.keys.incident_recent(category))
+        assert all(window is shared[0] for window in shared)  # sent once, the same window for each
+        for window in shared:  # each complaint's check: its window's entries all known here, none read
+            known, among, _ = await incidents._window(category, 0, window)
+            assert sorted(known.entries[i][4] for i in known.entries if among[known._rows[i]]) == sorted(
+                await store.r.zrange(store.keys.incident_recent(category), 0, -1))
+    assert incidents.window_reads == 0
 
 
 def test_a_window_named_by_its_place_in_the_answer_is_filled_in() -> None:
     from router.store.complaints import shared_windows
 
-    ids, fresh = [b"cmp_b", b"cmp_a"], [b"cmp_b", b"tok"]
-    answers = [[b"created", b"cmp_a", b"C-1", ids, fresh, None, b"v1"], [b"already", b"cmp_x", b"C-0"],
-               [b"created", b"cmp_b", b"C-2", 1], [b"case_taken"], [b"created", b"cmp_c", b"C-3", [], [], None, b""]]
+    window = [2, [b"cmp_z", b"cus\ttok\t3", b"1000"], None, b"v1", 4, None, None, b"900", [b"cmp_a", b"cmp_b"]]
+    empty = [1, [], None, b"", 1, None, None, b"900", [b"cmp_c"]]
+    answers = [[b"created", b"cmp_a", b"C-1", window], [b"already", b"cmp_x", b"C-0"],
+               [b"created", b"cmp_b", b"C-2", 1], [b"case_taken"], [b"created", b"cmp_c", b"C-3", empty]]
     filled = shared_windows(answers)
-    assert filled[2] == [b"created", b"cmp_b", b"C-2", ids, fresh, None, b"v1"] and filled[2][3] is ids
+    assert filled[2] == [b"created", b"cmp_b", b"C-2", window] and filled[2][3] is window
     assert filled[1] == [b"already", b"cmp_x", b"C-0"] and filled[3] == [b"case_taken"]
-    assert filled[4] == [b"created", b"cmp_c", b"C-3", [], [], None, b""]  # an empty window, not a place
+    assert filled[4] == [b"created", b"cmp_c", b"C-3", empty]  # a window of its own, not a place

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from router.incidents import MAX_RECENT, NO_INCIDENT, SWEEP_EVERY, Decision, Incidents, tokens
 from normalizer.ids import now_ms
 from router.store import ComplaintStore
-from router.store.scripts import INCIDENT_NOTE_LUA, OPEN_VERSION_FIELD
+from router.store.scripts import INCIDENT_NOTE_LUA, NOTE_SEQ_FIELD, OPEN_VERSION_FIELD
 
 CRASH = ["App crashes when I pay at checkout, payment failed", "the app crashed while paying, payment failure",
          "app keeps crashing at payment checkout"]
@@ -32,16 +32,19 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
             kept = min(kept + 1, MAX_RECENT) if sweeps else kept + 1
             assert not (sweeps and n >= MAX_RECENT) or await r.zcard(recent) == MAX_RECENT
         assert await r.zcard(recent) == kept and MAX_RECENT < kept < MAX_RECENT + 40  # (swept within the 340)
-        assert await r.hlen(texts) == kept  # the texts leave with the window, not only by time
+        assert await r.hlen(texts) == kept + 1  # the texts leave with the window, not only by time (+ the notes' number)
         assert not await r.hexists(texts, "cmp_u0")
         note = await r.register_script(INCIDENT_NOTE_LUA)(
             keys=[recent, texts, store.keys.incidents_open("function_fault"), incidents.key("inc_none")],
             # a millisecond after the last note (several notes in one millisecond tie, and ties go in
             # reverse order of their ids: "cmp_u339" before "cmp_last")
             args=["cmp_last", "cus_last\tz1 z2 z3", now_ms() + 1, now_ms() - 600_000, MAX_RECENT, 0, "1", "0"])
-        assert len(note[1]) == MAX_RECENT and note[1][0] == b"cmp_last"  # the window: the newest 300, newest first
-        assert await r.zcard(recent) == MAX_RECENT == await r.hlen(texts)  # a sweep: nothing else is kept
-        assert b"cmp_last" not in note[2][0::2]  # the text this call noted is not sent back to its caller
+        window = note[1]
+        assert window[0] == MAX_RECENT and window[8] == [b"cmp_last"]  # the window holds the newest 300
+        assert window[5] is not None and window[5] != b"cmp_last"  # full: its oldest entry named
+        assert await r.zcard(recent) == MAX_RECENT == await r.hlen(texts) - 1  # a sweep: nothing else is kept
+        assert b"cmp_last" not in window[1][0::3]  # the text this call noted is not sent back to its caller
+        assert (await r.hget(texts, "cmp_last")).endswith(b"\t%d" % window[4])  # numbered by its note
         # another worker noted a crash report five minutes ago by its clock (a slow one), after this
         # process last read the window: older than what the script returns as new, still compared
         recent, texts = store.keys.incident_recent("transaction"), store.keys.incident_texts("transaction")
@@ -121,27 +124,28 @@ async def test_the_open_incidents_are_read_only_when_their_version_changed(desk:
         return await note(keys=[recent, texts, open_key, incidents.key("inc_none")],
                           args=[cid, f"cus_{cid}\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, sweep, seen])
 
-    first = await read("cmp_v0", "-")  # the caller has none: read (none open, no version yet)
-    assert first[3] == [] and first[4] == b""
-    assert (await read("cmp_v1", ""))[3] is None  # the same version: not read
+    first = (await read("cmp_v0", "-"))[1]  # the caller has none: read (none open, no version yet)
+    assert first[2] == [] and first[3] == b""
+    assert (await read("cmp_v1", ""))[1][2] is None  # the same version: not read
     async with r.pipeline(transaction=True) as pipe:
         pipe.sadd(open_key, "inc_v")
         incidents.open_changed(pipe, category)
         await pipe.execute()
-    changed = await read("cmp_v2", "")
-    assert changed[3] == [b"inc_v"] and changed[4] not in (b"", b"-")
+    changed = (await read("cmp_v2", ""))[1][2:4]
+    assert changed[0] == [b"inc_v"] and changed[1] not in (b"", b"-")
     await r.hset(texts, mapping={f"stale{n}": "x" for n in range(2 * MAX_RECENT + 1)})  # for the sweep
     before = await r.hlen(texts)
     for n in range(3):  # (each sweep drops what one HSCAN page finds)
-        swept = await read(f"cmp_v3{n}", changed[4].decode(), sweep="1")
-        assert swept[3] is None and swept[4] == changed[4]
-    assert await r.hlen(texts) < before and await r.hget(texts, OPEN_VERSION_FIELD) == changed[4]
+        swept = (await read(f"cmp_v3{n}", changed[1].decode(), sweep="1"))[1]
+        assert swept[2] is None and swept[3] == changed[1]
+    assert await r.hlen(texts) < before and await r.hget(texts, OPEN_VERSION_FIELD) == changed[1]
+    assert await r.hget(texts, NOTE_SEQ_FIELD) == b"6"  # (the sweep keeps the notes' number too)
     await incidents.close("inc_v")  # (no incident record: nothing to close)
-    assert (await read("cmp_v4", changed[4].decode()))[3] is None
+    assert (await read("cmp_v4", changed[1].decode()))[1][2] is None
     await r.set(incidents.key("inc_v"), '{"id": "inc_v", "category": "transaction", "status": "open"}')
     await incidents.close("inc_v")
-    closed = await read("cmp_v5", changed[4].decode())
-    assert closed[3] == [] and closed[4] != changed[4]
+    closed = (await read("cmp_v5", changed[1].decode()))[1]
+    assert closed[2] == [] and closed[3] != changed[1]
 
 
 async def test_open_incidents_changed_without_a_version_are_read_within_seconds(desk: Any) -> None:
@@ -166,8 +170,8 @@ async def test_open_incidents_changed_without_a_version_are_read_within_seconds(
 
 def test_the_windows_bits_answer_as_the_token_sets_do() -> None:
     """A window compares a new complaint with its entries as bits of its own vocabulary: the same
-    answers as ``same_fault`` on the token sets, before and after the vocabulary is built again
-    for the entries kept, and the vocabulary no larger than the kept entries' tokens."""
+    answers as ``same_fault`` on the token sets (newest first), before and after the vocabulary is
+    built again for the entries kept, and the vocabulary no larger than the kept entries' tokens."""
     import random
 
     from router.incidents import _Window, same_fault
@@ -180,26 +184,33 @@ def test_the_windows_bits_answer_as_the_token_sets_do() -> None:
     sets += [frozenset({"c0", "c1", "c2"}), frozenset({"c0", "c1", "c2", "c3", "c4", "c5", "c6"})]  # edge cases
     window = _Window()
     for n, toks in enumerate(sets):
-        window.add(b"cmp_%d" % n, f"cus_{n}", toks)
+        window.add(b"cmp_%d" % n, f"cus_{n}", toks, 1_000 + n, 1)
 
     ids = [b"cmp_%d" % n for n in range(len(sets))]
 
     def answers() -> list[tuple[int, bytes]]:
-        return [(a, cid) for a in range(0, len(sets), 7) for cid, _ in window.alike(sets[a], ids, b"cmp_%d" % a)]
+        return [(a, cid) for a in range(0, len(sets), 7)
+                for cid, _ in window.alike(sets[a], b"cmp_%d" % a, window.members(ids))]
 
     def truth(kept: range) -> list[tuple[int, bytes]]:
-        return [(a, b"cmp_%d" % b) for a in range(0, len(sets), 7) for b in kept
+        return [(a, b"cmp_%d" % b) for a in range(0, len(sets), 7) for b in reversed(kept)
                 if b != a and same_fault(sets[a], sets[b])]
 
     assert answers() == truth(range(len(sets)))
     assert 0 < len(truth(range(len(sets)))) < len(sets) * len(sets) // 7 // 2  # some alike, most not
     kept = range(300, len(sets))
     before = window
-    window = window.pruned([b"cmp_%d" % n for n in kept])  # what left the window is forgotten
+    window = window.pruned(1_299, None)  # what left the window (by time) is forgotten
     assert len(window) == len(kept) and b"cmp_0" not in window
-    assert len(before) == len(sets)  # (a job deciding on the old one meanwhile keeps what it read)
+    assert len(before) == len(sets)  # (a job deciding on the old one meanwhile keeps what it had)
     assert set(window.vocabulary) == set().union(*(sets[n] for n in kept))
     assert answers() == truth(kept)
+    # by rank: the window's oldest entry 1_350 (score) as named by Redis: those after it, and, of
+    # equal scores, the larger ids
+    window.add(b"cmp_350a", "cus_350a", sets[350], 1_350, 1)
+    window.add(b"cmp_35", "cus_35", sets[350], 1_350, 1)
+    window = window.pruned(1_299, (b"cmp_350", 1_350))
+    assert sorted(window.entries) == sorted([b"cmp_350", b"cmp_350a", *(b"cmp_%d" % n for n in range(351, len(sets)))])
 
 
 async def test_a_process_alone_in_the_window_still_sees_another_processes_notes(desk: Any) -> None:
@@ -236,9 +247,10 @@ async def test_a_sweep_removes_a_large_backlog_in_steps(desk: Any) -> None:
         answer = await note(keys=[recent, texts, store.keys.incidents_open(category), incidents.key("inc_none")],
                             args=[f"cmp_new{step}", f"cus_new{step}\tz1 z2 z3", now_ms(), now_ms() - 600_000,
                                   MAX_RECENT, 0, "1", "-"])
-        assert [i for i in answer[1] if i.startswith(b"cmp_old")] == []  # never read as in the window
+        assert answer[1][0] == step  # the old ones never counted or read as in the window
+        assert [i for i in answer[1][1][0::3] if i.startswith(b"cmp_old")] == []
         assert await r.zcard(recent) == 9_000 - 1_000 * step + step
-    assert await r.hlen(texts) == 9
+    assert await r.hlen(texts) == 9 + 1
 
 
 def test_the_window_compared_as_it_grows_answers_as_the_token_sets_do() -> None:
@@ -246,19 +258,20 @@ def test_the_window_compared_as_it_grows_answers_as_the_token_sets_do() -> None:
     matrix that outgrows its columns, an entry noted again with other tokens, ids the window does
     not know (answered by ``missing`` and skipped by ``alike``), entries the window holds that are
     not among the ids, the list of ids in any order: ``alike`` answers what ``same_fault`` on the
-    token sets does, in the order of the ids."""
+    token sets does, newest first (by score, then id, as Redis orders the window)."""
     import random
 
     from router.incidents import _Window, same_fault
 
     rng = random.Random(2112)
     common = [f"c{i}" for i in range(10)]
-    window, sets = _Window(), {}
+    window, sets, scores = _Window(), {}, {}
     for step in range(700):
         cid = b"cmp_%d" % rng.randint(0, 260)  # some noted again, with other tokens
         sets[cid] = frozenset(rng.sample(common, rng.randint(0, 5)) + [f"r{rng.randint(0, 3000)}"
                                                                        for _ in range(rng.randint(1, 8))])
-        window.add(cid, f"cus_{cid.decode()}", sets[cid])
+        scores[cid] = step // 3  # (equal scores: the larger id is the newer)
+        window.add(cid, f"cus_{cid.decode()}", sets[cid], scores[cid], 1)
         if step % 9:
             continue
         ids = [b"cmp_%d" % n for n in range(-3, 262) if n % 17]  # (cmp_-3..-1 and some others never noted)
@@ -267,7 +280,73 @@ def test_the_window_compared_as_it_grows_answers_as_the_token_sets_do() -> None:
         assert sorted(window.missing(ids)) == sorted(unknown)
         query = frozenset(rng.sample(common, rng.randint(3, 6)) + [f"new{step}"])  # a token no entry has
         own = rng.choice(list(sets))
-        expected = [(i, f"cus_{i.decode()}") for i in ids if i in sets and i != own and same_fault(query, sets[i])]
-        assert window.alike(query, ids, own) == expected
-        assert window.alike(query, list(reversed(ids)), own) == list(reversed(expected))
+        expected = sorted(((i, f"cus_{i.decode()}") for i in ids if i in sets and i != own
+                           and same_fault(query, sets[i])), key=lambda x: (scores[x[0]], x[0]), reverse=True)
+        assert window.alike(query, own, window.members(ids)) == expected
     assert len(window.vocabulary) > 4 * 64 and len(window) > 128  # several words, several doublings of the columns
+
+
+async def test_the_window_worked_out_here_is_the_window_redis_holds(desk: Any) -> None:
+    """A note answers how many entries its window holds, not their ids; this process works out which
+    they are from what it knows (each entry's score and note number). Randomised against Redis:
+    other processes' notes (some at equal scores, some from a clock minutes behind, some by a
+    version before the note numbers), sweeps, a window fuller than its 300 (then by rank): at every
+    note of this process, the entries it compares with are exactly those of Redis's window then;
+    and the window is read only when the process could not know all of them."""
+    import random
+
+    import numpy as np
+
+    from router.incidents import formed_by
+    from router.store.scripts import NO_TEXTS_SINCE
+
+    r, store, incidents = desk
+    category = "card_binding"
+    recent, texts = store.keys.incident_recent(category), store.keys.incident_texts(category)
+    keys = [recent, texts, store.keys.incidents_open(category)]
+    note = r.register_script(INCIDENT_NOTE_LUA)
+    rng = random.Random(2026)
+    scores: list[int] = []
+
+    async def other(step: int, score: int) -> None:
+        await note(keys=[*keys, incidents.key("inc_none")],
+                   args=[f"cmp_o{step}", f"cus_o{step}\tz1 z2 z{step}", score, now_ms() - 600_000, MAX_RECENT,
+                         NO_TEXTS_SINCE, "1" if rng.random() < 0.05 else "0", "-"])
+        scores.append(score)
+
+    async def mine(step: int) -> tuple[list[bytes], list[bytes]]:
+        cid = f"cmp_s{step}"
+        args = incidents.note_args(cid, f"cus_s{step}", category, frozenset({"q1", "q2", f"q{step}"}))
+        result = await incidents._note(keys=[*keys, incidents.key(formed_by(cid))], args=[cid, *args])
+        scores.append(int(args[1]))
+        known, among, _ = await incidents._window(category, int(args[1]), result[1])
+        worked_out = sorted(known._by_row[col][4] for col in np.flatnonzero(among).tolist())
+        held = await r.execute_command("ZRANGE", recent, "+inf", f"({args[2]}", "BYSCORE", "REV", "LIMIT", 0,
+                                       MAX_RECENT)
+        return worked_out, sorted(held)
+
+    for step in range(900):
+        kind = rng.random()
+        if kind < 0.35:  # another process, now by its clock
+            await other(step, now_ms())
+        elif kind < 0.40:  # another at the score of an entry noted before (equal scores)
+            await other(step, rng.choice(scores) if scores else now_ms())
+        elif kind < 0.43:  # another whose clock is minutes behind: older than this process last looked
+            await other(step, now_ms() - rng.randint(5_000, 500_000))
+        elif kind < 0.45:  # a version before the note numbers: no number in its text
+            await r.zadd(recent, {f"cmp_v{step}": now_ms()})
+            await r.hset(texts, f"cmp_v{step}", f"cus_v{step}\tz1 z2 z{step}")
+        else:
+            worked_out, held = await mine(step)
+            assert worked_out == held, step
+    assert await r.zcard(recent) > MAX_RECENT  # (the window was full: held by rank)
+    # every note of this process after another's, by a clock in step: the window is never read
+    # (once this process has seen another's note: alone, it asks for none, and reads the window)
+    await other(10_000, now_ms())
+    await mine(10_000)
+    reads = incidents.window_reads
+    for step in range(10_001, 10_101):
+        await other(step, now_ms())
+        worked_out, held = await mine(step + 100_000)
+        assert worked_out == held
+    assert incidents.window_reads == reads

@@ -14,14 +14,18 @@ per incident: ``incident:<id>`` (JSON) and ``incident:<id>:complaints``; ``incid
 them all by time.
 
 Noting a complaint and reading its category's window back is one script
-(``scripts.INCIDENT_NOTE_LUA``): it returns the window's ids and only the texts noted since this
-process last looked (the others are kept here, parsed, by complaint id: an entry never changes),
-and the category's open incidents, whose sample tokens are kept here too (they never change).
-So a check costs one round trip and compares token sets already parsed, instead of six round
-trips reading and parsing up to ``MAX_RECENT`` texts. A process that found no entry it did not
-know in the window asks for no texts (the note then counts nothing); any id of the window it does
-not know it reads by id, in a second round trip — so what is compared never depends on the texts
-a note returned.
+(``scripts.INCIDENT_NOTE_LUA``): it returns how many entries the window holds (and, full, its
+oldest entry), only the texts noted since this process last looked (the others are kept here,
+parsed, by complaint id, ``router.incident_window.Window``), and the category's open incidents,
+whose sample tokens are kept here too (they never change). Which entries the window holds is
+worked out here: each note has a number of its category's (in each text it noted), each entry
+its score and number here, and the window is the entries landed by the note, younger than its
+start and not older than its oldest; if as many are found as Redis counted, they are the window
+(``Window.held``), else the window's ids are read, with the texts of those not known, in a second
+round trip — so what is compared never depends on the texts a note returned. So a check costs
+one round trip and compares token sets already parsed, instead of reading and parsing up to
+``MAX_RECENT`` ids or texts. A process that found no entry it did not know in the window asks
+for no texts (the note then counts nothing).
 
 A complaint that joins or forms an incident is linked to it in the same step in Redis (the join
 script, the forming transaction): the link is kept beside the complaint (``delivery:<cid>``, field
@@ -46,12 +50,12 @@ import time
 import unicodedata
 import zlib
 from datetime import datetime, timezone
-from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from plugins.locks import RedisLock
+from router.incident_window import MIN_TOKENS, PENDING, Window, parse_entry
 from router.store import ComplaintStore, encode_incident_link
 from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, LINK_LUA, NO_TEXTS_SINCE, OPEN_VERSION_FIELD
 from normalizer.ids import new_id, now_ms
@@ -80,7 +84,6 @@ _CONCEPT_RE = re.compile("|".join(sorted((re.escape(t) for ts in CONCEPTS.values
                                          reverse=True)))
 _CANON = {t: c for c, ts in CONCEPTS.items() for t in ts}
 _TOKEN = re.compile(r"<[a-z]+>|[a-z0-9]+|[\u4e00-\u9fff]")
-MIN_TOKENS = 3
 MAX_RECENT = 300  # newest complaints compared per category and window (bounded work per complaint)
 SAMPLES = 5
 #: The script returns the texts noted from this long before this process last read the window
@@ -97,15 +100,6 @@ SWEEP_EVERY = 32
 #: not change: a process of a version before the version changes them without renewing it.
 OPEN_READ_AT_LEAST_S = 10.0
 
-#: customer id, tokens, the tokens as bits of the window's vocabulary, how many, complaint id,
-#: score (ms: its place in the window), the number of the note that landed it (``PENDING``: not yet)
-Entry = tuple[str, frozenset[str], int, int, bytes, int, int]
-_WORD = np.dtype("<u8")
-#: The note number of an entry this process noted whose note has not answered yet: never in a
-#: window (an entry that never lands is never compared).
-PENDING = 2 ** 62
-
-
 class Decision(NamedTuple):
     """What the incident check decided: the incident a complaint joined or formed ("" for none),
     the complaints linked to it (linked already: the link is written with the joining or the
@@ -119,178 +113,11 @@ class Decision(NamedTuple):
 NO_INCIDENT = Decision("", [])
 
 
-class _Window:
-    """One category's window as this process knows it: complaint id -> entry.
-
-    Each entry's tokens are also bits of one int, a bit per token of this window's own vocabulary,
-    and those bits a column of 64-bit words in one matrix (a row of words per 64 tokens):
-    comparing a new complaint with the window's ~300 is then an AND and a bit count of the words
-    its tokens are in (numpy) instead of a set intersection per entry, with the same answers
-    (``_alike`` on the same counts). The vocabulary is built again, most shared tokens first,
-    whenever the entries are pruned to the window, so its size stays that of the tokens of the
-    complaints kept. Columns are written when the window is next compared with (``_sync``); a
-    vocabulary that outgrows the words gets more rows of them (the columns written have no bit of
-    the new tokens: nothing is written again). Each column's score and note number are kept
-    beside it: which entries a note's window holds is worked out here (``held``), not read."""
-
-    def __init__(self) -> None:
-        self.entries: dict[bytes, Entry] = {}
-        self.vocabulary: dict[str, int] = {}
-        self._rows: dict[bytes, int] = {}  # id -> its row of the matrix
-        self._by_row: list[Entry] = []
-        self._matrix = np.zeros((1, 0), dtype=_WORD)  # words x entries
-        self._sizes = np.zeros(0, dtype=np.int64)  # each entry's number of tokens
-        self._scores = np.zeros(0, dtype=np.int64)  # each entry's score
-        self._seqs = np.zeros(0, dtype=np.int64)  # each entry's note number
-        self._unwritten: list[bytes] = []  # ids added since the matrix was last written
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __contains__(self, cid: bytes) -> bool:
-        return cid in self.entries
-
-    def bits(self, toks: frozenset[str]) -> int:
-        vocabulary, bits = self.vocabulary, 0
-        for token in toks:
-            bit = vocabulary.get(token)
-            if bit is None:
-                bit = vocabulary[token] = len(vocabulary)
-            bits |= 1 << bit
-        return bits
-
-    def add(self, cid: bytes, customer: str, toks: frozenset[str], score: int, seq: int = PENDING) -> None:
-        self.entries[cid] = (customer, toks, self.bits(toks), len(toks), cid, score, seq)
-        self._unwritten.append(cid)
-
-    def landed(self, cids: list[bytes], seq: int) -> None:
-        """This process's entries ``cids``, pending, landed with note number ``seq``."""
-        for cid in cids:
-            entry = self.entries.get(cid)
-            if entry is not None and entry[6] == PENDING:
-                self.entries[cid] = entry = (*entry[:6], seq)
-                row = self._rows.get(cid)
-                if row is not None:
-                    self._by_row[row] = entry
-                    self._seqs[row] = seq
-
-    def held(self, seq: int, start: int, floor: tuple[bytes, int] | None) -> np.ndarray:
-        """Which columns a note's window held (a mask): the entries landed by note ``seq``, younger
-        than ``start`` and, the window being full, not older than its oldest entry ``floor`` (id,
-        score; among equal scores the larger id is the newer, as Redis orders them). The entries
-        of a window are the newest kept younger than its start, and an entry leaves it only by
-        time or by rank (below that oldest entry): so, if as many are found as the window held,
-        they are its entries."""
-        self._sync()
-        n = len(self._by_row)
-        scores = self._scores[:n]
-        mask = (self._seqs[:n] <= seq) & (scores > start)
-        if floor is not None:
-            mask &= scores >= floor[1]
-            for col in np.flatnonzero(mask & (scores == floor[1])).tolist():
-                if self._by_row[col][4] < floor[0]:
-                    mask[col] = False
-        return mask
-
-    def members(self, ids: list[bytes]) -> np.ndarray:
-        """The columns of ``ids`` (those this window holds) as a mask."""
-        self._sync()
-        mask = np.zeros(len(self._by_row), dtype=bool)
-        rows = [self._rows[cid] for cid in ids if cid in self._rows]
-        mask[rows] = True
-        return mask
-
-    def missing(self, ids: list[bytes]) -> list[bytes]:
-        """The ids among ``ids`` this window does not know (in no particular order)."""
-        return list(set(ids).difference(self.entries))
-
-    def alike(self, toks: frozenset[str], own_id: bytes, among: np.ndarray) -> list[tuple[bytes, str]]:
-        """The entries of the columns ``among`` (a mask, from ``held`` or ``members``; but
-        ``own_id``), newest first, of the same fault as ``toks``, with their customers. Every
-        entry the window holds is compared (a column more costs far less than picking columns
-        out); those of the same fault are then kept if among those asked."""
-        mine = self.entries.get(own_id)
-        bits = mine[2] if mine is not None and mine[1] == toks else self.bits(toks)
-        self._sync()
-        words = self._words(bits)
-        used = np.flatnonzero(words)  # the words of the matrix the new complaint's tokens are in
-        n_columns = len(self._by_row)
-        if not n_columns or not len(used):
-            return []
-        shared = np.bitwise_count(self._matrix[used, :n_columns] & words[used, None]).sum(axis=0)
-        near = np.flatnonzero(shared >= MIN_TOKENS)
-        if not len(near):
-            return []
-        # _alike, for those sharing enough tokens (then no size is 0)
-        shared, sizes, n = shared[near], self._sizes[near], len(toks)
-        same = near[(shared / np.minimum(sizes, n) >= 0.75) | (shared / (sizes + n - shared) >= 0.4)]
-        if len(among) < n_columns:  # (columns added since ``among`` was made: not among them)
-            among = np.concatenate((among, np.zeros(n_columns - len(among), dtype=bool)))
-        same = same[among[same]]
-        if not len(same):
-            return []
-        by_row = self._by_row
-        found = [entry for entry in map(by_row.__getitem__, same.tolist()) if entry[4] != own_id]
-        if len(found) > 1:  # newest first, as the window orders them
-            found.sort(key=lambda entry: (entry[5], entry[4]), reverse=True)
-        return [(entry[4], entry[0]) for entry in found]
-
-    def _words(self, bits: int) -> np.ndarray:
-        return np.frombuffer(bits.to_bytes(len(self._matrix) * 8, "little"), dtype=_WORD)
-
-    def _sync(self) -> None:
-        """Write the bits of the entries added since the last comparison into their columns of
-        the matrix (one row of 64-bit words per 64 tokens of the vocabulary, one column per entry):
-        more words for a vocabulary that outgrew them, twice the columns when they are all used."""
-        words = max(1, (len(self.vocabulary) + 63) // 64)
-        if words > len(self._matrix):  # (the entries written have no bit of the new tokens); 4 words at least
-            more = max(4, words - len(self._matrix))
-            self._matrix = np.concatenate((self._matrix, np.zeros((more, self._matrix.shape[1]), dtype=_WORD)))
-        if not self._unwritten:
-            return
-        for cid in self._unwritten:
-            entry = self.entries[cid]
-            row = self._rows.get(cid)
-            if row is None:
-                row = self._rows[cid] = len(self._by_row)
-                self._by_row.append(entry)
-                if row == self._matrix.shape[1]:
-                    more = max(64, row)
-                    self._matrix = np.concatenate((self._matrix, np.zeros((len(self._matrix), more), dtype=_WORD)),
-                                                  axis=1)
-                    self._sizes, self._scores, self._seqs = (
-                        np.concatenate((column, np.zeros(more, dtype=np.int64)))
-                        for column in (self._sizes, self._scores, self._seqs))
-            else:
-                self._by_row[row] = entry  # (added again: a retried job's note)
-            self._matrix[:, row] = self._words(entry[2])
-            self._sizes[row], self._scores[row], self._seqs[row] = entry[3], entry[5], entry[6]
-        self._unwritten = []
-
-    def pruned(self, start: int, floor: tuple[bytes, int] | None) -> "_Window":
-        """A new window of the entries that may still be in a window: younger than ``start`` and
-        not older than ``floor`` (a window's start and oldest entry only move on), and those not
-        landed yet; with a vocabulary of their tokens alone. New, not this one changed: a job
-        deciding on this one meanwhile keeps comparing with what it had."""
-        kept = [(cid, entry) for cid, entry in self.entries.items()
-                if entry[6] == PENDING or (entry[5] > start and (floor is None or (entry[5], cid) >= (floor[1], floor[0])))]
-        counts: dict[str, int] = {}
-        for _, (_, toks, *_) in kept:
-            for token in toks:
-                counts[token] = counts.get(token, 0) + 1
-        window = _Window()
-        window.vocabulary = {token: bit for bit, token in enumerate(sorted(counts, key=counts.__getitem__,
-                                                                            reverse=True))}
-        for cid, (customer, toks, _, _, _, score, seq) in kept:
-            window.add(cid, customer, toks, score, seq)
-        return window
-
-
 class _WindowCache:
     """What this process has read of each category's window and of the open incidents."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, _Window] = {}  # recent key -> the window as this process knows it
+        self.entries: dict[str, Window] = {}  # recent key -> the window as this process knows it
         self.synced: dict[str, int] = {}  # recent key -> now ms of the last read
         self.samples: dict[str, list[frozenset[str]]] = {}  # incident key -> its sample token sets
         #: open incidents key -> (their version, their ids, monotonic s when read): the note reads
@@ -303,14 +130,6 @@ class _WindowCache:
 
 
 _cache = _WindowCache()
-
-
-def _entry(raw: bytes | str) -> tuple[str, frozenset[str], int]:
-    """A window's text: customer, tokens and the number of the note that landed it (0: noted by a
-    version before the numbers)."""
-    customer, _, text = (raw.decode() if isinstance(raw, bytes) else raw).partition("\t")
-    text, _, seq = text.partition("\t")
-    return customer, frozenset(text.split(" ")), int(seq) if seq else 0
 
 
 def tokens(text: str) -> frozenset[str]:
@@ -399,7 +218,7 @@ class Incidents:
         commit that opens the complaint (``router.cases.open_complaint``) or by ``consider``.
         ``at_ms``: when the complaint came (noted again later, it keeps its place in the window).
         The entry is known to this process from here on: the note's answer leaves out the texts
-        its call noted (an entry that never lands is never in a window's ids, so never compared)."""
+        its call noted (pending until its note answers: an entry that never lands is never compared)."""
         recent = self.keys.incident_recent(category)
         now = now_ms()
         if not _cache.entries.get(recent):
@@ -411,7 +230,7 @@ class Incidents:
         known_open = _cache.open.get(self.keys.incidents_open(category))
         seen = known_open[0] if known_open and time.monotonic() - known_open[2] < OPEN_READ_AT_LEAST_S else "-"
         score = min(now, at_ms) if at_ms else now
-        _cache.entries.setdefault(recent, _Window()).add(complaint_id.encode(), customer_id, toks, score)
+        _cache.entries.setdefault(recent, Window()).add(complaint_id.encode(), customer_id, toks, score)
         return [customer_id + "\t" + " ".join(sorted(toks)), score, now - self.window_ms,
                 MAX_RECENT, since, "1" if zlib.crc32(complaint_id.encode()) % SWEEP_EVERY == 0 else "0", seen]
 
@@ -490,13 +309,13 @@ class Incidents:
             await lock.release()
 
     async def _window(self, category: str, noted_at: int,
-                      window: list[Any]) -> tuple[_Window, np.ndarray, list[str] | None]:
+                      window: list[Any]) -> tuple[Window, np.ndarray, list[str] | None]:
         """What this process knows of the window a note answered (``window``, as ``decide`` has it),
         with the mask of the entries the window held, and the category's open incidents (``None``:
         not read yet)."""
         recent = self.keys.incident_recent(category)
         held, fresh, open_read, version, seq, floor_id, floor_score, start, landed = window
-        known = _cache.entries.setdefault(recent, _Window())
+        known = _cache.entries.setdefault(recent, Window())
         known.landed(landed, seq)
         open_key = self.keys.incidents_open(category)
         if open_read is not None:  # read: their version changed since this process last read them
@@ -507,7 +326,7 @@ class Incidents:
             score = int(float(fresh[i + 2]))
             entry = entries.get(fresh[i])
             if entry is None or entry[5] != score:
-                customer, toks, seq_noted = _entry(fresh[i + 1])
+                customer, toks, seq_noted = parse_entry(fresh[i + 1])
                 known.add(fresh[i], customer, toks, score, seq_noted)
                 others += 1
         start = int(start)
@@ -522,7 +341,7 @@ class Incidents:
         _cache.synced[recent] = noted_at
         return known, among, _cache.open[open_key][1] if open_key in _cache.open else None
 
-    async def _read_window(self, known: _Window, category: str, start: int) -> np.ndarray:
+    async def _read_window(self, known: Window, category: str, start: int) -> np.ndarray:
         """The window's entries as they are now (its ids read, and the texts of those this process
         does not know as they are), as a mask of ``known``'s columns."""
         self.window_reads += 1
@@ -536,7 +355,7 @@ class Incidents:
         if unread:
             for (cid, score), raw in zip(unread, await self.r.hmget(texts, [cid for cid, _ in unread])):
                 # (an id without its text: known with no tokens, so it is not read again)
-                customer, toks, seq = _entry(raw) if raw is not None else ("", frozenset(), 0)
+                customer, toks, seq = parse_entry(raw) if raw is not None else ("", frozenset(), 0)
                 known.add(cid, customer, toks, score, seq)
         return known.members(ids)
 

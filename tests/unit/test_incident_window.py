@@ -174,7 +174,8 @@ def test_the_windows_bits_answer_as_the_token_sets_do() -> None:
     built again for the entries kept, and the vocabulary no larger than the kept entries' tokens."""
     import random
 
-    from router.incidents import _Window, same_fault
+    from router.incident_window import Window
+    from router.incidents import same_fault
 
     rng = random.Random(21)
     common = [f"c{i}" for i in range(12)]  # shared by many texts, as "<pay>" or "app" are
@@ -182,7 +183,7 @@ def test_the_windows_bits_answer_as_the_token_sets_do() -> None:
                                                               for _ in range(rng.randint(1, 9))])
             for _ in range(400)]
     sets += [frozenset({"c0", "c1", "c2"}), frozenset({"c0", "c1", "c2", "c3", "c4", "c5", "c6"})]  # edge cases
-    window = _Window()
+    window = Window()
     for n, toks in enumerate(sets):
         window.add(b"cmp_%d" % n, f"cus_{n}", toks, 1_000 + n, 1)
 
@@ -261,11 +262,12 @@ def test_the_window_compared_as_it_grows_answers_as_the_token_sets_do() -> None:
     token sets does, newest first (by score, then id, as Redis orders the window)."""
     import random
 
-    from router.incidents import _Window, same_fault
+    from router.incident_window import Window
+    from router.incidents import same_fault
 
     rng = random.Random(2112)
     common = [f"c{i}" for i in range(10)]
-    window, sets, scores = _Window(), {}, {}
+    window, sets, scores = Window(), {}, {}
     for step in range(700):
         cid = b"cmp_%d" % rng.randint(0, 260)  # some noted again, with other tokens
         sets[cid] = frozenset(rng.sample(common, rng.randint(0, 5)) + [f"r{rng.randint(0, 3000)}"

@@ -26,7 +26,7 @@ import sys
 import time
 
 TARGETS = ("router.store.complaints:encode_complaint,router.understanding.model:CategoryModel.predict,"
-           "router.incidents:_Window.alike,router.incidents:_Window.missing")
+           "router.incident_window:Window.alike,router.incident_window:Window.held")
 
 
 def _install() -> None:

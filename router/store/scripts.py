@@ -81,12 +81,12 @@ local function window_note(recent, texts, open, a, fields)
   -- the window: the newest `most`, younger than its start; when as many or more are younger, its
   -- oldest (by rank: the `most` newest are all younger then; whatever a sweep took by rank was
   -- older than it, and an entry older than it never comes back into a window)
-  local held = redis.call('ZCOUNT', recent, '(' .. a[1], '+inf')
-  local floor_id, floor_score = false, false
-  if held >= most then
-    local f = redis.call('ZRANGE', recent, most - 1, most - 1, 'REV', 'WITHSCORES')
+  local held, floor_id, floor_score = most, false, false
+  local f = redis.call('ZRANGE', recent, most - 1, most - 1, 'REV', 'WITHSCORES')
+  if f[1] and tonumber(f[2]) > tonumber(a[1]) then
     floor_id, floor_score = f[1], f[2]
-    held = most
+  else  -- fewer than `most` are younger
+    held = redis.call('ZCOUNT', recent, '(' .. a[1], '+inf')
   end
   -- those noted since the caller last looked, but by this call, with their scores
   local fresh = {}

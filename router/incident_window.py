@@ -65,10 +65,11 @@ class Window:
         self._unwritten.append(cid)
 
     def landed(self, cids: list[bytes], seq: int) -> None:
-        """This process's entries ``cids``, pending, landed with note number ``seq``."""
+        """The entries ``cids`` landed by note ``seq`` at the latest (this process's own, pending
+        till their note answered; or ones known as landed by a later note)."""
         for cid in cids:
             entry = self.entries.get(cid)
-            if entry is not None and entry[6] == PENDING:
+            if entry is not None and entry[6] > seq:
                 self.entries[cid] = entry = (*entry[:6], seq)
                 row = self._rows.get(cid)
                 if row is not None:
@@ -80,8 +81,8 @@ class Window:
         than ``start`` and, the window being full, not older than its oldest entry ``floor`` (id,
         score; among equal scores the larger id is the newer, as Redis orders them). The entries
         of a window are the newest kept younger than its start, and an entry leaves it only by
-        time or by rank (below that oldest entry): so, if as many are found as the window held,
-        they are its entries."""
+        time or by rank (below that oldest entry), and keeps its score: so, if as many are found
+        as the window held, they are its entries (``scripts.INCIDENT_NOTE_FN``)."""
         self._sync()
         n = len(self._by_row)
         scores = self._scores[:n]
@@ -170,11 +171,11 @@ class Window:
 
     def pruned(self, start: int, floor: tuple[bytes, int] | None) -> "Window":
         """A new window of the entries that may still be in a window: younger than ``start`` and
-        not older than ``floor`` (a window's start and oldest entry only move on), and those not
-        landed yet; with a vocabulary of their tokens alone. New, not this one changed: a job
+        not older than ``floor`` (a window's start and oldest entry only move on), or not landed
+        yet (and younger than ``start``); with a vocabulary of their tokens alone. New, not this one changed: a job
         deciding on this one meanwhile keeps comparing with what it had."""
         kept = [(cid, entry) for cid, entry in self.entries.items()
-                if entry[6] == PENDING or (entry[5] > start and (floor is None or (entry[5], cid) >= (floor[1], floor[0])))]
+                if entry[5] > start and (entry[6] == PENDING or floor is None or (entry[5], cid) >= (floor[1], floor[0]))]
         counts: dict[str, int] = {}
         for _, (_, toks, *_) in kept:
             for token in toks:
@@ -187,12 +188,10 @@ class Window:
         return window
 
 
-def parse_entry(raw: bytes | str) -> tuple[str, frozenset[str], int]:
-    """A window's text: customer, tokens and the number of the note that landed it (0: noted by a
-    version before the numbers)."""
+def parse_entry(raw: bytes | str) -> tuple[str, frozenset[str]]:
+    """A window's text: customer and tokens."""
     customer, _, text = (raw.decode() if isinstance(raw, bytes) else raw).partition("\t")
-    text, _, seq = text.partition("\t")
-    return customer, frozenset(text.split(" ")), int(seq) if seq else 0
+    return customer, frozenset(text.split(" "))
 
 
 __all__ = ["MIN_TOKENS", "PENDING", "Entry", "Window", "parse_entry"]

@@ -55,7 +55,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from plugins.locks import RedisLock
-from router.incident_window import MIN_TOKENS, PENDING, Window, parse_entry
+from router.incident_window import MIN_TOKENS, Window, parse_entry
 from router.store import ComplaintStore, encode_incident_link
 from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, LINK_LUA, NO_TEXTS_SINCE, OPEN_VERSION_FIELD
 from normalizer.ids import new_id, now_ms
@@ -246,7 +246,8 @@ class Incidents:
         now = now_ms()
         args = self.note_args(complaint_id, customer_id, category, toks, at_ms)
         result = await self._note(keys=[self.keys.incident_recent(category), self.keys.incident_texts(category),
-                                        self.keys.incidents_open(category), self.key(own)],
+                                        self.keys.incidents_open(category), self.keys.incident_notes(category),
+                                        self.key(own)],
                                   args=[complaint_id, *args])
         if _text(result[0]) == "formed":  # formed on an earlier run (by a version that linked after)
             members = await self.members(own)
@@ -257,6 +258,9 @@ class Incidents:
                 _, data = await pipe.execute()
             incident = json.loads(data) if data else None
             return Decision(own, members, incident if incident and incident.get("answer") else None)
+        score = int(float(result[2]))
+        if score != args[1]:  # noted before: it keeps its place in the window
+            _cache.entries[self.keys.incident_recent(category)].add(complaint_id.encode(), customer_id, toks, score)
         return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1])
 
     async def decide(self, complaint_id: str, customer_id: str, category: str, text: str, toks: frozenset[str],
@@ -322,18 +326,20 @@ class Incidents:
             _cache.open[open_key] = (_text(version), [_text(i) for i in open_read], time.monotonic())
         others = 0  # entries noted by other processes, read now
         entries = known.entries
-        for i in range(0, len(fresh) - 2, 3):
+        seq = int(seq)
+        for i in range(0, len(fresh) - 2, 3):  # (landed by this note at the latest)
             score = int(float(fresh[i + 2]))
             entry = entries.get(fresh[i])
             if entry is None or entry[5] != score:
-                customer, toks, seq_noted = parse_entry(fresh[i + 1])
-                known.add(fresh[i], customer, toks, score, seq_noted)
+                known.add(fresh[i], *parse_entry(fresh[i + 1]), score, seq)
                 others += 1
+            elif entry[6] > seq:
+                known.landed([fresh[i]], seq)
         start = int(start)
         floor = (floor_id, int(float(floor_score))) if floor_id is not None else None
         if len(known) > 2 * MAX_RECENT:  # forget what left the window
             _cache.entries[recent] = known = known.pruned(start, floor)
-        among = known.held(int(seq), start, floor)
+        among = known.held(seq, start, floor)
         read = int(np.count_nonzero(among)) != held
         if read:  # noted before what this process read last, and not read by it (a new process): read the window
             among = await self._read_window(known, category, start)
@@ -342,21 +348,31 @@ class Incidents:
         return known, among, _cache.open[open_key][1] if open_key in _cache.open else None
 
     async def _read_window(self, known: Window, category: str, start: int) -> np.ndarray:
-        """The window's entries as they are now (its ids read, and the texts of those this process
-        does not know as they are), as a mask of ``known``'s columns."""
+        """The window's entries as they are now (its ids read with the number of the last note, and
+        the texts of those this process does not know as they are), as a mask of ``known``'s
+        columns."""
         self.window_reads += 1
         recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
-        got = await self.r.execute_command("ZRANGE", recent, "+inf", f"({start}", "BYSCORE", "REV",
-                                           "LIMIT", 0, MAX_RECENT, "WITHSCORES")
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.execute_command("ZRANGE", recent, "+inf", f"({start}", "BYSCORE", "REV", "LIMIT", 0, MAX_RECENT,
+                                 "WITHSCORES")
+            pipe.hget(self.keys.incident_notes(category), "n")
+            got, seq = await pipe.execute()
+        seq = int(seq or 0)  # (each of them landed by that note)
         ids = got[0::2]
         entries = known.entries
-        unread = [(cid, int(float(score))) for cid, score in zip(ids, got[1::2])
-                  if (entry := entries.get(cid)) is None or entry[5] != int(float(score)) or entry[6] == PENDING]
+        unread = []
+        for cid, raw_score in zip(ids, got[1::2]):
+            score = int(float(raw_score))
+            entry = entries.get(cid)
+            if entry is None or entry[5] != score:
+                unread.append((cid, score))
+            elif entry[6] > seq:
+                known.landed([cid], seq)
         if unread:
             for (cid, score), raw in zip(unread, await self.r.hmget(texts, [cid for cid, _ in unread])):
                 # (an id without its text: known with no tokens, so it is not read again)
-                customer, toks, seq = parse_entry(raw) if raw is not None else ("", frozenset(), 0)
-                known.add(cid, customer, toks, score, seq)
+                known.add(cid, *(parse_entry(raw) if raw is not None else ("", frozenset())), score, seq)
         return known.members(ids)
 
     async def _join_open(self, category: str, complaint_id: str, toks: frozenset[str],

@@ -197,10 +197,11 @@ class Complaints(StoreBase):
             entry["fp"] = len(blobs)
         if incident_note:
             entry["note"] = [k.incident_recent(complaint.category), k.incident_texts(complaint.category),
-                             k.incidents_open(complaint.category), *(str(x) for x in incident_note)]
+                             k.incidents_open(complaint.category), k.incident_notes(complaint.category),
+                             *(str(x) for x in incident_note)]
         touched = [entry["msg"], entry["key"], entry["case_key"], *entry["idx"], entry["open"],
                    *([entry["queue"], entry["age"], entry["frdue_key"]] if skill else []),
-                   *(job[0] for job in entry["jobs"]), *(entry["note"][:3] if incident_note else [])]
+                   *(job[0] for job in entry["jobs"]), *(entry["note"][:4] if incident_note else [])]
         return await self._group_commit().submit((touched, [_entry_encoder.encode(entry), str(len(blobs)).encode(),
                                                             *blobs]))
 

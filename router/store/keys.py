@@ -213,6 +213,11 @@ class Keys:
         """A category's recent complaints' customer and tokens."""
         return f"{self.p}inc:text:{category}"
 
+    def incident_notes(self, category: str) -> str:
+        """A category's window notes (hash): the last note's number (``n``) and the latest start
+        a sweep removed entries older than (``swept``)."""
+        return f"{self.p}inc:notes:{category}"
+
     def incident_lock(self, category: str) -> str:
         return f"{self.p}inc:lock:{category}"
 

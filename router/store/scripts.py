@@ -15,8 +15,6 @@ from router.store.intake_script import INTAKE_LUA
 #: The field of a category's incident texts hash that holds the version of its open incidents
 #: (a new token whenever an incident of the category opens or closes: ``Incidents.open_changed``).
 OPEN_VERSION_FIELD = "~open"
-#: The field of that hash that numbers the category's notes (a note's texts carry its number).
-NOTE_SEQ_FIELD = "~seq"
 #: An incident note's "since" that asks for no texts (a process that found nobody else noting in
 #: the window last time: its window read skips counting what was noted since; an id it does not
 #: know is read by id all the same): later than any time, so merged notes take the earliest.
@@ -24,11 +22,11 @@ NO_TEXTS_SINCE = 2 ** 53
 
 INCIDENT_NOTE_FN = """
 -- A category's incident window: recent (sorted set: complaint id by time), texts (hash: complaint
--- id -> customer TAB tokens TAB the note's number; its field OPEN_VERSION holds the open incidents'
--- version, its field NOTE_SEQ the number of the category's last note), open (the category's open
--- incidents, a set).
--- window_note: note complaints (their ZADD to recent done by the caller): their texts, numbered by
--- one new number of the category's notes, then read the window back (and, when asked, remove what
+-- id -> customer TAB tokens, and the open incidents' version in its field OPEN_VERSION), open (the
+-- category's open incidents, a set), notes (hash: n, the number of the category's last note;
+-- swept, the latest start a sweep removed entries older than).
+-- window_note: note complaints (their ZADD to recent done by the caller): their texts, under one
+-- new number of the category's notes, then read the window back (and, when asked, remove what
 -- left it). fields: {id, customer TAB tokens, ...}; a: {start ms (older leaves), most kept, since
 -- ms (the texts of entries noted from then on are returned; NO_TEXTS_SINCE: none), sweep ('1':
 -- remove what left the window, and a bounded number of text entries whose complaint left it
@@ -37,29 +35,29 @@ INCIDENT_NOTE_FN = """
 -- Returns {how many the window holds (the newest `most` younger than start), {id, entry, score,
 -- ...} noted since and not by this call, open incident ids (false: the caller's are current, their
 -- version unchanged), the open incidents' version, this note's number, the id and score of the
--- window's oldest entry when the window is full (false, false: not full), start, the ids this call
--- noted}.
+-- window's oldest entry when the window is full (false, false: not full), start (the latest a
+-- sweep used, if later than the caller's), the ids this call noted}.
 -- The window's ids are not sent (~300 of them, read and parsed on every note): the caller knows
--- the entries it was told of, each with its score and number, and keeps those numbered up to this
--- note's, younger than start and not older than the oldest entry; when it finds as many as the
--- window holds, they are the window (an entry is only ever removed from it by time or by rank,
--- below that oldest entry); else it reads the window's ids (Incidents.decide).
+-- the entries it was told of, each with its score and the number of a note it had landed by, and
+-- keeps those landed by this note, younger than start and not older than the oldest entry; when
+-- it finds as many as the window holds, they are the window (an entry leaves it only by time —
+-- older than a start a sweep used, and every later window's start is at least that — or by rank
+-- below its oldest entry, and a note again keeps an entry's score); else it reads the window's ids
+-- (Incidents._window).
 -- What left the window is never returned, but removed only when a note asks (about one in
 -- SWEEP_EVERY, by its complaint id: router/incidents.py), not on every note.
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
-local NOTE_SEQ = 'NOTE_SEQ_FIELD'
 local NO_TEXTS_SINCE = NO_TEXTS_SINCE_VALUE
 local SWEEP_MOST = 1000  -- removed by one sweep at most (a backlog left by a quiet hour goes in steps)
-local function window_note(recent, texts, open, a, fields)
+local function window_note(recent, texts, open, notes, a, fields)
   local most = tonumber(a[2])
-  local seq = redis.call('HINCRBY', texts, NOTE_SEQ, 1)
-  local own, numbered, own_ids = {}, {}, {}
+  local seq = redis.call('HINCRBY', notes, 'n', 1)
+  local own, landed = {}, {}
   for f = 1, #fields, 2 do
     own[fields[f]] = true
-    own_ids[#own_ids + 1] = fields[f]
-    numbered[f], numbered[f + 1] = fields[f], fields[f + 1] .. '\t' .. seq
+    landed[#landed + 1] = fields[f]
   end
-  redis.call('HSET', texts, unpack(numbered))
+  redis.call('HSET', texts, unpack(fields))
   if a[4] == '1' then
     -- what left the window (older than its start, or beyond the most kept: the oldest), removed
     -- now and then, when the caller asks; then stale texts
@@ -68,30 +66,36 @@ local function window_note(recent, texts, open, a, fields)
     if drop > 0 then
       redis.call('HDEL', texts, unpack(redis.call('ZRANGE', recent, 0, drop - 1)))
       redis.call('ZREMRANGEBYRANK', recent, 0, drop - 1)
+      -- no later window starts before this one (what it removed by time was older)
+      local swept = redis.call('HGET', notes, 'swept')
+      if not swept or tonumber(swept) < tonumber(a[1]) then redis.call('HSET', notes, 'swept', a[1]) end
     end
     if redis.call('HLEN', texts) > 2 * most then
       local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
       for i = 1, #page, 2 do
-        if page[i] ~= OPEN_VERSION and page[i] ~= NOTE_SEQ and not redis.call('ZSCORE', recent, page[i]) then
+        if page[i] ~= OPEN_VERSION and not redis.call('ZSCORE', recent, page[i]) then
           redis.call('HDEL', texts, page[i])
         end
       end
     end
   end
+  local start = a[1]
+  local swept = redis.call('HGET', notes, 'swept')
+  if swept and tonumber(swept) > tonumber(start) then start = swept end
   -- the window: the newest `most`, younger than its start; when as many or more are younger, its
   -- oldest (by rank: the `most` newest are all younger then; whatever a sweep took by rank was
   -- older than it, and an entry older than it never comes back into a window)
   local held, floor_id, floor_score = most, false, false
   local f = redis.call('ZRANGE', recent, most - 1, most - 1, 'REV', 'WITHSCORES')
-  if f[1] and tonumber(f[2]) > tonumber(a[1]) then
+  if f[1] and tonumber(f[2]) > tonumber(start) then
     floor_id, floor_score = f[1], f[2]
   else  -- fewer than `most` are younger
-    held = redis.call('ZCOUNT', recent, '(' .. a[1], '+inf')
+    held = redis.call('ZCOUNT', recent, '(' .. start, '+inf')
   end
   -- those noted since the caller last looked, but by this call, with their scores
   local fresh = {}
   if tonumber(a[3]) < NO_TEXTS_SINCE and held > 0 then
-    local low = tonumber(a[3]) > tonumber(a[1]) and a[3] or '(' .. a[1]
+    local low = tonumber(a[3]) > tonumber(start) and a[3] or '(' .. start
     local got = redis.call('ZRANGE', recent, '+inf', low, 'BYSCORE', 'REV', 'LIMIT', 0, most, 'WITHSCORES')
     for i = 1, #got, 2 do
       if not own[got[i]] then
@@ -121,10 +125,9 @@ local function window_note(recent, texts, open, a, fields)
   version = version or ''
   local open_ids = false
   if version ~= a[5] then open_ids = redis.call('SMEMBERS', open) end
-  return {held, entries, open_ids, version, seq, floor_id, floor_score, a[1], own_ids}
+  return {held, entries, open_ids, version, seq, floor_id, floor_score, start, landed}
 end
-""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD).replace("NOTE_SEQ_FIELD", NOTE_SEQ_FIELD).replace(
-    "NO_TEXTS_SINCE_VALUE", str(NO_TEXTS_SINCE))
+""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD).replace("NO_TEXTS_SINCE_VALUE", str(NO_TEXTS_SINCE))
 
 PREPARE_LUA = """
 -- Load messages for processing, resolve each one's customer, and read that customer's open-case
@@ -277,7 +280,7 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 --   ('' = none), new_skill (true: add to the skills set); outbox ('' = none), outbox_due; jobs
 --   ({key, id, bytes (binary), score, expiry ms} each); open (the customer's open-case key), fp
 --   (binary; 0 = none); timers ({due, member, ...}); note (absent: not noted; else {recent, texts,
---   open, entry, now, start, most, since, sweep, the open incidents' version the caller has})
+--   open, notes, entry, now, start, most, since, sweep, the open incidents' version the caller has})
 -- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
 -- another complaint: a process's block outlived a failover that lost the sequence's writes; take
 -- another number) or {'created', complaint id, case[, the incident window of its category as
@@ -355,16 +358,17 @@ for _, e in ipairs(entries) do
       local nt = e.note
       local w = notes[nt[1]]
       if not w then
-        w = {texts = nt[2], open = nt[3], fields = {}, a = {nt[6], nt[7], nt[8], nt[9], nt[10]}, outs = {}}
+        w = {texts = nt[2], open = nt[3], notes = nt[4], fields = {}, a = {nt[7], nt[8], nt[9], nt[10], nt[11]},
+             outs = {}}
         notes[nt[1]] = w
         nkeys[#nkeys + 1] = nt[1]
       end
-      if tonumber(nt[8]) < tonumber(w.a[3]) then w.a[3] = nt[8] end
-      if nt[9] == '1' then w.a[4] = '1' end
-      if nt[10] ~= w.a[5] then w.a[5] = '-' end  -- (notes that had the open incidents as different versions: read)
-      zadd(nt[1], nt[5], cid)
+      if tonumber(nt[9]) < tonumber(w.a[3]) then w.a[3] = nt[9] end
+      if nt[10] == '1' then w.a[4] = '1' end
+      if nt[11] ~= w.a[5] then w.a[5] = '-' end  -- (notes that had the open incidents as different versions: read)
+      zadd(nt[1], nt[6], cid)
       w.fields[#w.fields + 1] = cid
-      w.fields[#w.fields + 1] = nt[4]
+      w.fields[#w.fields + 1] = nt[5]
       w.outs[#w.outs + 1] = #out
     end
   end
@@ -375,7 +379,7 @@ if #skills > 0 then redis.call('SADD', KEYS[2], unpack(skills)) end
 if jobs > 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
 for _, recent in ipairs(nkeys) do
   local w = notes[recent]
-  local window = window_note(recent, w.texts, w.open, w.a, w.fields)
+  local window = window_note(recent, w.texts, w.open, w.notes, w.a, w.fields)
   -- the window goes out once, with the first entry of the category; the others name that entry
   -- (its place in the answer)
   for n, o in ipairs(w.outs) do
@@ -430,14 +434,17 @@ return back
 
 INCIDENT_NOTE_LUA = INCIDENT_NOTE_FN + """
 -- The incident check's own note (a re-run, or a complaint whose commit did not note it).
--- KEYS: 1 recent, 2 texts, 3 the category's open incidents, 4 the incident this complaint forms
--- ARGV: 1 complaint id, 2 its entry (customer TAB tokens), 3 now ms, then window_note's a
+-- KEYS: 1 recent, 2 texts, 3 the category's open incidents, 4 notes, 5 the incident this
+--   complaint forms
+-- ARGV: 1 complaint id, 2 its entry (customer TAB tokens), 3 its time (ms), then window_note's a
 -- Returns {'formed'} when the incident exists already (an earlier run of the same check), else
--- {'ok', the window as window_note answers it}.
-if redis.call('EXISTS', KEYS[4]) == 1 then return {'formed'} end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-return {'ok', window_note(KEYS[1], KEYS[2], KEYS[3], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]},
-                          {ARGV[1], ARGV[2]})}
+-- {'ok', the window as window_note answers it, the complaint's score}: a complaint noted already
+-- keeps its score (its place in the window: an entry never moves, see window_note).
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'formed'} end
+redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[1])
+local window = window_note(KEYS[1], KEYS[2], KEYS[3], KEYS[4], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]},
+                           {ARGV[1], ARGV[2]})
+return {'ok', window, redis.call('ZSCORE', KEYS[1], ARGV[1])}
 """
 
 INCIDENT_LINK_FN = """
@@ -503,4 +510,4 @@ end
 return out
 """.replace("INCIDENT_LINK", INCIDENT_LINK)
 
-__all__ = ["NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "NOTE_SEQ_FIELD", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+__all__ = ["NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

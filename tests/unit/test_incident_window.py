@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from router.incidents import MAX_RECENT, NO_INCIDENT, SWEEP_EVERY, Decision, Incidents, tokens
 from normalizer.ids import now_ms
 from router.store import ComplaintStore
-from router.store.scripts import INCIDENT_NOTE_LUA, NOTE_SEQ_FIELD, OPEN_VERSION_FIELD
+from router.store.scripts import INCIDENT_NOTE_LUA, OPEN_VERSION_FIELD
 
 CRASH = ["App crashes when I pay at checkout, payment failed", "the app crashed while paying, payment failure",
          "app keeps crashing at payment checkout"]
@@ -32,19 +32,20 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
             kept = min(kept + 1, MAX_RECENT) if sweeps else kept + 1
             assert not (sweeps and n >= MAX_RECENT) or await r.zcard(recent) == MAX_RECENT
         assert await r.zcard(recent) == kept and MAX_RECENT < kept < MAX_RECENT + 40  # (swept within the 340)
-        assert await r.hlen(texts) == kept + 1  # the texts leave with the window, not only by time (+ the notes' number)
+        assert await r.hlen(texts) == kept  # the texts leave with the window, not only by time
         assert not await r.hexists(texts, "cmp_u0")
         note = await r.register_script(INCIDENT_NOTE_LUA)(
-            keys=[recent, texts, store.keys.incidents_open("function_fault"), incidents.key("inc_none")],
+            keys=[recent, texts, store.keys.incidents_open("function_fault"), store.keys.incident_notes("function_fault"),
+                  incidents.key("inc_none")],
             # a millisecond after the last note (several notes in one millisecond tie, and ties go in
             # reverse order of their ids: "cmp_u339" before "cmp_last")
             args=["cmp_last", "cus_last\tz1 z2 z3", now_ms() + 1, now_ms() - 600_000, MAX_RECENT, 0, "1", "0"])
         window = note[1]
         assert window[0] == MAX_RECENT and window[8] == [b"cmp_last"]  # the window holds the newest 300
         assert window[5] is not None and window[5] != b"cmp_last"  # full: its oldest entry named
-        assert await r.zcard(recent) == MAX_RECENT == await r.hlen(texts) - 1  # a sweep: nothing else is kept
+        assert await r.zcard(recent) == MAX_RECENT == await r.hlen(texts)  # a sweep: nothing else is kept
         assert b"cmp_last" not in window[1][0::3]  # the text this call noted is not sent back to its caller
-        assert (await r.hget(texts, "cmp_last")).endswith(b"\t%d" % window[4])  # numbered by its note
+        assert window[4] == int(await r.hget(store.keys.incident_notes("function_fault"), "n"))  # its note's number
         # another worker noted a crash report five minutes ago by its clock (a slow one), after this
         # process last read the window: older than what the script returns as new, still compared
         recent, texts = store.keys.incident_recent("transaction"), store.keys.incident_texts("transaction")
@@ -121,7 +122,7 @@ async def test_the_open_incidents_are_read_only_when_their_version_changed(desk:
     note = r.register_script(INCIDENT_NOTE_LUA)
 
     async def read(cid: str, seen: str, sweep: str = "0") -> list:
-        return await note(keys=[recent, texts, open_key, incidents.key("inc_none")],
+        return await note(keys=[recent, texts, open_key, store.keys.incident_notes(category), incidents.key("inc_none")],
                           args=[cid, f"cus_{cid}\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, sweep, seen])
 
     first = (await read("cmp_v0", "-"))[1]  # the caller has none: read (none open, no version yet)
@@ -139,7 +140,7 @@ async def test_the_open_incidents_are_read_only_when_their_version_changed(desk:
         swept = (await read(f"cmp_v3{n}", changed[1].decode(), sweep="1"))[1]
         assert swept[2] is None and swept[3] == changed[1]
     assert await r.hlen(texts) < before and await r.hget(texts, OPEN_VERSION_FIELD) == changed[1]
-    assert await r.hget(texts, NOTE_SEQ_FIELD) == b"6"  # (the sweep keeps the notes' number too)
+    assert await r.hget(store.keys.incident_notes(category), "n") == b"6"
     await incidents.close("inc_v")  # (no incident record: nothing to close)
     assert (await read("cmp_v4", changed[1].decode()))[1][2] is None
     await r.set(incidents.key("inc_v"), '{"id": "inc_v", "category": "transaction", "status": "open"}')
@@ -210,8 +211,12 @@ def test_the_windows_bits_answer_as_the_token_sets_do() -> None:
     # equal scores, the larger ids
     window.add(b"cmp_350a", "cus_350a", sets[350], 1_350, 1)
     window.add(b"cmp_35", "cus_35", sets[350], 1_350, 1)
+    window.add(b"cmp_p1", "cus_p1", sets[1], 1_340)  # noted here, its note not answered yet: kept
+    window.add(b"cmp_p0", "cus_p0", sets[0], 1_200)  # the same, and older than the window: its note failed
     window = window.pruned(1_299, (b"cmp_350", 1_350))
-    assert sorted(window.entries) == sorted([b"cmp_350", b"cmp_350a", *(b"cmp_%d" % n for n in range(351, len(sets)))])
+    assert sorted(window.entries) == sorted([b"cmp_350", b"cmp_350a", b"cmp_p1",
+                                             *(b"cmp_%d" % n for n in range(351, len(sets)))])
+    assert not window.held(10, 1_299, (b"cmp_350", 1_350))[window._rows[b"cmp_p1"]]  # (never in a window till it lands)
 
 
 async def test_a_process_alone_in_the_window_still_sees_another_processes_notes(desk: Any) -> None:
@@ -245,13 +250,14 @@ async def test_a_sweep_removes_a_large_backlog_in_steps(desk: Any) -> None:
     await r.hset(texts, mapping={f"cmp_old{n}": f"cus_old{n}\tq1 q2 q3" for n in range(9_000)})
     note = r.register_script(INCIDENT_NOTE_LUA)
     for step in range(1, 10):
-        answer = await note(keys=[recent, texts, store.keys.incidents_open(category), incidents.key("inc_none")],
+        answer = await note(keys=[recent, texts, store.keys.incidents_open(category), store.keys.incident_notes(category),
+                                  incidents.key("inc_none")],
                             args=[f"cmp_new{step}", f"cus_new{step}\tz1 z2 z3", now_ms(), now_ms() - 600_000,
                                   MAX_RECENT, 0, "1", "-"])
         assert answer[1][0] == step  # the old ones never counted or read as in the window
         assert [i for i in answer[1][1][0::3] if i.startswith(b"cmp_old")] == []
         assert await r.zcard(recent) == 9_000 - 1_000 * step + step
-    assert await r.hlen(texts) == 9 + 1
+    assert await r.hlen(texts) == 9
 
 
 def test_the_window_compared_as_it_grows_answers_as_the_token_sets_do() -> None:
@@ -292,7 +298,8 @@ async def test_the_window_worked_out_here_is_the_window_redis_holds(desk: Any) -
     """A note answers how many entries its window holds, not their ids; this process works out which
     they are from what it knows (each entry's score and note number). Randomised against Redis:
     other processes' notes (some at equal scores, some from a clock minutes behind, some by a
-    version before the note numbers), sweeps, a window fuller than its 300 (then by rank): at every
+    version before the note numbers, some noting a complaint again from long before), sweeps (some
+    by a process with a shorter window), a window fuller than its 300 (then by rank): at every
     note of this process, the entries it compares with are exactly those of Redis's window then;
     and the window is read only when the process could not know all of them."""
     import random
@@ -305,15 +312,17 @@ async def test_the_window_worked_out_here_is_the_window_redis_holds(desk: Any) -
     r, store, incidents = desk
     category = "card_binding"
     recent, texts = store.keys.incident_recent(category), store.keys.incident_texts(category)
-    keys = [recent, texts, store.keys.incidents_open(category)]
+    keys = [recent, texts, store.keys.incidents_open(category), store.keys.incident_notes(category)]
     note = r.register_script(INCIDENT_NOTE_LUA)
     rng = random.Random(2026)
     scores: list[int] = []
 
-    async def other(step: int, score: int) -> None:
+    async def other(step: int, score: int, start: int | None = None, sweep: bool = False,
+                    cid: str = "") -> None:
         await note(keys=[*keys, incidents.key("inc_none")],
-                   args=[f"cmp_o{step}", f"cus_o{step}\tz1 z2 z{step}", score, now_ms() - 600_000, MAX_RECENT,
-                         NO_TEXTS_SINCE, "1" if rng.random() < 0.05 else "0", "-"])
+                   args=[cid or f"cmp_o{step}", f"cus_o{step}\tz1 z2 z{step}", score,
+                         start or now_ms() - 600_000, MAX_RECENT, NO_TEXTS_SINCE,
+                         "1" if sweep or rng.random() < 0.05 else "0", "-"])
         scores.append(score)
 
     async def mine(step: int) -> tuple[list[bytes], list[bytes]]:
@@ -323,7 +332,8 @@ async def test_the_window_worked_out_here_is_the_window_redis_holds(desk: Any) -
         scores.append(int(args[1]))
         known, among, _ = await incidents._window(category, int(args[1]), result[1])
         worked_out = sorted(known._by_row[col][4] for col in np.flatnonzero(among).tolist())
-        held = await r.execute_command("ZRANGE", recent, "+inf", f"({args[2]}", "BYSCORE", "REV", "LIMIT", 0,
+        start = max(args[2], int(await r.hget(keys[3], "swept") or 0))  # (a sweep's later start is the window's)
+        held = await r.execute_command("ZRANGE", recent, "+inf", f"({start}", "BYSCORE", "REV", "LIMIT", 0,
                                        MAX_RECENT)
         return worked_out, sorted(held)
 
@@ -335,9 +345,13 @@ async def test_the_window_worked_out_here_is_the_window_redis_holds(desk: Any) -
             await other(step, rng.choice(scores) if scores else now_ms())
         elif kind < 0.43:  # another whose clock is minutes behind: older than this process last looked
             await other(step, now_ms() - rng.randint(5_000, 500_000))
-        elif kind < 0.45:  # a version before the note numbers: no number in its text
+        elif kind < 0.45:  # a version before the note numbers: no number counted
             await r.zadd(recent, {f"cmp_v{step}": now_ms()})
             await r.hset(texts, f"cmp_v{step}", f"cus_v{step}\tz1 z2 z{step}")
+        elif kind < 0.48:  # another with a shorter window sweeps: what it removed never counts again
+            await other(step, now_ms(), start=now_ms() - rng.randint(1_000, 600_000), sweep=True)
+        elif kind < 0.51 and scores:  # a complaint noted again (a retried check), from a time long before
+            await other(step, now_ms() - 700_000, cid=(await r.zrandmember(recent)).decode())
         else:
             worked_out, held = await mine(step)
             assert worked_out == held, step

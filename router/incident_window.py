@@ -7,12 +7,14 @@ What the window is, and how a complaint is noted in it and decided on: ``router.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 #: Tokens two texts share at least to describe one fault (and a text has at least to be compared).
 MIN_TOKENS = 3
 #: customer id, tokens, the tokens as bits of the window's vocabulary, how many, complaint id,
-#: score (ms: its place in the window), the number of the note that landed it (``PENDING``: not yet)
+#: score (ms: its place in the window), the number of a note it had landed by (``PENDING``: not yet)
 Entry = tuple[str, frozenset[str], int, int, bytes, int, int]
 _WORD = np.dtype("<u8")
 #: The note number of an entry this process noted whose note has not answered yet: never in a
@@ -64,17 +66,20 @@ class Window:
         self.entries[cid] = (customer, toks, self.bits(toks), len(toks), cid, score, seq)
         self._unwritten.append(cid)
 
-    def landed(self, cids: list[bytes], seq: int) -> None:
-        """The entries ``cids`` landed by note ``seq`` at the latest (this process's own, pending
-        till their note answered; or ones known as landed by a later note)."""
-        for cid in cids:
+    def landed(self, noted: list[Any], seq: int) -> None:
+        """Entries landed by note ``seq`` at the latest, with their scores in the window (``noted``:
+        id, score, ...): this process's own, pending till their note answered, or ones known as
+        landed by a later note. An entry known here at another score takes the window's."""
+        for i in range(0, len(noted) - 1, 2):
+            cid, score = noted[i], int(float(noted[i + 1]))
             entry = self.entries.get(cid)
-            if entry is not None and entry[6] > seq:
-                self.entries[cid] = entry = (*entry[:6], seq)
-                row = self._rows.get(cid)
-                if row is not None:
-                    self._by_row[row] = entry
-                    self._seqs[row] = seq
+            if entry is None or (entry[5] == score and entry[6] <= seq):
+                continue
+            self.entries[cid] = entry = (*entry[:5], score, min(seq, entry[6]) if entry[5] == score else seq)
+            row = self._rows.get(cid)
+            if row is not None:
+                self._by_row[row] = entry
+                self._scores[row], self._seqs[row] = score, entry[6]
 
     def held(self, seq: int, start: int, floor: tuple[bytes, int] | None) -> np.ndarray:
         """Which columns a note's window held (a mask): the entries landed by note ``seq``, younger

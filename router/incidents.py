@@ -9,7 +9,8 @@ token sets overlap enough (at least three shared tokens, and three quarters of t
 or 40 % of the union). Only complaints of the same category in the window are compared.
 
 Keys (named in router/store/keys.py; per category): ``inc:recent:<category>`` (sorted set of recent complaint ids by time),
-``inc:text:<category>`` (complaint id → customer and tokens), ``incidents:open:<category>``;
+``inc:text:<category>`` (complaint id → customer and tokens), ``inc:notes:<category>`` (the number
+of the category's last note, the latest start a sweep used), ``incidents:open:<category>``;
 per incident: ``incident:<id>`` (JSON) and ``incident:<id>:complaints``; ``incidents`` indexes
 them all by time.
 
@@ -18,9 +19,10 @@ Noting a complaint and reading its category's window back is one script
 oldest entry), only the texts noted since this process last looked (the others are kept here,
 parsed, by complaint id, ``router.incident_window.Window``), and the category's open incidents,
 whose sample tokens are kept here too (they never change). Which entries the window holds is
-worked out here: each note has a number of its category's (in each text it noted), each entry
-its score and number here, and the window is the entries landed by the note, younger than its
-start and not older than its oldest; if as many are found as Redis counted, they are the window
+worked out here: each note has a number of its category's, each entry here its score and the
+number of a note it had landed by (the note that told this process of it), and the window is the
+entries landed by the note, younger than its start and not older than its oldest; if as many are
+found as Redis counted, they are the window
 (``Window.held``), else the window's ids are read, with the texts of those not known, in a second
 round trip — so what is compared never depends on the texts a note returned. So a check costs
 one round trip and compares token sets already parsed, instead of reading and parsing up to
@@ -258,9 +260,6 @@ class Incidents:
                 _, data = await pipe.execute()
             incident = json.loads(data) if data else None
             return Decision(own, members, incident if incident and incident.get("answer") else None)
-        score = int(float(result[2]))
-        if score != args[1]:  # noted before: it keeps its place in the window
-            _cache.entries[self.keys.incident_recent(category)].add(complaint_id.encode(), customer_id, toks, score)
         return await self.decide(complaint_id, customer_id, category, text, toks, now, result[1])
 
     async def decide(self, complaint_id: str, customer_id: str, category: str, text: str, toks: frozenset[str],
@@ -334,7 +333,7 @@ class Incidents:
                 known.add(fresh[i], *parse_entry(fresh[i + 1]), score, seq)
                 others += 1
             elif entry[6] > seq:
-                known.landed([fresh[i]], seq)
+                known.landed([fresh[i], score], seq)
         start = int(start)
         floor = (floor_id, int(float(floor_score))) if floor_id is not None else None
         if len(known) > 2 * MAX_RECENT:  # forget what left the window
@@ -368,7 +367,7 @@ class Incidents:
             if entry is None or entry[5] != score:
                 unread.append((cid, score))
             elif entry[6] > seq:
-                known.landed([cid], seq)
+                known.landed([cid, score], seq)
         if unread:
             for (cid, score), raw in zip(unread, await self.r.hmget(texts, [cid for cid, _ in unread])):
                 # (an id without its text: known with no tokens, so it is not read again)

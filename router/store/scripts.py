@@ -36,27 +36,28 @@ INCIDENT_NOTE_FN = """
 -- ...} noted since and not by this call, open incident ids (false: the caller's are current, their
 -- version unchanged), the open incidents' version, this note's number, the id and score of the
 -- window's oldest entry when the window is full (false, false: not full), start (the latest a
--- sweep used, if later than the caller's), the ids this call noted}.
+-- sweep used, if later than the caller's), {id, score, ...} of those this call noted}. scores:
+-- the noted's scores as the caller set them (false: read).
 -- The window's ids are not sent (~300 of them, read and parsed on every note): the caller knows
 -- the entries it was told of, each with its score and the number of a note it had landed by, and
 -- keeps those landed by this note, younger than start and not older than the oldest entry; when
 -- it finds as many as the window holds, they are the window (an entry leaves it only by time —
 -- older than a start a sweep used, and every later window's start is at least that — or by rank
--- below its oldest entry, and a note again keeps an entry's score); else it reads the window's ids
--- (Incidents._window).
+-- below its oldest entry, and a note again keeps the score of an entry still in the set); else it
+-- reads the window's ids (Incidents._window). Not covered: a version before this one noting or
+-- sweeping beside it (a rolling upgrade: it moves scores and records no sweep's start), and a
+-- failover that loses writes (numbers may repeat); the count then may match a wrong set until
+-- those entries leave the window.
 -- What left the window is never returned, but removed only when a note asks (about one in
 -- SWEEP_EVERY, by its complaint id: router/incidents.py), not on every note.
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
 local NO_TEXTS_SINCE = NO_TEXTS_SINCE_VALUE
 local SWEEP_MOST = 1000  -- removed by one sweep at most (a backlog left by a quiet hour goes in steps)
-local function window_note(recent, texts, open, notes, a, fields)
+local function window_note(recent, texts, open, notes, a, fields, scores)
   local most = tonumber(a[2])
   local seq = redis.call('HINCRBY', notes, 'n', 1)
-  local own, landed = {}, {}
-  for f = 1, #fields, 2 do
-    own[fields[f]] = true
-    landed[#landed + 1] = fields[f]
-  end
+  local own = {}
+  for f = 1, #fields, 2 do own[fields[f]] = true end
   redis.call('HSET', texts, unpack(fields))
   if a[4] == '1' then
     -- what left the window (older than its start, or beyond the most kept: the oldest), removed
@@ -66,9 +67,12 @@ local function window_note(recent, texts, open, notes, a, fields)
     if drop > 0 then
       redis.call('HDEL', texts, unpack(redis.call('ZRANGE', recent, 0, drop - 1)))
       redis.call('ZREMRANGEBYRANK', recent, 0, drop - 1)
-      -- no later window starts before this one (what it removed by time was older)
+      -- no later window starts before this one (what it removed by time was older); a start
+      -- ahead of Redis's clock (a process whose clock runs fast) counts as Redis's now
+      local t = redis.call('TIME')
+      local mark = math.min(tonumber(a[1]), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
       local swept = redis.call('HGET', notes, 'swept')
-      if not swept or tonumber(swept) < tonumber(a[1]) then redis.call('HSET', notes, 'swept', a[1]) end
+      if not swept or tonumber(swept) < mark then redis.call('HSET', notes, 'swept', string.format('%d', mark)) end
     end
     if redis.call('HLEN', texts) > 2 * most then
       local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
@@ -102,6 +106,16 @@ local function window_note(recent, texts, open, notes, a, fields)
         fresh[#fresh + 1] = got[i]
         fresh[#fresh + 1] = got[i + 1]
       end
+    end
+  end
+  -- the noted still in the window's set (a sweep may have taken one noted again from long
+  -- before), with their scores
+  local landed = {}
+  for f = 1, #fields, 2 do
+    local score = scores[(f + 1) / 2] or redis.call('ZSCORE', recent, fields[f])
+    if score then
+      landed[#landed + 1] = fields[f]
+      landed[#landed + 1] = score
     end
   end
   -- the new texts and the open incidents' version in one read; the open incidents themselves
@@ -358,8 +372,8 @@ for _, e in ipairs(entries) do
       local nt = e.note
       local w = notes[nt[1]]
       if not w then
-        w = {texts = nt[2], open = nt[3], notes = nt[4], fields = {}, a = {nt[7], nt[8], nt[9], nt[10], nt[11]},
-             outs = {}}
+        w = {texts = nt[2], open = nt[3], notes = nt[4], fields = {}, scores = {},
+             a = {nt[7], nt[8], nt[9], nt[10], nt[11]}, outs = {}}
         notes[nt[1]] = w
         nkeys[#nkeys + 1] = nt[1]
       end
@@ -369,6 +383,7 @@ for _, e in ipairs(entries) do
       zadd(nt[1], nt[6], cid)
       w.fields[#w.fields + 1] = cid
       w.fields[#w.fields + 1] = nt[5]
+      w.scores[#w.scores + 1] = nt[6]
       w.outs[#w.outs + 1] = #out
     end
   end
@@ -379,7 +394,7 @@ if #skills > 0 then redis.call('SADD', KEYS[2], unpack(skills)) end
 if jobs > 0 and ARGV[1] == '1' and redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
 for _, recent in ipairs(nkeys) do
   local w = notes[recent]
-  local window = window_note(recent, w.texts, w.open, w.notes, w.a, w.fields)
+  local window = window_note(recent, w.texts, w.open, w.notes, w.a, w.fields, w.scores)
   -- the window goes out once, with the first entry of the category; the others name that entry
   -- (its place in the answer)
   for n, o in ipairs(w.outs) do
@@ -438,13 +453,12 @@ INCIDENT_NOTE_LUA = INCIDENT_NOTE_FN + """
 --   complaint forms
 -- ARGV: 1 complaint id, 2 its entry (customer TAB tokens), 3 its time (ms), then window_note's a
 -- Returns {'formed'} when the incident exists already (an earlier run of the same check), else
--- {'ok', the window as window_note answers it, the complaint's score}: a complaint noted already
--- keeps its score (its place in the window: an entry never moves, see window_note).
+-- {'ok', the window as window_note answers it}: a complaint still in the window's set keeps its
+-- score (its place: an entry in the window never moves, see window_note).
 if redis.call('EXISTS', KEYS[5]) == 1 then return {'formed'} end
 redis.call('ZADD', KEYS[1], 'NX', ARGV[3], ARGV[1])
-local window = window_note(KEYS[1], KEYS[2], KEYS[3], KEYS[4], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]},
-                           {ARGV[1], ARGV[2]})
-return {'ok', window, redis.call('ZSCORE', KEYS[1], ARGV[1])}
+return {'ok', window_note(KEYS[1], KEYS[2], KEYS[3], KEYS[4], {ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]},
+                          {ARGV[1], ARGV[2]}, {false})}
 """
 
 INCIDENT_LINK_FN = """

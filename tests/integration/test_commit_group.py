@@ -150,7 +150,7 @@ async def test_each_complaint_of_a_call_gets_its_categorys_incident_window(store
     for category in set(categories):
         shared = [window for (_, _, _, window), c in zip(results, categories) if c == category]
         called = {f"cmp_{m}".encode() for m, c in zip(mids, categories) if c == category}
-        assert set(shared[0][8]) == called  # all of the call's landed by it, with one number
+        assert set(shared[0][8][0::2]) == called  # all of the call's landed by it, with one number
         assert shared[0][0] == len(called) + len(earlier[category])  # noted before the window was counted
         assert shared[0][0] == await store.r.zcard(store.keys.incident_recent(category))
         assert all(window is shared[0] for window in shared)  # sent once, the same window for each

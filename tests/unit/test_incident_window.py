@@ -41,7 +41,7 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
             # reverse order of their ids: "cmp_u339" before "cmp_last")
             args=["cmp_last", "cus_last\tz1 z2 z3", now_ms() + 1, now_ms() - 600_000, MAX_RECENT, 0, "1", "0"])
         window = note[1]
-        assert window[0] == MAX_RECENT and window[8] == [b"cmp_last"]  # the window holds the newest 300
+        assert window[0] == MAX_RECENT and window[8][0::2] == [b"cmp_last"]  # the window holds the newest 300
         assert window[5] is not None and window[5] != b"cmp_last"  # full: its oldest entry named
         assert await r.zcard(recent) == MAX_RECENT == await r.hlen(texts)  # a sweep: nothing else is kept
         assert b"cmp_last" not in window[1][0::3]  # the text this call noted is not sent back to its caller
@@ -366,3 +366,73 @@ async def test_the_window_worked_out_here_is_the_window_redis_holds(desk: Any) -
         worked_out, held = await mine(step + 100_000)
         assert worked_out == held
     assert incidents.window_reads == reads
+
+
+async def test_a_complaint_noted_again_keeps_its_place_or_leaves_with_a_sweep(desk: Any) -> None:
+    """The check's own note of a complaint noted before keeps its score (ZADD NX), and the worker
+    takes the window's score for it, not the one it asked for; one from before the window whose
+    note sweeps is taken out by that sweep and is not in the window (no error either)."""
+    import numpy as np
+
+    from router.incidents import _cache
+
+    r, store, incidents = desk
+    category = "merchant_dispute"
+    recent = store.keys.incident_recent(category)
+    assert await incidents.consider("cmp_k0", "cus_k0", category, "q1 q2 q3 q4") == NO_INCIDENT
+    first = int(await r.zscore(recent, "cmp_k0"))
+    assert await incidents.consider("cmp_k0", "cus_k0", category, "q1 q2 q3 q4", at_ms=first + 5_000) == NO_INCIDENT
+    assert int(await r.zscore(recent, "cmp_k0")) == first
+    known = _cache.entries[recent]
+    assert known.entries[b"cmp_k0"][5] == first and known.entries[b"cmp_k0"][6] < 2 ** 62
+    sweeping = next(f"cmp_sw{n}" for n in range(1000) if zlib.crc32(b"cmp_sw%d" % n) % SWEEP_EVERY == 0)
+    assert await incidents.consider(sweeping, "cus_sw", category, "q1 q2 q3 q5", at_ms=first - 700_000) == NO_INCIDENT
+    assert await r.zscore(recent, sweeping) is None  # (older than the window: swept at once)
+    assert known.entries[sweeping.encode()][6] == 2 ** 62  # never landed in a window: never compared
+    args = incidents.note_args("cmp_k1", "cus_k1", category, frozenset({"q1", "q2", "q6"}))
+    result = await incidents._note(keys=[recent, store.keys.incident_texts(category), store.keys.incidents_open(category),
+                                         store.keys.incident_notes(category), incidents.key("inc_k1")],
+                                   args=["cmp_k1", *args])
+    known, among, _ = await incidents._window(category, int(args[1]), result[1])
+    assert sorted(known._by_row[c][4] for c in np.flatnonzero(among).tolist()) == [b"cmp_k0", b"cmp_k1"]
+
+
+def test_an_entry_landed_takes_the_windows_score() -> None:
+    """A note's answer names the entries it landed with their scores in the window: an entry this
+    process holds at another score (asked again from another time while the first answer waited)
+    takes the window's, and the number of the note that landed it."""
+    from router.incident_window import PENDING, Window
+
+    window = Window()
+    window.add(b"cmp_x", "cus_x", frozenset({"a", "b", "c"}), 2_000)  # pending, at the score asked the second time
+    window.held(1, 0, None)  # (its column written)
+    window.landed([b"cmp_x", b"1000"], 5)
+    assert window.entries[b"cmp_x"][5:] == (1_000, 5)
+    assert window.held(5, 999, None).tolist() == [True] and window.held(5, 1_000, None).tolist() == [False]
+    window.landed([b"cmp_x", b"1000"], 9)  # a later answer: it landed by 5 already
+    assert window.entries[b"cmp_x"][6] == 5 and window.entries[b"cmp_x"][6] != PENDING
+
+
+async def test_a_sweep_by_a_clock_running_fast_starts_no_window_after_redis_s_now(desk: Any) -> None:
+    """A process whose clock runs a day ahead sweeps its category's window (everything in it is older
+    than its start): later windows start at Redis's now, not a day ahead, and hold what is noted
+    after it."""
+    import asyncio
+
+    import numpy as np
+
+    r, store, incidents = desk
+    category = "refund_delay"
+    keys = [store.keys.incident_recent(category), store.keys.incident_texts(category),
+            store.keys.incidents_open(category), store.keys.incident_notes(category)]
+    assert await incidents.consider("cmp_f0", "cus_f0", category, "q1 q2 q3 q4") == NO_INCIDENT
+    ahead = now_ms() + 86_400_000
+    await r.register_script(INCIDENT_NOTE_LUA)(keys=[*keys, incidents.key("inc_none")], args=[
+        "cmp_fast", "cus_fast\tz1 z2 z3", ahead, ahead - 600_000, MAX_RECENT, 0, "1", "-"])
+    assert int(await r.hget(keys[3], "swept")) <= now_ms()
+    await asyncio.sleep(0.003)  # (a complaint noted in the sweep's millisecond is not younger than its start)
+    for n in (1, 2):
+        args = incidents.note_args(f"cmp_f{n}", f"cus_f{n}", category, frozenset({"q1", "q2", f"p{n}"}))
+        result = await incidents._note(keys=[*keys, incidents.key(f"inc_f{n}")], args=[f"cmp_f{n}", *args])
+    known, among, _ = await incidents._window(category, int(args[1]), result[1])
+    assert sorted(known._by_row[c][4] for c in np.flatnonzero(among).tolist()) == [b"cmp_f1", b"cmp_f2", b"cmp_fast"]

@@ -107,10 +107,6 @@ class Window:
         mask[rows] = True
         return mask
 
-    def missing(self, ids: list[bytes]) -> list[bytes]:
-        """The ids among ``ids`` this window does not know (in no particular order)."""
-        return list(set(ids).difference(self.entries))
-
     def alike(self, toks: frozenset[str], own_id: bytes, among: np.ndarray) -> list[tuple[bytes, str]]:
         """The entries of the columns ``among`` (a mask, from ``held`` or ``members``; but
         ``own_id``), newest first, of the same fault as ``toks``, with their customers. Every

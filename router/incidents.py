@@ -329,11 +329,11 @@ class Incidents:
         for i in range(0, len(fresh) - 2, 3):  # (landed by this note at the latest)
             score = int(float(fresh[i + 2]))
             entry = entries.get(fresh[i])
-            if entry is None or entry[5] != score:
+            if entry is None:
                 known.add(fresh[i], *parse_entry(fresh[i + 1]), score, seq)
-                others += 1
-            elif entry[6] > seq:
+            else:
                 known.landed([fresh[i], score], seq)
+            others += entry is None or entry[5] != score
         start = int(start)
         floor = (floor_id, int(float(floor_score))) if floor_id is not None else None
         if len(known) > 2 * MAX_RECENT:  # forget what left the window
@@ -348,8 +348,7 @@ class Incidents:
 
     async def _read_window(self, known: Window, category: str, start: int) -> np.ndarray:
         """The window's entries as they are now (its ids read with the number of the last note, and
-        the texts of those this process does not know as they are), as a mask of ``known``'s
-        columns."""
+        the texts of those this process does not know), as a mask of ``known``'s columns."""
         self.window_reads += 1
         recent, texts = self.keys.incident_recent(category), self.keys.incident_texts(category)
         async with self.r.pipeline(transaction=True) as pipe:
@@ -363,11 +362,10 @@ class Incidents:
         unread = []
         for cid, raw_score in zip(ids, got[1::2]):
             score = int(float(raw_score))
-            entry = entries.get(cid)
-            if entry is None or entry[5] != score:
-                unread.append((cid, score))
-            elif entry[6] > seq:
+            if cid in entries:
                 known.landed([cid, score], seq)
+            else:
+                unread.append((cid, score))
         if unread:
             for (cid, score), raw in zip(unread, await self.r.hmget(texts, [cid for cid, _ in unread])):
                 # (an id without its text: known with no tokens, so it is not read again)

@@ -263,7 +263,7 @@ async def test_a_sweep_removes_a_large_backlog_in_steps(desk: Any) -> None:
 def test_the_window_compared_as_it_grows_answers_as_the_token_sets_do() -> None:
     """Entries added between comparisons, a vocabulary that outgrows its words of 64 bits and a
     matrix that outgrows its columns, an entry noted again with other tokens, ids the window does
-    not know (answered by ``missing`` and skipped by ``alike``), entries the window holds that are
+    not know (left out by ``members`` and so by ``alike``), entries the window holds that are
     not among the ids, the list of ids in any order: ``alike`` answers what ``same_fault`` on the
     token sets does, newest first (by score, then id, as Redis orders the window)."""
     import random
@@ -284,13 +284,13 @@ def test_the_window_compared_as_it_grows_answers_as_the_token_sets_do() -> None:
             continue
         ids = [b"cmp_%d" % n for n in range(-3, 262) if n % 17]  # (cmp_-3..-1 and some others never noted)
         rng.shuffle(ids)
-        unknown = [i for i in ids if i not in sets]
-        assert sorted(window.missing(ids)) == sorted(unknown)
+        among = window.members(ids)  # the columns of the ids the window knows, and no others
+        assert sorted(e[4] for e in window._by_row if among[window._rows[e[4]]]) == sorted(i for i in ids if i in sets)
         query = frozenset(rng.sample(common, rng.randint(3, 6)) + [f"new{step}"])  # a token no entry has
         own = rng.choice(list(sets))
         expected = sorted(((i, f"cus_{i.decode()}") for i in ids if i in sets and i != own
                            and same_fault(query, sets[i])), key=lambda x: (scores[x[0]], x[0]), reverse=True)
-        assert window.alike(query, own, window.members(ids)) == expected
+        assert window.alike(query, own, among) == expected
     assert len(window.vocabulary) > 4 * 64 and len(window) > 128  # several words, several doublings of the columns
 
 

@@ -152,6 +152,12 @@ _SIGNATURE_LINES = re.compile(
 
 def strip_quoted(text: str) -> str:
     """The new part of a reply: cut at the quoted original, then drop the signature."""
+    if "\n" not in text:  # one line (an SMS, an app message, a chat): whatever is cut, that line is what is left
+        return text.strip()
+    return _cut_quoted(text)
+
+
+def _cut_quoted(text: str) -> str:
     lines = text.replace("\r\n", "\n").split("\n")
     cut = len(lines)
     for i, line in enumerate(lines):

@@ -8,13 +8,14 @@ from __future__ import annotations
 import functools
 import json
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from normalizer import extract, pii
-from normalizer.mail import strip_quoted
+from normalizer.mail import _cut_quoted, strip_quoted
 from normalizer.text import first_char_guard, guarded_alternation
 from router import repeat_signals, repeats
 from router.understanding import artefacts, compact, formal, textprep
@@ -25,7 +26,9 @@ SHARED_DEV = ROOT.parent / "shared" / "corpus" / "dev.jsonl"
 AWKWARD = ["", " ", "a", "ab", "  double  spaces\n\nand\tlines ", "it's o'clock", "🙂🙂", "x" * 5, "12315",
            "Refund 还没到账, order 4200001234202611081234567890, 金额 ¥256", "ıstanbul ISTANBUL İstanbul",
            "13800138000@qq.com 或 13800138000", "call +1 (212) 555-0100 or mail a.b@example.com", "HK$1,000 退 58.8",
-           "我 要 投 诉 12315", "坐席：您好 客户：还没到账", "١٢٣ dollars", "ＲＭＢ１２８．５０"]
+           "我 要 投 诉 12315", "坐席：您好 客户：还没到账", "١٢٣ dollars", "ＲＭＢ１２８．５０",
+           "張生喺度 俾人碌咗卡 唔係我", "帳戶餘額", "AGENT : hi\r\nCaller：退款", "one line\rafter a lone CR  ",
+           "-----Original Message-----", "  Sent from my iPhone  ", "> quoted only", "--", "see https://x.example/a b"]
 
 
 def _texts() -> list[str]:
@@ -69,8 +72,19 @@ def _plain_features(fast, text: str) -> tuple[list[int], np.ndarray]:
     return [i + fast.offset for i in indices], values
 
 
+def _plain_fold(text: str) -> str:
+    """``textprep.fold`` as it was: both tables on every text, the speaker labels looked for in every text."""
+    text = unicodedata.normalize("NFKC", text).lower().translate(textprep._TRADITIONAL).translate(textprep._CANTONESE)
+    return textprep._CJK_GAP.sub("", textprep._SPEAKER.sub(" ", text))
+
+
+def _plain_rules_text(text: str) -> str:
+    """What the formal rules read, as it was made: every text's lines cut as a mail's, folded the plain way."""
+    return textprep.without_form_fields(_plain_fold(_cut_quoted(text)))
+
+
 def _plain_prepare(text: str) -> str:
-    folded = textprep.without_form_fields(textprep.fold(strip_quoted(text)))
+    folded = _plain_rules_text(text)
     for pattern, replacement in ((textprep._EMAIL, " zmail "), (textprep._URL, " zurl "), (textprep._ALNUM_ID, " zid "),
                                  (textprep._NUMBER, "0"), (textprep._ZH_NUMBER, textprep._zh_number)):
         folded = pattern.sub(replacement, folded)
@@ -81,7 +95,9 @@ def test_the_categoriser_reads_the_same_text_and_counts_the_same_ngrams(model) -
     for text in TEXTS:
         prepared = textprep.prepare(text)
         assert prepared == _plain_prepare(text), text
-        assert textprep.prepare_for_rules(text) == textprep.without_form_fields(textprep.fold(strip_quoted(text)))
+        assert textprep.prepare_for_rules(text) == _plain_rules_text(text), text
+        assert strip_quoted(text) == _cut_quoted(text), text
+        assert textprep.fold(text) == _plain_fold(text), text
         for fast in model._fast:
             assert isinstance(fast.analyse, compact.Analyser)
             counts = fast.counts(prepared, placed=True)
@@ -198,7 +214,7 @@ def _unguarded() -> list[tuple[str, re.Pattern[str], re.Pattern[str]]]:
     pairs += [(f"amount prefix {c}", re.compile(r"(?<![A-Za-z0-9])" + p + r"\s*" + extract._NUM), used)
               for (p, c), (used, _, _) in zip(extract._PREFIX, extract._PREFIX_RE)]
     pairs += [(f"amount suffix {c}", re.compile(r"(?<![\d.,])" + extract._NUM + s, re.IGNORECASE), used)
-              for (s, c), (used, _) in zip(extract._SUFFIX, extract._SUFFIX_RE)]
+              for (s, c), (used, _, _) in zip(extract._SUFFIX, extract._SUFFIX_RE)]
     txn = re.compile(extract._TXN_LABEL + extract._TXN_SEPARATOR + r"((?:[A-Za-z]{1,4}(?: [A-Za-z]{1,4}){0,2}[ -](?=\d))?"
                      r"[A-Za-z0-9][A-Za-z0-9-]{4,40}" + extract._ID_GROUP + r"{0,4})(?![A-Za-z0-9@])", re.IGNORECASE)
     pairs += [("labelled transaction id", txn, extract._TXN_LABELLED),
@@ -234,14 +250,53 @@ def test_a_guarded_pattern_finds_what_the_plain_one_does(name: str, plain: re.Pa
         assert _found(used, variant) == _found(plain, variant), (name, variant)
 
 
+@functools.cache
+def _case_blind(letter: str) -> tuple[str, ...]:
+    """Every character a case-blind pattern takes for ``letter`` (the Kelvin sign for a "k", a dotless
+    and a dotted capital i for an "i", ...)."""
+    return tuple(chr(c) for c in range(0x10000) if re.fullmatch(re.escape(letter), chr(c), re.IGNORECASE))
+
+
+def _amount_texts() -> list[str]:
+    """The corpus, and each currency's prefixes and units after and before a number, as written and
+    with each letter swapped for every character a case-blind pattern takes for it, in full width
+    too (what a text is folded to before its patterns run)."""
+    words = ["HK$", "HKD", "US$", "USD", "MOP", "MOP$", "NT$", "TWD", "S$", "SGD", "CA$", "C$", "CAD", "A$", "AUD", "₱",
+             "PHP", "¥", "￥", "RMB", "CNY", "人民币", "$", "€", "EUR", "£", "GBP", "JPY", "元", "块", "港币", "港元", "蚊",
+             "美元", "美金", "dollar", "dollars", "buck", "bucks", "欧元", "euro", "euros", "英镑", "pound", "pounds", "quid"]
+    variants = set()
+    for word in words:
+        variants |= {word, word.upper(), word.lower(), word.title(), word.translate(_FULL_WIDTH)}
+        for i, ch in enumerate(word):
+            variants |= {word[:i] + other + word[i + 1:] for other in _case_blind(ch)} if ch.isascii() else set()
+    texts = list(TEXTS)
+    for word in sorted(variants):
+        texts += [f"退 12.50{word}", f"charged 12 {word} twice", f"{word}12.50 扣了", f"{word} 1,280.00", f"58.8{word}!"]
+    return texts
+
+
+_FULL_WIDTH = {c: c + 0xFEE0 for c in range(0x21, 0x7F)}
+
+
+def test_spelled_letters_are_looked_for_only_where_they_can_be() -> None:
+    spelled = ["T as in Tom", "t AS IN tango 7", "P as in Peter, X as in x-ray", "7730 dash 2291", "7730 DASH\t2291",
+               "ſ as in ſam", "B aſ in Bob"]
+    for text in [extract._fold(t) for t in TEXTS + spelled] + spelled:
+        assert extract._spelled(text) == extract._SPELLED.sub(lambda m: m.group(1) or "-", text), text
+    assert extract._spelled(extract._fold("EB dash 7712 T as in Tom")) == "EB-7712 T"
+
+
 def test_the_amount_prechecks_skip_only_texts_the_patterns_find_nothing_in() -> None:
-    for text in map(extract._fold, TEXTS):
+    for text in map(extract._fold, _amount_texts()):
         digits = extract._DIGIT.search(text) is not None
-        for regex, prefix, _ in extract._PREFIX_RE:
-            if not (digits and prefix.search(text)):
+        for regex, needles, _ in extract._PREFIX_RE:
+            if not (digits and any(needle in text for needle in needles)):
                 assert not regex.search(text), text
-        for regex in [r for r, _ in extract._SUFFIX_RE] + [extract._BARE_DECIMAL, extract._BARE_INTEGER,
-                                                         extract._BARE_INTEGER_BEFORE]:
+        lowered = text.lower()
+        for regex, needles, _ in extract._SUFFIX_RE:
+            if not (digits and any(needle in lowered for needle in needles)):
+                assert not regex.search(text), text
+        for regex in [extract._BARE_DECIMAL, extract._BARE_INTEGER, extract._BARE_INTEGER_BEFORE]:
             if not digits:
                 assert not regex.search(text), text
 

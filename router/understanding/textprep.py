@@ -44,6 +44,8 @@ _URL = re.compile(r"https?://\S+", re.IGNORECASE)
 # Ids with letters and digits ("T2026111809452213", "SG-PAY-7710293", "#TZ-44821") become one token.
 _ALNUM_ID = re.compile(r"(?<![a-z0-9])#?(?=[a-z0-9-]*\d)(?=[a-z0-9-]*[a-z])[a-z0-9]+(?:-[a-z0-9]+)+(?![a-z0-9])"
                        r"|(?<![a-z0-9])t\d{8,}(?![a-z0-9])", re.IGNORECASE)
+# what every match of ``_ALNUM_ID`` holds: a dash (its first form) or a "t" and eight digits (its second)
+_T_DIGITS = re.compile(r"[tT]\d{8}")
 _NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*")
 _DIGIT = re.compile(r"\d")
 # Spoken Chinese numbers in transcripts ("两百九十九", "六二二五 八四六五"): two or more numerals in a row.
@@ -90,7 +92,8 @@ def tokens_for_numbers(text: str) -> str:
     if "://" in text:
         text = _URL.sub(" zurl ", text)
     if _DIGIT.search(text):
-        text = _ALNUM_ID.sub(" zid ", text)
+        if "-" in text or _T_DIGITS.search(text):
+            text = _ALNUM_ID.sub(" zid ", text)
         text = _NUMBER.sub("0", text)
     return _ZH_NUMBER.sub(_zh_number, text)
 

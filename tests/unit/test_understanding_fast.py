@@ -28,7 +28,8 @@ AWKWARD = ["", " ", "a", "ab", "  double  spaces\n\nand\tlines ", "it's o'clock"
            "13800138000@qq.com 或 13800138000", "call +1 (212) 555-0100 or mail a.b@example.com", "HK$1,000 退 58.8",
            "我 要 投 诉 12315", "坐席：您好 客户：还没到账", "١٢٣ dollars", "ＲＭＢ１２８．５０",
            "張生喺度 俾人碌咗卡 唔係我", "帳戶餘額", "AGENT : hi\r\nCaller：退款", "one line\rafter a lone CR  ",
-           "-----Original Message-----", "  Sent from my iPhone  ", "> quoted only", "--", "see https://x.example/a b"]
+           "-----Original Message-----", "  Sent from my iPhone  ", "> quoted only", "--", "see https://x.example/a b",
+           "T2026111809452213 and t20261118 and ıd-7 and SG-PAY-7710293 and #TZ-44821", "Tı12345678"]
 
 
 def _texts() -> list[str]:

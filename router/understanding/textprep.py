@@ -34,9 +34,8 @@ _CANTONESE = str.maketrans("咗喺冇嘅哋佢畀俾唔係啲睇攞碌", "了在
 # Both as one table (a character the first maps, mapped on by the second), and the characters it
 # changes: most texts have none of them, and ``str.translate`` looks every character up (~7 µs a
 # text each table) where a search for them skips the text in C.
-_TO_MANDARIN = {c: _CANTONESE.get(m, m) for c, m in _TRADITIONAL.items()} | {
-    c: m for c, m in _CANTONESE.items() if c not in _TRADITIONAL}
-_TO_MANDARIN = {c: m for c, m in _TO_MANDARIN.items() if c != m}
+_TO_MANDARIN = {c: m for c in _TRADITIONAL.keys() | _CANTONESE.keys()
+                if (m := _CANTONESE.get(_TRADITIONAL.get(c, c), _TRADITIONAL.get(c, c))) != c}
 _CHANGED_BY_MANDARIN = re.compile("[" + "".join(map(chr, sorted(_TO_MANDARIN))) + "]")
 
 _EMAIL = re.compile(r"[\w.%+-]+@[\w.-]+\.[a-z]{2,}", re.IGNORECASE)

@@ -213,9 +213,9 @@ def _unguarded() -> list[tuple[str, re.Pattern[str], re.Pattern[str]]]:
     pairs += [(f"formal cue {i}", re.compile(source), used)
               for i, (source, (_, used)) in enumerate(zip(sources, formal._CUES)) if i]  # not 0: it has none
     pairs += [(f"amount prefix {c}", re.compile(r"(?<![A-Za-z0-9])" + p + r"\s*" + extract._NUM), used)
-              for (p, c), (used, _, _) in zip(extract._PREFIX, extract._PREFIX_RE)]
+              for (p, c, _), (used, _, _) in zip(extract._PREFIX, extract._PREFIX_RE)]
     pairs += [(f"amount suffix {c}", re.compile(r"(?<![\d.,])" + extract._NUM + s, re.IGNORECASE), used)
-              for (s, c), (used, _, _) in zip(extract._SUFFIX, extract._SUFFIX_RE)]
+              for (s, c, _), (used, _, _) in zip(extract._SUFFIX, extract._SUFFIX_RE)]
     txn = re.compile(extract._TXN_LABEL + extract._TXN_SEPARATOR + r"((?:[A-Za-z]{1,4}(?: [A-Za-z]{1,4}){0,2}[ -](?=\d))?"
                      r"[A-Za-z0-9][A-Za-z0-9-]{4,40}" + extract._ID_GROUP + r"{0,4})(?![A-Za-z0-9@])", re.IGNORECASE)
     pairs += [("labelled transaction id", txn, extract._TXN_LABELLED),

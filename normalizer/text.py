@@ -1,5 +1,6 @@
-"""Text helpers: splitting a reply for the senders; first-character guards that make the large
-alternations of the readers of customers' words (repeat cues, topic terms, amounts) cheaper."""
+"""Text helpers: splitting a reply for the senders; first-character guards and literal trees that
+make the large alternations of the readers of customers' words (repeat cues, topic terms, amounts,
+incident concepts) cheaper."""
 
 from __future__ import annotations
 
@@ -145,13 +146,6 @@ def first_char_guard(pattern: str, flags: int = 0) -> str:
     return f"{guard}(?:{pattern})" if guard else pattern
 
 
-def guarded_alternation(alternatives: list[str], flags: int = 0) -> str:
-    """One pattern for ``alternatives``, tried in their order as ``"|".join`` would be, each
-    behind its own first-character guard and the whole behind the union of them."""
-    joined = "|".join(f"(?:{a})" for a in alternatives)
-    return _guard(joined, flags) + "(?:" + "|".join(first_char_guard(a, flags) for a in alternatives) + ")"
-
-
 def guarded_alternation(alternatives: list[str], flags: int = 0, chunk: int = 8) -> str:
     """``"|".join(alternatives)`` (the same alternatives in the same order: the same matches) behind
     the union of their first-character guards, and each run of ``chunk`` of them behind its own,
@@ -159,3 +153,31 @@ def guarded_alternation(alternatives: list[str], flags: int = 0, chunk: int = 8)
     (the repeat-report follow-up cues, ~130 alternatives: 0.053 -> 0.038 ms a text)."""
     runs = ["|".join(f"(?:{a})" for a in alternatives[i:i + chunk]) for i in range(0, len(alternatives), chunk)]
     return first_char_guard("|".join(first_char_guard(run, flags) for run in runs), flags)
+
+
+def literal_trie(words: list[str]) -> str:
+    """A pattern matching, at each position, the longest of ``words`` (literal strings) that begins
+    there: what ``"|".join`` of them escaped, longest first, matches, written as a tree of their
+    shared beginnings ("crash(?:e(?:d|s)|ing)?"), so that a position is decided by one path
+    instead of by trying every word (the incident concepts, ~70 words: ~9 -> ~6 µs a text). Each
+    step takes at most one branch (the branches begin with different characters) and ends a
+    word as late as it can, so the match is that longest word."""
+    tree: dict[str, Any] = {}
+    for word in words:
+        if not word:
+            raise ValueError("an empty word matches everywhere")
+        node = tree
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def pattern(node: dict[str, Any]) -> str:
+        branches = [re.escape(char) + pattern(node[char]) for char in sorted(node) if char]
+        if not branches:
+            return ""
+        if len(branches) == 1 and "" not in node:
+            return branches[0]
+        return "(?:" + "|".join(branches) + ")" + ("?" if "" in node else "")
+
+    return pattern(tree)
+

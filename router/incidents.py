@@ -62,6 +62,7 @@ from router.store import ComplaintStore, encode_incident_link
 from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, LINK_LUA, NO_TEXTS_SINCE, OPEN_VERSION_FIELD
 from normalizer.ids import new_id, now_ms
 from normalizer.pii import mask_pii
+from normalizer.text import literal_trie
 
 CONCEPTS: dict[str, tuple[str, ...]] = {
     "<crash>": ("闪退", "崩溃", "死机", "卡死", "crash", "crashes", "crashed", "crashing", "force close", "freezes",
@@ -82,8 +83,9 @@ STOP = {"a", "an", "the", "i", "my", "me", "it", "is", "was", "to", "on", "in", 
         "after", "again", "please", "help", "this", "that", "every", "time", "keeps", "just", "with", "for",
         "我", "的", "了", "在", "是", "就", "都", "一", "个", "你", "们", "吗", "呢", "啊", "吧", "时", "候", "请", "帮",
         "又", "总", "老", "这", "那", "一直", "还", "会", "就", "也", "要"}
-_CONCEPT_RE = re.compile("|".join(sorted((re.escape(t) for ts in CONCEPTS.values() for t in ts), key=len,
-                                         reverse=True)))
+#: each concept's words, the longest one at a place taken (``literal_trie``: what their alternation,
+#: longest first, matches)
+_CONCEPT_RE = re.compile(literal_trie([t for ts in CONCEPTS.values() for t in ts]))
 _CANON = {t: c for c, ts in CONCEPTS.items() for t in ts}
 _TOKEN = re.compile(r"<[a-z]+>|[a-z0-9]+|[\u4e00-\u9fff]")
 MAX_RECENT = 300  # newest complaints compared per category and window (bounded work per complaint)
@@ -137,7 +139,9 @@ _cache = _WindowCache()
 def tokens(text: str) -> frozenset[str]:
     text = unicodedata.normalize("NFKC", text).casefold()
     text = _CONCEPT_RE.sub(lambda m: f" {_CANON[m.group(0)]} ", text)
-    return frozenset(t for t in _TOKEN.findall(text) if t not in STOP and not t.isdigit())
+    found = set(_TOKEN.findall(text))  # (each token once before the checks: ~6 µs a text less)
+    found -= STOP
+    return frozenset(t for t in found if not t.isdigit())
 
 
 def comparable_tokens(text: str) -> frozenset[str]:

@@ -1,12 +1,14 @@
 """The faster readers of a message's words answer what the plain ones did (issue 21), on every text
 of our corpus (data/corpus) and of shared/corpus/dev.jsonl when it is there: the categoriser's
 n-gram counts and probabilities, the text it reads, the patterns behind first-character guards
-and the prechecks that skip them, and the PII search's memo of recent texts."""
+and the prechecks that skip them, the PII search's memo of recent texts, and the incident check's
+tokens."""
 
 from __future__ import annotations
 
 import functools
 import json
+import random
 import re
 import unicodedata
 from pathlib import Path
@@ -16,8 +18,8 @@ import pytest
 
 from normalizer import extract, pii
 from normalizer.mail import _cut_quoted, strip_quoted
-from normalizer.text import first_char_guard, guarded_alternation
-from router import repeat_signals, repeats
+from normalizer.text import first_char_guard, guarded_alternation, literal_trie
+from router import incidents, repeat_signals, repeats
 from router.understanding import artefacts, compact, formal, textprep
 from tests.conftest import TEST_MODELS_DIR
 
@@ -368,3 +370,40 @@ def test_memoised_terms_and_amounts_are_the_callers_own_lists() -> None:
 
 def test_a_28_digit_order_number_is_no_amount_and_breaks_nothing() -> None:
     assert repeats.numbers_in("order 4200001234202611081234567890, 金额 256") == {"256.00"}
+
+
+# -- the incident check's tokens ----------------------------------------------------------------------
+
+
+def _plain_tokens(text: str) -> frozenset[str]:
+    """The incident tokens as they were: the concepts' words as one alternation, longest first, and
+    every token found checked in turn."""
+    concepts = re.compile("|".join(sorted((re.escape(t) for ts in incidents.CONCEPTS.values() for t in ts),
+                                          key=len, reverse=True)))
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = concepts.sub(lambda m: f" {incidents._CANON[m.group(0)]} ", text)
+    return frozenset(t for t in incidents._TOKEN.findall(text) if t not in incidents.STOP and not t.isdigit())
+
+
+def test_incident_tokens_are_the_plain_ones() -> None:
+    concept_words = [t for ts in incidents.CONCEPTS.values() for t in ts]
+    texts = TEXTS + [" ".join(concept_words), "".join(concept_words), "crashe crashes crashing crash",
+                     "can not open cannot open can't open can'", "app application applic 应用应用", "logging i"]
+    for text in texts:
+        assert incidents.tokens(text) == _plain_tokens(text), text
+
+
+@pytest.mark.parametrize("words", [
+    ["a", "ab", "abc", "b"], ["abc", "ab", "a"], ["x.y", "x*", "x"], ["can't", "can't open", "cannot", "can not"],
+    ["失败", "失", "败了"], ["ab", "ba", "aba", "bab"],
+])
+def test_literal_trie_matches_the_longest_word_first_alternation(words: list[str]) -> None:
+    plain = re.compile("|".join(sorted(map(re.escape, words), key=len, reverse=True)))
+    trie = re.compile(literal_trie(words))
+    alphabet = sorted(set("".join(words)) | {" "})
+    rng = random.Random(len(words))
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(12)))
+        assert [m.span() for m in trie.finditer(text)] == [m.span() for m in plain.finditer(text)], text
+    with pytest.raises(ValueError):
+        literal_trie(["a", ""])

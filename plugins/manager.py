@@ -287,11 +287,13 @@ class GatewayPlugins:
         self.errors[plugin_name] += 1
         log.error("plugin %s failed in %s: %s: %s", plugin_name, hook_name, type(exc).__name__, exc)
 
-    def _call_each_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+    def _call_each_sync(self, hook_name: str, *, first: bool = False, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call every implementation on its own; a raising plugin is counted and skipped. For the
         hooks that must answer at once (``SYNC_HOOKS``: routes, pollers, senders). ``async def``
         implementations are refused at registration; one that still answers with an awaitable (a
-        plain function handing back a coroutine) is counted as failed, never taken as its answer."""
+        plain function handing back a coroutine) is counted as failed, never taken as its answer.
+        ``first``: up to the first usable answer (a ``firstresult`` hook's: the rest are not asked,
+        as pluggy would not ask them)."""
         results = []
         for plugin_name, fn in self._impls(hook_name):
             try:
@@ -299,14 +301,17 @@ class GatewayPlugins:
             except Exception as exc:
                 self._failed(plugin_name, hook_name, exc)
                 continue
+            if value is None:  # (most answers: "not mine")
+                continue
             if inspect.isawaitable(value):
                 if inspect.iscoroutine(value):
                     value.close()  # never awaited, on purpose: no "never awaited" warning
                 self._failed(plugin_name, hook_name, TypeError(
                     "answered with an awaitable; this hook must answer at once (a plain def)"))
                 continue
-            if value is not None:
-                results.append((plugin_name, value))
+            results.append((plugin_name, value))
+            if first:
+                break
         return results
 
     def routes(self, services: GatewayServices) -> list[tuple[str, RouteMount]]:
@@ -326,7 +331,7 @@ class GatewayPlugins:
         return found
 
     def sender(self, channel: str, services: GatewayServices) -> Sender | None:
-        for _name, sender in self._call_each_sync("channel_sender", channel=channel, services=services):
+        for _name, sender in self._call_each_sync("channel_sender", first=True, channel=channel, services=services):
             return sender  # first non-None wins
         return None
 

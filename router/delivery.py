@@ -80,10 +80,13 @@ async def deliver(w: WorkerContext, complaint: Complaint, reply: Reply, *,
     if not await store.replicated("send"):  # what led to this reply must survive a failover first
         return DeliveryResult(status="failed", error="not yet copied to a standby", retryable=True)
     gate = w.send_gate(reply.channel)
-    try:
-        await asyncio.wait_for(gate.acquire(), timeout=SEND_GATE_WAIT_S)
-    except asyncio.TimeoutError:  # the channel's provider is stalling: back off, keep the slot for others
-        return DeliveryResult(status="failed", error="channel busy: too many sends in flight", retryable=True)
+    if not gate.locked():  # a free slot is taken at once (wait_for would make a task and a timer for it)
+        await gate.acquire()
+    else:
+        try:
+            await asyncio.wait_for(gate.acquire(), timeout=SEND_GATE_WAIT_S)
+        except asyncio.TimeoutError:  # the channel's provider is stalling: back off, keep the slot for others
+            return DeliveryResult(status="failed", error="channel busy: too many sends in flight", retryable=True)
     try:
         result = await sender.send(outbound)
     except Exception as exc:  # a sender that raises is a transient failure until tries run out

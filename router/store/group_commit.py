@@ -45,7 +45,9 @@ class GroupCommit:
             self._task = loop.create_task(self._flush())
         else:
             self.waiting.append((entry, future))
-        return await asyncio.shield(future)  # a cancelled job still lets its batch finish for the others
+        # (awaited as it is, not through a shield: a job cancelled meanwhile cancels its own future
+        # alone, which the call's answer then passes over; its entry still goes out with the others')
+        return await future
 
     async def _flush(self) -> None:
         try:

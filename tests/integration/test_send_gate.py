@@ -1,0 +1,83 @@
+"""The send gate (router/delivery.py): sends in flight per channel are capped; a free slot is taken
+at once, a full channel makes the next send wait a moment and then back off as a retryable failure,
+and a slot let go is taken by a waiting send. Real Redis for the delivery records."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from normalizer.schema import Complaint, ComplaintStatus, Contact, DeliveryResult, Reply
+from plugins.hookspecs import hookimpl
+from router import delivery
+from router.context import WorkerContext
+from router.store import ComplaintStore
+from tests.conftest import app_plugins
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def store(settings):
+    r = aioredis.from_url(settings.redis_url)
+    s = ComplaintStore(settings.redis_prefix)
+    s.bind(r)
+    yield s
+    await r.aclose()
+
+
+class HeldSender:
+    """A provider that answers only when told to."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.go = asyncio.Event()
+
+    async def send(self, message):
+        self.started += 1
+        await self.go.wait()
+        return DeliveryResult(status="sent", provider_message_id=f"p-{message.id}")
+
+
+class HeldChannel:
+    def __init__(self) -> None:
+        self.sender = HeldSender()
+
+    @hookimpl
+    def channel_sender(self, channel, services):
+        return self.sender if channel == "held" else None
+
+
+def _case(n: int) -> tuple[Complaint, Reply]:
+    now = datetime.now(timezone.utc)
+    complaint = Complaint(id=f"cmp_gate{n}", case_number=f"C-20261203-9{n:05d}", status=ComplaintStatus.accepted,
+                          category="other", formal_complaint=False, channel="held", customer_id=f"cus_gate{n}",
+                          contact=Contact(kind="app_user", value=f"u{n}"), language="en", created_at=now,
+                          updated_at=now)
+    return complaint, Reply(id=f"rep_gate{n}", kind="ack", text="We got it", author="system", channel="held",
+                            created_at=now)
+
+
+async def test_a_full_channel_backs_off_and_a_freed_slot_is_taken(settings, store, monkeypatch) -> None:
+    monkeypatch.setattr(delivery, "SEND_GATE_WAIT_S", 0.3)
+    channel = HeldChannel()
+    w = WorkerContext.of(msgspec.structs.replace(settings, worker_max_jobs=8), store, app_plugins(channel))
+    gate = w.send_gate("held")
+    assert not gate.locked()
+    first = [asyncio.create_task(delivery.deliver(w, *_case(n))) for n in (1, 2)]  # the two slots
+    while channel.sender.started < 2:
+        await asyncio.sleep(0.01)
+    assert gate.locked()
+    busy = await delivery.deliver(w, *_case(3))  # waits out the gate's time, then backs off
+    assert (busy.status, busy.retryable) == ("failed", True) and "channel busy" in (busy.error or "")
+    waiting = asyncio.create_task(delivery.deliver(w, *_case(4)))
+    await asyncio.sleep(0.05)
+    channel.sender.go.set()  # the provider answers: the slots free, the waiting send takes one
+    results = await asyncio.gather(*first, waiting)
+    assert [r.status for r in results] == ["sent", "sent", "sent"]
+    assert channel.sender.started == 3 and not gate.locked()
+    assert (await delivery.deliver(w, *_case(5))).status == "sent"  # a free slot: at once

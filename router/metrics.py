@@ -24,6 +24,7 @@ only when the change commits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -59,7 +60,12 @@ HISTOGRAMS = {
 
 
 def _field(name: str, labels: dict[str, str]) -> str:
-    return name + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    return _named(name, tuple(sorted(labels.items())))
+
+
+@functools.lru_cache(maxsize=4096)  # (a worker counts the same few fields for every job)
+def _named(name: str, labels: tuple[tuple[str, str], ...]) -> str:
+    return name + "|" + ",".join(f"{k}={v}" for k, v in labels)
 
 
 def counter_field(name: str, **labels: str) -> str:
@@ -135,7 +141,10 @@ _flushers: dict[int, MetricsFlusher] = {}
 
 def _tally_for(pipe: Any) -> MetricsFlusher | None:
     """The flusher that takes this pipeline's counts: only for a non-transactional pipeline (a
-    transaction's counts commit with its change)."""
+    transaction's counts commit with its change); a flusher itself (``tally_of``'s answer) takes
+    them as they are."""
+    if isinstance(pipe, MetricsFlusher):
+        return pipe
     if not _flushers or getattr(pipe, "is_transaction", True) or getattr(pipe, "explicit_transaction", False):
         return None
     pool = getattr(pipe, "connection_pool", None)
@@ -151,8 +160,8 @@ def tally_of(redis: Any) -> MetricsFlusher | None:
 
 
 def incr(pipe: Any, keys: Keys | str, name: str, by: int = 1, **labels: str) -> None:
-    """Add to a counter inside a pipeline or on a client (not awaited here). ``keys``: the
-    store's ``Keys``, or the key prefix they are for."""
+    """Add to a counter inside a pipeline or on a client (not awaited here), or to a flusher's
+    tally. ``keys``: the store's ``Keys``, or the key prefix they are for."""
     tally = _tally_for(pipe)
     if tally is not None:
         return tally.add(Keys.of(keys).metrics, _field(name, labels), by)

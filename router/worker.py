@@ -88,18 +88,26 @@ def instrumented(fn: Job) -> Job:
 
 async def _count(w: WorkerContext, job: str, result: str, seconds: float) -> None:
     store = w.store
+    tally = metrics.tally_of(store.r)
+    if tally is not None:  # (the worker's flusher runs: its tally takes them, no pipeline needed)
+        return _count_into(tally, w, job, result, seconds)
     try:
         async with store.r.pipeline(transaction=False) as pipe:
-            metrics.incr(pipe, store.keys, "gateway_worker_jobs", job=job, result=result)
-            metrics.observe(pipe, store.keys, "gateway_worker_job_seconds", seconds, job=job)
-            seen = w.plugin_errors_reported
-            for name, count in w.plugins.errors.items():
-                if count > seen.get(name, 0):
-                    metrics.incr(pipe, store.keys, "gateway_plugin_errors", count - seen.get(name, 0), plugin=name)
-                    seen[name] = count
+            _count_into(pipe, w, job, result, seconds)
             await pipe.execute()
     except Exception:  # noqa: BLE001 - metrics never fail a job
         pass
+
+
+def _count_into(pipe: Any, w: WorkerContext, job: str, result: str, seconds: float) -> None:
+    keys = w.store.keys
+    metrics.incr(pipe, keys, "gateway_worker_jobs", job=job, result=result)
+    metrics.observe(pipe, keys, "gateway_worker_job_seconds", seconds, job=job)
+    seen = w.plugin_errors_reported
+    for name, count in w.plugins.errors.items():
+        if count > seen.get(name, 0):
+            metrics.incr(pipe, keys, "gateway_plugin_errors", count - seen.get(name, 0), plugin=name)
+            seen[name] = count
 
 
 def job_functions(settings: Settings) -> list[Function]:

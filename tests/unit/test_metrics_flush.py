@@ -24,6 +24,10 @@ async def test_tally_written_by_the_flusher_and_at_stop(redis_url: str, prefix: 
             metrics.observe(pipe, prefix, "gateway_worker_job_seconds", 0.03, job="process_message")
             assert pipe.command_stack == []  # tallied, not sent
             await pipe.execute()
+        tally = metrics.tally_of(r)  # the flusher itself takes counts too (no pipeline needed)
+        assert tally is flusher
+        metrics.incr(tally, prefix, "gateway_plugin_errors", 2, plugin="mine")
+        metrics.observe(tally, prefix, "gateway_worker_job_seconds", 0.5, job="send_reply")
         async with r.pipeline(transaction=True) as pipe:  # with a change: written with it
             metrics.incr(pipe, prefix, "gateway_repeat_merges", reason="similar_text")
             await pipe.execute()
@@ -37,6 +41,8 @@ async def test_tally_written_by_the_flusher_and_at_stop(redis_url: str, prefix: 
     assert fields["gateway_worker_job_seconds_le|job=process_message,le=0.05"] == "1"
     assert fields["gateway_worker_job_seconds_count|job=process_message"] == "2"
     assert abs(float(fields["gateway_worker_job_seconds_sum|job=process_message"]) - 0.05) < 1e-9
+    assert fields["gateway_plugin_errors|plugin=mine"] == "2"
+    assert fields["gateway_worker_job_seconds_count|job=send_reply"] == "1"
     # no flusher any more: written at once again
     async with r.pipeline(transaction=False) as pipe:
         metrics.incr(pipe, prefix, "gateway_worker_jobs", job="process_message", result="ok")

@@ -1,6 +1,6 @@
 """Benchmark: what one message costs — Redis commands and CPU per process (issue 21).
 
-    .venv/bin/python bench/cost.py [--messages 2000] [--rate 150] [--rounds 3]
+    .venv/bin/python bench/cost.py [--messages 2000] [--rate 150] [--rounds 3] [--bare]
 
 Each round starts its own stack as `make run` has it: a redis-server with the embedded Redis's
 options (gateway/embedded_redis.py: AOF, appendfsync always), one uvicorn gateway process, one
@@ -20,6 +20,10 @@ The idle rates (commands and CPU per second with no traffic: heartbeats, timers,
 are measured before each round and printed apart; the per-message figures include them, as a
 real desk pays them. CPU figures are noisy on a shared machine: the median of the rounds is
 printed, commands per message are exact.
+
+``--bare``: afterwards, the same requests at the same rate to bench/bare_app.py (a bare Litestar
+endpoint, same server and flags): the CPU a request that the server and the framework cost alone,
+the floor under the gateway's figure.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from intake import APP_KEY  # noqa: E402
+from intake import APP_KEY, free_port, server_cmd, wait_http  # noqa: E402
 from loadgen import build_request, open_loop  # noqa: E402
 from stack import Cluster  # noqa: E402
 
@@ -194,6 +198,30 @@ async def one_round(args: argparse.Namespace, n: int, texts: list[str]) -> dict:
             cluster.stop()
 
 
+async def bare_round(args: argparse.Namespace, texts: list[str]) -> dict:
+    """The same requests, at the same rate, to the bare Litestar endpoint (bench/bare_app.py: read
+    the body, answer 202, no Redis) under the same server and flags: the server's and the
+    framework's own CPU a request, the floor under the gateway's figure."""
+    import subprocess
+
+    port = free_port()
+    proc = subprocess.Popen(server_cmd("uvicorn", "bare_app:app", port), cwd=ROOT / "bench",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/")
+        tag = f"b{os.getpid():x}"
+        await open_loop("127.0.0.1", port, app_requests(port, tag + "w", texts), rate=args.rate,
+                        seconds=min(2.0, args.messages / args.rate))
+        before = cpu_seconds(proc.pid)
+        sent = await open_loop("127.0.0.1", port, app_requests(port, tag, texts), rate=args.rate,
+                               seconds=args.messages / args.rate)
+        used = cpu_seconds(proc.pid) - before
+        return {"acknowledged": sent.ok, "cpu_ms": used * 1000 / max(1, sent.ok)}
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
 def per_message(rnd: dict) -> dict:
     n = rnd["acknowledged"]
     used = rnd["used"]
@@ -249,6 +277,8 @@ def main() -> None:
                         help="GATEWAY_CATEGORISER for the worker (default: the desk's default, the model)")
     parser.add_argument("--deadlines", choices=["long", "default"], default="long",
                         help="long: a first-response allowance of an hour, so no deadline timer fires in a round")
+    parser.add_argument("--bare", action="store_true",
+                        help="then the same requests to the bare Litestar endpoint: its CPU a request at the same rate")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python "
@@ -256,6 +286,13 @@ def main() -> None:
     texts = corpus_texts()
     rounds = [asyncio.run(one_round(args, i, texts)) for i in range(args.rounds)]
     result = report(rounds)
+    if args.bare:
+        bare = asyncio.run(bare_round(args, texts))
+        gateway = result["cpu_ms_per_msg"]["gateway"]
+        print(f"bare Litestar endpoint, same requests and rate: {bare['cpu_ms']:.3f} ms CPU a request "
+              f"({bare['acknowledged']} answered); the gateway's {gateway:.2f} ms less it: "
+              f"{gateway - bare['cpu_ms']:.2f} ms of intake work a message")
+        result["bare_cpu_ms_per_request"] = bare["cpu_ms"]
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -84,6 +84,20 @@ def settings(redis_url: str, prefix: str, tmp_path: Path) -> Settings:
     return load_settings(make_env(redis_url, prefix, tmp_path / "var"))
 
 
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Any]:
+    """A ``ComplaintStore`` on the test's own key prefix, with a connection of its own."""
+    import redis.asyncio as aioredis
+
+    from router.store import ComplaintStore
+
+    r = aioredis.Redis.from_url(settings.redis_url)
+    s = ComplaintStore(settings.redis_prefix)
+    s.bind(r)
+    yield s
+    await r.aclose()
+
+
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

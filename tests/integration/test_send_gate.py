@@ -9,25 +9,14 @@ from datetime import datetime, timezone
 
 import msgspec
 import pytest
-import redis.asyncio as aioredis
 
 from normalizer.schema import Complaint, ComplaintStatus, Contact, DeliveryResult, Reply
 from plugins.hookspecs import hookimpl
 from router import delivery
 from router.context import WorkerContext
-from router.store import ComplaintStore
 from tests.conftest import app_plugins
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def store(settings):
-    r = aioredis.from_url(settings.redis_url)
-    s = ComplaintStore(settings.redis_prefix)
-    s.bind(r)
-    yield s
-    await r.aclose()
 
 
 class HeldSender:

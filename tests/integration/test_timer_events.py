@@ -63,15 +63,6 @@ class SingleListener:
         self.events.append((event.complaint_id, event.kind, event.detail.get("deadline", "")))
 
 
-@pytest.fixture
-async def store(settings):
-    r = aioredis.from_url(settings.redis_url)
-    s = ComplaintStore(settings.redis_prefix)
-    s.bind(r)
-    yield s
-    await r.aclose()
-
-
 async def write_cases(store: ComplaintStore, n: int, *, warn_in: float = 0, due_in: float | None = None,
                       tag: str = "ev") -> list[str]:
     """``n`` complaints nobody answers, each a first-response deadline (a warning ``warn_in`` s

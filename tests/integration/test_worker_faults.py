@@ -5,9 +5,8 @@ job is recovered, and the app's key sees only app cases."""
 from __future__ import annotations
 
 import pytest
-import redis.asyncio as aioredis
 
-from router.store import ComplaintStore, PlannedJob
+from router.store import PlannedJob
 
 from normalizer.ids import now_ms
 from normalizer.schema import Classification, DeliveryResult
@@ -16,15 +15,6 @@ from router.housekeeping import recover_pending, resend_overdue
 from tests.conftest import ALICE, APP, SUPERVISOR, app_plugins, eventually, run_worker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def store(settings):
-    r = aioredis.Redis.from_url(settings.redis_url)
-    s = ComplaintStore(settings.redis_prefix)
-    s.bind(r)
-    yield s
-    await r.aclose()
 
 
 drain_with = run_worker

@@ -287,13 +287,13 @@ class GatewayPlugins:
         self.errors[plugin_name] += 1
         log.error("plugin %s failed in %s: %s: %s", plugin_name, hook_name, type(exc).__name__, exc)
 
-    def _call_each_sync(self, hook_name: str, *, first: bool = False, **kwargs: Any) -> list[tuple[str, Any]]:
+    def _call_each_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call every implementation on its own; a raising plugin is counted and skipped. For the
         hooks that must answer at once (``SYNC_HOOKS``: routes, pollers, senders). ``async def``
         implementations are refused at registration; one that still answers with an awaitable (a
         plain function handing back a coroutine) is counted as failed, never taken as its answer.
-        ``first``: up to the first usable answer (a ``firstresult`` hook's: the rest are not asked,
-        as pluggy would not ask them)."""
+        Every implementation is asked, also after a usable answer: a broken one is counted
+        whichever plugin answered first."""
         results = []
         for plugin_name, fn in self._impls(hook_name):
             try:
@@ -310,8 +310,6 @@ class GatewayPlugins:
                     "answered with an awaitable; this hook must answer at once (a plain def)"))
                 continue
             results.append((plugin_name, value))
-            if first:
-                break
         return results
 
     def routes(self, services: GatewayServices) -> list[tuple[str, RouteMount]]:
@@ -331,7 +329,7 @@ class GatewayPlugins:
         return found
 
     def sender(self, channel: str, services: GatewayServices) -> Sender | None:
-        for _name, sender in self._call_each_sync("channel_sender", first=True, channel=channel, services=services):
+        for _name, sender in self._call_each_sync("channel_sender", channel=channel, services=services):
             return sender  # first non-None wins
         return None
 

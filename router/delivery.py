@@ -80,7 +80,7 @@ async def deliver(w: WorkerContext, complaint: Complaint, reply: Reply, *,
     if not await store.replicated("send"):  # what led to this reply must survive a failover first
         return DeliveryResult(status="failed", error="not yet copied to a standby", retryable=True)
     gate = w.send_gate(reply.channel)
-    if not gate.locked():  # a free slot is taken at once (wait_for would make a task and a timer for it)
+    if not gate.locked():  # a free slot is taken at once (wait_for makes a task and a timer for it on 3.11)
         await gate.acquire()
     else:
         try:

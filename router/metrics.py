@@ -63,7 +63,7 @@ def _field(name: str, labels: dict[str, str]) -> str:
     return _named(name, tuple(sorted(labels.items())))
 
 
-@functools.lru_cache(maxsize=4096)  # (a worker counts the same few fields for every job)
+@functools.lru_cache(maxsize=4096, typed=True)  # (a worker counts the same few fields for every job)
 def _named(name: str, labels: tuple[tuple[str, str], ...]) -> str:
     return name + "|" + ",".join(f"{k}={v}" for k, v in labels)
 

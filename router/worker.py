@@ -88,10 +88,10 @@ def instrumented(fn: Job) -> Job:
 
 async def _count(w: WorkerContext, job: str, result: str, seconds: float) -> None:
     store = w.store
-    tally = metrics.tally_of(store.r)
-    if tally is not None:  # (the worker's flusher runs: its tally takes them, no pipeline needed)
-        return _count_into(tally, w, job, result, seconds)
     try:
+        tally = metrics.tally_of(store.r)
+        if tally is not None:  # (the worker's flusher runs: its tally takes them, no pipeline needed)
+            return _count_into(tally, w, job, result, seconds)
         async with store.r.pipeline(transaction=False) as pipe:
             _count_into(pipe, w, job, result, seconds)
             await pipe.execute()

@@ -1,6 +1,6 @@
-"""The send gate (router/delivery.py): sends in flight per channel are capped; a free slot is taken
-at once, a full channel makes the next send wait a moment and then back off as a retryable failure,
-and a slot let go is taken by a waiting send. Real Redis for the delivery records."""
+"""The send gate (router/delivery.py): sends in flight per channel are capped; a full channel makes
+the next send wait a moment and then back off as a retryable failure, a send waiting for a slot
+takes the one let go, and a free slot is taken. Real Redis for the delivery records."""
 
 from __future__ import annotations
 
@@ -58,15 +58,17 @@ async def test_a_full_channel_backs_off_and_a_freed_slot_is_taken(settings, stor
     gate = w.send_gate("held")
     assert not gate.locked()
     first = [asyncio.create_task(delivery.deliver(w, *_case(n))) for n in (1, 2)]  # the two slots
-    while channel.sender.started < 2:
-        await asyncio.sleep(0.01)
+    async with asyncio.timeout(10):
+        while channel.sender.started < 2:
+            await asyncio.sleep(0.01)
     assert gate.locked()
     busy = await delivery.deliver(w, *_case(3))  # waits out the gate's time, then backs off
     assert (busy.status, busy.retryable) == ("failed", True) and "channel busy" in (busy.error or "")
     waiting = asyncio.create_task(delivery.deliver(w, *_case(4)))
     await asyncio.sleep(0.05)
+    assert gate.locked() and not waiting.done() and channel.sender.started == 2  # it waits for a slot
     channel.sender.go.set()  # the provider answers: the slots free, the waiting send takes one
     results = await asyncio.gather(*first, waiting)
     assert [r.status for r in results] == ["sent", "sent", "sent"]
     assert channel.sender.started == 3 and not gate.locked()
-    assert (await delivery.deliver(w, *_case(5))).status == "sent"  # a free slot: at once
+    assert (await delivery.deliver(w, *_case(5))).status == "sent"  # a free slot is taken

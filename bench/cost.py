@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -203,8 +204,6 @@ async def bare_round(args: argparse.Namespace, texts: list[str]) -> dict:
     """The same requests, at the same rate, to the bare Litestar endpoint (bench/bare_app.py: read
     the body, answer 202, no Redis) under the same server and flags: the server's and the
     framework's own CPU a request, the floor under the gateway's figure."""
-    import subprocess
-
     port = free_port()
     proc = subprocess.Popen(server_cmd("uvicorn", "bare_app:app", port), cwd=ROOT / "bench",
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -182,4 +182,3 @@ def literal_trie(words: list[str]) -> str:
         return "(?:" + "|".join(branches) + ")" + ("?" if "" in node else "")
 
     return pattern(tree)
-

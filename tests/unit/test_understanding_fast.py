@@ -375,13 +375,19 @@ def test_a_28_digit_order_number_is_no_amount_and_breaks_nothing() -> None:
 # -- the incident check's tokens ----------------------------------------------------------------------
 
 
+def _longest_first(words: list[str]) -> re.Pattern[str]:
+    """The plain form of ``literal_trie``: the words escaped, as one alternation, longest first."""
+    return re.compile("|".join(sorted(map(re.escape, words), key=len, reverse=True)))
+
+
+_PLAIN_CONCEPTS = _longest_first([t for ts in incidents.CONCEPTS.values() for t in ts])
+
+
 def _plain_tokens(text: str) -> frozenset[str]:
     """The incident tokens as they were: the concepts' words as one alternation, longest first, and
     every token found checked in turn."""
-    concepts = re.compile("|".join(sorted((re.escape(t) for ts in incidents.CONCEPTS.values() for t in ts),
-                                          key=len, reverse=True)))
     text = unicodedata.normalize("NFKC", text).casefold()
-    text = concepts.sub(lambda m: f" {incidents._CANON[m.group(0)]} ", text)
+    text = _PLAIN_CONCEPTS.sub(lambda m: f" {incidents._CANON[m.group(0)]} ", text)
     return frozenset(t for t in incidents._TOKEN.findall(text) if t not in incidents.STOP and not t.isdigit())
 
 
@@ -398,7 +404,7 @@ def test_incident_tokens_are_the_plain_ones() -> None:
     ["失败", "失", "败了"], ["ab", "ba", "aba", "bab"],
 ])
 def test_literal_trie_matches_the_longest_word_first_alternation(words: list[str]) -> None:
-    plain = re.compile("|".join(sorted(map(re.escape, words), key=len, reverse=True)))
+    plain = _longest_first(words)
     trie = re.compile(literal_trie(words))
     alphabet = sorted(set("".join(words)) | {" "})
     rng = random.Random(len(words))

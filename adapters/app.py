@@ -16,6 +16,8 @@ from plugins.auth import ROLE_APP, principal_of, roles_guard
 from plugins.kit import (
     Contact,
     DeliveryResult,
+    DirectRequest,
+    DirectResponse,
     GatewayServices,
     InputRejected,
     OutboundMessage,
@@ -35,6 +37,11 @@ from normalizer.categories import accept_category_hint
 _USER_ID = r"^[A-Za-z0-9_.:@-]{1,128}$"
 _CLIENT_MESSAGE_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
 
+
+#: Who may post a message: the app's keys.
+_SUBMIT_ROLES = frozenset({ROLE_APP})
+#: ``MessageAccepted`` as JSON, as the framework encodes it.
+_encode_accepted = msgspec.json.Encoder().encode
 
 #: The paths the payment app posts to and reads from (shared/design.md).
 MESSAGES = "/v1/messages"
@@ -94,7 +101,7 @@ class AppChannel:
             operation_id="submitAppMessage",
             summary="A customer message from the payment app",
             description="Answers 202 once the message and its processing job are durable in Redis.",
-            opt={"roles": {ROLE_APP}},
+            opt={"roles": _SUBMIT_ROLES},
             status_code=202,
             tags=["app"],
         )
@@ -103,8 +110,22 @@ class AppChannel:
             # handler for every guard call (~15 % of this path's Python, bench/profile_gateway.py)
             await roles_guard(request, submit_message)
             require_json(request)
+            body = await read_body(request, services.settings.max_body_bytes)
+            accepted, headers = await accept(body, principal_of(request).id)
+            return Response(accepted, status_code=202, headers=headers)
+
+        async def submit_direct(request: DirectRequest) -> DirectResponse:
+            """``submit_message`` without the framework (``plugins.direct``): the same steps, in
+            the same order, the same answers."""
+            principal = request.principal(_SUBMIT_ROLES)
+            require_json(request)
+            body = await request.body(services.settings.max_body_bytes)
+            accepted, headers = await accept(body, principal.id)
+            return DirectResponse(202, _encode_accepted(accepted), headers)
+
+        async def accept(body: bytes, app_key: str) -> tuple[MessageAccepted, dict[str, str]]:
+            """The message in ``body``, durable: what the 202 says, and its headers."""
             settings = services.settings
-            body = await read_body(request, settings.max_body_bytes)
             incoming = decode_json(body, AppMessageIn)
             try:
                 text = clean_text(incoming.text, settings.max_text_chars)
@@ -128,8 +149,7 @@ class AppChannel:
                     await services.intake.answer_retry(CHANNEL_APP, outcome)
                     if outcome == "conflict":
                         raise _idempotency_conflict(mid)
-                    return Response(MessageAccepted(mid, "received", warnings), status_code=202,
-                                    headers={"Location": f"/v1/messages/{mid}"})
+                    return MessageAccepted(mid, "received", warnings), {"Location": f"/v1/messages/{mid}"}
             try:
                 evidence = await store_attachments(
                     incoming.attachments, services.blobs, max_count=plugin_settings.max_attachments,
@@ -156,17 +176,13 @@ class AppChannel:
                 attachments=evidence,
                 verified_contacts=verified,
                 complaint_ref=incoming.complaint_id,
-                metadata={"app_key": principal_of(request).id,
-                          **({"tier": incoming.customer_tier} if incoming.customer_tier else {})},
+                metadata={"app_key": app_key, **({"tier": incoming.customer_tier} if incoming.customer_tier else {})},
             )
             outcome = await services.intake.submit(message, idempotency_scope=scope, request_hash=request_hash)
             if outcome.status == "conflict":
                 raise _idempotency_conflict(outcome.message_id)
-            return Response(
-                MessageAccepted(outcome.message_id, "received", warnings),
-                status_code=202,
-                headers={"Location": f"/v1/messages/{outcome.message_id}"},
-            )
+            return (MessageAccepted(outcome.message_id, "received", warnings),
+                    {"Location": f"/v1/messages/{outcome.message_id}"})
 
         @get(
             MESSAGE,
@@ -188,7 +204,7 @@ class AppChannel:
                 case_number = complaint.case_number
             return MessageState(message_id, state["status"], state["complaint_id"], case_number)
 
-        return RouteMount(handlers=[submit_message, message_state], prefix="")
+        return RouteMount(handlers=[submit_message, message_state], prefix="", direct={f"POST {MESSAGES}": submit_direct})
 
     @hookimpl
     def channel_sender(self, channel: str, services: GatewayServices) -> "AppSender | None":

@@ -25,6 +25,7 @@ from gateway.api_people import CustomersController, IncidentsController
 from gateway.api_routing import AgentsController, RoutingController
 from gateway.api_service import PolicyController, ReportsController
 from gateway.auth import Authenticator
+from gateway.direct_routes import GatewayApp
 from gateway.problems import body_limit_middleware, exception_handlers
 from plugins.problems import ProblemError
 from router.metrics import MetricsFlusher
@@ -37,7 +38,7 @@ from router.services import build_services
 log = logging.getLogger("gateway.app")
 
 
-def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> Litestar:
+def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> GatewayApp:
     """Build the HTTP app. ``settings.redis_url`` must be set (the CLI resolves the embedded one)."""
     if settings.redis_url is None:
         raise ValueError("create_app needs settings.redis_url (the CLI starts the embedded Redis)")
@@ -100,14 +101,16 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
                                  QueuesController, QuarantineController, CustomersController, IncidentsController,
                                  PolicyController, ReportsController, RoutingController, AgentsController,
                                  ModelController, ConsoleController, ApprovalsController, AppealsController]
+    direct: dict[str, Any] = {}
     for plugin_name, mount in plugins.routes(services):
+        direct.update(mount.direct)
         prefix = f"{paths.WEBHOOKS}/{plugin_name}" if mount.prefix is None else mount.prefix
         if prefix:
             route_handlers.append(Router(path=prefix, route_handlers=list(mount.handlers)))
         else:
             route_handlers.extend(mount.handlers)
 
-    app = Litestar(
+    app = GatewayApp(
         route_handlers=route_handlers,
         lifespan=[lifespan],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
@@ -130,6 +133,7 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         # itself Litestar would replace the root handlers with its own, unmasked.
         logging_config=None,
     )
+    app.use_direct(direct, settings.max_body_bytes)
     app.state.authenticator = Authenticator(settings)
     app.state.services = services
     app.state.plugins = plugins

@@ -35,12 +35,18 @@ class Principal:
 
 async def roles_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     """Guard for every /v1 route: the handler's ``opt["roles"]`` lists who may call it."""
-    authenticator: Any = connection.app.state.authenticator  # gateway.auth.Authenticator
-    principal = authenticator.principal(header(connection.scope, b"authorization"))
-    allowed: Iterable[str] = handler.opt.get("roles", ())
+    principal = admit(connection.app.state.authenticator, connection.scope, handler.opt.get("roles", ()))
+    connection.scope.setdefault("state", {})["principal"] = principal
+
+
+def admit(authenticator: Any, scope: Any, allowed: Iterable[str]) -> Principal:
+    """The caller of a request (``scope``: its ASGI scope), if its credential is one of the
+    ``allowed`` roles; else the problem (401: no valid credential, 403: another role's).
+    ``authenticator``: the gateway's (``gateway.auth.Authenticator``)."""
+    principal: Principal = authenticator.principal(header(scope, b"authorization"))
     if principal.role not in allowed:
         raise ProblemError(403, "forbidden", f"A {principal.role} credential may not call this.")
-    connection.scope.setdefault("state", {})["principal"] = principal
+    return principal
 
 
 def principal_of(connection: ASGIConnection) -> Principal:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -44,6 +44,10 @@ class RouteMount:
 
     handlers: Sequence[Any]
     prefix: str | None = None
+    #: The same routes answered without the framework for plain requests (``plugins.direct``):
+    #: ``"POST /v1/messages"`` -> ``async def handler(DirectRequest) -> DirectResponse``. Full
+    #: paths, and only beside a handler of the same method and path.
+    direct: Mapping[str, Callable[[Any], Awaitable[Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ Hooks and what they exchange
     ``hookimpl`` (mark a method as a hook implementation; the hooks are in ``plugins.hookspecs``),
     ``GatewayServices`` (what a hook gets: ``settings``, ``intake``, ``store``, ``blobs``,
     ``redis``, ``logger``), ``RouteMount``, ``Poller``, ``Sender``, ``IntakePort``,
-    ``StorePort``.
+    ``StorePort``. ``DirectRequest`` / ``DirectResponse``: a hot route's handler without the
+    web framework, beside its ordinary one (``RouteMount.direct``; ``plugins.direct`` says when
+    the gateway uses it).
 
 Taking a message in
     ``build_message(*, message_id, channel, sender, text, provider_message_id=None,
@@ -52,6 +54,7 @@ from __future__ import annotations
 from normalizer.ids import new_id
 from normalizer.inbound import InputRejected, build_message, clean_text
 from normalizer.schema import Contact, DeliveryResult, EvidenceLink, InboundMessage, OutboundMessage
+from plugins.direct import DirectRequest, DirectResponse
 from plugins.contract import GatewayServices, IntakeOutcome, IntakePort, Poller, RouteMount, Sender, StorePort
 from plugins.hookspecs import hookimpl
 from plugins.problems import ProblemError
@@ -75,9 +78,9 @@ REFUSED = 403
 CONTACT_KINDS = ("phone", "email", "app_user", "wa_id", "psid", "igsid", "telegram", "wechat_openid")
 
 __all__ = [
-    "CONTACT_KINDS", "REFUSED", "Contact", "DeliveryResult", "EvidenceLink", "GatewayServices", "InboundMessage",
-    "InputRejected", "IntakeOutcome", "IntakePort", "OutboundMessage", "Poller", "ProblemError", "RouteMount",
-    "Sender", "StorePort", "bounded_body", "build_message", "check_fresh", "clean_text", "hookimpl",
-    "http_failure", "last_inbound_ms", "new_id", "note_inbound", "quarantine_once", "raise_if_transient",
-    "require_configured", "same_secret", "tls",
+    "CONTACT_KINDS", "REFUSED", "Contact", "DeliveryResult", "DirectRequest", "DirectResponse", "EvidenceLink",
+    "GatewayServices", "InboundMessage", "InputRejected", "IntakeOutcome", "IntakePort", "OutboundMessage",
+    "Poller", "ProblemError", "RouteMount", "Sender", "StorePort", "bounded_body", "build_message", "check_fresh",
+    "clean_text", "hookimpl", "http_failure", "last_inbound_ms", "new_id", "note_inbound", "quarantine_once",
+    "raise_if_transient", "require_configured", "same_secret", "tls",
 ]

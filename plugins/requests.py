@@ -54,7 +54,9 @@ def decode_json(body: bytes, model: type[T]) -> T:
         raise ProblemError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
 
 
-def require_json(request: Request[Any, Any, Any]) -> None:
+def require_json(request: Any) -> None:
+    """415 unless the body is declared JSON (or not declared): ``request`` is anything with an
+    ASGI ``scope`` (a Litestar request, a ``plugins.direct.DirectRequest``)."""
     content_type = header(request.scope, b"content-type") or ""
     if content_type and "json" not in content_type.lower():
         raise ProblemError(415, "unsupported_media_type", "Send the body as application/json.")

@@ -1,0 +1,78 @@
+"""A route answered without the web framework: for the one or two paths that carry every
+customer message (the payment app's ``POST /v1/messages``), where the framework's own work per
+request (routing, middleware, request and response objects, the handler's signature) costs more
+than the route's.
+
+A plugin offers one beside its ordinary route (``RouteMount.direct``, keyed ``"POST /v1/messages"``):
+``async def handler(request: DirectRequest) -> DirectResponse``. The gateway sends a request there
+only when it is plain: that method and exact path, a ``Content-Length`` within the body limit and
+no other transfer coding; any other request (chunked, too large, a path with a trailing slash)
+goes to the ordinary route, which must answer the same. A ``ProblemError`` or any other exception
+the handler raises is answered by the gateway's own exception handlers, as on the ordinary route.
+
+Internal: a plugin imports these from ``plugins.kit``; the layout here may change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable
+
+from plugins.auth import Principal, admit
+from plugins.problems import ProblemError
+from plugins.requests import header
+
+
+@dataclass
+class DirectResponse:
+    """What a direct route answers: ``body`` already encoded."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = "application/json"
+
+
+class ClientGone(Exception):
+    """The client went away before its whole body arrived: nothing to answer."""
+
+
+class DirectRequest:
+    """One request to a direct route: its ASGI scope, its headers, its body and its caller."""
+
+    __slots__ = ("scope", "_receive", "_authenticator")
+
+    def __init__(self, scope: Any, receive: Callable[[], Awaitable[Any]], authenticator: Any) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._authenticator = authenticator
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of header ``name`` (lower case), as ``plugins.requests.header``."""
+        return header(self.scope, name)
+
+    def principal(self, allowed: Iterable[str]) -> Principal:
+        """The caller, if one of the ``allowed`` roles (as the routes' ``roles_guard``)."""
+        return admit(self._authenticator, self.scope, allowed)
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body; 413 once it is over ``limit`` bytes (as ``plugins.requests.read_body``)."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise ProblemError(413, "payload_too_large", f"The body is over {limit} bytes.")
+                parts.append(chunk)
+            if not message.get("more_body", False):
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+DirectHandler = Callable[[DirectRequest], Awaitable[DirectResponse]]
+
+__all__ = ["ClientGone", "DirectHandler", "DirectRequest", "DirectResponse"]

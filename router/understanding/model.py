@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import msgspec
 import numpy as np
+from scipy.sparse import csr_array
 
 from router.understanding import compact
 from router.understanding.formal import formal_verdict
@@ -84,10 +85,9 @@ def fit_pipeline(records: Sequence[dict], params: dict[str, Any]):
     return pipeline
 
 
-_FIRST = np.ones(1, dtype=bool)
-#: texts whose arithmetic is done together at most, and their characters at most: a batch's gathered
-#: weights are a row per feature found (~150 a corpus text, at most ~4 a character), 35 numbers each
-#: (~7 MB for 8,000 characters); a longer text is a batch alone, as before batches
+#: texts whose arithmetic is done together at most, and their characters at most: a batch's arrays
+#: hold a few numbers per feature found (~150 a corpus text, at most ~4 a character); a longer text
+#: is a batch alone, as before batches
 _BATCH = 64
 _BATCH_CHARS = 8_000
 
@@ -285,8 +285,12 @@ class CategoryModel:
                 segment, owner, joined, tf = segment[order], owner[order], joined[order], tf[order]
             values = (1.0 + np.log(tf)) * self._idf[joined]  # sublinear tf x idf
             values /= np.sqrt(np.bincount(segment, weights=values * values, minlength=k * n_parts))[segment]
-            starts = np.flatnonzero(np.concatenate((_FIRST, owner[1:] != owner[:-1])))
-            decision[owner[starts]] += np.add.reduceat(self._weights[joined] * values[:, None], starts, axis=0)
+            # each text's features times the weights: one sparse (texts x features) product, not a
+            # gather of every feature's row of weights (a text's ~200 rows of 35 numbers) and a sum
+            # (~22 -> ~6 µs a text); the same sums up to rounding (~1e-15)
+            rows = csr_array((values, joined, np.searchsorted(owner, np.arange(k + 1))),
+                             shape=(k, len(self._weights)))
+            decision += rows @ self._weights
         # scikit-learn's sigmoid calibration per class and fold, normalised per fold, averaged
         proba = (1.0 / (1.0 + np.exp(decision * self._a + self._b))).reshape(k, self._n_folds, len(self.classes))
         norm = proba.sum(axis=2, keepdims=True)

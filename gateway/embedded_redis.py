@@ -30,9 +30,17 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
+#: The AOF is rewritten (compacted) once it has doubled and is at least this large. Redis's default,
+#: 64 MB, is ~20 s of messages at 500 a second (~3-5 KB of AOF each), and every rewrite holds up the
+#: fsynced writes for up to a second; at 256 MB a rewrite comes every ~90 s at that rate, and a
+#: restart replays at most ~0.5 GB (bench/RESULTS.md, "sixteenth pass").
+AOF_REWRITE_MIN_SIZE = "256mb"
+
+
 def server_options(fsync: str = "always") -> list[str]:
     """The persistence options of the embedded Redis (the benchmarks start theirs with these too)."""
-    return ["--appendonly", "yes", "--appendfsync", fsync, "--save", ""]
+    return ["--appendonly", "yes", "--appendfsync", fsync, "--save", "",
+            "--auto-aof-rewrite-min-size", AOF_REWRITE_MIN_SIZE]
 
 
 def ensure_embedded_redis(var_dir: Path, *, fsync: str = "always") -> str:

@@ -303,6 +303,8 @@ def make_pool(url: str, *, follow_slot_of: str = "", **options: Any) -> Connecti
         timeouts = {k: v for k, v in options.items() if k in ("socket_connect_timeout", "socket_keepalive")}
         manager = Sentinel(sentinels, sentinel_kwargs=timeouts)  # sentinels without a password of their own
         return BufferCheckSentinelPool(service, manager, db=db, username=username, password=password, **options)
+    if url.startswith("unix:"):  # (keep-alive is TCP's; a unix socket's connection takes no such option)
+        options.pop("socket_keepalive", None)
     return BufferCheckConnectionPool.from_url(url, follow_slot_of=follow_slot_of, **options)
 
 

@@ -137,8 +137,12 @@ async def test_a_client_gone_mid_body_leaves_nothing(settings, store):
     chunks = [{"type": "http.request", "body": b'{"user_id": "u-6", ', "more_body": True}, {"type": "http.disconnect"}]
     async with AsyncTestClient(app=app) as client:
         sent = await _call(client, _scope(b"40"), chunks)
-    assert sent == []
-    assert await store.r.keys(f"{settings.redis_prefix}:msg:*") == []
+        assert sent == []
+        assert await store.r.keys(f"{settings.redis_prefix}msg:*") == []
+        r = await client.post("/v1/messages", json={"user_id": "u-6", "text": "hi"}, headers=APP)
+        assert r.status_code == 202  # (what the pattern finds for a message taken in)
+        taken = f"{settings.redis_prefix}msg:{r.json()['message_id']}".encode()
+        assert await store.r.keys(f"{settings.redis_prefix}msg:*") == [taken]
 
 
 def test_a_direct_route_needs_an_ordinary_one(settings):

@@ -117,10 +117,9 @@ class AppChannel:
         async def submit_direct(request: DirectRequest) -> DirectResponse:
             """``submit_message`` without the framework (``plugins.direct``): the same steps, in
             the same order, the same answers."""
-            principal = request.principal(_SUBMIT_ROLES)
-            require_json(request)
+            require_json(request)  # (the caller admitted already, by the roles of submit_message)
             body = await request.body(services.settings.max_body_bytes)
-            accepted, headers = await accept(body, principal.id)
+            accepted, headers = await accept(body, request.principal.id)  # type: ignore[union-attr]
             return DirectResponse(202, _encode_accepted(accepted), headers)
 
         async def accept(body: bytes, app_key: str) -> tuple[MessageAccepted, dict[str, str]]:

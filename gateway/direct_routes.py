@@ -10,58 +10,100 @@ request that is not plain goes to the framework's route as before.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from litestar import Litestar, Response
+from litestar import Litestar, Request
+from litestar.exceptions import HTTPException
+from litestar.handlers import HTTPRouteHandler
 from litestar.response.base import ASGIResponse
 
+from plugins.auth import admit
 from plugins.direct import ClientGone, DirectHandler, DirectRequest
 
 
-class GatewayApp(Litestar):
-    """``Litestar`` whose ``direct`` routes (``"METHOD /path"`` -> handler) answer plain requests
-    (``plain``) first."""
+class _Direct(NamedTuple):
+    handler: DirectHandler
+    roles: frozenset[str] | None  # the ordinary route's ``opt["roles"]``: checked before the handler
+    on_error: dict[Any, Any]  # the ordinary route's exception handlers (app, router and route)
 
-    direct: dict[tuple[str, str], DirectHandler] = {}
+
+class GatewayApp(Litestar):
+    """``Litestar`` whose ``direct`` routes (``(METHOD, /path)`` -> the handler, with what the
+    ordinary route of the same method and path guards and answers errors with) answer plain
+    requests (``plain``) first."""
+
+    direct: dict[tuple[str, str], _Direct] = {}
     max_body_bytes = 0
 
     def use_direct(self, routes: dict[str, DirectHandler], max_body_bytes: int) -> None:
-        """Answer ``routes`` directly from now on; each must be beside an ordinary route of the same
-        method and path (which answers the requests that are not plain)."""
+        """Answer ``routes`` (``"METHOD /path"`` -> handler) directly from now on; each must be beside
+        an ordinary route of the same method and exact path (no path parameters), which answers
+        the requests that are not plain and whose roles and exception handlers the direct route
+        takes."""
         ordinary = self.route_handler_method_map
         direct = {}
         for key, handler in routes.items():
             method, _, path = key.partition(" ")
-            if method.upper() not in ordinary.get(path, {}):
+            method = method.upper()
+            if "{" in path:
+                raise ValueError(f"direct route {key!r}: a direct route's path has no parameters")
+            route = ordinary.get(path, {}).get(method)
+            if route is None:
                 raise ValueError(f"direct route {key!r} has no ordinary route of the same method and path")
-            direct[(method.upper(), path)] = handler
+            roles = route.opt.get("roles")
+            direct[(method, path)] = _Direct(handler, frozenset(roles) if roles is not None else None,
+                                             route.resolve_exception_handlers())
         self.direct, self.max_body_bytes = direct, max_body_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and self.direct:
-            handler = self.direct.get((scope["method"], scope["path"]))
-            if handler is not None and plain(scope, self.max_body_bytes):
-                await self._answer_direct(handler, scope, receive, send)
+            route = self.direct.get((scope["method"], scope["path"]))
+            if route is not None and plain(scope, self.max_body_bytes):
+                scope["app"] = scope["litestar_app"] = self  # (as Litestar's own __call__ sets them)
+                scope.setdefault("state", {})
+                await self._answer_direct(route, scope, receive, self._wrap_send(send=send, scope=scope))
                 return
         await super().__call__(scope, receive, send)
 
-    async def _answer_direct(self, handler: DirectHandler, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            answer = await handler(DirectRequest(scope, receive, self.state.authenticator))
+    async def _answer_direct(self, route: _Direct, scope: Any, receive: Any, send: Any) -> None:
+        try:  # the role check first, as the ordinary route's guard
+            principal = admit(self.state.authenticator, scope, route.roles) if route.roles is not None else None
+            answer = await route.handler(DirectRequest(scope, receive, principal))
             response = ASGIResponse(body=answer.body, status_code=answer.status, media_type=answer.media_type,
                                     headers=answer.headers)
         except ClientGone:
             return
-        except Exception as exc:  # answered as the framework's route would: by our exception handlers
-            response = self._problem(exc).to_asgi_response(None, None)  # type: ignore[arg-type]
+        except Exception as exc:  # answered as the ordinary route would: by its exception handlers
+            on_error = _handler_for(route.on_error, exc)
+            if on_error is None:
+                raise
+            response = on_error(Request(scope, receive), exc).to_asgi_response(None, Request(scope, receive))
         await response(scope, receive, send)
 
-    def _problem(self, exc: Exception) -> Response[Any]:
-        for kind in type(exc).__mro__:
-            on_error = self.exception_handlers.get(kind)
-            if on_error is not None:
-                return on_error(None, exc)
-        raise exc  # (none: an Exception handler is always registered)
+
+def own_direct(plugin_name: str, mount: Any, prefix: str) -> dict[str, DirectHandler]:
+    """A plugin's direct routes (``mount.direct``), each checked to be beside a handler of the same
+    mount, of the same method and path (its ordinary route; mounted under ``prefix``)."""
+    own = {(method, _joined(prefix, path)) for handler in mount.handlers if isinstance(handler, HTTPRouteHandler)
+           for path in handler.paths for method in handler.http_methods}
+    for key in mount.direct:
+        method, _, path = key.partition(" ")
+        if (method.upper(), path) not in own:
+            raise ValueError(f"plugin {plugin_name}: direct route {key!r} is not beside a route of its own")
+    return dict(mount.direct)
+
+
+def _joined(prefix: str, path: str) -> str:
+    return "/" + "/".join(part for part in f"{prefix}/{path}".split("/") if part)
+
+
+def _handler_for(handlers: dict[Any, Any], exc: Exception) -> Any:
+    """The exception handler Litestar would choose: by status code for an ``HTTPException``, else
+    the first class of the exception's MRO that has one, else the 500 handler."""
+    if isinstance(exc, HTTPException) and exc.status_code in handlers:
+        return handlers[exc.status_code]
+    found = next((handlers[kind] for kind in type(exc).__mro__ if kind in handlers), None)
+    return found if found is not None or isinstance(exc, HTTPException) else handlers.get(500)
 
 
 def plain(scope: Any, max_body_bytes: int) -> bool:
@@ -74,7 +116,7 @@ def plain(scope: Any, max_body_bytes: int) -> bool:
     for name, value in scope["headers"]:
         name = name.lower()
         if name == b"content-length":
-            if length is not None or not value.isdigit():
+            if length is not None or not value.isdigit() or len(value) > 18:
                 return False
             length = int(value)
         elif name == b"transfer-encoding":
@@ -82,4 +124,4 @@ def plain(scope: Any, max_body_bytes: int) -> bool:
     return length is not None and length <= max_body_bytes
 
 
-__all__ = ["GatewayApp", "plain"]
+__all__ = ["GatewayApp", "own_direct", "plain"]

@@ -30,10 +30,13 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-#: The AOF is rewritten (compacted) once it has doubled and is at least this large. Redis's default,
-#: 64 MB, is ~20 s of messages at 500 a second (~3-5 KB of AOF each), and every rewrite holds up the
-#: fsynced writes for up to a second; at 256 MB a rewrite comes every ~90 s at that rate, and a
-#: restart replays at most ~0.5 GB (bench/RESULTS.md, "sixteenth pass").
+#: The AOF is rewritten (compacted) once it has doubled since the last rewrite and is at least this
+#: large. Redis's default, 64 MB, is ~20 s of messages at 500 a second (~3-5 KB of AOF each), and
+#: every rewrite holds up the fsynced writes for up to a second; at 256 MB a rewrite comes every
+#: ~90 s at that rate. The price: more AOF on disk between rewrites (up to twice the larger of
+#: 256 MB and the last rewrite's size) and to replay at a restart. An embedded Redis already
+#: running keeps the options it was started with until it is restarted (bench/RESULTS.md,
+#: "sixteenth pass").
 AOF_REWRITE_MIN_SIZE = "256mb"
 
 

@@ -7,8 +7,10 @@ A plugin offers one beside its ordinary route (``RouteMount.direct``, keyed ``"P
 ``async def handler(request: DirectRequest) -> DirectResponse``. The gateway sends a request there
 only when it is plain: that method and exact path, a ``Content-Length`` within the body limit and
 no other transfer coding; any other request (chunked, too large, a path with a trailing slash)
-goes to the ordinary route, which must answer the same. A ``ProblemError`` or any other exception
-the handler raises is answered by the gateway's own exception handlers, as on the ordinary route.
+goes to the ordinary route, which must answer the same. The ordinary route's ``opt["roles"]``
+are checked first (``request.principal``: the caller; ``None`` for a route without roles, such as
+a webhook, which checks its signature itself). A ``ProblemError`` or any other exception the
+handler raises is answered by the ordinary route's exception handlers.
 
 Internal: a plugin imports these from ``plugins.kit``; the layout here may change.
 """
@@ -16,9 +18,9 @@ Internal: a plugin imports these from ``plugins.kit``; the layout here may chang
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable
 
-from plugins.auth import Principal, admit
+from plugins.auth import Principal
 from plugins.problems import ProblemError
 from plugins.requests import header
 
@@ -38,22 +40,19 @@ class ClientGone(Exception):
 
 
 class DirectRequest:
-    """One request to a direct route: its ASGI scope, its headers, its body and its caller."""
+    """One request to a direct route: its ASGI scope, its headers, its body and its caller
+    (``principal``: admitted by the ordinary route's roles; ``None`` for a route without roles)."""
 
-    __slots__ = ("scope", "_receive", "_authenticator")
+    __slots__ = ("scope", "_receive", "principal")
 
-    def __init__(self, scope: Any, receive: Callable[[], Awaitable[Any]], authenticator: Any) -> None:
+    def __init__(self, scope: Any, receive: Callable[[], Awaitable[Any]], principal: Principal | None) -> None:
         self.scope = scope
         self._receive = receive
-        self._authenticator = authenticator
+        self.principal = principal
 
     def header(self, name: bytes) -> str | None:
         """The first value of header ``name`` (lower case), as ``plugins.requests.header``."""
         return header(self.scope, name)
-
-    def principal(self, allowed: Iterable[str]) -> Principal:
-        """The caller, if one of the ``allowed`` roles (as the routes' ``roles_guard``)."""
-        return admit(self._authenticator, self.scope, allowed)
 
     async def body(self, limit: int) -> bytes:
         """The whole body; 413 once it is over ``limit`` bytes (as ``plugins.requests.read_body``)."""

@@ -186,7 +186,7 @@ class CategoryModel:
                 a=np.array([c.a_ for c in calibrated.calibrators]), b=np.array([c.b_ for c in calibrated.calibrators])))
         self._n_folds = len(folds)
         if folds:
-            # every fold's weights side by side, one row per feature: one gather scores all folds
+            # every fold's weights side by side, one row per feature: one product scores all folds
             self._weights = np.ascontiguousarray(np.hstack([f.coef.T for f in folds]))
             self._intercepts = np.concatenate([f.intercept for f in folds])
             self._a = np.concatenate([f.a for f in folds])
@@ -256,9 +256,9 @@ class CategoryModel:
         """Prepared texts' class probabilities, one row each, in as few numpy calls for the whole
         batch as the arithmetic allows (each costs a microsecond or two on arrays this small): every
         text's features as one array ordered by text (a text's vectorisers in order), each text's
-        part of each vectoriser L2-normalised, one gather and one sum per text for every fold's
-        decision values. A text's figures do not depend on the others in its batch (each sum runs
-        over its own features, in their order)."""
+        part of each vectoriser L2-normalised, one sparse product (texts x features) with every
+        fold's weights for the decision values. A text's figures do not depend on the others in its
+        batch (each row of the product runs over its own features only)."""
         k, n_parts = len(prepared), len(self._fast)
         owners, indices, counts = [], [], []
         for fast in self._fast:
@@ -287,7 +287,8 @@ class CategoryModel:
             values /= np.sqrt(np.bincount(segment, weights=values * values, minlength=k * n_parts))[segment]
             # each text's features times the weights: one sparse (texts x features) product, not a
             # gather of every feature's row of weights (a text's ~200 rows of 35 numbers) and a sum
-            # (~22 -> ~6 µs a text); the same sums up to rounding (~1e-15)
+            # (~22 -> ~6 µs a text); the same sums up to rounding (~1e-15). Its rows' bounds are
+            # found in ``owner``, sorted by text above (one text: all zeros)
             rows = csr_array((values, joined, np.searchsorted(owner, np.arange(k + 1))),
                              shape=(k, len(self._weights)))
             decision += rows @ self._weights

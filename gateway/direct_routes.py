@@ -77,7 +77,8 @@ class GatewayApp(Litestar):
             on_error = _handler_for(route.on_error, exc)
             if on_error is None:
                 raise
-            response = on_error(Request(scope, receive), exc).to_asgi_response(None, Request(scope, receive))
+            request: Request[Any, Any, Any] = Request(scope, receive)
+            response = on_error(request, exc).to_asgi_response(None, request)
         await response(scope, receive, send)
 
 

@@ -61,6 +61,8 @@ return out
 #: Job ids offered to one claim at most (Lua's unpack takes ~8,000 values; a worker with more
 #: room than this claims in several calls).
 CLAIM_MOST = 1000
+#: Ids a claim is offered beyond its room at least (see WakeableWorker.start_jobs).
+CLAIM_MARGIN_LEAST = 8
 
 _FINISH_JOBS_LUA = """
 -- KEYS: 1 queue, then per job: in-progress, retry and job keys; ARGV: the job ids
@@ -143,6 +145,10 @@ class WakeableWorker(Worker):
         #: Told to stop: a claim is no longer freed against a Redis that is away (its key's expiry
         #: frees it), so a stop never waits for Redis.
         self._stopping = False
+        #: How many ids a claim is offered beyond its room (see start_jobs): a worker's full set
+        #: at first, then twice what the last claim passed over (running elsewhere, or not due
+        #: any more), at least CLAIM_MARGIN_LEAST.
+        self._margin = self.max_jobs
 
     def handle_sig(self, signum: Any) -> None:
         self._stopping = True
@@ -155,13 +161,17 @@ class WakeableWorker(Worker):
         the queue until they finish; they are skipped without asking Redis.
 
         Jobs other workers are running stay at the head of the queue too, and their claims fail:
-        each claim is offered one worker's full set (``max_jobs``) more than there is room for,
-        and, while room is left, the next ids listed are offered in another claim."""
-        wanted = [j for j in (b.decode() for b in job_ids) if j not in self.tasks]
+        each claim is offered more ids than there is room for (``_margin`` more: twice as many as
+        the last claim passed over, a worker's full set at first) and, while room is left, the
+        next ids listed are offered in another claim. A lone worker, whose own jobs are skipped
+        here, so offers a few ids more than its room, not a full set more (each id offered is
+        three keys to pack, send and look at)."""
+        tasks = self.tasks
+        wanted = [j for j in map(bytes.decode, job_ids) if j not in tasks]  # (no Python frame an id)
         offered = 0
         while offered < len(wanted) and self.job_counter < self.max_jobs:
             room = self.max_jobs - self.job_counter
-            chunk = wanted[offered:offered + min(room + self.max_jobs, CLAIM_MOST)]
+            chunk = wanted[offered:offered + min(room + self._margin, CLAIM_MOST)]
             offered += len(chunk)
             taken = await self._claim(chunk, min(room, len(chunk)))
             if taken == room:
@@ -196,15 +206,21 @@ class WakeableWorker(Worker):
             for _ in range(room - len(answers)):
                 self.job_counter -= 1
                 self.sem.release()
+        last = 0  # the place (1 first) of the last id taken among those offered
         for raw_id, score, job, job_try in answers:
             job_id = raw_id.decode()
             if job is None and self.implicit_job is not None:
                 job = self.implicit_job(job_id, int(score))
-            self._claimed[job_id] = (f"{prefix}{wanted.index(job_id) + 1}", claimed_at)
+            last = wanted.index(job_id) + 1
+            self._claimed[job_id] = (f"{prefix}{last}", claimed_at)
             self._loaded[job_id] = (job, int(job_try), True)
             task = self.loop.create_task(self.run_job(job_id, int(score)))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
+        # passed over: ids before the last taken that were not taken; all not taken, when the
+        # claim had fewer than room to take
+        passed_over = (last if len(answers) == room else len(wanted)) - len(answers)
+        self._margin = min(self.max_jobs, max(CLAIM_MARGIN_LEAST, 2 * passed_over))
         return len(answers)
 
     async def run_job(self, job_id: str, score: int) -> None:

@@ -81,3 +81,49 @@ async def test_jobs_other_workers_run_at_the_head_of_the_queue_do_not_hold_up_th
     finally:
         await r.delete(*(in_progress_key_prefix + job_id for job_id in running_elsewhere))
         await r.aclose()
+
+
+@pytest.mark.parametrize("held", [0, 12])
+async def test_a_claim_is_offered_a_few_ids_beyond_its_room_once_it_knows_how_many_it_passes_over(settings, held):
+    """Each id offered to a claim is three keys packed, sent and looked at. The first claim is
+    offered a worker's full set beyond its room; later ones twice as many as the last claim passed
+    over (jobs running elsewhere), at least CLAIM_MARGIN_LEAST: a lone worker draining a backlog
+    offers a few ids more than its room, and one behind jobs other workers run still steps over
+    them."""
+    from router.arq_worker import CLAIM_MARGIN_LEAST
+
+    settings = replace(settings, worker_max_jobs=20, worker_poll_seconds=0.2)
+    r = aioredis.from_url(settings.redis_url)
+    store = ComplaintStore(settings.redis_prefix)
+    store.bind(r)
+    jobs = [none_event(i) for i in range(held + JOBS)]
+    await store.enqueue(*jobs)
+    running_elsewhere = [job.job_id for job in jobs[:held]]
+    for job_id in running_elsewhere:
+        await r.set(in_progress_key_prefix + job_id, "w_other:1.1", px=60_000)
+    try:
+        worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
+        offers: list[tuple[int, int, int]] = []  # (ids offered, room, taken)
+        claim = worker._claim
+
+        async def counted(wanted: list[str], room: int) -> int:
+            taken = await claim(wanted, room)
+            offers.append((len(wanted), room, taken))
+            return taken
+
+        worker._claim = counted
+
+        async def the_rest_done() -> bool:
+            return await r.zcard(store.keys.arq_queue) == held
+
+        await run_worker_until(worker, the_rest_done, timeout=20)
+        assert worker.jobs_complete == JOBS
+        assert offers[0][0] >= min(offers[0][1] + 20, held + JOBS)  # the first: a full set beyond its room
+        beyond = [offered - room for offered, room, _ in offers[1:] if offered > room]
+        assert beyond and max(beyond) <= max(CLAIM_MARGIN_LEAST, 2 * held)
+        if not held:
+            assert max(beyond) == CLAIM_MARGIN_LEAST
+    finally:
+        if running_elsewhere:
+            await r.delete(*(in_progress_key_prefix + job_id for job_id in running_elsewhere))
+        await r.aclose()

@@ -24,6 +24,7 @@ only when the change commits.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import logging
 import time
@@ -60,12 +61,20 @@ HISTOGRAMS = {
 
 
 def _field(name: str, labels: dict[str, str]) -> str:
-    return _named(name, tuple(sorted(labels.items())))
+    return _named(name, tuple(labels.items()))
 
 
 @functools.lru_cache(maxsize=4096, typed=True)  # (a worker counts the same few fields for every job)
 def _named(name: str, labels: tuple[tuple[str, str], ...]) -> str:
-    return name + "|" + ",".join(f"{k}={v}" for k, v in labels)
+    """The field of ``name`` with ``labels`` (in any order: written sorted by label)."""
+    return name + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels))
+
+
+@functools.cache
+def _bounds(name: str) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    """A histogram's bucket bounds, and each as its ``le`` label (then "+Inf")."""
+    buckets = tuple(HISTOGRAMS[name][2])
+    return buckets, (*(str(b) for b in buckets), "+Inf")
 
 
 def counter_field(name: str, **labels: str) -> str:
@@ -172,9 +181,10 @@ def observe(pipe: Any, keys: Keys | str, name: str, value: float, **labels: str)
     """Three counts per observation: the one bucket the value falls in (``_le``, not
     cumulative; ``render`` adds them up), the sum and the count. Incrementing every cumulative
     bucket cost up to 20 commands, a fifth of Redis's work per message (bench/RESULTS.md, load)."""
-    buckets = HISTOGRAMS[name][2]
+    buckets, labels_le = _bounds(name)
     key = Keys.of(keys).metrics
-    bound = next((str(b) for b in buckets if value <= b), "+Inf")
+    # the first bucket the value is not above (a NaN is above them all)
+    bound = labels_le[bisect.bisect_left(buckets, value)] if value == value else "+Inf"
     tally = _tally_for(pipe)
     if tally is not None:
         tally.add(key, _field(name + "_le", {**labels, "le": bound}), 1)

@@ -172,3 +172,29 @@ def test_a_window_named_by_its_place_in_the_answer_is_filled_in() -> None:
     assert filled[2] == [b"created", b"cmp_b", b"C-2", window] and filled[2][3] is window
     assert filled[1] == [b"already", b"cmp_x", b"C-0"] and filled[3] == [b"case_taken"]
     assert filled[4] == [b"created", b"cmp_c", b"C-3", empty]  # a window of its own, not a place
+
+
+async def test_a_complaint_that_does_not_encode_fails_its_own_commit_alone(store: Any) -> None:
+    """The complaints of a call are encoded by the call, one after the other: one that does not
+    encode (a field of the wrong type, as a faulty plugin might leave it) is that job's own error,
+    and the others of its call are committed."""
+    import msgspec
+
+    mids = [f"e{n}" for n in range(5)]
+    day = await received(store, mids)
+    bad = complaint("e2")
+    bad.tags = [1, 2]  # type: ignore[list-item]
+    made = [complaint(mid) if mid != "e2" else bad for mid in mids]
+    results = await asyncio.gather(*(store.commit_new_complaint(mid, c, case_placeholder=PLACEHOLDER)
+                                     for mid, c in zip(mids, made)), return_exceptions=True)
+    assert isinstance(results[2], msgspec.ValidationError)
+    assert store._commits.calls < len(mids)  # the rest went together, the bad one among them
+    for mid, result in zip(mids, results):
+        if mid == "e2":
+            assert await store.r.hget(store.keys.msg(mid), "status") == b"received"  # left for its retry
+            continue
+        created, cid, case, _ = result
+        assert created and cid == f"cmp_{mid}" and case.startswith(f"C-{day}-")
+        assert await store.r.get(store.keys.case(case)) == cid.encode()
+        stored = await store.get(cid)
+        assert stored.case_number == case  # the placeholder replaced in the encoded complaint

@@ -49,3 +49,16 @@ async def test_tally_written_by_the_flusher_and_at_stop(redis_url: str, prefix: 
         await pipe.execute()
     assert await r.hget(key, "gateway_worker_jobs|job=process_message,result=ok") == b"2"
     await r.aclose()
+
+
+def test_a_value_falls_in_the_first_bucket_it_is_not_above_and_labels_in_any_order_make_one_field() -> None:
+    """The bucket an observation counts in (``_le``): the first bound the value is not above, "+Inf"
+    past the last one (a NaN too); the labels of a field are written sorted, however given."""
+    for name, (_, _, buckets) in metrics.HISTOGRAMS.items():
+        for value in (-1, 0, *buckets, *(b + 1e-9 for b in buckets), float("inf"), float("nan")):
+            tally = metrics.MetricsFlusher(None)
+            metrics.observe(tally, "p:", name, value, channel="app")
+            expected = next((str(b) for b in buckets if value <= b), "+Inf")
+            assert ("p:metrics", f"{name}_le|channel=app,le={expected}") in tally.tally
+    assert metrics.counter_field("m", result="ok", job="j") == metrics.counter_field("m", job="j", result="ok") \
+        == "m|job=j,result=ok"

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from plugins.auth import Principal
-from plugins.problems import ProblemError
-from plugins.requests import header
+from plugins.requests import header, too_large
 
 
 @dataclass
@@ -66,7 +65,7 @@ class DirectRequest:
             if chunk:
                 size += len(chunk)
                 if size > limit:
-                    raise ProblemError(413, "payload_too_large", f"The body is over {limit} bytes.")
+                    raise too_large(limit)
                 parts.append(chunk)
             if not message.get("more_body", False):
                 return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -26,18 +26,23 @@ def header(scope: Any, name: bytes) -> str | None:
     return None
 
 
+def too_large(limit: int) -> ProblemError:
+    """The 413 of a body over ``limit`` bytes (the ordinary routes' and the direct routes' alike)."""
+    return ProblemError(413, "payload_too_large", f"The body is over {limit} bytes.")
+
+
 async def read_body(request: Request[Any, Any, Any], limit: int) -> bytes:
     """The raw body, refused early when its declared or actual size is over ``limit``."""
     declared = header(request.scope, b"content-length")
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise ProblemError(413, "payload_too_large", f"The body is over {limit} bytes.")
+                raise too_large(limit)
         except ValueError:
             raise ProblemError(400, "invalid_request", "Content-Length is not a number.") from None
     body = await request.body()
     if len(body) > limit:
-        raise ProblemError(413, "payload_too_large", f"The body is over {limit} bytes.")
+        raise too_large(limit)
     return body
 
 

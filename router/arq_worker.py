@@ -149,6 +149,13 @@ class WakeableWorker(Worker):
         #: at first, then twice what the last claim passed over (running elsewhere, or not due
         #: any more), at least CLAIM_MARGIN_LEAST.
         self._margin = self.max_jobs
+        #: What a poll reads of the queue at most: arq's read limit (``queue_read_limit``, by
+        #: default five times the worker's set), read in full only while reads come back full of
+        #: ids this worker cannot take (see ``_read_limit``).
+        self._read_most = self.queue_read_limit
+        #: Ids read beyond ``max_jobs + _margin``: while full reads leave room, a read twice the
+        #: last (up to ``_read_most``); else 0.
+        self._read_more = 0
 
     def handle_sig(self, signum: Any) -> None:
         self._stopping = True
@@ -168,6 +175,7 @@ class WakeableWorker(Worker):
         three keys to pack, send and look at)."""
         tasks = self.tasks
         wanted = [j for j in map(bytes.decode, job_ids) if j not in tasks]  # (no Python frame an id)
+        read_full = len(job_ids) >= self.queue_read_limit
         offered = 0
         while offered < len(wanted) and self.job_counter < self.max_jobs:
             room = self.max_jobs - self.job_counter
@@ -179,7 +187,24 @@ class WakeableWorker(Worker):
                 # slot frees, not at the next wake-up (none comes for a backlog: the gateway wakes
                 # the worker as it queues, and a backlog was queued before).
                 self._more_due = offered < len(wanted) or len(chunk) > room
+                self._read_more = 0
                 return
+        # Room left after every id read was offered: the read stopped at jobs this worker cannot
+        # take (running elsewhere), or the queue had no more due. A full read reads more next
+        # time, at once; up to arq's limit, past which arq never looked either.
+        if read_full and self.queue_read_limit < self._read_most and self.job_counter < self.max_jobs:
+            self._read_more = max(0, 2 * self.queue_read_limit - self.max_jobs - self._margin)  # twice the last
+            self._more_due = True
+        else:
+            self._read_more = 0
+
+    def _read_limit(self) -> int:
+        """How many due ids the next poll reads: this worker's own running jobs (still queued until
+        they finish), its room and the claim's margin, which is its full set
+        (``job_counter + room = max_jobs``) plus ``_margin``; more after full reads that left room
+        (``_read_more``). arq read ``queue_read_limit`` (250 by default) on every poll: a lone
+        worker draining a backlog was sent ~250 ids to take the few its finished jobs had freed."""
+        return min(self._read_most, self.max_jobs + self._margin + self._read_more)
 
     async def _claim(self, wanted: list[str], room: int) -> int:
         """One claim of up to ``room`` of ``wanted`` (in order); their jobs started. Answers how
@@ -303,6 +328,7 @@ class WakeableWorker(Worker):
 
     async def _iteration(self) -> bool:
         """One poll; True when a burst run is done."""
+        self.queue_read_limit = self._read_limit()
         await self._poll_iteration()
         if self.burst:
             if 0 <= self.max_burst_jobs <= self._jobs_started():

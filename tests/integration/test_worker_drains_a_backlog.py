@@ -127,3 +127,50 @@ async def test_a_claim_is_offered_a_few_ids_beyond_its_room_once_it_knows_how_ma
         if running_elsewhere:
             await r.delete(*(in_progress_key_prefix + job_id for job_id in running_elsewhere))
         await r.aclose()
+
+
+@pytest.mark.parametrize("held", [0, 45])
+async def test_a_poll_reads_the_ids_its_claims_can_use_not_arqs_whole_read_limit(settings, held):
+    """arq reads up to its queue_read_limit of due ids on every poll (five times the worker's set):
+    a lone worker draining a backlog was sent ~250 ids to take the few a finished job freed. A poll
+    reads the worker's set (its own running jobs stay queued) and the claim's margin; behind more
+    jobs running elsewhere than that (45 here, the worker's set 10), full reads that left room
+    read twice as many at once, up to arq's limit, and the worker still steps over them."""
+    from router.arq_worker import CLAIM_MARGIN_LEAST
+
+    settings = replace(settings, worker_max_jobs=10, worker_poll_seconds=0.2)
+    r = aioredis.from_url(settings.redis_url)
+    store = ComplaintStore(settings.redis_prefix)
+    store.bind(r)
+    jobs = [none_event(i) for i in range(held + JOBS)]
+    await store.enqueue(*jobs)
+    await r.delete(store.keys.wake)
+    running_elsewhere = [job.job_id for job in jobs[:held]]
+    for job_id in running_elsewhere:
+        await r.set(in_progress_key_prefix + job_id, "w_other:1.1", px=60_000)
+    try:
+        worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
+        assert worker.queue_read_limit == 100  # arq's: max(5 x max_jobs, 100)
+        reads: list[int] = []
+        start_jobs = worker.start_jobs
+
+        async def counted(job_ids: list[bytes]) -> None:
+            reads.append(len(job_ids))
+            await start_jobs(job_ids)
+
+        worker.start_jobs = counted
+
+        async def the_rest_done() -> bool:
+            return await r.zcard(store.keys.arq_queue) == held
+
+        await run_worker_until(worker, the_rest_done, timeout=20)
+        assert worker.jobs_complete == JOBS
+        if not held:  # its set and the margin: 10 + 10 at first, then 10 + CLAIM_MARGIN_LEAST
+            assert reads[0] == 20 and max(reads[1:]) <= 10 + CLAIM_MARGIN_LEAST
+        else:  # 20, 40, 80 ids: the third read reaches past the 45 held
+            assert reads[:3] == [20, 40, 80]
+            assert max(reads) <= 100
+    finally:
+        if running_elsewhere:
+            await r.delete(*(in_progress_key_prefix + job_id for job_id in running_elsewhere))
+        await r.aclose()

@@ -34,6 +34,17 @@ def none_event(n: int) -> PlannedJob:
                       defer_ms=-1000 + n)
 
 
+async def backlog_behind_jobs_running_elsewhere(r: aioredis.Redis, store: ComplaintStore, held: int) -> list[str]:
+    """JOBS jobs queued behind ``held`` older ones that another worker runs (their in-progress keys
+    set as its claim leaves them); answers the held jobs' ids."""
+    jobs = [none_event(i) for i in range(held + JOBS)]
+    await store.enqueue(*jobs)
+    running_elsewhere = [job.job_id for job in jobs[:held]]
+    for job_id in running_elsewhere:
+        await r.set(in_progress_key_prefix + job_id, "w_other:1.1", px=60_000)
+    return running_elsewhere
+
+
 async def test_a_backlog_without_wake_ups_is_drained_without_waiting_for_the_poll_delay(settings):
     settings = replace(settings, worker_max_jobs=4, worker_poll_seconds=30)
     r = aioredis.from_url(settings.redis_url)
@@ -96,11 +107,7 @@ async def test_a_claim_is_offered_a_few_ids_beyond_its_room_once_it_knows_how_ma
     r = aioredis.from_url(settings.redis_url)
     store = ComplaintStore(settings.redis_prefix)
     store.bind(r)
-    jobs = [none_event(i) for i in range(held + JOBS)]
-    await store.enqueue(*jobs)
-    running_elsewhere = [job.job_id for job in jobs[:held]]
-    for job_id in running_elsewhere:
-        await r.set(in_progress_key_prefix + job_id, "w_other:1.1", px=60_000)
+    running_elsewhere = await backlog_behind_jobs_running_elsewhere(r, store, held)
     try:
         worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
         offers: list[tuple[int, int, int]] = []  # (ids offered, room, taken)
@@ -142,12 +149,8 @@ async def test_a_poll_reads_the_ids_its_claims_can_use_not_arqs_whole_read_limit
     r = aioredis.from_url(settings.redis_url)
     store = ComplaintStore(settings.redis_prefix)
     store.bind(r)
-    jobs = [none_event(i) for i in range(held + JOBS)]
-    await store.enqueue(*jobs)
+    running_elsewhere = await backlog_behind_jobs_running_elsewhere(r, store, held)
     await r.delete(store.keys.wake)
-    running_elsewhere = [job.job_id for job in jobs[:held]]
-    for job_id in running_elsewhere:
-        await r.set(in_progress_key_prefix + job_id, "w_other:1.1", px=60_000)
     try:
         worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
         assert worker.queue_read_limit == 100  # arq's: max(5 x max_jobs, 100)

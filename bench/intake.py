@@ -3,6 +3,7 @@ answers 202 without touching Redis, same server and settings, same run.
 
     .venv/bin/python bench/intake.py [--server uvicorn|granian|both] [--quick] [--no-queue]
                                      [--channel-budget N] [--max-pending N]
+    .venv/bin/python bench/intake.py --only-queue [--fill-mb N] [--rewrite-at S]
 
 Prints closed-loop throughput of both and their ratio, open-loop latency at --rate req/s,
 and ingress → in-skill-queue latency at --queue-rate msg/s with the worker running.
@@ -10,6 +11,10 @@ Redis is a redis-server started here with the embedded one's options (AOF, appen
 The gateway runs without the channel budget and the backlog limit unless --channel-budget /
 --max-pending set them: with the default budget (2,000 a second per channel) the closed loop
 measures the budget, every request beyond it answered 429.
+
+``--only-queue --fill-mb 400 --rewrite-at 10``: the ingress -> queue phase alone, on a Redis that
+holds 400 MB of other keys (as a desk's holds its history), with an AOF rewrite of all of it 10 s
+in: what a rewrite costs the latency, at a moment known in advance.
 """
 
 from __future__ import annotations
@@ -250,10 +255,42 @@ def redis_persistence(stack: Stack) -> dict:
                                      "aof_delayed_fsync")}
 
 
+def fill(stack: Stack, megabytes: int) -> None:
+    """``megabytes`` of other keys (300-byte values) in the benchmark's Redis, then an AOF rewrite
+    waited for: a desk's Redis holds its history, and a rewrite copies all of it."""
+    r = redis.Redis.from_url(stack.redis_url)
+    value = os.urandom(300)  # (as compressed complaints are: nothing for the rewrite's LZF to shrink)
+    keys = megabytes * 1_000_000 // 360
+    for start in range(0, keys, 10_000):
+        with r.pipeline(transaction=False) as pipe:
+            for n in range(start, min(start + 10_000, keys)):
+                pipe.set(f"fill:{n}", value)
+            pipe.execute()
+    r.bgrewriteaof()
+    time.sleep(0.2)
+    while r.info("persistence")["aof_rewrite_in_progress"]:
+        time.sleep(0.1)
+
+
+async def rewrite_later(stack: Stack, seconds: float) -> None:
+    """An AOF rewrite ``seconds`` into the phase (Redis's own comes when the AOF has doubled), at
+    a known moment: the by-arrival windows then show what it costs."""
+    await asyncio.sleep(seconds)
+    r = redis.Redis.from_url(stack.redis_url)
+    r.bgrewriteaof()
+    started = time.monotonic()
+    while time.monotonic() - started < 0.5 or r.info("persistence")["aof_rewrite_in_progress"]:
+        await asyncio.sleep(0.05)
+    print(f"  a rewrite started at {seconds:.0f} s took {time.monotonic() - started:.1f} s", flush=True)
+
+
 async def queue_phase(stack: Stack, server: str, args: argparse.Namespace) -> list[float]:
     before = redis_persistence(stack)
+    rewrite = asyncio.create_task(rewrite_later(stack, args.rewrite_at)) if args.rewrite_at else None
     q = await open_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port),
                         rate=args.queue_rate, seconds=args.queue_seconds, keep_bodies=True)
+    if rewrite is not None:
+        await rewrite
     stack.wait_drained()
     after = redis_persistence(stack)
     lat, other, arrivals = ingress_to_queue(stack, q.bodies)
@@ -274,6 +311,11 @@ async def run(server: str, args: argparse.Namespace) -> dict:
         stack.start()
         try:
             if args.only_queue:
+                if args.fill_mb:
+                    fill(stack, args.fill_mb)
+                for setting in args.redis_config:
+                    name, _, value = setting.partition("=")
+                    redis.Redis.from_url(stack.redis_url).config_set(name, value)
                 lat = await queue_phase(stack, server, args)
                 return {"server": server, "queue_p50": pct(lat, 50), "queue_p99": pct(lat, 99)}
             # warm-up
@@ -337,6 +379,12 @@ def main() -> None:
     parser.add_argument("--max-pending", type=int, default=0, metavar="N",
                         help="GATEWAY_MAX_PENDING for the gateway (default 0: no limit; the worker-paused phase "
                              "leaves more messages waiting than the default 100,000 in a few runs)")
+    parser.add_argument("--fill-mb", type=int, default=0, metavar="N",
+                        help="with --only-queue: N MB of other keys written (and the AOF rewritten) first")
+    parser.add_argument("--rewrite-at", type=float, default=0, metavar="S",
+                        help="an AOF rewrite S seconds into the ingress -> queue phase")
+    parser.add_argument("--redis-config", action="append", default=[], metavar="NAME=VALUE",
+                        help="with --only-queue: CONFIG SET on the benchmark's Redis before the phase (after the fill)")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.queue_seconds = 3, 5

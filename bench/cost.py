@@ -1,6 +1,6 @@
 """Benchmark: what one message costs — Redis commands and CPU per process (issue 21).
 
-    .venv/bin/python bench/cost.py [--messages 2000] [--rate 150] [--rounds 3] [--bare]
+    .venv/bin/python bench/cost.py [--messages 2000] [--rate 150] [--rounds 3] [--bare] [--against REV]
 
 Each round starts its own stack as `make run` has it: a redis-server with the embedded Redis's
 options (gateway/embedded_redis.py: AOF, appendfsync always), one uvicorn gateway process, one
@@ -20,6 +20,10 @@ The idle rates (commands and CPU per second with no traffic: heartbeats, timers,
 are measured before each round and printed apart; the per-message figures include them, as a
 real desk pays them. CPU figures are noisy on a shared machine: the median of the rounds is
 printed, commands per message are exact.
+
+``--against REV``: a baseline in the same run — REV's gateway and worker (a git worktree of REV),
+their rounds alternated with this checkout's, and this checkout's figures over REV's printed (the
+machine's speed drifts from one minute to the next: alternation puts both through the same drift).
 
 ``--bare``: afterwards, the same requests at the same rate to bench/bare_app.py (a bare Litestar
 endpoint, same server and flags): the CPU a request that the server and the framework cost alone,
@@ -168,9 +172,9 @@ def check_outcome(cluster: Cluster, bodies: list[bytes]) -> dict[str, int]:
     return seen
 
 
-async def one_round(args: argparse.Namespace, n: int, texts: list[str]) -> dict:
+async def one_round(args: argparse.Namespace, n: int, texts: list[str], root: Path = ROOT) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
-        cluster = Cluster(Path(tmp), gateways=1, workers=1, fsync=args.fsync,
+        cluster = Cluster(Path(tmp), gateways=1, workers=1, fsync=args.fsync, root=root,
                           extra_env={"GATEWAY_CATEGORISER": args.categoriser} if args.categoriser else None)
         cluster.start()
         try:
@@ -194,7 +198,8 @@ async def one_round(args: argparse.Namespace, n: int, texts: list[str]) -> dict:
             after = Snapshot(cluster, pids)
             used = after.minus(before)
             outcome = check_outcome(cluster, sent.bodies)
-            return {"sent": sent.sent, "acknowledged": sent.ok, "warm_up": warm.ok, "outcome": outcome,
+            not_ok = {str(k): v for k, v in sent.statuses.items() if not 200 <= k < 300} | sent.error_kinds
+            return {"sent": sent.sent, "acknowledged": sent.ok, "warm_up": warm.ok, "outcome": outcome, "not_ok": not_ok,
                     "used": used, "idle": idle, "ack_p50": sent.pct(50), "ack_p99": sent.pct(99)}
         finally:
             cluster.stop()
@@ -256,7 +261,8 @@ def report(rounds: list[dict]) -> dict:
     for i, r in enumerate(rounds):
         idle = r["idle"]
         secs = idle["seconds"] or 1
-        print(f"round {i + 1}: sent {r['sent']}, acknowledged {r['acknowledged']}, outcome {r['outcome']}, "
+        print(f"round {i + 1}: sent {r['sent']}, acknowledged {r['acknowledged']}"
+              + (f" (not: {r['not_ok']})" if r.get("not_ok") else "") + f", outcome {r['outcome']}, "
               f"ack p50 {r['ack_p50']:.1f} p99 {r['ack_p99']:.1f} ms, took {r['used']['seconds']:.1f} s; idle: "
               f"{sum(idle['commands'].values()) / secs:.0f} commands/s, CPU "
               + " / ".join(f"{idle['cpu'][k] * 1000 / secs:.1f}" for k in ("gateway", "worker", "redis"))
@@ -264,6 +270,39 @@ def report(rounds: list[dict]) -> dict:
     return {"commands_per_msg": commands, "cpu_ms_per_msg": cpu, "by_command": by_command,
             "rounds": [per_message(r) | {"outcome": r["outcome"], "acknowledged": r["acknowledged"]}
                        for r in rounds]}
+
+
+def against(args: argparse.Namespace, texts: list[str]) -> dict:
+    """``--against REV``: REV checked out in a worktree beside this checkout (the same virtualenv),
+    rounds alternated — REV's first, then this checkout's — so that both meet the same moments of a
+    noisy machine; each side's medians, then this checkout's figures over REV's. REV's gateway and
+    worker run from its worktree (``Cluster(root=...)``); the load, the deadline policy and the
+    outcome check are this checkout's, so REV must read what they write (revisions since the
+    complaint codec of issue 21's start, b368ed5, do)."""
+    with tempfile.TemporaryDirectory(prefix="bench-cost-against-") as tmp:
+        tree = Path(tmp) / "baseline"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(tree), args.against],
+                       check=True)
+        try:
+            rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            base_rounds, rounds = [], []
+            for i in range(args.rounds):
+                base_rounds.append(asyncio.run(one_round(args, 2 * i, texts, root=tree)))
+                rounds.append(asyncio.run(one_round(args, 2 * i + 1, texts)))
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+    print(f"\n== baseline: {args.against} ({rev})")
+    base = report(base_rounds)
+    print("\n== this checkout")
+    result = report(rounds)
+    ratios = {"commands": result["commands_per_msg"] / base["commands_per_msg"],
+              **{k: result["cpu_ms_per_msg"][k] / base["cpu_ms_per_msg"][k] for k in ("gateway", "worker", "redis")},
+              "cpu": sum(result["cpu_ms_per_msg"].values()) / sum(base["cpu_ms_per_msg"].values())}
+    print(f"\nthis checkout / {rev} (medians of {args.rounds} alternated rounds each): commands "
+          f"{ratios['commands']:.2f}; CPU gateway {ratios['gateway']:.2f}, worker {ratios['worker']:.2f}, "
+          f"redis-server {ratios['redis']:.2f}, all three {ratios['cpu']:.2f}")
+    return result | {"baseline": base | {"rev": args.against}, "ratios": ratios}
 
 
 def main() -> None:
@@ -279,13 +318,19 @@ def main() -> None:
                         help="long: a first-response allowance of an hour, so no deadline timer fires in a round")
     parser.add_argument("--bare", action="store_true",
                         help="then the same requests to the bare Litestar endpoint: its CPU a request at the same rate")
+    parser.add_argument("--against", metavar="REV",
+                        help="a baseline in the same run: REV's gateway and worker (a git worktree of it), "
+                             "their rounds alternated with this checkout's, and the ratios printed")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load average {os.getloadavg()[0]:.2f}")
     texts = corpus_texts()
-    rounds = [asyncio.run(one_round(args, i, texts)) for i in range(args.rounds)]
-    result = report(rounds)
+    if args.against:
+        result = against(args, texts)
+    else:
+        rounds = [asyncio.run(one_round(args, i, texts)) for i in range(args.rounds)]
+        result = report(rounds)
     if args.bare:
         bare = asyncio.run(bare_round(args, texts))
         gateway = result["cpu_ms_per_msg"]["gateway"]

@@ -32,8 +32,10 @@ BENCH = Path(__file__).resolve().parent
 class Cluster:
     def __init__(self, tmp: Path, *, gateways: int = 1, workers: int = 1, fsync: str = "always",
                  joblog: bool = False, extra_env: dict[str, str] | None = None, prefix: str = "bench:",
-                 worker_script: str | None = None) -> None:
+                 worker_script: str | None = None, root: Path = ROOT) -> None:
         self.tmp, self.fsync, self.joblog = tmp, fsync, joblog
+        #: the checkout whose gateway and worker run (another revision's worktree: bench/cost.py --against)
+        self.root = root
         self.worker_script = worker_script  # a launcher in bench/ instead of `python -m gateway worker`
         self.n_gateways, self.n_workers = gateways, workers
         self.prefix = prefix
@@ -52,13 +54,15 @@ class Cluster:
         self.env = {**os.environ, "REDIS_URL": self.redis_url, "GATEWAY_REDIS_PREFIX": prefix,
                     "GATEWAY_APP_KEYS": f"app:{APP_KEY}", "GATEWAY_AGENT_TOKENS": "a:bench-agent-01",
                     "GATEWAY_SUPERVISOR_TOKENS": "s:bench-supervisor-01",
-                    "GATEWAY_VAR_DIR": str(tmp / "var"), "GATEWAY_PLUGINS": str(ROOT / "plugins.toml"),
+                    "GATEWAY_VAR_DIR": str(tmp / "var"), "GATEWAY_PLUGINS": str(root / "plugins.toml"),
                     "GATEWAY_LOG_LEVEL": "WARNING",
                     # no payment-records system here: the example plugins.toml would look charges up in its demo
                     # records at GATEWAY_PUBLIC_URL (a signing-only address in benchmarks) and retry for minutes
                     "PAYMENT_RECORDS_DEMO": "false",
                     "SOAK_JOBLOG": str(self.joblog_dir),
                     **SIGNING_ENV, **sink_env(f"http://127.0.0.1:{self.sink_port}"), **(extra_env or {})}
+        if root != ROOT:  # that checkout's packages first, before the installed (editable) ones
+            self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
 
     # -- redis ------------------------------------------------------------------------------
 
@@ -102,7 +106,7 @@ class Cluster:
         self.sink_proc.stdout.readline()  # "sink ready"
         for port in self.gw_ports:
             self.gateways.append(subprocess.Popen(server_cmd("uvicorn", "gateway.asgi:app", port), env=self.env,
-                                                  cwd=ROOT, stdout=self.log, stderr=self.log))
+                                                  cwd=self.root, stdout=self.log, stderr=self.log))
         for _ in range(self.n_workers):
             self.workers.append(self._worker())
         for port in self.gw_ports:
@@ -121,7 +125,7 @@ class Cluster:
     def _worker(self) -> subprocess.Popen:
         script = self.worker_script or ("joblog_worker.py" if self.joblog else None)
         cmd = [sys.executable, str(BENCH / script)] if script else [sys.executable, "-m", "gateway", "worker"]
-        return subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=self.log, stderr=self.log)
+        return subprocess.Popen(cmd, env=self.env, cwd=self.root, stdout=self.log, stderr=self.log)
 
     def kill_worker(self, i: int) -> tuple[int, float]:
         """SIGKILL worker i; answers its pid and the kill time (unix s)."""

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import httpx
 import redis
+import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -274,13 +275,17 @@ def fill(stack: Stack, megabytes: int) -> None:
 
 async def rewrite_later(stack: Stack, seconds: float) -> None:
     """An AOF rewrite ``seconds`` into the phase (Redis's own comes when the AOF has doubled), at
-    a known moment: the by-arrival windows then show what it costs."""
+    a known moment: the by-arrival windows then show what it costs. (An asyncio client: it shares
+    the load generator's event loop, which a blocking call to a stalled Redis would stop too.)"""
     await asyncio.sleep(seconds)
-    r = redis.Redis.from_url(stack.redis_url)
-    r.bgrewriteaof()
-    started = time.monotonic()
-    while time.monotonic() - started < 0.5 or r.info("persistence")["aof_rewrite_in_progress"]:
-        await asyncio.sleep(0.05)
+    r = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        await r.bgrewriteaof()
+        started = time.monotonic()
+        while time.monotonic() - started < 0.5 or (await r.info("persistence"))["aof_rewrite_in_progress"]:
+            await asyncio.sleep(0.05)
+    finally:
+        await r.aclose()
     print(f"  a rewrite started at {seconds:.0f} s took {time.monotonic() - started:.1f} s", flush=True)
 
 

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(EXAMPLE)/pyproject.tom
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_UPDATED := /tmp/.complaint-gateway-apt-updated
 
-.PHONY: run test bench clean system-deps
+.PHONY: run test bench bench-deps clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,13 @@ PYTEST_WORKERS ?= 2
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
-bench: $(STAMP) system-deps
+# wrk, the closed-loop load generator bench/intake.py uses where it is installed (benchmarks only)
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  [ -f $(APT_UPDATED) ] || { $(SUDO) apt-get update -q && touch $(APT_UPDATED); }; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends wrk; }
+
+bench: $(STAMP) system-deps bench-deps
 	$(BIN)/python bench/intake.py
 
 clean:

@@ -38,10 +38,11 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadgen import build_request, closed_loop, open_loop  # noqa: E402
+from loadgen import LoadResult, build_request, closed_loop, open_loop  # noqa: E402
 
 import msgspec  # noqa: E402
 
+from gateway.cli import RUN_WORKER_ENV  # noqa: E402
 from gateway.embedded_redis import server_options  # noqa: E402
 from router.store import decode_complaint  # noqa: E402
 
@@ -111,7 +112,8 @@ class Stack:
                                            stdout=log, stderr=log))
         self.procs.append(subprocess.Popen(server_cmd(self.server, "bare_app:app", self.bare_port), env=env,
                                            cwd=ROOT / "bench", stdout=log, stderr=log))
-        self.worker = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
+        # the worker as `make run` starts it (RUN_WORKER_ENV), unless the environment says otherwise
+        self.worker = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env={**RUN_WORKER_ENV, **env}, cwd=ROOT,
                                        stdout=log, stderr=log)
         self.procs.append(self.worker)
         wait_http(f"http://127.0.0.1:{self.gw_port}/health")
@@ -163,6 +165,9 @@ class Stack:
 
 
 _phases = iter(range(1, 1_000_000))
+TEXTS = ["我被重复扣款了 ¥128.50，交易号 T2026112212345678，请尽快退款",
+         "I was charged twice for my coffee, $4.50, please refund",
+         "app闪退打不开，更新以后无法使用", "提现手续费太高了，要求减免"]
 
 
 def message_request(port: int, tag: str | None = None):
@@ -172,9 +177,7 @@ def message_request(port: int, tag: str | None = None):
     routing of an older complaint it was merged into: latencies of minus minutes)."""
     host = f"127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {APP_KEY}", "Content-Type": "application/json"}
-    texts = ["我被重复扣款了 ¥128.50，交易号 T2026112212345678，请尽快退款",
-             "I was charged twice for my coffee, $4.50, please refund",
-             "app闪退打不开，更新以后无法使用", "提现手续费太高了，要求减免"]
+    texts = TEXTS
     tag = tag or f"b{os.getpid():x}{int(time.time()) % 100_000:05d}p{next(_phases)}"
 
     def make(i: int) -> bytes:
@@ -184,6 +187,56 @@ def message_request(port: int, tag: str | None = None):
     return make
 
 
+#: wrk's script: app messages as ``message_request`` builds them (each from a customer of its own),
+#: and its figures on one line: requests, seconds, non-2xx, socket errors, then 1,000 latency
+#: quantiles in microseconds.
+WRK_LUA = """
+local tag, counter = os.getenv("BENCH_TAG"), 0
+local texts = {%(texts)s}
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer %(key)s"
+wrk.headers["Content-Type"] = "application/json"
+function setup(thread) thread:set("tid", tostring(thread.addr) .. tostring(math.random(1, 1e9))) end
+request = function()
+  counter = counter + 1
+  local body = '{"user_id": "' .. tag .. tid .. '-' .. counter .. '", "text": "' .. texts[counter %% #texts + 1] .. '"}'
+  return wrk.format(nil, "/v1/messages", nil, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  local q = {}
+  for i = 1, 1000 do q[i] = string.format("%%d", latency:percentile(i / 10)) end
+  io.write(string.format("WRK %%d %%.3f %%d %%d ", summary.requests, summary.duration / 1e6, e.status,
+                         e.connect + e.read + e.write + e.timeout) .. table.concat(q, ",") .. "\\n")
+end
+"""
+
+
+async def wrk_closed_loop(port: int, *, connections: int, seconds: float) -> LoadResult:
+    """The closed loop run by wrk (as the issue measures it: a load generator in C that takes a
+    few per cent of a core, where ours in Python takes a quarter of one on the same two cores)."""
+    texts = ", ".join(json.dumps(json.dumps(t, ensure_ascii=False)[1:-1], ensure_ascii=False) for t in TEXTS)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_LUA % {"texts": texts, "key": APP_KEY})
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "-s", f.name, f"http://127.0.0.1:{port}/v1/messages",
+            stdout=asyncio.subprocess.PIPE, env={**os.environ, "BENCH_TAG": f"w{os.getpid():x}{next(_phases)}t{time.time_ns() % 10**9}"})
+        out, _ = await proc.communicate()
+    finally:
+        os.unlink(f.name)
+    line = next(ln for ln in out.decode().splitlines() if ln.startswith("WRK "))
+    _, requests, secs, non2xx, errors, quantiles = line.split(" ")
+    result = LoadResult(sent=int(requests), seconds=float(secs))
+    result.ok = int(requests) - int(non2xx)
+    result.statuses = {"2xx": result.ok, **({"other": int(non2xx)} if int(non2xx) else {})}  # type: ignore[dict-item]
+    if int(errors):
+        result.error_kinds["socket"] = int(errors)
+        result.errors = int(errors)
+    result.latencies_ms = [int(v) / 1000 for v in quantiles.split(",")]
+    return result
+
+
 def pause_worker(stack: Stack, paused: bool) -> None:
     """SIGSTOP / SIGCONT: measure intake alone, the worker catching up afterwards."""
     import signal
@@ -191,7 +244,11 @@ def pause_worker(stack: Stack, paused: bool) -> None:
     stack.worker.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
 
 
-async def throughput(stack: Stack, seconds: float, connections: int) -> tuple:
+async def throughput(stack: Stack, seconds: float, connections: int, client: str = "python") -> tuple:
+    if client == "wrk":
+        bare = await wrk_closed_loop(stack.bare_port, connections=connections, seconds=seconds)
+        gw = await wrk_closed_loop(stack.gw_port, connections=connections, seconds=seconds)
+        return bare, gw
     bare = await closed_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port),
                              connections=connections, seconds=seconds)
     gw = await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port),
@@ -327,15 +384,15 @@ async def run(server: str, args: argparse.Namespace) -> dict:
             await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port), connections=8, seconds=2)
             await closed_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port), connections=8, seconds=2)
             stack.wait_drained()
-            bare, gw = await throughput(stack, args.seconds, args.connections)
-            print(f"[{server}] closed loop, {args.connections} connections, {args.seconds:.0f} s each")
+            bare, gw = await throughput(stack, args.seconds, args.connections, args.client)
+            print(f"[{server}] closed loop, {args.connections} connections, {args.seconds:.0f} s each, load from {args.client}")
             print(f"  bare endpoint : {bare.summary()}")
             print(f"  gateway       : {gw.summary()}")
             ratio = gw.rate / bare.rate if bare.rate else float("nan")
             print(f"  ratio gateway/bare = {ratio:.2f}  (goal >= 0.5; worker running, as in make run)")
             stack.wait_drained()
             pause_worker(stack, True)
-            bare2, gw2 = await throughput(stack, args.seconds, args.connections)
+            bare2, gw2 = await throughput(stack, args.seconds, args.connections, args.client)
             pause_worker(stack, False)
             ratio_alone = gw2.rate / bare2.rate if bare2.rate else float("nan")
             print(f"  worker paused: bare {bare2.rate:,.0f} req/s, gateway {gw2.rate:,.0f} req/s "
@@ -390,10 +447,20 @@ def main() -> None:
                         help="an AOF rewrite S seconds into the ingress -> queue phase")
     parser.add_argument("--redis-config", action="append", default=[], metavar="NAME=VALUE",
                         help="with --only-queue: CONFIG SET on the benchmark's Redis before the phase (after the fill)")
+    parser.add_argument("--client", choices=["wrk", "python"], default=None,
+                        help="the closed loop's load generator: wrk (the default where it is installed: "
+                             "`make bench-deps`), or this directory's Python one (loadgen.py)")
     args = parser.parse_args()
+    if args.client is None:
+        args.client = "wrk" if shutil.which("wrk") else "python"
+        if args.client == "python":
+            print("wrk is not installed (make bench-deps): the closed loop runs on loadgen.py, which takes a "
+                  "quarter of a core of its own")
     if args.quick:
         args.seconds, args.queue_seconds = 3, 5
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"worker: GATEWAY_WORKER_NICE={os.environ.get('GATEWAY_WORKER_NICE', RUN_WORKER_ENV['GATEWAY_WORKER_NICE'])} "
+          "(as `make run` starts it unless set)")
     print(f"gateway limits: GATEWAY_CHANNEL_RATE_PER_SECOND={args.channel_budget} GATEWAY_MAX_PENDING={args.max_pending} "
           "(0: none)")
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]

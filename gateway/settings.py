@@ -35,6 +35,17 @@ def _parse_credentials(var: str, raw: str, kind: str) -> tuple[Credential, ...]:
     return tuple(creds)
 
 
+#: ``GATEWAY_WORKER_NICE=idle``: the worker below every niceness (Linux's ``SCHED_IDLE``).
+WORKER_IDLE = "idle"
+
+
+def _worker_nice(env: Mapping[str, str]) -> int:
+    """GATEWAY_WORKER_NICE: 0-19, or ``idle`` (niceness 19 and ``SCHED_IDLE``, see ``worker_idle``)."""
+    if env.get("GATEWAY_WORKER_NICE", "").strip().lower() == WORKER_IDLE:
+        return 19
+    return _int(env, "GATEWAY_WORKER_NICE", 0, 0, 19)
+
+
 def _int(env: Mapping[str, str], var: str, default: int, low: int, high: int) -> int:
     raw = env.get(var)
     if raw is None or raw == "":
@@ -141,7 +152,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_evidence_bytes=_int(env, "GATEWAY_MAX_EVIDENCE_BYTES", 10 * 1024 * 1024, 1024, 200 * 1024 * 1024),
         claim_lease_seconds=_int(env, "GATEWAY_CLAIM_LEASE_SECONDS", 300, 1, 86_400),
         worker_max_jobs=_int(env, "GATEWAY_WORKER_MAX_JOBS", 50, 1, 10_000),
-        worker_nice=_int(env, "GATEWAY_WORKER_NICE", 0, 0, 19),
+        worker_nice=_worker_nice(env),
+        worker_idle=env.get("GATEWAY_WORKER_NICE", "").strip().lower() == WORKER_IDLE,
         job_timeout_seconds=_int(env, "GATEWAY_JOB_TIMEOUT_SECONDS", 20, 1, 3600),
         log_level=log_level,
         worker_wake=_bool(env, "GATEWAY_WORKER_WAKE", True),

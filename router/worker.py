@@ -234,28 +234,43 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def yield_cpu(nice: int) -> None:
+def yield_cpu(nice: int, idle: bool = False) -> None:
     """This process's niceness raised to ``nice`` (never lowered: that needs privilege; 0: left
-    as started). Where a worker shares its host's cores with a gateway (``make run``, one VM), a
-    burst's intake then wins the CPU: its acknowledgements stay fast and the worker works through
-    the backlog as the gateway leaves it room, then at full speed (bench/intake.py; README
-    "Overload, abuse and faults"). Called before any thread starts: on Linux niceness is per
-    thread, and threads started later inherit it."""
-    if nice <= 0:
+    as started), and with ``idle`` its scheduling class set to Linux's ``SCHED_IDLE``: it then
+    runs only on a CPU that no other process wants. Where a worker shares its host's cores with a
+    gateway (``make run``, one VM), a burst's intake then wins the CPU: its acknowledgements stay
+    fast and the worker works through the backlog as the gateway leaves it room, then at full
+    speed (bench/intake.py; README "Overload, abuse and faults"). One gateway process uses at most
+    one core, so on a host of two or more the worker is never starved by it.
+
+    On Linux both are per thread: set on every thread the process has (a library may have started
+    some at import), and threads started later inherit them."""
+    if nice <= 0 and not idle:
         return
+    for tid in _threads():
+        try:
+            if nice > 0 and nice > os.getpriority(os.PRIO_PROCESS, tid):
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            if idle and hasattr(os, "SCHED_IDLE"):
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:  # a sandbox that forbids it, or a thread that ended: run as started
+            if tid == os.getpid():
+                log.warning("worker: niceness %d%s not set (%s)", nice, " / SCHED_IDLE" if idle else "", exc)
+
+
+def _threads() -> list[int]:
+    """The ids of this process's threads (its own id alone where /proc does not list them)."""
     try:
-        current = os.getpriority(os.PRIO_PROCESS, 0)
-        if nice > current:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except OSError as exc:  # a sandbox that forbids it: run as started
-        log.warning("worker: niceness %d not set (%s)", nice, exc)
+        return sorted(int(t) for t in os.listdir("/proc/self/task"))
+    except (OSError, ValueError):
+        return [os.getpid()]
 
 
 def run_worker(settings: Settings) -> None:
     """The worker process (``python -m gateway worker`` loads the settings and calls this)."""
     if settings.log_level != "DEBUG":
         logging.getLogger("arq.worker").setLevel(logging.WARNING)  # two lines per job otherwise
-    yield_cpu(settings.worker_nice)
+    yield_cpu(settings.worker_nice, settings.worker_idle)
     asyncio.set_event_loop(new_event_loop())
     worker = create_worker(settings)  # arq's Worker takes the loop set here
     started = worker.on_startup

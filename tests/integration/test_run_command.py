@@ -66,6 +66,13 @@ def test_run_uses_embedded_redis_and_a_restart_keeps_cases(tmp_path):
                 break
             time.sleep(0.1)
         assert state["status"] == "processed"
+        # gateway, worker and Redis share this host: the worker runs only on a CPU nobody else wants
+        children = {pid: open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                    for pid in map(int, open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split())}
+        worker = next(pid for pid, cmd in children.items() if b"worker" in cmd)
+        server = next(pid for pid, cmd in children.items() if b"serve" in cmd)
+        assert {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{worker}/task")} == {os.SCHED_IDLE}
+        assert os.sched_getscheduler(server) == os.SCHED_OTHER
     finally:
         out = stop_run(proc)
     assert f"http://127.0.0.1:{port}" in out and app_key in out and "agent token" in out

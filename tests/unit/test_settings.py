@@ -35,11 +35,20 @@ def test_defaults_and_credentials():
         ({"GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS": "0"}, "GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS"),
         ({"GATEWAY_WORKER_NICE": "20"}, "GATEWAY_WORKER_NICE"),
         ({"GATEWAY_WORKER_NICE": "-1"}, "GATEWAY_WORKER_NICE"),
+        ({"GATEWAY_WORKER_NICE": "lazy"}, "GATEWAY_WORKER_NICE"),
     ],
 )
 def test_a_bad_setting_is_named(env, names):
     with pytest.raises(SettingsError, match=names):
         load_settings(env)
+
+
+def test_the_worker_can_be_asked_to_run_idle():
+    assert (load_settings({}).worker_nice, load_settings({}).worker_idle) == (0, False)
+    seven = load_settings({"GATEWAY_WORKER_NICE": "7"})
+    assert (seven.worker_nice, seven.worker_idle) == (7, False)
+    idle = load_settings({"GATEWAY_WORKER_NICE": "Idle"})
+    assert (idle.worker_nice, idle.worker_idle) == (19, True)  # (19: where SCHED_IDLE is refused)
 
 
 def test_cli_refuses_to_start_naming_the_setting():

@@ -42,7 +42,6 @@ from loadgen import LoadResult, build_request, closed_loop, open_loop  # noqa: E
 
 import msgspec  # noqa: E402
 
-from gateway.cli import RUN_WORKER_ENV  # noqa: E402
 from gateway.embedded_redis import server_options  # noqa: E402
 from router.store import decode_complaint  # noqa: E402
 
@@ -112,8 +111,7 @@ class Stack:
                                            stdout=log, stderr=log))
         self.procs.append(subprocess.Popen(server_cmd(self.server, "bare_app:app", self.bare_port), env=env,
                                            cwd=ROOT / "bench", stdout=log, stderr=log))
-        # the worker as `make run` starts it (RUN_WORKER_ENV), unless the environment says otherwise
-        self.worker = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env={**RUN_WORKER_ENV, **env}, cwd=ROOT,
+        self.worker = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env, cwd=ROOT,
                                        stdout=log, stderr=log)
         self.procs.append(self.worker)
         wait_http(f"http://127.0.0.1:{self.gw_port}/health")
@@ -459,8 +457,7 @@ def main() -> None:
     if args.quick:
         args.seconds, args.queue_seconds = 3, 5
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"worker: GATEWAY_WORKER_NICE={os.environ.get('GATEWAY_WORKER_NICE', RUN_WORKER_ENV['GATEWAY_WORKER_NICE'])} "
-          "(as `make run` starts it unless set)")
+    print(f"worker: GATEWAY_WORKER_NICE={os.environ.get('GATEWAY_WORKER_NICE') or '0 (as make run starts it)'}")
     print(f"gateway limits: GATEWAY_CHANNEL_RATE_PER_SECOND={args.channel_budget} GATEWAY_MAX_PENDING={args.max_pending} "
           "(0: none)")
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]

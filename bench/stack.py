@@ -20,7 +20,6 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.cli import RUN_WORKER_ENV  # noqa: E402
 from gateway.embedded_redis import server_options  # noqa: E402
 from intake import APP_KEY, free_port, server_cmd, wait_http  # noqa: E402
 from provider_sink import read_records, sink_env  # noqa: E402
@@ -126,9 +125,7 @@ class Cluster:
     def _worker(self) -> subprocess.Popen:
         script = self.worker_script or ("joblog_worker.py" if self.joblog else None)
         cmd = [sys.executable, str(BENCH / script)] if script else [sys.executable, "-m", "gateway", "worker"]
-        # as `make run` starts it (this checkout's RUN_WORKER_ENV; another revision's worker as it was)
-        env = {**RUN_WORKER_ENV, **self.env} if self.root == ROOT else self.env
-        return subprocess.Popen(cmd, env=env, cwd=self.root, stdout=self.log, stderr=self.log)
+        return subprocess.Popen(cmd, env=self.env, cwd=self.root, stdout=self.log, stderr=self.log)
 
     def kill_worker(self, i: int) -> tuple[int, float]:
         """SIGKILL worker i; answers its pid and the kill time (unix s)."""

@@ -115,12 +115,6 @@ def _dev_credentials(var_dir: Path) -> dict[str, str]:
     return creds
 
 
-#: What ``gateway run`` (``make run``) sets for its worker unless the environment says otherwise:
-#: the gateway, the worker and Redis share one host there, and a burst's acknowledgements come
-#: before the worker's backlog (``GATEWAY_WORKER_NICE``; bench/intake.py measures both).
-RUN_WORKER_ENV = {"GATEWAY_WORKER_NICE": "idle"}
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     """Gateway + one worker (+ the embedded Redis when REDIS_URL is unset), for development."""
     settings = _settings_or_exit()
@@ -135,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     base = [sys.executable, "-m", "gateway"]
     children = [
         subprocess.Popen(base + ["serve", "--host", args.host, "--port", str(args.port)], env=env),
-        subprocess.Popen(base + ["worker"], env={**RUN_WORKER_ENV, **env}),
+        subprocess.Popen(base + ["worker"], env=env),
     ]
     url = f"http://{args.host}:{args.port}"
     app_key = env["GATEWAY_APP_KEYS"].split(",")[0].split(":", 1)[-1]

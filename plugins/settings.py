@@ -76,8 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: up after (deadlines are minutes, an acknowledgement is waited for in milliseconds).
     worker_nice: int = 0
     #: GATEWAY_WORKER_NICE=idle: the worker under Linux's ``SCHED_IDLE`` (and niceness 19 where
-    #: that is refused): it runs only on a CPU that nothing else on the host wants. ``gateway run``
-    #: (``make run``: gateway, worker and Redis on one host) starts its worker so by default.
+    #: that is refused): it runs only on a CPU that nothing else on the host wants. Opt-in: the
+    #: intake gains in a burst, routing loses whenever anything else wants the CPU (bench/RESULTS.md).
     worker_idle: bool = False
     #: GATEWAY_JOB_TIMEOUT_SECONDS: a job running longer is cancelled and retried.
     job_timeout_seconds: int = 20

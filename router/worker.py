@@ -240,8 +240,8 @@ def yield_cpu(nice: int, idle: bool = False) -> None:
     runs only on a CPU that no other process wants. Where a worker shares its host's cores with a
     gateway (``make run``, one VM), a burst's intake then wins the CPU: its acknowledgements stay
     fast and the worker works through the backlog as the gateway leaves it room, then at full
-    speed (bench/intake.py; README "Overload, abuse and faults"). One gateway process uses at most
-    one core, so on a host of two or more the worker is never starved by it.
+    speed (bench/intake.py; README "Overload, abuse and faults"). Both are opt-in: the same yield
+    slows routing whenever anything else on the host wants the CPU (an AOF rewrite, the load itself).
 
     On Linux both are per thread: set on every thread the process has (a library may have started
     some at import), and threads started later inherit them."""

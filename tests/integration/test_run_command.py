@@ -66,12 +66,12 @@ def test_run_uses_embedded_redis_and_a_restart_keeps_cases(tmp_path):
                 break
             time.sleep(0.1)
         assert state["status"] == "processed"
-        # gateway, worker and Redis share this host: the worker runs only on a CPU nobody else wants
+        # the worker as started (GATEWAY_WORKER_NICE=idle is an opt-in: it slows routing, bench/RESULTS.md)
         children = {pid: open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
                     for pid in map(int, open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split())}
         worker = next(pid for pid, cmd in children.items() if b"worker" in cmd)
         server = next(pid for pid, cmd in children.items() if b"serve" in cmd)
-        assert {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{worker}/task")} == {os.SCHED_IDLE}
+        assert {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{worker}/task")} == {os.SCHED_OTHER}
         assert os.sched_getscheduler(server) == os.SCHED_OTHER
     finally:
         out = stop_run(proc)

@@ -1,7 +1,7 @@
 """The worker can yield the CPU to a gateway on the same host: `python -m gateway worker` runs at
 niceness GATEWAY_WORKER_NICE (0 by default: as started), and never lowers a niceness it was
 started with (lowering needs privilege); ``GATEWAY_WORKER_NICE=idle`` puts every thread of it
-under ``SCHED_IDLE`` (what `gateway run` asks for, tests/integration/test_run_command.py)."""
+under ``SCHED_IDLE``."""
 
 from __future__ import annotations
 

@@ -251,11 +251,15 @@ def yield_cpu(nice: int, idle: bool = False) -> None:
         try:
             if nice > 0 and nice > os.getpriority(os.PRIO_PROCESS, tid):
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
-            if idle and hasattr(os, "SCHED_IDLE"):
-                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         except OSError as exc:  # a sandbox that forbids it, or a thread that ended: run as started
             if tid == os.getpid():
-                log.warning("worker: niceness %d%s not set (%s)", nice, " / SCHED_IDLE" if idle else "", exc)
+                log.warning("worker: niceness %d not set (%s)", nice, exc)
+        try:
+            if idle and hasattr(os, "SCHED_IDLE"):
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:
+            if tid == os.getpid():
+                log.warning("worker: SCHED_IDLE not set (%s); niceness %d only", exc, nice)
 
 
 def _threads() -> list[int]:

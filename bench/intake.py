@@ -175,11 +175,10 @@ def message_request(port: int, tag: str | None = None):
     routing of an older complaint it was merged into: latencies of minus minutes)."""
     host = f"127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {APP_KEY}", "Content-Type": "application/json"}
-    texts = TEXTS
     tag = tag or f"b{os.getpid():x}{int(time.time()) % 100_000:05d}p{next(_phases)}"
 
     def make(i: int) -> bytes:
-        body = json.dumps({"user_id": f"{tag}-{i}", "text": texts[i % len(texts)]}, ensure_ascii=False).encode()
+        body = json.dumps({"user_id": f"{tag}-{i}", "text": TEXTS[i % len(TEXTS)]}, ensure_ascii=False).encode()
         return build_request("POST", "/v1/messages", host, headers, body)
 
     return make
@@ -243,15 +242,13 @@ def pause_worker(stack: Stack, paused: bool) -> None:
 
 
 async def throughput(stack: Stack, seconds: float, connections: int, client: str = "python") -> tuple:
-    if client == "wrk":
-        bare = await wrk_closed_loop(stack.bare_port, connections=connections, seconds=seconds)
-        gw = await wrk_closed_loop(stack.gw_port, connections=connections, seconds=seconds)
-        return bare, gw
-    bare = await closed_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port),
-                             connections=connections, seconds=seconds)
-    gw = await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port),
-                           connections=connections, seconds=seconds)
-    return bare, gw
+    async def closed(port: int) -> LoadResult:
+        if client == "wrk":
+            return await wrk_closed_loop(port, connections=connections, seconds=seconds)
+        return await closed_loop("127.0.0.1", port, message_request(port), connections=connections, seconds=seconds)
+
+    bare = await closed(stack.bare_port)
+    return bare, await closed(stack.gw_port)
 
 
 def ingress_to_queue(stack: Stack, bodies: list[bytes]) -> tuple[list[float], dict[str, int], list[int]]:
@@ -322,10 +319,13 @@ def fill(stack: Stack, megabytes: int) -> None:
             for n in range(start, min(start + 10_000, keys)):
                 pipe.set(f"fill:{n}", value)
             pipe.execute()
-    while r.info("persistence")["aof_rewrite_in_progress"]:  # (the fill's own automatic one, first)
-        time.sleep(0.1)
+    wait_for_rewrite(r)  # (the fill's own automatic one, first)
     r.bgrewriteaof()
     time.sleep(0.2)
+    wait_for_rewrite(r)
+
+
+def wait_for_rewrite(r: redis.Redis) -> None:
     while r.info("persistence")["aof_rewrite_in_progress"]:
         time.sleep(0.1)
 

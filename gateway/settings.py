@@ -39,11 +39,13 @@ def _parse_credentials(var: str, raw: str, kind: str) -> tuple[Credential, ...]:
 WORKER_IDLE = "idle"
 
 
+def _worker_idle(env: Mapping[str, str]) -> bool:
+    return env.get("GATEWAY_WORKER_NICE", "").strip().lower() == WORKER_IDLE
+
+
 def _worker_nice(env: Mapping[str, str]) -> int:
     """GATEWAY_WORKER_NICE: 0-19, or ``idle`` (niceness 19 and ``SCHED_IDLE``, see ``worker_idle``)."""
-    if env.get("GATEWAY_WORKER_NICE", "").strip().lower() == WORKER_IDLE:
-        return 19
-    return _int(env, "GATEWAY_WORKER_NICE", 0, 0, 19)
+    return 19 if _worker_idle(env) else _int(env, "GATEWAY_WORKER_NICE", 0, 0, 19)
 
 
 def _int(env: Mapping[str, str], var: str, default: int, low: int, high: int) -> int:
@@ -153,7 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         claim_lease_seconds=_int(env, "GATEWAY_CLAIM_LEASE_SECONDS", 300, 1, 86_400),
         worker_max_jobs=_int(env, "GATEWAY_WORKER_MAX_JOBS", 50, 1, 10_000),
         worker_nice=_worker_nice(env),
-        worker_idle=env.get("GATEWAY_WORKER_NICE", "").strip().lower() == WORKER_IDLE,
+        worker_idle=_worker_idle(env),
         job_timeout_seconds=_int(env, "GATEWAY_JOB_TIMEOUT_SECONDS", 20, 1, 3600),
         log_level=log_level,
         worker_wake=_bool(env, "GATEWAY_WORKER_WAKE", True),

@@ -462,7 +462,9 @@ def main() -> None:
     if args.quick:
         args.seconds, args.queue_seconds = 3, 5
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"worker: GATEWAY_WORKER_NICE={os.environ.get('GATEWAY_WORKER_NICE') or '0 (as make run starts it)'}")
+    print(f"worker: GATEWAY_WORKER_NICE={os.environ.get('GATEWAY_WORKER_NICE') or '0 (as make run starts it)'} "
+          f"GATEWAY_WORKER_SURGE_SHARE={os.environ.get('GATEWAY_WORKER_SURGE_SHARE') or '0.3 (the default)'} "
+          f"GATEWAY_WORKER_SURGE_LAG_SECONDS={os.environ.get('GATEWAY_WORKER_SURGE_LAG_SECONDS') or '0.5 (the default)'}")
     print(f"gateway limits: GATEWAY_CHANNEL_RATE_PER_SECOND={args.channel_budget} GATEWAY_MAX_PENDING={args.max_pending} "
           "(0: none)")
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]

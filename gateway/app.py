@@ -29,6 +29,7 @@ from gateway.direct_routes import GatewayApp, own_direct
 from gateway.problems import body_limit_middleware, exception_handlers
 from plugins.problems import ProblemError
 from router.metrics import MetricsFlusher
+from router.pacing import IntakeLoadReport
 from router.redis_pool import redis_client, route_now
 from plugins.settings import Settings
 from router.store import ComplaintStore
@@ -55,11 +56,15 @@ def create_app(settings: Settings, *, plugins: GatewayPlugins | None = None) -> 
         # intake outcomes are tallied here and written once a second (one HINCRBY per message
         # otherwise); a last write when the app stops
         flushing = asyncio.create_task(MetricsFlusher(redis).run(), name="metrics")
+        # this process's load, for the workers' pace in a surge (router/pacing.py)
+        reporting = asyncio.create_task(IntakeLoadReport(store.report_intake_load, store.forget_intake_load).run(),
+                                        name="intake-load")
         try:
             yield
         finally:
             flushing.cancel()
-            await asyncio.gather(flushing, return_exceptions=True)
+            reporting.cancel()
+            await asyncio.gather(flushing, reporting, return_exceptions=True)
             await redis.aclose()
 
     @documented(ok=Health, ok_example={"status": "ok"})

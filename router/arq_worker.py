@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextvars import ContextVar
 from typing import Any, Callable, Self, cast
 
@@ -17,6 +18,7 @@ from arq.utils import timestamp_ms
 from arq.worker import Worker
 
 from normalizer.ids import new_id
+from router.pacing import Pacer
 from router.redis_pool import make_pool, redis_unavailable, transition_code
 from router.store.group_commit import GroupCommit
 
@@ -124,8 +126,12 @@ class WakeableWorker(Worker):
     """
 
     def __init__(self, *args: Any, wake_key: str, redis_url: str, slot_key: str = "",
-                 implicit_job: Callable[[str, int], bytes | None] | None = None, **kwargs: Any) -> None:
+                 implicit_job: Callable[[str, int], bytes | None] | None = None, pacer: Pacer | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: Rests in a surge (router.pacing): told how late each claim's jobs were, asked before each
+        #: poll. None, and in a burst run (which only works through what is queued): never rests.
+        self.pacer = None if self.burst else pacer
         #: The bytes of a queued job that has no job key (a message's job: its id says what it
         #: runs), from its id and score; None: none such (the job expired, as arq has it).
         self.implicit_job = implicit_job
@@ -175,6 +181,8 @@ class WakeableWorker(Worker):
         three keys to pack, send and look at)."""
         tasks = self.tasks
         wanted = [j for j in map(bytes.decode, job_ids) if j not in tasks]  # (no Python frame an id)
+        if not wanted and self.pacer is not None:
+            self.pacer.claimed(0.0)  # nothing due but what this worker runs: not behind
         read_full = len(job_ids) >= self.queue_read_limit
         offered = 0
         while offered < len(wanted) and self.job_counter < self.max_jobs:
@@ -231,6 +239,8 @@ class WakeableWorker(Worker):
             for _ in range(room - len(answers)):
                 self.job_counter -= 1
                 self.sem.release()
+        if answers and self.pacer is not None:
+            self.pacer.claimed(time.time() - min(int(score) for _, score, _, _ in answers) / 1000)
         last = 0  # the place (1 first) of the last id taken among those offered
         for raw_id, score, job, job_try in answers:
             job_id = raw_id.decode()
@@ -328,6 +338,8 @@ class WakeableWorker(Worker):
 
     async def _iteration(self) -> bool:
         """One poll; True when a burst run is done."""
+        if self.pacer is not None:
+            await self.pacer.rest()
         self.queue_read_limit = self._read_limit()
         await self._poll_iteration()
         if self.burst:

@@ -37,6 +37,7 @@ from router.heap import settle_heap
 from router.delivery import DISPATCH_EVENTS_TRIES, MAX_SEND_TRIES, dispatch_event, dispatch_events, send_reply
 from router.housekeeping import housekeeping, run_poller
 from router.incident_check import consider_incident
+from router.pacing import Pacer
 from router.pipeline import process_message
 from router.redis_pool import SENTINEL_SCHEME, redis_unavailable, route_now
 from router.store import ComplaintStore, ingest_job_bytes
@@ -143,6 +144,9 @@ async def startup(ctx: dict[str, Any]) -> None:
                       worker_id=f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}",
                       clock=Clock(store, settings.test_clock))
     ctx[WORKER_KEY] = w
+    pacer: Pacer | None = ctx.get("pacer")
+    if pacer is not None:
+        pacer.watch(store.intake_load)  # the gateways' load, read through this worker's pool
     w.categoriser = await load_categoriser(settings, store)
     w.timers = TimerLoop(store, w.clock, w.policy, listeners=plugins.has_listeners)
     w.background = [asyncio.create_task(housekeeping(w), name="housekeeping"),
@@ -195,7 +199,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPlugins | None = None,
                   handle_signals: bool = True) -> WakeableWorker:
     store_keys = ComplaintStore(settings.redis_prefix).keys
-    ctx: dict[str, Any] = {"settings": settings}  # what start-up needs to build the WorkerContext
+    pacer = Pacer(settings.worker_surge_share, settings.worker_surge_lag_seconds)
+    # what start-up needs to build the WorkerContext (and to give the pacer the gateways' load)
+    ctx: dict[str, Any] = {"settings": settings, "pacer": pacer}
     if plugins is not None:
         ctx["plugins"] = plugins
     redis_url = settings.redis_url or "redis://127.0.0.1:6379/0"
@@ -218,6 +224,7 @@ def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPl
         redis_url=redis_url,
         slot_key=settings.redis_prefix,
         implicit_job=lambda job_id, score: ingest_job_bytes(job_id, store_keys.tag, score),
+        pacer=pacer,
     )
 
 

@@ -64,6 +64,7 @@ class Keys:
         # the rest of the desk
         self.quarantine = prefix + "quarantine"
         self.workers = prefix + "workers"
+        self.intake_load = prefix + "intake:load"  # each gateway process's load, for the workers' pace (router/pacing.py)
         self.outbox = prefix + "outbox"
         self.metrics = prefix + "metrics"
         self.templates = prefix + "templates"

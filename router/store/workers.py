@@ -1,4 +1,5 @@
-"""Workers: heartbeats, whether a job is still queued or running, messages waiting too long."""
+"""Workers: heartbeats, whether a job is still queued or running, messages waiting too long, and
+the gateways' intake load the workers pace themselves by (router/pacing.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,30 @@ class Workers(StoreBase):
             pipe.zadd(self.keys.workers, {worker_id: now_ms()})
             pipe.zremrangebyscore(self.keys.workers, "-inf", now_ms() - 3_600_000)
             await pipe.execute()
+
+    async def report_intake_load(self, gateway_id: str, load: float, expires_ms: int) -> None:
+        """One gateway process's load now (see router.pacing.IntakeLoadReport), kept ``expires_ms``:
+        a stopped gateway's last report is left out after that."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.intake_load, gateway_id, f"{load:.3f} {now_ms() + expires_ms}")
+            pipe.pexpire(self.keys.intake_load, expires_ms)
+            await pipe.execute()
+
+    async def forget_intake_load(self, gateway_id: str) -> None:
+        await self.r.hdel(self.keys.intake_load, gateway_id)
+
+    async def intake_load(self) -> float:
+        """The highest load a gateway process reported that has not expired (0: none)."""
+        now = now_ms()
+        highest = 0.0
+        for raw in (await self.r.hgetall(self.keys.intake_load)).values():
+            load, _, until = raw.decode().partition(" ")
+            try:
+                if int(until) >= now:
+                    highest = max(highest, float(load))
+            except ValueError:  # not ours: never read as a load
+                continue
+        return highest
 
     async def job_exists(self, job_id: str) -> bool:
         """Queued (a message's job has no job key: its place in arq's queue is all of it), running,

@@ -1,0 +1,224 @@
+"""The worker's pace in a surge: while it is behind, a gateway is busy and the worker has to wait
+for a CPU, it keeps to a share of a core, so that the intake sharing those CPUs keeps
+acknowledging at speed.
+
+Where a worker shares its host's cores with a gateway (``make run``, one VM, a small pod), a
+burst that saturates them is shared out by the kernel alone: the worker, with a backlog, takes a
+whole core and the gateway's acknowledgements slow (bench/intake.py: 0.36-0.43 of a bare
+endpoint). An acknowledgement is what a customer waits for, in milliseconds; routing may lag
+seconds in a surge (the first-response deadlines are minutes). So the worker rests while all
+three hold:
+
+- it is **behind**: the jobs it last claimed were due more than ``lag`` seconds ago;
+- a gateway is **busy**: a gateway process's event loop was running or waiting for a CPU for more
+  than ``BUSY`` of the last half second (each gateway reports it, ``IntakeLoadReport``); below that
+  its acknowledgements are prompt whatever the worker does, and routing must not fall behind for
+  nothing (at a steady 500 messages a second a gateway is a third busy);
+- its CPU is **contended**: the worker itself waited for a CPU for more than ``ENGAGE`` of the time
+  it was ready to run (smoothed over about half a second): it shares cores with something. A worker
+  on a host of its own never rests, however busy the gateways elsewhere are.
+
+Resting, it keeps to ``share`` of a core: before its next claim it rests as long as the CPU time
+it used since its last decision, divided by ``share``, exceeds the time that passed (jobs already
+running go on; only new claims wait). It works at full speed again as soon as it has caught up or
+no gateway is busy (or its CPU is free again: below ``RELEASE``), so a backlog drains at once when
+the burst is over.
+
+``GATEWAY_WORKER_SURGE_SHARE`` sets ``share`` (1: never rest) and ``GATEWAY_WORKER_SURGE_LAG_SECONDS``
+the lag. Where the kernel keeps no scheduler statistics (``/proc/thread-self/schedstat``, Linux)
+the worker never rests and the gateways report nothing.
+
+This differs from ``GATEWAY_WORKER_NICE`` (``router.worker.yield_cpu``): niceness and
+``SCHED_IDLE`` yield whenever anything else wants the CPU, the worker's steady routing too, and an
+unprivileged process cannot take them back when the surge is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any, Awaitable, Callable
+
+from normalizer.ids import new_id
+
+log = logging.getLogger("gateway.worker")
+
+#: A gateway is busy from here: its event loop ran or waited for a CPU this part of the time.
+BUSY = 0.5
+#: The worker's CPU is contended from here: it waited for one this part of the time it was ready.
+ENGAGE = 0.15
+#: ... and no longer below this.
+RELEASE = 0.05
+#: How much of each window's figure enters the smoothed contention (about half a second's worth).
+SMOOTHING = 0.1
+#: How often the worker decides (each decision reads one small /proc file).
+WINDOW_S = 0.05
+#: How often the worker reads the gateways' load (one HGETALL).
+LOAD_EVERY_S = 0.25
+#: The longest single rest: the worker's claims are never held longer than this at a time.
+LONGEST_REST_S = 0.5
+#: How often a gateway reports its load, and how long a report counts.
+REPORT_EVERY_S = 0.5
+REPORT_EXPIRES_MS = 3000
+
+SCHEDSTAT = "/proc/thread-self/schedstat"
+
+
+def read_schedstat(path: str = SCHEDSTAT) -> tuple[int, int] | None:
+    """The calling thread's time on a CPU and time waiting for one (ns), since it started; None
+    where the kernel does not keep them."""
+    try:
+        with open(path, "rb") as f:
+            run, wait, _ = f.read().split(maxsplit=2)
+        return int(run), int(wait)
+    except (OSError, ValueError):
+        return None
+
+
+class Pacer:
+    """Decides the worker's rests (see the module). ``claimed`` is told how late each claim's
+    oldest job was; ``rest`` is awaited before each poll, in the event loop's thread."""
+
+    def __init__(self, share: float, lag_seconds: float, intake_load: Callable[[], Awaitable[float]] | None = None,
+                 *, clock: Callable[[], float] = time.monotonic, cpu: Callable[[], float] = time.process_time,
+                 schedstat: Callable[[], tuple[int, int] | None] = read_schedstat) -> None:
+        self.share = share
+        self.lag = lag_seconds
+        #: The highest load a gateway reported (``Workers.intake_load``); None: no gateway is ever busy.
+        self.intake_load = intake_load
+        self._clock, self._cpu, self._schedstat = clock, cpu, schedstat
+        first = schedstat()
+        self._kernel_figures = first is not None
+        self._at, self._used, self._stat = clock(), cpu(), first or (0, 0)
+        self._load_at = float("-inf")
+        #: How late (s) the oldest job of the last claim was; 0 after a poll that found none.
+        self.late = 0.0
+        #: The busiest gateway's load, as last read.
+        self.load = 0.0
+        #: The part of its ready time this worker waited for a CPU, smoothed.
+        self.contention = 0.0
+        #: Resting now (behind, a gateway busy, contended).
+        self.pacing = False
+        #: Seconds rested since start, how many rests, and how many times resting began.
+        self.rested_s = 0.0
+        self.rests = 0
+        self.surges = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Rests at all: a share below a whole core, the gateways' load to read, and the kernel
+        keeps the statistics."""
+        return self.share < 1 and self.intake_load is not None and self._kernel_figures
+
+    def watch(self, intake_load: Callable[[], Awaitable[float]]) -> None:
+        """Read the gateways' load from here on (the worker's store, once it is connected)."""
+        self.intake_load = intake_load
+
+    def claimed(self, late_seconds: float) -> None:
+        self.late = max(0.0, late_seconds)
+
+    async def rest(self) -> None:
+        """Rest before the next claim if the worker is over its share in a surge."""
+        if not self.enabled:
+            return
+        now = self._clock()
+        wall = now - self._at
+        if wall < WINDOW_S:
+            return
+        cpu = self._cpu()
+        used = cpu - self._used
+        stat = self._schedstat() or self._stat
+        ran, waited = stat[0] - self._stat[0], stat[1] - self._stat[1]
+        if ran + waited > 0:
+            self.contention += SMOOTHING * (waited / (ran + waited) - self.contention)
+        self._at, self._used, self._stat = now, cpu, stat  # (a rest below is part of the next window)
+        if now - self._load_at >= LOAD_EVERY_S and self.late >= self.lag:
+            self._load_at = now
+            self.load = await self._read_load()
+        was = self.pacing
+        self.pacing = (self.late >= self.lag and self.load >= BUSY
+                       and self.contention >= (RELEASE if was else ENGAGE))
+        if self.pacing != was:
+            self._say(was)
+        owed = used / self.share - wall if self.pacing else 0.0
+        if owed > 0:
+            owed = min(owed, LONGEST_REST_S)
+            self.rests += 1
+            self.rested_s += owed
+            await asyncio.sleep(owed)
+
+    async def _read_load(self) -> float:
+        assert self.intake_load is not None
+        try:
+            return await self.intake_load()
+        except Exception as exc:  # noqa: BLE001 - Redis away: no gateway counts as busy, the worker works on
+            log.debug("worker: the gateways' load not read (%s)", type(exc).__name__)
+            return 0.0
+
+    def _say(self, was: bool) -> None:
+        if not was:
+            self.surges += 1
+            log.info("worker: %.1f s behind, a gateway %.0f%% busy and this worker waiting for a CPU %.0f%% of its "
+                     "ready time: keeping to %.0f%% of a core so that the intake acknowledges at speed",
+                     self.late, 100 * self.load, 100 * self.contention, 100 * self.share)
+            return
+        why = ("caught up" if self.late < self.lag else "no gateway busy" if self.load < BUSY
+               else "its CPU free")
+        log.info("worker: %s; full speed again (%.1f s rested in all)", why, self.rested_s)
+
+
+class IntakeLoadReport:
+    """A gateway process's load, reported for the workers' pace: the part of the last
+    ``REPORT_EVERY_S`` its event loop's thread was running or waiting for a CPU (1: it never idled).
+    ``run`` runs in the event loop's thread until cancelled; then the report is withdrawn."""
+
+    def __init__(self, report: Callable[[str, float, int], Awaitable[Any]],
+                 forget: Callable[[str], Awaitable[Any]], *, clock: Callable[[], float] = time.monotonic,
+                 schedstat: Callable[[], tuple[int, int] | None] = read_schedstat) -> None:
+        self.report, self.forget = report, forget
+        self._clock, self._schedstat = clock, schedstat
+        self.gateway_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('g')[-6:]}"
+        #: The last load measured.
+        self.load = 0.0
+
+    def measure(self, since: tuple[float, tuple[int, int]]) -> tuple[float, tuple[float, tuple[int, int]]] | None:
+        """The load since the mark ``since``, and the new mark; None where the kernel keeps no figures."""
+        stat = self._schedstat()
+        if stat is None:
+            return None
+        now = self._clock()
+        wall_ns = (now - since[0]) * 1e9
+        busy = (stat[0] - since[1][0]) + (stat[1] - since[1][1])
+        return (min(1.0, busy / wall_ns) if wall_ns > 0 else 0.0), (now, stat)
+
+    async def run(self) -> None:
+        first = self._schedstat()
+        if first is None:
+            return  # not Linux: the workers never see a busy gateway, and never rest
+        mark = (self._clock(), first)
+        reported = False
+        try:
+            while True:
+                await asyncio.sleep(REPORT_EVERY_S)
+                measured = self.measure(mark)
+                if measured is None:
+                    return
+                self.load, mark = measured
+                try:
+                    await self.report(self.gateway_id, self.load, REPORT_EXPIRES_MS)
+                    reported = True
+                except Exception as exc:  # noqa: BLE001 - Redis away: the next report, or it expires
+                    log.debug("intake load not reported (%s)", type(exc).__name__)
+        finally:
+            if reported:
+                try:
+                    await self.forget(self.gateway_id)
+                except Exception:  # noqa: BLE001 - Redis away at shutdown: the report expires
+                    pass
+
+
+__all__ = ["BUSY", "ENGAGE", "IntakeLoadReport", "LONGEST_REST_S", "Pacer", "RELEASE", "REPORT_EXPIRES_MS",
+           "WINDOW_S", "read_schedstat"]

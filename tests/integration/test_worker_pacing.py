@@ -1,0 +1,127 @@
+"""A worker behind its queue, beside a busy gateway, on a CPU that another process wants keeps to
+its share of a core (router.pacing), loses nothing, and works at full speed again once it has
+caught up; and a gateway reports its load for it.
+
+The contention is real: this test's thread (the worker runs in it) and a busy process are pinned
+to the same CPU, and the pacer reads the kernel's own figures for the thread. The busy gateway is
+a report written the way a gateway writes it (``report_intake_load``), read back through Redis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from msgspec.structs import replace
+
+from router.pacing import BUSY, REPORT_EVERY_S
+from router.store import ComplaintStore, PlannedJob
+from router.worker import create_worker
+from tests.conftest import app_plugins, eventually, run_worker_until
+from tests.integration.test_worker_drains_a_backlog import none_event
+
+pytestmark = pytest.mark.integration
+
+JOBS = 300
+#: Enough for the drain to outlast the smoothed contention's climb past ENGAGE many times over.
+SURGE_JOBS = 2000
+
+
+@contextmanager
+def sharing_a_cpu_with_a_busy_process() -> Iterator[None]:
+    """This thread and a process that never stops computing, both on this thread's first CPU."""
+    mine = os.sched_getaffinity(0)
+    cpu = min(mine)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(hog.pid, {cpu})
+        os.sched_setaffinity(0, {cpu})  # (0: the calling thread)
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
+        hog.kill()
+        hog.wait()
+
+
+def late(job: PlannedJob, seconds: float) -> PlannedJob:
+    """The job due ``seconds`` ago (a backlog: queued before the worker could look)."""
+    return dataclasses.replace(job, defer_ms=job.defer_ms - int(seconds * 1000))
+
+
+async def drain(settings, jobs: list[PlannedJob], *, gateway_load: float = 0.9, until_caught_up: bool = False):
+    r = aioredis.from_url(settings.redis_url)
+    store = ComplaintStore(settings.redis_prefix)
+    store.bind(r)
+    await store.report_intake_load("gateway-1", gateway_load, 120_000)
+    await store.enqueue(*jobs)
+    worker = create_worker(settings, handle_signals=False, plugins=app_plugins())
+    try:
+        async def done() -> bool:
+            if await r.zcard(store.keys.arq_queue):
+                return False
+            return not (until_caught_up and worker.pacer.pacing)
+
+        with sharing_a_cpu_with_a_busy_process():
+            await run_worker_until(worker, done, timeout=60)
+        return worker
+    finally:
+        await r.aclose()
+
+
+async def test_a_worker_behind_on_a_contended_cpu_rests_loses_nothing_and_stops_resting_once_caught_up(settings):
+    settings = replace(settings, worker_max_jobs=4, worker_surge_share=0.3, worker_surge_lag_seconds=0.5)
+    worker = await drain(settings, [late(none_event(i), 5) for i in range(SURGE_JOBS)], until_caught_up=True)
+    assert worker.jobs_complete == SURGE_JOBS
+    pacer = worker.pacer
+    assert pacer.rests > 0 and pacer.rested_s > 0
+    # caught up (its polls find nothing waiting) on the CPU still shared: full speed again
+    assert pacer.late == 0 and not pacer.pacing
+
+
+async def test_a_worker_that_keeps_up_never_rests_on_a_contended_cpu(settings):
+    settings = replace(settings, worker_max_jobs=4, worker_surge_lag_seconds=30)
+    worker = await drain(settings, [none_event(i) for i in range(JOBS)])
+    assert worker.jobs_complete == JOBS
+    assert worker.pacer.rests == 0
+
+
+async def test_a_worker_behind_on_a_contended_cpu_works_at_full_speed_while_no_gateway_is_busy(settings):
+    settings = replace(settings, worker_max_jobs=4)
+    worker = await drain(settings, [late(none_event(i), 5) for i in range(JOBS)], gateway_load=BUSY / 2)
+    assert worker.jobs_complete == JOBS
+    assert worker.pacer.rests == 0 and worker.pacer.load == BUSY / 2
+
+
+async def test_a_gateway_reports_its_load_while_it_runs_and_withdraws_it_when_it_stops(settings):
+    from litestar.testing import AsyncTestClient
+
+    from gateway.app import create_app
+
+    r = aioredis.from_url(settings.redis_url)
+    store = ComplaintStore(settings.redis_prefix)
+    store.bind(r)
+    try:
+        async with AsyncTestClient(app=create_app(settings)):
+            async def reported() -> dict:
+                return await r.hgetall(store.keys.intake_load)
+
+            reports = await eventually(reported, timeout=10 * REPORT_EVERY_S)
+            assert len(reports) == 1
+            assert 0 <= await store.intake_load() <= 1
+            assert await r.pttl(store.keys.intake_load) > 0  # (a gateway that dies leaves nothing for long)
+        assert await r.hgetall(store.keys.intake_load) == {}
+    finally:
+        await r.aclose()
+
+
+async def test_a_share_of_one_core_never_rests_and_a_burst_run_has_no_pace(settings):
+    never = create_worker(replace(settings, worker_surge_share=1.0), handle_signals=False, plugins=app_plugins())
+    assert never.pacer is not None and not never.pacer.enabled
+    burst = create_worker(settings, burst=True, handle_signals=False, plugins=app_plugins())
+    assert burst.pacer is None  # a burst run only works through what is queued: nothing to yield to

@@ -1,0 +1,208 @@
+"""The worker's pace in a surge (router.pacing): when it rests, how long, and when it stops; and
+what a gateway reports of its load.
+
+The clock, the CPU time, the scheduler's figures and the gateways' load are the inputs here,
+stepped by hand; the same decisions on a real CPU shared with a real busy process, with the load
+going through Redis, are in tests/integration/test_worker_pacing.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from router.pacing import (BUSY, ENGAGE, LONGEST_REST_S, RELEASE, SMOOTHING, WINDOW_S, IntakeLoadReport, Pacer,
+                           read_schedstat)
+
+
+class Host:
+    """What the pacer reads: a wall clock, this process's CPU time, and this thread's time on a
+    CPU and waiting for one (ns). ``step`` advances them as a window of work would."""
+
+    def __init__(self) -> None:
+        self.now, self.cpu, self.ran, self.waited = 100.0, 5.0, 0, 0
+        self.slept: list[float] = []
+        self.gateway_load = 0.9  # the busiest gateway's, as the pacer reads it
+
+    async def intake_load(self) -> float:
+        return self.gateway_load
+
+    def step(self, wall: float, cpu: float, waited: float) -> None:
+        self.now += wall
+        self.cpu += cpu
+        self.ran += int(cpu * 1e9)
+        self.waited += int(waited * 1e9)
+
+    def pacer(self, share: float = 0.3, lag: float = 0.5) -> Pacer:
+        pacer = Pacer(share, lag, clock=lambda: self.now, cpu=lambda: self.cpu,
+                      schedstat=lambda: (self.ran, self.waited))
+        pacer.watch(self.intake_load)
+        pacer.contention = 0.4  # as if contended for a while already (the figure is smoothed)
+        return pacer
+
+
+@pytest.fixture
+def host(monkeypatch) -> Host:
+    h = Host()
+
+    async def sleep(seconds: float) -> None:  # the rest, recorded and passed on the host's clock
+        h.slept.append(seconds)
+        h.now += seconds
+
+    monkeypatch.setattr("router.pacing.asyncio.sleep", sleep)
+    return h
+
+
+def run(coro) -> None:
+    asyncio.run(coro)
+
+
+def test_a_worker_behind_on_contended_cpus_beside_a_busy_gateway_keeps_to_its_share(host):
+    pacer = host.pacer(share=0.3)
+    pacer.claimed(4.0)  # its last claim's oldest job was due 4 s ago
+    host.step(wall=0.1, cpu=0.06, waited=0.04)  # ran 60 % of the window, waited 40 % of its ready time
+    run(pacer.rest())
+    assert pacer.pacing and pacer.load == 0.9 and pacer.surges == 1
+    # 0.06 s of CPU is 0.2 s at 30 % of a core: 0.1 s have passed, so it rests 0.1 s
+    assert host.slept == [pytest.approx(0.1)]
+    assert (pacer.rests, pacer.rested_s) == (1, pytest.approx(0.1))
+    # the rest is part of the next window: the CPU its running jobs used meanwhile counts too
+    host.step(wall=0.1, cpu=0.0, waited=0.0)  # (the rest, on the host's clock)
+    host.now -= 0.1
+    host.step(wall=0.05, cpu=0.06, waited=0.03)
+    run(pacer.rest())
+    assert host.slept[-1] == pytest.approx(0.06 / 0.3 - 0.15)
+
+
+def test_a_worker_that_keeps_up_never_rests(host):
+    pacer = host.pacer()
+    for _ in range(5):
+        pacer.claimed(0.02)  # 20 ms late: keeping up
+        host.step(wall=0.1, cpu=0.05, waited=0.05)
+        run(pacer.rest())
+    assert not pacer.pacing and host.slept == [] and pacer.load == 0  # (nor reads the gateways' load)
+
+
+def test_a_worker_behind_works_at_full_speed_while_no_gateway_is_busy(host):
+    """At a steady rate the gateway is prompt whatever the worker does: routing must not lag for nothing."""
+    host.gateway_load = BUSY - 0.1
+    pacer = host.pacer()
+    pacer.claimed(30.0)
+    host.step(wall=0.1, cpu=0.05, waited=0.05)
+    run(pacer.rest())
+    assert not pacer.pacing and host.slept == []
+
+
+def test_a_worker_behind_on_a_cpu_of_its_own_works_at_full_speed(host):
+    pacer = host.pacer()
+    pacer.contention = 0.0
+    pacer.claimed(30.0)
+    for _ in range(10):
+        host.step(wall=0.1, cpu=0.1, waited=0.1 * ENGAGE / 2)
+        run(pacer.rest())
+    assert not pacer.pacing and host.slept == []
+
+
+def test_contention_is_smoothed_so_one_window_neither_starts_nor_ends_a_rest(host):
+    pacer = host.pacer()
+    pacer.contention = 0.0
+    pacer.claimed(5.0)
+    host.step(wall=0.06, cpu=0.01, waited=0.04)  # one window of 80 % waiting
+    run(pacer.rest())
+    assert pacer.contention == pytest.approx(SMOOTHING * 0.8) and not pacer.pacing
+
+
+def test_resting_stops_when_the_gateways_calm_down_the_worker_catches_up_or_its_cpu_frees(host):
+    pacer = host.pacer()
+    pacer.claimed(3.0)
+    host.step(wall=0.1, cpu=0.07, waited=0.03)
+    run(pacer.rest())
+    assert pacer.pacing
+    host.gateway_load = BUSY / 2  # read again a quarter second later
+    host.step(wall=0.3, cpu=0.2, waited=0.1)
+    run(pacer.rest())
+    assert not pacer.pacing
+    host.gateway_load = 0.95
+    host.step(wall=0.3, cpu=0.2, waited=0.1)
+    run(pacer.rest())
+    assert pacer.pacing and pacer.surges == 2
+    pacer.claimed(0.0)  # a poll found nothing waiting
+    rests = len(host.slept)
+    host.step(wall=0.1, cpu=0.07, waited=0.03)
+    run(pacer.rest())
+    assert not pacer.pacing and len(host.slept) == rests
+    # contended again; between RELEASE and ENGAGE it keeps resting, below RELEASE it stops
+    pacer.claimed(3.0)
+    host.step(wall=0.1, cpu=0.07, waited=0.03)
+    run(pacer.rest())
+    assert pacer.pacing
+    pacer.contention = (RELEASE + ENGAGE) / 2 / (1 - SMOOTHING)  # (one window of no waiting in it)
+    host.step(wall=0.1, cpu=0.1, waited=0.0)
+    run(pacer.rest())
+    assert pacer.pacing
+    for _ in range(40):
+        host.step(wall=0.1, cpu=0.1, waited=0.0)
+        run(pacer.rest())
+    assert not pacer.pacing and pacer.contention < RELEASE
+
+
+def test_a_rest_is_never_longer_than_the_longest(host):
+    pacer = host.pacer(share=0.05)
+    pacer.claimed(60.0)
+    host.step(wall=1.0, cpu=0.7, waited=0.3)
+    run(pacer.rest())
+    assert host.slept == [LONGEST_REST_S]
+
+
+def test_the_signals_are_read_once_a_window(host):
+    pacer = host.pacer()
+    pacer.claimed(5.0)
+    host.step(wall=WINDOW_S / 2, cpu=WINDOW_S / 4, waited=WINDOW_S / 4)
+    run(pacer.rest())
+    assert not pacer.pacing and host.slept == []  # too early to tell
+    host.step(wall=WINDOW_S, cpu=WINDOW_S / 2, waited=WINDOW_S / 2)
+    run(pacer.rest())
+    assert pacer.pacing and len(host.slept) == 1
+
+
+def test_the_gateways_load_unread_counts_as_calm(host):
+    async def away() -> float:
+        raise ConnectionError("redis away")
+
+    pacer = host.pacer()
+    pacer.watch(away)
+    pacer.claimed(10.0)
+    host.step(wall=0.1, cpu=0.05, waited=0.05)
+    run(pacer.rest())
+    assert not pacer.pacing and host.slept == []
+
+
+def test_a_share_of_a_whole_core_no_gateways_or_no_scheduler_figures_never_rests(host):
+    assert not host.pacer(share=1.0).enabled
+    assert not Pacer(0.3, 0.5).enabled  # no gateways' load to read (before the worker is connected)
+    blind = Pacer(0.3, 0.5, clock=lambda: host.now, cpu=lambda: host.cpu, schedstat=lambda: None)
+    blind.watch(host.intake_load)
+    assert not blind.enabled
+    blind.claimed(10.0)
+    host.step(wall=1.0, cpu=0.5, waited=0.5)
+    run(blind.rest())
+    assert host.slept == []
+
+
+def test_a_gateway_reports_the_part_of_the_time_its_loop_ran_or_waited_for_a_cpu(host):
+    report = IntakeLoadReport(None, None, clock=lambda: host.now,  # type: ignore[arg-type]
+                              schedstat=lambda: (host.ran, host.waited))
+    mark = (host.now, (host.ran, host.waited))
+    host.step(wall=0.5, cpu=0.2, waited=0.1)
+    load, mark = report.measure(mark)
+    assert load == pytest.approx(0.6)
+    host.step(wall=0.5, cpu=0.5, waited=0.3)  # (figures are per CPU: never above a whole)
+    assert report.measure(mark)[0] == 1.0
+    assert IntakeLoadReport(None, None, schedstat=lambda: None).measure(mark) is None  # type: ignore[arg-type]
+
+
+def test_the_kernel_keeps_this_threads_figures():
+    figures = read_schedstat()
+    assert figures is not None and figures[0] > 0  # (Linux: every run of the suite is on Linux)
+    assert read_schedstat("/proc/no/such/file") is None

@@ -43,6 +43,7 @@ from loadgen import LoadResult, build_request, closed_loop, open_loop  # noqa: E
 import msgspec  # noqa: E402
 
 from gateway.embedded_redis import server_options  # noqa: E402
+from router.metrics import counter_field  # noqa: E402
 from router.store import decode_complaint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,6 +144,19 @@ class Stack:
         measures the previous phase's backlog (the queue phase once showed p50 48 s for that)."""
         r = redis.Redis.from_url(self.redis_url)
         return r.zcard(self.prefix + "pending") + r.zcount(self.prefix + "arq:queue", "-inf", int(time.time() * 1000))
+
+    def rests(self) -> tuple[float, float]:
+        """The worker's surges and seconds rested so far (router/pacing.py; its metrics are written
+        once a second)."""
+        r = redis.Redis.from_url(self.redis_url)
+        surges, rested = r.hmget(self.prefix + "metrics", counter_field("gateway_worker_surges"),
+                                 counter_field("gateway_worker_rested_seconds"))
+        return float(surges or 0), float(rested or 0)
+
+    def rested_since(self, before: tuple[float, float]) -> str:
+        time.sleep(1.2)  # (the worker's last counts written)
+        surges, rested = (now - then for now, then in zip(self.rests(), before))
+        return f"  the worker's pace: {surges:.0f} surge(s), {rested:.1f} s rested"
 
     def wait_drained(self, timeout: float = 120) -> None:
         """Until nothing waits (see ``pending``), at most ``timeout`` s: deadline timers of the
@@ -350,7 +364,7 @@ async def rewrite_later(stack: Stack, seconds: float) -> None:
 
 
 async def queue_phase(stack: Stack, server: str, args: argparse.Namespace) -> list[float]:
-    before = redis_persistence(stack)
+    before, rests = redis_persistence(stack), stack.rests()
     rewrite = asyncio.create_task(rewrite_later(stack, args.rewrite_at)) if args.rewrite_at else None
     q = await open_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port),
                         rate=args.queue_rate, seconds=args.queue_seconds, keep_bodies=True)
@@ -366,6 +380,7 @@ async def queue_phase(stack: Stack, server: str, args: argparse.Namespace) -> li
           f"latest fork {after['latest_fork_usec']} us, AOF {after['aof_current_size'] / 1e6:.0f} MB, "
           f"memory {after['used_memory_human']}, delayed fsyncs {after['aof_delayed_fsync']}")
     print(f"  ms p50 / p99 / max by arrival: {by_window(lat, arrivals, args.window)}")
+    print(stack.rested_since(rests))
     return lat
 
 
@@ -387,6 +402,7 @@ async def run(server: str, args: argparse.Namespace) -> dict:
             await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port), connections=8, seconds=2)
             await closed_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port), connections=8, seconds=2)
             stack.wait_drained()
+            rests = stack.rests()
             bare, gw = await throughput(stack, args.seconds, args.connections, args.client)
             print(f"[{server}] closed loop, {args.connections} connections, {args.seconds:.0f} s each, load from {args.client}")
             print(f"  bare endpoint : {bare.summary()}")
@@ -394,6 +410,7 @@ async def run(server: str, args: argparse.Namespace) -> dict:
             ratio = gw.rate / bare.rate if bare.rate else float("nan")
             print(f"  ratio gateway/bare = {ratio:.2f}  (goal >= 0.5; worker running, as in make run)")
             stack.wait_drained()
+            print(stack.rested_since(rests))
             pause_worker(stack, True)
             bare2, gw2 = await throughput(stack, args.seconds, args.connections, args.client)
             pause_worker(stack, False)
@@ -405,12 +422,14 @@ async def run(server: str, args: argparse.Namespace) -> dict:
             bare_ol = await open_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port),
                                       rate=args.rate, seconds=args.seconds)
             stack.wait_drained()
+            rests = stack.rests()
             gw_ol = await open_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port),
                                     rate=args.rate, seconds=args.seconds)
             print(f"[{server}] open loop at {args.rate:.0f} req/s for {args.seconds:.0f} s")
             print(f"  bare endpoint : {bare_ol.summary()}")
             print(f"  gateway       : {gw_ol.summary()}  (goal p99 <= 25 ms)")
             stack.wait_drained()
+            print(stack.rested_since(rests))
 
             lat = await queue_phase(stack, server, args) if not args.no_queue else []
             return {"server": server, "bare_rps": bare.rate, "gateway_rps": gw.rate, "ratio": ratio,

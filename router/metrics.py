@@ -50,6 +50,9 @@ COUNTERS = {
     "gateway_deadline_breaches": ("Deadlines that passed, by kind", ("deadline",)),
     "gateway_worker_jobs": ("Worker jobs by kind and result (ok, retry, failed)", ("job", "result")),
     "gateway_plugin_errors": ("Exceptions raised inside plugin hooks, by plugin", ("plugin",)),
+    "gateway_worker_surges": ("Times a worker began keeping to its share of a core in a surge "
+                              "(GATEWAY_WORKER_SURGE_SHARE)", ()),
+    "gateway_worker_rested_seconds": ("Seconds workers rested in surges, leaving the CPU to the intake", ()),
     "gateway_replication_waits": ("Waits for Redis replicas before something goes out (GATEWAY_REDIS_WAIT_REPLICAS)",
                                   ("for",)),
 }
@@ -166,6 +169,16 @@ def tally_of(redis: Any) -> MetricsFlusher | None:
     outcomes do)."""
     pool = getattr(redis, "connection_pool", None)
     return _flushers.get(id(pool)) if _flushers and pool is not None else None
+
+
+def tally_add(redis: Any, keys: Keys | str, name: str, by: float, **labels: str) -> bool:
+    """Add to a counter in the tally of this client's flusher (written within a second, no
+    command of its own); False, and nothing counted, where no flusher runs for the client."""
+    tally = tally_of(redis)
+    if tally is None:
+        return False
+    tally.add(Keys.of(keys).metrics, _field(name, labels), by, whole=isinstance(by, int))  # (a float: HINCRBYFLOAT)
+    return True
 
 
 def incr(pipe: Any, keys: Keys | str, name: str, by: int = 1, **labels: str) -> None:

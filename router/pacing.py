@@ -89,6 +89,7 @@ class Pacer:
         self.lag = lag_seconds
         #: The highest load a gateway reported (``Workers.intake_load``); None: no gateway is ever busy.
         self.intake_load = intake_load
+        self.count: Callable[[str, float], Any] | None = None
         self._clock, self._cpu, self._schedstat = clock, cpu, schedstat
         first = schedstat()
         self._kernel_figures = first is not None
@@ -113,9 +114,13 @@ class Pacer:
         keeps the statistics."""
         return self.share < 1 and self.intake_load is not None and self._kernel_figures
 
-    def watch(self, intake_load: Callable[[], Awaitable[float]]) -> None:
-        """Read the gateways' load from here on (the worker's store, once it is connected)."""
+    def watch(self, intake_load: Callable[[], Awaitable[float]],
+              count: Callable[[str, float], Any] | None = None) -> None:
+        """Read the gateways' load from here on (the worker's store, once it is connected); with
+        ``count``, the surges and the seconds rested counted in the shared metrics
+        (``gateway_worker_surges``, ``gateway_worker_rested_seconds``)."""
         self.intake_load = intake_load
+        self.count = count
 
     def claimed(self, late_seconds: float) -> None:
         self.late = max(0.0, late_seconds)
@@ -148,6 +153,8 @@ class Pacer:
             owed = min(owed, LONGEST_REST_S)
             self.rests += 1
             self.rested_s += owed
+            if self.count is not None:
+                self.count("gateway_worker_rested_seconds", owed)
             await asyncio.sleep(owed)
 
     async def _read_load(self) -> float:
@@ -161,6 +168,8 @@ class Pacer:
     def _say(self, was: bool) -> None:
         if not was:
             self.surges += 1
+            if self.count is not None:
+                self.count("gateway_worker_surges", 1)
             log.info("worker: %.1f s behind, a gateway %.0f%% busy and this worker waiting for a CPU %.0f%% of its "
                      "ready time: keeping to %.0f%% of a core so that the intake acknowledges at speed",
                      self.late, 100 * self.load, 100 * self.contention, 100 * self.share)

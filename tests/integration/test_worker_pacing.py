@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 
+from router.metrics import counter_field
 from router.pacing import BUSY, REPORT_EVERY_S
 from router.store import ComplaintStore, PlannedJob
 from router.worker import create_worker
@@ -69,6 +70,9 @@ async def drain(settings, jobs: list[PlannedJob], *, gateway_load: float = 0.9, 
 
         with sharing_a_cpu_with_a_busy_process():
             await run_worker_until(worker, done, timeout=60)
+        # what /metrics shows of it (the worker's last counts are written as it stops)
+        worker.counted = [float(v or 0) for v in await r.hmget(
+            store.keys.metrics, counter_field("gateway_worker_surges"), counter_field("gateway_worker_rested_seconds"))]
         return worker
     finally:
         await r.aclose()
@@ -80,6 +84,7 @@ async def test_a_worker_behind_on_a_contended_cpu_rests_loses_nothing_and_stops_
     assert worker.jobs_complete == SURGE_JOBS
     pacer = worker.pacer
     assert pacer.rests > 0 and pacer.rested_s > 0
+    assert worker.counted == [pacer.surges, pytest.approx(pacer.rested_s)]
     # caught up (its polls find nothing waiting) on the CPU still shared: full speed again
     assert pacer.late == 0 and not pacer.pacing
 

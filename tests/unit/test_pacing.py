@@ -84,22 +84,18 @@ def test_a_worker_that_keeps_up_never_rests(host):
     assert not pacer.pacing and host.slept == [] and pacer.load == 0  # (nor reads the gateways' load)
 
 
-def test_a_worker_behind_works_at_full_speed_while_no_gateway_is_busy(host):
-    """At a steady rate the gateway is prompt whatever the worker does: routing must not lag for nothing."""
-    host.gateway_load = BUSY - 0.1
+@pytest.mark.parametrize("gateway_load, contention, waited", [
+    (BUSY - 0.1, 0.4, 0.5),  # no gateway busy: at a steady rate it is prompt whatever the worker does
+    (0.9, 0.0, ENGAGE / 2),  # a CPU of its own: resting would leave it idle
+], ids=["no gateway busy", "a cpu of its own"])
+def test_a_worker_behind_works_at_full_speed_unless_a_busy_gateway_shares_its_cpu(host, gateway_load, contention,
+                                                                                   waited):
+    host.gateway_load = gateway_load
     pacer = host.pacer()
-    pacer.claimed(30.0)
-    host.step(wall=0.1, cpu=0.05, waited=0.05)
-    run(pacer.rest())
-    assert not pacer.pacing and host.slept == []
-
-
-def test_a_worker_behind_on_a_cpu_of_its_own_works_at_full_speed(host):
-    pacer = host.pacer()
-    pacer.contention = 0.0
+    pacer.contention = contention
     pacer.claimed(30.0)
     for _ in range(10):
-        host.step(wall=0.1, cpu=0.1, waited=0.1 * ENGAGE / 2)
+        host.step(wall=0.1, cpu=0.1 * (1 - waited), waited=0.1 * waited)
         run(pacer.rest())
     assert not pacer.pacing and host.slept == []
 

@@ -80,9 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: intake gains in a burst, routing loses whenever anything else wants the CPU (bench/RESULTS.md).
     worker_idle: bool = False
     #: GATEWAY_WORKER_SURGE_SHARE / GATEWAY_WORKER_SURGE_LAG_SECONDS: while the worker is more than
-    #: the lag behind and the host's CPUs are contended, it keeps to this share of a core, so that a
-    #: gateway on the same host acknowledges a burst at speed; at full speed again as soon as it
-    #: catches up or the CPUs are free (``router.pacing``). A share of 1: never.
+    #: the lag behind, a gateway is busy and the worker has to wait for a CPU, it keeps to this share
+    #: of a core, so that a gateway on the same host acknowledges a burst at speed; at full speed
+    #: again as soon as one of those ends (``router.pacing``). A share of 1: never.
     worker_surge_share: float = 0.3
     worker_surge_lag_seconds: float = 0.5
     #: GATEWAY_JOB_TIMEOUT_SECONDS: a job running longer is cancelled and retried.

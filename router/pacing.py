@@ -82,13 +82,14 @@ class Pacer:
     """Decides the worker's rests (see the module). ``claimed`` is told how late each claim's
     oldest job was; ``rest`` is awaited before each poll, in the event loop's thread."""
 
-    def __init__(self, share: float, lag_seconds: float, intake_load: Callable[[], Awaitable[float]] | None = None,
-                 *, clock: Callable[[], float] = time.monotonic, cpu: Callable[[], float] = time.process_time,
+    def __init__(self, share: float, lag_seconds: float, *, clock: Callable[[], float] = time.monotonic,
+                 cpu: Callable[[], float] = time.process_time,
                  schedstat: Callable[[], tuple[int, int] | None] = read_schedstat) -> None:
         self.share = share
         self.lag = lag_seconds
-        #: The highest load a gateway reported (``Workers.intake_load``); None: no gateway is ever busy.
-        self.intake_load = intake_load
+        #: The highest load a gateway reported (``Workers.intake_load``, given by ``watch``); None:
+        #: not yet connected, no gateway is ever busy.
+        self.intake_load: Callable[[], Awaitable[float]] | None = None
         self.count: Callable[[str, float], Any] | None = None
         self._clock, self._cpu, self._schedstat = clock, cpu, schedstat
         first = schedstat()
@@ -190,8 +191,6 @@ class IntakeLoadReport:
         self.report, self.forget = report, forget
         self._clock, self._schedstat = clock, schedstat
         self.gateway_id = f"{socket.gethostname()}:{os.getpid()}:{new_id('g')[-6:]}"
-        #: The last load measured.
-        self.load = 0.0
 
     def measure(self, since: tuple[float, tuple[int, int]]) -> tuple[float, tuple[float, tuple[int, int]]] | None:
         """The load since the mark ``since``, and the new mark; None where the kernel keeps no figures."""
@@ -215,9 +214,9 @@ class IntakeLoadReport:
                 measured = self.measure(mark)
                 if measured is None:
                     return
-                self.load, mark = measured
+                load, mark = measured
                 try:
-                    await self.report(self.gateway_id, self.load, REPORT_EXPIRES_MS)
+                    await self.report(self.gateway_id, load, REPORT_EXPIRES_MS)
                     reported = True
                 except Exception as exc:  # noqa: BLE001 - Redis away: the next report, or it expires
                     log.debug("intake load not reported (%s)", type(exc).__name__)

@@ -19,8 +19,8 @@ three hold:
   on a host of its own never rests, however busy the gateways elsewhere are.
 
 Resting, it keeps to ``share`` of a core: before its next claim it rests as long as the CPU time
-it used since its last decision, divided by ``share``, exceeds the time that passed (jobs already
-running go on; only new claims wait). It works at full speed again as soon as it has caught up or
+it used since resting began, divided by ``share``, exceeds the time that has passed since then,
+its rests included (jobs already running go on; only new claims wait). It works at full speed again as soon as it has caught up or
 no gateway is busy (or its CPU is free again: below ``RELEASE``), so a backlog drains at once when
 the burst is over.
 
@@ -106,6 +106,8 @@ class Pacer:
         self.pacing = False
         #: Seconds rested since start, how many rests, and how many times resting began.
         self.rested_s = 0.0
+        #: The rest it owes (s), carried from one decision to the next while resting.
+        self.owed = 0.0
         self.rests = 0
         self.surges = 0
 
@@ -149,14 +151,18 @@ class Pacer:
                        and self.contention >= (RELEASE if was else ENGAGE))
         if self.pacing != was:
             self._say(was)
-        owed = used / self.share - wall if self.pacing else 0.0
-        if owed > 0:
-            owed = min(owed, LONGEST_REST_S)
+        # What it owes since resting began: its CPU time at ``share`` less the time that passed, a
+        # rest's own time included (the rest is in the next window's wall: it pays what it was
+        # owed then, and is not counted off again). A rest cut short by the longest carries the
+        # rest of the debt; a window under the share earns no credit for later.
+        self.owed = max(0.0, self.owed + used / self.share - wall) if self.pacing else 0.0
+        if self.owed > 0:
+            rest = min(self.owed, LONGEST_REST_S)
             self.rests += 1
-            self.rested_s += owed
+            self.rested_s += rest
             if self.count is not None:
-                self.count("gateway_worker_rested_seconds", owed)
-            await asyncio.sleep(owed)
+                self.count("gateway_worker_rested_seconds", rest)
+            await asyncio.sleep(rest)
 
     async def _read_load(self) -> float:
         assert self.intake_load is not None

@@ -67,12 +67,43 @@ def test_a_worker_behind_on_contended_cpus_beside_a_busy_gateway_keeps_to_its_sh
     # 0.06 s of CPU is 0.2 s at 30 % of a core: 0.1 s have passed, so it rests 0.1 s
     assert host.slept == [pytest.approx(0.1)]
     assert (pacer.rests, pacer.rested_s) == (1, pytest.approx(0.1))
-    # the rest is part of the next window: the CPU its running jobs used meanwhile counts too
-    host.step(wall=0.1, cpu=0.0, waited=0.0)  # (the rest, on the host's clock)
-    host.now -= 0.1
+    # the rest is part of the next window: the CPU its running jobs used meanwhile counts too, and
+    # the rest paid what was owed: 0.12 s of CPU in all is 0.4 s at 30 %, 0.25 s have passed
     host.step(wall=0.05, cpu=0.06, waited=0.03)
     run(pacer.rest())
-    assert host.slept[-1] == pytest.approx(0.06 / 0.3 - 0.15)
+    assert host.slept[-1] == pytest.approx(0.12 / 0.3 - 0.25)
+
+
+@pytest.mark.parametrize("cpu_part", [0.8, 0.5])
+def test_resting_it_uses_its_share_of_the_time_its_rests_included(host, cpu_part):
+    """Over a long surge, the CPU it used is its share of the time that passed (a rest is paid
+    once: counted off again in the window after it too, the worker took ~0.44 of a core at 0.3)."""
+    pacer = host.pacer(share=0.3)
+    pacer.claimed(10.0)
+    start_now, start_cpu = host.now, host.cpu
+    for _ in range(200):  # windows of work between rests: its jobs run, on a CPU it has cpu_part of
+        host.step(wall=0.08, cpu=0.08 * cpu_part, waited=0.08 * (1 - cpu_part))
+        run(pacer.rest())
+    assert pacer.pacing and pacer.surges == 1
+    used, passed = host.cpu - start_cpu, host.now - start_now
+    assert used / passed == pytest.approx(0.3, rel=0.02)
+
+
+def test_a_rest_cut_short_is_carried_and_a_calm_window_earns_no_credit(host):
+    pacer = host.pacer(share=0.1)
+    pacer.claimed(60.0)
+    host.step(wall=0.1, cpu=0.1, waited=0.05)
+    run(pacer.rest())  # owes 1.0 - 0.1 = 0.9 s: rests the longest
+    assert host.slept == [LONGEST_REST_S] and pacer.owed == pytest.approx(0.9)
+    host.step(wall=0.1, cpu=0.0, waited=0.0)
+    run(pacer.rest())  # the rest of it: 0.9 less the rest and the window
+    assert host.slept[-1] == pytest.approx(0.9 - LONGEST_REST_S - 0.1)
+    host.step(wall=1.0, cpu=0.01, waited=0.002)  # a calm second: owes nothing, and earns nothing
+    run(pacer.rest())
+    assert pacer.owed == 0
+    host.step(wall=0.1, cpu=0.02, waited=0.01)
+    run(pacer.rest())
+    assert host.slept[-1] == pytest.approx(0.02 / 0.1 - 0.1)
 
 
 def test_a_worker_that_keeps_up_never_rests(host):

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from intake import APP_KEY, free_port, server_cmd, wait_http  # noqa: E402
-from loadgen import build_request, open_loop  # noqa: E402
+from loadgen import build_request, cpu_seconds, open_loop  # noqa: E402
 from stack import Cluster  # noqa: E402
 
 import msgspec  # noqa: E402
@@ -60,7 +60,6 @@ from router.store import decode_complaint  # noqa: E402
 from router.store.codec import with_deliveries  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def corpus_texts(limit: int = 600) -> list[str]:
@@ -84,12 +83,6 @@ def app_requests(port: int, tag: str, texts: list[str]):
         return build_request("POST", "/v1/messages", host, headers, body)
 
     return make
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime: fields 14 and 15 of stat(5)
 
 
 class Snapshot:

@@ -38,7 +38,7 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadgen import LoadResult, build_request, closed_loop, open_loop  # noqa: E402
+from loadgen import LoadResult, build_request, closed_loop, cpu_seconds, open_loop  # noqa: E402
 
 import msgspec  # noqa: E402
 
@@ -144,6 +144,11 @@ class Stack:
         measures the previous phase's backlog (the queue phase once showed p50 48 s for that)."""
         r = redis.Redis.from_url(self.redis_url)
         return r.zcard(self.prefix + "pending") + r.zcount(self.prefix + "arq:queue", "-inf", int(time.time() * 1000))
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system, all threads) so far of the gateway, the worker and Redis."""
+        procs = {"gateway": self.procs[1], "worker": self.worker, "redis": self.procs[0]}
+        return {name: cpu_seconds(proc.pid) for name, proc in procs.items()}
 
     def rests(self) -> tuple[float, float]:
         """The worker's surges and seconds rested so far (router/pacing.py; its metrics are written
@@ -262,7 +267,12 @@ async def throughput(stack: Stack, seconds: float, connections: int, client: str
         return await closed_loop("127.0.0.1", port, message_request(port), connections=connections, seconds=seconds)
 
     bare = await closed(stack.bare_port)
-    return bare, await closed(stack.gw_port)
+    before = stack.cpu()
+    gw = await closed(stack.gw_port)
+    used = {name: (now - before[name]) / gw.seconds for name, now in stack.cpu().items()}
+    print("  CPU during the gateway's closed loop, part of a core: "
+          + ", ".join(f"{name} {part:.2f}" for name, part in used.items()))
+    return bare, gw
 
 
 def ingress_to_queue(stack: Stack, bodies: list[bytes]) -> tuple[list[float], dict[str, int], list[int]]:

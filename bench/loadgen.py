@@ -8,9 +8,11 @@ without the coordinated omission of closed-loop latency figures).
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 
@@ -189,3 +191,10 @@ async def open_loop(host: str, port: int, make_request: Callable[[int], bytes], 
     for conn in idle:
         conn.close()
     return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far: utime and stime, fields 14 and 15
+    of proc(5)'s stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loadgen import cpu_seconds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,11 +88,6 @@ def serve(port: int, out: str, profile: bool) -> None:
         if profiler:
             profiler.disable()
             profiler.dump_stats(out)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def report(stats_path: str, n: int, top: int) -> None:

@@ -11,8 +11,9 @@ three hold:
 
 - it is **behind**: the jobs it last claimed were due more than ``lag`` seconds ago;
 - a gateway is **busy**: a gateway process's event loop was running or waiting for a CPU for more
-  than ``BUSY`` of the last half second (each gateway reports it, ``IntakeLoadReport``); below that
-  its acknowledgements are prompt whatever the worker does, and routing must not fall behind for
+  than ``BUSY`` of the last half second (each gateway reports it, ``IntakeLoadReport``), and, once
+  the worker rests, until below ``CALM`` (its rests lower that load); below that its
+  acknowledgements are prompt whatever the worker does, and routing must not fall behind for
   nothing (at a steady 500 messages a second a gateway is a third busy);
 - its CPU is **contended**: the worker itself waited for a CPU for more than ``ENGAGE`` of the time
   it was ready to run (smoothed over about half a second): it shares cores with something. A worker
@@ -48,6 +49,11 @@ log = logging.getLogger("gateway.worker")
 
 #: A gateway is busy from here: its event loop ran or waited for a CPU this part of the time.
 BUSY = 0.5
+#: ... and, once the worker rests, until below this: its rests take some of the gateway's waits for
+#: a CPU out of the gateway's load, which then ended the surge they were for (at 1,000 messages a
+#: second behind a backlog the busiest gateway read 0.44-0.64 while the worker rested, and the surge
+#: ended and began again up to five times in 10 s); at a steady 500 a second a gateway is ~0.33.
+CALM = 0.4
 #: The worker's CPU is contended from here: it waited for one this part of the time it was ready.
 ENGAGE = 0.15
 #: ... and no longer below this.
@@ -147,7 +153,7 @@ class Pacer:
             self._load_at = now
             self.load = await self._read_load()
         was = self.pacing
-        self.pacing = (self.late >= self.lag and self.load >= BUSY
+        self.pacing = (self.late >= self.lag and self.load >= (CALM if was else BUSY)
                        and self.contention >= (RELEASE if was else ENGAGE))
         if self.pacing != was:
             self._say(was)
@@ -181,7 +187,7 @@ class Pacer:
                      "ready time: keeping to %.0f%% of a core so that the intake acknowledges at speed",
                      self.late, 100 * self.load, 100 * self.contention, 100 * self.share)
             return
-        why = ("caught up" if self.late < self.lag else "no gateway busy" if self.load < BUSY
+        why = ("caught up" if self.late < self.lag else "no gateway busy" if self.load < CALM
                else "its CPU free")
         log.info("worker: %s; full speed again (%.1f s rested in all)", why, self.rested_s)
 
@@ -234,5 +240,5 @@ class IntakeLoadReport:
                     pass
 
 
-__all__ = ["BUSY", "ENGAGE", "IntakeLoadReport", "LONGEST_REST_S", "Pacer", "RELEASE", "REPORT_EXPIRES_MS",
+__all__ = ["BUSY", "CALM", "ENGAGE", "IntakeLoadReport", "LONGEST_REST_S", "Pacer", "RELEASE", "REPORT_EXPIRES_MS",
            "WINDOW_S", "read_schedstat"]

@@ -12,7 +12,7 @@ import asyncio
 
 import pytest
 
-from router.pacing import (BUSY, ENGAGE, LONGEST_REST_S, RELEASE, SMOOTHING, WINDOW_S, IntakeLoadReport, Pacer,
+from router.pacing import (BUSY, CALM, ENGAGE, LONGEST_REST_S, RELEASE, SMOOTHING, WINDOW_S, IntakeLoadReport, Pacer,
                            read_schedstat)
 
 
@@ -172,6 +172,30 @@ def test_resting_stops_when_the_gateways_calm_down_the_worker_catches_up_or_its_
         host.step(wall=0.1, cpu=0.1, waited=0.0)
         run(pacer.rest())
     assert not pacer.pacing and pacer.contention < RELEASE
+
+
+def test_a_gateway_busy_enough_to_begin_a_surge_keeps_it_going_until_it_is_calm(host):
+    """The rests lower the gateway's load (its waits for a CPU): between CALM and BUSY a surge goes
+    on, and none begins."""
+    host.gateway_load = (CALM + BUSY) / 2
+    pacer = host.pacer()
+    pacer.claimed(5.0)
+    host.step(wall=0.3, cpu=0.2, waited=0.1)
+    run(pacer.rest())
+    assert not pacer.pacing and host.slept == []  # not busy enough to begin one
+    host.gateway_load = BUSY
+    host.step(wall=0.3, cpu=0.2, waited=0.1)
+    run(pacer.rest())
+    assert pacer.pacing
+    host.gateway_load = (CALM + BUSY) / 2  # lower while the worker rests
+    for _ in range(5):
+        host.step(wall=0.3, cpu=0.2, waited=0.1)
+        run(pacer.rest())
+    assert pacer.pacing and pacer.surges == 1
+    host.gateway_load = CALM - 0.01
+    host.step(wall=0.3, cpu=0.2, waited=0.1)
+    run(pacer.rest())
+    assert not pacer.pacing
 
 
 def test_a_rest_is_never_longer_than_the_longest(host):

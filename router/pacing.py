@@ -21,9 +21,9 @@ three hold:
 
 Resting, it keeps to ``share`` of a core: before its next claim it rests as long as the CPU time
 it used since resting began, divided by ``share``, exceeds the time that has passed since then,
-its rests included (jobs already running go on; only new claims wait). It works at full speed again as soon as it has caught up or
-no gateway is busy (or its CPU is free again: below ``RELEASE``), so a backlog drains at once when
-the burst is over.
+its rests included (jobs already running go on; only new claims wait). It works at full speed
+again as soon as it has caught up or no gateway is busy (or its CPU is free again: below
+``RELEASE``), so a backlog drains at once when the burst is over.
 
 ``GATEWAY_WORKER_SURGE_SHARE`` sets ``share`` (1: never rest) and ``GATEWAY_WORKER_SURGE_LAG_SECONDS``
 the lag. Where the kernel keeps no scheduler statistics (``/proc/thread-self/schedstat``, Linux)
@@ -112,10 +112,10 @@ class Pacer:
         self.pacing = False
         #: Seconds rested since start, how many rests, and how many times resting began.
         self.rested_s = 0.0
-        #: The rest it owes (s), carried from one decision to the next while resting.
-        self.owed = 0.0
         self.rests = 0
         self.surges = 0
+        #: The rest it owes (s), carried from one decision to the next while resting.
+        self.owed = 0.0
 
     @property
     def enabled(self) -> bool:

@@ -47,6 +47,8 @@ from router.metrics import counter_field  # noqa: E402
 from router.store import decode_complaint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The worker's pace in its metrics hash: surges begun, seconds rested (router/pacing.py).
+PACE_FIELDS = (counter_field("gateway_worker_surges"), counter_field("gateway_worker_rested_seconds"))
 APP_KEY = "bench-app-key-0001"
 
 
@@ -153,9 +155,7 @@ class Stack:
     def rests(self) -> tuple[float, float]:
         """The worker's surges and seconds rested so far (router/pacing.py; its metrics are written
         once a second)."""
-        r = redis.Redis.from_url(self.redis_url)
-        surges, rested = r.hmget(self.prefix + "metrics", counter_field("gateway_worker_surges"),
-                                 counter_field("gateway_worker_rested_seconds"))
+        surges, rested = redis.Redis.from_url(self.redis_url).hmget(self.prefix + "metrics", *PACE_FIELDS)
         return float(surges or 0), float(rested or 0)
 
     def rested_since(self, before: tuple[float, float]) -> str:

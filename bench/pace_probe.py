@@ -8,9 +8,10 @@ A redis-server with the embedded Redis's options, one gateway and one worker as 
 them (bench/stack.py); a closed loop of 32 connections for --backlog-seconds puts the worker
 behind, then app messages come at --rate a second for --seconds. Printed: the backlog before and
 after, the acknowledgement p99 of the open loop, and a line a quarter second: seconds since its
-start, the gateway's load (``<prefix>intake:load``, reported every half second), the worker's surges
-and seconds rested so far (its metrics are written once a second). Use it to see whether a surge
-holds or ends and begins again with the pace's thresholds (``BUSY``, ``CALM``) on a machine.
+start, the gateways' load as the worker reads it (``Workers.intake_load``: the busiest unexpired
+report, each made every half second), the worker's surges and seconds rested so far (its metrics
+are written once a second). Use it to see whether a surge holds or ends and begins again with the
+pace's thresholds (``BUSY``, ``CALM``) on a machine.
 """
 
 from __future__ import annotations
@@ -28,23 +29,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cost import app_requests, corpus_texts, long_deadlines  # noqa: E402
+from intake import PACE_FIELDS  # noqa: E402
 from loadgen import closed_loop, open_loop  # noqa: E402
 from stack import Cluster  # noqa: E402
 
-from router.metrics import counter_field  # noqa: E402
+from router.store import ComplaintStore  # noqa: E402
 
 EVERY_S = 0.25
 
 
 async def sample(url: str, prefix: str, rows: list[tuple[float, float, float, float]], stop: asyncio.Event) -> None:
     r = aioredis.Redis.from_url(url)
-    fields = (counter_field("gateway_worker_surges"), counter_field("gateway_worker_rested_seconds"))
+    store = ComplaintStore(prefix, worker_wake=False)
+    store.bind(r)
     started = time.monotonic()
     try:
         while not stop.is_set():
-            reports = await r.hgetall(prefix + "intake:load")
-            surges, rested = await r.hmget(prefix + "metrics", *fields)
-            load = max((float(v.decode().split()[0]) for v in reports.values()), default=0.0)
+            load = await store.intake_load()  # (what the worker's pace reads)
+            surges, rested = await r.hmget(store.keys.metrics, *PACE_FIELDS)
             rows.append((time.monotonic() - started, load, float(surges or 0), float(rested or 0)))
             await asyncio.sleep(EVERY_S)
     finally:

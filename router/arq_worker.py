@@ -352,11 +352,7 @@ class WakeableWorker(Worker):
         if self.job_counter >= self.max_jobs:
             # at capacity with work waiting: poll again as soon as a slot frees, not after
             # the poll delay (which left the worker idle while draining a backlog)
-            self._slot_free.clear()
-            try:
-                await asyncio.wait_for(self._slot_free.wait(), timeout=self.poll_delay_s)
-            except asyncio.TimeoutError:
-                pass
+            await self._until_a_slot_frees()
         elif not self._more_due:
             await self.pool.blpop([self.wake_key], timeout=self.poll_delay_s)
         # (else: the last poll left due jobs for want of room, and room has freed since its
@@ -364,6 +360,17 @@ class WakeableWorker(Worker):
         # claim per poll delay, ~100 jobs a second, the worker idle most of the time.)
         self._more_due = False  # (read once: a poll that starts no claim never leaves it set)
         return False
+
+    async def _until_a_slot_frees(self) -> None:
+        """Until a running job ends, or the poll delay has passed. ``asyncio.timeout``, not
+        ``wait_for``: on Python 3.11 a ``wait_for`` cancelled in the turn its event is set returns
+        as if not cancelled (CPython gh-86296), and the worker, stopped then, polled on for good."""
+        self._slot_free.clear()
+        try:
+            async with asyncio.timeout(self.poll_delay_s):
+                await self._slot_free.wait()
+        except TimeoutError:
+            pass
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()

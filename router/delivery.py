@@ -80,12 +80,14 @@ async def deliver(w: WorkerContext, complaint: Complaint, reply: Reply, *,
     if not await store.replicated("send"):  # what led to this reply must survive a failover first
         return DeliveryResult(status="failed", error="not yet copied to a standby", retryable=True)
     gate = w.send_gate(reply.channel)
-    if not gate.locked():  # a free slot is taken at once (wait_for makes a task and a timer for it on 3.11)
+    if not gate.locked():  # a free slot is taken at once (no timer for it)
         await gate.acquire()
     else:
-        try:
-            await asyncio.wait_for(gate.acquire(), timeout=SEND_GATE_WAIT_S)
-        except asyncio.TimeoutError:  # the channel's provider is stalling: back off, keep the slot for others
+        try:  # (asyncio.timeout, not wait_for: on 3.11 a wait_for cancelled as its slot frees returns
+            # with the slot taken, as if not cancelled: CPython gh-86296)
+            async with asyncio.timeout(SEND_GATE_WAIT_S):
+                await gate.acquire()
+        except TimeoutError:  # the channel's provider is stalling: back off, keep the slot for others
             return DeliveryResult(status="failed", error="channel busy: too many sends in flight", retryable=True)
     try:
         result = await sender.send(outbound)

@@ -72,3 +72,27 @@ async def test_a_full_channel_backs_off_and_a_freed_slot_is_taken(settings, stor
     assert [r.status for r in results] == ["sent", "sent", "sent"]
     assert channel.sender.started == 3 and not gate.locked()
     assert (await delivery.deliver(w, *_case(5))).status == "sent"  # a free slot is taken
+
+
+async def test_a_send_cancelled_as_a_slot_frees_is_cancelled_and_leaves_the_slot(settings, store) -> None:
+    """A job cut short (its timeout, a worker stopping) in the turn a slot frees for its send:
+    the send is cancelled, never made, and the slot is left for the next (``wait_for`` on 3.11
+    took the slot and sent as if not cancelled, CPython gh-86296)."""
+    channel = HeldChannel()
+    w = WorkerContext.of(msgspec.structs.replace(settings, worker_max_jobs=8), store, app_plugins(channel))
+    gate = w.send_gate("held")
+    first = [asyncio.create_task(delivery.deliver(w, *_case(n))) for n in (6, 7)]  # the two slots
+    async with asyncio.timeout(10):
+        while channel.sender.started < 2:
+            await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(delivery.deliver(w, *_case(8)))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and gate.locked()
+    gate.release()  # a slot frees (what a send's end does) ...
+    waiting.cancel()  # ... in the turn its job is cut short
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert channel.sender.started == 2 and not gate.locked()  # not sent; the slot is free for the next
+    await gate.acquire()  # (the slot freed above, taken back: the two held sends let theirs go below)
+    channel.sender.go.set()
+    assert [r.status for r in await asyncio.gather(*first)] == ["sent", "sent"]

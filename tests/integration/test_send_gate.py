@@ -51,16 +51,22 @@ def _case(n: int) -> tuple[Complaint, Reply]:
                             created_at=now)
 
 
+async def _holding_both_slots(w: WorkerContext, channel: HeldChannel, numbers: tuple[int, int]) -> list[asyncio.Task]:
+    """The sends of cases ``numbers`` started and held by the provider: the channel's two slots taken."""
+    held = [asyncio.create_task(delivery.deliver(w, *_case(n))) for n in numbers]
+    async with asyncio.timeout(10):
+        while channel.sender.started < 2:
+            await asyncio.sleep(0.01)
+    return held
+
+
 async def test_a_full_channel_backs_off_and_a_freed_slot_is_taken(settings, store, monkeypatch) -> None:
     monkeypatch.setattr(delivery, "SEND_GATE_WAIT_S", 0.3)
     channel = HeldChannel()
     w = WorkerContext.of(msgspec.structs.replace(settings, worker_max_jobs=8), store, app_plugins(channel))
     gate = w.send_gate("held")
     assert not gate.locked()
-    first = [asyncio.create_task(delivery.deliver(w, *_case(n))) for n in (1, 2)]  # the two slots
-    async with asyncio.timeout(10):
-        while channel.sender.started < 2:
-            await asyncio.sleep(0.01)
+    first = await _holding_both_slots(w, channel, (1, 2))
     assert gate.locked()
     busy = await delivery.deliver(w, *_case(3))  # waits out the gate's time, then backs off
     assert (busy.status, busy.retryable) == ("failed", True) and "channel busy" in (busy.error or "")
@@ -81,10 +87,7 @@ async def test_a_send_cancelled_as_a_slot_frees_is_cancelled_and_leaves_the_slot
     channel = HeldChannel()
     w = WorkerContext.of(msgspec.structs.replace(settings, worker_max_jobs=8), store, app_plugins(channel))
     gate = w.send_gate("held")
-    first = [asyncio.create_task(delivery.deliver(w, *_case(n))) for n in (6, 7)]  # the two slots
-    async with asyncio.timeout(10):
-        while channel.sender.started < 2:
-            await asyncio.sleep(0.01)
+    first = await _holding_both_slots(w, channel, (6, 7))
     waiting = asyncio.create_task(delivery.deliver(w, *_case(8)))
     await asyncio.sleep(0.05)
     assert not waiting.done() and gate.locked()

@@ -36,4 +36,3 @@ async def test_a_worker_at_capacity_polls_again_after_the_poll_delay_or_once_a_s
         await asyncio.sleep(0)
         worker._slot_free.set()
         await waiting
-

@@ -90,6 +90,8 @@ class Snapshot:
         self.at = time.monotonic()
         self.cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
         self.commands = {k: v - OWN_COMMANDS.get(k, 0) for k, v in cluster.commandstats().items()}
+        #: Redis's own time in each command, µs (a script's commands count in the script's figure too)
+        self.usec = cluster.commandstats("usec")
         info = cluster.r().info("persistence")
         self.aof = int(info.get("aof_current_size", 0))
         self.rewrites = int(info.get("aof_rewrites", 0))
@@ -102,6 +104,7 @@ class Snapshot:
                 "cpu": {k: self.cpu[k] - before.cpu[k] for k in self.cpu},
                 "commands": {k: v - before.commands.get(k, 0) for k, v in self.commands.items()
                              if v - before.commands.get(k, 0)},
+                "usec": {k: v - before.usec.get(k, 0) for k, v in self.usec.items() if v - before.usec.get(k, 0)},
                 "aof_bytes": self.aof - before.aof, "rewrites": self.rewrites - before.rewrites,
                 "net_bytes": (self.net[0] - before.net[0], self.net[1] - before.net[1])}
 
@@ -225,6 +228,7 @@ def per_message(rnd: dict) -> dict:
     used = rnd["used"]
     return {"commands": sum(used["commands"].values()) / n,
             "by_command": {k: v / n for k, v in used["commands"].items()},
+            "usec_by_command": {k: v / n for k, v in used["usec"].items()},
             "cpu_ms": {k: v * 1000 / n for k, v in used["cpu"].items()},
             "aof_bytes": used["aof_bytes"] / n,
             "net_in": used["net_bytes"][0] / n, "net_out": used["net_bytes"][1] / n}
@@ -251,6 +255,9 @@ def report(rounds: list[dict]) -> dict:
           f"{median(p['net_out'] for p in per):,.0f} | "
           + " ; ".join(f"{p['net_in']:,.0f} / {p['net_out']:,.0f}" for p in per))
     print("commands per message by command:", ", ".join(f"{k} {v}" for k, v in by_command.items() if v >= 0.05))
+    usec = {k: median(p["usec_by_command"].get(k, 0) for p in per) for k in {k for p in per for k in p["usec_by_command"]}}
+    print("Redis's time in commands, µs per message (INFO commandstats usec; evalsha holds its commands' time "
+          "too):", ", ".join(f"{k} {v:.1f}" for k, v in sorted(usec.items(), key=lambda kv: -kv[1]) if v >= 0.5))
     for i, r in enumerate(rounds):
         idle = r["idle"]
         secs = idle["seconds"] or 1

@@ -180,6 +180,7 @@ class Cluster:
         return {k: float(info[k]) for k in ("used_cpu_sys", "used_cpu_user", "used_cpu_sys_main_thread",
                                             "used_cpu_user_main_thread") if k in info}
 
-    def commandstats(self) -> dict[str, int]:
+    def commandstats(self, field: str = "calls") -> dict[str, int]:
+        """``INFO commandstats``: per command, its ``calls`` (or ``usec``, the server's time in it)."""
         info = self.r().info("commandstats")
-        return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()}
+        return {k.removeprefix("cmdstat_"): int(v[field]) for k, v in info.items()}

@@ -7,14 +7,6 @@ while a call is in flight go out together in the next call, as soon as it return
 a backlog, an outage's burst — the worker's concurrent jobs thus share one round trip and, inside
 the script, one command per shared key (an index, a queue, the timers) for all of them.
 
-Under load, too, the first entry after a call waits ``gather`` seconds for company: when the
-last call ended less than ``busy`` seconds ago. The worker's jobs reach a step a few hundred µs apart
-(the steps before it await Redis and one another), so without that wait the first of a wave went
-out alone or with one more, the rest a round trip later (a third of the commits carried one or
-two complaints, measured). Each call has a fixed cost in the script and in both processes; a
-millisecond's wait halves the calls. A quiet desk's message finds the last call long over and
-goes out at once.
-
 Each entry is applied on its own inside the script (its own checks, its own answer), so an entry
 that finds its message processed already answers so without affecting the others (a call may also
 answer an entry with an exception: that entry's own failure); an error of the call (Redis away) is
@@ -29,21 +21,12 @@ from typing import Any, Awaitable, Callable
 
 #: At most this many entries per call (a bounded script run and reply).
 MAX_BATCH = 64
-#: A call ending less than this long before the next entry means load: that entry waits for company.
-BUSY = 0.005
-#: How long, under load, the first entry after a call waits for company (seconds; 0: never).
-GATHER = 0.001
 
 
 class GroupCommit:
-    def __init__(self, call: Callable[[list[Any]], Awaitable[list[Any]]], max_batch: int = MAX_BATCH,
-                 gather: float = GATHER, busy: float = BUSY) -> None:
+    def __init__(self, call: Callable[[list[Any]], Awaitable[list[Any]]], max_batch: int = MAX_BATCH) -> None:
         self.call = call
         self.max_batch = max_batch
-        self.gather = gather
-        self.busy = busy
-        #: When the last call ended (the loop's clock; -inf: none yet).
-        self._ended = float("-inf")
         self.waiting: list[tuple[Any, asyncio.Future[Any]]] = []
         self._task: asyncio.Task[None] | None = None
         #: Calls made and entries sent (for benchmarks: entries / calls is the mean batch).
@@ -68,18 +51,12 @@ class GroupCommit:
 
     async def _flush(self) -> None:
         try:
-            loop = asyncio.get_running_loop()
-            if self.gather and loop.time() - self._ended < self.busy:
-                await asyncio.sleep(self.gather)
             while self.waiting:
                 batch, self.waiting = self.waiting[:self.max_batch], self.waiting[self.max_batch:]
                 self.calls += 1
                 self.entries += len(batch)
                 try:
-                    try:
-                        answers = await self.call([entry for entry, _ in batch])
-                    finally:
-                        self._ended = loop.time()
+                    answers = await self.call([entry for entry, _ in batch])
                 except BaseException as exc:  # noqa: BLE001 - every waiting job gets the call's error
                     for _, future in batch:
                         if not future.done():
@@ -108,4 +85,4 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-__all__ = ["BUSY", "GATHER", "GroupCommit", "MAX_BATCH"]
+__all__ = ["GroupCommit", "MAX_BATCH"]

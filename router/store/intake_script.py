@@ -174,7 +174,7 @@ class IntakeGroup:
         #: The store's settings as they are at each call: shared keys, shared arguments (all but
         #: the counting flag and the count), replicas to wait for, and how long.
         self.shared = shared
-        self._group = GroupCommit(self._call, gather=0)  # (an acknowledgement waits for no company)
+        self._group = GroupCommit(self._call)
         #: The pending count as the last call that read it answered, when (monotonic s), and the
         #: messages this process accepted since (see ``_max_pending``).
         self._pending_seen: tuple[int, float] | None = None

@@ -1,7 +1,6 @@
 """GroupCommit: a job cancelled while it waits for its answer leaves the others' answers alone, and
 its entry still goes out with theirs (the script is safe to run twice: its retry sends it again);
-an answer or an error nobody waits for any more is never reported as unretrieved. Under load the
-first entry after a call waits for company; after a quiet spell it goes out at once."""
+an answer or an error nobody waits for any more is never reported as unretrieved."""
 
 from __future__ import annotations
 
@@ -70,38 +69,3 @@ async def test_the_calls_error_is_every_waiting_jobs_and_a_cancelled_one_leaves_
         await jobs[1]
     del jobs
     assert not _unretrieved(caplog)
-
-
-async def test_under_load_the_first_entry_after_a_call_waits_for_the_others_of_its_wave() -> None:
-    calls = _Calls()
-    calls.release.set()
-    group = GroupCommit(calls, gather=0.3, busy=60)  # (busy: any call ended within the test's minute)
-    assert await group.submit("a") == "done:a"  # the first: nothing before it, out at once
-    second = asyncio.create_task(group.submit("b"))  # a call just ended: "b" waits for company
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert calls.sent == [["a"]]
-    rest = [asyncio.create_task(group.submit(e)) for e in ("c", "d")]
-    assert [await second, *[await job for job in rest]] == ["done:b", "done:c", "done:d"]
-    assert calls.sent == [["a"], ["b", "c", "d"]]
-
-
-async def test_without_a_gather_or_after_a_quiet_spell_an_entry_goes_out_at_once() -> None:
-    calls = _Calls()
-    calls.release.set()
-    eager = GroupCommit(calls, gather=0)
-    await eager.submit("a")
-    second = asyncio.create_task(eager.submit("b"))
-    await asyncio.sleep(0)  # (its submit, then the call's task)
-    await asyncio.sleep(0)
-    assert calls.sent == [["a"], ["b"]]
-    await second
-    calls.sent.clear()
-    group = GroupCommit(calls, gather=60, busy=0.01)  # (a wait for company would outlast the test)
-    await group.submit("a")
-    await asyncio.sleep(0.05)  # quiet for longer than busy
-    later = asyncio.create_task(group.submit("b"))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert calls.sent == [["a"], ["b"]]
-    assert await later == "done:b"

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from intake import APP_KEY, free_port, server_cmd, wait_http  # noqa: E402
-from loadgen import build_request, cpu_seconds, open_loop  # noqa: E402
+from loadgen import build_request, cpu_seconds, cpu_split, open_loop  # noqa: E402
 from stack import Cluster  # noqa: E402
 
 import msgspec  # noqa: E402
@@ -89,6 +89,8 @@ class Snapshot:
     def __init__(self, cluster: Cluster, pids: dict[str, int]) -> None:
         self.at = time.monotonic()
         self.cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        #: of which the kernel's (system CPU: syscalls — sockets, the AOF's writes and fsyncs)
+        self.sys = {name: cpu_split(pid)[1] for name, pid in pids.items()}
         self.commands = {k: v - OWN_COMMANDS.get(k, 0) for k, v in cluster.commandstats().items()}
         #: Redis's own time in each command, µs (a script's commands count in the script's figure too)
         self.usec = cluster.commandstats("usec")
@@ -102,6 +104,7 @@ class Snapshot:
     def minus(self, before: "Snapshot") -> dict:
         return {"seconds": self.at - before.at,
                 "cpu": {k: self.cpu[k] - before.cpu[k] for k in self.cpu},
+                "sys": {k: self.sys[k] - before.sys[k] for k in self.sys},
                 "commands": {k: v - before.commands.get(k, 0) for k, v in self.commands.items()
                              if v - before.commands.get(k, 0)},
                 "usec": {k: v - before.usec.get(k, 0) for k, v in self.usec.items() if v - before.usec.get(k, 0)},
@@ -230,6 +233,7 @@ def per_message(rnd: dict) -> dict:
             "by_command": {k: v / n for k, v in used["commands"].items()},
             "usec_by_command": {k: v / n for k, v in used["usec"].items()},
             "cpu_ms": {k: v * 1000 / n for k, v in used["cpu"].items()},
+            "sys_ms": {k: v * 1000 / n for k, v in used["sys"].items()},
             "aof_bytes": used["aof_bytes"] / n,
             "net_in": used["net_bytes"][0] / n, "net_out": used["net_bytes"][1] / n}
 
@@ -248,6 +252,9 @@ def report(rounds: list[dict]) -> dict:
     print(f"| CPU per message: gateway / worker / redis-server | {cpu['gateway']:.2f} / {cpu['worker']:.2f} / "
           f"{cpu['redis']:.2f} ms = {sum(cpu.values()):.2f} ms | "
           + " ; ".join(" / ".join(f"{p['cpu_ms'][k]:.2f}" for k in ("gateway", "worker", "redis")) for p in per))
+    sys_ms = {k: median(p["sys_ms"][k] for p in per) for k in per[0]["sys_ms"]}
+    print("  of which system CPU (the kernel's, for the process): "
+          + " / ".join(f"{sys_ms[k]:.2f}" for k in ("gateway", "worker", "redis")) + " ms")
     print(f"| AOF bytes per message | {median(p['aof_bytes'] for p in per):,.0f} | "
           + " / ".join(f"{p['aof_bytes']:,.0f}" for p in per)
           + f" (rewrites during the rounds: {[r['used']['rewrites'] for r in rounds]})")

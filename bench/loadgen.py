@@ -196,5 +196,11 @@ async def open_loop(host: str, port: int, make_request: Callable[[int], bytes], 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process (all its threads) so far: utime and stime, fields 14 and 15
     of proc(5)'s stat."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """User and system CPU of a process (all its threads) so far, apart (proc(5)'s stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick

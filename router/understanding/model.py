@@ -24,6 +24,11 @@ import msgspec
 import numpy as np
 from scipy.sparse import csr_array
 
+try:  # the kernel csr_array's product with a dense matrix runs, called without building a csr_array
+    from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
+except ImportError:  # pragma: no cover - a scipy that moved it: csr_array, as before
+    _csr_matvecs = None
+
 from router.understanding import compact
 from router.understanding.formal import formal_verdict
 from router.understanding.textprep import prepare
@@ -136,6 +141,22 @@ class _FastVectoriser:
             if index is not None:
                 counts[index] = counts.get(index, 0) + 1
         return counts
+
+
+def sparse_product(values: np.ndarray, indices: np.ndarray, indptr: np.ndarray, weights: np.ndarray,
+                   out: np.ndarray) -> None:
+    """``out += rows @ weights``, ``rows`` the CSR matrix (``values``, ``indices``, ``indptr``) of
+    shape (len(out), len(weights)). scipy's own kernel where it is found as this scipy has it
+    (the arrays' types as the kernel takes them: one index type, float64, C order): a csr_array's
+    construction checks its arrays in Python, ~50 µs a call, more than the product costs at a
+    batch's size (bench/RESULTS.md, twenty-fourth pass); else through csr_array."""
+    if (_csr_matvecs is not None and indices.dtype == indptr.dtype and indices.dtype in (np.int32, np.int64)
+            and values.dtype == weights.dtype == out.dtype == np.float64
+            and weights.flags.c_contiguous and out.flags.c_contiguous and len(indptr) == len(out) + 1):
+        _csr_matvecs(len(out), len(weights), weights.shape[1], indptr, indices, values, weights.reshape(-1),
+                     out.reshape(-1))
+        return
+    out += csr_array((values, indices, indptr), shape=(len(out), len(weights))) @ weights
 
 
 def _joined_idf(fast: Sequence[_FastVectoriser]) -> np.ndarray:
@@ -289,9 +310,7 @@ class CategoryModel:
             # gather of every feature's row of weights (a text's ~200 rows of 35 numbers) and a sum
             # (~22 -> ~6 µs a text); the same sums up to rounding (~1e-15). Its rows' bounds are
             # found in ``owner``, sorted by text above (one text: all zeros)
-            rows = csr_array((values, joined, np.searchsorted(owner, np.arange(k + 1))),
-                             shape=(k, len(self._weights)))
-            decision += rows @ self._weights
+            sparse_product(values, joined, np.searchsorted(owner, np.arange(k + 1)), self._weights, decision)
         # scikit-learn's sigmoid calibration per class and fold, normalised per fold, averaged
         proba = (1.0 / (1.0 + np.exp(decision * self._a + self._b))).reshape(k, self._n_folds, len(self.classes))
         norm = proba.sum(axis=2, keepdims=True)
@@ -324,4 +343,5 @@ class CategoryModel:
         return self.categorise
 
 
-__all__ = ["CATEGORIES", "DEFAULT_PARAMS", "CategoryModel", "Prediction", "build_pipeline", "fit_pipeline"]
+__all__ = ["CATEGORIES", "DEFAULT_PARAMS", "CategoryModel", "Prediction", "build_pipeline", "fit_pipeline",
+           "sparse_product"]

@@ -21,6 +21,7 @@ from normalizer.mail import _cut_quoted, strip_quoted
 from normalizer.text import first_char_guard, guarded_alternation, literal_trie
 from router import incidents, repeat_signals, repeats
 from router.understanding import artefacts, compact, formal, textprep
+from router.understanding import model as model_module
 from tests.conftest import TEST_MODELS_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,6 +193,26 @@ def test_texts_read_together_get_what_each_gets_alone(model) -> None:
     assert model.predict_many(texts) == [model.predict(t) for t in texts]
     alone = np.array([model.probabilities([t])[0] for t in texts])
     assert np.allclose(model.probabilities(texts), alone, rtol=0, atol=1e-15)
+
+
+def test_the_sparse_product_is_the_dense_one_through_the_kernel_and_through_csr_array() -> None:
+    """``model.sparse_product``: scipy's kernel called directly, and csr_array where the arrays are
+    not as the kernel takes them (here: two index types), each add rows x weights to what ``out``
+    holds, as the dense product does (rows with no features too)."""
+    rng = np.random.default_rng(7)
+    weights = rng.normal(size=(50, 35))
+    dense = np.zeros((4, 50))
+    dense[0, [3, 17, 49]] = [0.5, 0.25, 1.0]
+    dense[2, [0, 3]] = [0.75, 0.125]  # (rows 1 and 3: no features)
+    rows, cols = np.nonzero(dense)
+    indptr = np.searchsorted(rows, np.arange(5))
+    start = rng.normal(size=(4, 35))
+    expected = start + dense @ weights
+    assert model_module._csr_matvecs is not None  # (this scipy has it where it is looked for)
+    for index_type in (np.int64, np.int32):
+        out = start.copy()
+        model_module.sparse_product(dense[rows, cols], cols.astype(index_type), indptr.astype(np.int64), weights, out)
+        assert np.allclose(out, expected, rtol=0, atol=1e-12), index_type
 
 
 # -- patterns behind first-character guards ------------------------------------------------------------

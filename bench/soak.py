@@ -393,6 +393,8 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(1)
         logs = read_joblogs(cluster.joblog_dir)
         checks = check(cluster, traffic)
+        for doubled in checks["sink_sent_more_than_recorded"]:
+            doubled["kill_after_first_send_ms"] = kill_after(killer.kills, float(doubled["sink_times"][0]))
         orphans = orphans_of(killer.kills, logs, cluster.r())
         soak_sum = summarise_phase(traffic, soak, logs, drained_at)
         result.update({
@@ -475,6 +477,15 @@ def reanalyse(directory: Path) -> None:
     print(json.dumps({k: v for k, v in orphans.items()}, indent=1, default=str))
 
 
+def kill_after(kills: list[dict], at: float) -> float | None:
+    """How long after ``at`` (a provider's receipt of a reply, its clock) the first kill came, in ms
+    (None: none within 5 s). A reply sent again after a kill a few ms after the provider took it
+    is the at-least-once window for replies the README names (the sender killed between the
+    provider's answer and the delivery record); one with no kill just after it is not."""
+    after = [k["at"] - at for k in kills if 0 <= k["at"] - at <= 5]
+    return round(min(after) * 1000, 1) if after else None
+
+
 def report(res: dict) -> None:
     s, c, o = res["soak"], res["checks"], res["orphans"]
     print("\n== soak ==")
@@ -509,6 +520,14 @@ def report(res: dict) -> None:
           f"({c['acks_sent_twice']} acknowledgements and {c['repeat_acks_sent_twice']} repeat acknowledgements "
           f"reached the provider more often than recorded); outbox entries left behind for delivered replies: "
           f"{len(res['outbox_entries_of_delivered_replies'])}")
+    for doubled in c["sink_sent_more_than_recorded"]:
+        times = [float(t) for t in doubled["sink_times"]]
+        gap = doubled.get("kill_after_first_send_ms")
+        print(f"  {doubled['kind']} on {doubled['channel']} reached the provider {doubled['sink']} times, recorded "
+              f"{doubled['recorded']}: "
+              + (f"a worker was killed {gap} ms after the provider first took it" if gap is not None
+                 else "no kill within 5 s after the provider first took it")
+              + f"; again after {', '.join(f'{t - times[0]:.1f}' for t in times[1:])} s")
     bad = {k: v for k, v in res["problems"].items() if v}
     print("RESULT:", "all checks passed" if not bad else f"FAILED {bad}")
 

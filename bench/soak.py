@@ -23,7 +23,9 @@ Checked at the end, after everything drained:
   and in exactly one complaint's messages (a new complaint, a repeat merged into one, or a
   follow-up) — none lost, none twice; no complaint holds a message nobody sent;
 - per complaint one acknowledgement; what the provider sink received, per (channel, recipient,
-  text), is what the complaints record as sent — none twice, none missing;
+  text), is what the complaints record as sent — none twice, none missing (each reply that went
+  twice is printed with how long after the provider first took it a worker was killed: a few ms
+  is the at-least-once window for replies the README names as a known limit);
 - every job a killed worker held was run again and finished; time from the kill to the re-run
   start and to the finish (max; the in-progress key's 30 s bounds the first).
 

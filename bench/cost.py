@@ -309,7 +309,7 @@ def against(args: argparse.Namespace, texts: list[str]) -> dict:
     print(f"\nthis checkout / {rev} (medians of {args.rounds} alternated rounds each): commands "
           f"{ratios['commands']:.2f}; CPU gateway {ratios['gateway']:.2f}, worker {ratios['worker']:.2f}, "
           f"redis-server {ratios['redis']:.2f}, all three {ratios['cpu']:.2f}")
-    # The machine's speed moves by a quarter from one round to the next (a pure-Python loop timed
+    # The machine's speed moves by up to a third from one round to the next (a pure-Python loop timed
     # every 0.6 s here: 111-179 ms); a change to one process is read better against the other two
     # in the same round, which did the same work on the same moments of the machine
     shares = {k: statistics.median(r["cpu_ms"][k] / (sum(r["cpu_ms"].values()) - r["cpu_ms"][k]) for r in result["rounds"])

@@ -88,12 +88,14 @@ def app_requests(port: int, tag: str, texts: list[str]):
 class Snapshot:
     def __init__(self, cluster: Cluster, pids: dict[str, int]) -> None:
         self.at = time.monotonic()
-        self.cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        split = {name: cpu_split(pid) for name, pid in pids.items()}
+        self.cpu = {name: user + system for name, (user, system) in split.items()}
         #: of which the kernel's (system CPU: syscalls — sockets, the AOF's writes and fsyncs)
-        self.sys = {name: cpu_split(pid)[1] for name, pid in pids.items()}
-        self.commands = {k: v - OWN_COMMANDS.get(k, 0) for k, v in cluster.commandstats().items()}
+        self.sys = {name: system for name, (_, system) in split.items()}
+        figures = cluster.command_figures()
+        self.commands = {k: f["calls"] - OWN_COMMANDS.get(k, 0) for k, f in figures.items()}
         #: Redis's own time in each command, µs (a script's commands count in the script's figure too)
-        self.usec = cluster.commandstats("usec")
+        self.usec = {k: f["usec"] for k, f in figures.items()}
         info = cluster.r().info("persistence")
         self.aof = int(info.get("aof_current_size", 0))
         self.rewrites = int(info.get("aof_rewrites", 0))
@@ -279,6 +281,12 @@ def report(rounds: list[dict]) -> dict:
                        for r in rounds]}
 
 
+def over_the_others(rounds: list[dict], process: str) -> float:
+    """The median over ``rounds`` (``per_message`` figures) of ``process``'s CPU over the other two's."""
+    return statistics.median(r["cpu_ms"][process] / (sum(r["cpu_ms"].values()) - r["cpu_ms"][process])
+                             for r in rounds)
+
+
 def against(args: argparse.Namespace, texts: list[str]) -> dict:
     """``--against REV``: REV checked out in a worktree beside this checkout (the same virtualenv),
     rounds alternated — REV's first, then this checkout's — so that both meet the same moments of a
@@ -312,8 +320,7 @@ def against(args: argparse.Namespace, texts: list[str]) -> dict:
     # The machine's speed moves by up to a third from one round to the next (a pure-Python loop timed
     # every 0.6 s here: 111-179 ms); a change to one process is read better against the other two
     # in the same round, which did the same work on the same moments of the machine
-    shares = {k: statistics.median(r["cpu_ms"][k] / (sum(r["cpu_ms"].values()) - r["cpu_ms"][k]) for r in result["rounds"])
-              / statistics.median(r["cpu_ms"][k] / (sum(r["cpu_ms"].values()) - r["cpu_ms"][k]) for r in base["rounds"])
+    shares = {k: over_the_others(result["rounds"], k) / over_the_others(base["rounds"], k)
               for k in ("gateway", "worker", "redis")}
     print("each process's CPU over the other two's in the same round, this checkout / " + rev + " (medians): "
           + ", ".join(f"{k} {v:.2f}" for k, v in shares.items()))

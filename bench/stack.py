@@ -180,7 +180,12 @@ class Cluster:
         return {k: float(info[k]) for k in ("used_cpu_sys", "used_cpu_user", "used_cpu_sys_main_thread",
                                             "used_cpu_user_main_thread") if k in info}
 
-    def commandstats(self, field: str = "calls") -> dict[str, int]:
-        """``INFO commandstats``: per command, its ``calls`` (or ``usec``, the server's time in it)."""
+    def commandstats(self) -> dict[str, int]:
+        """``INFO commandstats``: per command, its ``calls``."""
+        return {k: v["calls"] for k, v in self.command_figures().items()}
+
+    def command_figures(self) -> dict[str, dict[str, int]]:
+        """``INFO commandstats``, one read: per command, its ``calls`` and ``usec`` (the server's
+        time in it; a script's commands count in the script's figure too)."""
         info = self.r().info("commandstats")
-        return {k.removeprefix("cmdstat_"): int(v[field]) for k, v in info.items()}
+        return {k.removeprefix("cmdstat_"): {"calls": int(v["calls"]), "usec": int(v["usec"])} for k, v in info.items()}

@@ -147,7 +147,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     pacer: Pacer | None = ctx.get("pacer")
     if pacer is not None:
         # the gateways' load, read through this worker's pool; its surges counted as jobs are
-        pacer.watch(store.intake_load, lambda name, by: metrics.tally_add(store.r, store.keys, name, by))
+        pacer.watch(store.intake_load, lambda name, by: metrics.tally_add(store.r, store.keys, name, by),
+                    persisting=store.persisting_in_a_child)
     w.categoriser = await load_categoriser(settings, store)
     w.timers = TimerLoop(store, w.clock, w.policy, listeners=plugins.has_listeners)
     w.background = [asyncio.create_task(housekeeping(w), name="housekeeping"),

@@ -8,6 +8,10 @@ from router.store.base import StoreBase
 from router.store.keys import Keys
 
 
+#: ``INFO persistence`` fields that are 1 while a child process of Redis writes its data.
+FORK_FLAGS = ("aof_rewrite_in_progress", "rdb_bgsave_in_progress", "module_fork_in_progress")
+
+
 class Workers(StoreBase):
     async def worker_alive(self, within_ms: int = 15_000) -> bool:
         return bool(await self.r.zcount(self.keys.workers, now_ms() - within_ms, "+inf"))
@@ -42,6 +46,13 @@ class Workers(StoreBase):
                 continue
         return highest
 
+    async def persisting_in_a_child(self) -> bool:
+        """Whether Redis is writing a snapshot or rewriting its AOF in a forked child process
+        (``INFO persistence``): the child takes a CPU of the host, and an ``appendfsync always``
+        Redis's writes stall behind its disk writes meanwhile."""
+        info = await self.r.info("persistence")
+        return any(str(info.get(flag, 0)) == "1" for flag in FORK_FLAGS)
+
     async def job_exists(self, job_id: str) -> bool:
         """Queued (a message's job has no job key: its place in arq's queue is all of it), running,
         or done with a result kept."""
@@ -57,4 +68,4 @@ class Workers(StoreBase):
         return [i.decode() for i in ids]
 
 
-__all__ = ["Workers"]
+__all__ = ["FORK_FLAGS", "Workers"]

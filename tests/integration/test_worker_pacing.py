@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from router.pacing import BUSY, REPORT_EVERY_S
 from router.store import ComplaintStore, PlannedJob
 from router.worker import create_worker
 from tests.conftest import app_plugins, eventually, run_worker_until
+from tests.redisha import RedisNodes, distinct_ports, poll
 from tests.integration.test_worker_drains_a_backlog import none_event
 
 pytestmark = pytest.mark.integration
@@ -87,6 +89,33 @@ async def test_a_worker_behind_on_a_contended_cpu_rests_loses_nothing_and_stops_
     assert worker.counted == [pacer.surges, pytest.approx(pacer.rested_s)]
     # caught up (its polls find nothing waiting) on the CPU still shared: full speed again
     assert pacer.late == 0 and not pacer.pacing
+
+
+async def test_a_worker_behind_works_at_full_speed_while_redis_rewrites_its_aof_in_a_child(settings, tmp_path):
+    """The same surge as above, but during an AOF rewrite (its child held at work by Redis's own
+    ``rdb-key-save-delay``): the worker reads the child in ``INFO persistence`` and never rests."""
+    nodes = RedisNodes(tmp_path / "redis", shutil.which("redis-server") or "redis-server")
+    port = distinct_ports(1)[0]
+    nodes.spawn(port, "--appendfsync", "everysec")
+    redis = nodes.client(port)
+    try:
+        redis.config_set("rdb-key-save-delay", 1_000_000)  # the child writes a key a second
+        redis.mset({f"other:{i}": i for i in range(60)})
+        redis.bgrewriteaof()
+        poll(lambda: redis.info("persistence")["aof_rewrite_in_progress"] == 1, "the AOF rewrite started", 10)
+        settings = replace(settings, redis_url=f"redis://127.0.0.1:{port}/0", worker_max_jobs=4,
+                           worker_surge_share=0.3, worker_surge_lag_seconds=0.5)
+        worker = await drain(settings, [late(none_event(i), 5) for i in range(SURGE_JOBS)])
+        assert worker.jobs_complete == SURGE_JOBS
+        assert redis.info("persistence")["aof_rewrite_in_progress"] == 1  # (the whole drain long)
+        pacer = worker.pacer
+        assert pacer.forked and pacer.rests == 0 and pacer.surges == 0
+    finally:
+        try:
+            redis.shutdown(nosave=True)  # (the rewrite's child with it)
+        except Exception:  # noqa: BLE001 - its answer is the connection closing
+            pass
+        nodes.kill_all()
 
 
 async def test_a_worker_that_keeps_up_never_rests_on_a_contended_cpu(settings):

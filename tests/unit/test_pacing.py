@@ -12,8 +12,8 @@ import asyncio
 
 import pytest
 
-from router.pacing import (BUSY, CALM, ENGAGE, LONGEST_REST_S, RELEASE, SMOOTHING, WINDOW_S, IntakeLoadReport, Pacer,
-                           read_schedstat)
+from router.pacing import (BUSY, CALM, ENGAGE, LOAD_EVERY_S, LONGEST_REST_S, RELEASE, SMOOTHING, WINDOW_S,
+                           IntakeLoadReport, Pacer, read_schedstat)
 
 
 class Host:
@@ -24,9 +24,16 @@ class Host:
         self.now, self.cpu, self.ran, self.waited = 100.0, 5.0, 0, 0
         self.slept: list[float] = []
         self.gateway_load = 0.9  # the busiest gateway's, as the pacer reads it
+        self.forked = False  # Redis writing in a forked child (an AOF rewrite, a snapshot)
+        self.forked_reads = self.load_reads = 0
 
     async def intake_load(self) -> float:
+        self.load_reads += 1
         return self.gateway_load
+
+    async def persisting(self) -> bool:
+        self.forked_reads += 1
+        return self.forked
 
     def step(self, wall: float, cpu: float, waited: float) -> None:
         self.now += wall
@@ -37,7 +44,7 @@ class Host:
     def pacer(self, share: float = 0.3, lag: float = 0.5) -> Pacer:
         pacer = Pacer(share, lag, clock=lambda: self.now, cpu=lambda: self.cpu,
                       schedstat=lambda: (self.ran, self.waited))
-        pacer.watch(self.intake_load)
+        pacer.watch(self.intake_load, persisting=self.persisting)
         pacer.contention = 0.4  # as if contended for a while already (the figure is smoothed)
         return pacer
 
@@ -227,6 +234,51 @@ def test_the_gateways_load_unread_counts_as_calm(host):
     host.step(wall=0.1, cpu=0.05, waited=0.05)
     run(pacer.rest())
     assert not pacer.pacing and host.slept == []
+
+
+def test_no_rest_while_redis_writes_in_a_forked_child_and_a_surge_under_way_ends_when_one_begins(host):
+    """An AOF rewrite's child takes a CPU (the gateway waits for one) and stalls Redis's writes (the
+    worker falls behind): every condition holds, and resting would only add backlog."""
+    host.forked = True
+    pacer = host.pacer()
+    for _ in range(5):
+        pacer.claimed(4.0)
+        host.step(wall=LOAD_EVERY_S, cpu=LOAD_EVERY_S * 0.6, waited=LOAD_EVERY_S * 0.4)
+        run(pacer.rest())
+    assert not pacer.pacing and pacer.forked and host.slept == [] and pacer.surges == 0
+    host.forked = False  # the rewrite done, a real surge: the pace engages at the next reading
+    host.step(wall=LOAD_EVERY_S, cpu=LOAD_EVERY_S * 0.6, waited=LOAD_EVERY_S * 0.4)
+    run(pacer.rest())
+    assert pacer.pacing and not pacer.forked and pacer.surges == 1 and len(host.slept) == 1
+    host.forked = True  # a rewrite begins during the surge: full speed again
+    host.step(wall=LOAD_EVERY_S, cpu=LOAD_EVERY_S * 0.6, waited=LOAD_EVERY_S * 0.4)
+    run(pacer.rest())
+    assert not pacer.pacing and pacer.owed == 0 and len(host.slept) == 1
+
+
+def test_redis_persistence_is_read_with_the_load_only_when_a_gateway_is_busy_and_unread_counts_as_no_child(host):
+    host.gateway_load = CALM / 2
+    pacer = host.pacer()
+    pacer.claimed(4.0)
+    host.step(wall=LOAD_EVERY_S, cpu=LOAD_EVERY_S * 0.6, waited=LOAD_EVERY_S * 0.4)
+    run(pacer.rest())
+    assert host.forked_reads == 0  # (a calm gateway: no rest to decide on)
+    host.gateway_load = 0.9
+    for _ in range(10):
+        host.step(wall=WINDOW_S, cpu=WINDOW_S * 0.6, waited=WINDOW_S * 0.4)
+        run(pacer.rest())
+    assert pacer.pacing
+    assert 1 <= host.forked_reads == host.load_reads - 1 < 10  # read with the load (once a busy gateway's)
+
+    async def refused() -> bool:
+        raise PermissionError("NOPERM this user has no permissions to run the 'info' command")
+
+    pacer = host.pacer()
+    pacer.watch(host.intake_load, persisting=refused)
+    pacer.claimed(4.0)
+    host.step(wall=LOAD_EVERY_S, cpu=LOAD_EVERY_S * 0.6, waited=LOAD_EVERY_S * 0.4)
+    run(pacer.rest())
+    assert pacer.pacing and not pacer.forked
 
 
 def test_a_share_of_a_whole_core_no_gateways_or_no_scheduler_figures_never_rests(host):

@@ -85,6 +85,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: again as soon as one of those ends (``router.pacing``). A share of 1: never.
     worker_surge_share: float = 0.3
     worker_surge_lag_seconds: float = 0.5
+    #: GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS: no rest once the worker is this far behind (the
+    #: customers' first responses wait on it); 0: no such bound.
+    worker_surge_most_behind_seconds: float = 0.0
     #: GATEWAY_JOB_TIMEOUT_SECONDS: a job running longer is cancelled and retried.
     job_timeout_seconds: int = 20
     #: GATEWAY_EVIDENCE_FETCH_TRIES / _BACKOFF_SECONDS / _TIMEOUT_SECONDS: an attachment a channel

@@ -34,7 +34,14 @@ again as soon as it has caught up or no gateway is busy (or its CPU is free agai
 ``RELEASE``), so a backlog drains at once when the burst is over.
 
 ``GATEWAY_WORKER_SURGE_SHARE`` sets ``share`` (1: never rest) and ``GATEWAY_WORKER_SURGE_LAG_SECONDS``
-the lag. Where the kernel keeps no scheduler statistics (``/proc/thread-self/schedstat``, Linux)
+the lag. ``GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS`` (0, none, by default) bounds how far behind
+the pace may leave routing: no rest once the jobs the worker claims were due longer ago than that.
+A customer's first response (the acknowledgement the worker sends as it opens the case; 60 s for
+the app, 30 s for a call, domain.md) waits on routing, and at a rate between what the worker takes
+at its share and at full speed a rest that began never ends while the gateway stays busy: routing
+falls further behind every second (at a steady 500 messages a second on a slow two-core machine,
+5-8 s behind within the minute after the pace engaged; bench/RESULTS.md, twenty-fifth pass). The
+bound trades the acknowledgements' latency in a long burst for first responses in time. Where the kernel keeps no scheduler statistics (``/proc/thread-self/schedstat``, Linux)
 the worker never rests and the gateways report nothing.
 
 This differs from ``GATEWAY_WORKER_NICE`` (``router.worker.yield_cpu``): niceness and
@@ -96,11 +103,14 @@ class Pacer:
     """Decides the worker's rests (see the module). ``claimed`` is told how late each claim's
     oldest job was; ``rest`` is awaited before each poll, in the event loop's thread."""
 
-    def __init__(self, share: float, lag_seconds: float, *, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, share: float, lag_seconds: float, *, most_behind_seconds: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic,
                  cpu: Callable[[], float] = time.process_time,
                  schedstat: Callable[[], tuple[int, int] | None] = read_schedstat) -> None:
         self.share = share
         self.lag = lag_seconds
+        #: No rest once this far behind (s); 0: no such bound.
+        self.most_behind = most_behind_seconds
         #: The highest load a gateway reported (``Workers.intake_load``, given by ``watch``); None:
         #: not yet connected, no gateway is ever busy.
         self.intake_load: Callable[[], Awaitable[float]] | None = None
@@ -164,12 +174,13 @@ class Pacer:
         if ran + waited > 0:
             self.contention += SMOOTHING * (waited / (ran + waited) - self.contention)
         self._at, self._used, self._stat = now, cpu, stat  # (a rest below is part of the next window)
-        if now - self._load_at >= LOAD_EVERY_S and self.late >= self.lag:
+        behind = self.late >= self.lag and not (self.most_behind and self.late >= self.most_behind)
+        if now - self._load_at >= LOAD_EVERY_S and behind:
             self._load_at = now
             self.load = await self._read_load()
             self.forked = self.load >= CALM and await self._read_forked()
         was = self.pacing
-        self.pacing = (self.late >= self.lag and self.load >= (CALM if was else BUSY)
+        self.pacing = (behind and self.load >= (CALM if was else BUSY)
                        and self.contention >= (RELEASE if was else ENGAGE) and not self.forked)
         if self.pacing != was:
             self._say(was)
@@ -212,7 +223,9 @@ class Pacer:
                      "ready time: keeping to %.0f%% of a core so that the intake acknowledges at speed",
                      self.late, 100 * self.load, 100 * self.contention, 100 * self.share)
             return
-        why = ("caught up" if self.late < self.lag else "no gateway busy" if self.load < CALM
+        why = ("caught up" if self.late < self.lag
+               else f"{self.late:.0f} s behind: first responses before acknowledgements' speed" if self.most_behind
+               and self.late >= self.most_behind else "no gateway busy" if self.load < CALM
                else "Redis writing in a forked child (an AOF rewrite or a snapshot)" if self.forked
                else "its CPU free")
         log.info("worker: %s; full speed again (%.1f s rested in all)", why, self.rested_s)

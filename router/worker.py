@@ -201,7 +201,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPlugins | None = None,
                   handle_signals: bool = True) -> WakeableWorker:
     store_keys = ComplaintStore(settings.redis_prefix).keys
-    pacer = Pacer(settings.worker_surge_share, settings.worker_surge_lag_seconds)
+    pacer = Pacer(settings.worker_surge_share, settings.worker_surge_lag_seconds,
+                  most_behind_seconds=settings.worker_surge_most_behind_seconds)
     # what start-up needs to build the WorkerContext (and to give the pacer the gateways' load)
     ctx: dict[str, Any] = {"settings": settings, "pacer": pacer}
     if plugins is not None:

@@ -118,6 +118,16 @@ async def test_a_worker_behind_works_at_full_speed_while_redis_rewrites_its_aof_
         nodes.kill_all()
 
 
+async def test_a_worker_further_behind_than_its_bound_works_at_full_speed(settings):
+    """GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS: customers' first responses wait on routing. The
+    surge of the first test (which rests), its jobs due 5 s ago, with a bound of 2 s."""
+    settings = replace(settings, worker_max_jobs=4, worker_surge_share=0.3, worker_surge_lag_seconds=0.5,
+                       worker_surge_most_behind_seconds=2.0)
+    worker = await drain(settings, [late(none_event(i), 5) for i in range(SURGE_JOBS)])
+    assert worker.jobs_complete == SURGE_JOBS
+    assert worker.pacer.rests == 0 and worker.pacer.surges == 0
+
+
 async def test_a_worker_that_keeps_up_never_rests_on_a_contended_cpu(settings):
     settings = replace(settings, worker_max_jobs=4, worker_surge_lag_seconds=30)
     worker = await drain(settings, [none_event(i) for i in range(JOBS)])

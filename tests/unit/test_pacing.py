@@ -41,8 +41,8 @@ class Host:
         self.ran += int(cpu * 1e9)
         self.waited += int(waited * 1e9)
 
-    def pacer(self, share: float = 0.3, lag: float = 0.5) -> Pacer:
-        pacer = Pacer(share, lag, clock=lambda: self.now, cpu=lambda: self.cpu,
+    def pacer(self, share: float = 0.3, lag: float = 0.5, most_behind: float = 0.0) -> Pacer:
+        pacer = Pacer(share, lag, most_behind_seconds=most_behind, clock=lambda: self.now, cpu=lambda: self.cpu,
                       schedstat=lambda: (self.ran, self.waited))
         pacer.watch(self.intake_load, persisting=self.persisting)
         pacer.contention = 0.4  # as if contended for a while already (the figure is smoothed)
@@ -303,6 +303,21 @@ def test_a_gateway_reports_the_part_of_the_time_its_loop_ran_or_waited_for_a_cpu
     host.step(wall=0.5, cpu=0.5, waited=0.3)  # (figures are per CPU: never above a whole)
     assert report.measure(mark)[0] == 1.0
     assert IntakeLoadReport(None, None, schedstat=lambda: None).measure(mark) is None  # type: ignore[arg-type]
+
+
+def test_no_rest_once_routing_is_the_bound_behind_so_that_first_responses_come_in_time(host):
+    """At a rate between what the worker takes at its share and at full speed, a rest never ends
+    while the gateway stays busy: the bound stops it (and no bound, the default, keeps resting)."""
+    unbounded, bounded = host.pacer(), host.pacer(most_behind=20.0)
+    for late in (1.0, 8.0, 19.0, 20.0, 35.0, 12.0):  # falling behind while it rests, then catching up
+        for pacer in (unbounded, bounded):
+            pacer.claimed(late)
+        host.step(wall=LOAD_EVERY_S, cpu=LOAD_EVERY_S * 0.6, waited=LOAD_EVERY_S * 0.4)
+        run(unbounded.rest())
+        run(bounded.rest())
+        assert unbounded.pacing
+        assert bounded.pacing == (late < 20.0)
+    assert bounded.surges == 2  # (under the bound again: a rest is due again)
 
 
 def test_the_kernel_keeps_this_threads_figures():

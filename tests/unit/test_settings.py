@@ -54,8 +54,13 @@ def test_the_worker_can_be_asked_to_run_idle():
 def test_the_worker_keeps_to_a_share_of_a_core_in_a_surge_unless_told_not_to():
     default = load_settings({})
     assert (default.worker_surge_share, default.worker_surge_lag_seconds) == (0.3, 0.5)
-    never = load_settings({"GATEWAY_WORKER_SURGE_SHARE": "1", "GATEWAY_WORKER_SURGE_LAG_SECONDS": "2.5"})
+    assert default.worker_surge_most_behind_seconds == 0  # (no bound)
+    never = load_settings({"GATEWAY_WORKER_SURGE_SHARE": "1", "GATEWAY_WORKER_SURGE_LAG_SECONDS": "2.5",
+                           "GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS": "20"})
     assert (never.worker_surge_share, never.worker_surge_lag_seconds) == (1.0, 2.5)
+    assert never.worker_surge_most_behind_seconds == 20
+    with pytest.raises(SettingsError, match="GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS"):
+        load_settings({"GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS": "-5"})
     for bad in ("0", "1.5", "half"):
         with pytest.raises(SettingsError, match="GATEWAY_WORKER_SURGE_SHARE"):
             load_settings({"GATEWAY_WORKER_SURGE_SHARE": bad})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from normalizer.text import first_char_guard
 
@@ -197,13 +197,15 @@ class Spoken(NamedTuple):
     currency: str
 
 
-def _compact(text: str) -> tuple[str, list[int]]:
+def _compact(text: str) -> tuple[str, Sequence[int]]:
     """``text`` without the spaces between numerals and units when it is written with a space after
     most Chinese characters (a voice transcript), and where each character came from."""
+    if not _ZH_SPACED.search(text):  # (first: most texts have no such space, and it costs least)
+        return text, range(len(text) + 1)  # (each character where it was: a range, no list built)
     cjk = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
     spaced = len(re.findall(r"[\u4e00-\u9fff] (?=[\u4e00-\u9fff])", text))
-    if not cjk or spaced * 2 < cjk or not _ZH_SPACED.search(text):
-        return text, list(range(len(text) + 1))
+    if not cjk or spaced * 2 < cjk:
+        return text, range(len(text) + 1)
     out, where, pos = [], [], 0
     for m in _ZH_SPACED.finditer(text):
         out.append(text[pos:m.start()])

@@ -40,10 +40,11 @@ run: $(STAMP) system-deps
 	$(BIN)/python -m gateway run --host $${HOST:-127.0.0.1} --port $${PORT:-8000}
 
 # the suite in PYTEST_WORKERS processes (pytest-xdist; 0 = in this one): its tests mostly wait on
-# Redis, IMAP, browsers and subprocesses, so two keep two cores busy
+# Redis, IMAP, browsers and subprocesses, so two keep two cores busy; a process that runs out of
+# tests takes some of the other's (worksteal), so that the run does not end on one process's long tail
 PYTEST_WORKERS ?= 2
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # wrk, the closed-loop load generator bench/intake.py uses where it is installed (benchmarks only)
 bench-deps:

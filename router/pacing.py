@@ -41,8 +41,10 @@ the app, 30 s for a call, domain.md) waits on routing, and at a rate between wha
 at its share and at full speed a rest that began never ends while the gateway stays busy: routing
 falls further behind every second (at a steady 500 messages a second on a slow two-core machine,
 5-8 s behind within the minute after the pace engaged; bench/RESULTS.md, twenty-fifth pass). The
-bound trades the acknowledgements' latency in a long burst for first responses in time. Where the kernel keeps no scheduler statistics (``/proc/thread-self/schedstat``, Linux)
-the worker never rests and the gateways report nothing.
+bound trades the acknowledgements' latency in a long burst for first responses in time.
+
+Where the kernel keeps no scheduler statistics (``/proc/thread-self/schedstat``, Linux) the worker
+never rests and the gateways report nothing.
 
 This differs from ``GATEWAY_WORKER_NICE`` (``router.worker.yield_cpu``): niceness and
 ``SCHED_IDLE`` yield whenever anything else wants the CPU, the worker's steady routing too, and an
@@ -159,6 +161,11 @@ class Pacer:
     def claimed(self, late_seconds: float) -> None:
         self.late = max(0.0, late_seconds)
 
+    @property
+    def past_the_bound(self) -> bool:
+        """Further behind than ``most_behind`` (when there is such a bound): no rest."""
+        return bool(self.most_behind) and self.late >= self.most_behind
+
     async def rest(self) -> None:
         """Rest before the next claim if the worker is over its share in a surge."""
         if not self.enabled:
@@ -174,7 +181,7 @@ class Pacer:
         if ran + waited > 0:
             self.contention += SMOOTHING * (waited / (ran + waited) - self.contention)
         self._at, self._used, self._stat = now, cpu, stat  # (a rest below is part of the next window)
-        behind = self.late >= self.lag and not (self.most_behind and self.late >= self.most_behind)
+        behind = self.late >= self.lag and not self.past_the_bound
         if now - self._load_at >= LOAD_EVERY_S and behind:
             self._load_at = now
             self.load = await self._read_load()
@@ -224,8 +231,8 @@ class Pacer:
                      self.late, 100 * self.load, 100 * self.contention, 100 * self.share)
             return
         why = ("caught up" if self.late < self.lag
-               else f"{self.late:.0f} s behind: first responses before acknowledgements' speed" if self.most_behind
-               and self.late >= self.most_behind else "no gateway busy" if self.load < CALM
+               else f"{self.late:.0f} s behind: first responses before acknowledgements' speed" if self.past_the_bound
+               else "no gateway busy" if self.load < CALM
                else "Redis writing in a forked child (an AOF rewrite or a snapshot)" if self.forked
                else "its CPU free")
         log.info("worker: %s; full speed again (%.1f s rested in all)", why, self.rested_s)

@@ -159,6 +159,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_surge_share=_float(env, "GATEWAY_WORKER_SURGE_SHARE", 0.3, 0.05, 1.0),
         worker_surge_lag_seconds=_float(env, "GATEWAY_WORKER_SURGE_LAG_SECONDS", 0.5, 0.0, 3600.0),
         worker_surge_most_behind_seconds=_float(env, "GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS", 0.0, 0.0, 86_400.0),
+        worker_claim_gap_ms=_int(env, "GATEWAY_WORKER_CLAIM_GAP_MS", 20, 0, 1000),
         job_timeout_seconds=_int(env, "GATEWAY_JOB_TIMEOUT_SECONDS", 20, 1, 3600),
         log_level=log_level,
         worker_wake=_bool(env, "GATEWAY_WORKER_WAKE", True),

@@ -88,6 +88,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS: no rest once the worker is this far behind (the
     #: customers' first responses wait on it); 0: no such bound.
     worker_surge_most_behind_seconds: float = 0.0
+    #: GATEWAY_WORKER_CLAIM_GAP_MS: the least time between two claims that took jobs: what is queued
+    #: meanwhile is claimed together and goes through each step in one Redis call (``router.arq_worker``);
+    #: 0: claim as soon as woken.
+    worker_claim_gap_ms: int = 20
     #: GATEWAY_JOB_TIMEOUT_SECONDS: a job running longer is cancelled and retried.
     job_timeout_seconds: int = 20
     #: GATEWAY_EVIDENCE_FETCH_TRIES / _BACKOFF_SECONDS / _TIMEOUT_SECONDS: an attachment a channel

@@ -228,6 +228,7 @@ def create_worker(settings: Settings, *, burst: bool = False, plugins: GatewayPl
         slot_key=settings.redis_prefix,
         implicit_job=lambda job_id, score: ingest_job_bytes(job_id, store_keys.tag, score),
         pacer=pacer,
+        claim_gap=settings.worker_claim_gap_ms / 1000,
     )
 
 

@@ -51,6 +51,15 @@ def test_the_worker_can_be_asked_to_run_idle():
     assert (idle.worker_nice, idle.worker_idle) == (19, True)  # (19: where SCHED_IDLE is refused)
 
 
+def test_the_worker_claims_at_most_once_in_its_claim_gap():
+    assert load_settings({}).worker_claim_gap_ms == 20
+    assert load_settings({"GATEWAY_WORKER_CLAIM_GAP_MS": "0"}).worker_claim_gap_ms == 0  # (as soon as woken)
+    assert load_settings({"GATEWAY_WORKER_CLAIM_GAP_MS": "50"}).worker_claim_gap_ms == 50
+    for bad in ("-1", "1001", "0.5"):
+        with pytest.raises(SettingsError, match="GATEWAY_WORKER_CLAIM_GAP_MS"):
+            load_settings({"GATEWAY_WORKER_CLAIM_GAP_MS": bad})
+
+
 def test_the_worker_keeps_to_a_share_of_a_core_in_a_surge_unless_told_not_to():
     default = load_settings({})
     assert (default.worker_surge_share, default.worker_surge_lag_seconds) == (0.3, 0.5)

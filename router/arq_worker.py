@@ -247,7 +247,8 @@ class WakeableWorker(Worker):
                 self.job_counter -= 1
                 self.sem.release()
         if answers and self.pacer is not None:
-            self.pacer.claimed(time.time() - min(int(score) for _, score, _, _ in answers) / 1000)
+            dues = [int(score) / 1000 for _, score, _, _ in answers]
+            self.pacer.claimed(time.time() - min(dues), dues)
         last = 0  # the place (1 first) of the last id taken among those offered
         for raw_id, score, job, job_try in answers:
             job_id = raw_id.decode()

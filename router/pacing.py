@@ -19,6 +19,15 @@ three hold:
   it was ready to run (smoothed over about half a second): it shares cores with something. A worker
   on a host of its own never rests, however busy the gateways elsewhere are.
 
+It does not rest when resting buys nothing but a backlog: when routing the intake as it comes
+needs at most a whole core of this worker's CPU (its CPU time over the time the jobs it claimed
+were queued across, ``need``, worked out each second from its claims' due times: at a steady 500
+messages a second, ~0.9 of a core). The intake is then one this worker keeps up with at full
+speed; a rest, at ``share`` of a core, would leave it behind for as long as the intake lasts and
+further behind every second (bench/intake.py at a steady 500 a second: 36 s behind after a minute,
+and the surge never ended). A rest is for a burst faster than routing at full speed: the backlog
+grows either way, and the acknowledgements get the CPU.
+
 It does not rest while Redis writes its data in a forked child (an AOF rewrite, a snapshot:
 ``INFO persistence``, read with the gateways' load). The child takes a CPU and, with
 ``appendfsync always``, stalls Redis's writes behind its own disk writes. All three conditions
@@ -58,7 +67,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from normalizer.ids import new_id
 
@@ -83,6 +92,14 @@ WINDOW_S = 0.05
 LOAD_EVERY_S = 0.25
 #: The longest single rest: the worker's claims are never held longer than this at a time.
 LONGEST_REST_S = 0.5
+#: How often the worker works out the CPU it needs to keep up (``Pacer.need``), and from how many
+#: jobs claimed at least.
+NEED_EVERY_S = 1.0
+NEED_LEAST_JOBS = 20
+#: Routing the intake as it comes needs more than this many cores of the worker's CPU: a burst,
+#: which a rest does not make worse for routing (and, once resting, until below ``KEEPS_UP``).
+OUTPACED = 1.0
+KEEPS_UP = 0.9
 #: How often a gateway reports its load, and how long a report counts.
 REPORT_EVERY_S = 0.5
 REPORT_EXPIRES_MS = 3000
@@ -140,6 +157,12 @@ class Pacer:
         self.surges = 0
         #: The rest it owes (s), carried from one decision to the next while resting.
         self.owed = 0.0
+        #: Cores of this worker's CPU that routing the intake as it comes needs: its CPU time over
+        #: the span of due times of the jobs it claimed in the last ``NEED_EVERY_S`` (None: not
+        #: known yet, or too few jobs claimed to tell: no bar to a rest).
+        self.need: float | None = None
+        self._need_at, self._need_cpu = self._at, self._used
+        self._jobs, self._due_lo, self._due_hi = 0, float("inf"), float("-inf")
 
     @property
     def enabled(self) -> bool:
@@ -158,8 +181,30 @@ class Pacer:
         self.count = count
         self.persisting = persisting
 
-    def claimed(self, late_seconds: float) -> None:
+    def claimed(self, late_seconds: float, dues: Sequence[float] = ()) -> None:
+        """Told after each claim: how late its oldest job was, and the jobs' due times (s)."""
         self.late = max(0.0, late_seconds)
+        if dues:
+            self._jobs += len(dues)
+            self._due_lo = min(self._due_lo, *dues)
+            self._due_hi = max(self._due_hi, *dues)
+
+    @property
+    def outpaced(self) -> bool:
+        """The intake needs more of this worker's CPU than a core (see ``need``): at full speed it
+        would fall behind anyway. Unknown: as if so."""
+        return self.need is None or self.need > (KEEPS_UP if self.pacing else OUTPACED)
+
+    def _work_out_need(self, now: float, cpu: float) -> None:
+        if now - self._need_at < NEED_EVERY_S:
+            return
+        span = self._due_hi - self._due_lo
+        if self._jobs >= NEED_LEAST_JOBS and span > 0:
+            self.need = (cpu - self._need_cpu) / span
+        elif self._jobs == 0:
+            self.need = None  # nothing claimed for a second: idle, or held by a rest as long
+        self._need_at, self._need_cpu = now, cpu
+        self._jobs, self._due_lo, self._due_hi = 0, float("inf"), float("-inf")
 
     @property
     def past_the_bound(self) -> bool:
@@ -181,7 +226,8 @@ class Pacer:
         if ran + waited > 0:
             self.contention += SMOOTHING * (waited / (ran + waited) - self.contention)
         self._at, self._used, self._stat = now, cpu, stat  # (a rest below is part of the next window)
-        behind = self.late >= self.lag and not self.past_the_bound
+        self._work_out_need(now, cpu)
+        behind = self.late >= self.lag and not self.past_the_bound and self.outpaced
         if now - self._load_at >= LOAD_EVERY_S and behind:
             self._load_at = now
             self.load = await self._read_load()
@@ -232,6 +278,7 @@ class Pacer:
             return
         why = ("caught up" if self.late < self.lag
                else f"{self.late:.0f} s behind: first responses before acknowledgements' speed" if self.past_the_bound
+               else f"it keeps up at full speed ({self.need:.2f} of a core)" if not self.outpaced
                else "no gateway busy" if self.load < CALM
                else "Redis writing in a forked child (an AOF rewrite or a snapshot)" if self.forked
                else "its CPU free")
@@ -286,5 +333,6 @@ class IntakeLoadReport:
                     pass
 
 
-__all__ = ["BUSY", "CALM", "ENGAGE", "IntakeLoadReport", "LONGEST_REST_S", "Pacer", "RELEASE", "REPORT_EXPIRES_MS",
+__all__ = ["BUSY", "CALM", "ENGAGE", "IntakeLoadReport", "KEEPS_UP", "LONGEST_REST_S", "NEED_EVERY_S",
+           "NEED_LEAST_JOBS", "OUTPACED", "Pacer", "RELEASE", "REPORT_EXPIRES_MS",
            "WINDOW_S", "read_schedstat"]

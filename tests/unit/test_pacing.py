@@ -324,3 +324,46 @@ def test_the_kernel_keeps_this_threads_figures():
     figures = read_schedstat()
     assert figures is not None and figures[0] > 0  # (Linux: every run of the suite is on Linux)
     assert read_schedstat("/proc/no/such/file") is None
+
+
+def claim_at(pacer: Pacer, host: Host, rate: float, late: float, seconds: float, cpu_per_job: float) -> None:
+    """A second (or ``seconds``) of claims from a queue filled at ``rate`` jobs a second: the worker,
+    ``late`` behind, claims in 50-ms windows the jobs queued over that window, each ``cpu_per_job``
+    of its CPU, on a CPU it waits for half the time (contended)."""
+    for _ in range(round(seconds / 0.05)):
+        due = host.now - late
+        jobs = round(rate * 0.05)
+        pacer.claimed(late, [due - 0.05 + 0.05 * (n + 1) / jobs for n in range(jobs)])
+        used = jobs * cpu_per_job
+        host.step(wall=0.05, cpu=used, waited=used)
+        run(pacer.rest())
+        host.now -= host.slept.pop() if host.slept else 0.0  # (this claim's pace: as if it kept up)
+
+
+@pytest.mark.parametrize("cpu_per_job, rests", [(0.0016, False), (0.0025, True)],
+                         ids=["a core routes it: 0.8", "more than a core: 1.25"])
+def test_a_worker_behind_rests_only_when_routing_the_intake_needs_more_than_a_core(host, cpu_per_job, rests):
+    """At 500 jobs a second, 1.6 ms of CPU each is 0.8 of a core: at full speed it catches up, and a
+    rest (at 0.3 of a core) would leave it further behind every second for as long as the intake
+    lasts. At 2.5 ms each (1.25 of a core) it falls behind anyway: it rests. (Its first second,
+    before it knows, it rests as it always did.)"""
+    pacer = host.pacer()
+    claim_at(pacer, host, rate=500, late=2.0, seconds=3, cpu_per_job=cpu_per_job)
+    assert pacer.need == pytest.approx(cpu_per_job * 500, rel=0.1)
+    assert pacer.pacing is rests and pacer.outpaced is rests
+
+
+def test_a_surge_ends_once_the_intake_slows_to_what_a_core_routes_and_until_then_is_not_known(host):
+    pacer = host.pacer()
+    pacer.claimed(4.0)  # one claim: not enough to tell what it needs
+    host.step(wall=0.1, cpu=0.05, waited=0.05)
+    run(pacer.rest())
+    assert pacer.need is None and pacer.outpaced and pacer.pacing  # not known: as before, it rests
+    claim_at(pacer, host, rate=1000, late=4.0, seconds=2, cpu_per_job=0.002)  # 2 cores' worth
+    assert pacer.pacing and pacer.need == pytest.approx(2.0, rel=0.1)
+    claim_at(pacer, host, rate=480, late=4.0, seconds=2, cpu_per_job=0.002)  # 0.96: above KEEPS_UP
+    assert pacer.pacing
+    claim_at(pacer, host, rate=400, late=4.0, seconds=2, cpu_per_job=0.002)  # 0.8
+    assert not pacer.pacing and pacer.surges == 1 and not pacer.outpaced
+    claim_at(pacer, host, rate=480, late=4.0, seconds=2, cpu_per_job=0.002)  # 0.96: below OUTPACED, none begins
+    assert not pacer.pacing and pacer.surges == 1

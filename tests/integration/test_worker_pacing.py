@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from msgspec.structs import replace
 
 from router.metrics import counter_field
-from router.pacing import BUSY, REPORT_EVERY_S
+from router.pacing import BUSY, KEEPS_UP, REPORT_EVERY_S
 from router.store import ComplaintStore, PlannedJob
 from router.worker import create_worker
 from tests.conftest import app_plugins, eventually, run_worker_until
@@ -176,13 +176,13 @@ async def test_a_share_of_one_core_never_rests_and_a_burst_run_has_no_pace(setti
 
 
 async def test_a_worker_behind_an_intake_it_routes_with_less_than_a_core_does_not_rest(settings):
-    """The surge of the first test, but queued over 5 s, not all at once (400 jobs a second, each a
-    fraction of a millisecond of CPU): routing that intake as it came needs a small part of a core,
-    so a rest would only leave the worker behind for as long as such an intake lasts."""
+    """The surge of the first test, but queued over 10 s, not all at once (200 jobs a second, each
+    about a millisecond of CPU or less): routing that intake as it came needs a part of a core, so
+    a rest would only leave the worker behind for as long as such an intake lasts."""
     settings = replace(settings, worker_max_jobs=4, worker_surge_share=0.3, worker_surge_lag_seconds=0.5)
-    worker = await drain(settings, queued(SURGE_JOBS, ago=7, over=5))  # due 7 s to 2 s ago
+    worker = await drain(settings, queued(SURGE_JOBS, ago=12, over=10))  # due 12 s to 2 s ago
     assert worker.jobs_complete == SURGE_JOBS
     pacer = worker.pacer
-    assert pacer.need is not None and pacer.need < 0.5
+    assert pacer.need is not None and pacer.need < KEEPS_UP  # (0.1-0.3 here; 0.6 under a loaded suite at 400/s)
     # it rests only in its first second of claims, before it knows (as it always did), then never
     assert pacer.surges <= 1 and pacer.rested_s < 1.5 and not pacer.pacing

@@ -50,7 +50,9 @@ the app, 30 s for a call, domain.md) waits on routing, and at a rate between wha
 at its share and at full speed a rest that began never ends while the gateway stays busy: routing
 falls further behind every second (at a steady 500 messages a second on a slow two-core machine,
 5-8 s behind within the minute after the pace engaged; bench/RESULTS.md, twenty-fifth pass). The
-bound trades the acknowledgements' latency in a long burst for first responses in time.
+``need`` rule above now keeps such a rest from beginning wherever the worker keeps up at full
+speed; the bound is for a long burst beyond that, and trades the acknowledgements' latency there
+for first responses in time.
 
 Where the kernel keeps no scheduler statistics (``/proc/thread-self/schedstat``, Linux) the worker
 never rests and the gateways report nothing.

@@ -161,7 +161,8 @@ class Pacer:
         self.owed = 0.0
         #: Cores of this worker's CPU that routing the intake as it comes needs: its CPU time over
         #: the span of due times of the jobs it claimed in the last ``NEED_EVERY_S`` (None: not
-        #: known yet, or too few jobs claimed to tell: no bar to a rest).
+        #: known yet, or nothing claimed in the last one: no bar to a rest; fewer than
+        #: ``NEED_LEAST_JOBS`` claimed: the last figure stands).
         self.need: float | None = None
         self._need_at, self._need_cpu = self._at, self._used
         self._jobs, self._due_lo, self._due_hi = 0, float("inf"), float("-inf")

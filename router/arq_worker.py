@@ -14,8 +14,9 @@ from typing import Any, Callable, Self, cast
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
-from arq.utils import timestamp_ms
-from arq.worker import Worker
+from arq.jobs import SerializationError, deserialize_job_raw
+from arq.utils import ms_to_datetime, timestamp_ms
+from arq.worker import Retry, RetryJob, Worker
 
 from normalizer.ids import new_id
 from router.pacing import Pacer
@@ -23,6 +24,8 @@ from router.redis_pool import make_pool, redis_unavailable, transition_code
 from router.store.group_commit import GroupCommit
 
 log = logging.getLogger("gateway.worker")
+#: arq's own logger: a job that fails is logged there, in arq's words, whichever path ran it.
+arq_log = logging.getLogger("arq.worker")
 
 _CLAIM_JOBS_LUA = """
 -- KEYS: 1 queue, then per job: in-progress key, job key, retry key
@@ -273,10 +276,11 @@ class WakeableWorker(Worker):
         instead of waiting for its in-progress key to expire (job timeout + 10 s); it is safe to
         run again, like every job here. The job's bytes and try come from its claim."""
         loaded = self._loaded.pop(job_id, None)
-        if loaded is not None:
-            _claimed_job.set(loaded)
         try:
-            await super().run_job(job_id, score)
+            if loaded is None or not await self._run_claimed(job_id, score, loaded):
+                if loaded is not None:
+                    _claimed_job.set(loaded)
+                await super().run_job(job_id, score)
         except Exception as exc:  # noqa: BLE001 - only Redis's "not now" is ridden out
             if not redis_unavailable(exc):
                 raise
@@ -284,6 +288,57 @@ class WakeableWorker(Worker):
             await self._free(job_id, *self._claimed[job_id])
         finally:
             self._claimed.pop(job_id, None)
+
+    async def _run_claimed(self, job_id: str, score: int, loaded: tuple[Any, ...]) -> bool:
+        """arq's run_job for the usual job (its bytes read by the claim, its function known, tries
+        left, no result kept, no job hooks), with the same outcomes: the function runs in this task
+        under the job's timeout, not in a task of its own awaited through ``wait_for`` (a waiter, a
+        timer and callbacks) with its finish in a third, ``shield``ed, task; nor are its arguments
+        made into the text of two log lines that arq's logger, at WARNING here, drops. ~20 of the
+        ~65 µs a job's claim, run and finish cost the worker (bench/RESULTS.md). False, nothing
+        done: arq's run_job takes the job (expired, undecodable, unknown function, a cron job, out
+        of tries, a try count raised at enqueue, results kept, hooks)."""
+        job, job_try, _ = loaded
+        if not job or self.keep_result_s or self.keep_result_forever or self.on_job_start or self.on_job_end \
+                or self.after_job_end:
+            return False
+        try:
+            name, args, kwargs, enqueue_job_try, enqueue_time_ms = deserialize_job_raw(
+                job, deserializer=self.job_deserializer)
+        except SerializationError:
+            return False
+        function = self.functions.get(name)
+        if function is None or hasattr(function, "next_run") or (enqueue_job_try and enqueue_job_try > job_try) \
+                or job_try > (self.max_tries if function.max_tries is None else function.max_tries) \
+                or function.keep_result_s or function.keep_result_forever:
+            return False
+        ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "enqueue_time": ms_to_datetime(enqueue_time_ms),
+               "score": score}
+        finish, incr_score = False, None
+        start_ms = timestamp_ms()
+        try:
+            async with asyncio.timeout(self.job_timeout_s if function.timeout_s is None else function.timeout_s):
+                await function.coroutine(ctx, *args, **kwargs)
+        except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001 - arq's branches, less aborts (never here)
+            if self.retry_jobs and isinstance(e, Retry):
+                incr_score = e.defer_score + (timestamp_ms() - score) if e.defer_score else e.defer_score
+                self.jobs_retried += 1
+            elif self.retry_jobs and isinstance(e, (asyncio.CancelledError, RetryJob)):
+                self.jobs_retried += 1  # (run again: its in-progress mark goes, it stays queued)
+            else:
+                extra = getattr(e, "extra", None)
+                arq_log.exception("%6.2fs ! %s failed, %s: %s", (timestamp_ms() - start_ms) / 1000,
+                                  f"{job_id}:{name}", e.__class__.__name__, e,
+                                  extra={"extra": extra() if callable(extra) else extra})
+                finish = True
+                self.jobs_failed += 1
+            await asyncio.shield(self.finish_job(job_id, finish, None, None, False, incr_score, None))
+            return True
+        self.jobs_complete += 1
+        # (not shielded: a stop that cancels this task now still sends the finish, which the group
+        # commit holds; had it not gone out, the job would run again, as every job may)
+        await self._finish(job_id)
+        return True
 
     async def _free(self, job_id: str, token: str, claimed_at: float) -> None:
         """Remove this claim's in-progress key (only if it is still this claim's), trying while

@@ -297,10 +297,11 @@ class WakeableWorker(Worker):
         made into the text of two log lines that arq's logger, at WARNING here, drops. ~20 of the
         ~65 µs a job's claim, run and finish cost the worker (bench/RESULTS.md). False, nothing
         done: arq's run_job takes the job (expired, undecodable, unknown function, a cron job, out
-        of tries, a try count raised at enqueue, results kept, hooks)."""
+        of tries, a try count raised at enqueue, results kept, hooks, and arq's logger at INFO:
+        its lines for each job are then wanted, as with ``GATEWAY_LOG_LEVEL=DEBUG``)."""
         job, job_try, _ = loaded
         if not job or self.keep_result_s or self.keep_result_forever or self.on_job_start or self.on_job_end \
-                or self.after_job_end:
+                or self.after_job_end or arq_log.isEnabledFor(logging.INFO):
             return False
         try:
             name, args, kwargs, enqueue_job_try, enqueue_time_ms = deserialize_job_raw(
@@ -316,9 +317,15 @@ class WakeableWorker(Worker):
                "score": score}
         finish, incr_score = False, None
         start_ms = timestamp_ms()
+        task = asyncio.current_task()
+        stops = task.cancelling() if task is not None else 0
         try:
             async with asyncio.timeout(self.job_timeout_s if function.timeout_s is None else function.timeout_s):
                 await function.coroutine(ctx, *args, **kwargs)
+            if task is not None and task.cancelling() > stops:
+                # a stop the function swallowed: run again, as arq's wait_for (which raises the
+                # outer cancellation whatever the function answered) has it
+                raise asyncio.CancelledError
         except (Exception, asyncio.CancelledError) as e:  # noqa: BLE001 - arq's branches, less aborts (never here)
             if self.retry_jobs and isinstance(e, Retry):
                 incr_score = e.defer_score + (timestamp_ms() - score) if e.defer_score else e.defer_score
@@ -327,9 +334,12 @@ class WakeableWorker(Worker):
                 self.jobs_retried += 1  # (run again: its in-progress mark goes, it stays queued)
             else:
                 extra = getattr(e, "extra", None)
+                try:
+                    extra = extra() if callable(extra) else extra
+                except Exception:  # noqa: BLE001 - (arq counts the job failed then too)
+                    extra = None
                 arq_log.exception("%6.2fs ! %s failed, %s: %s", (timestamp_ms() - start_ms) / 1000,
-                                  f"{job_id}:{name}", e.__class__.__name__, e,
-                                  extra={"extra": extra() if callable(extra) else extra})
+                                  f"{job_id}:{name}", e.__class__.__name__, e, extra={"extra": extra})
                 finish = True
                 self.jobs_failed += 1
             await asyncio.shield(self.finish_job(job_id, finish, None, None, False, incr_score, None))

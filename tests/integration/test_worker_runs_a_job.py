@@ -1,6 +1,7 @@
 """How ``WakeableWorker`` runs a claimed job: the usual job in the task the claim started for it
 (no task of its own, no ``wait_for``, no ``shield``ed finish), every other job by arq's own
-``run_job``; with arq's outcomes either way: done, retried later, run again, failed, out of tries.
+``run_job``; with arq's outcomes either way: done, retried later or at once, run again after a
+stop (also when the function swallowed it), failed, out of tries.
 
 A real worker against the shared Redis, with job functions of the test's own; arq's keys carry no
 prefix, so each job's id is this run's own and its keys are removed afterwards.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 import uuid
 from typing import Any
@@ -29,12 +31,15 @@ pytestmark = pytest.mark.integration
 
 #: What each job saw, by job id: its try, and whether it ran in the task the worker keeps for it.
 SEEN: dict[str, list[tuple[int, bool]]] = {}
+#: When each try of a job began (monotonic s), by job id.
+BEGAN: dict[str, list[float]] = {}
 
 
 def _record(ctx: dict[str, Any]) -> None:
     job_id = ctx["job_id"]
     own = ctx["worker"].tasks.get(job_id) is asyncio.current_task()
     SEEN.setdefault(job_id, []).append((ctx["job_try"], own))
+    BEGAN.setdefault(job_id, []).append(time.monotonic())
 
 
 async def done(ctx: dict[str, Any], arg: str) -> str:
@@ -45,7 +50,32 @@ async def done(ctx: dict[str, Any], arg: str) -> str:
 async def retried_once(ctx: dict[str, Any], arg: str) -> None:
     _record(ctx)
     if ctx["job_try"] == 1:
-        raise Retry(defer=0.3)
+        raise Retry(defer=0.5)
+
+
+async def retried_at_once(ctx: dict[str, Any], arg: str) -> None:
+    _record(ctx)
+    if ctx["job_try"] == 1:
+        raise Retry()
+
+
+class _ExtraFails(ValueError):
+    def extra(self) -> Any:
+        raise RuntimeError("no extra to give")
+
+
+async def broken_extra(ctx: dict[str, Any], arg: str) -> None:
+    _record(ctx)
+    raise _ExtraFails("this job cannot be done, nor said why")
+
+
+async def stubborn(ctx: dict[str, Any], arg: str) -> None:
+    """Swallows the stop that cancels it, and ends as if done."""
+    _record(ctx)
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        return
 
 
 async def broken(ctx: dict[str, Any], arg: str) -> None:
@@ -59,7 +89,8 @@ async def slow(ctx: dict[str, Any], arg: str) -> None:
 
 
 FUNCTIONS = [func(done, name="done"), func(retried_once, name="retried_once"), func(broken, name="broken"),
-             func(slow, name="slow", timeout=0.3)]
+             func(slow, name="slow", timeout=0.3), func(retried_at_once, name="retried_at_once"),
+             func(broken_extra, name="broken_extra"), func(stubborn, name="stubborn"), func(slow, name="slower")]
 
 
 @pytest.fixture
@@ -114,13 +145,15 @@ async def _all_finished(r: aioredis.Redis, queue: str, job_ids: list[str]) -> bo
 async def test_a_job_that_asks_to_be_retried_is_queued_again_for_later_and_runs_its_second_try(worker_and_queue):
     worker, r, queue, enqueue = worker_and_queue
     job_id = await enqueue("retried_once")
-    await eventually(lambda: _tries(job_id, 1), timeout=10)
-    # back in the queue, due ~0.3 s after its first try, its in-progress mark gone, its try counted
-    async def deferred() -> bool:
-        score = await r.zscore(queue, job_id)
-        return score is not None and score > time.time() * 1000 and not await r.exists(in_progress_key_prefix + job_id)
-    if len(SEEN[job_id]) == 1:  # (unless the second try has begun already)
-        assert await deferred() or len(SEEN[job_id]) == 2
+    await eventually(lambda: _all_finished(r, queue, [job_id]), timeout=10)
+    assert [t for t, _ in SEEN[job_id]] == [1, 2]
+    assert BEGAN[job_id][1] - BEGAN[job_id][0] >= 0.45  # its second try waited out the deferral
+    assert worker.jobs_retried == 1 and worker.jobs_complete == 1
+
+
+async def test_a_job_retried_without_a_deferral_runs_again_at_once(worker_and_queue):
+    worker, r, queue, enqueue = worker_and_queue
+    job_id = await enqueue("retried_at_once")
     await eventually(lambda: _all_finished(r, queue, [job_id]), timeout=10)
     assert [t for t, _ in SEEN[job_id]] == [1, 2]
     assert worker.jobs_retried == 1 and worker.jobs_complete == 1
@@ -155,3 +188,43 @@ async def test_a_job_out_of_tries_is_left_to_arqs_run_job_which_fails_it_without
     await enqueue("done", job_id)
     await eventually(lambda: _all_finished(r, queue, [job_id]), timeout=10)
     assert job_id not in SEEN and worker.jobs_failed == 1
+
+
+async def test_a_failing_job_whose_exception_cannot_say_more_is_failed_and_the_worker_goes_on(worker_and_queue):
+    worker, r, queue, enqueue = worker_and_queue
+    job_id = await enqueue("broken_extra")
+    await eventually(lambda: _all_finished(r, queue, [job_id]), timeout=10)
+    after = await enqueue("done")
+    await eventually(lambda: _all_finished(r, queue, [after]), timeout=10)
+    assert worker.jobs_failed == 1 and worker.jobs_complete == 1
+
+
+@pytest.mark.parametrize("function", ["slower", "stubborn"])
+async def test_a_job_cut_short_by_a_stop_stays_queued_to_run_again(worker_and_queue, function):
+    """arq's outcome for a job its worker's stop cancels: counted as retried, its in-progress mark
+    gone, the job still queued for the next worker. Also when the function swallowed the stop and
+    ended as if done (``stubborn``): arq's ``wait_for`` raises the stop whatever the function did."""
+    worker, r, queue, enqueue = worker_and_queue
+    job_id = await enqueue(function)
+    await eventually(lambda: _tries(job_id, 1), timeout=10)
+    worker.handle_sig(signal.SIGUSR1)  # (what SIGINT / SIGTERM do: every running job's task cancelled)
+
+    async def let_go() -> bool:
+        return not await r.exists(in_progress_key_prefix + job_id)
+
+    await eventually(let_go, timeout=10)
+    assert await r.zscore(queue, job_id) is not None  # still queued: the next worker runs it
+    assert worker.jobs_retried == 1 and worker.jobs_complete == 0 and worker.jobs_failed == 0
+    assert len(SEEN[job_id]) == 1
+
+
+async def test_with_arqs_logger_at_info_arqs_own_run_job_runs_the_job_and_logs_it(worker_and_queue, caplog):
+    """``GATEWAY_LOG_LEVEL=DEBUG`` leaves arq's logger at INFO: its lines for each job are wanted,
+    and only arq's run_job writes them."""
+    worker, r, queue, enqueue = worker_and_queue
+    with caplog.at_level(logging.INFO, logger="arq.worker"):
+        job_id = await enqueue("done")
+        await eventually(lambda: _all_finished(r, queue, [job_id]), timeout=10)
+    assert SEEN[job_id] == [(1, False)]  # in a task of arq's own
+    assert worker.jobs_complete == 1
+    assert any(f"{job_id}:done" in rec.getMessage() for rec in caplog.records if rec.name == "arq.worker")

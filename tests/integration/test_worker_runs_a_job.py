@@ -103,6 +103,11 @@ async def worker_and_queue(settings):
                             handle_signals=False, wake_key=f"{settings.redis_prefix}wake-under-test",
                             redis_url=settings.redis_url, ctx={})
     worker.ctx["worker"] = worker
+    # arq's logger as the worker process sets it (router.worker.run_worker: WARNING unless DEBUG),
+    # whatever another test left it or the root logger at
+    arq_logger = logging.getLogger("arq.worker")
+    level = arq_logger.level
+    arq_logger.setLevel(logging.WARNING)
     running = asyncio.create_task(worker.main())
 
     async def enqueue(function: str, job_id: str = "") -> str:
@@ -122,6 +127,7 @@ async def worker_and_queue(settings):
         keys = [p + i for i in ids for p in (in_progress_key_prefix, job_key_prefix, retry_key_prefix)]
         await r.delete(queue, *keys)
         await r.aclose()
+        arq_logger.setLevel(level)
 
 
 async def finished(r: aioredis.Redis, queue: str, job_id: str) -> bool:

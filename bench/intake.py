@@ -1,12 +1,15 @@
 """Benchmark: POST /v1/messages as `make run` serves it, against a bare Litestar endpoint that
 answers 202 without touching Redis, same server and settings, same run.
 
-    .venv/bin/python bench/intake.py [--server uvicorn|granian|both] [--quick] [--no-queue]
+    .venv/bin/python bench/intake.py [--server uvicorn|granian|both] [--quick] [--no-queue] [--pairs 3]
                                      [--channel-budget N] [--max-pending N]
     .venv/bin/python bench/intake.py --only-queue [--fill-mb N] [--rewrite-at S]
 
 Prints closed-loop throughput of both and their ratio, open-loop latency at --rate req/s,
-and ingress → in-skill-queue latency at --queue-rate msg/s with the worker running.
+and ingress → in-skill-queue latency at --queue-rate msg/s with the worker running. The ratio with
+the worker running is the median of --pairs pairs (a bare loop, then the gateway's), the backlog
+drained before each: on a machine whose speed drifts from minute to minute one pair's ratio moved
+from 0.39 to 0.50 in half an hour with the same code.
 Redis is a redis-server started here with the embedded one's options (AOF, appendfsync always).
 The gateway runs without the channel budget and the backlog limit unless --channel-budget /
 --max-pending set them: with the default budget (2,000 a second per channel) the closed loop
@@ -25,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +51,9 @@ from router.metrics import counter_field  # noqa: E402
 from router.store import decode_complaint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The app's first-response allowance (router/deadlines.py's default, 60 s) and a margin: the
+#: warnings and breaches of a loop's complaints fall due within this of the loop's end.
+FIRST_RESPONSE_MS = 61_000
 #: The worker's pace in its metrics hash: surges begun, seconds rested (router/pacing.py).
 PACE_FIELDS = (counter_field("gateway_worker_surges"), counter_field("gateway_worker_rested_seconds"))
 APP_KEY = "bench-app-key-0001"
@@ -163,6 +170,18 @@ class Stack:
         surges, rested = (now - then for now, then in zip(self.rests(), before))
         return f"  the worker's pace: {surges:.0f} surge(s), {rested:.1f} s rested"
 
+    def wait_timers(self, until_ms: int, timeout: float = 180) -> None:
+        """Until every deadline timer due before ``until_ms`` has fired (none left in the timers'
+        set or in flight), then until drained: a closed loop's complaints, none answered by an
+        agent, warn 48 s and breach 60 s after they came (the app's first response), a wave of
+        work a later loop would otherwise measure."""
+        r = redis.Redis.from_url(self.redis_url)
+        deadline = time.monotonic() + timeout
+        while (r.zcount(self.prefix + "timers", "-inf", until_ms) or r.zcard(self.prefix + "timers:inflight")) \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        self.wait_drained()
+
     def wait_drained(self, timeout: float = 120) -> None:
         """Until nothing waits (see ``pending``), at most ``timeout`` s: deadline timers of the
         earlier phases' complaints keep queueing events, so the queue need not empty; what is left
@@ -228,12 +247,26 @@ end
 """
 
 
-async def wrk_closed_loop(port: int, *, connections: int, seconds: float) -> LoadResult:
+#: With a limit: each of wrk's two threads stops once it had half of the limit's answers.
+WRK_LIMIT_LUA = """
+local answered = 0
+function response(status, headers, body)
+  answered = answered + 1
+  if answered >= %(per_thread)d then wrk.thread:stop() end
+end
+"""
+
+
+async def wrk_closed_loop(port: int, *, connections: int, seconds: float, limit: int = 0) -> LoadResult:
     """The closed loop run by wrk (as the issue measures it: a load generator in C that takes a
-    few per cent of a core, where ours in Python takes a quarter of one on the same two cores)."""
+    few per cent of a core, where ours in Python takes a quarter of one on the same two cores).
+    With ``limit``, about that many requests (each thread stops at its half; wrk itself still
+    exits after ``seconds``, and its figures' seconds are those)."""
     texts = ", ".join(json.dumps(json.dumps(t, ensure_ascii=False)[1:-1], ensure_ascii=False) for t in TEXTS)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_LUA % {"texts": texts, "key": APP_KEY})
+        if limit:
+            f.write(WRK_LIMIT_LUA % {"per_thread": (limit + 1) // 2})
     try:
         proc = await asyncio.create_subprocess_exec(
             "wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "-s", f.name, f"http://127.0.0.1:{port}/v1/messages",
@@ -412,22 +445,33 @@ async def run(server: str, args: argparse.Namespace) -> dict:
             await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port), connections=8, seconds=2)
             await closed_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port), connections=8, seconds=2)
             stack.wait_drained()
-            rests = stack.rests()
-            bare, gw = await throughput(stack, args.seconds, args.connections, args.client)
-            print(f"[{server}] closed loop, {args.connections} connections, {args.seconds:.0f} s each, load from {args.client}")
-            print(f"  bare endpoint : {bare.summary()}")
-            print(f"  gateway       : {gw.summary()}")
-            ratio = gw.rate / bare.rate if bare.rate else float("nan")
-            print(f"  ratio gateway/bare = {ratio:.2f}  (goal >= 0.5; worker running, as in make run)")
-            stack.wait_drained()
-            print(stack.rested_since(rests))
+            ratios = []
+            for pair in range(1, args.pairs + 1):
+                rests = stack.rests()
+                bare, gw = await throughput(stack, args.seconds, args.connections, args.client)
+                ended_ms = int(time.time() * 1000)
+                print(f"[{server}] closed loop, {args.connections} connections, {args.seconds:.0f} s each, load from "
+                      f"{args.client}" + (f", pair {pair} of {args.pairs}" if args.pairs > 1 else ""))
+                print(f"  bare endpoint : {bare.summary()}")
+                print(f"  gateway       : {gw.summary()}")
+                ratios.append(gw.rate / bare.rate if bare.rate else float("nan"))
+                print(f"  ratio gateway/bare = {ratios[-1]:.2f}  (goal >= 0.5; worker running, as in make run)")
+                stack.wait_drained(300)  # (before the next bare loop: a worker draining the backlog shares its CPU)
+                print(stack.rested_since(rests))
+                stack.wait_timers(ended_ms + FIRST_RESPONSE_MS)
+            ratio = statistics.median(ratios)
+            if args.pairs > 1:
+                print(f"  ratio gateway/bare, worker running: median {ratio:.2f} of {args.pairs} pairs "
+                      f"({' / '.join(f'{r:.2f}' for r in ratios)})")
             pause_worker(stack, True)
             bare2, gw2 = await throughput(stack, args.seconds, args.connections, args.client)
+            ended_ms = int(time.time() * 1000)
             pause_worker(stack, False)
             ratio_alone = gw2.rate / bare2.rate if bare2.rate else float("nan")
             print(f"  worker paused: bare {bare2.rate:,.0f} req/s, gateway {gw2.rate:,.0f} req/s "
                   f"(p99 {gw2.pct(99):.1f} ms), ratio {ratio_alone:.2f}")
-            stack.wait_drained()
+            stack.wait_drained(300)
+            stack.wait_timers(ended_ms + FIRST_RESPONSE_MS)
 
             bare_ol = await open_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port),
                                       rate=args.rate, seconds=args.seconds)
@@ -442,7 +486,7 @@ async def run(server: str, args: argparse.Namespace) -> dict:
             print(stack.rested_since(rests))
 
             lat = await queue_phase(stack, server, args) if not args.no_queue else []
-            return {"server": server, "bare_rps": bare.rate, "gateway_rps": gw.rate, "ratio": ratio,
+            return {"server": server, "bare_rps": bare.rate, "gateway_rps": gw.rate, "ratio": ratio, "ratios": ratios,
                     "ratio_worker_paused": ratio_alone,
                     "open_loop_rate": args.rate, "gateway_p50": gw_ol.pct(50), "gateway_p99": gw_ol.pct(99),
                     "bare_p99": bare_ol.pct(99), "queue_p50": pct(lat, 50), "queue_p99": pct(lat, 99)}
@@ -454,6 +498,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", choices=["uvicorn", "granian", "both"], default="uvicorn")
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="closed loops with the worker running, each a bare loop then a gateway loop, the "
+                             "backlog drained between: the median ratio is printed (the machine's speed drifts)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--queue-rate", type=float, default=500)
@@ -489,7 +536,7 @@ def main() -> None:
             print("wrk is not installed (make bench-deps): the closed loop runs on loadgen.py, which takes a "
                   "quarter of a core of its own")
     if args.quick:
-        args.seconds, args.queue_seconds = 3, 5
+        args.seconds, args.queue_seconds, args.pairs = 3, 5, 1
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"worker: GATEWAY_WORKER_NICE={os.environ.get('GATEWAY_WORKER_NICE') or '0 (as make run starts it)'} "
           f"GATEWAY_WORKER_SURGE_SHARE={os.environ.get('GATEWAY_WORKER_SURGE_SHARE') or '0.3 (the default)'} "

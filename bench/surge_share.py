@@ -60,8 +60,8 @@ def arrival_span(stack: Stack, since_ms: int) -> float:
 
 async def one_run(share: str, seconds: float, connections: int, burst: int = 0) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-share-") as tmp:
-        stack = Stack("uvicorn", Path(tmp), "always", {"GATEWAY_CHANNEL_RATE_PER_SECOND": "0", "GATEWAY_MAX_PENDING": "0",
-                                                       "GATEWAY_WORKER_SURGE_SHARE": share})
+        env = {"GATEWAY_CHANNEL_RATE_PER_SECOND": "0", "GATEWAY_MAX_PENDING": "0", "GATEWAY_WORKER_SURGE_SHARE": share}
+        stack = Stack("uvicorn", Path(tmp), "always", env)
         stack.start()
         try:
             await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port), connections=8, seconds=2)
@@ -104,16 +104,18 @@ def main() -> None:
                       f"({r['messages'] / r['intake_s']:,.0f} a second), ack p99 {r['p99']:.1f} ms; the last routed "
                       f"{r['routed_in']:.1f} s after the burst began", flush=True)
                 continue
-            print(f"share {share}: bare {r['bare']:,.0f} req/s, gateway {r['gateway']:,.0f} req/s, ratio {r['ratio']:.2f}, "
-                  f"ack p99 {r['p99']:.1f} ms; CPU gateway {r['cpu_gateway']:.2f} worker {r['cpu_worker']:.2f} "
+            print(f"share {share}: bare {r['bare']:,.0f} req/s, gateway {r['gateway']:,.0f} req/s, "
+                  f"ratio {r['ratio']:.2f}, ack p99 {r['p99']:.1f} ms; "
+                  f"CPU gateway {r['cpu_gateway']:.2f} worker {r['cpu_worker']:.2f} "
                   f"redis {r['cpu_redis']:.2f}; the burst's {r['messages']:,} messages routed {r['routed_in']:.1f} s "
                   f"after it began ({r['routed_rate']:,.0f} a second)", flush=True)
     print("medians:")
     for share, rs in runs.items():
         med = {key: statistics.median(r[key] for r in rs) for key in rs[0]}
         if args.burst:
-            print(f"  share {share}: intake {med['intake_s']:.1f} s, the last routed {med['routed_in']:.1f} s after the "
-                  f"burst began ({' / '.join(f'{r_in:.1f}' for r_in in (r['routed_in'] for r in rs))})")
+            spans = " / ".join(f"{r['routed_in']:.1f}" for r in rs)
+            print(f"  share {share}: intake {med['intake_s']:.1f} s, the last routed {med['routed_in']:.1f} s "
+                  f"after the burst began ({spans})")
             continue
         each = " / ".join(f"{r['ratio']:.2f}" for r in rs)
         print(f"  share {share}: ratio {med['ratio']:.2f} ({each}), "

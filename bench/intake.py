@@ -48,7 +48,7 @@ import msgspec  # noqa: E402
 
 from gateway.embedded_redis import server_options  # noqa: E402
 from router.metrics import counter_field  # noqa: E402
-from router.store import decode_complaint  # noqa: E402
+from router.store import Keys, decode_complaint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The app's first-response allowance (router/deadlines.py's default, 60 s) and a margin: the
@@ -175,11 +175,18 @@ class Stack:
         set or in flight), then until drained: a closed loop's complaints, none answered by an
         agent, warn 48 s and breach 60 s after they came (the app's first response), a wave of
         work a later loop would otherwise measure."""
-        r = redis.Redis.from_url(self.redis_url)
+        r, keys = redis.Redis.from_url(self.redis_url), Keys(self.prefix)
         deadline = time.monotonic() + timeout
-        while (r.zcount(self.prefix + "timers", "-inf", until_ms) or r.zcard(self.prefix + "timers:inflight")) \
-                and time.monotonic() < deadline:
+        while ((r.zcount(keys.timers, "-inf", until_ms) or r.zcard(keys.timers_inflight))
+               and time.monotonic() < deadline):
             time.sleep(0.5)
+        self.wait_drained()
+
+    async def warm_up(self) -> None:
+        """A few seconds of messages to the gateway and the bare endpoint, then drained: the first
+        requests of a process pay its imports and caches."""
+        await closed_loop("127.0.0.1", self.gw_port, message_request(self.gw_port), connections=8, seconds=2)
+        await closed_loop("127.0.0.1", self.bare_port, message_request(self.bare_port), connections=8, seconds=2)
         self.wait_drained()
 
     def wait_drained(self, timeout: float = 120) -> None:
@@ -450,10 +457,7 @@ async def run(server: str, args: argparse.Namespace) -> dict:
                     redis.Redis.from_url(stack.redis_url).config_set(name, value)
                 lat = await queue_phase(stack, server, args)
                 return {"server": server, "queue_p50": pct(lat, 50), "queue_p99": pct(lat, 99)}
-            # warm-up
-            await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port), connections=8, seconds=2)
-            await closed_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port), connections=8, seconds=2)
-            stack.wait_drained()
+            await stack.warm_up()
             ratios = []
             for pair in range(1, args.pairs + 1):
                 compact(stack)

@@ -38,8 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from intake import Stack, message_request, wrk_closed_loop  # noqa: E402
-from loadgen import closed_loop  # noqa: E402
+from intake import Stack, wrk_closed_loop  # noqa: E402
 
 
 def arrival_span(stack: Stack, since_ms: int) -> float:
@@ -64,9 +63,7 @@ async def one_run(share: str, seconds: float, connections: int, burst: int = 0) 
         stack = Stack("uvicorn", Path(tmp), "always", env)
         stack.start()
         try:
-            await closed_loop("127.0.0.1", stack.gw_port, message_request(stack.gw_port), connections=8, seconds=2)
-            await closed_loop("127.0.0.1", stack.bare_port, message_request(stack.bare_port), connections=8, seconds=2)
-            stack.wait_drained()
+            await stack.warm_up()
             bare = await wrk_closed_loop(stack.bare_port, connections=connections, seconds=seconds)
             before, started, started_ms = stack.cpu(), time.monotonic(), int(time.time() * 1000)
             gw = await wrk_closed_loop(stack.gw_port, connections=connections, seconds=seconds, limit=burst)
@@ -75,7 +72,7 @@ async def one_run(share: str, seconds: float, connections: int, burst: int = 0) 
             routed_in = time.monotonic() - started
             if burst:
                 return {"intake_s": arrival_span(stack, started_ms), "p99": gw.pct(99), "messages": gw.ok,
-                        "routed_in": routed_in, "routed_rate": gw.ok / routed_in}
+                        "routed_in": routed_in}
             return {"ratio": gw.rate / bare.rate, "bare": bare.rate, "gateway": gw.rate, "p99": gw.pct(99),
                     **{f"cpu_{name}": part for name, part in used.items()},
                     "messages": gw.ok, "routed_in": routed_in, "routed_rate": gw.ok / routed_in}

@@ -47,6 +47,7 @@ from loadgen import LoadResult, build_request, closed_loop, cpu_seconds, open_lo
 import msgspec  # noqa: E402
 
 from gateway.embedded_redis import server_options  # noqa: E402
+from gateway.settings import load_settings  # noqa: E402
 from router.metrics import counter_field  # noqa: E402
 from router.store import Keys, decode_complaint  # noqa: E402
 
@@ -554,8 +555,9 @@ def main() -> None:
     if args.quick:
         args.seconds, args.queue_seconds, args.pairs = 3, 5, 1
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    share = load_settings({}).worker_surge_share  # the default, as make run starts the worker
     print(f"worker: GATEWAY_WORKER_NICE={os.environ.get('GATEWAY_WORKER_NICE') or '0 (as make run starts it)'} "
-          f"GATEWAY_WORKER_SURGE_SHARE={os.environ.get('GATEWAY_WORKER_SURGE_SHARE') or '0.3 (the default)'} "
+          f"GATEWAY_WORKER_SURGE_SHARE={os.environ.get('GATEWAY_WORKER_SURGE_SHARE') or f'{share} (the default)'} "
           f"GATEWAY_WORKER_SURGE_LAG_SECONDS={os.environ.get('GATEWAY_WORKER_SURGE_LAG_SECONDS') or '0.5 (the default)'}")
     print(f"gateway limits: GATEWAY_CHANNEL_RATE_PER_SECOND={args.channel_budget} GATEWAY_MAX_PENDING={args.max_pending} "
           "(0: none)")

@@ -1,7 +1,7 @@
 """Benchmark: the worker's share of a core in a surge (``GATEWAY_WORKER_SURGE_SHARE``), two
 values alternated: what each gives the intake, and what it costs routing.
 
-    .venv/bin/python bench/surge_share.py [--shares 0.3 0.2] [--pairs 3] [--seconds 10] [--burst N]
+    .venv/bin/python bench/surge_share.py [--shares 0.2 0.3] [--pairs 3] [--seconds 10] [--burst N]
 
 Each run starts its own stack as bench/intake.py does (a redis-server with the embedded Redis's
 options, one gateway, one worker, the bare endpoint) with the worker at one share, warms it up,
@@ -82,7 +82,7 @@ async def one_run(share: str, seconds: float, connections: int, burst: int = 0) 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--shares", nargs=2, default=["0.3", "0.2"], metavar="SHARE")
+    parser.add_argument("--shares", nargs=2, default=["0.2", "0.3"], metavar="SHARE")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=32)

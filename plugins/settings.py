@@ -83,7 +83,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: the lag behind, a gateway is busy and the worker has to wait for a CPU, it keeps to this share
     #: of a core, so that a gateway on the same host acknowledges a burst at speed; at full speed
     #: again as soon as one of those ends (``router.pacing``). A share of 1: never.
-    worker_surge_share: float = 0.3
+    worker_surge_share: float = 0.2
     worker_surge_lag_seconds: float = 0.5
     #: GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS: no rest once the worker is this far behind (the
     #: customers' first responses wait on it); 0: no such bound.

@@ -62,7 +62,7 @@ def test_the_worker_claims_at_most_once_in_its_claim_gap():
 
 def test_the_worker_keeps_to_a_share_of_a_core_in_a_surge_unless_told_not_to():
     default = load_settings({})
-    assert (default.worker_surge_share, default.worker_surge_lag_seconds) == (0.3, 0.5)
+    assert (default.worker_surge_share, default.worker_surge_lag_seconds) == (0.2, 0.5)
     assert default.worker_surge_most_behind_seconds == 0  # (no bound)
     never = load_settings({"GATEWAY_WORKER_SURGE_SHARE": "1", "GATEWAY_WORKER_SURGE_LAG_SECONDS": "2.5",
                            "GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS": "20"})

@@ -555,10 +555,12 @@ def main() -> None:
     if args.quick:
         args.seconds, args.queue_seconds, args.pairs = 3, 5, 1
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
-    share = load_settings({}).worker_surge_share  # the default, as make run starts the worker
+    default = load_settings({})  # the worker's pace as make run starts it
+    share, lag = (os.environ.get(name) or f"{value} (the default)" for name, value in (
+        ("GATEWAY_WORKER_SURGE_SHARE", default.worker_surge_share),
+        ("GATEWAY_WORKER_SURGE_LAG_SECONDS", default.worker_surge_lag_seconds)))
     print(f"worker: GATEWAY_WORKER_NICE={os.environ.get('GATEWAY_WORKER_NICE') or '0 (as make run starts it)'} "
-          f"GATEWAY_WORKER_SURGE_SHARE={os.environ.get('GATEWAY_WORKER_SURGE_SHARE') or f'{share} (the default)'} "
-          f"GATEWAY_WORKER_SURGE_LAG_SECONDS={os.environ.get('GATEWAY_WORKER_SURGE_LAG_SECONDS') or '0.5 (the default)'}")
+          f"GATEWAY_WORKER_SURGE_SHARE={share} GATEWAY_WORKER_SURGE_LAG_SECONDS={lag}")
     print(f"gateway limits: GATEWAY_CHANNEL_RATE_PER_SECOND={args.channel_budget} GATEWAY_MAX_PENDING={args.max_pending} "
           "(0: none)")
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]

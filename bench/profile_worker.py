@@ -1,6 +1,6 @@
 """Profile of the worker per message: where its CPU and its Redis round trips go, by step.
 
-    .venv/bin/python bench/profile_worker.py [--messages 1500] [--top 40] [--out DIR]
+    .venv/bin/python bench/profile_worker.py [--messages 1500] [--top 40] [--out DIR] [--texts outage]
 
 A redis-server with the embedded Redis's options (AOF, appendfsync always) and one uvicorn
 gateway are started; --messages app messages (each from a customer of its own, corpus texts) are
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cost import app_requests, corpus_texts, long_deadlines  # noqa: E402
+from intake import TEXTS as OUTAGE_TEXTS  # noqa: E402
 from loadgen import open_loop  # noqa: E402
 from stack import Cluster  # noqa: E402
 
@@ -188,6 +189,9 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument("--out", type=Path, help="keep the raw profile (profile.pstats) here")
     parser.add_argument("--categoriser", choices=["model", "keywords"], default=None)
+    parser.add_argument("--texts", choices=["corpus", "outage"], default="corpus",
+                        help="corpus: 600 training texts cycled; outage: bench/intake.py's four texts, so that "
+                             "after the first few every complaint joins an open incident (an outage's burst)")
     args = parser.parse_args()
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load average {os.getloadavg()[0]:.2f}")
@@ -198,7 +202,8 @@ def main() -> None:
         try:
             long_deadlines(cluster)  # no deadline timer falls due while the worker drains
             port = cluster.gw_ports[0]
-            sent = asyncio.run(open_loop("127.0.0.1", port, app_requests(port, f"p{os.getpid():x}", corpus_texts()),
+            texts = corpus_texts() if args.texts == "corpus" else OUTAGE_TEXTS
+            sent = asyncio.run(open_loop("127.0.0.1", port, app_requests(port, f"p{os.getpid():x}", texts),
                                          rate=args.rate, seconds=args.messages / args.rate))
             n = sent.ok
             print(f"{n} messages taken in; the worker drains them in this process")

@@ -60,6 +60,7 @@ import numpy as np
 from plugins.locks import RedisLock
 from router.incident_window import MIN_TOKENS, Window, parse_entry
 from router.store import ComplaintStore, encode_incident_link
+from router.store.group_commit import GroupCommit
 from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, LINK_LUA, NO_TEXTS_SINCE, OPEN_VERSION_FIELD
 from normalizer.ids import new_id, now_ms
 from normalizer.pii import mask_pii
@@ -188,7 +189,8 @@ class Incidents:
         self.window_ms = window_minutes * 60_000
         self.min_customers = min_customers
         self._script: Any = None
-        self._join_script: Any = None
+        #: the joins of this process's jobs, sent together (``_link_if_open``)
+        self._joins: GroupCommit | None = None
         #: How often a note's window had to be read (its entries not all known here)
         self.window_reads = 0
 
@@ -410,12 +412,20 @@ class Incidents:
     async def _link_if_open(self, open_key: str, iid: str, complaint_id: str) -> Decision | None:
         """The complaint joins the incident and is linked to it if the incident is still open (a
         supervisor may have closed it since the open incidents were read with the note), in one
-        step in Redis, which also answers the incident if its answer was given already."""
-        if self._join_script is None:
-            self._join_script = self.r.register_script(JOIN_IF_OPEN_LUA)
-        joined = await self._join_script(
-            keys=[open_key, self.keys.incident_complaints(iid), self.keys.delivery(complaint_id), self.key(iid)],
-            args=[iid, complaint_id, encode_incident_link(iid, datetime.now(timezone.utc))])
+        step in Redis, which also answers the incident if its answer was given already. The joins
+        this process's jobs ask for at the same time go out in one call (an outage: every new
+        complaint joins, so a burst's joins share a round trip)."""
+        if self._joins is None:
+            script = self.r.register_script(JOIN_IF_OPEN_LUA)
+
+            async def call(entries: list[tuple[list[str], list[str]]]) -> list[Any]:
+                return list(await script(keys=[k for keys, _ in entries for k in keys],
+                                         args=[a for _, args in entries for a in args]))
+
+            self._joins = GroupCommit(call)
+        joined = await self._joins.submit((
+            [open_key, self.keys.incident_complaints(iid), self.keys.delivery(complaint_id), self.key(iid)],
+            [iid, complaint_id, encode_incident_link(iid, datetime.now(timezone.utc))]))
         if not joined:
             return None
         return Decision(iid, [complaint_id], json.loads(joined[1]) if len(joined) > 1 else None)

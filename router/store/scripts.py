@@ -486,22 +486,38 @@ end
 """.replace("INCIDENT_LINK", INCIDENT_LINK)
 
 JOIN_IF_OPEN_LUA = INCIDENT_LINK_FN + """
--- A complaint joins an incident only while the incident is open, and is linked to it. Answers 0
--- (closed meanwhile), {1} (joined), or {1, the incident} when the incident has been answered
--- already (the complaint gets that answer).
--- KEYS: 1 the category's open incidents, 2 the incident's complaints, 3 the complaint's delivery
--- hash, 4 the incident; ARGV: 1 incident id, 2 complaint id, 3 the link
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('SADD', KEYS[2], ARGV[2])
-add_link(KEYS[3], ARGV[1], ARGV[3], false)
-local incident = redis.call('GET', KEYS[4])
-if incident then
-  local ok, doc = pcall(cjson.decode, incident)
-  if ok and type(doc) == 'table' and doc['answer'] ~= nil and doc['answer'] ~= cjson.null then
-    return {1, incident}
+-- Complaints join incidents, each only while its incident is open, and are linked to them: the
+-- joins one process asks for at the same time, in one call (router.incidents: a GroupCommit).
+-- KEYS, four an entry: 1 the category's open incidents, 2 the incident's complaints, 3 the
+-- complaint's delivery hash, 4 the incident; ARGV, three an entry: 1 incident id, 2 complaint id,
+-- 3 the link. Answers, an entry each: 0 (closed meanwhile), {1} (joined), or {1, the incident} when
+-- the incident has been answered already (the complaint gets that answer). An incident that the
+-- call's entries share is read and decoded once.
+local out = {}
+local answered = {}  -- incident key -> the incident when it has an answer, else false
+for i = 0, #KEYS / 4 - 1 do
+  local k, a = i * 4, i * 3
+  if redis.call('SISMEMBER', KEYS[k + 1], ARGV[a + 1]) == 0 then
+    out[i + 1] = 0
+  else
+    redis.call('SADD', KEYS[k + 2], ARGV[a + 2])
+    add_link(KEYS[k + 3], ARGV[a + 1], ARGV[a + 3], false)
+    local incident = answered[KEYS[k + 4]]
+    if incident == nil then
+      incident = false
+      local raw = redis.call('GET', KEYS[k + 4])
+      if raw then
+        local ok, doc = pcall(cjson.decode, raw)
+        if ok and type(doc) == 'table' and doc['answer'] ~= nil and doc['answer'] ~= cjson.null then
+          incident = raw
+        end
+      end
+      answered[KEYS[k + 4]] = incident
+    end
+    if incident then out[i + 1] = {1, incident} else out[i + 1] = {1} end
   end
 end
-return {1}
+return out
 """
 
 LINK_LUA = INCIDENT_LINK_FN + """

@@ -19,14 +19,20 @@ three hold:
   it was ready to run (smoothed over about half a second): it shares cores with something. A worker
   on a host of its own never rests, however busy the gateways elsewhere are.
 
-It does not rest when resting buys nothing but a backlog: when routing the intake as it comes
-needs at most a whole core of this worker's CPU (its CPU time over the time the jobs it claimed
-were queued across, ``need``, worked out each second from its claims' due times: at a steady 500
-messages a second, ~0.9 of a core). The intake is then one this worker keeps up with at full
-speed; a rest, at ``share`` of a core, would leave it behind for as long as the intake lasts and
-further behind every second (bench/intake.py at a steady 500 a second: 36 s behind after a minute,
-and the surge never ended). A rest is for a burst faster than routing at full speed: the backlog
-grows either way, and the acknowledgements get the CPU.
+It does not rest when resting buys little but a backlog: when routing the intake as it comes
+needs less than ``OUTPACED`` (1.5) cores of this worker's CPU (its CPU time over the time the jobs
+it claimed were queued across, ``need``, worked out each second from its claims' due times: at a
+steady 500 messages a second, ~0.9 of a core on a fast two-core machine, 1-1.6 on a slow one).
+Below a core the intake is one this worker keeps up with at full speed; a rest, at ``share`` of a
+core, would leave it behind for as long as the intake lasts and further behind every second
+(bench/intake.py at a steady 500 a second: 36 s behind after a minute, and the surge never ended).
+Between one and ``OUTPACED`` the backlog grows either way, but at full speed by ``1 - 1/need`` of a
+second a second (at most a third), resting by ``1 - share/need`` (0.8-0.87 at a share of 0.2): a
+rest there would push first responses past their deadlines for acknowledgements that are prompt
+anyway (at 450 a second on a slow machine, routing ended 64-72 s behind with the rests, 23-32 s
+without; the acknowledgements' p50 5 against 13 ms). A rest is for a burst well beyond routing's
+speed (a closed loop, an outage's first minutes: ``need`` 3-6), where it costs routing least and
+the acknowledgements get the CPU.
 
 It does not rest while Redis writes its data in a forked child (an AOF rewrite, a snapshot:
 ``INFO persistence``, read with the gateways' load). The child takes a CPU and, with
@@ -98,10 +104,11 @@ LONGEST_REST_S = 0.5
 #: jobs claimed at least.
 NEED_EVERY_S = 1.0
 NEED_LEAST_JOBS = 20
-#: Routing the intake as it comes needs more than this many cores of the worker's CPU: a burst,
-#: which a rest does not make worse for routing (and, once resting, until below ``KEEPS_UP``).
-OUTPACED = 1.0
-KEEPS_UP = 0.9
+#: Routing the intake as it comes needs more than this many cores of the worker's CPU: a burst
+#: well beyond routing at full speed, which a rest makes little worse for routing (and, once
+#: resting, until below ``KEEPS_UP``).
+OUTPACED = 1.5
+KEEPS_UP = 1.3
 #: How often a gateway reports its load, and how long a report counts.
 REPORT_EVERY_S = 0.5
 REPORT_EXPIRES_MS = 3000
@@ -194,8 +201,8 @@ class Pacer:
 
     @property
     def outpaced(self) -> bool:
-        """The intake needs more of this worker's CPU than a core (see ``need``): at full speed it
-        would fall behind anyway. Unknown: as if so."""
+        """The intake needs more of this worker's CPU than ``OUTPACED`` cores (see ``need``): at full
+        speed it would fall well behind anyway. Unknown: as if so."""
         return self.need is None or self.need > (KEEPS_UP if self.pacing else OUTPACED)
 
     def _work_out_need(self, now: float, cpu: float) -> None:
@@ -281,7 +288,7 @@ class Pacer:
             return
         why = ("caught up" if self.late < self.lag
                else f"{self.late:.0f} s behind: first responses before acknowledgements' speed" if self.past_the_bound
-               else f"it keeps up at full speed ({self.need:.2f} of a core)" if not self.outpaced
+               else f"routing the intake needs {self.need:.2f} of a core, too little for a rest" if not self.outpaced
                else "no gateway busy" if self.load < CALM
                else "Redis writing in a forked child (an AOF rewrite or a snapshot)" if self.forked
                else "its CPU free")

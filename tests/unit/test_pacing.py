@@ -340,13 +340,14 @@ def claim_at(pacer: Pacer, host: Host, rate: float, late: float, seconds: float,
         host.now -= host.slept.pop() if host.slept else 0.0  # (this claim's pace: as if it kept up)
 
 
-@pytest.mark.parametrize("cpu_per_job, rests", [(0.0016, False), (0.0025, True)],
-                         ids=["a core routes it: 0.8", "more than a core: 1.25"])
-def test_a_worker_behind_rests_only_when_routing_the_intake_needs_more_than_a_core(host, cpu_per_job, rests):
+@pytest.mark.parametrize("cpu_per_job, rests", [(0.0016, False), (0.0025, False), (0.004, True)],
+                         ids=["a core routes it: 0.8", "a little more than a core: 1.25", "well beyond a core: 2.0"])
+def test_a_worker_behind_rests_only_when_routing_the_intake_needs_well_more_than_a_core(host, cpu_per_job, rests):
     """At 500 jobs a second, 1.6 ms of CPU each is 0.8 of a core: at full speed it catches up, and a
-    rest (at 0.3 of a core) would leave it further behind every second for as long as the intake
-    lasts. At 2.5 ms each (1.25 of a core) it falls behind anyway: it rests. (Its first second,
-    before it knows, it rests as it always did.)"""
+    rest would leave it further behind every second for as long as the intake lasts. At 2.5 ms
+    each (1.25 of a core) it falls behind by a fifth of a second a second at full speed, resting by
+    0.84 (at 0.2 of a core): no rest. At 4 ms (2 cores) it falls far behind anyway: it rests. (Its
+    first second, before it knows, it rests as it always did.)"""
     pacer = host.pacer()
     claim_at(pacer, host, rate=500, late=2.0, seconds=3, cpu_per_job=cpu_per_job)
     assert pacer.need == pytest.approx(cpu_per_job * 500, rel=0.1)
@@ -361,9 +362,9 @@ def test_a_surge_ends_once_the_intake_slows_to_what_a_core_routes_and_until_then
     assert pacer.need is None and pacer.outpaced and pacer.pacing  # not known: as before, it rests
     claim_at(pacer, host, rate=1000, late=4.0, seconds=2, cpu_per_job=0.002)  # 2 cores' worth
     assert pacer.pacing and pacer.need == pytest.approx(2.0, rel=0.1)
-    claim_at(pacer, host, rate=480, late=4.0, seconds=2, cpu_per_job=0.002)  # 0.96: above KEEPS_UP
+    claim_at(pacer, host, rate=700, late=4.0, seconds=2, cpu_per_job=0.002)  # 1.4: above KEEPS_UP
     assert pacer.pacing
-    claim_at(pacer, host, rate=400, late=4.0, seconds=2, cpu_per_job=0.002)  # 0.8
+    claim_at(pacer, host, rate=600, late=4.0, seconds=2, cpu_per_job=0.002)  # 1.2
     assert not pacer.pacing and pacer.surges == 1 and not pacer.outpaced
-    claim_at(pacer, host, rate=480, late=4.0, seconds=2, cpu_per_job=0.002)  # 0.96: below OUTPACED, none begins
+    claim_at(pacer, host, rate=700, late=4.0, seconds=2, cpu_per_job=0.002)  # 1.4: below OUTPACED, none begins
     assert not pacer.pacing and pacer.surges == 1

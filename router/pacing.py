@@ -22,17 +22,17 @@ three hold:
 It does not rest when resting buys little but a backlog: when routing the intake as it comes
 needs less than ``OUTPACED`` (1.5) cores of this worker's CPU (its CPU time over the time the jobs
 it claimed were queued across, ``need``, worked out each second from its claims' due times: at a
-steady 500 messages a second, ~0.9 of a core on a fast two-core machine, 1-1.6 on a slow one).
+steady 500 messages a second, ~0.9 of a core on a two-core machine on a fast day).
 Below a core the intake is one this worker keeps up with at full speed; a rest, at ``share`` of a
 core, would leave it behind for as long as the intake lasts and further behind every second
 (bench/intake.py at a steady 500 a second: 36 s behind after a minute, and the surge never ended).
-Between one and ``OUTPACED`` the backlog grows either way, but at full speed by ``1 - 1/need`` of a
-second a second (at most a third), resting by ``1 - share/need`` (0.8-0.87 at a share of 0.2): a
-rest there would push first responses past their deadlines for acknowledgements that are prompt
-anyway (at 450 a second on a slow machine, routing ended 64-72 s behind with the rests, 23-32 s
-without; the acknowledgements' p50 5 against 13 ms). A rest is for a burst well beyond routing's
-speed (a closed loop, an outage's first minutes: ``need`` 3-6), where it costs routing least and
-the acknowledgements get the CPU.
+Between one and ``OUTPACED`` the backlog grows either way, but at full speed (a core of its own)
+by ``1 - 1/need`` of a second a second (at most a third), resting by ``1 - share/need`` (0.8-0.87
+at a share of 0.2): a rest there would push first responses past their deadlines for
+acknowledgements that are prompt anyway (at 450 a second on a slow machine, routing ended 64-72 s
+behind with the rests, 23-32 s without; the acknowledgements' p50 5 against 13 ms). A rest is for
+a burst well beyond routing's speed (a closed loop, an outage's first minutes: the intake several
+times what the worker routes), where it costs routing least and the acknowledgements get the CPU.
 
 It does not rest while Redis writes its data in a forked child (an AOF rewrite, a snapshot:
 ``INFO persistence``, read with the gateways' load). The child takes a CPU and, with

@@ -43,9 +43,9 @@ def _worker_idle(env: Mapping[str, str]) -> bool:
     return env.get("GATEWAY_WORKER_NICE", "").strip().lower() == WORKER_IDLE
 
 
-def _worker_nice(env: Mapping[str, str]) -> int:
+def _worker_nice(env: Mapping[str, str], default: int) -> int:
     """GATEWAY_WORKER_NICE: 0-19, or ``idle`` (niceness 19 and ``SCHED_IDLE``, see ``worker_idle``)."""
-    return 19 if _worker_idle(env) else _int(env, "GATEWAY_WORKER_NICE", 0, 0, 19)
+    return 19 if _worker_idle(env) else _int(env, "GATEWAY_WORKER_NICE", default, 0, 19)
 
 
 def _int(env: Mapping[str, str], var: str, default: int, low: int, high: int) -> int:
@@ -89,6 +89,7 @@ def _bool(env: Mapping[str, str], var: str, default: bool) -> bool:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the environment; raise `SettingsError` naming the first bad variable."""
     env = os.environ if env is None else env
+    base = Settings()  # each default here is the field's own, written once (plugins/settings.py)
 
     redis_url = env.get("REDIS_URL") or None
     if redis_url is not None:
@@ -104,20 +105,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             except ValueError as exc:
                 raise SettingsError(str(exc).split(":", 1)[0] + ": " + str(exc).split(":", 1)[-1].strip()) from None
 
-    public_url = env.get("GATEWAY_PUBLIC_URL") or "http://127.0.0.1:8000"
+    public_url = env.get("GATEWAY_PUBLIC_URL") or base.public_url
     parsed = urlparse(public_url)
     if parsed.scheme not in {"http", "https"} or not parsed.netloc:
         raise SettingsError(f"GATEWAY_PUBLIC_URL: {public_url!r} is not an http(s) URL")
 
-    prefix = env.get("GATEWAY_REDIS_PREFIX", "cg:")
+    prefix = env.get("GATEWAY_REDIS_PREFIX", base.redis_prefix)
     if not re.fullmatch(r"[A-Za-z0-9_:{}.-]{1,64}", prefix):
         raise SettingsError(f"GATEWAY_REDIS_PREFIX: {prefix!r} has characters other than letters, digits and _:{{}}.-")
 
-    log_level = env.get("GATEWAY_LOG_LEVEL", "INFO").upper()
+    log_level = env.get("GATEWAY_LOG_LEVEL", base.log_level).upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(f"GATEWAY_LOG_LEVEL: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
 
-    poll_raw = env.get("GATEWAY_WORKER_POLL_SECONDS") or "0.5"
+    poll_raw = env.get("GATEWAY_WORKER_POLL_SECONDS") or str(base.worker_poll_seconds)
     try:
         poll = float(poll_raw)
     except ValueError:
@@ -125,21 +126,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if not 0.001 <= poll <= 10:
         raise SettingsError(f"GATEWAY_WORKER_POLL_SECONDS: {poll} is outside 0.001..10")
 
-    fsync = env.get("GATEWAY_EMBEDDED_REDIS_FSYNC") or "always"
+    fsync = env.get("GATEWAY_EMBEDDED_REDIS_FSYNC") or base.embedded_redis_fsync
     if fsync not in {"always", "everysec"}:
         raise SettingsError(f"GATEWAY_EMBEDDED_REDIS_FSYNC: {fsync!r} is not 'always' or 'everysec'")
 
-    categoriser = (env.get("GATEWAY_CATEGORISER") or "model").strip().lower()
+    categoriser = (env.get("GATEWAY_CATEGORISER") or base.categoriser).strip().lower()
     if categoriser not in CATEGORISERS:
         raise SettingsError(f"GATEWAY_CATEGORISER: {categoriser!r} is not one of {', '.join(CATEGORISERS)}")
-    var_dir = Path(env.get("GATEWAY_VAR_DIR") or "var")
+    var_dir = Path(env.get("GATEWAY_VAR_DIR") or base.var_dir)
     models_dir = Path(env.get("GATEWAY_MODELS_DIR") or var_dir / "models")
 
     return Settings(
         redis_url=redis_url,
         redis_prefix=prefix,
-        plugins_path=Path(env.get("GATEWAY_PLUGINS") or "plugins.toml"),
-        plugins_autoload=_bool(env, "GATEWAY_PLUGINS_AUTOLOAD", True),
+        plugins_path=Path(env.get("GATEWAY_PLUGINS") or base.plugins_path),
+        plugins_autoload=_bool(env, "GATEWAY_PLUGINS_AUTOLOAD", base.plugins_autoload),
         public_url=public_url.rstrip("/"),
         app_keys=_parse_credentials("GATEWAY_APP_KEYS", env.get("GATEWAY_APP_KEYS", ""), "app"),
         agent_tokens=_parse_credentials("GATEWAY_AGENT_TOKENS", env.get("GATEWAY_AGENT_TOKENS", ""), "agent"),
@@ -149,42 +150,48 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         var_dir=var_dir,
         models_dir=models_dir,
         categoriser=categoriser,
-        max_text_chars=_int(env, "GATEWAY_MAX_TEXT_CHARS", 8000, 1, 100_000),
-        max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", 16 * 1024 * 1024, 1024, 256 * 1024 * 1024),
-        max_evidence_bytes=_int(env, "GATEWAY_MAX_EVIDENCE_BYTES", 10 * 1024 * 1024, 1024, 200 * 1024 * 1024),
-        claim_lease_seconds=_int(env, "GATEWAY_CLAIM_LEASE_SECONDS", 300, 1, 86_400),
-        worker_max_jobs=_int(env, "GATEWAY_WORKER_MAX_JOBS", 50, 1, 10_000),
-        worker_nice=_worker_nice(env),
+        max_text_chars=_int(env, "GATEWAY_MAX_TEXT_CHARS", base.max_text_chars, 1, 100_000),
+        max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", base.max_body_bytes, 1024, 256 * 1024 * 1024),
+        max_evidence_bytes=_int(env, "GATEWAY_MAX_EVIDENCE_BYTES", base.max_evidence_bytes, 1024, 200 * 1024 * 1024),
+        claim_lease_seconds=_int(env, "GATEWAY_CLAIM_LEASE_SECONDS", base.claim_lease_seconds, 1, 86_400),
+        worker_max_jobs=_int(env, "GATEWAY_WORKER_MAX_JOBS", base.worker_max_jobs, 1, 10_000),
+        worker_nice=_worker_nice(env, base.worker_nice),
         worker_idle=_worker_idle(env),
-        worker_surge_share=_float(env, "GATEWAY_WORKER_SURGE_SHARE", 0.2, 0.05, 1.0),
-        worker_surge_lag_seconds=_float(env, "GATEWAY_WORKER_SURGE_LAG_SECONDS", 0.5, 0.0, 3600.0),
-        worker_surge_most_behind_seconds=_float(env, "GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS", 0.0, 0.0, 86_400.0),
-        worker_claim_gap_ms=_int(env, "GATEWAY_WORKER_CLAIM_GAP_MS", 20, 0, 1000),
-        job_timeout_seconds=_int(env, "GATEWAY_JOB_TIMEOUT_SECONDS", 20, 1, 3600),
+        worker_surge_share=_float(env, "GATEWAY_WORKER_SURGE_SHARE", base.worker_surge_share, 0.05, 1.0),
+        worker_surge_lag_seconds=_float(
+            env, "GATEWAY_WORKER_SURGE_LAG_SECONDS", base.worker_surge_lag_seconds, 0.0, 3600.0),
+        worker_surge_most_behind_seconds=_float(
+            env, "GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS", base.worker_surge_most_behind_seconds, 0.0, 86_400.0),
+        worker_claim_gap_ms=_int(env, "GATEWAY_WORKER_CLAIM_GAP_MS", base.worker_claim_gap_ms, 0, 1000),
+        job_timeout_seconds=_int(env, "GATEWAY_JOB_TIMEOUT_SECONDS", base.job_timeout_seconds, 1, 3600),
         log_level=log_level,
-        worker_wake=_bool(env, "GATEWAY_WORKER_WAKE", True),
+        worker_wake=_bool(env, "GATEWAY_WORKER_WAKE", base.worker_wake),
         worker_poll_seconds=poll,
         embedded_redis_fsync=fsync,
-        repeat_window_hours=_int(env, "GATEWAY_REPEAT_WINDOW_HOURS", 72, 0, 24 * 90),
-        incident_window_minutes=_int(env, "GATEWAY_INCIDENT_WINDOW_MINUTES", 10, 1, 24 * 60),
-        incident_min_customers=_int(env, "GATEWAY_INCIDENT_MIN_CUSTOMERS", 10, 2, 100_000),
-        pii_roles=_roles(env.get("GATEWAY_PII_ROLES")),
-        reopen_window_hours=_int(env, "GATEWAY_REOPEN_WINDOW_HOURS", 72, 0, 24 * 365),
-        test_clock=_bool(env, "GATEWAY_TEST_CLOCK", False),
-        max_pending=_int(env, "GATEWAY_MAX_PENDING", 100_000, 0, 100_000_000),
-        redis_wait_replicas=_int(env, "GATEWAY_REDIS_WAIT_REPLICAS", 0, 0, 16),
-        redis_wait_ms=_int(env, "GATEWAY_REDIS_WAIT_MS", 500, 1, 60_000),
-        contact_rate_per_minute=_int(env, "GATEWAY_CONTACT_RATE_PER_MINUTE", 30, 0, 1_000_000),
-        channel_rate_per_second=_int(env, "GATEWAY_CHANNEL_RATE_PER_SECOND", 2000, 0, 10_000_000),
-        evidence_fetch_tries=_int(env, "GATEWAY_EVIDENCE_FETCH_TRIES", 10, 1, 100),
-        evidence_fetch_backoff_seconds=_float(env, "GATEWAY_EVIDENCE_FETCH_BACKOFF_SECONDS", 1.0, 0.01, 3600.0),
-        evidence_fetch_timeout_seconds=_float(env, "GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS", 30.0, 0.1, 3600.0),
+        repeat_window_hours=_int(env, "GATEWAY_REPEAT_WINDOW_HOURS", base.repeat_window_hours, 0, 24 * 90),
+        incident_window_minutes=_int(env, "GATEWAY_INCIDENT_WINDOW_MINUTES", base.incident_window_minutes, 1, 24 * 60),
+        incident_min_customers=_int(env, "GATEWAY_INCIDENT_MIN_CUSTOMERS", base.incident_min_customers, 2, 100_000),
+        pii_roles=_roles(env.get("GATEWAY_PII_ROLES"), base.pii_roles),
+        reopen_window_hours=_int(env, "GATEWAY_REOPEN_WINDOW_HOURS", base.reopen_window_hours, 0, 24 * 365),
+        test_clock=_bool(env, "GATEWAY_TEST_CLOCK", base.test_clock),
+        max_pending=_int(env, "GATEWAY_MAX_PENDING", base.max_pending, 0, 100_000_000),
+        redis_wait_replicas=_int(env, "GATEWAY_REDIS_WAIT_REPLICAS", base.redis_wait_replicas, 0, 16),
+        redis_wait_ms=_int(env, "GATEWAY_REDIS_WAIT_MS", base.redis_wait_ms, 1, 60_000),
+        contact_rate_per_minute=_int(
+            env, "GATEWAY_CONTACT_RATE_PER_MINUTE", base.contact_rate_per_minute, 0, 1_000_000),
+        channel_rate_per_second=_int(
+            env, "GATEWAY_CHANNEL_RATE_PER_SECOND", base.channel_rate_per_second, 0, 10_000_000),
+        evidence_fetch_tries=_int(env, "GATEWAY_EVIDENCE_FETCH_TRIES", base.evidence_fetch_tries, 1, 100),
+        evidence_fetch_backoff_seconds=_float(
+            env, "GATEWAY_EVIDENCE_FETCH_BACKOFF_SECONDS", base.evidence_fetch_backoff_seconds, 0.01, 3600.0),
+        evidence_fetch_timeout_seconds=_float(
+            env, "GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS", base.evidence_fetch_timeout_seconds, 0.1, 3600.0),
     )
 
 
-def _roles(raw: str | None) -> tuple[str, ...]:
+def _roles(raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
     if raw is None:
-        return ("supervisor", "agent")
+        return default
     roles = tuple(r.strip() for r in raw.split(",") if r.strip())
     unknown = set(roles) - {"supervisor", "agent", "app"}
     if unknown:

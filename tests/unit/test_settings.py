@@ -2,7 +2,7 @@ import pytest
 
 from gateway.settings import load_settings
 
-from plugins.settings import SettingsError
+from plugins.settings import Settings, SettingsError
 
 
 def test_defaults_and_credentials():
@@ -11,6 +11,17 @@ def test_defaults_and_credentials():
     assert [c.principal for c in s.app_keys] == ["app", "app2"]
     assert s.agent_tokens[0].principal == "alice"
     assert s.max_text_chars == 8000
+
+
+def test_an_empty_environment_gives_every_fields_own_default():
+    """The defaults are written once, on the fields (plugins/settings.py): what the environment
+    leaves unset is exactly that (the models directory is worked out from the var directory)."""
+    read, declared = load_settings({}), Settings()
+    for name in Settings.__struct_fields__:
+        if name != "models_dir":
+            assert getattr(read, name) == getattr(declared, name), name
+    assert read.models_path == declared.models_path
+
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,46 @@ def _bool(env: Mapping[str, str], var: str, default: bool) -> bool:
     raise SettingsError(f"{var}: {raw!r} is not a boolean (use 1/0, true/false)")
 
 
+#: The numeric settings: field -> (its environment variable, the least and the most it may be).
+#: The type is the field's default's (a whole number or not), and the default is the field's.
+_NUMBERS: dict[str, tuple[str, float, float]] = {
+    "max_text_chars": ("GATEWAY_MAX_TEXT_CHARS", 1, 100_000),
+    "max_body_bytes": ("GATEWAY_MAX_BODY_BYTES", 1024, 256 * 1024 * 1024),
+    "max_evidence_bytes": ("GATEWAY_MAX_EVIDENCE_BYTES", 1024, 200 * 1024 * 1024),
+    "claim_lease_seconds": ("GATEWAY_CLAIM_LEASE_SECONDS", 1, 86_400),
+    "worker_max_jobs": ("GATEWAY_WORKER_MAX_JOBS", 1, 10_000),
+    "worker_surge_share": ("GATEWAY_WORKER_SURGE_SHARE", 0.05, 1.0),
+    "worker_surge_lag_seconds": ("GATEWAY_WORKER_SURGE_LAG_SECONDS", 0.0, 3600.0),
+    "worker_surge_most_behind_seconds": ("GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS", 0.0, 86_400.0),
+    "worker_claim_gap_ms": ("GATEWAY_WORKER_CLAIM_GAP_MS", 0, 1000),
+    "job_timeout_seconds": ("GATEWAY_JOB_TIMEOUT_SECONDS", 1, 3600),
+    "repeat_window_hours": ("GATEWAY_REPEAT_WINDOW_HOURS", 0, 24 * 90),
+    "incident_window_minutes": ("GATEWAY_INCIDENT_WINDOW_MINUTES", 1, 24 * 60),
+    "incident_min_customers": ("GATEWAY_INCIDENT_MIN_CUSTOMERS", 2, 100_000),
+    "reopen_window_hours": ("GATEWAY_REOPEN_WINDOW_HOURS", 0, 24 * 365),
+    "max_pending": ("GATEWAY_MAX_PENDING", 0, 100_000_000),
+    "redis_wait_replicas": ("GATEWAY_REDIS_WAIT_REPLICAS", 0, 16),
+    "redis_wait_ms": ("GATEWAY_REDIS_WAIT_MS", 1, 60_000),
+    "contact_rate_per_minute": ("GATEWAY_CONTACT_RATE_PER_MINUTE", 0, 1_000_000),
+    "channel_rate_per_second": ("GATEWAY_CHANNEL_RATE_PER_SECOND", 0, 10_000_000),
+    "evidence_fetch_tries": ("GATEWAY_EVIDENCE_FETCH_TRIES", 1, 100),
+    "evidence_fetch_backoff_seconds": ("GATEWAY_EVIDENCE_FETCH_BACKOFF_SECONDS", 0.01, 3600.0),
+    "evidence_fetch_timeout_seconds": ("GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS", 0.1, 3600.0),
+}
+
+
+def _numbers(env: Mapping[str, str], base: Settings) -> dict[str, int | float]:
+    """Every numeric setting of ``_NUMBERS``, read from ``env`` (its default: ``base``'s)."""
+    read = {}
+    for field, (var, low, high) in _NUMBERS.items():
+        default = getattr(base, field)
+        if isinstance(default, int):
+            read[field] = _int(env, var, default, int(low), int(high))
+        else:
+            read[field] = _float(env, var, default, low, high)
+    return read
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the environment; raise `SettingsError` naming the first bad variable."""
     env = os.environ if env is None else env
@@ -150,42 +190,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         var_dir=var_dir,
         models_dir=models_dir,
         categoriser=categoriser,
-        max_text_chars=_int(env, "GATEWAY_MAX_TEXT_CHARS", base.max_text_chars, 1, 100_000),
-        max_body_bytes=_int(env, "GATEWAY_MAX_BODY_BYTES", base.max_body_bytes, 1024, 256 * 1024 * 1024),
-        max_evidence_bytes=_int(env, "GATEWAY_MAX_EVIDENCE_BYTES", base.max_evidence_bytes, 1024, 200 * 1024 * 1024),
-        claim_lease_seconds=_int(env, "GATEWAY_CLAIM_LEASE_SECONDS", base.claim_lease_seconds, 1, 86_400),
-        worker_max_jobs=_int(env, "GATEWAY_WORKER_MAX_JOBS", base.worker_max_jobs, 1, 10_000),
         worker_nice=_worker_nice(env, base.worker_nice),
         worker_idle=_worker_idle(env),
-        worker_surge_share=_float(env, "GATEWAY_WORKER_SURGE_SHARE", base.worker_surge_share, 0.05, 1.0),
-        worker_surge_lag_seconds=_float(
-            env, "GATEWAY_WORKER_SURGE_LAG_SECONDS", base.worker_surge_lag_seconds, 0.0, 3600.0),
-        worker_surge_most_behind_seconds=_float(
-            env, "GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS", base.worker_surge_most_behind_seconds, 0.0, 86_400.0),
-        worker_claim_gap_ms=_int(env, "GATEWAY_WORKER_CLAIM_GAP_MS", base.worker_claim_gap_ms, 0, 1000),
-        job_timeout_seconds=_int(env, "GATEWAY_JOB_TIMEOUT_SECONDS", base.job_timeout_seconds, 1, 3600),
         log_level=log_level,
         worker_wake=_bool(env, "GATEWAY_WORKER_WAKE", base.worker_wake),
         worker_poll_seconds=poll,
         embedded_redis_fsync=fsync,
-        repeat_window_hours=_int(env, "GATEWAY_REPEAT_WINDOW_HOURS", base.repeat_window_hours, 0, 24 * 90),
-        incident_window_minutes=_int(env, "GATEWAY_INCIDENT_WINDOW_MINUTES", base.incident_window_minutes, 1, 24 * 60),
-        incident_min_customers=_int(env, "GATEWAY_INCIDENT_MIN_CUSTOMERS", base.incident_min_customers, 2, 100_000),
         pii_roles=_roles(env.get("GATEWAY_PII_ROLES"), base.pii_roles),
-        reopen_window_hours=_int(env, "GATEWAY_REOPEN_WINDOW_HOURS", base.reopen_window_hours, 0, 24 * 365),
         test_clock=_bool(env, "GATEWAY_TEST_CLOCK", base.test_clock),
-        max_pending=_int(env, "GATEWAY_MAX_PENDING", base.max_pending, 0, 100_000_000),
-        redis_wait_replicas=_int(env, "GATEWAY_REDIS_WAIT_REPLICAS", base.redis_wait_replicas, 0, 16),
-        redis_wait_ms=_int(env, "GATEWAY_REDIS_WAIT_MS", base.redis_wait_ms, 1, 60_000),
-        contact_rate_per_minute=_int(
-            env, "GATEWAY_CONTACT_RATE_PER_MINUTE", base.contact_rate_per_minute, 0, 1_000_000),
-        channel_rate_per_second=_int(
-            env, "GATEWAY_CHANNEL_RATE_PER_SECOND", base.channel_rate_per_second, 0, 10_000_000),
-        evidence_fetch_tries=_int(env, "GATEWAY_EVIDENCE_FETCH_TRIES", base.evidence_fetch_tries, 1, 100),
-        evidence_fetch_backoff_seconds=_float(
-            env, "GATEWAY_EVIDENCE_FETCH_BACKOFF_SECONDS", base.evidence_fetch_backoff_seconds, 0.01, 3600.0),
-        evidence_fetch_timeout_seconds=_float(
-            env, "GATEWAY_EVIDENCE_FETCH_TIMEOUT_SECONDS", base.evidence_fetch_timeout_seconds, 0.1, 3600.0),
+        **_numbers(env, base),
     )
 
 

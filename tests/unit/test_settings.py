@@ -23,7 +23,6 @@ def test_an_empty_environment_gives_every_fields_own_default():
     assert read.models_path == declared.models_path
 
 
-
 @pytest.mark.parametrize(
     "env, names",
     [

@@ -166,7 +166,12 @@ def _ms(value: Any, *, seconds: bool) -> int:
 
 
 def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    """A Meta timestamp as a time; one no clock can hold (a year before 1 or after 9999, beyond the
+    platform's time_t) is the time it arrived, as a timestamp that is not a number is."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return datetime.now(timezone.utc)
 
 
 def parse_entry(obj: str, entry: Any, max_chars: int) -> list[Inbound | StatusReport | ReadWatermark]:

@@ -233,3 +233,22 @@ def test_app_any_json(client, value):
                     headers={**APP, "Content-Type": "application/json"})
     no_server_error(r)
     assert r.status_code in (202, 400, 409, 413, 415, 422, 429)
+
+
+@pytest.mark.parametrize("timestamp", ["99999999999999", "-99999999999", str(2**62)])
+def test_a_meta_timestamp_no_clock_holds_is_the_time_it_arrived(timestamp):
+    """Found by the fuzz test above: a WhatsApp message's timestamp beyond what a datetime or the
+    platform's time_t holds raised out of the parser instead of being read, as a timestamp that is
+    not a number is, as the time the webhook arrived."""
+    from datetime import datetime, timedelta, timezone
+
+    from adapters.meta import Inbound
+
+    entry = {"id": "1", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"phone_number_id": "2"},
+        "contacts": [{"wa_id": "8613800000000", "profile": {"name": "A"}}],
+        "messages": [{"from": "8613800000000", "id": "wamid.1", "timestamp": timestamp, "type": "text",
+                      "text": {"body": "charged twice"}}]}}]}
+    found = [item for item in parse_entry("whatsapp_business_account", entry, 8000) if isinstance(item, Inbound)]
+    assert len(found) == 1
+    assert abs(found[0].message.received_at - datetime.now(timezone.utc)) < timedelta(minutes=1)

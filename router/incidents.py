@@ -9,8 +9,9 @@ token sets overlap enough (at least three shared tokens, and three quarters of t
 or 40 % of the union). Only complaints of the same category in the window are compared.
 
 Keys (named in router/store/keys.py; per category): ``inc:recent:<category>`` (sorted set of recent complaint ids by time),
-``inc:text:<category>`` (complaint id → customer and tokens), ``inc:notes:<category>`` (the number
-of the category's last note, the latest start a sweep used), ``incidents:open:<category>``;
+``inc:text:<category>`` (complaint id → customer and tokens; the open incidents' version and the
+latest start a sweep used, in fields of their own), ``inc:notes:<category>`` (the number of the
+category's last note), ``incidents:open:<category>``;
 per incident: ``incident:<id>`` (JSON) and ``incident:<id>:complaints``; ``incidents`` indexes
 them all by time.
 

@@ -215,8 +215,8 @@ class Keys:
         return f"{self.p}inc:text:{category}"
 
     def incident_notes(self, category: str) -> str:
-        """A category's window notes (hash): the last note's number (``n``) and the latest start
-        a sweep removed entries older than (``swept``)."""
+        """A category's window notes (hash): the last note's number (``n``). (The latest start a
+        sweep removed entries older than is a field of ``incident_texts``, ``scripts.SWEPT_FIELD``.)"""
         return f"{self.p}inc:notes:{category}"
 
     def incident_lock(self, category: str) -> str:

@@ -15,6 +15,9 @@ from router.store.intake_script import INTAKE_LUA
 #: The field of a category's incident texts hash that holds the version of its open incidents
 #: (a new token whenever an incident of the category opens or closes: ``Incidents.open_changed``).
 OPEN_VERSION_FIELD = "~open"
+#: The field of a category's incident texts hash that holds the latest start a sweep removed
+#: entries older than (beside the open incidents' version: one read a note gets both).
+SWEPT_FIELD = "~swept"
 #: An incident note's "since" that asks for no texts (a process that found nobody else noting in
 #: the window last time: its window read skips counting what was noted since; an id it does not
 #: know is read by id all the same): later than any time, so merged notes take the earliest.
@@ -22,9 +25,9 @@ NO_TEXTS_SINCE = 2 ** 53
 
 INCIDENT_NOTE_FN = """
 -- A category's incident window: recent (sorted set: complaint id by time), texts (hash: complaint
--- id -> customer TAB tokens, and the open incidents' version in its field OPEN_VERSION), open (the
--- category's open incidents, a set), notes (hash: n, the number of the category's last note;
--- swept, the latest start a sweep removed entries older than).
+-- id -> customer TAB tokens; in its field OPEN_VERSION the open incidents' version, in SWEPT the
+-- latest start a sweep removed entries older than: a note reads both in one HMGET), open (the
+-- category's open incidents, a set), notes (hash: n, the number of the category's last note).
 -- window_note: note complaints (their ZADD to recent done by the caller): their texts, under one
 -- new number of the category's notes, then read the window back (and, when asked, remove what
 -- left it). fields: {id, customer TAB tokens, ...}; a: {start ms (older leaves), most kept, since
@@ -51,6 +54,7 @@ INCIDENT_NOTE_FN = """
 -- What left the window is never returned, but removed only when a note asks (about one in
 -- SWEEP_EVERY, by its complaint id: router/incidents.py), not on every note.
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
+local SWEPT = 'SWEPT_FIELD_NAME'
 local NO_TEXTS_SINCE = NO_TEXTS_SINCE_VALUE
 local SWEEP_MOST = 1000  -- removed by one sweep at most (a backlog left by a quiet hour goes in steps)
 local function window_note(recent, texts, open, notes, a, fields, scores)
@@ -71,20 +75,21 @@ local function window_note(recent, texts, open, notes, a, fields, scores)
       -- ahead of Redis's clock (a process whose clock runs fast) counts as Redis's now
       local t = redis.call('TIME')
       local mark = math.min(tonumber(a[1]), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-      local swept = redis.call('HGET', notes, 'swept')
-      if not swept or tonumber(swept) < mark then redis.call('HSET', notes, 'swept', string.format('%d', mark)) end
+      local swept = redis.call('HGET', texts, SWEPT)
+      if not swept or tonumber(swept) < mark then redis.call('HSET', texts, SWEPT, string.format('%d', mark)) end
     end
     if redis.call('HLEN', texts) > 2 * most then
       local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
       for i = 1, #page, 2 do
-        if page[i] ~= OPEN_VERSION and not redis.call('ZSCORE', recent, page[i]) then
+        if page[i] ~= OPEN_VERSION and page[i] ~= SWEPT and not redis.call('ZSCORE', recent, page[i]) then
           redis.call('HDEL', texts, page[i])
         end
       end
     end
   end
   local start = a[1]
-  local swept = redis.call('HGET', notes, 'swept')
+  local heads = redis.call('HMGET', texts, OPEN_VERSION, SWEPT)
+  local version, swept = heads[1] or '', heads[2]
   if swept and tonumber(swept) > tonumber(start) then start = swept end
   -- the window: the newest `most`, younger than its start; when as many or more are younger, its
   -- oldest (by rank: the `most` newest are all younger then; whatever a sweep took by rank was
@@ -118,30 +123,27 @@ local function window_note(recent, texts, open, notes, a, fields, scores)
       landed[#landed + 1] = score
     end
   end
-  -- the new texts and the open incidents' version in one read; the open incidents themselves
-  -- only when their version is not the caller's
-  local entries, version = {}, nil
+  -- the new texts (the open incidents' version was read with the sweep's start); the open
+  -- incidents themselves only when their version is not the caller's
+  local entries = {}
   if #fresh > 0 then
     local want = {}
     for i = 1, #fresh, 2 do want[#want + 1] = fresh[i] end
-    local values = redis.call('HMGET', texts, OPEN_VERSION, unpack(want))
-    version = values[1]
+    local values = redis.call('HMGET', texts, unpack(want))
     for i, id in ipairs(want) do
-      if values[i + 1] then
+      if values[i] then
         entries[#entries + 1] = id
-        entries[#entries + 1] = values[i + 1]
+        entries[#entries + 1] = values[i]
         entries[#entries + 1] = fresh[i * 2]
       end
     end
-  else
-    version = redis.call('HGET', texts, OPEN_VERSION)
   end
-  version = version or ''
   local open_ids = false
   if version ~= a[5] then open_ids = redis.call('SMEMBERS', open) end
   return {held, entries, open_ids, version, seq, floor_id, floor_score, start, landed}
 end
-""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD).replace("NO_TEXTS_SINCE_VALUE", str(NO_TEXTS_SINCE))
+""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD).replace("SWEPT_FIELD_NAME", SWEPT_FIELD).replace(
+    "NO_TEXTS_SINCE_VALUE", str(NO_TEXTS_SINCE))
 
 PREPARE_LUA = """
 -- Load messages for processing, resolve each one's customer, and read that customer's open-case
@@ -294,7 +296,9 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 --   ('' = none), new_skill (true: add to the skills set); outbox ('' = none), outbox_due; jobs
 --   ({key, id, bytes (binary), score, expiry ms} each); open (the customer's open-case key), fp
 --   (binary; 0 = none); timers ({due, member, ...}); note (absent: not noted; else {recent, texts,
---   open, notes, entry, now, start, most, since, sweep, the open incidents' version the caller has})
+--   open, notes, entry, now, start, most, since, sweep, the open incidents' version the caller has});
+--   rms, chan: the message's received_ms and channel as its record holds them (written back with
+--   the processed mark when the record was not read)
 -- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
 -- another complaint: a process's block outlived a failover that lost the sequence's writes; take
 -- another number) or {'created', complaint id, case[, the incident window of its category as
@@ -315,13 +319,36 @@ local jobs = 0
 local taken = {}  -- message keys opened by this call (the same message twice in one call: once)
 local entries, cases, casing, case_keys = {}, {}, {}, {}
 local distinct = true  -- (two entries drawing one number, a stale block's and a new one's: each on its own)
+local firsts, seen = {}, {}  -- each message's first entry: its complaint's key and body
 local i = 2
 while i <= #ARGV do
   local e = cmsgpack.unpack(ARGV[i])
   e.b0 = i + 1  -- the entry's binary values are ARGV[e.b0 + n]
   i = i + 2 + tonumber(ARGV[i + 1])
-  e.st = redis.call('HMGET', e.msg, 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
   entries[#entries + 1] = e
+  if not seen[e.msg] then
+    seen[e.msg] = true
+    firsts[#firsts + 1] = e.key
+    firsts[#firsts + 1] = ARGV[e.b0 + e.body]
+  end
+end
+-- the usual case first: none of the call's complaints exists yet. Their bodies are written at once
+-- (MSETNX: all or none), and their messages' records need not be read: a message is marked
+-- processed only with its complaint written (below), and its complaint's id is its own
+-- (router.jobs.complaint_id_for), so none of them was. Else (a job run again, a message split off
+-- a case again, a case number taken below) each message's record is read and decides, as alone.
+local written = {}  -- complaint keys this call wrote ahead (false: taken back)
+if #firsts == 2 then
+  if redis.call('SET', firsts[1], firsts[2], 'NX') then written[firsts[1]] = true end
+elseif redis.call('MSETNX', unpack(firsts)) == 1 then
+  for n = 1, #firsts, 2 do written[firsts[n]] = true end
+end
+for _, e in ipairs(entries) do
+  if written[e.key] then
+    e.st = {'received', false, false, e.rms, e.chan}
+  else
+    e.st = redis.call('HMGET', e.msg, 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
+  end
   if e.st[1] ~= 'processed' and not casing[e.msg] then
     casing[e.msg] = e
     if case_keys[e.case_key] then distinct = false end
@@ -344,12 +371,18 @@ for _, e in ipairs(entries) do
     out[#out + 1] = {'already', taken[e.msg][1], taken[e.msg][2]}
   elseif not e.case_set and not redis.call('SET', e.case_key, e.cid, 'NX')
       and redis.call('GET', e.case_key) ~= e.cid then
+    if written[e.key] then  -- (its body, written ahead, carries the taken number)
+      redis.call('DEL', e.key)
+      written[e.key] = false
+    end
     out[#out + 1] = {'case_taken'}
   else
     local cid = e.cid
     taken[e.msg] = {cid, e.case}
-    mset[#mset + 1] = e.key
-    mset[#mset + 1] = ARGV[b0 + e.body]
+    if not written[e.key] then
+      mset[#mset + 1] = e.key
+      mset[#mset + 1] = ARGV[b0 + e.body]
+    end
     for _, key in ipairs(e.idx) do zadd(key, e.created, cid) end
     if e.skill ~= '' then
       if e.new_skill then skills[#skills + 1] = e.skill end
@@ -540,4 +573,4 @@ end
 return out
 """.replace("INCIDENT_LINK", INCIDENT_LINK)
 
-__all__ = ["NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+__all__ = ["NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "SWEPT_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

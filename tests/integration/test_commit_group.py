@@ -88,6 +88,52 @@ async def test_one_message_twice_in_a_call_opens_one_complaint(store: Any) -> No
     assert len(numbers) == 3  # the second entry's number was not written
 
 
+async def test_new_complaints_leave_their_messages_marked_with_what_intake_wrote(store: Any) -> None:
+    """A call whose complaints are all new writes them at once without reading their messages'
+    records first; each record is then what it would have been after reading it: processed, its
+    complaint and case, and the time and channel the intake wrote."""
+    from tests.integration.test_intake_group import message
+
+    msgs = [message(f"u{n}") for n in range(5)]
+    for m in msgs:
+        assert (await store.intake(m, idempotency_scope=None)).status == "accepted"
+    before = [await store.r.hgetall(store.keys.msg(m.id)) for m in msgs]
+
+    def opened(m: Any) -> Complaint:
+        c = complaint(m.id)
+        c.id, c.created_at = "cmp_" + m.id.split("_", 1)[-1], m.received_at
+        return c
+
+    results = await asyncio.gather(*(store.commit_new_complaint(m.id, opened(m), case_placeholder=PLACEHOLDER)
+                                     for m in msgs))
+    assert store._commits.calls < len(msgs)
+    for m, old, (created, cid, case, _) in zip(msgs, before, results):
+        assert created
+        assert await store.r.hgetall(store.keys.msg(m.id)) == {
+            b"status": b"processed", b"complaint_id": cid.encode(), b"case_number": case.encode(),
+            b"received_ms": old[b"received_ms"], b"channel": old[b"channel"]}
+        assert (await store.get(cid)).case_number == case
+
+
+async def test_a_call_with_a_complaint_written_already_decides_each_message_as_alone(store: Any) -> None:
+    """One complaint of a call exists already (its job ran again): no body of the call is written
+    ahead, each message's record is read, and that message answers what its first commit made
+    while the others are opened."""
+    mids = ["r0", "r1", "r2", "r3"]
+    await received(store, mids)
+    first = await store.commit_new_complaint("r1", complaint("r1"), case_placeholder=PLACEHOLDER)
+    assert first[0]
+    calls = store._commits.calls
+    results = await commit_all(store, mids)
+    assert store._commits.calls - calls == 1  # r1 again, with the three new ones
+    assert [created for created, *_ in results] == [True, False, True, True]
+    assert results[1][1:3] == first[1:3]
+    assert (await store.get("cmp_r1")).case_number == first[2]  # the body its first commit wrote
+    for mid, (_, cid, case, _) in zip(mids, results):
+        assert await store.r.hget(store.keys.msg(mid), "case_number") == case.encode()
+        assert (await store.get(cid)).case_number == case
+
+
 async def test_jobs_that_find_the_numbers_used_up_together_take_one_block(store: Any) -> None:
     """Jobs that need a case number while the process's block is used up wait for the one job
     that takes the next block, instead of each taking a block (and leaving it nearly unused)."""
@@ -112,6 +158,9 @@ async def test_two_complaints_drawing_one_number_in_a_call_do_not_share_it(store
     assert [r[0] for r in results] == [b"created", b"created", b"case_taken"]
     assert await store.r.get(store.keys.case(f"C-{day}-000112")) == b"cmp_s1"
     assert await store.r.hget(store.keys.msg("s2"), "status") == b"received"  # left for its retry
+    # its body, written ahead with the others' (none of them existed), taken back with the number in it
+    assert await store.r.exists(store.keys.complaint("cmp_s2")) == 0
+    assert (await store.get("cmp_s1")).case_number == f"C-{day}-000112"
 
 
 

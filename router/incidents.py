@@ -9,9 +9,9 @@ token sets overlap enough (at least three shared tokens, and three quarters of t
 or 40 % of the union). Only complaints of the same category in the window are compared.
 
 Keys (named in router/store/keys.py; per category): ``inc:recent:<category>`` (sorted set of recent complaint ids by time),
-``inc:text:<category>`` (complaint id → customer and tokens; the open incidents' version and the
-latest start a sweep used, in fields of their own), ``inc:notes:<category>`` (the number of the
-category's last note), ``incidents:open:<category>``;
+``inc:text:<category>`` (complaint id → customer and tokens; the open incidents' version, the
+latest start a sweep used and the number of the category's last note, in fields of their own),
+``incidents:open:<category>``;
 per incident: ``incident:<id>`` (JSON) and ``incident:<id>:complaints``; ``incidents`` indexes
 them all by time.
 
@@ -62,7 +62,8 @@ from plugins.locks import RedisLock
 from router.incident_window import MIN_TOKENS, Window, parse_entry
 from router.store import ComplaintStore, encode_incident_link
 from router.store.group_commit import GroupCommit
-from router.store.scripts import INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, LINK_LUA, NO_TEXTS_SINCE, OPEN_VERSION_FIELD
+from router.store.scripts import (INCIDENT_NOTE_LUA, JOIN_IF_OPEN_LUA, LINK_LUA, NO_TEXTS_SINCE, OPEN_VERSION_FIELD,
+                                  SEQ_FIELD)
 from normalizer.ids import new_id, now_ms
 from normalizer.pii import mask_pii
 from normalizer.text import literal_trie
@@ -370,7 +371,7 @@ class Incidents:
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.execute_command("ZRANGE", recent, "+inf", f"({start}", "BYSCORE", "REV", "LIMIT", 0, MAX_RECENT,
                                  "WITHSCORES")
-            pipe.hget(self.keys.incident_notes(category), "n")
+            pipe.hget(texts, SEQ_FIELD)
             got, seq = await pipe.execute()
         seq = int(seq or 0)  # (each of them landed by that note)
         ids = got[0::2]

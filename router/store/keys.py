@@ -215,8 +215,9 @@ class Keys:
         return f"{self.p}inc:text:{category}"
 
     def incident_notes(self, category: str) -> str:
-        """A category's window notes (hash): the last note's number (``n``). (The latest start a
-        sweep removed entries older than is a field of ``incident_texts``, ``scripts.SWEPT_FIELD``.)"""
+        """A category's window notes (hash), as versions before the texts hash held the last note's
+        number (``n``; now ``scripts.SEQ_FIELD`` of ``incident_texts``, with the latest sweep's
+        start): read once, so that a category's note numbers go on from there."""
         return f"{self.p}inc:notes:{category}"
 
     def incident_lock(self, category: str) -> str:

@@ -16,8 +16,10 @@ from router.store.intake_script import INTAKE_LUA
 #: (a new token whenever an incident of the category opens or closes: ``Incidents.open_changed``).
 OPEN_VERSION_FIELD = "~open"
 #: The field of a category's incident texts hash that holds the latest start a sweep removed
-#: entries older than (beside the open incidents' version: one read a note gets both).
+#: entries older than, and the one that holds the number of its last note (beside the open
+#: incidents' version: one read a note gets all three, and one write notes its texts and number).
 SWEPT_FIELD = "~swept"
+SEQ_FIELD = "~n"
 #: An incident note's "since" that asks for no texts (a process that found nobody else noting in
 #: the window last time: its window read skips counting what was noted since; an id it does not
 #: know is read by id all the same): later than any time, so merged notes take the earliest.
@@ -26,8 +28,10 @@ NO_TEXTS_SINCE = 2 ** 53
 INCIDENT_NOTE_FN = """
 -- A category's incident window: recent (sorted set: complaint id by time), texts (hash: complaint
 -- id -> customer TAB tokens; in its field OPEN_VERSION the open incidents' version, in SWEPT the
--- latest start a sweep removed entries older than: a note reads both in one HMGET), open (the
--- category's open incidents, a set), notes (hash: n, the number of the category's last note).
+-- latest start a sweep removed entries older than, in SEQ the number of the category's last note:
+-- a note reads the three in one HMGET and writes its number with its texts), open (the category's
+-- open incidents, a set), notes (hash: n, where versions before this one kept the last note's
+-- number: read once, when SEQ is not there yet, so that the numbers go on).
 -- window_note: note complaints (their ZADD to recent done by the caller): their texts, under one
 -- new number of the category's notes, then read the window back (and, when asked, remove what
 -- left it). fields: {id, customer TAB tokens, ...}; a: {start ms (older leaves), most kept, since
@@ -55,14 +59,17 @@ INCIDENT_NOTE_FN = """
 -- SWEEP_EVERY, by its complaint id: router/incidents.py), not on every note.
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
 local SWEPT = 'SWEPT_FIELD_NAME'
+local SEQ = 'SEQ_FIELD_NAME'
 local NO_TEXTS_SINCE = NO_TEXTS_SINCE_VALUE
 local SWEEP_MOST = 1000  -- removed by one sweep at most (a backlog left by a quiet hour goes in steps)
 local function window_note(recent, texts, open, notes, a, fields, scores)
   local most = tonumber(a[2])
-  local seq = redis.call('HINCRBY', notes, 'n', 1)
+  local heads = redis.call('HMGET', texts, OPEN_VERSION, SWEPT, SEQ)
+  local version, swept = heads[1] or '', heads[2]
+  local seq = tonumber(heads[3] or redis.call('HGET', notes, 'n') or 0) + 1
   local own = {}
   for f = 1, #fields, 2 do own[fields[f]] = true end
-  redis.call('HSET', texts, unpack(fields))
+  redis.call('HSET', texts, SEQ, string.format('%d', seq), unpack(fields))
   if a[4] == '1' then
     -- what left the window (older than its start, or beyond the most kept: the oldest), removed
     -- now and then, when the caller asks; then stale texts
@@ -75,21 +82,22 @@ local function window_note(recent, texts, open, notes, a, fields, scores)
       -- ahead of Redis's clock (a process whose clock runs fast) counts as Redis's now
       local t = redis.call('TIME')
       local mark = math.min(tonumber(a[1]), tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-      local swept = redis.call('HGET', texts, SWEPT)
-      if not swept or tonumber(swept) < mark then redis.call('HSET', texts, SWEPT, string.format('%d', mark)) end
+      if not swept or tonumber(swept) < mark then
+        swept = string.format('%d', mark)
+        redis.call('HSET', texts, SWEPT, swept)
+      end
     end
     if redis.call('HLEN', texts) > 2 * most then
       local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
       for i = 1, #page, 2 do
-        if page[i] ~= OPEN_VERSION and page[i] ~= SWEPT and not redis.call('ZSCORE', recent, page[i]) then
+        if page[i] ~= OPEN_VERSION and page[i] ~= SWEPT and page[i] ~= SEQ
+            and not redis.call('ZSCORE', recent, page[i]) then
           redis.call('HDEL', texts, page[i])
         end
       end
     end
   end
   local start = a[1]
-  local heads = redis.call('HMGET', texts, OPEN_VERSION, SWEPT)
-  local version, swept = heads[1] or '', heads[2]
   if swept and tonumber(swept) > tonumber(start) then start = swept end
   -- the window: the newest `most`, younger than its start; when as many or more are younger, its
   -- oldest (by rank: the `most` newest are all younger then; whatever a sweep took by rank was
@@ -123,8 +131,8 @@ local function window_note(recent, texts, open, notes, a, fields, scores)
       landed[#landed + 1] = score
     end
   end
-  -- the new texts (the open incidents' version was read with the sweep's start); the open
-  -- incidents themselves only when their version is not the caller's
+  -- the new texts (the open incidents' version was read first); the open incidents themselves
+  -- only when their version is not the caller's
   local entries = {}
   if #fresh > 0 then
     local want = {}
@@ -142,7 +150,7 @@ local function window_note(recent, texts, open, notes, a, fields, scores)
   if version ~= a[5] then open_ids = redis.call('SMEMBERS', open) end
   return {held, entries, open_ids, version, seq, floor_id, floor_score, start, landed}
 end
-""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD).replace("SWEPT_FIELD_NAME", SWEPT_FIELD).replace(
+""".replace("OPEN_VERSION_FIELD", OPEN_VERSION_FIELD).replace("SWEPT_FIELD_NAME", SWEPT_FIELD).replace("SEQ_FIELD_NAME", SEQ_FIELD).replace(
     "NO_TEXTS_SINCE_VALUE", str(NO_TEXTS_SINCE))
 
 PREPARE_LUA = """
@@ -573,4 +581,4 @@ end
 return out
 """.replace("INCIDENT_LINK", INCIDENT_LINK)
 
-__all__ = ["NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "SWEPT_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]
+__all__ = ["NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "SWEPT_FIELD", "SEQ_FIELD", "CASE_BLOCK_LUA", "JOIN_IF_OPEN_LUA", "CLAIM_LUA", "COMMIT_LUA", "INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "INTAKE_LUA", "LINK_LUA", "PREPARE_LUA", "READ_WITH_LINK_LUA", "REQUEUE_EXPIRED_LUA", "STATUS_LUA"]

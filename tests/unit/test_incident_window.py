@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from router.incidents import MAX_RECENT, NO_INCIDENT, SWEEP_EVERY, Decision, Incidents, tokens
 from normalizer.ids import now_ms
 from router.store import ComplaintStore
-from router.store.scripts import INCIDENT_NOTE_LUA, OPEN_VERSION_FIELD, SWEPT_FIELD
+from router.store.scripts import INCIDENT_NOTE_LUA, OPEN_VERSION_FIELD, SEQ_FIELD, SWEPT_FIELD
 
 CRASH = ["App crashes when I pay at checkout, payment failed", "the app crashed while paying, payment failure",
          "app keeps crashing at payment checkout"]
@@ -19,8 +19,9 @@ CRASH = ["App crashes when I pay at checkout, payment failed", "the app crashed 
 
 async def texts_held(r: Redis, texts: str) -> int:
     """The complaints' texts a category's texts hash holds (not its own fields: the open
-    incidents' version, the sweep's start)."""
-    return len([f for f in await r.hkeys(texts) if f not in (OPEN_VERSION_FIELD.encode(), SWEPT_FIELD.encode())])
+    incidents' version, the sweep's start, the last note's number)."""
+    own = {OPEN_VERSION_FIELD.encode(), SWEPT_FIELD.encode(), SEQ_FIELD.encode()}
+    return len([f for f in await r.hkeys(texts) if f not in own])
 
 
 async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: str, prefix: str) -> None:
@@ -51,7 +52,7 @@ async def test_window_keeps_its_texts_bounded_and_sees_older_entries(redis_url: 
         assert window[5] is not None and window[5] != b"cmp_last"  # full: its oldest entry named
         assert await r.zcard(recent) == MAX_RECENT == await texts_held(r, texts)  # a sweep: nothing else is kept
         assert b"cmp_last" not in window[1][0::3]  # the text this call noted is not sent back to its caller
-        assert window[4] == int(await r.hget(store.keys.incident_notes("function_fault"), "n"))  # its note's number
+        assert window[4] == int(await r.hget(texts, SEQ_FIELD))  # its note's number
         # another worker noted a crash report five minutes ago by its clock (a slow one), after this
         # process last read the window: older than what the script returns as new, still compared
         recent, texts = store.keys.incident_recent("transaction"), store.keys.incident_texts("transaction")
@@ -146,7 +147,7 @@ async def test_the_open_incidents_are_read_only_when_their_version_changed(desk:
         swept = (await read(f"cmp_v3{n}", changed[1].decode(), sweep="1"))[1]
         assert swept[2] is None and swept[3] == changed[1]
     assert await r.hlen(texts) < before and await r.hget(texts, OPEN_VERSION_FIELD) == changed[1]
-    assert await r.hget(store.keys.incident_notes(category), "n") == b"6"
+    assert await r.hget(texts, SEQ_FIELD) == b"6"
     await incidents.close("inc_v")  # (no incident record: nothing to close)
     assert (await read("cmp_v4", changed[1].decode()))[1][2] is None
     await r.set(incidents.key("inc_v"), '{"id": "inc_v", "category": "transaction", "status": "open"}')
@@ -442,3 +443,24 @@ async def test_a_sweep_by_a_clock_running_fast_starts_no_window_after_redis_s_no
         result = await incidents._note(keys=[*keys, incidents.key(f"inc_f{n}")], args=[f"cmp_f{n}", *args])
     known, among, _ = await incidents._window(category, int(args[1]), result[1])
     assert sorted(known._by_row[c][4] for c in np.flatnonzero(among).tolist()) == [b"cmp_f1", b"cmp_f2", b"cmp_fast"]
+
+
+async def test_note_numbers_go_on_from_where_a_version_before_kept_them(desk: Any) -> None:
+    """Versions before this one kept a category's last note number in its notes hash: the first
+    note after them reads it there once and goes on from it; the number then lives beside the
+    texts (each note reads it with the open version and the sweep's start, and writes it with its
+    texts)."""
+    r, store, incidents = desk
+    category = "card_binding"
+    keys = [store.keys.incident_recent(category), store.keys.incident_texts(category),
+            store.keys.incidents_open(category), store.keys.incident_notes(category)]
+    await r.hset(keys[3], "n", 41)
+    note = r.register_script(INCIDENT_NOTE_LUA)
+    numbers = []
+    for n in range(3):
+        answer = await note(keys=[*keys, incidents.key("inc_none")], args=[
+            f"cmp_n{n}", f"cus_n{n}\tz1 z2 z3", now_ms(), now_ms() - 600_000, MAX_RECENT, 0, "0", "-"])
+        numbers.append(answer[1][4])
+    assert numbers == [42, 43, 44]
+    assert await r.hget(keys[1], SEQ_FIELD) == b"44" and await r.hget(keys[3], "n") == b"41"
+    assert await texts_held(r, keys[1]) == 3

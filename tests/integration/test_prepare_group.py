@@ -54,3 +54,25 @@ async def test_a_message_whose_load_fails_fails_alone(store: Any) -> None:
                                    return_exceptions=True)
     assert results[0][0] == "received" and results[0][1].id == good.id
     assert isinstance(results[1], ResponseError) and "WRONGTYPE" in str(results[1])
+
+
+async def test_a_contact_linked_by_an_earlier_message_of_the_call_is_known_to_a_later_one(store: Any) -> None:
+    """The locked messages' customers are read for the whole call at once, before any of them is
+    linked: a sender an earlier message of the same call vouched for (the app says its user's phone
+    is P; P writes by SMS at the same moment) is still that customer's, as if loaded alone after it."""
+    from normalizer.ids import new_id
+    from normalizer.inbound import build_message
+    from normalizer.schema import Contact
+
+    phone = Contact(kind="phone", value="+8613800000077")
+    first = message("someone-else")
+    app = build_message(message_id=new_id("msg"), channel="app", sender=Contact(kind="app_user", value="vouching"),
+                        text="charged twice, please refund", verified_contacts=[phone])
+    sms = build_message(message_id=new_id("msg"), channel="sms", sender=phone, text="charged twice again")
+    for m in (first, app, sms):
+        assert (await store.intake(m, idempotency_scope=None)).status == "accepted"
+    results = await asyncio.gather(*(store.prepare(m.id, (m.id, 15_000)) for m in (first, app, sms)))
+    assert store._prepares.calls == 1  # all three in one call
+    (_, _, by_app), (_, _, by_sms) = results[1], results[2]
+    assert by_sms["customer_id"] == by_app["customer_id"]
+    assert await store.r.get(store.keys.contact(phone)) == by_app["customer_id"].encode()

@@ -70,7 +70,10 @@ async def drain(settings, jobs: list[PlannedJob], *, gateway_load: float = 0.9, 
         async def done() -> bool:
             if await r.zcard(store.keys.arq_queue):
                 return False
-            return not (until_caught_up and worker.pacer.pacing)
+            # caught up: a poll found nothing due (late 0) and the pace stopped; not only stopped
+            # (it may stop for other reasons, e.g. the contention it reads easing under a loaded
+            # suite, while the last claim's lateness still stands)
+            return not (until_caught_up and (worker.pacer.pacing or worker.pacer.late))
 
         with sharing_a_cpu_with_a_busy_process():
             await run_worker_until(worker, done, timeout=60)

@@ -98,6 +98,7 @@ _NUMBERS: dict[str, tuple[str, float, float]] = {
     "worker_surge_lag_seconds": ("GATEWAY_WORKER_SURGE_LAG_SECONDS", 0.0, 3600.0),
     "worker_surge_most_behind_seconds": ("GATEWAY_WORKER_SURGE_MOST_BEHIND_SECONDS", 0.0, 86_400.0),
     "worker_claim_gap_ms": ("GATEWAY_WORKER_CLAIM_GAP_MS", 0, 1000),
+    "worker_poll_seconds": ("GATEWAY_WORKER_POLL_SECONDS", 0.001, 10),
     "job_timeout_seconds": ("GATEWAY_JOB_TIMEOUT_SECONDS", 1, 3600),
     "repeat_window_hours": ("GATEWAY_REPEAT_WINDOW_HOURS", 0, 24 * 90),
     "incident_window_minutes": ("GATEWAY_INCIDENT_WINDOW_MINUTES", 1, 24 * 60),
@@ -158,14 +159,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise SettingsError(f"GATEWAY_LOG_LEVEL: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
 
-    poll_raw = env.get("GATEWAY_WORKER_POLL_SECONDS") or str(base.worker_poll_seconds)
-    try:
-        poll = float(poll_raw)
-    except ValueError:
-        raise SettingsError(f"GATEWAY_WORKER_POLL_SECONDS: {poll_raw!r} is not a number") from None
-    if not 0.001 <= poll <= 10:
-        raise SettingsError(f"GATEWAY_WORKER_POLL_SECONDS: {poll} is outside 0.001..10")
-
     fsync = env.get("GATEWAY_EMBEDDED_REDIS_FSYNC") or base.embedded_redis_fsync
     if fsync not in {"always", "everysec"}:
         raise SettingsError(f"GATEWAY_EMBEDDED_REDIS_FSYNC: {fsync!r} is not 'always' or 'everysec'")
@@ -194,7 +187,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_idle=_worker_idle(env),
         log_level=log_level,
         worker_wake=_bool(env, "GATEWAY_WORKER_WAKE", base.worker_wake),
-        worker_poll_seconds=poll,
         embedded_redis_fsync=fsync,
         pii_roles=_roles(env.get("GATEWAY_PII_ROLES"), base.pii_roles),
         test_clock=_bool(env, "GATEWAY_TEST_CLOCK", base.test_clock),

@@ -208,7 +208,7 @@ class Complaints(StoreBase):
         blobs: list[bytes] = [b""]  # the complaint, encoded by the call that sends it (_group_commit)
         entry: dict[str, Any] = {
             "msg": k.msg(mid), "mid": mid, "cid": complaint.id, "key": k.complaint(complaint.id),
-            "rms": created, "chan": complaint.channel,  # (a new complaint's: its message's)
+            "chan": complaint.channel,  # (a new complaint's: its message's)
             "body": 1, "case": case, "case_key": k.case(case), "created": created,
             "idx": [k.idx_all, k.idx("status", complaint.status.value), k.idx("category", complaint.category),
                     k.idx("customer", complaint.customer_id), k.idx("channel", complaint.channel),

@@ -15,6 +15,8 @@ OPEN_VERSION_FIELD = "~open"
 #: incidents' version: one read a note gets all three, and one write notes its texts and number).
 SWEPT_FIELD = "~swept"
 SEQ_FIELD = "~n"
+#: The texts hash's own fields (every other field is a complaint id).
+OWN_FIELDS = (OPEN_VERSION_FIELD, SWEPT_FIELD, SEQ_FIELD)
 #: An incident note's "since" that asks for no texts (a process that found nobody else noting in
 #: the window last time: its window read skips counting what was noted since; an id it does not
 #: know is read by id all the same): later than any time, so merged notes take the earliest.
@@ -55,6 +57,7 @@ INCIDENT_NOTE_FN = """
 local OPEN_VERSION = 'OPEN_VERSION_FIELD'
 local SWEPT = 'SWEPT_FIELD_NAME'
 local SEQ = 'SEQ_FIELD_NAME'
+local own_fields = {[OPEN_VERSION] = true, [SWEPT] = true, [SEQ] = true}
 local NO_TEXTS_SINCE = NO_TEXTS_SINCE_VALUE
 local SWEEP_MOST = 1000  -- removed by one sweep at most (a backlog left by a quiet hour goes in steps)
 local function window_note(recent, texts, open, notes, a, fields, scores)
@@ -85,8 +88,7 @@ local function window_note(recent, texts, open, notes, a, fields, scores)
     if redis.call('HLEN', texts) > 2 * most then
       local page = redis.call('HSCAN', texts, 0, 'COUNT', 500)[2]
       for i = 1, #page, 2 do
-        if page[i] ~= OPEN_VERSION and page[i] ~= SWEPT and page[i] ~= SEQ
-            and not redis.call('ZSCORE', recent, page[i]) then
+        if not own_fields[page[i]] and not redis.call('ZSCORE', recent, page[i]) then
           redis.call('HDEL', texts, page[i])
         end
       end
@@ -230,4 +232,4 @@ return added
 """
 
 __all__ = ["INCIDENT_LINK_FN", "INCIDENT_NOTE_FN", "INCIDENT_NOTE_LUA", "JOIN_IF_OPEN_LUA", "LINK_LUA",
-           "NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "SEQ_FIELD", "SWEPT_FIELD"]
+           "NO_TEXTS_SINCE", "OPEN_VERSION_FIELD", "OWN_FIELDS", "SEQ_FIELD", "SWEPT_FIELD"]

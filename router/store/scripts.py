@@ -109,7 +109,7 @@ end
 local function failed(res)
   return {'error', type(res) == 'table' and (res.err or 'ERR') or tostring(res)}
 end
-local out, loaded, under_lock = {}, {}, {}
+local out, loaded, locked, keys = {}, {}, {}, {}
 for n = 1, #KEYS do
   local a = 10 + (n - 1) * 3
   local ok, res, f = pcall(load_one, KEYS[n], ARGV[a + 2], ARGV[a + 3])
@@ -120,24 +120,16 @@ for n = 1, #KEYS do
   else
     loaded[n] = f
     if f.locked then
-      under_lock[#under_lock + 1] = n
-      under_lock[#under_lock + 1] = ARGV[10] .. f[4]
-      under_lock[#under_lock + 1] = ARGV[1] .. f[4]
+      locked[#locked + 1] = n
+      keys[#keys + 1] = ARGV[10] .. f[4]
+      keys[#keys + 1] = ARGV[1] .. f[4]
     end
   end
 end
 local read = {}  -- per locked message: {after, known}
-if #under_lock > 0 then
-  local keys = {}
-  for i = 2, #under_lock, 3 do
-    keys[#keys + 1] = under_lock[i]
-    keys[#keys + 1] = under_lock[i + 1]
-  end
+if #locked > 0 then
   local got = redis.call('MGET', unpack(keys))
-  for i = 1, #under_lock, 3 do
-    local k = (i - 1) / 3 * 2
-    read[under_lock[i]] = {got[k + 1] or '', got[k + 2]}
-  end
+  for j, n in ipairs(locked) do read[n] = {got[2 * j - 1] or '', got[2 * j]} end
 end
 for n = 1, #KEYS do
   local f = loaded[n]
@@ -218,8 +210,8 @@ COMMIT_LUA = INCIDENT_NOTE_FN + """
 --   ({key, id, bytes (binary), score, expiry ms} each); open (the customer's open-case key), fp
 --   (binary; 0 = none); timers ({due, member, ...}); note (absent: not noted; else {recent, texts,
 --   open, notes, entry, now, start, most, since, sweep, the open incidents' version the caller has});
---   rms, chan: the message's received_ms and channel as its record holds them (written back with
---   the processed mark when the record was not read)
+--   chan: the message's channel as its record holds it (written back with the processed mark, and
+--   created as its received_ms, when the record was not read)
 -- Returns per entry {'already', complaint id, case}, {'case_taken'} (its case number belongs to
 -- another complaint: a process's block outlived a failover that lost the sequence's writes; take
 -- another number) or {'created', complaint id, case[, the incident window of its category as
@@ -259,14 +251,12 @@ end
 -- (router.jobs.complaint_id_for), so none of them was. Else (a job run again, a message split off
 -- a case again, a case number taken below) each message's record is read and decides, as alone.
 local written = {}  -- complaint keys this call wrote ahead (false: taken back)
-if #firsts == 2 then
-  if redis.call('SET', firsts[1], firsts[2], 'NX') then written[firsts[1]] = true end
-elseif redis.call('MSETNX', unpack(firsts)) == 1 then
+if redis.call('MSETNX', unpack(firsts)) == 1 then
   for n = 1, #firsts, 2 do written[firsts[n]] = true end
 end
 for _, e in ipairs(entries) do
-  if written[e.key] then
-    e.st = {'received', false, false, e.rms, e.chan}
+  if written[e.key] then  -- (a new complaint's time is its message's)
+    e.st = {'received', false, false, e.created, e.chan}
   else
     e.st = redis.call('HMGET', e.msg, 'status', 'complaint_id', 'case_number', 'received_ms', 'channel')
   end

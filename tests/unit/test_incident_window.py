@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from router.incidents import MAX_RECENT, NO_INCIDENT, SWEEP_EVERY, Decision, Incidents, tokens
 from normalizer.ids import now_ms
 from router.store import ComplaintStore
+from router.store.incident_scripts import OWN_FIELDS
 from router.store.scripts import INCIDENT_NOTE_LUA, OPEN_VERSION_FIELD, SEQ_FIELD, SWEPT_FIELD
 
 CRASH = ["App crashes when I pay at checkout, payment failed", "the app crashed while paying, payment failure",
@@ -20,7 +21,7 @@ CRASH = ["App crashes when I pay at checkout, payment failed", "the app crashed 
 async def texts_held(r: Redis, texts: str) -> int:
     """The complaints' texts a category's texts hash holds (not its own fields: the open
     incidents' version, the sweep's start, the last note's number)."""
-    own = {OPEN_VERSION_FIELD.encode(), SWEPT_FIELD.encode(), SEQ_FIELD.encode()}
+    own = {f.encode() for f in OWN_FIELDS}
     return len([f for f in await r.hkeys(texts) if f not in own])
 
 

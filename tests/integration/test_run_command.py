@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import ROOT, free_port
 
@@ -73,6 +74,16 @@ def test_run_uses_embedded_redis_and_a_restart_keeps_cases(tmp_path):
         server = next(pid for pid, cmd in children.items() if b"serve" in cmd)
         assert {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{worker}/task")} == {os.SCHED_OTHER}
         assert os.sched_getscheduler(server) == os.SCHED_OTHER
+        # the embedded Redis's options (gateway/embedded_redis.py): durable, rewrites far apart,
+        # expiry in short runs
+        embedded = redis.Redis(port=int((var_dir / "redis" / "port").read_text()))
+        try:
+            config = {k: embedded.config_get(k)[k] for k in
+                      ("appendonly", "appendfsync", "save", "auto-aof-rewrite-min-size", "hz")}
+        finally:
+            embedded.close()
+        assert config == {"appendonly": "yes", "appendfsync": "always", "save": "",
+                          "auto-aof-rewrite-min-size": str(256 * 1024 * 1024), "hz": "100"}
     finally:
         out = stop_run(proc)
     assert f"http://127.0.0.1:{port}" in out and app_key in out and "agent token" in out

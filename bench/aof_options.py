@@ -45,20 +45,25 @@ def pct(data: list[float], q: float) -> float:
     return data[min(len(data) - 1, int(q / 100 * len(data)))] if data else float("nan")
 
 
+def start_redis_server(directory: str, options: list[str]) -> tuple[subprocess.Popen, redis.Redis]:
+    """A redis-server on a free port with ``options``, its data in ``directory``, once it answers."""
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
+                             "127.0.0.1", "--dir", directory, *options], stdout=subprocess.DEVNULL)
+    r = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            r.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    return proc, r
+
+
 def run(name: str, extra: list[str], args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-aof-") as tmp:
-        port = free_port()
-        base = [o for o in server_options("always")]
-        proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-                                 "127.0.0.1", "--dir", tmp, *base, *extra], stdout=subprocess.DEVNULL)
+        proc, r = start_redis_server(tmp, [*server_options("always"), *extra])
         try:
-            r = redis.Redis(port=port)
-            for _ in range(200):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
             value = os.urandom(1350).hex().encode()[:2700]
             fill = int(args.fill_mb * 1e6 / 2800)
             pipe = r.pipeline(transaction=False)
@@ -75,7 +80,7 @@ def run(name: str, extra: list[str], args: argparse.Namespace) -> dict:
 
             def rewriter() -> None:
                 nonlocal rewrites
-                ctl = redis.Redis(port=port)
+                ctl = redis.Redis(port=r.connection_pool.connection_kwargs["port"])
                 while not stop.wait(4 if "baseline" not in name else 3600):
                     try:
                         ctl.bgrewriteaof()

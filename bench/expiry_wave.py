@@ -19,21 +19,18 @@ over the default's (medians of the rounds).
 from __future__ import annotations
 
 import argparse
-import platform
 import os
+import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import redis
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from intake import free_port  # noqa: E402
+from aof_options import start_redis_server  # noqa: E402
 from loadgen import cpu_seconds  # noqa: E402
 
 from gateway.embedded_redis import server_options  # noqa: E402
@@ -45,17 +42,8 @@ def pct(data: list[float], q: float) -> float:
 
 def one_round(options: list[str], keys: int, seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-expiry-") as tmp:
-        port = free_port()
-        proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, *options],
-                                stdout=subprocess.DEVNULL)
+        proc, r = start_redis_server(tmp, options)
         try:
-            r = redis.Redis(port=port)
-            for _ in range(200):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
             before = cpu_seconds(proc.pid)
             time.sleep(5)
             idle_ms_s = (cpu_seconds(proc.pid) - before) / 5 * 1000
@@ -99,9 +87,11 @@ def main() -> None:
             print(f"round {n + 1}, hz {'10' if name == 'default' else hz} ({name}): {args.keys:,} keys expiring; "
                   f"a fsynced SET waited p50 {got['p50']:.2f} p99 {got['p99']:.2f} p99.9 {got['p99.9']:.2f} "
                   f"max {got['max']:.1f} ms; idle CPU {got['idle_ms_s']:.1f} ms/s; keys left {got['left']}")
+    def median(name: str, figure: str) -> float:
+        return statistics.median(x[figure] for x in runs[name])
+
     print(f"embedded options (hz {hz}) / default (hz 10), medians of {args.rounds} rounds: " + ", ".join(
-        f"{k} {statistics.median(x[k] for x in runs['embedded']) / statistics.median(x[k] for x in runs['default']):.2f}"
-        for k in ("p50", "p99", "p99.9", "max", "idle_ms_s")))
+        f"{k} {median('embedded', k) / median('default', k):.2f}" for k in ("p50", "p99", "p99.9", "max", "idle_ms_s")))
 
 
 if __name__ == "__main__":

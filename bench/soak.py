@@ -495,6 +495,15 @@ def kill_after(kills: list[dict], at: float) -> float | None:
     return round(min(near, key=abs) * 1000, 2) if near else None
 
 
+def kill_said(gap: float | None) -> str:
+    """``kill_after``'s answer in words."""
+    if gap is None:
+        return f"no kill from {KILL_BEFORE_S * 1000:.0f} ms before to 5 s after the provider first took it"
+    if gap < 0:
+        return f"a worker was killed {-gap} ms before the provider first took it (the request on its way)"
+    return f"a worker was killed {gap} ms after the provider first took it"
+
+
 def report(res: dict) -> None:
     s, c, o = res["soak"], res["checks"], res["orphans"]
     print("\n== soak ==")
@@ -534,9 +543,7 @@ def report(res: dict) -> None:
         gap = doubled.get("kill_after_first_send_ms")
         print(f"  {doubled['kind']} on {doubled['channel']} reached the provider {doubled['sink']} times, recorded "
               f"{doubled['recorded']}: "
-              + (f"a worker was killed {gap} ms after the provider first took it" if gap is not None and gap >= 0
-                 else f"a worker was killed {-gap} ms before the provider first took it (the request on its way)"
-                 if gap is not None else "no kill from 50 ms before to 5 s after the provider first took it")
+              + kill_said(gap)
               + f"; again after {', '.join(f'{t - times[0]:.1f}' for t in times[1:])} s")
     bad = {k: v for k, v in res["problems"].items() if v}
     print("RESULT:", "all checks passed" if not bad else f"FAILED {bad}")

@@ -84,7 +84,8 @@ def main() -> None:
                   f"max {got['max']:.1f} ms; idle CPU {got['idle_ms_s']:.1f} ms/s; keys left {got['left']}")
     medians = {name: {k: statistics.median(x[k] for x in got) for k in got[0]} for name, got in runs.items()}
     print(f"embedded options (hz {SERVER_HZ}) / default (hz 10), medians of {args.rounds} rounds: " + ", ".join(
-        f"{k} {medians['embedded'][k] / medians['default'][k]:.2f}" for k in ("p50", "p99", "p99.9", "max", "idle_ms_s")))
+        f"{k} {medians['embedded'][k] / medians['default'][k]:.2f}"
+        for k in ("p50", "p99", "p99.9", "max", "idle_ms_s")))
 
 if __name__ == "__main__":
     main()
